@@ -1,0 +1,343 @@
+//! Connections from the proxy to MySQL/MariaDB servers: the client side of
+//! the handshake (native and caching_sha2 authentication, auth switch),
+//! sending commands, and running the proxy's own small commands whose
+//! responses never reach a client.
+
+use crate::protocol::auth::BackendSecret;
+use crate::protocol::handshake::{mariadb_caps, Greeting, HandshakeResponse};
+use crate::protocol::messages;
+use crate::protocol::packet::{put_packet, Cursor, FrameError, PacketReader};
+use crate::relay::{self, Expect, Machine, Outcome};
+use mysql_common::constants::CapabilityFlags;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Largest packet the proxy accepts from a backend during the handshake
+/// and for its own commands.
+const CONTROL_PACKET_LIMIT: usize = 1 << 24;
+
+/// Capabilities the proxy can pass through to a backend unchanged.
+pub const PASSTHROUGH_CAPS: CapabilityFlags = CapabilityFlags::from_bits_truncate(
+    CapabilityFlags::CLIENT_LONG_PASSWORD.bits()
+        | CapabilityFlags::CLIENT_FOUND_ROWS.bits()
+        | CapabilityFlags::CLIENT_LONG_FLAG.bits()
+        | CapabilityFlags::CLIENT_CONNECT_WITH_DB.bits()
+        | CapabilityFlags::CLIENT_NO_SCHEMA.bits()
+        | CapabilityFlags::CLIENT_ODBC.bits()
+        | CapabilityFlags::CLIENT_LOCAL_FILES.bits()
+        | CapabilityFlags::CLIENT_IGNORE_SPACE.bits()
+        | CapabilityFlags::CLIENT_PROTOCOL_41.bits()
+        | CapabilityFlags::CLIENT_INTERACTIVE.bits()
+        | CapabilityFlags::CLIENT_IGNORE_SIGPIPE.bits()
+        | CapabilityFlags::CLIENT_TRANSACTIONS.bits()
+        | CapabilityFlags::CLIENT_RESERVED.bits()
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION.bits()
+        | CapabilityFlags::CLIENT_MULTI_STATEMENTS.bits()
+        | CapabilityFlags::CLIENT_MULTI_RESULTS.bits()
+        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS.bits()
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH.bits()
+        | CapabilityFlags::CLIENT_CONNECT_ATTRS.bits()
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA.bits()
+        | CapabilityFlags::CLIENT_CAN_HANDLE_EXPIRED_PASSWORDS.bits()
+        | CapabilityFlags::CLIENT_SESSION_TRACK.bits()
+        | CapabilityFlags::CLIENT_DEPRECATE_EOF.bits(),
+);
+
+/// MariaDB extended capabilities the proxy passes through (extended type
+/// info only changes column definitions, which are relayed raw).
+pub const PASSTHROUGH_MARIADB_CAPS: u32 = mariadb_caps::EXTENDED_TYPE_INFO;
+
+/// Errors talking to a backend. `Server` carries the server's own error,
+/// which is forwarded to the client with its code and SQLSTATE.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, source: std::io::Error },
+    #[error("timed out connecting to {0}")]
+    ConnectTimeout(String),
+    #[error("server error {code} ({state}): {message}")]
+    Server { code: u16, state: String, message: String },
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("protocol error from server: {0}")]
+    Protocol(String),
+    #[error("authentication method {0} is not supported for this login")]
+    UnsupportedAuth(String),
+}
+
+impl From<std::io::Error> for BackendError {
+    fn from(e: std::io::Error) -> Self {
+        BackendError::Frame(FrameError::Io(e))
+    }
+}
+
+impl BackendError {
+    fn from_err_packet(payload: &[u8]) -> BackendError {
+        match messages::parse_err(payload) {
+            Some(e) => BackendError::Server {
+                code: e.code,
+                state: String::from_utf8_lossy(e.state).into_owned(),
+                message: String::from_utf8_lossy(e.message).into_owned(),
+            },
+            None => BackendError::Protocol("malformed error packet".into()),
+        }
+    }
+}
+
+/// How to log in to a backend: the client's identity and the capabilities
+/// it negotiated with the proxy.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user: Vec<u8>,
+    pub secret: BackendSecret,
+    pub database: Option<Vec<u8>>,
+    pub collation: u8,
+    pub capabilities: CapabilityFlags,
+    pub mariadb_caps: u32,
+    pub attributes: Option<Vec<u8>>,
+    pub max_packet: u32,
+}
+
+/// One authenticated connection to a backend server.
+pub struct BackendConn {
+    pub stream: TcpStream,
+    pub reader: PacketReader,
+    /// Capabilities in force on this connection.
+    pub caps: CapabilityFlags,
+    /// The server's thread id (for KILL).
+    pub thread_id: u32,
+    pub greeting: Greeting,
+    scratch: Vec<u8>,
+}
+
+/// Reads a server greeting from `addr` without logging in: used to learn
+/// the server version and capabilities the proxy presents to clients.
+pub async fn probe_greeting(addr: &str, timeout: Duration) -> Result<Greeting, BackendError> {
+    let mut stream = connect_tcp(addr, timeout).await?;
+    let mut reader = PacketReader::new();
+    let mut payload = Vec::new();
+    tokio::time::timeout(timeout, reader.read_packet(&mut stream, &mut payload, CONTROL_PACKET_LIMIT))
+        .await
+        .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))??;
+    if payload.first() == Some(&0xFF) {
+        return Err(BackendError::from_err_packet(&payload));
+    }
+    Greeting::parse(&payload).ok_or_else(|| BackendError::Protocol("malformed greeting".into()))
+}
+
+async fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, BackendError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))?
+        .map_err(|source| BackendError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
+    stream.set_nodelay(true).ok();
+    Ok(stream)
+}
+
+impl BackendConn {
+    /// Connects and logs in, bounded by `timeout` as a whole.
+    pub async fn connect(addr: &str, login: &Login, timeout: Duration) -> Result<BackendConn, BackendError> {
+        tokio::time::timeout(timeout, Self::connect_inner(addr, login, timeout))
+            .await
+            .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))?
+    }
+
+    async fn connect_inner(addr: &str, login: &Login, timeout: Duration) -> Result<BackendConn, BackendError> {
+        let mut stream = connect_tcp(addr, timeout).await?;
+        let mut reader = PacketReader::new();
+        let mut payload = Vec::new();
+        let seq = reader.read_packet(&mut stream, &mut payload, CONTROL_PACKET_LIMIT).await?;
+        if payload.first() == Some(&0xFF) {
+            return Err(BackendError::from_err_packet(&payload));
+        }
+        let greeting = Greeting::parse(&payload).ok_or_else(|| BackendError::Protocol("malformed greeting".into()))?;
+        let caps = negotiate(login, &greeting);
+        let plugin = greeting.auth_plugin.clone();
+        let auth_response = auth_response_for(&login.secret, &plugin, &greeting.scramble)?;
+        let response = HandshakeResponse {
+            capabilities: caps,
+            max_packet: login.max_packet,
+            collation: login.collation,
+            mariadb_caps: login.mariadb_caps & greeting.mariadb_caps & PASSTHROUGH_MARIADB_CAPS,
+            user: login.user.clone(),
+            auth_response,
+            database: login.database.clone(),
+            auth_plugin: Some(plugin),
+            attributes: login.attributes.clone(),
+        };
+        let mut body = Vec::with_capacity(128);
+        response.write(&mut body);
+        let mut conn = BackendConn {
+            stream,
+            reader,
+            caps,
+            thread_id: greeting.connection_id,
+            greeting,
+            scratch: Vec::new(),
+        };
+        conn.write_payload(seq.wrapping_add(1), &body).await?;
+        conn.finish_auth(login).await?;
+        Ok(conn)
+    }
+
+    /// Follows the server through auth switches and caching_sha2 rounds
+    /// until OK or ERR.
+    async fn finish_auth(&mut self, login: &Login) -> Result<(), BackendError> {
+        let mut plugin = self.greeting.auth_plugin.clone();
+        let mut payload = Vec::new();
+        loop {
+            let seq = self
+                .reader
+                .read_packet(&mut self.stream, &mut payload, CONTROL_PACKET_LIMIT)
+                .await?;
+            let next = seq.wrapping_add(1);
+            match payload.first() {
+                Some(0x00) => return Ok(()),
+                Some(0xFF) => return Err(BackendError::from_err_packet(&payload)),
+                Some(0xFE) => {
+                    let mut c = Cursor::new(&payload[1..]);
+                    plugin = c.null_str().to_vec();
+                    let rest = c.rest();
+                    let scramble = rest.strip_suffix(&[0]).unwrap_or(rest).to_vec();
+                    let resp = auth_response_for(&login.secret, &plugin, &scramble)?;
+                    self.write_payload(next, &resp).await?;
+                }
+                Some(0x01) if plugin == b"caching_sha2_password" => match payload.get(1) {
+                    Some(0x03) => continue, // fast auth succeeded: OK follows
+                    Some(0x04) => {
+                        // Full authentication needs the cleartext over TLS or
+                        // an RSA key; backend TLS is not implemented yet.
+                        return Err(BackendError::UnsupportedAuth(
+                            "caching_sha2_password full authentication (needs TLS or RSA to the backend)".into(),
+                        ));
+                    }
+                    _ => return Err(BackendError::Protocol("unexpected caching_sha2 message".into())),
+                },
+                _ => return Err(BackendError::Protocol("unexpected packet during authentication".into())),
+            }
+        }
+    }
+
+    /// Writes one logical packet starting at `seq`.
+    pub async fn write_payload(&mut self, seq: u8, payload: &[u8]) -> std::io::Result<()> {
+        self.scratch.clear();
+        put_packet(&mut self.scratch, seq, payload);
+        self.stream.write_all(&self.scratch).await?;
+        self.stream.flush().await
+    }
+
+    /// Runs a command of the proxy's own (SET, COM_INIT_DB, KILL ...) and
+    /// consumes its whole response. Returns the outcome, or the server's
+    /// error as `BackendError::Server`.
+    pub async fn run_own(&mut self, payload: &[u8]) -> Result<Outcome, BackendError> {
+        self.write_payload(0, payload).await?;
+        let mut machine = Machine::new(Expect::Result, self.caps);
+        let mut packet = Vec::new();
+        loop {
+            self.reader
+                .read_packet(&mut self.stream, &mut packet, CONTROL_PACKET_LIMIT)
+                .await?;
+            let step = machine
+                .step(packet.len().min(relay::INSPECT_LIMIT), &packet)
+                .map_err(|e| BackendError::Protocol(e.to_string()))?;
+            if machine.outcome.error.is_some() {
+                return Err(BackendError::from_err_packet(&packet));
+            }
+            match step {
+                relay::Step::Done => return Ok(std::mem::take(&mut machine.outcome)),
+                relay::Step::Continue => {}
+                relay::Step::LocalInfile => {
+                    self.write_payload(2, b"").await?;
+                }
+            }
+        }
+    }
+
+    /// Runs a text query of the proxy's own.
+    pub async fn query_own(&mut self, sql: &str) -> Result<Outcome, BackendError> {
+        let mut payload = Vec::with_capacity(sql.len() + 1);
+        payload.push(crate::protocol::command::QUERY);
+        payload.extend_from_slice(sql.as_bytes());
+        self.run_own(&payload).await
+    }
+}
+
+/// The capabilities for a backend login: what the client negotiated with
+/// the proxy, limited to what the server offers.
+fn negotiate(login: &Login, greeting: &Greeting) -> CapabilityFlags {
+    let mut caps = login.capabilities & PASSTHROUGH_CAPS & greeting.capabilities;
+    caps |= CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_SECURE_CONNECTION;
+    caps |= greeting.capabilities & CapabilityFlags::CLIENT_PLUGIN_AUTH;
+    if login.database.is_some() {
+        caps |= CapabilityFlags::CLIENT_CONNECT_WITH_DB;
+    } else {
+        caps &= !CapabilityFlags::CLIENT_CONNECT_WITH_DB;
+    }
+    if login.attributes.is_none() {
+        caps &= !CapabilityFlags::CLIENT_CONNECT_ATTRS;
+    }
+    caps
+}
+
+fn auth_response_for(secret: &BackendSecret, plugin: &[u8], scramble: &[u8]) -> Result<Vec<u8>, BackendError> {
+    secret
+        .response(plugin, scramble)
+        .ok_or_else(|| BackendError::UnsupportedAuth(String::from_utf8_lossy(plugin).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn greeting(caps: CapabilityFlags) -> Greeting {
+        Greeting {
+            server_version: b"8.4.0".to_vec(),
+            connection_id: 7,
+            scramble: vec![1; 20],
+            capabilities: caps,
+            collation: 255,
+            status: 2,
+            mariadb_caps: 0,
+            auth_plugin: b"caching_sha2_password".to_vec(),
+        }
+    }
+
+    fn login(caps: CapabilityFlags) -> Login {
+        Login {
+            user: b"app".to_vec(),
+            secret: BackendSecret::Plain("app".into()),
+            database: None,
+            collation: 45,
+            capabilities: caps,
+            mariadb_caps: 0,
+            attributes: None,
+            max_packet: 1 << 24,
+        }
+    }
+
+    #[test]
+    fn negotiation_keeps_client_semantics_flags() {
+        let server = PASSTHROUGH_CAPS | CapabilityFlags::CLIENT_SSL | CapabilityFlags::CLIENT_COMPRESS;
+        let client = CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_FOUND_ROWS | CapabilityFlags::CLIENT_COMPRESS;
+        let caps = negotiate(&login(client), &greeting(server));
+        assert!(caps.contains(CapabilityFlags::CLIENT_FOUND_ROWS));
+        assert!(!caps.contains(CapabilityFlags::CLIENT_COMPRESS));
+        assert!(!caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF));
+        assert!(!caps.contains(CapabilityFlags::CLIENT_CONNECT_WITH_DB));
+        let client = client | CapabilityFlags::CLIENT_DEPRECATE_EOF;
+        assert!(negotiate(&login(client), &greeting(server)).contains(CapabilityFlags::CLIENT_DEPRECATE_EOF));
+    }
+
+    #[test]
+    fn caching_sha2_fast_response_matches_documented_formula() {
+        // XOR(SHA256(pw), SHA256(SHA256(SHA256(pw)), nonce)), 32 bytes.
+        let r = auth_response_for(&BackendSecret::Plain("app".into()), b"caching_sha2_password", &[1; 20]).unwrap();
+        assert_eq!(r.len(), 32);
+        let stage1 = BackendSecret::NativeStage1([0; 20]);
+        assert!(auth_response_for(&stage1, b"caching_sha2_password", &[1; 20]).is_err());
+    }
+}

@@ -1,0 +1,403 @@
+//! The TOML configuration: typed structs (unknown keys are errors),
+//! durations with units, secrets from the file, the environment or a file,
+//! and `validate()` whose messages name the file and the key.
+
+use crate::protocol::auth::Secret;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where clients connect.
+    pub listeners: Vec<ListenerConfig>,
+    /// The admin HTTP port.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Users allowed to log in through the proxy.
+    pub users: Vec<UserConfig>,
+    /// The servers behind the proxy.
+    pub backends: Vec<BackendConfig>,
+    /// The monitor's login to the backends (health, role, lag probes).
+    #[serde(default)]
+    pub monitor: Option<MonitorConfig>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Server version presented to clients when no backend can be reached
+    /// to learn the primary's.
+    #[serde(default = "default_server_version")]
+    pub fallback_server_version: String,
+    /// The folder of the config file: relative paths are resolved from it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+fn default_server_version() -> String {
+    "5.5.5-10.11.0-MariaDB-rwsplit".into()
+}
+
+/// One client listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `host:port` to accept MySQL clients on.
+    pub address: String,
+}
+
+/// The admin HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `host:port` of the admin HTTP port.
+    pub address: String,
+}
+
+/// A user allowed through the proxy. Exactly one password source.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// The password in clear text.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A stored hash: `*` + 40 hex (mysql_native_password, as in
+    /// mysql.user) or `sha2:` + 64 hex (SHA256(SHA256(password))).
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// Name of an environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// A file holding the password (trailing newline ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// The role a backend is configured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Primary,
+    Replica,
+}
+
+/// One backend server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub name: String,
+    /// `host:port`.
+    pub address: String,
+    pub role: Role,
+    /// Relative share of reads among replicas.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// The monitor's credentials and schedule.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    pub user: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default = "default_monitor_interval", with = "duration")]
+    pub interval: Duration,
+}
+
+impl std::fmt::Debug for MonitorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MonitorConfig")
+            .field("user", &self.user)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_monitor_interval() -> Duration {
+    Duration::from_millis(500)
+}
+
+/// Timeouts, each a duration with its unit (`"2s"`, `"500ms"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Connecting and logging in to a backend.
+    #[serde(default = "default_connect", with = "duration")]
+    pub connect: Duration,
+    /// A client must finish its login within this time.
+    #[serde(default = "default_handshake", with = "duration")]
+    pub client_handshake: Duration,
+    /// How long a replica that refused a connection is avoided.
+    #[serde(default = "default_backoff", with = "duration")]
+    pub backend_retry: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: default_connect(),
+            client_handshake: default_handshake(),
+            backend_retry: default_backoff(),
+        }
+    }
+}
+
+fn default_connect() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_handshake() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_backoff() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// Size limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest command a client may send (like max_allowed_packet).
+    #[serde(default = "default_max_packet", with = "size")]
+    pub max_packet: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_packet: default_max_packet(),
+        }
+    }
+}
+
+fn default_max_packet() -> usize {
+    64 << 20
+}
+
+/// A configuration problem, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub message: String,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            file: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let mut config = Config::parse(&text).map_err(err)?;
+        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let problems = config.validate();
+        if !problems.is_empty() {
+            return Err(err(problems.join("; ")));
+        }
+        Ok(config)
+    }
+
+    /// Parses TOML text (no validation).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Every problem found, each naming its key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.listeners.is_empty() {
+            problems.push("listeners: at least one listener is required".to_string());
+        }
+        let mut seen = HashSet::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            if !seen.insert(&l.address) {
+                problems.push(format!("listeners[{i}].address: duplicate listener {}", l.address));
+            }
+        }
+        let primaries = self.backends.iter().filter(|b| b.role == Role::Primary).count();
+        if primaries != 1 {
+            problems.push(format!("backends: exactly one backend needs role = \"primary\", found {primaries}"));
+        }
+        let mut names = HashSet::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            if !names.insert(&b.name) {
+                problems.push(format!("backends[{i}].name: duplicate backend name {:?}", b.name));
+            }
+            if !b.address.contains(':') {
+                problems.push(format!("backends[{i}].address: expected host:port, got {:?}", b.address));
+            }
+        }
+        let mut users = HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            if !users.insert(&u.name) {
+                problems.push(format!("users[{i}].name: duplicate user {:?}", u.name));
+            }
+            if let Err(e) = u.secret(&self.base_dir) {
+                problems.push(format!("users[{i}] ({}): {e}", u.name));
+            }
+        }
+        problems
+    }
+
+    /// The primary backend's index.
+    pub fn primary(&self) -> usize {
+        self.backends.iter().position(|b| b.role == Role::Primary).unwrap_or(0)
+    }
+
+    /// Looks up a user by name.
+    pub fn user(&self, name: &[u8]) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.name.as_bytes() == name)
+    }
+}
+
+impl UserConfig {
+    /// The user's secret from whichever source is configured.
+    pub fn secret(&self, base_dir: &Path) -> Result<Secret, String> {
+        let sources = [
+            self.password.is_some(),
+            self.password_hash.is_some(),
+            self.password_env.is_some(),
+            self.password_file.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return Err("set exactly one of password, password_hash, password_env, password_file".into());
+        }
+        if let Some(p) = &self.password {
+            return Ok(Secret::Plain(p.clone()));
+        }
+        if let Some(h) = &self.password_hash {
+            return Secret::parse_hash(h)
+                .ok_or_else(|| "password_hash: expected '*' + 40 hex digits or 'sha2:' + 64 hex digits".to_string());
+        }
+        if let Some(var) = &self.password_env {
+            return std::env::var(var)
+                .map(Secret::Plain)
+                .map_err(|_| format!("password_env: environment variable {var} is not set"));
+        }
+        let file = base_dir.join(self.password_file.as_ref().expect("one source is set"));
+        std::fs::read_to_string(&file)
+            .map(|s| Secret::Plain(s.trim_end_matches(['\n', '\r']).to_string()))
+            .map_err(|e| format!("password_file: cannot read {}: {e}", file.display()))
+    }
+}
+
+/// Serde adapter for durations written with units.
+mod duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+    }
+}
+
+/// Serde adapter for sizes written with units (`"16MiB"`, `"512KiB"`, `"1GB"`).
+mod size {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_size(&s).ok_or_else(|| serde::de::Error::custom(format!("invalid size {s:?}")))
+    }
+}
+
+/// Parses a size with an optional unit: B, KiB, MiB, GiB, KB, MB, GB.
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().ok()?;
+    let mult: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[listeners]]
+        address = "127.0.0.1:6450"
+        [[users]]
+        name = "app"
+        password = "app"
+        [[backends]]
+        name = "primary"
+        address = "127.0.0.1:3306"
+        role = "primary"
+    "#;
+
+    #[test]
+    fn minimal_config_parses_with_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert!(c.validate().is_empty());
+        assert_eq!(c.timeouts.connect, Duration::from_secs(2));
+        assert_eq!(c.limits.max_packet, 64 << 20);
+        assert_eq!(c.backends[0].weight, 1);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name() {
+        let err = Config::parse(&format!("{MINIMAL}\n[timeouts]\nconect = \"1s\"\n")).unwrap_err();
+        assert!(err.contains("conect"), "{err}");
+    }
+
+    #[test]
+    fn durations_and_sizes_need_units() {
+        let c = Config::parse(&format!("{MINIMAL}\n[timeouts]\nconnect = \"250ms\"\n[limits]\nmax_packet = \"16MiB\"\n")).unwrap();
+        assert_eq!(c.timeouts.connect, Duration::from_millis(250));
+        assert_eq!(c.limits.max_packet, 16 << 20);
+        assert!(Config::parse(&format!("{MINIMAL}\n[timeouts]\nconnect = \"fast\"\n")).is_err());
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("1 parsec"), None);
+    }
+
+    #[test]
+    fn two_primaries_are_reported() {
+        let text = format!("{MINIMAL}\n[[backends]]\nname = \"b\"\naddress = \"127.0.0.1:3307\"\nrole = \"primary\"\n");
+        let problems = Config::parse(&text).unwrap().validate();
+        assert!(problems.iter().any(|p| p.contains("exactly one backend")), "{problems:?}");
+    }
+
+    #[test]
+    fn user_needs_exactly_one_password_source() {
+        let text = MINIMAL.replace("password = \"app\"", "password = \"app\"\npassword_env = \"X\"");
+        let problems = Config::parse(&text).unwrap().validate();
+        assert!(problems.iter().any(|p| p.contains("exactly one of password")), "{problems:?}");
+    }
+
+    #[test]
+    fn bad_password_hash_is_reported() {
+        let text = MINIMAL.replace("password = \"app\"", "password_hash = \"*1234\"");
+        let problems = Config::parse(&text).unwrap().validate();
+        assert!(problems.iter().any(|p| p.contains("password_hash")), "{problems:?}");
+    }
+}

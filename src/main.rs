@@ -1,0 +1,100 @@
+//! The `rwsplit` binary: command line, logging, then `rwsplit::run` until
+//! SIGINT or SIGTERM.
+
+use anyhow::Context;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+rwsplit: a MySQL/MariaDB read/write-splitting proxy
+
+Usage:
+  rwsplit --config FILE     run the proxy with FILE
+  rwsplit check FILE        validate FILE and exit (non-zero on problems)
+  rwsplit --version         print the version
+  rwsplit --help            print this help
+
+Logging: RUST_LOG (for example RUST_LOG=rwsplit=debug); default info.
+";
+
+enum Command {
+    Run(PathBuf),
+    Check(PathBuf),
+    Version,
+    Help,
+}
+
+fn parse_args(args: &[String]) -> Result<Command, String> {
+    match args {
+        [flag] if flag == "--version" || flag == "-V" => Ok(Command::Version),
+        [flag] if flag == "--help" || flag == "-h" => Ok(Command::Help),
+        [flag, file] if flag == "--config" || flag == "-c" => Ok(Command::Run(file.into())),
+        [check, file] if check == "check" => Ok(Command::Check(file.into())),
+        [] => Err("missing --config FILE".into()),
+        _ => Err(format!("unrecognised arguments: {}", args.join(" "))),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match parse_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rwsplit: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Version => {
+            println!("rwsplit {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Help => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::Check(file) => match rwsplit::Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(file) => match run(file) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rwsplit: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run(file: PathBuf) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = rwsplit::Config::load(&file)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        rwsplit::run(config, shutdown_signal()).await.context("cannot start listeners")
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,178 @@
+//! The few response packets the proxy builds or decodes itself: OK, ERR
+//! and EOF. Everything else is relayed without being decoded.
+
+use super::packet::{put_lenenc, put_lenenc_str, Cursor};
+use mysql_common::constants::{CapabilityFlags, StatusFlags};
+
+/// A decoded OK packet (also the OK that replaces EOF with DEPRECATE_EOF).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ok<'a> {
+    pub affected_rows: u64,
+    pub last_insert_id: u64,
+    pub status: u16,
+    pub warnings: u16,
+    pub info: &'a [u8],
+    /// Raw session-state-change data, when the status says it changed.
+    pub session_state: &'a [u8],
+}
+
+/// Decodes an OK packet (first byte 0x00 or 0xFE); `caps` are the
+/// capabilities negotiated on the connection it came from.
+pub fn parse_ok(payload: &[u8], caps: CapabilityFlags) -> Option<Ok<'_>> {
+    let mut c = Cursor::new(payload);
+    let header = c.u8()?;
+    if header != 0x00 && header != 0xFE {
+        return None;
+    }
+    let mut ok = Ok {
+        affected_rows: c.lenenc()?,
+        last_insert_id: c.lenenc()?,
+        ..Ok::default()
+    };
+    // A pre-4.1 OK would end here; every server we talk to is 4.1+.
+    ok.status = c.u16().unwrap_or(0);
+    ok.warnings = c.u16().unwrap_or(0);
+    if caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK) {
+        if !c.is_empty() {
+            ok.info = c.lenenc_bytes()?;
+        }
+        if ok.status & StatusFlags::SERVER_SESSION_STATE_CHANGED.bits() != 0 && !c.is_empty() {
+            ok.session_state = c.lenenc_bytes()?;
+        }
+    } else {
+        ok.info = c.rest();
+    }
+    Some(ok)
+}
+
+/// Status flags and warnings of an EOF packet (first byte 0xFE, short).
+pub fn parse_eof(payload: &[u8]) -> Option<(u16, u16)> {
+    let mut c = Cursor::new(payload);
+    if c.u8()? != 0xFE {
+        return None;
+    }
+    let warnings = c.u16().unwrap_or(0);
+    let status = c.u16().unwrap_or(0);
+    Some((status, warnings))
+}
+
+/// Builds an OK packet payload as a server would send it to a client
+/// with capabilities `caps`.
+pub fn build_ok(caps: CapabilityFlags, affected_rows: u64, last_insert_id: u64, status: u16, warnings: u16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    out.push(0x00);
+    put_lenenc(&mut out, affected_rows);
+    put_lenenc(&mut out, last_insert_id);
+    out.extend_from_slice(&status.to_le_bytes());
+    out.extend_from_slice(&warnings.to_le_bytes());
+    if caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK) {
+        put_lenenc_str(&mut out, b"");
+    }
+    out
+}
+
+/// Builds an EOF packet payload, or the OK that replaces it when the client
+/// negotiated DEPRECATE_EOF.
+pub fn build_eof(caps: CapabilityFlags, status: u16, warnings: u16) -> Vec<u8> {
+    if caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF) {
+        let mut ok = build_ok(caps, 0, 0, status, warnings);
+        ok[0] = 0xFE;
+        ok
+    } else {
+        let mut out = vec![0xFE];
+        out.extend_from_slice(&warnings.to_le_bytes());
+        out.extend_from_slice(&status.to_le_bytes());
+        out
+    }
+}
+
+/// A decoded ERR packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Err<'a> {
+    pub code: u16,
+    pub state: &'a [u8],
+    pub message: &'a [u8],
+}
+
+/// Decodes an ERR packet (first byte 0xFF).
+pub fn parse_err(payload: &[u8]) -> Option<Err<'_>> {
+    let mut c = Cursor::new(payload);
+    if c.u8()? != 0xFF {
+        return None;
+    }
+    let code = c.u16()?;
+    let mut state: &[u8] = b"HY000";
+    if c.remaining().first() == Some(&b'#') {
+        c.u8();
+        state = c.bytes(5)?;
+    }
+    Some(Err {
+        code,
+        state,
+        message: c.rest(),
+    })
+}
+
+/// Builds an ERR packet payload.
+pub fn build_err(code: u16, state: &str, message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + message.len());
+    out.push(0xFF);
+    out.extend_from_slice(&code.to_le_bytes());
+    out.push(b'#');
+    let state = state.as_bytes();
+    out.extend_from_slice(&state[..state.len().min(5)]);
+    out.extend(std::iter::repeat_n(b'0', 5usize.saturating_sub(state.len())));
+    out.extend_from_slice(message.as_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ok_with_session_track_yields_state_bytes() {
+        // From mariadb-notes: an OK carrying last_gtid.
+        let mut p = vec![0x00, 0x01, 0x0f, 0x02, 0x40, 0x00, 0x00, 0x00];
+        p.push(0x13);
+        p.extend_from_slice(&[0x00, 0x11, 0x09]);
+        p.extend_from_slice(b"last_gtid");
+        p.push(0x06);
+        p.extend_from_slice(b"0-1-24");
+        let caps = CapabilityFlags::CLIENT_SESSION_TRACK | CapabilityFlags::CLIENT_PROTOCOL_41;
+        let ok = parse_ok(&p, caps).unwrap();
+        assert_eq!(ok.affected_rows, 1);
+        assert_eq!(ok.last_insert_id, 15);
+        assert_eq!(ok.status, 0x4002);
+        assert!(ok.session_state.ends_with(b"0-1-24"));
+    }
+
+    #[test]
+    fn ok_without_session_track_keeps_info_as_rest() {
+        let p = build_ok(CapabilityFlags::empty(), 3, 0, 2, 1);
+        let mut p2 = p.clone();
+        p2.extend_from_slice(b"Rows matched: 3");
+        let ok = parse_ok(&p2, CapabilityFlags::empty()).unwrap();
+        assert_eq!((ok.affected_rows, ok.status, ok.warnings), (3, 2, 1));
+        assert_eq!(ok.info, b"Rows matched: 3");
+    }
+
+    #[test]
+    fn err_round_trips() {
+        let p = build_err(1045, "28000", "Access denied");
+        let e = parse_err(&p).unwrap();
+        assert_eq!(e.code, 1045);
+        assert_eq!(e.state, b"28000");
+        assert_eq!(e.message, b"Access denied");
+    }
+
+    #[test]
+    fn eof_is_ok_with_deprecate_eof() {
+        let p = build_eof(CapabilityFlags::CLIENT_DEPRECATE_EOF, 0x22, 0);
+        assert_eq!(p[0], 0xFE);
+        let ok = parse_ok(&p, CapabilityFlags::CLIENT_DEPRECATE_EOF).unwrap();
+        assert_eq!(ok.status, 0x22);
+        let p = build_eof(CapabilityFlags::empty(), 0x22, 4);
+        assert_eq!(parse_eof(&p), Some((0x22, 4)));
+    }
+}

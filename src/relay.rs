@@ -1,0 +1,470 @@
+//! Streaming a backend's response to the client byte for byte.
+//!
+//! [`Machine`] is the pure part: fed one packet at a time (its length and,
+//! for small packets, its payload), it knows where the response ends and
+//! collects what the session needs (final status flags, warnings, OK
+//! fields, session-state data). [`relay`] is the I/O part: it forwards
+//! whole runs of buffered frames to the client in one write, streams
+//! packets too large to buffer, and hands LOCAL INFILE data from the
+//! client to the backend. Column definitions and rows are never decoded.
+
+use crate::protocol::messages;
+use crate::protocol::packet::{parse_header, FrameError, PacketReader, HEADER, MAX_PAYLOAD};
+use crate::protocol::status;
+use mysql_common::constants::CapabilityFlags;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+/// Packets up to this size are buffered whole before they are inspected;
+/// larger ones can only be rows and are streamed through in pieces, so a
+/// huge row never sits in memory whole.
+pub const INSPECT_LIMIT: usize = 1 << 20;
+
+/// What the next packet of a response can be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// OK, ERR, LOCAL INFILE request, or a result-set header.
+    Result,
+    ColumnDefs { left: u64 },
+    ColumnsEof,
+    Rows,
+    /// The rest of a COM_STMT_PREPARE response after its first packet:
+    /// parameter and column definitions and their EOFs, only counted.
+    Prepare { left: u32 },
+    /// COM_FIELD_LIST: column definitions until EOF or ERR.
+    FieldList,
+    /// Exactly one packet of any shape (COM_STATISTICS).
+    Single,
+}
+
+/// How a response ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Status flags of the last OK/EOF (zero when it ended in ERR).
+    pub status: u16,
+    pub warnings: u16,
+    pub affected_rows: u64,
+    pub last_insert_id: u64,
+    /// The server error, if the response (or its last part) was an ERR.
+    pub error: Option<u16>,
+    /// Whether any result set was part of the response.
+    pub result_set: bool,
+    /// Session-state-change data of the last OK that carried any.
+    pub session_state: Vec<u8>,
+}
+
+/// What the I/O side must do after a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Continue,
+    Done,
+    /// The server asked for a LOCAL INFILE: relay the client's file.
+    LocalInfile,
+}
+
+/// A protocol violation by the backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unexpected packet from server while reading {0}")]
+pub struct Unexpected(pub &'static str);
+
+/// The pure response tracker.
+#[derive(Debug)]
+pub struct Machine {
+    expect: Expect,
+    caps: CapabilityFlags,
+    /// The previous physical packet was 16 MiB: this one continues it.
+    continuation: bool,
+    pub outcome: Outcome,
+}
+
+impl Machine {
+    pub fn new(expect: Expect, caps: CapabilityFlags) -> Self {
+        Machine {
+            expect,
+            caps,
+            continuation: false,
+            outcome: Outcome::default(),
+        }
+    }
+
+    fn deprecate_eof(&self) -> bool {
+        self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF)
+    }
+
+    /// Feeds one physical packet: its payload length and either the whole
+    /// payload (when `len <= INSPECT_LIMIT`) or just its first byte.
+    pub fn step(&mut self, len: usize, payload: &[u8]) -> Result<Step, Unexpected> {
+        let continued = std::mem::replace(&mut self.continuation, len == MAX_PAYLOAD);
+        if continued {
+            return Ok(Step::Continue);
+        }
+        let first = payload.first().copied();
+        match self.expect {
+            Expect::Result => self.on_result(len, payload),
+            Expect::ColumnDefs { left } => {
+                if first == Some(0xFF) && len < MAX_PAYLOAD {
+                    return Ok(self.on_err(payload));
+                }
+                self.expect = match (left - 1, self.deprecate_eof()) {
+                    (0, false) => Expect::ColumnsEof,
+                    (0, true) => Expect::Rows,
+                    (left, _) => Expect::ColumnDefs { left },
+                };
+                Ok(Step::Continue)
+            }
+            Expect::ColumnsEof => {
+                let (status, _) = messages::parse_eof(payload).ok_or(Unexpected("column EOF"))?;
+                if status & status::CURSOR_EXISTS != 0 {
+                    self.outcome.status = status;
+                    return Ok(Step::Done);
+                }
+                self.expect = Expect::Rows;
+                Ok(Step::Continue)
+            }
+            Expect::Rows | Expect::FieldList => match first {
+                Some(0xFE) if len < MAX_PAYLOAD => self.on_end(payload),
+                Some(0xFF) if len < MAX_PAYLOAD => Ok(self.on_err(payload)),
+                Some(_) => Ok(Step::Continue),
+                None => Err(Unexpected("row")),
+            },
+            Expect::Prepare { left } => {
+                let left = left.checked_sub(1).ok_or(Unexpected("prepare response"))?;
+                self.expect = Expect::Prepare { left };
+                Ok(if left == 0 { Step::Done } else { Step::Continue })
+            }
+            Expect::Single => {
+                if first == Some(0xFF) {
+                    return Ok(self.on_err(payload));
+                }
+                Ok(if len == MAX_PAYLOAD { Step::Continue } else { Step::Done })
+            }
+        }
+    }
+
+    /// The number of packets that follow a COM_STMT_PREPARE OK.
+    pub fn prepare_packets(params: u16, columns: u16, caps: CapabilityFlags) -> u32 {
+        let eof = u32::from(!caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF));
+        let part = |n: u16| if n == 0 { 0 } else { u32::from(n) + eof };
+        part(params) + part(columns)
+    }
+
+    fn on_result(&mut self, len: usize, payload: &[u8]) -> Result<Step, Unexpected> {
+        match payload.first() {
+            Some(0x00) | Some(0xFE) if len < MAX_PAYLOAD => self.on_end(payload),
+            Some(0xFF) => Ok(self.on_err(payload)),
+            Some(0xFB) => Ok(Step::LocalInfile),
+            Some(_) => {
+                let (n, _) = crate::protocol::packet::read_lenenc(payload).ok_or(Unexpected("column count"))?;
+                if n == 0 {
+                    return Err(Unexpected("column count"));
+                }
+                self.outcome.result_set = true;
+                self.expect = Expect::ColumnDefs { left: n };
+                Ok(Step::Continue)
+            }
+            None => Err(Unexpected("response")),
+        }
+    }
+
+    /// An OK or EOF that ends a result or a whole response. Without
+    /// DEPRECATE_EOF a 0xFE packet is an EOF; with it, an OK.
+    fn on_end(&mut self, payload: &[u8]) -> Result<Step, Unexpected> {
+        let o = &mut self.outcome;
+        if payload[0] == 0xFE && !self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF) {
+            let (st, warnings) = messages::parse_eof(payload).ok_or(Unexpected("EOF"))?;
+            o.status = st;
+            o.warnings = warnings;
+        } else {
+            let ok = messages::parse_ok(payload, self.caps).ok_or(Unexpected("OK"))?;
+            o.status = ok.status;
+            o.warnings = ok.warnings;
+            o.affected_rows = ok.affected_rows;
+            o.last_insert_id = ok.last_insert_id;
+            if !ok.session_state.is_empty() {
+                o.session_state.clear();
+                o.session_state.extend_from_slice(ok.session_state);
+            }
+        }
+        o.error = None;
+        if o.status & status::MORE_RESULTS_EXISTS != 0 {
+            self.expect = Expect::Result;
+            return Ok(Step::Continue);
+        }
+        Ok(Step::Done)
+    }
+
+    fn on_err(&mut self, payload: &[u8]) -> Step {
+        self.outcome.error = Some(messages::parse_err(payload).map_or(0, |e| e.code));
+        self.outcome.status &= !status::MORE_RESULTS_EXISTS;
+        Step::Done
+    }
+}
+
+/// Why a relay stopped early. The side matters: a backend failure leaves
+/// the client session usable, a client failure ends it.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("backend connection failed: {0}")]
+    Backend(FrameError),
+    #[error("backend protocol error: {0}")]
+    Protocol(#[from] Unexpected),
+    #[error("client connection failed: {0}")]
+    Client(std::io::Error),
+}
+
+/// Streams one response from `backend` to `client` until `machine` says
+/// it ended. Buffered frames are forwarded in one write per read from the
+/// backend; a packet larger than [`INSPECT_LIMIT`] is streamed in pieces.
+/// A LOCAL INFILE request is answered by relaying the client's packets to
+/// the backend until the client's empty packet.
+pub async fn relay<B, C>(
+    backend: &mut B,
+    breader: &mut PacketReader,
+    client: &mut C,
+    creader: &mut PacketReader,
+    machine: &mut Machine,
+) -> Result<(), RelayError>
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    // Payload bytes of a large packet still to pass through unread.
+    let mut skip = 0usize;
+    loop {
+        let buf = breader.buffered();
+        let mut pos = 0usize;
+        let mut step = Step::Continue;
+        let mut need = 0usize;
+        while step == Step::Continue {
+            if skip > 0 {
+                let n = skip.min(buf.len() - pos);
+                pos += n;
+                skip -= n;
+                if skip > 0 {
+                    break;
+                }
+                continue;
+            }
+            let Some(h) = parse_header(&buf[pos..]) else {
+                need = pos + HEADER;
+                break;
+            };
+            let avail = buf.len() - pos - HEADER;
+            if h.len <= INSPECT_LIMIT {
+                if avail < h.len {
+                    need = pos + HEADER + h.len;
+                    break;
+                }
+                step = machine.step(h.len, &buf[pos + HEADER..pos + HEADER + h.len])?;
+                pos += HEADER + h.len;
+            } else {
+                if avail == 0 {
+                    need = pos + HEADER + 1;
+                    break;
+                }
+                step = machine.step(h.len, &buf[pos + HEADER..pos + HEADER + 1])?;
+                let n = avail.min(h.len);
+                pos += HEADER + n;
+                skip = h.len - n;
+            }
+        }
+        if pos > 0 {
+            client.write_all(&buf[..pos]).await.map_err(RelayError::Client)?;
+            breader.consume(pos);
+            need = need.saturating_sub(pos);
+        }
+        match step {
+            Step::Done => {
+                client.flush().await.map_err(RelayError::Client)?;
+                return Ok(());
+            }
+            Step::LocalInfile => {
+                client.flush().await.map_err(RelayError::Client)?;
+                forward_local_infile(client, creader, backend).await?;
+            }
+            Step::Continue => {
+                if need > breader.buffered().len() {
+                    breader.fill_to(backend, need).await.map_err(RelayError::Backend)?;
+                } else {
+                    breader.fill(backend).await.map_err(RelayError::Backend)?;
+                }
+            }
+        }
+    }
+}
+
+/// Forwards the client's LOCAL INFILE packets (raw, sequence ids kept)
+/// until the empty packet that ends the file.
+async fn forward_local_infile<B, C>(client: &mut C, creader: &mut PacketReader, backend: &mut B) -> Result<(), RelayError>
+where
+    B: AsyncWrite + Unpin,
+    C: AsyncRead + Unpin,
+{
+    loop {
+        creader.fill_to(client, HEADER).await.map_err(client_err)?;
+        let h = parse_header(creader.buffered()).expect("header buffered");
+        // Stream the packet through in pieces: a file can be large.
+        let mut left = HEADER + h.len;
+        while left > 0 {
+            if creader.buffered().is_empty() {
+                creader.fill(client).await.map_err(client_err)?;
+            }
+            let n = left.min(creader.buffered().len());
+            backend
+                .write_all(&creader.buffered()[..n])
+                .await
+                .map_err(|e| RelayError::Backend(e.into()))?;
+            creader.consume(n);
+            left -= n;
+        }
+        if h.len == 0 {
+            backend.flush().await.map_err(|e| RelayError::Backend(e.into()))?;
+            return Ok(());
+        }
+    }
+}
+
+fn client_err(e: FrameError) -> RelayError {
+    match e {
+        FrameError::Io(e) => RelayError::Client(e),
+        other => RelayError::Client(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::messages::{build_eof, build_err, build_ok};
+
+    fn caps(deprecate_eof: bool) -> CapabilityFlags {
+        let mut c = CapabilityFlags::CLIENT_PROTOCOL_41;
+        if deprecate_eof {
+            c |= CapabilityFlags::CLIENT_DEPRECATE_EOF;
+        }
+        c
+    }
+
+    fn feed(m: &mut Machine, packets: &[Vec<u8>]) -> Vec<Step> {
+        packets.iter().map(|p| m.step(p.len(), p).unwrap()).collect()
+    }
+
+    fn result_set(deprecate_eof: bool, cols: usize, rows: usize, status: u16) -> Vec<Vec<u8>> {
+        let c = caps(deprecate_eof);
+        let mut v = vec![vec![cols as u8]];
+        v.extend((0..cols).map(|_| b"\x03def\x00\x00\x00\x01a\x00\x0c".to_vec()));
+        if !deprecate_eof {
+            v.push(build_eof(c, 0x22, 0));
+        }
+        v.extend((0..rows).map(|_| b"\x011".to_vec()));
+        v.push(build_eof(c, status, 0));
+        v
+    }
+
+    #[test]
+    fn ok_ends_response_and_keeps_status() {
+        let mut m = Machine::new(Expect::Result, caps(false));
+        assert_eq!(feed(&mut m, &[build_ok(caps(false), 2, 7, 3, 1)]), vec![Step::Done]);
+        assert_eq!((m.outcome.status, m.outcome.affected_rows, m.outcome.last_insert_id, m.outcome.warnings), (3, 2, 7, 1));
+    }
+
+    #[test]
+    fn result_set_ends_at_final_eof_in_both_eof_modes() {
+        for deprecate in [false, true] {
+            let mut m = Machine::new(Expect::Result, caps(deprecate));
+            let packets = result_set(deprecate, 2, 3, 0x0003);
+            let steps = feed(&mut m, &packets);
+            assert_eq!(steps.last(), Some(&Step::Done));
+            assert!(steps[..steps.len() - 1].iter().all(|s| *s == Step::Continue));
+            assert_eq!(m.outcome.status, 0x0003);
+            assert!(m.outcome.result_set);
+        }
+    }
+
+    #[test]
+    fn more_results_flag_continues_to_next_result() {
+        let c = caps(true);
+        let mut m = Machine::new(Expect::Result, c);
+        let mut packets = result_set(true, 1, 1, 0x000A);
+        packets.push(build_ok(c, 1, 0, 0x0002, 0));
+        let steps = feed(&mut m, &packets);
+        assert_eq!(steps.iter().filter(|s| **s == Step::Done).count(), 1);
+        assert_eq!(steps.last(), Some(&Step::Done));
+        assert_eq!(m.outcome.status, 2);
+    }
+
+    #[test]
+    fn error_mid_result_set_ends_response() {
+        let mut m = Machine::new(Expect::Result, caps(true));
+        let mut packets = result_set(true, 1, 2, 2);
+        packets.pop();
+        packets.push(build_err(1317, "70100", "Query execution was interrupted"));
+        assert_eq!(feed(&mut m, &packets).last(), Some(&Step::Done));
+        assert_eq!(m.outcome.error, Some(1317));
+    }
+
+    #[test]
+    fn local_infile_request_is_reported() {
+        let mut m = Machine::new(Expect::Result, caps(true));
+        assert_eq!(feed(&mut m, &[b"\xFB/tmp/x.csv".to_vec()]), vec![Step::LocalInfile]);
+        assert_eq!(feed(&mut m, &[build_ok(caps(true), 5, 0, 2, 0)]), vec![Step::Done]);
+        assert_eq!(m.outcome.affected_rows, 5);
+    }
+
+    #[test]
+    fn cursor_response_ends_after_column_eof() {
+        let c = caps(false);
+        let mut m = Machine::new(Expect::Result, c);
+        let packets = vec![vec![1u8], b"\x03def".to_vec(), build_eof(c, 0x0042, 0)];
+        assert_eq!(feed(&mut m, &packets).last(), Some(&Step::Done));
+    }
+
+    #[test]
+    fn row_starting_with_fe_in_a_16_mib_packet_is_a_row() {
+        let mut m = Machine::new(Expect::Rows, caps(true));
+        assert_eq!(m.step(MAX_PAYLOAD, &[0xFE]).unwrap(), Step::Continue);
+        // The continuation's first byte means nothing.
+        assert_eq!(m.step(10, &[0xFE, 0, 0, 0, 0, 0, 0]).unwrap(), Step::Continue);
+        assert_eq!(feed(&mut m, &[build_eof(caps(true), 2, 0)]), vec![Step::Done]);
+    }
+
+    #[test]
+    fn prepare_counts_definitions_and_eofs() {
+        assert_eq!(Machine::prepare_packets(2, 3, caps(false)), 7);
+        assert_eq!(Machine::prepare_packets(2, 0, caps(false)), 3);
+        assert_eq!(Machine::prepare_packets(2, 3, caps(true)), 5);
+        assert_eq!(Machine::prepare_packets(0, 0, caps(false)), 0);
+    }
+
+    #[test]
+    fn garbage_in_place_of_ok_is_an_error_not_a_panic() {
+        let mut m = Machine::new(Expect::Rows, caps(false));
+        assert!(m.step(1, &[0xFE]).is_ok() || m.step(1, &[0xFE]).is_err());
+        let mut m = Machine::new(Expect::Result, caps(true));
+        assert!(m.step(1, &[0xFC]).is_err());
+    }
+
+    #[tokio::test]
+    async fn relay_forwards_bytes_unchanged() {
+        let c = caps(true);
+        let mut wire = Vec::new();
+        let mut seq = 1u8;
+        for p in result_set(true, 3, 50, 2) {
+            seq = crate::protocol::packet::put_packet(&mut wire, seq, &p);
+        }
+        let (mut server_side, mut backend) = tokio::io::duplex(64);
+        let (mut client, mut client_peer) = tokio::io::duplex(1 << 20);
+        let w = wire.clone();
+        let writer = tokio::spawn(async move {
+            server_side.write_all(&w).await.unwrap();
+            server_side
+        });
+        let mut m = Machine::new(Expect::Result, c);
+        relay(&mut backend, &mut PacketReader::new(), &mut client_peer, &mut PacketReader::new(), &mut m)
+            .await
+            .unwrap();
+        let _keep = writer.await.unwrap();
+        drop(client_peer);
+        let mut got = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut client, &mut got).await.unwrap();
+        assert_eq!(got, wire);
+    }
+}

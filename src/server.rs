@@ -1,0 +1,163 @@
+//! Process-wide state shared by sessions (the config snapshot, what the
+//! proxy presents to clients, the session registry for KILL) and the
+//! accept loop. `rwsplit::run` serves both `main` and the tests.
+
+use crate::backend;
+use crate::config::Config;
+use crate::protocol::handshake::Greeting;
+use crate::session;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// What a session publishes about itself so that other sessions can
+/// KILL it: its user and the backend threads it has open.
+#[derive(Debug, Default)]
+pub struct SessionHandle {
+    pub user: Mutex<Vec<u8>>,
+    /// (backend index, server thread id) of each open backend connection.
+    pub threads: Mutex<Vec<(usize, u32)>>,
+    /// Woken when another session kills this one.
+    pub killed: Notify,
+}
+
+/// Sessions by the connection id their client sees.
+#[derive(Debug, Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<u32, Arc<SessionHandle>>>,
+}
+
+impl Registry {
+    pub fn insert(&self, id: u32, handle: Arc<SessionHandle>) {
+        self.sessions.lock().expect("registry lock").insert(id, handle);
+    }
+    pub fn remove(&self, id: u32) {
+        self.sessions.lock().expect("registry lock").remove(&id);
+    }
+    pub fn get(&self, id: u32) -> Option<Arc<SessionHandle>> {
+        self.sessions.lock().expect("registry lock").get(&id).cloned()
+    }
+    pub fn len(&self) -> usize {
+        self.sessions.lock().expect("registry lock").len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// State shared by every session of one proxy instance.
+pub struct Shared {
+    pub config: ArcSwap<Config>,
+    /// The primary's greeting, learned once it answers; presented (with the
+    /// proxy's own scramble and connection id) to clients.
+    pub primary_greeting: ArcSwap<Option<Greeting>>,
+    pub registry: Registry,
+    next_id: AtomicU32,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Arc<Shared> {
+        Arc::new(Shared {
+            config: ArcSwap::from_pointee(config),
+            primary_greeting: ArcSwap::from_pointee(None),
+            registry: Registry::default(),
+            next_id: AtomicU32::new(1),
+        })
+    }
+
+    /// A fresh client-visible connection id (never 0).
+    pub fn next_connection_id(&self) -> u32 {
+        loop {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    /// The primary's greeting, probing the primary when it is not known yet.
+    pub async fn greeting(&self) -> Option<Greeting> {
+        if let Some(g) = self.primary_greeting.load().as_ref() {
+            return Some(g.clone());
+        }
+        let config = self.config.load_full();
+        let primary = &config.backends[config.primary()];
+        match backend::probe_greeting(&primary.address, config.timeouts.connect).await {
+            Ok(g) => {
+                self.primary_greeting.store(Arc::new(Some(g.clone())));
+                Some(g)
+            }
+            Err(e) => {
+                tracing::warn!(backend = %primary.name, error = %e, "cannot read the primary's greeting");
+                None
+            }
+        }
+    }
+}
+
+/// A proxy with its listeners bound, ready to serve.
+pub struct Proxy {
+    pub shared: Arc<Shared>,
+    listeners: Vec<TcpListener>,
+}
+
+impl Proxy {
+    /// Binds every configured listener.
+    pub async fn bind(config: Config) -> std::io::Result<Proxy> {
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            listeners.push(TcpListener::bind(&l.address).await?);
+        }
+        Ok(Proxy {
+            shared: Shared::new(config),
+            listeners,
+        })
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for listener in self.listeners {
+            tasks.spawn(accept_loop(listener, self.shared.clone()));
+        }
+        shutdown.await;
+        tasks.abort_all();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                stream.set_nodelay(true).ok();
+                let shared = shared.clone();
+                tokio::spawn(session::serve(stream, peer, shared));
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: say so and back off
+                // briefly instead of spinning.
+                tracing::error!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Binds and serves `config` until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+    let proxy = Proxy::bind(config).await?;
+    for addr in proxy.local_addrs() {
+        tracing::info!(%addr, "listening for MySQL clients");
+    }
+    proxy.run(shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! The server side of the connection phase: greeting, handshake response,
+//! password check (with auth switch when the client chose another plugin),
+//! and the exact MySQL wording when access is denied.
+
+use crate::backend::{Login, PASSTHROUGH_CAPS, PASSTHROUGH_MARIADB_CAPS};
+use crate::config::Config;
+use crate::protocol::auth::{self, BackendSecret, Secret};
+use crate::protocol::handshake::{build_auth_switch, Greeting, HandshakeResponse};
+use crate::protocol::messages::{build_err, build_ok};
+use crate::protocol::packet::{write_packet, FrameError, PacketReader};
+use crate::protocol::status;
+use mysql_common::constants::CapabilityFlags;
+use std::net::SocketAddr;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Largest packet accepted before login completes.
+const LOGIN_PACKET_LIMIT: usize = 64 << 10;
+
+/// Collation presented when the primary's is unknown: utf8mb4_general_ci.
+const DEFAULT_COLLATION: u8 = 45;
+
+/// Why a login ended without a session.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("access denied for user {user:?}")]
+    Denied { user: String },
+    #[error("client sent a malformed handshake")]
+    Malformed,
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A logged-in client.
+pub struct LoggedIn {
+    pub login: Login,
+    pub user: String,
+    pub scramble: [u8; auth::SCRAMBLE_LEN],
+}
+
+/// Builds the greeting presented to a client.
+pub fn greeting_for_client(primary: Option<&Greeting>, config: &Config, connection_id: u32, scramble: &[u8]) -> Greeting {
+    let (version, caps, collation, mariadb) = match primary {
+        Some(g) => (g.server_version.clone(), g.capabilities, g.collation, g.mariadb_caps),
+        None => (
+            config.fallback_server_version.as_bytes().to_vec(),
+            PASSTHROUGH_CAPS & !CapabilityFlags::CLIENT_LONG_PASSWORD,
+            DEFAULT_COLLATION,
+            PASSTHROUGH_MARIADB_CAPS,
+        ),
+    };
+    // The CLIENT_MYSQL bit tells MariaDB clients whether the extended
+    // capabilities are present; mirror the primary.
+    let mysql_bit = caps & CapabilityFlags::CLIENT_LONG_PASSWORD;
+    Greeting {
+        server_version: version,
+        connection_id,
+        scramble: scramble.to_vec(),
+        capabilities: (caps & PASSTHROUGH_CAPS & !CapabilityFlags::CLIENT_LONG_PASSWORD) | mysql_bit,
+        collation,
+        status: status::AUTOCOMMIT,
+        mariadb_caps: mariadb & PASSTHROUGH_MARIADB_CAPS,
+        auth_plugin: auth::NATIVE.as_bytes().to_vec(),
+    }
+}
+
+/// Runs the connection phase on `stream`. On success the client has been
+/// sent OK and the returned login is what backends are logged in with.
+pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    reader: &mut PacketReader,
+    greeting: &Greeting,
+    config: &Config,
+    peer: SocketAddr,
+) -> Result<LoggedIn, LoginError> {
+    let mut out = Vec::with_capacity(128);
+    greeting.write(&mut out);
+    write_packet(stream, 0, &out).await?;
+
+    let mut payload = Vec::new();
+    let seq = reader.read_packet(stream, &mut payload, LOGIN_PACKET_LIMIT).await?;
+    if seq != 1 {
+        return Err(LoginError::Malformed);
+    }
+    if HandshakeResponse::parse_ssl_request(&payload).is_some() {
+        // TLS is not offered in the greeting, so a conforming client never
+        // asks; refuse cleanly rather than guess.
+        let err = build_err(1043, "08S01", "Bad handshake");
+        write_packet(stream, 2, &err).await?;
+        return Err(LoginError::Malformed);
+    }
+    let response = HandshakeResponse::parse(&payload).ok_or(LoginError::Malformed)?;
+    let caps = (response.capabilities & greeting.capabilities) | CapabilityFlags::CLIENT_PROTOCOL_41;
+    let scramble: [u8; auth::SCRAMBLE_LEN] = greeting.scramble.as_slice().try_into().map_err(|_| LoginError::Malformed)?;
+    let user = String::from_utf8_lossy(&response.user).into_owned();
+    let secret = config.user(&response.user).and_then(|u| u.secret(&config.base_dir).ok());
+
+    let client_plugin = response.auth_plugin.as_deref().unwrap_or(auth::NATIVE.as_bytes());
+    let mut next_seq = seq.wrapping_add(1);
+    let verified = match secret {
+        None => None,
+        Some(secret) => {
+            authenticate(stream, reader, &secret, &scramble, client_plugin, &response.auth_response, &mut next_seq).await?
+        }
+    };
+    let Some(backend_secret) = verified else {
+        let msg = denied_message(&user, peer, !response.auth_response.is_empty());
+        tracing::warn!(%peer, user = %user, "login failed");
+        write_packet(stream, next_seq, &build_err(1045, "28000", &msg)).await?;
+        return Err(LoginError::Denied { user });
+    };
+
+    let ok = build_ok(caps, 0, 0, status::AUTOCOMMIT, 0);
+    write_packet(stream, next_seq, &ok).await?;
+    let mariadb_caps = if caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
+        0
+    } else {
+        response.mariadb_caps & greeting.mariadb_caps
+    };
+    Ok(LoggedIn {
+        login: Login {
+            user: response.user,
+            secret: backend_secret,
+            database: response.database.filter(|d| !d.is_empty()),
+            collation: response.collation,
+            capabilities: caps,
+            mariadb_caps,
+            attributes: response.attributes,
+            max_packet: response.max_packet,
+        },
+        user,
+        scramble,
+    })
+}
+
+/// MySQL's wording for a refused login.
+pub fn denied_message(user: &str, peer: SocketAddr, using_password: bool) -> String {
+    format!(
+        "Access denied for user '{}'@'{}' (using password: {})",
+        user,
+        peer.ip(),
+        if using_password { "YES" } else { "NO" }
+    )
+}
+
+/// Checks the client's credentials, switching plugin when needed.
+/// Returns what to log in to backends with, or `None` when refused.
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    reader: &mut PacketReader,
+    secret: &Secret,
+    scramble: &[u8],
+    client_plugin: &[u8],
+    first_response: &[u8],
+    seq: &mut u8,
+) -> Result<Option<BackendSecret>, LoginError> {
+    let mut plugin = std::str::from_utf8(client_plugin).unwrap_or("");
+    let mut response = first_response.to_vec();
+    if !secret.supports(plugin) {
+        plugin = if secret.supports(auth::NATIVE) { auth::NATIVE } else { auth::CACHING_SHA2 };
+        write_packet(stream, *seq, &build_auth_switch(plugin, scramble)).await?;
+        *seq = reader.read_packet(stream, &mut response, LOGIN_PACKET_LIMIT).await?.wrapping_add(1);
+    }
+    if plugin == auth::NATIVE {
+        return Ok(secret.verify_native(scramble, &response));
+    }
+    // caching_sha2_password: the fast path needs no cleartext when the
+    // proxy knows the password; a hash-only user would need the full
+    // exchange over TLS, which needs a TLS listener.
+    match secret {
+        Secret::Plain(p) if secret.verify_sha2_fast(scramble, &response) => {
+            write_packet(stream, *seq, &[0x01, auth::SHA2_FAST_AUTH_OK]).await?;
+            *seq = seq.wrapping_add(1);
+            Ok(Some(BackendSecret::Plain(p.clone())))
+        }
+        _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denied_message_matches_mysql_wording() {
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        assert_eq!(
+            denied_message("app", peer, true),
+            "Access denied for user 'app'@'127.0.0.1' (using password: YES)"
+        );
+        assert!(denied_message("x", peer, false).ends_with("(using password: NO)"));
+    }
+
+    #[test]
+    fn greeting_mirrors_mariadb_marker_and_drops_unsupported_caps() {
+        let config = crate::config::Config::parse(
+            "[[listeners]]\naddress='127.0.0.1:0'\n[[users]]\nname='a'\npassword='a'\n[[backends]]\nname='p'\naddress='127.0.0.1:1'\nrole='primary'\n",
+        )
+        .unwrap();
+        let primary = Greeting {
+            server_version: b"5.5.5-10.11.6-MariaDB".to_vec(),
+            connection_id: 9,
+            scramble: vec![1; 20],
+            capabilities: PASSTHROUGH_CAPS & !CapabilityFlags::CLIENT_LONG_PASSWORD | CapabilityFlags::CLIENT_COMPRESS,
+            collation: 8,
+            status: 2,
+            mariadb_caps: 0x1F,
+            auth_plugin: b"mysql_native_password".to_vec(),
+        };
+        let g = greeting_for_client(Some(&primary), &config, 5, &[2; 20]);
+        assert_eq!(g.server_version, primary.server_version);
+        assert_eq!(g.connection_id, 5);
+        assert_eq!(g.collation, 8);
+        assert!(!g.capabilities.contains(CapabilityFlags::CLIENT_COMPRESS));
+        assert!(!g.capabilities.contains(CapabilityFlags::CLIENT_LONG_PASSWORD));
+        assert_eq!(g.mariadb_caps, PASSTHROUGH_MARIADB_CAPS);
+    }
+}

@@ -1,0 +1,281 @@
+//! One client session: login, then one command at a time, each sent to
+//! the backend the router picks and its response relayed back raw.
+//!
+//! Inside: `login` (connection phase), `prepared` (statement id mapping),
+//! `kill` (KILL and COM_PROCESS_KILL across sessions), `commands` (the
+//! per-command handlers). This file owns the session's state and its loop.
+
+mod commands;
+mod kill;
+pub mod login;
+pub mod prepared;
+
+use crate::backend::{BackendConn, BackendError, Login};
+use crate::config::Config;
+use crate::error::{self, ClientReply};
+use crate::protocol::auth;
+use crate::protocol::messages::build_err;
+use crate::protocol::packet::{put_packet, FrameError, PacketReader};
+use crate::protocol::status;
+use crate::relay::{self, Expect, Machine, Outcome, RelayError};
+use crate::server::{SessionHandle, Shared};
+use mysql_common::constants::CapabilityFlags;
+use prepared::StmtTable;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Accepts one client connection: login, then serve it until it quits.
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let id = shared.next_connection_id();
+    let config = shared.config.load_full();
+    let primary = shared.greeting().await;
+    let scramble = auth::new_scramble();
+    let greeting = login::greeting_for_client(primary.as_ref(), &config, id, &scramble);
+    let mut reader = PacketReader::new();
+    let login = tokio::time::timeout(
+        config.timeouts.client_handshake,
+        login::login(&mut stream, &mut reader, &greeting, &config, peer),
+    )
+    .await;
+    let logged_in = match login {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "login ended");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "client did not finish its login in time");
+            return;
+        }
+    };
+    let handle = Arc::new(SessionHandle::default());
+    *handle.user.lock().expect("handle lock") = logged_in.login.user.clone();
+    shared.registry.insert(id, handle.clone());
+    tracing::debug!(%peer, id, user = %logged_in.user, "session started");
+    let mut session = Session {
+        id,
+        peer,
+        shared: shared.clone(),
+        client: stream,
+        creader: reader,
+        cmd: Vec::with_capacity(256),
+        caps: logged_in.login.capabilities,
+        login: logged_in.login,
+        scramble: logged_in.scramble,
+        backends: Vec::new(),
+        status: status::AUTOCOMMIT,
+        stmts: StmtTable::default(),
+        multi_statements_off: false,
+        handle,
+    };
+    session.run().await;
+    session.close_backends().await;
+    shared.registry.remove(id);
+    tracing::debug!(%peer, id, "session ended");
+}
+
+/// What the loop does after a command.
+pub(crate) enum Next {
+    Continue,
+    Quit,
+}
+
+/// Why a session must end.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    #[error("client connection failed: {0}")]
+    Client(#[from] std::io::Error),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+pub(crate) struct Session {
+    pub id: u32,
+    pub peer: SocketAddr,
+    pub shared: Arc<Shared>,
+    pub client: TcpStream,
+    pub creader: PacketReader,
+    /// The command being handled (reused between commands).
+    pub cmd: Vec<u8>,
+    /// Capabilities negotiated with the client.
+    pub caps: CapabilityFlags,
+    /// How backends are logged in for this session (tracks the database).
+    pub login: Login,
+    /// The scramble of the greeting (COM_CHANGE_USER answers to it).
+    pub scramble: [u8; auth::SCRAMBLE_LEN],
+    /// Open backend connections by backend index.
+    pub backends: Vec<Option<BackendConn>>,
+    /// Status flags of the last response the client saw.
+    pub status: u16,
+    pub stmts: StmtTable,
+    /// COM_SET_OPTION turned multi-statements off.
+    pub multi_statements_off: bool,
+    pub handle: Arc<SessionHandle>,
+}
+
+impl Session {
+    async fn run(&mut self) {
+        loop {
+            self.creader.shrink_if_idle();
+            let limit = self.shared.config.load().limits.max_packet;
+            let read = tokio::select! {
+                r = self.creader.read_packet(&mut self.client, &mut self.cmd, limit) => r,
+                _ = self.handle.killed.notified() => return,
+            };
+            match read {
+                Ok(0) if !self.cmd.is_empty() => {}
+                Ok(_) => {
+                    let err = build_err(1156, "08S01", "Got packets out of order");
+                    let _ = self.write_reply(&err).await;
+                    return;
+                }
+                Err(FrameError::TooLarge(..)) => {
+                    let err = build_err(1153, "08S01", "Got a packet bigger than 'max_allowed_packet' bytes");
+                    let _ = self.write_reply(&err).await;
+                    return;
+                }
+                Err(_) => return,
+            }
+            match self.dispatch().await {
+                Ok(Next::Continue) => {}
+                Ok(Next::Quit) => return,
+                Err(e) => {
+                    tracing::debug!(id = self.id, error = %e, "session closed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes a one-packet reply to the current command (sequence 1).
+    pub async fn write_reply(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        let mut out = Vec::with_capacity(payload.len() + 4);
+        put_packet(&mut out, 1, payload);
+        self.client.write_all(&out).await?;
+        self.client.flush().await
+    }
+
+    /// Replies with an error.
+    pub async fn reply_err(&mut self, code: u16, state: &str, message: &str) -> Result<Next, SessionError> {
+        self.write_reply(&build_err(code, state, message)).await?;
+        Ok(Next::Continue)
+    }
+
+    /// The config in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.config.load_full()
+    }
+
+    /// The backend that runs the current command. Until routing lands,
+    /// every command runs on the primary.
+    pub fn route(&self) -> usize {
+        self.config().primary()
+    }
+
+    /// The open connection to backend `idx`, opened (and logged in with the
+    /// session's current database) when the session first needs it.
+    pub async fn backend(&mut self, idx: usize) -> Result<&mut BackendConn, BackendError> {
+        if self.backends.len() <= idx {
+            self.backends.resize_with(idx + 1, || None);
+        }
+        if self.backends[idx].is_none() {
+            let config = self.config();
+            let addr = config
+                .backends
+                .get(idx)
+                .map(|b| b.address.clone())
+                .ok_or_else(|| BackendError::Protocol(format!("backend {idx} is not configured")))?;
+            let mut conn = BackendConn::connect(&addr, &self.login, config.timeouts.connect).await?;
+            if self.multi_statements_off {
+                conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
+            }
+            self.handle.threads.lock().expect("handle lock").push((idx, conn.thread_id));
+            self.backends[idx] = Some(conn);
+        }
+        Ok(self.backends[idx].as_mut().expect("just opened"))
+    }
+
+    /// Drops the connection to backend `idx` (after it failed).
+    pub fn drop_backend(&mut self, idx: usize) {
+        if let Some(slot) = self.backends.get_mut(idx) {
+            if let Some(conn) = slot.take() {
+                let tid = conn.thread_id;
+                self.handle.threads.lock().expect("handle lock").retain(|t| *t != (idx, tid));
+            }
+        }
+        self.stmts.forget_backend(idx);
+    }
+
+    /// Closes every backend connection politely (COM_QUIT).
+    pub async fn close_backends(&mut self) {
+        for idx in 0..self.backends.len() {
+            if let Some(conn) = self.backends[idx].as_mut() {
+                let _ = conn.write_payload(0, &[crate::protocol::command::QUIT]).await;
+            }
+            self.drop_backend(idx);
+        }
+    }
+
+    /// Sends the current command (`self.cmd`) to backend `idx` and relays
+    /// its response to the client. A backend failure is reported to the
+    /// client as an error; the connection is dropped.
+    pub async fn forward(&mut self, idx: usize, expect: Expect) -> Result<Option<Outcome>, SessionError> {
+        if let Err(e) = self.backend(idx).await {
+            self.reply_backend_error(idx, &e).await?;
+            return Ok(None);
+        }
+        let conn = self.backends[idx].as_mut().expect("backend open");
+        if let Err(e) = conn.write_payload(0, &self.cmd).await {
+            let e = BackendError::Frame(e.into());
+            self.reply_backend_error(idx, &e).await?;
+            return Ok(None);
+        }
+        self.relay_from(idx, expect).await
+    }
+
+    /// Relays a response already requested from backend `idx`.
+    pub async fn relay_from(&mut self, idx: usize, expect: Expect) -> Result<Option<Outcome>, SessionError> {
+        let conn = self.backends[idx].as_mut().expect("backend open");
+        let mut machine = Machine::new(expect, conn.caps);
+        let result = relay::relay(
+            &mut conn.stream,
+            &mut conn.reader,
+            &mut self.client,
+            &mut self.creader,
+            &mut machine,
+        )
+        .await;
+        match result {
+            Ok(()) => {
+                let outcome = machine.outcome;
+                if outcome.error.is_none() || outcome.status != 0 {
+                    self.status = outcome.status;
+                }
+                Ok(Some(outcome))
+            }
+            Err(RelayError::Client(e)) => Err(SessionError::Client(e)),
+            Err(e) => {
+                tracing::warn!(id = self.id, backend = idx, error = %e, "backend failed during a command");
+                self.drop_backend(idx);
+                // The response may be half sent: the client's protocol state
+                // is unknown, so the only safe reply is to close.
+                Err(SessionError::Fatal(e.to_string()))
+            }
+        }
+    }
+
+    /// Tells the client why a backend could not serve its command.
+    pub async fn reply_backend_error(&mut self, idx: usize, e: &BackendError) -> Result<Next, SessionError> {
+        let config = self.config();
+        let name = config.backends.get(idx).map(|b| b.name.as_str()).unwrap_or("?");
+        let addr = config.backends.get(idx).map(|b| b.address.as_str()).unwrap_or("?");
+        tracing::warn!(id = self.id, backend = name, error = %e, "backend unavailable");
+        if !matches!(e, BackendError::Server { .. }) {
+            self.drop_backend(idx);
+        }
+        let ClientReply { code, state, message } = error::backend_reply(e, name, addr);
+        self.reply_err(code, &state, &message).await
+    }
+}

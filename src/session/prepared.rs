@@ -1,0 +1,164 @@
+//! Server-side prepared statements of one client session: the ids the
+//! client sees, mapped to each backend's own ids, with what is needed to
+//! prepare the statement again elsewhere (its text) and to execute it on a
+//! backend that never saw its parameter types.
+
+use std::collections::HashMap;
+
+/// The id MariaDB clients use for "the statement prepared last".
+pub const LAST_PREPARED: u32 = u32::MAX;
+
+/// One prepared statement.
+#[derive(Debug, Clone)]
+pub struct Stmt {
+    pub sql: Vec<u8>,
+    pub params: u16,
+    pub columns: u16,
+    /// (backend index, backend statement id) where it is prepared.
+    pub on: Vec<(usize, u32)>,
+    /// Parameter types from the last execute that sent them.
+    pub types: Option<Vec<u8>>,
+}
+
+impl Stmt {
+    /// The backend's id for this statement, if prepared there.
+    pub fn backend_id(&self, backend: usize) -> Option<u32> {
+        self.on.iter().find(|(b, _)| *b == backend).map(|(_, id)| *id)
+    }
+}
+
+/// All prepared statements of a session.
+#[derive(Debug, Default)]
+pub struct StmtTable {
+    map: HashMap<u32, Stmt>,
+    next: u32,
+    last: Option<u32>,
+}
+
+impl StmtTable {
+    /// Registers a statement and returns the id the client will see.
+    pub fn insert(&mut self, stmt: Stmt) -> u32 {
+        loop {
+            self.next = self.next.wrapping_add(1);
+            if self.next != 0 && self.next != LAST_PREPARED && !self.map.contains_key(&self.next) {
+                break;
+            }
+        }
+        self.map.insert(self.next, stmt);
+        self.last = Some(self.next);
+        self.next
+    }
+
+    /// Resolves a client id, including MariaDB's "last prepared" id.
+    pub fn resolve(&self, id: u32) -> Option<u32> {
+        if id == LAST_PREPARED {
+            return self.last;
+        }
+        self.map.contains_key(&id).then_some(id)
+    }
+
+    pub fn get(&self, id: u32) -> Option<&Stmt> {
+        self.map.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut Stmt> {
+        self.map.get_mut(&id)
+    }
+
+    pub fn remove(&mut self, id: u32) -> Option<Stmt> {
+        if self.last == Some(id) {
+            self.last = None;
+        }
+        self.map.remove(&id)
+    }
+
+    /// Forgets every statement (after COM_RESET_CONNECTION or
+    /// COM_CHANGE_USER, which close them on the server too).
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.last = None;
+    }
+
+    /// Forgets every mapping to `backend` (its connection was lost).
+    pub fn forget_backend(&mut self, backend: usize) {
+        for s in self.map.values_mut() {
+            s.on.retain(|(b, _)| *b != backend);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Where the parameter types sit in a COM_STMT_EXECUTE payload: returns
+/// the offset of the new-params-bound flag, if the payload is that long.
+pub fn execute_types_offset(payload: &[u8], params: u16) -> Option<usize> {
+    if params == 0 {
+        return None;
+    }
+    // command(1) stmt_id(4) flags(1) iteration_count(4) null_bitmap
+    let offset = 10 + (params as usize).div_ceil(8);
+    (payload.len() > offset).then_some(offset)
+}
+
+/// The parameter types an execute sent (when its new-params-bound flag is
+/// set), for re-use on backends that did not see them.
+pub fn execute_types(payload: &[u8], params: u16) -> Option<&[u8]> {
+    let offset = execute_types_offset(payload, params)?;
+    if payload[offset] != 1 {
+        return None;
+    }
+    payload.get(offset + 1..offset + 1 + 2 * params as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stmt() -> Stmt {
+        Stmt {
+            sql: b"SELECT ?".to_vec(),
+            params: 1,
+            columns: 1,
+            on: vec![(0, 77)],
+            types: None,
+        }
+    }
+
+    #[test]
+    fn ids_are_fresh_and_last_prepared_resolves() {
+        let mut t = StmtTable::default();
+        let a = t.insert(stmt());
+        let b = t.insert(stmt());
+        assert_ne!(a, b);
+        assert_eq!(t.resolve(LAST_PREPARED), Some(b));
+        assert_eq!(t.get(a).unwrap().backend_id(0), Some(77));
+        t.remove(b);
+        assert_eq!(t.resolve(LAST_PREPARED), None);
+        assert_eq!(t.resolve(b), None);
+    }
+
+    #[test]
+    fn execute_types_are_found_after_null_bitmap() {
+        // cmd, id, flags, iteration, bitmap(1), bound=1, type(2), value
+        let p = [0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 8, 0, 42, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(execute_types(&p, 1), Some(&[8u8, 0][..]));
+        let mut unbound = p;
+        unbound[11] = 0;
+        assert_eq!(execute_types(&unbound, 1), None);
+        assert_eq!(execute_types(&p[..5], 1), None);
+    }
+
+    #[test]
+    fn lost_backend_is_forgotten() {
+        let mut t = StmtTable::default();
+        let a = t.insert(stmt());
+        t.forget_backend(0);
+        assert_eq!(t.get(a).unwrap().backend_id(0), None);
+    }
+}
