@@ -122,6 +122,7 @@ write_config() {
         echo "aria_pagecache_buffer_size=8M"
         echo "performance_schema=OFF"
         echo "max_connections=3000"
+        echo "max_allowed_packet=256M"
         echo "log_output=TABLE"
         echo "general_log=0"
     } >"$dir/my.cnf.new"

@@ -53,11 +53,18 @@ pub const PASSTHROUGH_MARIADB_CAPS: u32 = mariadb_caps::EXTENDED_TYPE_INFO;
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("timed out connecting to {0}")]
     ConnectTimeout(String),
     #[error("server error {code} ({state}): {message}")]
-    Server { code: u16, state: String, message: String },
+    Server {
+        code: u16,
+        state: String,
+        message: String,
+    },
     #[error("{0}")]
     Frame(#[from] FrameError),
     #[error("protocol error from server: {0}")]
@@ -117,9 +124,12 @@ pub async fn probe_greeting(addr: &str, timeout: Duration) -> Result<Greeting, B
     let mut stream = connect_tcp(addr, timeout).await?;
     let mut reader = PacketReader::new();
     let mut payload = Vec::new();
-    tokio::time::timeout(timeout, reader.read_packet(&mut stream, &mut payload, CONTROL_PACKET_LIMIT))
-        .await
-        .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))??;
+    tokio::time::timeout(
+        timeout,
+        reader.read_packet(&mut stream, &mut payload, CONTROL_PACKET_LIMIT),
+    )
+    .await
+    .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))??;
     if payload.first() == Some(&0xFF) {
         return Err(BackendError::from_err_packet(&payload));
     }
@@ -140,21 +150,32 @@ async fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, Backend
 
 impl BackendConn {
     /// Connects and logs in, bounded by `timeout` as a whole.
-    pub async fn connect(addr: &str, login: &Login, timeout: Duration) -> Result<BackendConn, BackendError> {
+    pub async fn connect(
+        addr: &str,
+        login: &Login,
+        timeout: Duration,
+    ) -> Result<BackendConn, BackendError> {
         tokio::time::timeout(timeout, Self::connect_inner(addr, login, timeout))
             .await
             .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))?
     }
 
-    async fn connect_inner(addr: &str, login: &Login, timeout: Duration) -> Result<BackendConn, BackendError> {
+    async fn connect_inner(
+        addr: &str,
+        login: &Login,
+        timeout: Duration,
+    ) -> Result<BackendConn, BackendError> {
         let mut stream = connect_tcp(addr, timeout).await?;
         let mut reader = PacketReader::new();
         let mut payload = Vec::new();
-        let seq = reader.read_packet(&mut stream, &mut payload, CONTROL_PACKET_LIMIT).await?;
+        let (_, seq) = reader
+            .read_packet(&mut stream, &mut payload, CONTROL_PACKET_LIMIT)
+            .await?;
         if payload.first() == Some(&0xFF) {
             return Err(BackendError::from_err_packet(&payload));
         }
-        let greeting = Greeting::parse(&payload).ok_or_else(|| BackendError::Protocol("malformed greeting".into()))?;
+        let greeting = Greeting::parse(&payload)
+            .ok_or_else(|| BackendError::Protocol("malformed greeting".into()))?;
         let caps = negotiate(login, &greeting);
         let plugin = greeting.auth_plugin.clone();
         let auth_response = auth_response_for(&login.secret, &plugin, &greeting.scramble)?;
@@ -190,7 +211,7 @@ impl BackendConn {
         let mut plugin = self.greeting.auth_plugin.clone();
         let mut payload = Vec::new();
         loop {
-            let seq = self
+            let (_, seq) = self
                 .reader
                 .read_packet(&mut self.stream, &mut payload, CONTROL_PACKET_LIMIT)
                 .await?;
@@ -215,9 +236,17 @@ impl BackendConn {
                             "caching_sha2_password full authentication (needs TLS or RSA to the backend)".into(),
                         ));
                     }
-                    _ => return Err(BackendError::Protocol("unexpected caching_sha2 message".into())),
+                    _ => {
+                        return Err(BackendError::Protocol(
+                            "unexpected caching_sha2 message".into(),
+                        ))
+                    }
                 },
-                _ => return Err(BackendError::Protocol("unexpected packet during authentication".into())),
+                _ => {
+                    return Err(BackendError::Protocol(
+                        "unexpected packet during authentication".into(),
+                    ))
+                }
             }
         }
     }
@@ -283,7 +312,11 @@ fn negotiate(login: &Login, greeting: &Greeting) -> CapabilityFlags {
     caps
 }
 
-fn auth_response_for(secret: &BackendSecret, plugin: &[u8], scramble: &[u8]) -> Result<Vec<u8>, BackendError> {
+fn auth_response_for(
+    secret: &BackendSecret,
+    plugin: &[u8],
+    scramble: &[u8],
+) -> Result<Vec<u8>, BackendError> {
     secret
         .response(plugin, scramble)
         .ok_or_else(|| BackendError::UnsupportedAuth(String::from_utf8_lossy(plugin).into_owned()))
@@ -321,21 +354,30 @@ mod tests {
 
     #[test]
     fn negotiation_keeps_client_semantics_flags() {
-        let server = PASSTHROUGH_CAPS | CapabilityFlags::CLIENT_SSL | CapabilityFlags::CLIENT_COMPRESS;
-        let client = CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_FOUND_ROWS | CapabilityFlags::CLIENT_COMPRESS;
+        let server =
+            PASSTHROUGH_CAPS | CapabilityFlags::CLIENT_SSL | CapabilityFlags::CLIENT_COMPRESS;
+        let client = CapabilityFlags::CLIENT_PROTOCOL_41
+            | CapabilityFlags::CLIENT_FOUND_ROWS
+            | CapabilityFlags::CLIENT_COMPRESS;
         let caps = negotiate(&login(client), &greeting(server));
         assert!(caps.contains(CapabilityFlags::CLIENT_FOUND_ROWS));
         assert!(!caps.contains(CapabilityFlags::CLIENT_COMPRESS));
         assert!(!caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF));
         assert!(!caps.contains(CapabilityFlags::CLIENT_CONNECT_WITH_DB));
         let client = client | CapabilityFlags::CLIENT_DEPRECATE_EOF;
-        assert!(negotiate(&login(client), &greeting(server)).contains(CapabilityFlags::CLIENT_DEPRECATE_EOF));
+        assert!(negotiate(&login(client), &greeting(server))
+            .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF));
     }
 
     #[test]
     fn caching_sha2_fast_response_matches_documented_formula() {
         // XOR(SHA256(pw), SHA256(SHA256(SHA256(pw)), nonce)), 32 bytes.
-        let r = auth_response_for(&BackendSecret::Plain("app".into()), b"caching_sha2_password", &[1; 20]).unwrap();
+        let r = auth_response_for(
+            &BackendSecret::Plain("app".into()),
+            b"caching_sha2_password",
+            &[1; 20],
+        )
+        .unwrap();
         assert_eq!(r.len(), 32);
         let stage1 = BackendSecret::NativeStage1([0; 20]);
         assert!(auth_response_for(&stage1, b"caching_sha2_password", &[1; 20]).is_err());

@@ -79,7 +79,9 @@ pub struct UserConfig {
 
 impl std::fmt::Debug for UserConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserConfig").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("UserConfig")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -229,20 +231,35 @@ impl Config {
         let mut seen = HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
             if !seen.insert(&l.address) {
-                problems.push(format!("listeners[{i}].address: duplicate listener {}", l.address));
+                problems.push(format!(
+                    "listeners[{i}].address: duplicate listener {}",
+                    l.address
+                ));
             }
         }
-        let primaries = self.backends.iter().filter(|b| b.role == Role::Primary).count();
+        let primaries = self
+            .backends
+            .iter()
+            .filter(|b| b.role == Role::Primary)
+            .count();
         if primaries != 1 {
-            problems.push(format!("backends: exactly one backend needs role = \"primary\", found {primaries}"));
+            problems.push(format!(
+                "backends: exactly one backend needs role = \"primary\", found {primaries}"
+            ));
         }
         let mut names = HashSet::new();
         for (i, b) in self.backends.iter().enumerate() {
             if !names.insert(&b.name) {
-                problems.push(format!("backends[{i}].name: duplicate backend name {:?}", b.name));
+                problems.push(format!(
+                    "backends[{i}].name: duplicate backend name {:?}",
+                    b.name
+                ));
             }
             if !b.address.contains(':') {
-                problems.push(format!("backends[{i}].address: expected host:port, got {:?}", b.address));
+                problems.push(format!(
+                    "backends[{i}].address: expected host:port, got {:?}",
+                    b.address
+                ));
             }
         }
         let mut users = HashSet::new();
@@ -259,7 +276,10 @@ impl Config {
 
     /// The primary backend's index.
     pub fn primary(&self) -> usize {
-        self.backends.iter().position(|b| b.role == Role::Primary).unwrap_or(0)
+        self.backends
+            .iter()
+            .position(|b| b.role == Role::Primary)
+            .unwrap_or(0)
     }
 
     /// Looks up a user by name.
@@ -278,14 +298,17 @@ impl UserConfig {
             self.password_file.is_some(),
         ];
         if sources.iter().filter(|s| **s).count() != 1 {
-            return Err("set exactly one of password, password_hash, password_env, password_file".into());
+            return Err(
+                "set exactly one of password, password_hash, password_env, password_file".into(),
+            );
         }
         if let Some(p) = &self.password {
             return Ok(Secret::Plain(p.clone()));
         }
         if let Some(h) = &self.password_hash {
-            return Secret::parse_hash(h)
-                .ok_or_else(|| "password_hash: expected '*' + 40 hex digits or 'sha2:' + 64 hex digits".to_string());
+            return Secret::parse_hash(h).ok_or_else(|| {
+                "password_hash: expected '*' + 40 hex digits or 'sha2:' + 64 hex digits".to_string()
+            });
         }
         if let Some(var) = &self.password_env {
             return std::env::var(var)
@@ -306,7 +329,8 @@ mod duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
     }
 }
 
@@ -372,7 +396,10 @@ mod tests {
 
     #[test]
     fn durations_and_sizes_need_units() {
-        let c = Config::parse(&format!("{MINIMAL}\n[timeouts]\nconnect = \"250ms\"\n[limits]\nmax_packet = \"16MiB\"\n")).unwrap();
+        let c = Config::parse(&format!(
+            "{MINIMAL}\n[timeouts]\nconnect = \"250ms\"\n[limits]\nmax_packet = \"16MiB\"\n"
+        ))
+        .unwrap();
         assert_eq!(c.timeouts.connect, Duration::from_millis(250));
         assert_eq!(c.limits.max_packet, 16 << 20);
         assert!(Config::parse(&format!("{MINIMAL}\n[timeouts]\nconnect = \"fast\"\n")).is_err());
@@ -384,20 +411,34 @@ mod tests {
     fn two_primaries_are_reported() {
         let text = format!("{MINIMAL}\n[[backends]]\nname = \"b\"\naddress = \"127.0.0.1:3307\"\nrole = \"primary\"\n");
         let problems = Config::parse(&text).unwrap().validate();
-        assert!(problems.iter().any(|p| p.contains("exactly one backend")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.contains("exactly one backend")),
+            "{problems:?}"
+        );
     }
 
     #[test]
     fn user_needs_exactly_one_password_source() {
-        let text = MINIMAL.replace("password = \"app\"", "password = \"app\"\npassword_env = \"X\"");
+        let text = MINIMAL.replace(
+            "password = \"app\"",
+            "password = \"app\"\npassword_env = \"X\"",
+        );
         let problems = Config::parse(&text).unwrap().validate();
-        assert!(problems.iter().any(|p| p.contains("exactly one of password")), "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("exactly one of password")),
+            "{problems:?}"
+        );
     }
 
     #[test]
     fn bad_password_hash_is_reported() {
         let text = MINIMAL.replace("password = \"app\"", "password_hash = \"*1234\"");
         let problems = Config::parse(&text).unwrap().validate();
-        assert!(problems.iter().any(|p| p.contains("password_hash")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.contains("password_hash")),
+            "{problems:?}"
+        );
     }
 }

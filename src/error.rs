@@ -16,7 +16,11 @@ pub struct ClientReply {
 /// names the backend and never contains credentials.
 pub fn backend_reply(e: &BackendError, name: &str, addr: &str) -> ClientReply {
     match e {
-        BackendError::Server { code, state, message } => ClientReply {
+        BackendError::Server {
+            code,
+            state,
+            message,
+        } => ClientReply {
             code: *code,
             state: state.clone(),
             message: message.clone(),
@@ -24,7 +28,9 @@ pub fn backend_reply(e: &BackendError, name: &str, addr: &str) -> ClientReply {
         BackendError::Connect { .. } | BackendError::ConnectTimeout(_) => ClientReply {
             code: 2003,
             state: "HY000".into(),
-            message: format!("Can't connect to MySQL server on '{addr}' (rwsplit backend {name}: {e})"),
+            message: format!(
+                "Can't connect to MySQL server on '{addr}' (rwsplit backend {name}: {e})"
+            ),
         },
         BackendError::UnsupportedAuth(_) => ClientReply {
             code: 1045,
@@ -34,7 +40,9 @@ pub fn backend_reply(e: &BackendError, name: &str, addr: &str) -> ClientReply {
         BackendError::Frame(_) | BackendError::Protocol(_) => ClientReply {
             code: 2013,
             state: "HY000".into(),
-            message: format!("Lost connection to MySQL server during query (rwsplit backend {name}: {e})"),
+            message: format!(
+                "Lost connection to MySQL server during query (rwsplit backend {name}: {e})"
+            ),
         },
     }
 }
@@ -51,7 +59,10 @@ mod tests {
             message: "Unknown database 'nope'".into(),
         };
         let r = backend_reply(&e, "primary", "127.0.0.1:3306");
-        assert_eq!((r.code, r.state.as_str(), r.message.as_str()), (1049, "42000", "Unknown database 'nope'"));
+        assert_eq!(
+            (r.code, r.state.as_str(), r.message.as_str()),
+            (1049, "42000", "Unknown database 'nope'")
+        );
     }
 
     #[test]

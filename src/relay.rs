@@ -24,12 +24,16 @@ pub const INSPECT_LIMIT: usize = 1 << 20;
 pub enum Expect {
     /// OK, ERR, LOCAL INFILE request, or a result-set header.
     Result,
-    ColumnDefs { left: u64 },
+    ColumnDefs {
+        left: u64,
+    },
     ColumnsEof,
     Rows,
     /// The rest of a COM_STMT_PREPARE response after its first packet:
     /// parameter and column definitions and their EOFs, only counted.
-    Prepare { left: u32 },
+    Prepare {
+        left: u32,
+    },
     /// COM_FIELD_LIST: column definitions until EOF or ERR.
     FieldList,
     /// Exactly one packet of any shape (COM_STATISTICS).
@@ -129,13 +133,21 @@ impl Machine {
             Expect::Prepare { left } => {
                 let left = left.checked_sub(1).ok_or(Unexpected("prepare response"))?;
                 self.expect = Expect::Prepare { left };
-                Ok(if left == 0 { Step::Done } else { Step::Continue })
+                Ok(if left == 0 {
+                    Step::Done
+                } else {
+                    Step::Continue
+                })
             }
             Expect::Single => {
                 if first == Some(0xFF) {
                     return Ok(self.on_err(payload));
                 }
-                Ok(if len == MAX_PAYLOAD { Step::Continue } else { Step::Done })
+                Ok(if len == MAX_PAYLOAD {
+                    Step::Continue
+                } else {
+                    Step::Done
+                })
             }
         }
     }
@@ -153,7 +165,8 @@ impl Machine {
             Some(0xFF) => Ok(self.on_err(payload)),
             Some(0xFB) => Ok(Step::LocalInfile),
             Some(_) => {
-                let (n, _) = crate::protocol::packet::read_lenenc(payload).ok_or(Unexpected("column count"))?;
+                let (n, _) = crate::protocol::packet::read_lenenc(payload)
+                    .ok_or(Unexpected("column count"))?;
                 if n == 0 {
                     return Err(Unexpected("column count"));
                 }
@@ -268,7 +281,10 @@ where
             }
         }
         if pos > 0 {
-            client.write_all(&buf[..pos]).await.map_err(RelayError::Client)?;
+            client
+                .write_all(&buf[..pos])
+                .await
+                .map_err(RelayError::Client)?;
             breader.consume(pos);
             need = need.saturating_sub(pos);
         }
@@ -283,7 +299,10 @@ where
             }
             Step::Continue => {
                 if need > breader.buffered().len() {
-                    breader.fill_to(backend, need).await.map_err(RelayError::Backend)?;
+                    breader
+                        .fill_to(backend, need)
+                        .await
+                        .map_err(RelayError::Backend)?;
                 } else {
                     breader.fill(backend).await.map_err(RelayError::Backend)?;
                 }
@@ -294,7 +313,11 @@ where
 
 /// Forwards the client's LOCAL INFILE packets (raw, sequence ids kept)
 /// until the empty packet that ends the file.
-async fn forward_local_infile<B, C>(client: &mut C, creader: &mut PacketReader, backend: &mut B) -> Result<(), RelayError>
+async fn forward_local_infile<B, C>(
+    client: &mut C,
+    creader: &mut PacketReader,
+    backend: &mut B,
+) -> Result<(), RelayError>
 where
     B: AsyncWrite + Unpin,
     C: AsyncRead + Unpin,
@@ -317,7 +340,10 @@ where
             left -= n;
         }
         if h.len == 0 {
-            backend.flush().await.map_err(|e| RelayError::Backend(e.into()))?;
+            backend
+                .flush()
+                .await
+                .map_err(|e| RelayError::Backend(e.into()))?;
             return Ok(());
         }
     }
@@ -326,7 +352,10 @@ where
 fn client_err(e: FrameError) -> RelayError {
     match e {
         FrameError::Io(e) => RelayError::Client(e),
-        other => RelayError::Client(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, other.to_string())),
+        other => RelayError::Client(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            other.to_string(),
+        )),
     }
 }
 
@@ -344,7 +373,10 @@ mod tests {
     }
 
     fn feed(m: &mut Machine, packets: &[Vec<u8>]) -> Vec<Step> {
-        packets.iter().map(|p| m.step(p.len(), p).unwrap()).collect()
+        packets
+            .iter()
+            .map(|p| m.step(p.len(), p).unwrap())
+            .collect()
     }
 
     fn result_set(deprecate_eof: bool, cols: usize, rows: usize, status: u16) -> Vec<Vec<u8>> {
@@ -362,8 +394,19 @@ mod tests {
     #[test]
     fn ok_ends_response_and_keeps_status() {
         let mut m = Machine::new(Expect::Result, caps(false));
-        assert_eq!(feed(&mut m, &[build_ok(caps(false), 2, 7, 3, 1)]), vec![Step::Done]);
-        assert_eq!((m.outcome.status, m.outcome.affected_rows, m.outcome.last_insert_id, m.outcome.warnings), (3, 2, 7, 1));
+        assert_eq!(
+            feed(&mut m, &[build_ok(caps(false), 2, 7, 3, 1)]),
+            vec![Step::Done]
+        );
+        assert_eq!(
+            (
+                m.outcome.status,
+                m.outcome.affected_rows,
+                m.outcome.last_insert_id,
+                m.outcome.warnings
+            ),
+            (3, 2, 7, 1)
+        );
     }
 
     #[test]
@@ -373,7 +416,9 @@ mod tests {
             let packets = result_set(deprecate, 2, 3, 0x0003);
             let steps = feed(&mut m, &packets);
             assert_eq!(steps.last(), Some(&Step::Done));
-            assert!(steps[..steps.len() - 1].iter().all(|s| *s == Step::Continue));
+            assert!(steps[..steps.len() - 1]
+                .iter()
+                .all(|s| *s == Step::Continue));
             assert_eq!(m.outcome.status, 0x0003);
             assert!(m.outcome.result_set);
         }
@@ -404,8 +449,14 @@ mod tests {
     #[test]
     fn local_infile_request_is_reported() {
         let mut m = Machine::new(Expect::Result, caps(true));
-        assert_eq!(feed(&mut m, &[b"\xFB/tmp/x.csv".to_vec()]), vec![Step::LocalInfile]);
-        assert_eq!(feed(&mut m, &[build_ok(caps(true), 5, 0, 2, 0)]), vec![Step::Done]);
+        assert_eq!(
+            feed(&mut m, &[b"\xFB/tmp/x.csv".to_vec()]),
+            vec![Step::LocalInfile]
+        );
+        assert_eq!(
+            feed(&mut m, &[build_ok(caps(true), 5, 0, 2, 0)]),
+            vec![Step::Done]
+        );
         assert_eq!(m.outcome.affected_rows, 5);
     }
 
@@ -422,8 +473,14 @@ mod tests {
         let mut m = Machine::new(Expect::Rows, caps(true));
         assert_eq!(m.step(MAX_PAYLOAD, &[0xFE]).unwrap(), Step::Continue);
         // The continuation's first byte means nothing.
-        assert_eq!(m.step(10, &[0xFE, 0, 0, 0, 0, 0, 0]).unwrap(), Step::Continue);
-        assert_eq!(feed(&mut m, &[build_eof(caps(true), 2, 0)]), vec![Step::Done]);
+        assert_eq!(
+            m.step(10, &[0xFE, 0, 0, 0, 0, 0, 0]).unwrap(),
+            Step::Continue
+        );
+        assert_eq!(
+            feed(&mut m, &[build_eof(caps(true), 2, 0)]),
+            vec![Step::Done]
+        );
     }
 
     #[test]
@@ -458,13 +515,21 @@ mod tests {
             server_side
         });
         let mut m = Machine::new(Expect::Result, c);
-        relay(&mut backend, &mut PacketReader::new(), &mut client_peer, &mut PacketReader::new(), &mut m)
-            .await
-            .unwrap();
+        relay(
+            &mut backend,
+            &mut PacketReader::new(),
+            &mut client_peer,
+            &mut PacketReader::new(),
+            &mut m,
+        )
+        .await
+        .unwrap();
         let _keep = writer.await.unwrap();
         drop(client_peer);
         let mut got = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut client, &mut got).await.unwrap();
+        tokio::io::AsyncReadExt::read_to_end(&mut client, &mut got)
+            .await
+            .unwrap();
         assert_eq!(got, wire);
     }
 }

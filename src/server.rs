@@ -33,13 +33,20 @@ pub struct Registry {
 
 impl Registry {
     pub fn insert(&self, id: u32, handle: Arc<SessionHandle>) {
-        self.sessions.lock().expect("registry lock").insert(id, handle);
+        self.sessions
+            .lock()
+            .expect("registry lock")
+            .insert(id, handle);
     }
     pub fn remove(&self, id: u32) {
         self.sessions.lock().expect("registry lock").remove(&id);
     }
     pub fn get(&self, id: u32) -> Option<Arc<SessionHandle>> {
-        self.sessions.lock().expect("registry lock").get(&id).cloned()
+        self.sessions
+            .lock()
+            .expect("registry lock")
+            .get(&id)
+            .cloned()
     }
     pub fn len(&self) -> usize {
         self.sessions.lock().expect("registry lock").len()
@@ -120,7 +127,10 @@ impl Proxy {
 
     /// The addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     /// Serves until `shutdown` completes.
@@ -153,7 +163,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Binds and serves `config` until `shutdown` completes.
-pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
     let proxy = Proxy::bind(config).await?;
     for addr in proxy.local_addrs() {
         tracing::info!(%addr, "listening for MySQL clients");

@@ -95,7 +95,10 @@ impl Greeting {
         out.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
         out.push((self.scramble.len() + 1) as u8);
         out.extend_from_slice(&[0; 6]);
-        if self.capabilities.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
+        if self
+            .capabilities
+            .contains(CapabilityFlags::CLIENT_LONG_PASSWORD)
+        {
             out.extend_from_slice(&[0; 4]);
         } else {
             out.extend_from_slice(&self.mariadb_caps.to_le_bytes());
@@ -156,7 +159,9 @@ impl HandshakeResponse {
             return None;
         }
         let r = Self::parse_fixed(&mut Cursor::new(payload))?;
-        r.capabilities.contains(CapabilityFlags::CLIENT_SSL).then_some(r)
+        r.capabilities
+            .contains(CapabilityFlags::CLIENT_SSL)
+            .then_some(r)
     }
 
     /// Parses a full handshake response. Only protocol 4.1 clients are
@@ -289,7 +294,11 @@ mod tests {
             capabilities: caps,
             collation: 45,
             status: 2,
-            mariadb_caps: if mysql { 0 } else { mariadb_caps::EXTENDED_TYPE_INFO },
+            mariadb_caps: if mysql {
+                0
+            } else {
+                mariadb_caps::EXTENDED_TYPE_INFO
+            },
             auth_plugin: b"mysql_native_password".to_vec(),
         }
     }

@@ -58,7 +58,13 @@ pub fn parse_eof(payload: &[u8]) -> Option<(u16, u16)> {
 
 /// Builds an OK packet payload as a server would send it to a client
 /// with capabilities `caps`.
-pub fn build_ok(caps: CapabilityFlags, affected_rows: u64, last_insert_id: u64, status: u16, warnings: u16) -> Vec<u8> {
+pub fn build_ok(
+    caps: CapabilityFlags,
+    affected_rows: u64,
+    last_insert_id: u64,
+    status: u16,
+    warnings: u16,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(16);
     out.push(0x00);
     put_lenenc(&mut out, affected_rows);
@@ -121,7 +127,10 @@ pub fn build_err(code: u16, state: &str, message: &str) -> Vec<u8> {
     out.push(b'#');
     let state = state.as_bytes();
     out.extend_from_slice(&state[..state.len().min(5)]);
-    out.extend(std::iter::repeat_n(b'0', 5usize.saturating_sub(state.len())));
+    out.extend(std::iter::repeat_n(
+        b'0',
+        5usize.saturating_sub(state.len()),
+    ));
     out.extend_from_slice(message.as_bytes());
     out
 }

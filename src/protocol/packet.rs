@@ -105,7 +105,10 @@ impl PacketReader {
 
     /// Reads more bytes from `stream` into the buffer; fails with
     /// `Closed` at end of stream.
-    pub async fn fill<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> Result<usize, FrameError> {
+    pub async fn fill<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+    ) -> Result<usize, FrameError> {
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(INITIAL_BUFFER.max(self.buf.len()));
         }
@@ -117,7 +120,11 @@ impl PacketReader {
     }
 
     /// Ensures at least `n` bytes are buffered.
-    pub async fn fill_to<S: AsyncRead + Unpin>(&mut self, stream: &mut S, n: usize) -> Result<(), FrameError> {
+    pub async fn fill_to<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        n: usize,
+    ) -> Result<(), FrameError> {
         if self.buf.capacity() < n {
             self.buf.reserve(n - self.buf.len());
         }
@@ -128,16 +135,17 @@ impl PacketReader {
     }
 
     /// Reads one logical packet (joining 16 MiB continuations) into `out`
-    /// (cleared first) and returns the sequence id of its last physical
-    /// packet. Payloads over `limit` bytes are refused before they are
+    /// (cleared first) and returns the sequence ids of its first and last
+    /// physical packets. Payloads over `limit` bytes are refused before they are
     /// buffered whole.
     pub async fn read_packet<S: AsyncRead + Unpin>(
         &mut self,
         stream: &mut S,
         out: &mut Vec<u8>,
         limit: usize,
-    ) -> Result<u8, FrameError> {
+    ) -> Result<(u8, u8), FrameError> {
         out.clear();
+        let mut first = None;
         loop {
             self.fill_to(stream, HEADER).await?;
             let h = parse_header(&self.buf).expect("header buffered");
@@ -147,8 +155,9 @@ impl PacketReader {
             self.fill_to(stream, HEADER + h.len).await?;
             out.extend_from_slice(&self.buf[HEADER..HEADER + h.len]);
             self.buf.advance(HEADER + h.len);
+            let first = *first.get_or_insert(h.seq);
             if h.len < MAX_PAYLOAD {
-                return Ok(h.seq);
+                return Ok((first, h.seq));
             }
         }
     }
@@ -163,7 +172,11 @@ impl PacketReader {
 }
 
 /// Writes `payload` as one logical packet starting at `seq` and flushes.
-pub async fn write_packet<S: AsyncWrite + Unpin>(stream: &mut S, seq: u8, payload: &[u8]) -> io::Result<u8> {
+pub async fn write_packet<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    seq: u8,
+    payload: &[u8],
+) -> io::Result<u8> {
     let mut out = Vec::with_capacity(payload.len() + HEADER);
     let next = put_packet(&mut out, seq, payload);
     stream.write_all(&out).await?;
@@ -284,7 +297,16 @@ mod tests {
 
     #[test]
     fn lenenc_round_trips_every_width() {
-        for v in [0u64, 250, 251, 0xFFFF, 0x10000, 0xFF_FFFF, 0x100_0000, u64::MAX] {
+        for v in [
+            0u64,
+            250,
+            251,
+            0xFFFF,
+            0x10000,
+            0xFF_FFFF,
+            0x100_0000,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             put_lenenc(&mut out, v);
             assert_eq!(read_lenenc(&out), Some((v, out.len())));
@@ -305,7 +327,13 @@ mod tests {
         let mut out = Vec::new();
         let next = put_packet(&mut out, 3, &payload);
         assert_eq!(next, 5);
-        assert_eq!(parse_header(&out), Some(Header { len: MAX_PAYLOAD, seq: 3 }));
+        assert_eq!(
+            parse_header(&out),
+            Some(Header {
+                len: MAX_PAYLOAD,
+                seq: 3
+            })
+        );
         let second = &out[HEADER + MAX_PAYLOAD..];
         assert_eq!(parse_header(second), Some(Header { len: 10, seq: 4 }));
     }
@@ -326,12 +354,18 @@ mod tests {
         put_packet(&mut wire, 0, &payload);
         let mut r = PacketReader::new();
         let mut out = Vec::new();
-        let seq = r.read_packet(&mut wire.as_slice(), &mut out, usize::MAX).await.unwrap();
-        assert_eq!(seq, 1);
+        let seqs = r
+            .read_packet(&mut wire.as_slice(), &mut out, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(seqs, (0, 1));
         assert_eq!(out.len(), payload.len());
 
         let mut r = PacketReader::new();
-        let err = r.read_packet(&mut wire.as_slice(), &mut out, 1000).await.unwrap_err();
+        let err = r
+            .read_packet(&mut wire.as_slice(), &mut out, 1000)
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::TooLarge(..)));
     }
 

@@ -121,19 +121,30 @@ impl Session {
     /// change closes the connection.
     async fn on_change_user(&mut self) -> Result<Next, SessionError> {
         let Some(change) = ChangeUser::parse(&self.cmd[1..], self.caps) else {
-            return self.reply_err(1047, "08S01", "Malformed COM_CHANGE_USER").await.map(|_| Next::Quit);
+            return self
+                .reply_err(1047, "08S01", "Malformed COM_CHANGE_USER")
+                .await
+                .map(|_| Next::Quit);
         };
         let config = self.config();
-        let secret = config.user(&change.user).and_then(|u| u.secret(&config.base_dir).ok());
-        let plugin = change.auth_plugin.as_deref().unwrap_or(auth::NATIVE.as_bytes());
+        let secret = config
+            .user(&change.user)
+            .and_then(|u| u.secret(&config.base_dir).ok());
+        let plugin = change
+            .auth_plugin
+            .as_deref()
+            .unwrap_or(auth::NATIVE.as_bytes());
         let verified = match (&secret, plugin) {
-            (Some(s), b"mysql_native_password") => s.verify_native(&self.scramble, &change.auth_response),
+            (Some(s), b"mysql_native_password") => {
+                s.verify_native(&self.scramble, &change.auth_response)
+            }
             _ => None,
         };
         let user = String::from_utf8_lossy(&change.user).into_owned();
         let Some(backend_secret) = verified else {
             tracing::warn!(peer = %self.peer, user = %user, "COM_CHANGE_USER refused");
-            let msg = super::login::denied_message(&user, self.peer, !change.auth_response.is_empty());
+            let msg =
+                super::login::denied_message(&user, self.peer, !change.auth_response.is_empty());
             self.reply_err(1045, "28000", &msg).await?;
             return Ok(Next::Quit);
         };
@@ -168,14 +179,20 @@ impl Session {
         let mut first = Vec::new();
         let sent = conn.write_payload(0, &self.cmd).await;
         let read = match sent {
-            Ok(()) => conn.reader.read_packet(&mut conn.stream, &mut first, CONTROL_LIMIT).await,
+            Ok(()) => {
+                conn.reader
+                    .read_packet(&mut conn.stream, &mut first, CONTROL_LIMIT)
+                    .await
+            }
             Err(e) => Err(e.into()),
         };
         let seq = match read {
-            Ok(seq) => seq,
+            Ok((_, seq)) => seq,
             Err(e) => {
                 self.drop_backend(target);
-                return Err(SessionError::Fatal(format!("backend failed during prepare: {e}")));
+                return Err(SessionError::Fatal(format!(
+                    "backend failed during prepare: {e}"
+                )));
             }
         };
         let mut left = 0;
@@ -223,7 +240,10 @@ impl Session {
     async fn on_stmt_command(&mut self, expect: Expect) -> Result<Next, SessionError> {
         let command = self.cmd[0];
         let Some((id, backend)) = self.map_stmt() else {
-            let raw = self.cmd.get(1..5).map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])));
+            let raw = self
+                .cmd
+                .get(1..5)
+                .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])));
             let name = match command {
                 cmd::STMT_EXECUTE => "mysqld_stmt_execute",
                 cmd::STMT_FETCH => "mysqld_stmt_fetch",
@@ -259,7 +279,11 @@ impl Session {
 
     /// COM_STMT_CLOSE: closed on every backend that prepared it; no reply.
     async fn on_stmt_close(&mut self) -> Result<Next, SessionError> {
-        let Some(raw) = self.cmd.get(1..5).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes"))) else {
+        let Some(raw) = self
+            .cmd
+            .get(1..5)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        else {
             return Ok(Next::Continue);
         };
         let Some(stmt) = self.stmts.resolve(raw).and_then(|id| self.stmts.remove(id)) else {

@@ -40,9 +40,19 @@ pub struct LoggedIn {
 }
 
 /// Builds the greeting presented to a client.
-pub fn greeting_for_client(primary: Option<&Greeting>, config: &Config, connection_id: u32, scramble: &[u8]) -> Greeting {
+pub fn greeting_for_client(
+    primary: Option<&Greeting>,
+    config: &Config,
+    connection_id: u32,
+    scramble: &[u8],
+) -> Greeting {
     let (version, caps, collation, mariadb) = match primary {
-        Some(g) => (g.server_version.clone(), g.capabilities, g.collation, g.mariadb_caps),
+        Some(g) => (
+            g.server_version.clone(),
+            g.capabilities,
+            g.collation,
+            g.mariadb_caps,
+        ),
         None => (
             config.fallback_server_version.as_bytes().to_vec(),
             PASSTHROUGH_CAPS & !CapabilityFlags::CLIENT_LONG_PASSWORD,
@@ -57,7 +67,8 @@ pub fn greeting_for_client(primary: Option<&Greeting>, config: &Config, connecti
         server_version: version,
         connection_id,
         scramble: scramble.to_vec(),
-        capabilities: (caps & PASSTHROUGH_CAPS & !CapabilityFlags::CLIENT_LONG_PASSWORD) | mysql_bit,
+        capabilities: (caps & PASSTHROUGH_CAPS & !CapabilityFlags::CLIENT_LONG_PASSWORD)
+            | mysql_bit,
         collation,
         status: status::AUTOCOMMIT,
         mariadb_caps: mariadb & PASSTHROUGH_MARIADB_CAPS,
@@ -79,8 +90,10 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     write_packet(stream, 0, &out).await?;
 
     let mut payload = Vec::new();
-    let seq = reader.read_packet(stream, &mut payload, LOGIN_PACKET_LIMIT).await?;
-    if seq != 1 {
+    let (first, seq) = reader
+        .read_packet(stream, &mut payload, LOGIN_PACKET_LIMIT)
+        .await?;
+    if first != 1 {
         return Err(LoginError::Malformed);
     }
     if HandshakeResponse::parse_ssl_request(&payload).is_some() {
@@ -91,17 +104,36 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(LoginError::Malformed);
     }
     let response = HandshakeResponse::parse(&payload).ok_or(LoginError::Malformed)?;
-    let caps = (response.capabilities & greeting.capabilities) | CapabilityFlags::CLIENT_PROTOCOL_41;
-    let scramble: [u8; auth::SCRAMBLE_LEN] = greeting.scramble.as_slice().try_into().map_err(|_| LoginError::Malformed)?;
+    let caps =
+        (response.capabilities & greeting.capabilities) | CapabilityFlags::CLIENT_PROTOCOL_41;
+    let scramble: [u8; auth::SCRAMBLE_LEN] = greeting
+        .scramble
+        .as_slice()
+        .try_into()
+        .map_err(|_| LoginError::Malformed)?;
     let user = String::from_utf8_lossy(&response.user).into_owned();
-    let secret = config.user(&response.user).and_then(|u| u.secret(&config.base_dir).ok());
+    let secret = config
+        .user(&response.user)
+        .and_then(|u| u.secret(&config.base_dir).ok());
 
-    let client_plugin = response.auth_plugin.as_deref().unwrap_or(auth::NATIVE.as_bytes());
+    let client_plugin = response
+        .auth_plugin
+        .as_deref()
+        .unwrap_or(auth::NATIVE.as_bytes());
     let mut next_seq = seq.wrapping_add(1);
     let verified = match secret {
         None => None,
         Some(secret) => {
-            authenticate(stream, reader, &secret, &scramble, client_plugin, &response.auth_response, &mut next_seq).await?
+            authenticate(
+                stream,
+                reader,
+                &secret,
+                &scramble,
+                client_plugin,
+                &response.auth_response,
+                &mut next_seq,
+            )
+            .await?
         }
     };
     let Some(backend_secret) = verified else {
@@ -158,9 +190,17 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let mut plugin = std::str::from_utf8(client_plugin).unwrap_or("");
     let mut response = first_response.to_vec();
     if !secret.supports(plugin) {
-        plugin = if secret.supports(auth::NATIVE) { auth::NATIVE } else { auth::CACHING_SHA2 };
+        plugin = if secret.supports(auth::NATIVE) {
+            auth::NATIVE
+        } else {
+            auth::CACHING_SHA2
+        };
         write_packet(stream, *seq, &build_auth_switch(plugin, scramble)).await?;
-        *seq = reader.read_packet(stream, &mut response, LOGIN_PACKET_LIMIT).await?.wrapping_add(1);
+        *seq = reader
+            .read_packet(stream, &mut response, LOGIN_PACKET_LIMIT)
+            .await?
+            .1
+            .wrapping_add(1);
     }
     if plugin == auth::NATIVE {
         return Ok(secret.verify_native(scramble, &response));
@@ -202,7 +242,8 @@ mod tests {
             server_version: b"5.5.5-10.11.6-MariaDB".to_vec(),
             connection_id: 9,
             scramble: vec![1; 20],
-            capabilities: PASSTHROUGH_CAPS & !CapabilityFlags::CLIENT_LONG_PASSWORD | CapabilityFlags::CLIENT_COMPRESS,
+            capabilities: PASSTHROUGH_CAPS & !CapabilityFlags::CLIENT_LONG_PASSWORD
+                | CapabilityFlags::CLIENT_COMPRESS,
             collation: 8,
             status: 2,
             mariadb_caps: 0x1F,
@@ -213,7 +254,9 @@ mod tests {
         assert_eq!(g.connection_id, 5);
         assert_eq!(g.collation, 8);
         assert!(!g.capabilities.contains(CapabilityFlags::CLIENT_COMPRESS));
-        assert!(!g.capabilities.contains(CapabilityFlags::CLIENT_LONG_PASSWORD));
+        assert!(!g
+            .capabilities
+            .contains(CapabilityFlags::CLIENT_LONG_PASSWORD));
         assert_eq!(g.mariadb_caps, PASSTHROUGH_MARIADB_CAPS);
     }
 }

@@ -125,14 +125,18 @@ impl Session {
                 _ = self.handle.killed.notified() => return,
             };
             match read {
-                Ok(0) if !self.cmd.is_empty() => {}
+                Ok((0, _)) if !self.cmd.is_empty() => {}
                 Ok(_) => {
                     let err = build_err(1156, "08S01", "Got packets out of order");
                     let _ = self.write_reply(&err).await;
                     return;
                 }
                 Err(FrameError::TooLarge(..)) => {
-                    let err = build_err(1153, "08S01", "Got a packet bigger than 'max_allowed_packet' bytes");
+                    let err = build_err(
+                        1153,
+                        "08S01",
+                        "Got a packet bigger than 'max_allowed_packet' bytes",
+                    );
                     let _ = self.write_reply(&err).await;
                     return;
                 }
@@ -158,7 +162,12 @@ impl Session {
     }
 
     /// Replies with an error.
-    pub async fn reply_err(&mut self, code: u16, state: &str, message: &str) -> Result<Next, SessionError> {
+    pub async fn reply_err(
+        &mut self,
+        code: u16,
+        state: &str,
+        message: &str,
+    ) -> Result<Next, SessionError> {
         self.write_reply(&build_err(code, state, message)).await?;
         Ok(Next::Continue)
     }
@@ -186,12 +195,20 @@ impl Session {
                 .backends
                 .get(idx)
                 .map(|b| b.address.clone())
-                .ok_or_else(|| BackendError::Protocol(format!("backend {idx} is not configured")))?;
-            let mut conn = BackendConn::connect(&addr, &self.login, config.timeouts.connect).await?;
+                .ok_or_else(|| {
+                    BackendError::Protocol(format!("backend {idx} is not configured"))
+                })?;
+            let mut conn =
+                BackendConn::connect(&addr, &self.login, config.timeouts.connect).await?;
             if self.multi_statements_off {
-                conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
+                conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0])
+                    .await?;
             }
-            self.handle.threads.lock().expect("handle lock").push((idx, conn.thread_id));
+            self.handle
+                .threads
+                .lock()
+                .expect("handle lock")
+                .push((idx, conn.thread_id));
             self.backends[idx] = Some(conn);
         }
         Ok(self.backends[idx].as_mut().expect("just opened"))
@@ -202,7 +219,11 @@ impl Session {
         if let Some(slot) = self.backends.get_mut(idx) {
             if let Some(conn) = slot.take() {
                 let tid = conn.thread_id;
-                self.handle.threads.lock().expect("handle lock").retain(|t| *t != (idx, tid));
+                self.handle
+                    .threads
+                    .lock()
+                    .expect("handle lock")
+                    .retain(|t| *t != (idx, tid));
             }
         }
         self.stmts.forget_backend(idx);
@@ -212,7 +233,9 @@ impl Session {
     pub async fn close_backends(&mut self) {
         for idx in 0..self.backends.len() {
             if let Some(conn) = self.backends[idx].as_mut() {
-                let _ = conn.write_payload(0, &[crate::protocol::command::QUIT]).await;
+                let _ = conn
+                    .write_payload(0, &[crate::protocol::command::QUIT])
+                    .await;
             }
             self.drop_backend(idx);
         }
@@ -221,7 +244,11 @@ impl Session {
     /// Sends the current command (`self.cmd`) to backend `idx` and relays
     /// its response to the client. A backend failure is reported to the
     /// client as an error; the connection is dropped.
-    pub async fn forward(&mut self, idx: usize, expect: Expect) -> Result<Option<Outcome>, SessionError> {
+    pub async fn forward(
+        &mut self,
+        idx: usize,
+        expect: Expect,
+    ) -> Result<Option<Outcome>, SessionError> {
         if let Err(e) = self.backend(idx).await {
             self.reply_backend_error(idx, &e).await?;
             return Ok(None);
@@ -236,7 +263,11 @@ impl Session {
     }
 
     /// Relays a response already requested from backend `idx`.
-    pub async fn relay_from(&mut self, idx: usize, expect: Expect) -> Result<Option<Outcome>, SessionError> {
+    pub async fn relay_from(
+        &mut self,
+        idx: usize,
+        expect: Expect,
+    ) -> Result<Option<Outcome>, SessionError> {
         let conn = self.backends[idx].as_mut().expect("backend open");
         let mut machine = Machine::new(expect, conn.caps);
         let result = relay::relay(
@@ -267,15 +298,31 @@ impl Session {
     }
 
     /// Tells the client why a backend could not serve its command.
-    pub async fn reply_backend_error(&mut self, idx: usize, e: &BackendError) -> Result<Next, SessionError> {
+    pub async fn reply_backend_error(
+        &mut self,
+        idx: usize,
+        e: &BackendError,
+    ) -> Result<Next, SessionError> {
         let config = self.config();
-        let name = config.backends.get(idx).map(|b| b.name.as_str()).unwrap_or("?");
-        let addr = config.backends.get(idx).map(|b| b.address.as_str()).unwrap_or("?");
+        let name = config
+            .backends
+            .get(idx)
+            .map(|b| b.name.as_str())
+            .unwrap_or("?");
+        let addr = config
+            .backends
+            .get(idx)
+            .map(|b| b.address.as_str())
+            .unwrap_or("?");
         tracing::warn!(id = self.id, backend = name, error = %e, "backend unavailable");
         if !matches!(e, BackendError::Server { .. }) {
             self.drop_backend(idx);
         }
-        let ClientReply { code, state, message } = error::backend_reply(e, name, addr);
+        let ClientReply {
+            code,
+            state,
+            message,
+        } = error::backend_reply(e, name, addr);
         self.reply_err(code, &state, &message).await
     }
 }

@@ -23,7 +23,10 @@ pub struct Stmt {
 impl Stmt {
     /// The backend's id for this statement, if prepared there.
     pub fn backend_id(&self, backend: usize) -> Option<u32> {
-        self.on.iter().find(|(b, _)| *b == backend).map(|(_, id)| *id)
+        self.on
+            .iter()
+            .find(|(b, _)| *b == backend)
+            .map(|(_, id)| *id)
     }
 }
 
@@ -146,7 +149,9 @@ mod tests {
     #[test]
     fn execute_types_are_found_after_null_bitmap() {
         // cmd, id, flags, iteration, bitmap(1), bound=1, type(2), value
-        let p = [0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 8, 0, 42, 0, 0, 0, 0, 0, 0, 0];
+        let p = [
+            0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 8, 0, 42, 0, 0, 0, 0, 0, 0, 0,
+        ];
         assert_eq!(execute_types(&p, 1), Some(&[8u8, 0][..]));
         let mut unbound = p;
         unbound[11] = 0;

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs every test of rwsplit: unit tests, integration tests against the
+# local MariaDB replication lab (started here), and real clients (the
+# mariadb command-line client, PyMySQL, sysbench) through the proxy binary.
+# Installs what it needs (apt packages as root, pip packages).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RWSPLIT_LOG_PREFIX=test
+# shellcheck source=integration/lib.sh
+. integration/lib.sh
+
+ensure_apt mariadb-server mariadb-client sysbench python3-pip
+ensure_python_deps
+integration/lab.sh up
+
+log "building"
+cargo build --quiet --all-targets
+export RWSPLIT_LAB=1
+
+log "cargo test (unit and integration)"
+cargo test --quiet --no-fail-fast 2>&1 | tee /tmp/rwsplit-cargo-test.log
+cargo_rc=${PIPESTATUS[0]}
+
+# Real clients through the proxy binary with the shipped config.
+proxy_log=$(mktemp)
+./target/debug/rwsplit --config conf/rwsplit.toml >"$proxy_log" 2>&1 &
+proxy_pid=$!
+trap 'kill "$proxy_pid" 2>/dev/null || true; wait "$proxy_pid" 2>/dev/null || true' EXIT
+wait_for_port 127.0.0.1 6450 30 || { cat "$proxy_log"; die "proxy did not start"; }
+export RWSPLIT_PORT=6450
+
+passed=0 failed=0
+run_client_test() {
+    local name="$1"; shift
+    log "client test: $name"
+    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); log "FAILED: $name"; fi
+}
+run_client_test "mariadb cli" integration/clients/test_cli.sh
+run_client_test "pymysql" python3 -m pytest -q -p no:cacheprovider integration/clients/test_pymysql.py
+run_client_test "sysbench oltp_point_select" env SYSBENCH_TIME=5 integration/clients/sysbench.sh
+
+if ! kill -0 "$proxy_pid" 2>/dev/null; then
+    log "the proxy died during the client tests:"; cat "$proxy_log"; failed=$((failed + 1))
+fi
+if [ "$cargo_rc" -ne 0 ]; then
+    log "cargo test failed"; failed=$((failed + 1))
+fi
+echo "client suites: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

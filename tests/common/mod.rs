@@ -1,0 +1,284 @@
+//! Shared by the integration tests: the lab's addresses, an in-process
+//! proxy on port 0, and a raw MySQL client (the proxy's own backend
+//! connector) that returns responses as packets for byte comparison.
+#![allow(dead_code)]
+
+use mysql_common::constants::CapabilityFlags;
+use rwsplit::backend::{BackendConn, Login, PASSTHROUGH_CAPS};
+use rwsplit::protocol::auth::BackendSecret;
+use rwsplit::protocol::packet::parse_header;
+use rwsplit::relay::{Expect, Machine, Step};
+use rwsplit::{Config, Proxy};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
+
+pub const PRIMARY: &str = "127.0.0.1:3306";
+pub const REPLICA1: &str = "127.0.0.1:3307";
+pub const REPLICA2: &str = "127.0.0.1:3308";
+
+/// Fails the test with a clear message when the lab is not up.
+pub fn require_lab() {
+    if std::net::TcpStream::connect_timeout(&PRIMARY.parse().unwrap(), Duration::from_secs(1))
+        .is_err()
+    {
+        panic!("the MariaDB lab is not running on {PRIMARY}: start it with integration/lab.sh up");
+    }
+}
+
+/// The lab config with a listener on port 0; `extra` is appended TOML.
+pub fn lab_config(extra: &str) -> Config {
+    let text = format!(
+        r#"
+[[listeners]]
+address = "127.0.0.1:0"
+[[users]]
+name = "app"
+password = "app"
+[[users]]
+name = "admin"
+password = "admin"
+[[backends]]
+name = "primary"
+address = "{PRIMARY}"
+role = "primary"
+[[backends]]
+name = "replica1"
+address = "{REPLICA1}"
+role = "replica"
+[[backends]]
+name = "replica2"
+address = "{REPLICA2}"
+role = "replica"
+{extra}
+"#
+    );
+    let config = Config::parse(&text).expect("test config parses");
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    config
+}
+
+/// A proxy running in this process until dropped.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub async fn start_proxy(config: Config) -> TestProxy {
+    require_lab();
+    let proxy = Proxy::bind(config).await.expect("bind proxy");
+    let addr = proxy.local_addrs()[0];
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(proxy.run(async {
+        let _ = rx.await;
+    }));
+    TestProxy {
+        addr,
+        stop: Some(tx),
+    }
+}
+
+/// Capabilities of a typical modern client (libmysqlclient's set).
+pub fn client_caps(deprecate_eof: bool) -> CapabilityFlags {
+    let mut caps = CapabilityFlags::CLIENT_LONG_FLAG
+        | CapabilityFlags::CLIENT_LOCAL_FILES
+        | CapabilityFlags::CLIENT_PROTOCOL_41
+        | CapabilityFlags::CLIENT_TRANSACTIONS
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION
+        | CapabilityFlags::CLIENT_MULTI_STATEMENTS
+        | CapabilityFlags::CLIENT_MULTI_RESULTS
+        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+        | CapabilityFlags::CLIENT_SESSION_TRACK;
+    if deprecate_eof {
+        caps |= CapabilityFlags::CLIENT_DEPRECATE_EOF;
+    }
+    caps & PASSTHROUGH_CAPS
+}
+
+pub fn login(user: &str, password: &str, db: Option<&str>, caps: CapabilityFlags) -> Login {
+    Login {
+        user: user.as_bytes().to_vec(),
+        secret: BackendSecret::Plain(password.to_string()),
+        database: db.map(|d| d.as_bytes().to_vec()),
+        collation: 45,
+        capabilities: caps,
+        mariadb_caps: rwsplit::backend::PASSTHROUGH_MARIADB_CAPS,
+        attributes: None,
+        max_packet: 1 << 30,
+    }
+}
+
+/// A raw protocol client: sends command payloads, returns every response
+/// packet (sequence id and payload) unparsed.
+pub struct Raw {
+    pub conn: BackendConn,
+}
+
+pub type Packets = Vec<(u8, Vec<u8>)>;
+
+impl Raw {
+    pub async fn connect(addr: &str, login: &Login) -> Result<Raw, rwsplit::backend::BackendError> {
+        Ok(Raw {
+            conn: BackendConn::connect(addr, login, Duration::from_secs(5)).await?,
+        })
+    }
+
+    pub async fn app(addr: &str, deprecate_eof: bool) -> Raw {
+        Raw::connect(
+            addr,
+            &login("app", "app", Some("app"), client_caps(deprecate_eof)),
+        )
+        .await
+        .expect("login as app")
+    }
+
+    /// Sends one command and reads its whole response.
+    pub async fn command(&mut self, payload: &[u8], expect: Expect) -> Packets {
+        self.conn
+            .write_payload(0, payload)
+            .await
+            .expect("send command");
+        self.read_response(expect).await
+    }
+
+    /// Sends COM_STMT_PREPARE and reads the whole prepare response.
+    pub async fn prepare(&mut self, payload: &[u8]) -> Packets {
+        self.conn
+            .write_payload(0, payload)
+            .await
+            .expect("send prepare");
+        let mut first = Vec::new();
+        let (_, seq) = self
+            .conn
+            .reader
+            .read_packet(&mut self.conn.stream, &mut first, 1 << 24)
+            .await
+            .expect("prepare response");
+        let mut out = vec![(seq, first.clone())];
+        if first[0] == 0 {
+            let cols = u16::from_le_bytes([first[5], first[6]]);
+            let params = u16::from_le_bytes([first[7], first[8]]);
+            let left = Machine::prepare_packets(params, cols, self.conn.caps);
+            if left > 0 {
+                out.extend(self.read_response(Expect::Prepare { left }).await);
+            }
+        }
+        out
+    }
+
+    /// Sends a command that has no response.
+    pub async fn send_only(&mut self, payload: &[u8]) {
+        self.conn
+            .write_payload(0, payload)
+            .await
+            .expect("send command");
+    }
+
+    pub async fn read_response(&mut self, expect: Expect) -> Packets {
+        let mut machine = Machine::new(expect, self.conn.caps);
+        let mut out = Vec::new();
+        loop {
+            self.conn
+                .reader
+                .fill_to(&mut self.conn.stream, 4)
+                .await
+                .expect("read header");
+            let h = parse_header(self.conn.reader.buffered()).unwrap();
+            self.conn
+                .reader
+                .fill_to(&mut self.conn.stream, 4 + h.len)
+                .await
+                .expect("read payload");
+            let payload = self.conn.reader.buffered()[4..4 + h.len].to_vec();
+            self.conn.reader.consume(4 + h.len);
+            let step = machine.step(h.len, &payload).expect("valid response");
+            out.push((h.seq, payload));
+            match step {
+                Step::Done => return out,
+                Step::Continue => {}
+                Step::LocalInfile => {
+                    // An empty file.
+                    let next = h.seq.wrapping_add(1);
+                    self.conn.write_payload(next, b"").await.unwrap();
+                }
+            }
+        }
+    }
+
+    pub async fn query(&mut self, sql: &str) -> Packets {
+        let mut p = vec![0x03];
+        p.extend_from_slice(sql.as_bytes());
+        self.command(&p, Expect::Result).await
+    }
+
+    /// Runs a statement that must succeed.
+    pub async fn exec(&mut self, sql: &str) {
+        let r = self.query(sql).await;
+        if let Some(e) = rwsplit::protocol::messages::parse_err(&r.last().unwrap().1) {
+            panic!(
+                "{sql}: error {} {}",
+                e.code,
+                String::from_utf8_lossy(e.message)
+            );
+        }
+    }
+
+    /// First column of the first row of a text result, as a string
+    /// (None for NULL).
+    pub async fn scalar(&mut self, sql: &str) -> Option<String> {
+        let r = self.query(sql).await;
+        if let Some(e) = rwsplit::protocol::messages::parse_err(&r.last().unwrap().1) {
+            panic!(
+                "{sql}: error {} {}",
+                e.code,
+                String::from_utf8_lossy(e.message)
+            );
+        }
+        let cols = r[0].1[0] as usize;
+        let eof = usize::from(
+            !self
+                .conn
+                .caps
+                .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF),
+        );
+        let row = &r[1 + cols + eof].1;
+        if row[0] == 0xFB {
+            return None;
+        }
+        let mut c = rwsplit::protocol::packet::Cursor::new(row);
+        Some(String::from_utf8_lossy(c.lenenc_bytes().unwrap()).into_owned())
+    }
+
+    pub async fn raw_write(&mut self, bytes: &[u8]) {
+        self.conn.stream.write_all(bytes).await.unwrap();
+    }
+}
+
+/// An admin connection straight to one lab server.
+pub async fn admin(addr: &str) -> Raw {
+    Raw::connect(addr, &login("admin", "admin", None, client_caps(true)))
+        .await
+        .expect("admin login")
+}
+
+/// A unique suffix for table names of one test run.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}

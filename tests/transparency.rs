@@ -1,0 +1,543 @@
+//! The proxy must be indistinguishable from the server: the same commands
+//! sent directly to the primary and through the proxy get byte-identical
+//! responses (column definitions, values, warnings, status flags, errors,
+//! OK packets), in both EOF modes.
+
+mod common;
+
+use common::*;
+use rwsplit::protocol::packet::put_lenenc_str;
+use rwsplit::relay::Expect;
+
+/// Setup shared by the tests of this file: a table of every type with
+/// awkward values, and a procedure returning several result sets.
+async fn setup() -> String {
+    let table = unique("types");
+    let mut a = admin(PRIMARY).await;
+    a.exec("CREATE DATABASE IF NOT EXISTS app").await;
+    a.exec("SET SESSION sql_mode = ''").await;
+    a.exec(&format!(
+        "CREATE TABLE app.{table} (
+            id INT PRIMARY KEY,
+            ti TINYINT, si SMALLINT UNSIGNED, bi BIGINT, fl FLOAT, db DOUBLE,
+            dec1 DECIMAL(20,6), bit8 BIT(8), yr YEAR,
+            d DATE, dt DATETIME(6), ts TIMESTAMP(3) NULL, tm TIME(4),
+            vc VARCHAR(20) CHARACTER SET latin1, ch CHAR(3),
+            vb VARBINARY(16), bl BLOB, tx TEXT CHARACTER SET utf8mb4,
+            js JSON, en ENUM('a','b'), st SET('x','y')
+        )"
+    ))
+    .await;
+    a.exec(&format!(
+        "INSERT INTO app.{table} VALUES
+         (1, -128, 65535, -9223372036854775808, 1.5, 2.25e300, 12345678901234.123456, b'10100101', 2024,
+          '0000-00-00', '0000-00-00 00:00:00', NULL, '-838:59:59.0000',
+          'caf\u{e9}', 'ab', x'ff00fe', x'00ff80', 'h\u{e9}llo \u{1F600}', '{{\"a\": [1, 2]}}', 'b', 'x,y'),
+         (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+         (3, 127, 0, 42, -0.0, 0.1, -0.000001, b'0', 1901,
+          '2024-02-29', '2024-02-29 23:59:59.999999', '2038-01-19 03:14:07.123', '12:34:56.7891',
+          '', '', '', '', '', '[]', 'a', '')"
+    ))
+    .await;
+    a.exec(&format!(
+        "CREATE PROCEDURE app.{table}_multi() BEGIN SELECT 1 AS one; SELECT id, vb FROM app.{table} ORDER BY id; SELECT 'x' AS last; END"
+    ))
+    .await;
+    table
+}
+
+/// Runs every command on a direct and a proxied connection and asserts the
+/// responses are identical.
+async fn assert_same(proxy: &TestProxy, deprecate_eof: bool, commands: &[(Vec<u8>, Expect)]) {
+    let mut direct = Raw::app(PRIMARY, deprecate_eof).await;
+    let mut proxied = Raw::app(&proxy.addr.to_string(), deprecate_eof).await;
+    assert_eq!(
+        direct.conn.caps, proxied.conn.caps,
+        "negotiated capabilities differ"
+    );
+    for (payload, expect) in commands {
+        let want = direct.command(payload, *expect).await;
+        let got = proxied.command(payload, *expect).await;
+        assert_eq!(
+            got,
+            want,
+            "response differs for {:?} (deprecate_eof={deprecate_eof})",
+            String::from_utf8_lossy(payload)
+        );
+    }
+}
+
+fn q(sql: &str) -> (Vec<u8>, Expect) {
+    let mut p = vec![0x03];
+    p.extend_from_slice(sql.as_bytes());
+    (p, Expect::Result)
+}
+
+#[tokio::test]
+async fn text_results_are_byte_identical() {
+    let table = setup().await;
+    let proxy = start_proxy(lab_config("")).await;
+    let commands = vec![
+        q(&format!("SELECT * FROM {table} ORDER BY id")),
+        q(&format!(
+            "SELECT id, d, dt, ts, tm FROM {table} WHERE id = 3"
+        )),
+        q("SELECT 1/0, CAST('abc' AS SIGNED), 'x' + 1"),
+        q("SHOW WARNINGS"),
+        q("SELECT * FROM no_such_table_here"),
+        q("SELEKT 1"),
+        q("SELECT 'a' AS first; SELECT 2 AS second; SELECT NULL"),
+        q("SELECT 1; SELECT * FROM no_such_table_here; SELECT 3"),
+        q("BEGIN"),
+        q(&format!("SELECT COUNT(*) FROM {table}")),
+        q("SELECT @@in_transaction"),
+        q("COMMIT"),
+        q("SET autocommit = 0"),
+        q("SELECT 1"),
+        q("ROLLBACK"),
+        q("SET autocommit = 1"),
+        q(&format!("CALL {table}_multi()")),
+        q(&format!("SHOW COLUMNS FROM {table}")),
+        q("SELECT JSON_OBJECT('k', 1.5, 'n', NULL), JSON_ARRAY(), x'00' = 0"),
+        q("SELECT CURRENT_USER(), DATABASE(), @@session.autocommit"),
+        q("SET @v = 'user var'"),
+        q("SELECT @v, @undefined"),
+        q("USE app"),
+        (format!("\x04{table}\x00").into_bytes(), Expect::FieldList),
+        (b"\x02app".to_vec(), Expect::Result),
+        (b"\x02no_such_db".to_vec(), Expect::Result),
+    ];
+    for deprecate_eof in [true, false] {
+        assert_same(&proxy, deprecate_eof, &commands).await;
+    }
+}
+
+#[tokio::test]
+async fn writes_report_identical_ok_packets() {
+    let proxy = start_proxy(lab_config("")).await;
+    for deprecate_eof in [true, false] {
+        let mut direct = Raw::app(PRIMARY, deprecate_eof).await;
+        let mut proxied = Raw::app(&proxy.addr.to_string(), deprecate_eof).await;
+        let (ta, tb) = (unique("w"), unique("w"));
+        for (conn, t) in [(&mut direct, &ta), (&mut proxied, &tb)] {
+            conn.exec(&format!(
+                "CREATE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY, v INT UNIQUE, s VARCHAR(5))"
+            ))
+            .await;
+        }
+        let statements = [
+            "INSERT INTO {t} (v, s) VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+            "INSERT INTO {t} (v, s) VALUES (2, 'x') ON DUPLICATE KEY UPDATE s = 'dup'",
+            "UPDATE {t} SET s = 'same' WHERE v >= 1",
+            "UPDATE {t} SET s = 'same' WHERE v >= 1",
+            "INSERT INTO {t} (v, s) VALUES (9, 'toolongvalue')",
+            "INSERT INTO {t} (v, s) VALUES (1, 'dupkey')",
+            "INSERT IGNORE INTO {t} (v, s) VALUES (1, 'ign'), (10, 'new')",
+            "SELECT LAST_INSERT_ID(), ROW_COUNT()",
+            "REPLACE INTO {t} (id, v, s) VALUES (1, 1, 'r')",
+            "DELETE FROM {t} WHERE v > 2",
+            "BEGIN",
+            "INSERT INTO {t} (v) VALUES (100)",
+            "ROLLBACK",
+            "SELECT COUNT(*) FROM {t}",
+        ];
+        for s in statements {
+            let want = direct.query(&s.replace("{t}", &ta)).await;
+            let got = proxied.query(&s.replace("{t}", &tb)).await;
+            assert_eq!(got, want, "{s}");
+        }
+        for (conn, t) in [(&mut direct, &ta), (&mut proxied, &tb)] {
+            conn.exec(&format!("DROP TABLE {t}")).await;
+        }
+    }
+}
+
+/// Binary parameter values of every type, with their type codes.
+fn binary_params() -> Vec<(u8, u8, Option<Vec<u8>>)> {
+    let lenenc = |s: &[u8]| {
+        let mut v = Vec::new();
+        put_lenenc_str(&mut v, s);
+        Some(v)
+    };
+    vec![
+        (0x01, 0x00, Some(vec![0x80])),                      // TINY -128
+        (0x02, 0x80, Some(65535u16.to_le_bytes().to_vec())), // SHORT unsigned
+        (0x03, 0x00, Some((-7i32).to_le_bytes().to_vec())),  // LONG
+        (0x08, 0x80, Some(u64::MAX.to_le_bytes().to_vec())), // LONGLONG unsigned
+        (0x04, 0x00, Some(1.5f32.to_le_bytes().to_vec())),   // FLOAT
+        (
+            0x05,
+            0x00,
+            Some(std::f64::consts::PI.to_le_bytes().to_vec()),
+        ), // DOUBLE
+        (0x0A, 0x00, Some(vec![4, 0xE8, 0x07, 2, 29])),      // DATE 2024-02-29
+        (
+            0x0C,
+            0x00,
+            Some(vec![11, 0xE8, 0x07, 2, 29, 23, 59, 59, 0x3F, 0x42, 0x0F, 0]),
+        ), // DATETIME .999999
+        (
+            0x0B,
+            0x00,
+            Some(vec![12, 1, 1, 0, 0, 0, 2, 3, 4, 0x40, 0x42, 0x0F, 0]),
+        ), // TIME -1 day 02:03:04.999999?
+        (0x07, 0x00, Some(vec![7, 0xE8, 0x07, 1, 1, 0, 0, 1])), // TIMESTAMP
+        (0xFE, 0x00, lenenc("h\u{e9}llo".as_bytes())),       // STRING
+        (0xFD, 0x00, lenenc(b"")),                           // VAR_STRING empty
+        (0xFC, 0x00, lenenc(&[0xFF, 0x00, 0xFE])),           // BLOB non-UTF-8
+        (0xF6, 0x00, lenenc(b"-12345678901234.123456")),     // NEWDECIMAL
+        (0x06, 0x00, None),                                  // NULL
+    ]
+}
+
+fn prepare(sql: &str) -> Vec<u8> {
+    let mut p = vec![0x16];
+    p.extend_from_slice(sql.as_bytes());
+    p
+}
+
+/// Builds COM_STMT_EXECUTE; `with_types` sets new-params-bound.
+fn execute(id: u32, flags: u8, params: &[(u8, u8, Option<Vec<u8>>)], with_types: bool) -> Vec<u8> {
+    let mut p = vec![0x17];
+    p.extend_from_slice(&id.to_le_bytes());
+    p.push(flags);
+    p.extend_from_slice(&1u32.to_le_bytes());
+    if !params.is_empty() {
+        let mut bitmap = vec![0u8; params.len().div_ceil(8)];
+        for (i, (_, _, v)) in params.iter().enumerate() {
+            if v.is_none() {
+                bitmap[i / 8] |= 1 << (i % 8);
+            }
+        }
+        p.extend_from_slice(&bitmap);
+        p.push(u8::from(with_types));
+        if with_types {
+            for (t, f, _) in params {
+                p.extend_from_slice(&[*t, *f]);
+            }
+        }
+        for (_, _, v) in params {
+            if let Some(v) = v {
+                p.extend_from_slice(v);
+            }
+        }
+    }
+    p
+}
+
+fn stmt_id(prepare_ok: &[u8]) -> u32 {
+    assert_eq!(
+        prepare_ok[0],
+        0,
+        "prepare failed: {:?}",
+        String::from_utf8_lossy(prepare_ok)
+    );
+    u32::from_le_bytes(prepare_ok[1..5].try_into().unwrap())
+}
+
+/// Masks the statement id of a prepare response so responses compare.
+fn mask_id(mut packets: Packets) -> Packets {
+    if packets[0].1[0] == 0 {
+        packets[0].1[1..5].copy_from_slice(&[0; 4]);
+    }
+    packets
+}
+
+#[tokio::test]
+async fn prepared_statements_are_byte_identical() {
+    let table = setup().await;
+    let proxy = start_proxy(lab_config("")).await;
+    let params = binary_params();
+    let placeholders = vec!["?"; params.len()].join(", ");
+    for deprecate_eof in [true, false] {
+        let mut direct = Raw::app(PRIMARY, deprecate_eof).await;
+        let mut proxied = Raw::app(&proxy.addr.to_string(), deprecate_eof).await;
+        let mut ids = [0u32; 2];
+        // Every parameter type, then re-executed without and with new types.
+        let sql = format!("SELECT {placeholders}");
+        for (i, c) in [&mut direct, &mut proxied].into_iter().enumerate() {
+            let r = c.prepare(&prepare(&sql)).await;
+            ids[i] = stmt_id(&r[0].1);
+        }
+        let want = mask_id(direct.prepare(&prepare(&sql)).await);
+        let got = mask_id(proxied.prepare(&prepare(&sql)).await);
+        assert_eq!(got, want, "prepare response");
+        for with_types in [true, false, true] {
+            let want = direct
+                .command(&execute(ids[0], 0, &params, with_types), Expect::Result)
+                .await;
+            let got = proxied
+                .command(&execute(ids[1], 0, &params, with_types), Expect::Result)
+                .await;
+            assert_eq!(got, want, "execute with_types={with_types}");
+        }
+        // New parameter types on re-execution.
+        let mut changed = params.clone();
+        changed[0] = (0xFE, 0, Some(b"\x03abc".to_vec()));
+        let want = direct
+            .command(&execute(ids[0], 0, &changed, true), Expect::Result)
+            .await;
+        let got = proxied
+            .command(&execute(ids[1], 0, &changed, true), Expect::Result)
+            .await;
+        assert_eq!(got, want, "execute with new types");
+
+        // Rows of every column type in the binary protocol.
+        let sql = format!("SELECT * FROM {table} WHERE id > ? ORDER BY id");
+        let one = vec![(0x03u8, 0u8, Some(0i32.to_le_bytes().to_vec()))];
+        for (i, c) in [&mut direct, &mut proxied].into_iter().enumerate() {
+            let r = c.prepare(&prepare(&sql)).await;
+            ids[i] = stmt_id(&r[0].1);
+        }
+        let want = direct
+            .command(&execute(ids[0], 0, &one, true), Expect::Result)
+            .await;
+        let got = proxied
+            .command(&execute(ids[1], 0, &one, true), Expect::Result)
+            .await;
+        assert_eq!(got, want, "binary rows");
+
+        // A cursor, fetched two rows at a time until the last row.
+        let want = direct
+            .command(&execute(ids[0], 1, &one, true), Expect::Result)
+            .await;
+        let got = proxied
+            .command(&execute(ids[1], 1, &one, true), Expect::Result)
+            .await;
+        assert_eq!(got, want, "execute with cursor");
+        for _ in 0..3 {
+            let fetch = |id: u32| {
+                let mut p = vec![0x1C];
+                p.extend_from_slice(&id.to_le_bytes());
+                p.extend_from_slice(&2u32.to_le_bytes());
+                p
+            };
+            let want = direct.command(&fetch(ids[0]), Expect::Rows).await;
+            let got = proxied.command(&fetch(ids[1]), Expect::Rows).await;
+            assert_eq!(got, want, "fetch");
+        }
+
+        // Long data in pieces, then execute; reset; close.
+        let sql = "SELECT ?, LENGTH(?)";
+        for (i, c) in [&mut direct, &mut proxied].into_iter().enumerate() {
+            let r = c.prepare(&prepare(sql)).await;
+            ids[i] = stmt_id(&r[0].1);
+            for chunk in [&b"\x00\xffpart one "[..], &[0xAB; 100_000][..]] {
+                for param in [0u16, 1] {
+                    let mut p = vec![0x18];
+                    p.extend_from_slice(&ids[i].to_le_bytes());
+                    p.extend_from_slice(&param.to_le_bytes());
+                    p.extend_from_slice(chunk);
+                    c.send_only(&p).await;
+                }
+            }
+        }
+        let blobs = vec![(0xFCu8, 0u8, Some(Vec::new())), (0xFC, 0, Some(Vec::new()))];
+        let strip_values = |mut p: Vec<u8>| {
+            // Long-data parameters send no value in the execute packet.
+            p.truncate(p.len() - 2);
+            p
+        };
+        let want = direct
+            .command(
+                &strip_values(execute(ids[0], 0, &blobs, true)),
+                Expect::Result,
+            )
+            .await;
+        let got = proxied
+            .command(
+                &strip_values(execute(ids[1], 0, &blobs, true)),
+                Expect::Result,
+            )
+            .await;
+        assert_eq!(got, want, "execute after long data");
+        let reset = |id: u32| {
+            let mut p = vec![0x1A];
+            p.extend_from_slice(&id.to_le_bytes());
+            p
+        };
+        assert_eq!(
+            proxied.command(&reset(ids[1]), Expect::Result).await,
+            direct.command(&reset(ids[0]), Expect::Result).await
+        );
+        let close = |id: u32| {
+            let mut p = vec![0x19];
+            p.extend_from_slice(&id.to_le_bytes());
+            p
+        };
+        direct.send_only(&close(ids[0])).await;
+        proxied.send_only(&close(ids[1])).await;
+        // Executing a closed statement is an error, worded like the server's.
+        let want = direct
+            .command(&execute(ids[0], 0, &[], false), Expect::Result)
+            .await;
+        let got = proxied
+            .command(&execute(ids[1], 0, &[], false), Expect::Result)
+            .await;
+        assert_eq!(
+            got[0].1[..3],
+            want[0].1[..3],
+            "unknown statement error code"
+        );
+        // Prepare errors come through unchanged.
+        let want = direct.prepare(&prepare("SELECT * FROM nope_nope")).await;
+        let got = proxied.prepare(&prepare("SELECT * FROM nope_nope")).await;
+        assert_eq!(got, want, "prepare error");
+    }
+}
+
+#[tokio::test]
+async fn packets_over_16_mib_pass_both_ways() {
+    let proxy = start_proxy(lab_config("")).await;
+    let mut direct = Raw::app(PRIMARY, true).await;
+    let mut proxied = Raw::app(&proxy.addr.to_string(), true).await;
+    // A 20 MiB value from the server: a row split over two packets.
+    let sql = "SELECT REPEAT('a', 20971520) AS big, 'after'";
+    assert_eq!(proxied.query(sql).await, direct.query(sql).await);
+    // A 17 MiB command from the client.
+    let big = format!("SELECT LENGTH('{}') AS n", "b".repeat(17 << 20));
+    assert_eq!(proxied.query(&big).await, direct.query(&big).await);
+    assert_eq!(
+        proxied.scalar("SELECT 'still in sync'").await.as_deref(),
+        Some("still in sync")
+    );
+}
+
+#[tokio::test]
+async fn change_user_with_wrong_password_is_refused() {
+    let proxy = start_proxy(lab_config("")).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let scramble = c.conn.greeting.scramble.clone();
+    let mut p = vec![0x11];
+    p.extend_from_slice(b"admin\0");
+    let resp = mysql_common::scramble::scramble_native(&scramble, b"wrong").unwrap();
+    p.push(resp.len() as u8);
+    p.extend_from_slice(&resp);
+    p.extend_from_slice(b"\0");
+    p.extend_from_slice(&45u16.to_le_bytes());
+    p.extend_from_slice(b"mysql_native_password\0");
+    let r = c.command(&p, Expect::Result).await;
+    let err = rwsplit::protocol::messages::parse_err(&r[0].1).expect("an error");
+    assert_eq!(err.code, 1045);
+    assert_eq!(
+        String::from_utf8_lossy(err.message),
+        "Access denied for user 'admin'@'127.0.0.1' (using password: YES)"
+    );
+}
+
+#[tokio::test]
+async fn change_user_with_right_password_switches_identity() {
+    let proxy = start_proxy(lab_config("")).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    assert_eq!(
+        c.scalar("SELECT CURRENT_USER()").await.as_deref(),
+        Some("app@%")
+    );
+    c.exec("SET @carried = 1").await;
+    let scramble = c.conn.greeting.scramble.clone();
+    let mut p = vec![0x11];
+    p.extend_from_slice(b"admin\0");
+    let resp = mysql_common::scramble::scramble_native(&scramble, b"admin").unwrap();
+    p.push(resp.len() as u8);
+    p.extend_from_slice(&resp);
+    p.extend_from_slice(b"app\0");
+    p.extend_from_slice(&45u16.to_le_bytes());
+    p.extend_from_slice(b"mysql_native_password\0");
+    let r = c.command(&p, Expect::Result).await;
+    assert_eq!(r[0].1[0], 0x00, "change user OK");
+    assert_eq!(
+        c.scalar("SELECT CURRENT_USER()").await.as_deref(),
+        Some("admin@%")
+    );
+    assert_eq!(c.scalar("SELECT @carried").await, None);
+}
+
+#[tokio::test]
+async fn reset_connection_clears_user_variables() {
+    let proxy = start_proxy(lab_config("")).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    c.exec("SET @x = 42").await;
+    assert_eq!(c.scalar("SELECT @x").await.as_deref(), Some("42"));
+    let r = c.command(&[0x1F], Expect::Result).await;
+    assert_eq!(r[0].1[0], 0x00);
+    assert_eq!(c.scalar("SELECT @x").await, None);
+    assert_eq!(c.scalar("SELECT DATABASE()").await.as_deref(), Some("app"));
+}
+
+#[tokio::test]
+async fn unknown_command_gets_error_1047() {
+    let proxy = start_proxy(lab_config("")).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    for command in [0x00u8, 0x05, 0x0A, 0x12, 0x1D, 0x40, 0xFA] {
+        let r = c.command(&[command], Expect::Result).await;
+        let err = rwsplit::protocol::messages::parse_err(&r[0].1).expect("an error");
+        assert_eq!(err.code, 1047, "command {command:#x}");
+    }
+    assert_eq!(c.scalar("SELECT 7").await.as_deref(), Some("7"));
+}
+
+#[tokio::test]
+async fn kill_query_uses_proxy_connection_ids() {
+    let proxy = start_proxy(lab_config("")).await;
+    let addr = proxy.addr.to_string();
+    let mut victim = Raw::app(&addr, true).await;
+    let victim_id = victim.conn.thread_id;
+    let sleeper = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let r = victim.query("SELECT SLEEP(20)").await;
+        (started.elapsed(), r, victim)
+    });
+    let mut killer = Raw::app(&addr, true).await;
+    // Wait until the statement runs on the server before killing it.
+    let mut a = admin(PRIMARY).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while a
+        .scalar(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = 'SELECT SLEEP(20)'",
+        )
+        .await
+        .as_deref()
+        == Some("0")
+    {
+        assert!(std::time::Instant::now() < deadline, "sleep never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let r = killer.query(&format!("KILL QUERY {victim_id}")).await;
+    assert_eq!(r[0].1[0], 0x00, "KILL QUERY answered OK");
+    let (elapsed, r, mut victim) = sleeper.await.unwrap();
+    assert!(
+        elapsed < std::time::Duration::from_secs(15),
+        "the sleep was interrupted"
+    );
+    // MariaDB reports an interrupted SLEEP as result 1.
+    assert!(!r.is_empty());
+    assert_eq!(
+        victim.scalar("SELECT 'alive'").await.as_deref(),
+        Some("alive")
+    );
+    let r = killer.query("KILL 4000000000").await;
+    let err = rwsplit::protocol::messages::parse_err(&r[0].1).expect("an error");
+    assert_eq!(err.code, 1094);
+}
+
+#[tokio::test]
+async fn kill_connection_closes_the_other_session() {
+    let proxy = start_proxy(lab_config("")).await;
+    let addr = proxy.addr.to_string();
+    let mut victim = Raw::app(&addr, true).await;
+    victim.exec("SELECT 1").await;
+    let mut killer = Raw::app(&addr, true).await;
+    let r = killer
+        .query(&format!("KILL {}", victim.conn.thread_id))
+        .await;
+    assert_eq!(r[0].1[0], 0x00);
+    // The victim's next read sees the connection closed.
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut victim.conn.stream, &mut buf),
+    )
+    .await
+    .expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)));
+}
