@@ -186,6 +186,22 @@ impl Raw {
     }
 
     pub async fn read_response(&mut self, expect: Expect) -> Packets {
+        self.read_response_with(expect, true).await.0
+    }
+
+    /// Runs a query and only counts its response: (packets, payload bytes),
+    /// so a huge result needs no memory in the test.
+    pub async fn query_counted(&mut self, sql: &str) -> (usize, usize) {
+        let mut p = vec![0x03];
+        p.extend_from_slice(sql.as_bytes());
+        self.conn.write_payload(0, &p).await.expect("send command");
+        let (_, count, bytes) = self.read_response_with(Expect::Result, false).await;
+        (count, bytes)
+    }
+
+    /// Reads a response: the packets (when `keep`), their count and bytes.
+    async fn read_response_with(&mut self, expect: Expect, keep: bool) -> (Packets, usize, usize) {
+        let (mut count, mut bytes) = (0usize, 0usize);
         let mut machine = Machine::new(expect, self.conn.caps);
         let mut out = Vec::new();
         loop {
@@ -200,12 +216,17 @@ impl Raw {
                 .fill_to(&mut self.conn.stream, 4 + h.len)
                 .await
                 .expect("read payload");
-            let payload = self.conn.reader.buffered()[4..4 + h.len].to_vec();
+            let payload = &self.conn.reader.buffered()[4..4 + h.len];
+            let step = machine.step(h.len, payload).expect("valid response");
+            count += 1;
+            bytes += h.len;
+            if keep {
+                out.push((h.seq, payload.to_vec()));
+            }
             self.conn.reader.consume(4 + h.len);
-            let step = machine.step(h.len, &payload).expect("valid response");
-            out.push((h.seq, payload));
+            self.conn.reader.shrink_if_idle();
             match step {
-                Step::Done => return out,
+                Step::Done => return (out, count, bytes),
                 Step::Continue => {}
                 Step::LocalInfile => {
                     // An empty file.

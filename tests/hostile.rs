@@ -1,0 +1,232 @@
+//! Bad input never takes the proxy down: each hostile connection is closed
+//! (with an error where the protocol allows one) and other clients keep
+//! being served.
+
+mod common;
+
+use common::*;
+use rwsplit::protocol::packet::put_packet;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads until the proxy closes the connection; returns what it sent.
+async fn read_until_closed(s: &mut TcpStream, within: Duration) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => panic!("the proxy did not close the connection within {within:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return all,
+            Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Reads the greeting packet.
+async fn read_greeting(s: &mut TcpStream) -> Vec<u8> {
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header).await.unwrap();
+    let len = header[0] as usize | (header[1] as usize) << 8 | (header[2] as usize) << 16;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.unwrap();
+    payload
+}
+
+async fn assert_still_serving(proxy: &TestProxy) {
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    assert_eq!(c.scalar("SELECT 'ok'").await.as_deref(), Some("ok"));
+}
+
+/// An ERR packet's code within raw bytes received, if any.
+fn err_code(bytes: &[u8]) -> Option<u16> {
+    (bytes.len() > 6 && bytes[4] == 0xFF).then(|| u16::from_le_bytes([bytes[5], bytes[6]]))
+}
+
+#[tokio::test]
+async fn truncated_handshake_is_closed() {
+    let proxy = start_proxy(lab_config("")).await;
+    for cut in [1usize, 4, 10, 35] {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        read_greeting(&mut s).await;
+        let mut full = Vec::new();
+        put_packet(
+            &mut full,
+            1,
+            &[
+                0x85, 0xa6, 0x0f, 0x00, 0, 0, 0, 1, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+        );
+        s.write_all(&full[..cut.min(full.len())]).await.unwrap();
+        s.shutdown().await.unwrap();
+        read_until_closed(&mut s, Duration::from_secs(5)).await;
+    }
+    assert_still_serving(&proxy).await;
+}
+
+#[tokio::test]
+async fn wrong_sequence_id_in_login_is_closed() {
+    let proxy = start_proxy(lab_config("")).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    read_greeting(&mut s).await;
+    let mut p = Vec::new();
+    put_packet(&mut p, 7, &[0u8; 40]);
+    s.write_all(&p).await.unwrap();
+    read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert_still_serving(&proxy).await;
+}
+
+#[tokio::test]
+async fn wrong_sequence_id_after_login_gets_error_1156() {
+    let proxy = start_proxy(lab_config("")).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let mut p = Vec::new();
+    put_packet(&mut p, 3, b"\x03SELECT 1");
+    c.raw_write(&p).await;
+    let got = read_until_closed(&mut c.conn.stream, Duration::from_secs(5)).await;
+    assert_eq!(err_code(&got), Some(1156));
+    assert_still_serving(&proxy).await;
+}
+
+#[tokio::test]
+async fn packet_length_lie_is_closed() {
+    let proxy = start_proxy(lab_config("")).await;
+    // Before login: the header promises 1000 bytes, 10 arrive, then EOF.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    read_greeting(&mut s).await;
+    s.write_all(&[0xE8, 0x03, 0x00, 0x01]).await.unwrap();
+    s.write_all(&[0u8; 10]).await.unwrap();
+    s.shutdown().await.unwrap();
+    read_until_closed(&mut s, Duration::from_secs(5)).await;
+    // After login: the same lie in a command.
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    c.raw_write(&[0xE8, 0x03, 0x00, 0x00, 0x03, b'S']).await;
+    c.conn.stream.shutdown().await.unwrap();
+    read_until_closed(&mut c.conn.stream, Duration::from_secs(5)).await;
+    assert_still_serving(&proxy).await;
+}
+
+#[tokio::test]
+async fn oversized_command_gets_error_1153() {
+    let proxy = start_proxy(lab_config("[limits]\nmax_packet = \"1MiB\"\n")).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let mut p = Vec::new();
+    put_packet(&mut p, 0, &vec![0x03; 2 << 20]);
+    let mut stream = c.conn.stream;
+    let writer = tokio::spawn(async move {
+        let _ = stream.write_all(&p).await;
+        stream
+    });
+    let mut s = writer.await.unwrap();
+    let got = read_until_closed(&mut s, Duration::from_secs(10)).await;
+    assert_eq!(err_code(&got), Some(1153));
+    c.conn.stream = s;
+    assert_still_serving(&proxy).await;
+}
+
+/// A deterministic pseudo-random byte stream.
+fn garbage(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        v.extend_from_slice(&seed.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+#[tokio::test]
+async fn hundred_megabytes_of_garbage_are_refused() {
+    let proxy = start_proxy(lab_config("")).await;
+    let junk = std::sync::Arc::new(garbage(100 << 20, 0x9E3779B97F4A7C15));
+    // Before login and after login.
+    for after_login in [false, true] {
+        let mut s = if after_login {
+            Raw::app(&proxy.addr.to_string(), true).await.conn.stream
+        } else {
+            let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+            read_greeting(&mut s).await;
+            s
+        };
+        let (mut rd, mut wr) = s.split();
+        let junk = junk.clone();
+        let write = async move {
+            let _ = wr.write_all(&junk).await;
+        };
+        let read = async {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match tokio::time::timeout(Duration::from_secs(30), rd.read(&mut buf)).await {
+                    Err(_) => panic!("garbage connection not closed"),
+                    Ok(Ok(0)) | Ok(Err(_)) => return,
+                    Ok(Ok(_)) => {}
+                }
+            }
+        };
+        tokio::join!(write, read);
+        drop(s);
+    }
+    assert_still_serving(&proxy).await;
+}
+
+#[tokio::test]
+async fn silent_client_is_closed_after_handshake_timeout() {
+    let proxy = start_proxy(lab_config("[timeouts]\nclient_handshake = \"1s\"\n")).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    read_greeting(&mut s).await;
+    read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed too early"
+    );
+    assert_still_serving(&proxy).await;
+}
+
+#[tokio::test]
+async fn unknown_user_and_wrong_password_get_mysql_wording() {
+    let proxy = start_proxy(lab_config("")).await;
+    let addr = proxy.addr.to_string();
+    for (user, password) in [("nobody", "x"), ("app", "wrong")] {
+        let err = Raw::connect(&addr, &login(user, password, None, client_caps(true)))
+            .await
+            .err()
+            .expect("login refused");
+        match err {
+            rwsplit::backend::BackendError::Server {
+                code,
+                state,
+                message,
+            } => {
+                assert_eq!(code, 1045);
+                assert_eq!(state, "28000");
+                assert_eq!(
+                    message,
+                    format!("Access denied for user '{user}'@'127.0.0.1' (using password: YES)")
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_still_serving(&proxy).await;
+}
+
+#[tokio::test]
+async fn many_clients_connect_at_once() {
+    let proxy = start_proxy(lab_config("")).await;
+    let addr = proxy.addr.to_string();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let addr = addr.clone();
+        tasks.spawn(async move {
+            let mut c = Raw::app(&addr, true).await;
+            c.scalar("SELECT 1").await
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        assert_eq!(r.unwrap().as_deref(), Some("1"));
+    }
+}
