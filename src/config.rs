@@ -47,6 +47,34 @@ fn default_server_version() -> String {
 pub struct ListenerConfig {
     /// `host:port` to accept MySQL clients on.
     pub address: String,
+    /// PEM certificate chain: with `tls_key`, clients may use TLS.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse clients that do not switch to TLS.
+    #[serde(default)]
+    pub require_tls: bool,
+}
+
+impl ListenerConfig {
+    /// The TLS acceptor of this listener, if it has TLS.
+    pub fn tls_acceptor(
+        &self,
+        base_dir: &Path,
+    ) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                crate::tls::acceptor(&base_dir.join(cert), &base_dir.join(key)).map(Some)
+            }
+            (None, None) if self.require_tls => {
+                Err("require_tls needs tls_cert and tls_key".into())
+            }
+            (None, None) => Ok(None),
+            _ => Err("tls_cert and tls_key go together".into()),
+        }
+    }
 }
 
 /// The admin HTTP listener.

@@ -19,6 +19,7 @@ pub mod protocol;
 pub mod relay;
 pub mod server;
 pub mod session;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{run, Proxy, Shared};

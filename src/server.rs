@@ -106,10 +106,17 @@ impl Shared {
     }
 }
 
+/// What a session needs to know about the listener that accepted it.
+#[derive(Clone)]
+pub struct ListenerCtx {
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub require_tls: bool,
+}
+
 /// A proxy with its listeners bound, ready to serve.
 pub struct Proxy {
     pub shared: Arc<Shared>,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<(TcpListener, ListenerCtx)>,
 }
 
 impl Proxy {
@@ -117,7 +124,14 @@ impl Proxy {
     pub async fn bind(config: Config) -> std::io::Result<Proxy> {
         let mut listeners = Vec::new();
         for l in &config.listeners {
-            listeners.push(TcpListener::bind(&l.address).await?);
+            let tls = l
+                .tls_acceptor(&config.base_dir)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let ctx = ListenerCtx {
+                tls,
+                require_tls: l.require_tls,
+            };
+            listeners.push((TcpListener::bind(&l.address).await?, ctx));
         }
         Ok(Proxy {
             shared: Shared::new(config),
@@ -129,28 +143,28 @@ impl Proxy {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|(l, _)| l.local_addr().ok())
             .collect()
     }
 
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let mut tasks = tokio::task::JoinSet::new();
-        for listener in self.listeners {
-            tasks.spawn(accept_loop(listener, self.shared.clone()));
+        for (listener, ctx) in self.listeners {
+            tasks.spawn(accept_loop(listener, ctx, self.shared.clone()));
         }
         shutdown.await;
         tasks.abort_all();
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, ctx: ListenerCtx, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 stream.set_nodelay(true).ok();
                 let shared = shared.clone();
-                tokio::spawn(session::serve(stream, peer, shared));
+                tokio::spawn(session::serve(stream, peer, ctx.clone(), shared));
             }
             Err(e) => {
                 // Out of file descriptors and similar: say so and back off

@@ -155,8 +155,9 @@ impl Secret {
         let Ok(response) = <&[u8; 32]>::try_from(response) else {
             return false;
         };
+        // response = SHA256(pw) XOR SHA256(SHA256(SHA256(pw)) || nonce)
         let stage1 = xor(response, &sha256(&[&stored, scramble]));
-        constant_time_eq(&sha256(&[&sha256(&[&stage1])]), &stored)
+        constant_time_eq(&sha256(&[&stage1]), &stored)
     }
 
     /// Checks a cleartext password received in the full caching_sha2

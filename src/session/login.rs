@@ -9,9 +9,10 @@ use crate::protocol::handshake::{build_auth_switch, Greeting, HandshakeResponse}
 use crate::protocol::messages::{build_err, build_ok};
 use crate::protocol::packet::{write_packet, FrameError, PacketReader};
 use crate::protocol::status;
+use crate::server::ListenerCtx;
+use crate::tls::ClientStream;
 use mysql_common::constants::CapabilityFlags;
 use std::net::SocketAddr;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Largest packet accepted before login completes.
 const LOGIN_PACKET_LIMIT: usize = 64 << 10;
@@ -78,34 +79,49 @@ pub fn greeting_for_client(
 
 /// Runs the connection phase on `stream`. On success the client has been
 /// sent OK and the returned login is what backends are logged in with.
-pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
+pub async fn login(
+    stream: &mut ClientStream,
     reader: &mut PacketReader,
     greeting: &Greeting,
     config: &Config,
     peer: SocketAddr,
+    listener: &ListenerCtx,
 ) -> Result<LoggedIn, LoginError> {
     let mut out = Vec::with_capacity(128);
     greeting.write(&mut out);
     write_packet(stream, 0, &out).await?;
 
     let mut payload = Vec::new();
-    let (first, seq) = reader
+    let (first, mut seq) = reader
         .read_packet(stream, &mut payload, LOGIN_PACKET_LIMIT)
         .await?;
     if first != 1 {
         return Err(LoginError::Malformed);
     }
     if HandshakeResponse::parse_ssl_request(&payload).is_some() {
-        // TLS is not offered in the greeting, so a conforming client never
-        // asks; refuse cleanly rather than guess.
-        let err = build_err(1043, "08S01", "Bad handshake");
-        write_packet(stream, 2, &err).await?;
+        let Some(acceptor) = &listener.tls else {
+            write_packet(stream, 2, &build_err(1043, "08S01", "Bad handshake")).await?;
+            return Err(LoginError::Malformed);
+        };
+        // Bytes of the TLS handshake may already sit in the buffer.
+        let early = reader.buffered().to_vec();
+        reader.consume(early.len());
+        stream.upgrade(acceptor, early).await?;
+        let (first, last) = reader
+            .read_packet(stream, &mut payload, LOGIN_PACKET_LIMIT)
+            .await?;
+        if first != 2 {
+            return Err(LoginError::Malformed);
+        }
+        seq = last;
+    } else if listener.require_tls {
+        let msg = "Connections using insecure transport are prohibited while --require_secure_transport=ON.";
+        write_packet(stream, seq.wrapping_add(1), &build_err(3159, "HY000", msg)).await?;
         return Err(LoginError::Malformed);
     }
     let response = HandshakeResponse::parse(&payload).ok_or(LoginError::Malformed)?;
-    let caps =
-        (response.capabilities & greeting.capabilities) | CapabilityFlags::CLIENT_PROTOCOL_41;
+    let caps = (response.capabilities & greeting.capabilities & !CapabilityFlags::CLIENT_SSL)
+        | CapabilityFlags::CLIENT_PROTOCOL_41;
     let scramble: [u8; auth::SCRAMBLE_LEN] = greeting
         .scramble
         .as_slice()
@@ -124,16 +140,15 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     let verified = match secret {
         None => None,
         Some(secret) => {
-            authenticate(
+            let mut exchange = Exchange {
                 stream,
                 reader,
-                &secret,
-                &scramble,
-                client_plugin,
-                &response.auth_response,
-                &mut next_seq,
-            )
-            .await?
+                scramble: &scramble,
+                seq: &mut next_seq,
+            };
+            exchange
+                .authenticate(&secret, client_plugin, &response.auth_response)
+                .await?
         }
     };
     let Some(backend_secret) = verified else {
@@ -176,45 +191,77 @@ pub fn denied_message(user: &str, peer: SocketAddr, using_password: bool) -> Str
     )
 }
 
-/// Checks the client's credentials, switching plugin when needed.
-/// Returns what to log in to backends with, or `None` when refused.
-async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    reader: &mut PacketReader,
-    secret: &Secret,
-    scramble: &[u8],
-    client_plugin: &[u8],
-    first_response: &[u8],
-    seq: &mut u8,
-) -> Result<Option<BackendSecret>, LoginError> {
-    let mut plugin = std::str::from_utf8(client_plugin).unwrap_or("");
-    let mut response = first_response.to_vec();
-    if !secret.supports(plugin) {
-        plugin = if secret.supports(auth::NATIVE) {
-            auth::NATIVE
-        } else {
-            auth::CACHING_SHA2
-        };
-        write_packet(stream, *seq, &build_auth_switch(plugin, scramble)).await?;
-        *seq = reader
-            .read_packet(stream, &mut response, LOGIN_PACKET_LIMIT)
-            .await?
-            .1
-            .wrapping_add(1);
+/// The password exchange after the handshake response.
+struct Exchange<'a> {
+    stream: &'a mut ClientStream,
+    reader: &'a mut PacketReader,
+    scramble: &'a [u8],
+    /// Sequence id of the next packet the proxy sends.
+    seq: &'a mut u8,
+}
+
+impl Exchange<'_> {
+    async fn send(&mut self, payload: &[u8]) -> Result<(), LoginError> {
+        write_packet(self.stream, *self.seq, payload).await?;
+        Ok(())
     }
-    if plugin == auth::NATIVE {
-        return Ok(secret.verify_native(scramble, &response));
+
+    async fn receive(&mut self) -> Result<Vec<u8>, LoginError> {
+        let mut p = Vec::new();
+        let (_, last) = self
+            .reader
+            .read_packet(self.stream, &mut p, LOGIN_PACKET_LIMIT)
+            .await?;
+        *self.seq = last.wrapping_add(1);
+        Ok(p)
     }
-    // caching_sha2_password: the fast path needs no cleartext when the
-    // proxy knows the password; a hash-only user would need the full
-    // exchange over TLS, which needs a TLS listener.
-    match secret {
-        Secret::Plain(p) if secret.verify_sha2_fast(scramble, &response) => {
-            write_packet(stream, *seq, &[0x01, auth::SHA2_FAST_AUTH_OK]).await?;
-            *seq = seq.wrapping_add(1);
-            Ok(Some(BackendSecret::Plain(p.clone())))
+
+    /// Checks the client's credentials, switching plugin when needed.
+    /// Returns what to log in to backends with, or `None` when refused.
+    async fn authenticate(
+        &mut self,
+        secret: &Secret,
+        client_plugin: &[u8],
+        first_response: &[u8],
+    ) -> Result<Option<BackendSecret>, LoginError> {
+        let mut plugin = std::str::from_utf8(client_plugin).unwrap_or("");
+        let mut response = first_response.to_vec();
+        if !secret.supports(plugin) {
+            plugin = if secret.supports(auth::NATIVE) {
+                auth::NATIVE
+            } else {
+                auth::CACHING_SHA2
+            };
+            self.send(&build_auth_switch(plugin, self.scramble)).await?;
+            response = self.receive().await?;
         }
-        _ => Ok(None),
+        if plugin == auth::NATIVE {
+            return Ok(secret.verify_native(self.scramble, &response));
+        }
+        if !secret.verify_sha2_fast(self.scramble, &response) {
+            return Ok(None);
+        }
+        if let Secret::Plain(p) = secret {
+            self.send(&[0x01, auth::SHA2_FAST_AUTH_OK]).await?;
+            *self.seq = self.seq.wrapping_add(1);
+            return Ok(Some(BackendSecret::Plain(p.clone())));
+        }
+        // A hash-only user: the backends need the password itself, which
+        // the client only sends in the full exchange, and only over TLS.
+        self.send(&[0x01, auth::SHA2_PERFORM_FULL_AUTH]).await?;
+        let reply = self.receive().await?;
+        if !self.stream.is_tls() {
+            // The client asks for an RSA key (or sends an RSA-encrypted
+            // password); the proxy has none, so it refuses.
+            return Ok(None);
+        }
+        let password = reply.strip_suffix(&[0]).unwrap_or(&reply);
+        if !secret.verify_cleartext(password) {
+            return Ok(None);
+        }
+        Ok(std::str::from_utf8(password)
+            .ok()
+            .map(|p| BackendSecret::Plain(p.to_string())))
     }
 }
 

@@ -18,7 +18,8 @@ use crate::protocol::messages::build_err;
 use crate::protocol::packet::{put_packet, FrameError, PacketReader};
 use crate::protocol::status;
 use crate::relay::{self, Expect, Machine, Outcome, RelayError};
-use crate::server::{SessionHandle, Shared};
+use crate::server::{ListenerCtx, SessionHandle, Shared};
+use crate::tls::ClientStream;
 use mysql_common::constants::CapabilityFlags;
 use prepared::StmtTable;
 use std::net::SocketAddr;
@@ -27,16 +28,32 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Accepts one client connection: login, then serve it until it quits.
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: ListenerCtx,
+    shared: Arc<Shared>,
+) {
     let id = shared.next_connection_id();
     let config = shared.config.load_full();
     let primary = shared.greeting().await;
     let scramble = auth::new_scramble();
-    let greeting = login::greeting_for_client(primary.as_ref(), &config, id, &scramble);
+    let mut greeting = login::greeting_for_client(primary.as_ref(), &config, id, &scramble);
+    if listener.tls.is_some() {
+        greeting.capabilities |= CapabilityFlags::CLIENT_SSL;
+    }
+    let mut stream = ClientStream::Plain(stream);
     let mut reader = PacketReader::new();
     let login = tokio::time::timeout(
         config.timeouts.client_handshake,
-        login::login(&mut stream, &mut reader, &greeting, &config, peer),
+        login::login(
+            &mut stream,
+            &mut reader,
+            &greeting,
+            &config,
+            peer,
+            &listener,
+        ),
     )
     .await;
     let logged_in = match login {
@@ -95,7 +112,7 @@ pub(crate) struct Session {
     pub id: u32,
     pub peer: SocketAddr,
     pub shared: Arc<Shared>,
-    pub client: TcpStream,
+    pub client: ClientStream,
     pub creader: PacketReader,
     /// The command being handled (reused between commands).
     pub cmd: Vec<u8>,
