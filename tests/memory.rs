@@ -38,7 +38,11 @@ async fn spawn_proxy() -> ProxyProcess {
     let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/rwsplit.toml"))
         .unwrap()
         .replace("127.0.0.1:6450", &format!("127.0.0.1:{port}"))
-        .replace("127.0.0.1:6451", &format!("127.0.0.1:{}", free_port()));
+        .replace("127.0.0.1:6451", &format!("127.0.0.1:{}", free_port()))
+        .replace(
+            "\"tls/",
+            concat!("\"", env!("CARGO_MANIFEST_DIR"), "/conf/tls/"),
+        );
     let path = dir.join("rwsplit.toml");
     std::fs::write(&path, config).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_rwsplit"))

@@ -12,6 +12,20 @@ use crate::protocol::{auth, status};
 use crate::relay::{Expect, Machine};
 use tokio::io::AsyncWriteExt;
 
+/// Replaces "(<backend id>)" by "(<client id>)" in an ERR packet's message.
+fn reword_stmt_id(err: &[u8], backend_id: u32, client_id: u32) -> Vec<u8> {
+    let Some(e) = crate::protocol::messages::parse_err(err) else {
+        return err.to_vec();
+    };
+    let message = String::from_utf8_lossy(e.message);
+    let from = format!("({backend_id})");
+    if backend_id == client_id || !message.contains(&from) {
+        return err.to_vec();
+    }
+    let message = message.replacen(&from, &format!("({client_id})"), 1);
+    crate::protocol::messages::build_err(e.code, &String::from_utf8_lossy(e.state), &message)
+}
+
 /// Packets the proxy reads whole from a backend outside the relay.
 const CONTROL_LIMIT: usize = 1 << 24;
 
@@ -250,6 +264,7 @@ impl Session {
                 _ => "mysqld_stmt_reset",
             };
             let msg = format!("Unknown prepared statement handler ({raw}) given to {name}");
+            // (The server words it the same way for ids it does not know.)
             return self.reply_err(1243, "HY000", &msg).await;
         };
         if command == cmd::STMT_EXECUTE {
@@ -261,7 +276,47 @@ impl Session {
                 }
             }
         }
-        self.forward(backend, expect).await?;
+        self.forward_stmt(id, backend, expect).await
+    }
+
+    /// Sends a statement command and relays its reply; an error naming the
+    /// backend's statement id ("The statement (7) has no open cursor") is
+    /// reworded with the id the client knows.
+    async fn forward_stmt(
+        &mut self,
+        client_id: u32,
+        backend: usize,
+        expect: Expect,
+    ) -> Result<Next, SessionError> {
+        if let Err(e) = self.backend(backend).await {
+            return self.reply_backend_error(backend, &e).await;
+        }
+        let backend_id = u32::from_le_bytes(self.cmd[1..5].try_into().expect("4 bytes"));
+        let conn = self.backends[backend].as_mut().expect("backend open");
+        let sent = conn.write_payload(0, &self.cmd).await;
+        let peeked = match sent {
+            Ok(()) => conn.reader.fill_to(&mut conn.stream, 5).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = peeked {
+            self.drop_backend(backend);
+            return Err(SessionError::Fatal(format!("backend failed: {e}")));
+        }
+        if conn.reader.buffered()[4] != 0xFF {
+            self.relay_from(backend, expect).await?;
+            return Ok(Next::Continue);
+        }
+        let mut err = Vec::new();
+        if let Err(e) = conn
+            .reader
+            .read_packet(&mut conn.stream, &mut err, CONTROL_LIMIT)
+            .await
+        {
+            self.drop_backend(backend);
+            return Err(SessionError::Fatal(format!("backend failed: {e}")));
+        }
+        let reworded = reword_stmt_id(&err, backend_id, client_id);
+        self.write_reply(&reworded).await?;
         Ok(Next::Continue)
     }
 
