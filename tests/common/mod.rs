@@ -123,6 +123,8 @@ pub fn login(user: &str, password: &str, db: Option<&str>, caps: CapabilityFlags
 /// packet (sequence id and payload) unparsed.
 pub struct Raw {
     pub conn: BackendConn,
+    /// What to send when the server asks for a LOCAL INFILE.
+    pub local_file: Vec<u8>,
 }
 
 pub type Packets = Vec<(u8, Vec<u8>)>;
@@ -131,6 +133,7 @@ impl Raw {
     pub async fn connect(addr: &str, login: &Login) -> Result<Raw, rwsplit::backend::BackendError> {
         Ok(Raw {
             conn: BackendConn::connect(addr, login, Duration::from_secs(5)).await?,
+            local_file: Vec::new(),
         })
     }
 
@@ -229,9 +232,13 @@ impl Raw {
                 Step::Done => return (out, count, bytes),
                 Step::Continue => {}
                 Step::LocalInfile => {
-                    // An empty file.
-                    let next = h.seq.wrapping_add(1);
-                    self.conn.write_payload(next, b"").await.unwrap();
+                    // The file in 1000-byte packets, then the empty packet.
+                    let mut seq = h.seq.wrapping_add(1);
+                    for chunk in self.local_file.clone().chunks(1000) {
+                        self.conn.write_payload(seq, chunk).await.unwrap();
+                        seq = seq.wrapping_add(1);
+                    }
+                    self.conn.write_payload(seq, b"").await.unwrap();
                 }
             }
         }
