@@ -22,6 +22,9 @@ cargo test --quiet --no-fail-fast 2>&1 | tee /tmp/rwsplit-cargo-test.log
 cargo_rc=${PIPESTATUS[0]}
 
 # Real clients through the proxy binary with the shipped config.
+if port_open 127.0.0.1 6450; then
+    die "port 6450 is already in use (another rwsplit?); stop it first"
+fi
 proxy_log=$(mktemp)
 ./target/debug/rwsplit --config conf/rwsplit.toml >"$proxy_log" 2>&1 &
 proxy_pid=$!

@@ -4,9 +4,9 @@
 //! responses never reach a client.
 
 use crate::protocol::auth::BackendSecret;
-use crate::protocol::handshake::{mariadb_caps, Greeting, HandshakeResponse};
+use crate::protocol::handshake::{Greeting, HandshakeResponse, mariadb_caps};
 use crate::protocol::messages;
-use crate::protocol::packet::{put_packet, Cursor, FrameError, PacketReader};
+use crate::protocol::packet::{Cursor, FrameError, PacketReader, put_packet};
 use crate::relay::{self, Expect, Machine, Outcome};
 use mysql_common::constants::CapabilityFlags;
 use std::time::Duration;
@@ -115,6 +115,11 @@ pub struct BackendConn {
     /// The server's thread id (for KILL).
     pub thread_id: u32,
     pub greeting: Greeting,
+    /// Which of the session's recorded SET statements this connection has
+    /// run, and its current database: a connection opened or used later
+    /// than the session's SETs catches up before its next statement.
+    pub applied_sets: usize,
+    pub database: Option<Vec<u8>>,
     scratch: Vec<u8>,
 }
 
@@ -198,6 +203,8 @@ impl BackendConn {
             caps,
             thread_id: greeting.connection_id,
             greeting,
+            applied_sets: 0,
+            database: login.database.clone(),
             scratch: Vec::new(),
         };
         conn.write_payload(seq.wrapping_add(1), &body).await?;
@@ -239,13 +246,13 @@ impl BackendConn {
                     _ => {
                         return Err(BackendError::Protocol(
                             "unexpected caching_sha2 message".into(),
-                        ))
+                        ));
                     }
                 },
                 _ => {
                     return Err(BackendError::Protocol(
                         "unexpected packet during authentication".into(),
-                    ))
+                    ));
                 }
             }
         }
@@ -284,6 +291,34 @@ impl BackendConn {
                 }
             }
         }
+    }
+
+    /// Prepares a statement for the proxy's own use (the client already
+    /// has the prepare response from another backend) and consumes the
+    /// response. Returns this backend's statement id.
+    pub async fn prepare_own(&mut self, sql: &[u8]) -> Result<u32, BackendError> {
+        let mut payload = Vec::with_capacity(sql.len() + 1);
+        payload.push(crate::protocol::command::STMT_PREPARE);
+        payload.extend_from_slice(sql);
+        self.write_payload(0, &payload).await?;
+        let mut packet = Vec::new();
+        self.reader
+            .read_packet(&mut self.stream, &mut packet, CONTROL_PACKET_LIMIT)
+            .await?;
+        match packet.first() {
+            Some(0x00) if packet.len() >= 9 => {}
+            Some(0xFF) => return Err(BackendError::from_err_packet(&packet)),
+            _ => return Err(BackendError::Protocol("malformed prepare response".into())),
+        }
+        let id = u32::from_le_bytes([packet[1], packet[2], packet[3], packet[4]]);
+        let columns = u16::from_le_bytes([packet[5], packet[6]]);
+        let params = u16::from_le_bytes([packet[7], packet[8]]);
+        for _ in 0..Machine::prepare_packets(params, columns, self.caps) {
+            self.reader
+                .read_packet(&mut self.stream, &mut packet, CONTROL_PACKET_LIMIT)
+                .await?;
+        }
+        Ok(id)
     }
 
     /// Runs a text query of the proxy's own.
@@ -365,8 +400,10 @@ mod tests {
         assert!(!caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF));
         assert!(!caps.contains(CapabilityFlags::CLIENT_CONNECT_WITH_DB));
         let client = client | CapabilityFlags::CLIENT_DEPRECATE_EOF;
-        assert!(negotiate(&login(client), &greeting(server))
-            .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF));
+        assert!(
+            negotiate(&login(client), &greeting(server))
+                .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF)
+        );
     }
 
     #[test]

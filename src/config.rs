@@ -437,7 +437,9 @@ mod tests {
 
     #[test]
     fn two_primaries_are_reported() {
-        let text = format!("{MINIMAL}\n[[backends]]\nname = \"b\"\naddress = \"127.0.0.1:3307\"\nrole = \"primary\"\n");
+        let text = format!(
+            "{MINIMAL}\n[[backends]]\nname = \"b\"\naddress = \"127.0.0.1:3307\"\nrole = \"primary\"\n"
+        );
         let problems = Config::parse(&text).unwrap().validate();
         assert!(
             problems.iter().any(|p| p.contains("exactly one backend")),

@@ -13,13 +13,15 @@
 //! `relay::Machine`.
 
 pub mod backend;
+pub mod classify;
 pub mod config;
 pub mod error;
 pub mod protocol;
 pub mod relay;
+pub mod router;
 pub mod server;
 pub mod session;
 pub mod tls;
 
 pub use config::Config;
-pub use server::{run, Proxy, Shared};
+pub use server::{Proxy, Shared, run};

@@ -9,7 +9,7 @@
 //! client to the backend. Column definitions and rows are never decoded.
 
 use crate::protocol::messages;
-use crate::protocol::packet::{parse_header, FrameError, PacketReader, HEADER, MAX_PAYLOAD};
+use crate::protocol::packet::{FrameError, HEADER, MAX_PAYLOAD, PacketReader, parse_header};
 use crate::protocol::status;
 use mysql_common::constants::CapabilityFlags;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -416,9 +416,11 @@ mod tests {
             let packets = result_set(deprecate, 2, 3, 0x0003);
             let steps = feed(&mut m, &packets);
             assert_eq!(steps.last(), Some(&Step::Done));
-            assert!(steps[..steps.len() - 1]
-                .iter()
-                .all(|s| *s == Step::Continue));
+            assert!(
+                steps[..steps.len() - 1]
+                    .iter()
+                    .all(|s| *s == Step::Continue)
+            );
             assert_eq!(m.outcome.status, 0x0003);
             assert!(m.outcome.result_set);
         }

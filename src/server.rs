@@ -3,14 +3,20 @@
 //! accept loop. `rwsplit::run` serves both `main` and the tests.
 
 use crate::backend;
+use crate::classify::Tier2Cache;
 use crate::config::Config;
+use crate::config::Role;
 use crate::protocol::handshake::Greeting;
 use crate::session;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Statement shapes whose parser verdict is kept.
+const TIER2_CACHE_ENTRIES: usize = 10_000;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -56,9 +62,53 @@ impl Registry {
     }
 }
 
+/// Replicas that refused a connection are avoided for a while. This is
+/// the stand-in for the monitor's health state: a time per backend, read
+/// without locks.
+#[derive(Debug)]
+pub struct Backoff {
+    epoch: Instant,
+    /// Milliseconds since `epoch` until which each backend is avoided.
+    until_ms: Vec<AtomicU64>,
+}
+
+impl Backoff {
+    fn new(backends: usize) -> Backoff {
+        Backoff {
+            epoch: Instant::now(),
+            until_ms: (0..backends.max(64)).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Avoid `backend` for `for_how_long`.
+    pub fn mark_down(&self, backend: usize, for_how_long: Duration) {
+        if let Some(slot) = self.until_ms.get(backend) {
+            slot.store(
+                self.now_ms() + for_how_long.as_millis() as u64,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    pub fn is_down(&self, backend: usize) -> bool {
+        self.until_ms
+            .get(backend)
+            .is_some_and(|slot| slot.load(Ordering::Relaxed) > self.now_ms())
+    }
+}
+
 /// State shared by every session of one proxy instance.
 pub struct Shared {
     pub config: ArcSwap<Config>,
+    /// Parser-tier verdicts by statement digest.
+    pub tier2: Tier2Cache,
+    pub backoff: Backoff,
+    /// Round-robin position for replica choice.
+    next_replica: AtomicUsize,
     /// The primary's greeting, learned once it answers; presented (with the
     /// proxy's own scramble and connection id) to clients.
     pub primary_greeting: ArcSwap<Option<Greeting>>,
@@ -69,6 +119,9 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Config) -> Arc<Shared> {
         Arc::new(Shared {
+            tier2: Tier2Cache::new(TIER2_CACHE_ENTRIES),
+            backoff: Backoff::new(config.backends.len()),
+            next_replica: AtomicUsize::new(0),
             config: ArcSwap::from_pointee(config),
             primary_greeting: ArcSwap::from_pointee(None),
             registry: Registry::default(),
@@ -84,6 +137,36 @@ impl Shared {
                 return id;
             }
         }
+    }
+
+    /// Whether any replica can take reads now.
+    pub fn replica_available(&self, config: &Config) -> bool {
+        self.eligible_replicas(config).next().is_some()
+    }
+
+    fn eligible_replicas<'a>(&'a self, config: &'a Config) -> impl Iterator<Item = usize> + 'a {
+        config
+            .backends
+            .iter()
+            .enumerate()
+            .filter(move |(i, b)| {
+                b.role == Role::Replica && b.weight > 0 && !self.backoff.is_down(*i)
+            })
+            .map(|(i, _)| i)
+    }
+
+    /// Picks a replica round robin among the eligible ones, skipping
+    /// `except` (a replica that just failed).
+    pub fn pick_replica(&self, config: &Config, except: Option<usize>) -> Option<usize> {
+        let eligible: Vec<usize> = self
+            .eligible_replicas(config)
+            .filter(|i| Some(*i) != except)
+            .collect();
+        if eligible.is_empty() {
+            return None;
+        }
+        let n = self.next_replica.fetch_add(1, Ordering::Relaxed);
+        Some(eligible[n % eligible.len()])
     }
 
     /// The primary's greeting, probing the primary when it is not known yet.

@@ -7,7 +7,7 @@
 use mysql_common::constants::CapabilityFlags;
 use rwsplit::protocol::handshake::{ChangeUser, Greeting, HandshakeResponse};
 use rwsplit::protocol::messages::{parse_eof, parse_err, parse_ok};
-use rwsplit::protocol::packet::{put_packet, PacketReader};
+use rwsplit::protocol::packet::{PacketReader, put_packet};
 use rwsplit::relay::{Expect, Machine};
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! auth-switch request, and COM_CHANGE_USER. Each is parsed from and
 //! written to bytes by pure functions so both sides of the proxy use them.
 
-use super::packet::{put_lenenc_str, Cursor};
+use super::packet::{Cursor, put_lenenc_str};
 use mysql_common::constants::CapabilityFlags;
 
 /// MariaDB extended capability bits, carried in the last four bytes of the

@@ -1,7 +1,7 @@
 //! The few response packets the proxy builds or decodes itself: OK, ERR
 //! and EOF. Everything else is relayed without being decoded.
 
-use super::packet::{put_lenenc, put_lenenc_str, Cursor};
+use super::packet::{Cursor, put_lenenc, put_lenenc_str};
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 
 /// A decoded OK packet (also the OK that replaces EOF with DEPRECATE_EOF).

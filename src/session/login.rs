@@ -5,9 +5,9 @@
 use crate::backend::{Login, PASSTHROUGH_CAPS, PASSTHROUGH_MARIADB_CAPS};
 use crate::config::Config;
 use crate::protocol::auth::{self, BackendSecret, Secret};
-use crate::protocol::handshake::{build_auth_switch, Greeting, HandshakeResponse};
+use crate::protocol::handshake::{Greeting, HandshakeResponse, build_auth_switch};
 use crate::protocol::messages::{build_err, build_ok};
-use crate::protocol::packet::{write_packet, FrameError, PacketReader};
+use crate::protocol::packet::{FrameError, PacketReader, write_packet};
 use crate::protocol::status;
 use crate::server::ListenerCtx;
 use crate::tls::ClientStream;
@@ -301,9 +301,10 @@ mod tests {
         assert_eq!(g.connection_id, 5);
         assert_eq!(g.collation, 8);
         assert!(!g.capabilities.contains(CapabilityFlags::CLIENT_COMPRESS));
-        assert!(!g
-            .capabilities
-            .contains(CapabilityFlags::CLIENT_LONG_PASSWORD));
+        assert!(
+            !g.capabilities
+                .contains(CapabilityFlags::CLIENT_LONG_PASSWORD)
+        );
         assert_eq!(g.mariadb_caps, PASSTHROUGH_MARIADB_CAPS);
     }
 }

@@ -9,13 +9,15 @@ mod commands;
 mod kill;
 pub mod login;
 pub mod prepared;
+pub mod routing;
+mod statements;
 
 use crate::backend::{BackendConn, BackendError, Login};
 use crate::config::Config;
 use crate::error::{self, ClientReply};
 use crate::protocol::auth;
 use crate::protocol::messages::build_err;
-use crate::protocol::packet::{put_packet, FrameError, PacketReader};
+use crate::protocol::packet::{FrameError, PacketReader, put_packet};
 use crate::protocol::status;
 use crate::relay::{self, Expect, Machine, Outcome, RelayError};
 use crate::server::{ListenerCtx, SessionHandle, Shared};
@@ -85,6 +87,7 @@ pub async fn serve(
         status: status::AUTOCOMMIT,
         stmts: StmtTable::default(),
         multi_statements_off: false,
+        routing: routing::RoutingState::default(),
         handle,
     };
     session.run().await;
@@ -129,6 +132,7 @@ pub(crate) struct Session {
     pub stmts: StmtTable,
     /// COM_SET_OPTION turned multi-statements off.
     pub multi_statements_off: bool,
+    pub routing: routing::RoutingState,
     pub handle: Arc<SessionHandle>,
 }
 
@@ -194,9 +198,8 @@ impl Session {
         self.shared.config.load_full()
     }
 
-    /// The backend that runs the current command. Until routing lands,
-    /// every command runs on the primary.
-    pub fn route(&self) -> usize {
+    /// The primary's backend index (commands other than statements run there).
+    pub fn primary(&self) -> usize {
         self.config().primary()
     }
 

@@ -3,30 +3,45 @@
 //! prepare the statement again elsewhere (its text) and to execute it on a
 //! backend that never saw its parameter types.
 
+use crate::classify::StatementInfo;
 use std::collections::HashMap;
 
 /// The id MariaDB clients use for "the statement prepared last".
 pub const LAST_PREPARED: u32 = u32::MAX;
 
+/// Where a statement is prepared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnBackend {
+    pub backend: usize,
+    pub id: u32,
+    /// The backend has been sent parameter types for this statement.
+    pub types_sent: bool,
+}
+
 /// One prepared statement.
 #[derive(Debug, Clone)]
 pub struct Stmt {
     pub sql: Vec<u8>,
+    pub info: StatementInfo,
     pub params: u16,
     pub columns: u16,
-    /// (backend index, backend statement id) where it is prepared.
-    pub on: Vec<(usize, u32)>,
+    pub on: Vec<OnBackend>,
     /// Parameter types from the last execute that sent them.
     pub types: Option<Vec<u8>>,
+    /// The backend holding an open cursor of this statement.
+    pub cursor_backend: Option<usize>,
+    /// Long data was sent (to the primary) for the next execute.
+    pub long_data: bool,
 }
 
 impl Stmt {
     /// The backend's id for this statement, if prepared there.
     pub fn backend_id(&self, backend: usize) -> Option<u32> {
-        self.on
-            .iter()
-            .find(|(b, _)| *b == backend)
-            .map(|(_, id)| *id)
+        self.on.iter().find(|o| o.backend == backend).map(|o| o.id)
+    }
+
+    pub fn on_backend(&mut self, backend: usize) -> Option<&mut OnBackend> {
+        self.on.iter_mut().find(|o| o.backend == backend)
     }
 }
 
@@ -85,7 +100,10 @@ impl StmtTable {
     /// Forgets every mapping to `backend` (its connection was lost).
     pub fn forget_backend(&mut self, backend: usize) {
         for s in self.map.values_mut() {
-            s.on.retain(|(b, _)| *b != backend);
+            s.on.retain(|o| o.backend != backend);
+            if s.cursor_backend == Some(backend) {
+                s.cursor_backend = None;
+            }
         }
     }
 
@@ -98,8 +116,8 @@ impl StmtTable {
     }
 }
 
-/// Where the parameter types sit in a COM_STMT_EXECUTE payload: returns
-/// the offset of the new-params-bound flag, if the payload is that long.
+/// Where the new-params-bound flag sits in a COM_STMT_EXECUTE payload, if
+/// the payload is that long.
 pub fn execute_types_offset(payload: &[u8], params: u16) -> Option<usize> {
     if params == 0 {
         return None;
@@ -119,6 +137,21 @@ pub fn execute_types(payload: &[u8], params: u16) -> Option<&[u8]> {
     payload.get(offset + 1..offset + 1 + 2 * params as usize)
 }
 
+/// Turns an execute without types into one that carries `types`, for a
+/// backend that has not seen them. Returns false when the payload is not
+/// shaped as expected (then it is sent unchanged).
+pub fn inject_types(payload: &mut Vec<u8>, params: u16, types: &[u8]) -> bool {
+    let Some(offset) = execute_types_offset(payload, params) else {
+        return false;
+    };
+    if payload[offset] != 0 || types.len() != 2 * params as usize {
+        return false;
+    }
+    payload[offset] = 1;
+    payload.splice(offset + 1..offset + 1, types.iter().copied());
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,10 +159,17 @@ mod tests {
     fn stmt() -> Stmt {
         Stmt {
             sql: b"SELECT ?".to_vec(),
+            info: crate::classify::classify("SELECT ?"),
             params: 1,
             columns: 1,
-            on: vec![(0, 77)],
+            on: vec![OnBackend {
+                backend: 0,
+                id: 77,
+                types_sent: false,
+            }],
             types: None,
+            cursor_backend: None,
+            long_data: false,
         }
     }
 
@@ -146,17 +186,30 @@ mod tests {
         assert_eq!(t.resolve(b), None);
     }
 
+    // cmd, id, flags, iteration, bitmap(1), bound=1, type(2), value
+    const BOUND: [u8; 22] = [
+        0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 8, 0, 42, 0, 0, 0, 0, 0, 0, 0,
+    ];
+
     #[test]
     fn execute_types_are_found_after_null_bitmap() {
-        // cmd, id, flags, iteration, bitmap(1), bound=1, type(2), value
-        let p = [
-            0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 8, 0, 42, 0, 0, 0, 0, 0, 0, 0,
-        ];
-        assert_eq!(execute_types(&p, 1), Some(&[8u8, 0][..]));
-        let mut unbound = p;
+        assert_eq!(execute_types(&BOUND, 1), Some(&[8u8, 0][..]));
+        let mut unbound = BOUND;
         unbound[11] = 0;
         assert_eq!(execute_types(&unbound, 1), None);
-        assert_eq!(execute_types(&p[..5], 1), None);
+        assert_eq!(execute_types(&BOUND[..5], 1), None);
+    }
+
+    #[test]
+    fn types_are_injected_into_an_execute_without_them() {
+        let mut unbound: Vec<u8> = BOUND[..12].to_vec();
+        unbound[11] = 0;
+        unbound.extend_from_slice(&42u64.to_le_bytes());
+        assert!(inject_types(&mut unbound, 1, &[8, 0]));
+        assert_eq!(unbound, BOUND.to_vec());
+        // Already bound: left alone.
+        let mut bound = BOUND.to_vec();
+        assert!(!inject_types(&mut bound, 1, &[8, 0]));
     }
 
     #[test]

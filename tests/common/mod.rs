@@ -300,6 +300,41 @@ pub async fn admin(addr: &str) -> Raw {
         .expect("admin login")
 }
 
+/// Waits until both replicas have applied everything the primary has
+/// (bounded), so reads routed to them see the setup a test just wrote.
+pub async fn wait_replicas_caught_up() {
+    let mut p = admin(PRIMARY).await;
+    let pos = p
+        .scalar("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap_or_default();
+    for replica in [REPLICA1, REPLICA2] {
+        let mut r = admin(replica).await;
+        let got = r
+            .scalar(&format!("SELECT MASTER_GTID_WAIT('{pos}', 10)"))
+            .await;
+        assert_eq!(got.as_deref(), Some("0"), "{replica} did not reach {pos}");
+    }
+}
+
+/// How many statements whose text contains `needle` run now, over the
+/// three lab servers.
+pub async fn running_anywhere(needle: &str) -> usize {
+    let mut n = 0;
+    for addr in [PRIMARY, REPLICA1, REPLICA2] {
+        let mut a = admin(addr).await;
+        let sql = format!(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{needle}%' AND INFO NOT LIKE '%PROCESSLIST%'"
+        );
+        n += a
+            .scalar(&sql)
+            .await
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+    }
+    n
+}
+
 /// A unique suffix for table names of one test run.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

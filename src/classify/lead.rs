@@ -1,0 +1,369 @@
+//! A statement's shape from its first tokens: most kinds are decided by the leading
+//! keyword and one or two after it. Kinds that need the whole statement are left as a
+//! shape for the scanner to finish: a query (is it a read, or a CTE ending in a write?),
+//! an EXPLAIN of a query, a SET (which variables?), or unsure (the parser tier decides).
+
+use super::info::{Flags, StatementKind as K};
+use super::lexer::{Tok, Token};
+use super::words::Kw;
+
+/// How many leading tokens are kept per statement.
+pub(super) const LEAD_MAX: usize = 14;
+
+/// The first tokens of a statement.
+pub(super) struct Lead {
+    toks: [Token; LEAD_MAX],
+    len: usize,
+}
+
+/// What the leading tokens say about a statement.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Shape {
+    /// Decided.
+    Fixed(K),
+    /// SELECT, VALUES, TABLE, WITH or a parenthesised query: a read unless the scan finds
+    /// a CTE ending in a write, or something it cannot place.
+    Query,
+    /// EXPLAIN of a query: `Explain { of_read }` once the query is resolved.
+    ExplainQuery,
+    /// SET: the SET scanner decides.
+    Set,
+    /// A compound statement (BEGIN NOT ATOMIC, IF, a stored program body): Unknown, and its
+    /// `;` do not split statements.
+    Compound,
+    /// The lexer cannot tell: the parser tier decides.
+    Unsure,
+}
+
+const NO_TOKEN: Token = Token {
+    tok: Tok::End,
+    start: 0,
+    end: 0,
+    hash: 0,
+    kw: None,
+    after_dot: false,
+};
+
+impl Lead {
+    pub fn new() -> Lead {
+        Lead {
+            toks: [NO_TOKEN; LEAD_MAX],
+            len: 0,
+        }
+    }
+
+    #[inline]
+    pub fn push(&mut self, t: &Token) {
+        if self.len < LEAD_MAX {
+            self.toks[self.len] = *t;
+            self.len += 1;
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn kw(&self, i: usize) -> Option<Kw> {
+        self.toks[..self.len].get(i).and_then(|t| t.kw)
+    }
+
+    fn tok(&self, i: usize) -> Tok {
+        self.toks[..self.len].get(i).map_or(Tok::End, |t| t.tok)
+    }
+
+    fn is(&self, i: usize, kw: Kw) -> bool {
+        self.kw(i) == Some(kw)
+    }
+
+    fn word_is(&self, sql: &str, i: usize, word: &str) -> bool {
+        self.toks[..self.len]
+            .get(i)
+            .is_some_and(|t| t.tok == Tok::Word && t.text(sql).eq_ignore_ascii_case(word))
+    }
+
+    fn op_is(&self, sql: &str, i: usize, op: &str) -> bool {
+        self.toks[..self.len]
+            .get(i)
+            .is_some_and(|t| t.is_op(sql, op))
+    }
+
+    fn any(&self, from: usize, kw: Kw) -> bool {
+        (from..self.len).any(|i| self.is(i, kw))
+    }
+
+    /// The shape, with flags the leading tokens alone imply.
+    pub fn shape(&self, sql: &str) -> (Shape, Flags) {
+        shape_at(self, sql, 0)
+    }
+
+    /// True when `;` inside this statement must not split it.
+    pub fn is_compound(&self, sql: &str) -> bool {
+        match self.kw(0) {
+            Some(Kw::CREATE) => {
+                let i = skip_create_modifiers(self, sql, 1);
+                matches!(
+                    self.kw(i),
+                    Some(Kw::PROCEDURE | Kw::FUNCTION | Kw::TRIGGER | Kw::EVENT)
+                )
+            }
+            _ => shape_at(self, sql, 0).0 == Shape::Compound,
+        }
+    }
+}
+
+fn fixed(kind: K) -> (Shape, Flags) {
+    (Shape::Fixed(kind), Flags::EMPTY)
+}
+
+fn shape_at(l: &Lead, sql: &str, i: usize) -> (Shape, Flags) {
+    if l.tok(i) == Tok::LParen {
+        return paren_shape(l, i);
+    }
+    if l.tok(i) == Tok::Word && l.kw(i).is_none() && l.op_is(sql, i + 1, ":") {
+        // `label: BEGIN ... END` and friends.
+        return (Shape::Compound, Flags::EMPTY);
+    }
+    let Some(kw) = l.kw(i) else {
+        return (Shape::Unsure, Flags::EMPTY);
+    };
+    match kw {
+        Kw::SELECT | Kw::VALUES | Kw::TABLE | Kw::WITH => (Shape::Query, Flags::EMPTY),
+        Kw::SHOW => show_shape(l, i + 1),
+        Kw::DESC | Kw::DESCRIBE | Kw::EXPLAIN => explain_shape(l, sql, i + 1),
+        Kw::ANALYZE => analyze_shape(l, sql, i + 1),
+        Kw::SET => (Shape::Set, Flags::EMPTY),
+        Kw::GET => (Shape::Fixed(K::Other), Flags::LAST_STATEMENT_FUNC),
+        _ => (
+            data_or_ddl(l, sql, kw, i).map_or_else(|| transaction_or_admin(l, kw, i), Shape::Fixed),
+            Flags::EMPTY,
+        ),
+    }
+}
+
+fn paren_shape(l: &Lead, i: usize) -> (Shape, Flags) {
+    let mut j = i;
+    while l.tok(j) == Tok::LParen {
+        j += 1;
+    }
+    match l.kw(j) {
+        Some(Kw::SELECT | Kw::WITH | Kw::VALUES | Kw::TABLE) => (Shape::Query, Flags::EMPTY),
+        _ => (Shape::Unsure, Flags::EMPTY),
+    }
+}
+
+/// DML, DDL and account management, decided by the leading keyword and what follows it.
+fn data_or_ddl(l: &Lead, sql: &str, kw: Kw, i: usize) -> Option<K> {
+    Some(match kw {
+        Kw::INSERT => K::Insert,
+        Kw::REPLACE => K::Replace,
+        Kw::UPDATE => K::Update,
+        Kw::DELETE => K::Delete,
+        Kw::LOAD if matches!(l.kw(i + 1), Some(Kw::DATA)) || l.word_is(sql, i + 1, "XML") => {
+            K::LoadData
+        }
+        Kw::CREATE => create_kind(l, sql, i + 1),
+        Kw::DROP => drop_kind(l, i + 1),
+        Kw::ALTER | Kw::RENAME if matches!(l.kw(i + 1), Some(Kw::USER)) => K::Grant,
+        Kw::ALTER | Kw::RENAME | Kw::TRUNCATE => K::Ddl,
+        Kw::GRANT | Kw::REVOKE => K::Grant,
+        _ => return None,
+    })
+}
+
+fn skip_create_modifiers(l: &Lead, sql: &str, mut i: usize) -> usize {
+    loop {
+        if l.is(i, Kw::OR) && l.is(i + 1, Kw::REPLACE) {
+            i += 2;
+        } else if l.is(i, Kw::DEFINER) {
+            i = skip_account(l, sql, i + 2);
+        } else if l.is(i, Kw::ALGORITHM) {
+            i += 3;
+        } else if l.word_is(sql, i, "SQL") && l.word_is(sql, i + 1, "SECURITY") {
+            i += 3;
+        } else if l.word_is(sql, i, "AGGREGATE") || l.word_is(sql, i, "ONLINE") {
+            i += 1;
+        } else {
+            return i;
+        }
+    }
+}
+
+/// Skips `name[@host]` or `CURRENT_USER[()]` starting at `i`.
+fn skip_account(l: &Lead, sql: &str, i: usize) -> usize {
+    let mut i = i + 1;
+    if l.op_is(sql, i, "@") {
+        i += 2;
+    }
+    if l.tok(i) == Tok::LParen && l.tok(i + 1) == Tok::RParen {
+        i += 2;
+    }
+    i
+}
+
+fn create_kind(l: &Lead, sql: &str, i: usize) -> K {
+    let i = skip_create_modifiers(l, sql, i);
+    match l.kw(i) {
+        Some(Kw::TEMPORARY) => K::CreateTemporaryTable,
+        Some(Kw::USER | Kw::ROLE) => K::Grant,
+        _ => K::Ddl,
+    }
+}
+
+fn drop_kind(l: &Lead, i: usize) -> K {
+    match l.kw(i) {
+        Some(Kw::TEMPORARY) => K::DropTemporaryTable,
+        Some(Kw::USER | Kw::ROLE) => K::Grant,
+        Some(Kw::PREPARE) => K::Deallocate,
+        _ => K::Ddl,
+    }
+}
+
+/// Transaction control, session and admin statements; Unsure for an unknown keyword.
+fn transaction_or_admin(l: &Lead, kw: Kw, i: usize) -> Shape {
+    let kind = match kw {
+        Kw::BEGIN => return begin_shape(l, i + 1),
+        Kw::START if l.is(i + 1, Kw::TRANSACTION) => start_transaction(l, i + 2),
+        Kw::COMMIT => K::Commit,
+        Kw::ROLLBACK if l.any(i + 1, Kw::TO) => K::RollbackToSavepoint,
+        Kw::ROLLBACK => K::Rollback,
+        Kw::SAVEPOINT => K::Savepoint,
+        Kw::RELEASE if l.is(i + 1, Kw::SAVEPOINT) => K::ReleaseSavepoint,
+        Kw::USE => K::Use,
+        Kw::LOCK if matches!(l.kw(i + 1), Some(Kw::TABLES | Kw::TABLE)) => K::LockTables,
+        Kw::UNLOCK if matches!(l.kw(i + 1), Some(Kw::TABLES | Kw::TABLE)) => K::UnlockTables,
+        Kw::PREPARE => K::Prepare,
+        Kw::EXECUTE => K::Execute,
+        Kw::DEALLOCATE => K::Deallocate,
+        Kw::XA => K::Xa,
+        Kw::FLUSH => K::Flush,
+        Kw::KILL => K::Kill,
+        Kw::CALL => K::Call,
+        Kw::DO => K::Do,
+        Kw::HANDLER => K::Handler,
+        Kw::IF | Kw::CASE | Kw::LOOP | Kw::WHILE | Kw::REPEAT | Kw::DECLARE => {
+            return Shape::Compound;
+        }
+        k if is_admin(k) => K::Other,
+        _ => return Shape::Unsure,
+    };
+    Shape::Fixed(kind)
+}
+
+fn is_admin(kw: Kw) -> bool {
+    matches!(
+        kw,
+        Kw::OPTIMIZE
+            | Kw::CHECK
+            | Kw::REPAIR
+            | Kw::CHECKSUM
+            | Kw::INSTALL
+            | Kw::UNINSTALL
+            | Kw::SHUTDOWN
+            | Kw::RESET
+            | Kw::PURGE
+            | Kw::CHANGE
+            | Kw::STOP
+            | Kw::START
+            | Kw::RESTART
+            | Kw::CLONE
+            | Kw::BINLOG
+            | Kw::CACHE
+            | Kw::HELP
+            | Kw::SIGNAL
+            | Kw::RESIGNAL
+            | Kw::IMPORT
+            | Kw::BACKUP
+            | Kw::LOAD
+            | Kw::LOCK
+            | Kw::UNLOCK
+            | Kw::RELEASE
+    )
+}
+
+fn begin_shape(l: &Lead, i: usize) -> Shape {
+    let work = usize::from(l.is(i, Kw::WORK));
+    match l.tok(i + work) {
+        Tok::End => Shape::Fixed(K::Begin { read_only: false }),
+        _ => Shape::Compound,
+    }
+}
+
+fn start_transaction(l: &Lead, i: usize) -> K {
+    let read_only = (i..l.len).any(|j| l.is(j, Kw::READ) && l.is(j + 1, Kw::ONLY));
+    K::Begin { read_only }
+}
+
+fn show_shape(l: &Lead, i: usize) -> (Shape, Flags) {
+    let last_statement = match l.kw(i) {
+        Some(Kw::WARNINGS | Kw::ERRORS | Kw::PROFILE | Kw::PROFILES) => true,
+        Some(Kw::COUNT) => matches!(l.kw(i + 4), Some(Kw::WARNINGS | Kw::ERRORS)),
+        _ => false,
+    };
+    let flags = if last_statement {
+        Flags::LAST_STATEMENT_FUNC
+    } else {
+        Flags::EMPTY
+    };
+    (Shape::Fixed(K::Show), flags)
+}
+
+/// Skips EXPLAIN/ANALYZE options; returns where the statement starts and whether it runs.
+fn explain_options(l: &Lead, sql: &str, mut i: usize) -> (usize, bool) {
+    let mut analyze = false;
+    loop {
+        match l.kw(i) {
+            Some(Kw::EXTENDED | Kw::PARTITIONS) => i += 1,
+            Some(Kw::ANALYZE) => {
+                analyze = true;
+                i += 1;
+            }
+            Some(Kw::FORMAT) => i += 3,
+            _ if l.word_is(sql, i, "VERBOSE") => i += 1,
+            _ => return (i, analyze),
+        }
+    }
+}
+
+fn explain_shape(l: &Lead, sql: &str, i: usize) -> (Shape, Flags) {
+    let (j, analyze) = explain_options(l, sql, i);
+    if analyze {
+        return runs_statement(l, sql, j);
+    }
+    let shape = match (l.kw(j), l.tok(j)) {
+        (Some(Kw::SELECT | Kw::WITH | Kw::VALUES | Kw::TABLE), _) | (None, Tok::LParen) => {
+            Shape::ExplainQuery
+        }
+        (Some(Kw::INSERT | Kw::REPLACE | Kw::UPDATE | Kw::DELETE), _) => {
+            Shape::Fixed(K::Explain { of_read: false })
+        }
+        (Some(Kw::FOR), _) => Shape::Fixed(K::Other),
+        (_, Tok::Word | Tok::QuotedIdent) if j == i => Shape::Fixed(K::Describe),
+        _ => Shape::Fixed(K::Unknown),
+    };
+    (shape, Flags::EMPTY)
+}
+
+fn analyze_shape(l: &Lead, sql: &str, i: usize) -> (Shape, Flags) {
+    match l.kw(i) {
+        Some(Kw::TABLE | Kw::NO_WRITE_TO_BINLOG | Kw::LOCAL) => fixed(K::Other),
+        _ => {
+            let (j, _) = explain_options(l, sql, i);
+            runs_statement(l, sql, j)
+        }
+    }
+}
+
+/// EXPLAIN ANALYZE / ANALYZE <stmt> run the statement: they take its shape.
+fn runs_statement(l: &Lead, sql: &str, j: usize) -> (Shape, Flags) {
+    match l.kw(j) {
+        Some(Kw::SELECT | Kw::WITH | Kw::VALUES | Kw::TABLE)
+        | Some(Kw::INSERT | Kw::REPLACE | Kw::UPDATE | Kw::DELETE) => shape_at(l, sql, j),
+        None if l.tok(j) == Tok::LParen => shape_at(l, sql, j),
+        _ => fixed(K::Unknown),
+    }
+}

@@ -1,0 +1,112 @@
+//! Statement classification: what a statement text is, and what in it matters for routing.
+//!
+//! Two tiers. A single-pass lexer ([`lexer`], [`stmt`], [`lead`], [`set`]) decides almost
+//! every statement with no allocation and, in the same pass, computes the digest of the
+//! normalized text ([`digest`]). When it is unsure (a CTE it cannot follow, a write keyword
+//! where a read has none, a leading word it does not know), the statement goes to
+//! `sqlparser` ([`tier2`]), whose verdict is cached by digest in a [`Tier2Cache`]. What
+//! neither can decide is [`StatementKind::Unknown`]: the proxy sends it to the primary.
+//! Unsure never means read.
+//!
+//! Inside:
+//! - `info`: the output types ([`StatementInfo`], [`StatementKind`], [`Flags`], hints).
+//! - `lexer`: tokens, comments, executable comments, routing hints.
+//! - `words`, `builtins`: keyword and function-name tables (compile-time hashing).
+//! - `digest`: the normalized text and its hash.
+//! - `scan`: the single pass over a text; `stmt`: one statement's flags and kind;
+//!   `lead`: kinds from the leading keywords; `set`: SET statements.
+//! - `tier2`: the parser tier and its cache; `tables`: table names for temporary tables.
+
+mod builtins;
+mod digest;
+mod info;
+mod lead;
+mod lexer;
+mod scan;
+mod set;
+mod stmt;
+mod tables;
+mod tier2;
+mod words;
+
+#[cfg(test)]
+mod tests;
+
+pub use info::{Consistency, Flags, Hint, StatementInfo, StatementKind, Tier};
+pub use tables::{tables, temp_table_name};
+pub use tier2::{CacheStats, Tier2Cache};
+
+use digest::{Fnv, Normalizer, Text};
+use scan::Fold;
+use stmt::StmtResult;
+
+/// Classifies a statement text (one or several statements), deciding unsure statements
+/// with the parser every time. The proxy uses [`classify_with_cache`].
+pub fn classify(sql: &str) -> StatementInfo {
+    classify_inner(sql, None)
+}
+
+/// Classifies a statement text; parser-tier verdicts come from and go to `cache`.
+pub fn classify_with_cache(sql: &str, cache: &Tier2Cache) -> StatementInfo {
+    classify_inner(sql, Some(cache))
+}
+
+/// Writes the normalized text of `sql` to `out` (appending): the text whose FNV-1a-64 is
+/// [`StatementInfo::digest`]. See the `digest` module for the rules.
+pub fn normalize(sql: &str, out: &mut String) {
+    let mut norm = Normalizer::new(Text(out));
+    scan::normalize_only(sql, &mut norm);
+}
+
+fn classify_inner(sql: &str, cache: Option<&Tier2Cache>) -> StatementInfo {
+    let mut norm = Normalizer::new(Fnv::new());
+    let scanned = scan::scan(sql, &mut norm);
+    let digest = norm.out.0;
+    let mut fold = Fold::default();
+    let mut tier = Tier::Lexer;
+    for r in scanned.head() {
+        let kind = match r.kind {
+            Some(kind) => kind,
+            None => {
+                tier = Tier::Parser;
+                let key = if scanned.count == 1 {
+                    digest
+                } else {
+                    statement_digest(sql, r)
+                };
+                let verdict = parser_tier(sql, r, key, cache);
+                fold.flags |= verdict.flags;
+                verdict.kind
+            }
+        };
+        fold.add(kind, r.flags);
+    }
+    fold.extend(&scanned.tail);
+    StatementInfo {
+        kind: fold.kind(),
+        flags: fold.flags,
+        hint: scanned.hints.hint(),
+        consistency: scanned.hints.consistency,
+        digest,
+        statements: scanned.count,
+        tier,
+    }
+}
+
+fn statement_text<'a>(sql: &'a str, r: &StmtResult) -> &'a str {
+    sql.get(r.start..r.end).unwrap_or("")
+}
+
+fn statement_digest(sql: &str, r: &StmtResult) -> u64 {
+    let mut norm = Normalizer::new(Fnv::new());
+    scan::normalize_only(statement_text(sql, r), &mut norm);
+    norm.out.0
+}
+
+fn parser_tier(sql: &str, r: &StmtResult, key: u64, cache: Option<&Tier2Cache>) -> tier2::Verdict {
+    let code = || scan::code_text(statement_text(sql, r));
+    match cache {
+        Some(cache) => cache.get_or_decide(key, code),
+        None => tier2::decide(&code()),
+    }
+}

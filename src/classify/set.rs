@@ -1,0 +1,233 @@
+//! The SET statement: which variables it assigns decides its kind.
+//!
+//! `SET autocommit = 0` alone is `SetAutocommit(false)`; only user variables is
+//! `SetUserVar`; any global (GLOBAL, PERSIST, `@@global.`) is `SetGlobal`; NAMES/CHARACTER
+//! SET alone is `SetNames`; TRANSACTION is `SetTransaction`; PASSWORD and DEFAULT ROLE are
+//! account management (`Grant`); any other mix is `SetSession`. A scope keyword applies to
+//! the assignments after it until another one (MySQL's rule). MariaDB's
+//! `SET STATEMENT ... FOR <stmt>` takes the kind of `<stmt>`: the scanner restarts there.
+
+use super::info::StatementKind as K;
+use super::lexer::{Tok, Token};
+use super::words::Kw;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    /// Expecting a variable (or a scope keyword, NAMES, TRANSACTION, ...).
+    Target,
+    /// After the variable's name, expecting `=` or `:=`.
+    Name,
+    /// Inside the value expression.
+    Value,
+    /// Ignoring tokens up to the next top-level comma.
+    SkipToComma,
+    /// Ignoring the rest of the statement.
+    SkipToEnd,
+    /// Inside `SET STATEMENT var = value, ...` waiting for `FOR`.
+    StatementVars,
+}
+
+/// What a token meant to the SET scanner, for the flag scanner.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum SetEvent {
+    Nothing,
+    /// The token is a user variable being assigned.
+    UserTarget,
+    /// `SET STATEMENT ... FOR`: the statement proper starts after this token.
+    Restart,
+}
+
+/// Scans one SET statement.
+pub(super) struct SetScan {
+    state: State,
+    global_scope: bool,
+    assignments: u8,
+    users: u8,
+    globals: u8,
+    names: bool,
+    transaction: bool,
+    account: bool,
+    /// The current assignment is to autocommit.
+    on_autocommit: bool,
+    value_tokens: u8,
+    value_bool: Option<bool>,
+    /// The statement's only meaningful assignment so far is autocommit to this value.
+    autocommit: Option<bool>,
+    autocommit_unclear: bool,
+}
+
+impl SetScan {
+    pub fn new() -> SetScan {
+        SetScan {
+            state: State::Target,
+            global_scope: false,
+            assignments: 0,
+            users: 0,
+            globals: 0,
+            names: false,
+            transaction: false,
+            account: false,
+            on_autocommit: false,
+            value_tokens: 0,
+            value_bool: None,
+            autocommit: None,
+            autocommit_unclear: false,
+        }
+    }
+
+    /// Feeds a token after the leading SET; `depth` is its parenthesis depth.
+    pub fn feed(&mut self, sql: &str, t: &Token, depth: u16) -> SetEvent {
+        match self.state {
+            State::Target => return self.target(sql, t),
+            State::Name => self.name(sql, t),
+            State::Value => self.value(sql, t, depth),
+            State::SkipToComma if depth == 0 && t.tok == Tok::Comma => self.state = State::Target,
+            State::StatementVars if depth == 0 && t.kw == Some(Kw::FOR) => {
+                return SetEvent::Restart;
+            }
+            _ => {}
+        }
+        SetEvent::Nothing
+    }
+
+    fn target(&mut self, sql: &str, t: &Token) -> SetEvent {
+        self.state = State::SkipToComma;
+        match (t.tok, t.kw) {
+            (_, Some(Kw::GLOBAL | Kw::PERSIST | Kw::PERSIST_ONLY)) => self.scope(true),
+            (_, Some(Kw::SESSION | Kw::LOCAL)) => self.scope(false),
+            (_, Some(Kw::TRANSACTION)) => {
+                self.transaction = true;
+                self.state = State::SkipToEnd;
+            }
+            (_, Some(Kw::NAMES | Kw::CHARACTER | Kw::CHARSET)) => self.names = true,
+            (_, Some(Kw::PASSWORD | Kw::DEFAULT)) => {
+                self.account = true;
+                self.state = State::SkipToEnd;
+            }
+            (_, Some(Kw::ROLE)) => self.variable(false, false),
+            (_, Some(Kw::STATEMENT)) => self.state = State::StatementVars,
+            (Tok::UserVar, _) => {
+                self.users += 1;
+                self.variable(false, false);
+                return SetEvent::UserTarget;
+            }
+            (Tok::SysVar, _) => self.system_variable(t.text(sql)),
+            (Tok::Word | Tok::QuotedIdent, _) => {
+                let autocommit = t.kw == Some(Kw::AUTOCOMMIT);
+                self.variable(self.global_scope, autocommit);
+            }
+            _ => {}
+        }
+        SetEvent::Nothing
+    }
+
+    fn scope(&mut self, global: bool) {
+        self.global_scope = global;
+        self.state = State::Target;
+    }
+
+    fn system_variable(&mut self, text: &str) {
+        let name = text.get(2..).unwrap_or("");
+        let (scope, name) = match name.split_once('.') {
+            Some((scope, name)) => (scope, name),
+            None => ("", name),
+        };
+        let global = ["global", "persist", "persist_only"]
+            .iter()
+            .any(|s| scope.eq_ignore_ascii_case(s));
+        self.variable(global, name.eq_ignore_ascii_case("autocommit"));
+    }
+
+    fn variable(&mut self, global: bool, autocommit: bool) {
+        self.assignments = self.assignments.saturating_add(1);
+        self.globals += u8::from(global);
+        self.on_autocommit = autocommit;
+        self.value_tokens = 0;
+        self.value_bool = None;
+        self.state = State::Name;
+    }
+
+    fn name(&mut self, sql: &str, t: &Token) {
+        if t.is_op(sql, "=") || t.is_op(sql, ":=") {
+            self.state = State::Value;
+        } else if !matches!(t.tok, Tok::Dot | Tok::Word | Tok::QuotedIdent) {
+            self.state = State::SkipToComma;
+        }
+    }
+
+    fn value(&mut self, sql: &str, t: &Token, depth: u16) {
+        if depth == 0 && t.tok == Tok::Comma {
+            self.end_value();
+            self.state = State::Target;
+            return;
+        }
+        self.value_tokens = self.value_tokens.saturating_add(1);
+        if self.value_tokens == 1 {
+            self.value_bool = literal_bool(sql, t);
+        }
+    }
+
+    fn end_value(&mut self) {
+        if self.state != State::Value || !self.on_autocommit {
+            return;
+        }
+        match (self.value_tokens, self.value_bool) {
+            (1, Some(v)) => self.autocommit = Some(v),
+            _ => self.autocommit_unclear = true,
+        }
+    }
+
+    /// The kind, once the statement has ended.
+    pub fn finish(mut self) -> K {
+        self.end_value();
+        if self.account {
+            K::Grant
+        } else if self.transaction {
+            if self.global_scope {
+                K::SetGlobal
+            } else {
+                K::SetTransaction
+            }
+        } else if self.globals > 0 {
+            K::SetGlobal
+        } else if let (1, false, Some(v), false) = (
+            self.assignments,
+            self.names,
+            self.autocommit,
+            self.autocommit_unclear,
+        ) {
+            K::SetAutocommit(v)
+        } else if self.assignments > 0 && self.users == self.assignments && !self.names {
+            K::SetUserVar
+        } else if self.names && self.assignments == 0 {
+            K::SetNames
+        } else {
+            K::SetSession
+        }
+    }
+}
+
+/// 0/1/ON/OFF/TRUE/FALSE, bare or quoted, as autocommit accepts them.
+fn literal_bool(sql: &str, t: &Token) -> Option<bool> {
+    let text = match t.tok {
+        Tok::Num | Tok::Word => t.text(sql),
+        Tok::Str => t
+            .text(sql)
+            .get(1..t.text(sql).len().saturating_sub(1))
+            .unwrap_or(""),
+        _ => return None,
+    };
+    if ["1", "on", "true"]
+        .iter()
+        .any(|v| text.eq_ignore_ascii_case(v))
+    {
+        Some(true)
+    } else if ["0", "off", "false"]
+        .iter()
+        .any(|v| text.eq_ignore_ascii_case(v))
+    {
+        Some(false)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,267 @@
+use super::super::Flags as F;
+use super::{flags, has, plain};
+
+#[test]
+fn select_for_update_is_locking_read() {
+    assert!(has(
+        "SELECT * FROM t WHERE id = 1 FOR UPDATE",
+        F::LOCKING_READ
+    ));
+    assert!(!plain("SELECT * FROM t WHERE id = 1 FOR UPDATE"));
+}
+
+#[test]
+fn select_for_share_is_locking_read() {
+    assert!(has("SELECT * FROM t FOR SHARE", F::LOCKING_READ));
+}
+
+#[test]
+fn lock_in_share_mode_is_locking_read() {
+    assert!(has(
+        "SELECT * FROM t WHERE id = 1 LOCK IN SHARE MODE",
+        F::LOCKING_READ
+    ));
+}
+
+#[test]
+fn skip_locked_and_nowait_are_locking_reads() {
+    assert!(has(
+        "SELECT * FROM q FOR UPDATE SKIP LOCKED",
+        F::LOCKING_READ
+    ));
+    assert!(has("SELECT * FROM q FOR UPDATE NOWAIT", F::LOCKING_READ));
+}
+
+#[test]
+fn locking_read_in_subquery_is_found() {
+    assert!(has(
+        "SELECT * FROM (SELECT * FROM t FOR UPDATE) d",
+        F::LOCKING_READ
+    ));
+}
+
+#[test]
+fn substring_for_is_not_locking() {
+    assert!(plain("SELECT SUBSTRING(name FROM 1 FOR 3) FROM t"));
+}
+
+#[test]
+fn get_lock_is_side_effect() {
+    assert!(has("SELECT GET_LOCK('job', 10)", F::SIDE_EFFECT_FUNC));
+    assert!(!plain("SELECT GET_LOCK('job', 10)"));
+}
+
+#[test]
+fn lock_functions_are_side_effects() {
+    for f in [
+        "RELEASE_LOCK('a')",
+        "RELEASE_ALL_LOCKS()",
+        "IS_FREE_LOCK('a')",
+        "IS_USED_LOCK('a')",
+    ] {
+        assert!(has(&format!("SELECT {f}"), F::SIDE_EFFECT_FUNC), "{f}");
+    }
+}
+
+#[test]
+fn sequence_functions_are_side_effects() {
+    assert!(has("SELECT NEXTVAL(s)", F::SIDE_EFFECT_FUNC));
+    assert!(has("SELECT SETVAL(s, 10)", F::SIDE_EFFECT_FUNC));
+    assert!(has("SELECT LASTVAL(s)", F::SIDE_EFFECT_FUNC));
+}
+
+#[test]
+fn next_value_for_is_side_effect() {
+    assert!(has("SELECT NEXT VALUE FOR s", F::SIDE_EFFECT_FUNC));
+    assert!(has("SELECT PREVIOUS VALUE FOR s", F::SIDE_EFFECT_FUNC));
+}
+
+#[test]
+fn replication_waits_are_side_effects() {
+    assert!(has(
+        "SELECT MASTER_GTID_WAIT('0-1-100', 1)",
+        F::SIDE_EFFECT_FUNC
+    ));
+    assert!(has(
+        "SELECT MASTER_POS_WAIT('bin.1', 4)",
+        F::SIDE_EFFECT_FUNC
+    ));
+}
+
+#[test]
+fn sleep_is_pure() {
+    assert!(plain("SELECT SLEEP(1)"));
+}
+
+#[test]
+fn last_insert_id_reads_last_statement() {
+    assert!(has("SELECT LAST_INSERT_ID()", F::LAST_STATEMENT_FUNC));
+    assert!(has("SELECT ROW_COUNT()", F::LAST_STATEMENT_FUNC));
+    assert!(has("SELECT FOUND_ROWS()", F::LAST_STATEMENT_FUNC));
+}
+
+#[test]
+fn last_statement_read_stays_a_plain_read() {
+    assert!(plain("SELECT LAST_INSERT_ID()"));
+}
+
+#[test]
+fn last_statement_system_variables_are_found() {
+    for v in [
+        "@@warning_count",
+        "@@error_count",
+        "@@identity",
+        "@@last_insert_id",
+        "@@SESSION.warning_count",
+    ] {
+        assert!(has(&format!("SELECT {v}"), F::LAST_STATEMENT_FUNC), "{v}");
+    }
+}
+
+#[test]
+fn other_system_variable_is_not_last_statement() {
+    assert!(flags("SELECT @@version, @@session.transaction_isolation").is_empty());
+}
+
+#[test]
+fn show_warnings_reads_last_statement() {
+    assert!(has("SHOW WARNINGS", F::LAST_STATEMENT_FUNC));
+    assert!(has("SHOW ERRORS LIMIT 5", F::LAST_STATEMENT_FUNC));
+    assert!(has("SHOW COUNT(*) WARNINGS", F::LAST_STATEMENT_FUNC));
+}
+
+#[test]
+fn select_into_user_variable_is_into() {
+    assert!(has("SELECT a INTO @x FROM t", F::INTO));
+    assert!(has("SELECT a INTO @x FROM t", F::USER_VAR_ASSIGN));
+    assert!(!plain("SELECT a INTO @x FROM t"));
+}
+
+#[test]
+fn select_into_outfile_is_into() {
+    assert!(has("SELECT * FROM t INTO OUTFILE '/tmp/t.csv'", F::INTO));
+    assert!(has("SELECT * FROM t INTO DUMPFILE '/tmp/t.bin'", F::INTO));
+}
+
+#[test]
+fn insert_into_is_not_the_into_flag() {
+    assert!(!has("INSERT INTO t VALUES (1)", F::INTO));
+}
+
+#[test]
+fn user_variable_assignment_is_found() {
+    assert!(has(
+        "SELECT @rownum := @rownum + 1 AS n FROM t",
+        F::USER_VAR_ASSIGN
+    ));
+    assert!(!plain("SELECT @rownum := @rownum + 1 AS n FROM t"));
+}
+
+#[test]
+fn user_variable_read_is_found() {
+    let f = flags("SELECT * FROM t WHERE id = @id");
+    assert!(f.contains(F::USER_VAR_READ));
+    assert!(!f.contains(F::USER_VAR_ASSIGN));
+    assert!(plain("SELECT * FROM t WHERE id = @id"));
+}
+
+#[test]
+fn comparison_with_user_variable_is_a_read() {
+    assert!(!has("SELECT @a = 1", F::USER_VAR_ASSIGN));
+}
+
+#[test]
+fn sql_calc_found_rows_is_flagged() {
+    assert!(has(
+        "SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 10",
+        F::SQL_CALC_FOUND_ROWS
+    ));
+}
+
+#[test]
+fn user_defined_function_is_unknown_func() {
+    assert!(has("SELECT my_func(id) FROM t", F::UNKNOWN_FUNC));
+    assert!(!plain("SELECT my_func(id) FROM t"));
+}
+
+#[test]
+fn qualified_stored_function_is_unknown_func() {
+    assert!(has("SELECT db.f(1)", F::UNKNOWN_FUNC));
+    assert!(has("SELECT `f`(1)", F::UNKNOWN_FUNC));
+}
+
+#[test]
+fn unknown_function_with_space_before_paren_is_found() {
+    assert!(has("SELECT my_func (id) FROM t", F::UNKNOWN_FUNC));
+}
+
+#[test]
+fn builtin_functions_are_pure() {
+    let sql = "SELECT COUNT(*), CONCAT(a, b), IFNULL(c, 0), DATE_FORMAT(NOW(), '%Y'), \
+               JSON_EXTRACT(j, '$.a'), CAST(x AS DECIMAL(10, 2)), ROUND(AVG(y), 2) FROM t";
+    assert!(plain(sql));
+}
+
+#[test]
+fn builtin_name_case_is_ignored() {
+    assert!(plain("select count(*), coalesce(a, 1) from t"));
+}
+
+#[test]
+fn keywords_before_parens_are_not_calls() {
+    let sql = "SELECT a FROM t WHERE a IN (1, 2) AND EXISTS (SELECT 1) AND (b OR c) \
+               AND d = ANY (SELECT 1) AND ROW(a, b) = ROW(1, 2)";
+    assert!(plain(sql));
+}
+
+#[test]
+fn cte_column_list_is_not_a_call() {
+    assert!(plain(
+        "WITH a (x, y) AS (SELECT 1, 2), b (z) AS (SELECT 3) SELECT * FROM a, b"
+    ));
+}
+
+#[test]
+fn derived_table_column_list_is_not_a_call() {
+    assert!(plain("SELECT * FROM (SELECT 1, 2) AS d (a, b)"));
+}
+
+#[test]
+fn window_functions_are_pure() {
+    let sql = "SELECT ROW_NUMBER() OVER (PARTITION BY a ORDER BY b), \
+               SUM(c) OVER w FROM t WINDOW w AS (PARTITION BY a)";
+    assert!(plain(sql));
+}
+
+#[test]
+fn json_table_is_pure() {
+    let sql = "SELECT jt.* FROM t, JSON_TABLE(t.doc, '$[*]' COLUMNS (id INT PATH '$.id', \
+               name VARCHAR(40) PATH '$.name')) AS jt";
+    assert!(plain(sql));
+}
+
+#[test]
+fn insert_column_list_is_not_a_call() {
+    assert!(!has("INSERT INTO t (a, b) VALUES (1, 2)", F::UNKNOWN_FUNC));
+    assert!(!has("INSERT INTO db.t(a) VALUES (1)", F::UNKNOWN_FUNC));
+}
+
+#[test]
+fn ddl_column_types_are_not_calls() {
+    assert!(!has(
+        "CREATE TABLE t (id INT(11), name VARCHAR(10), KEY k (name))",
+        F::UNKNOWN_FUNC
+    ));
+}
+
+#[test]
+fn function_name_inside_string_is_ignored() {
+    assert!(plain("SELECT 'GET_LOCK(1)', \"my_udf(2)\" FROM t"));
+}
+
+#[test]
+fn match_against_is_pure() {
+    assert!(plain(
+        "SELECT id FROM t WHERE MATCH (title, body) AGAINST ('x' IN BOOLEAN MODE)"
+    ));
+}

@@ -1,0 +1,145 @@
+use super::super::StatementKind as K;
+use super::super::{Flags, classify};
+use super::kind;
+
+#[test]
+fn set_autocommit_values_are_read() {
+    assert_eq!(kind("SET autocommit=0"), K::SetAutocommit(false));
+    assert_eq!(kind("SET autocommit = 1"), K::SetAutocommit(true));
+    assert_eq!(kind("SET AUTOCOMMIT=ON"), K::SetAutocommit(true));
+    assert_eq!(kind("set autocommit = off"), K::SetAutocommit(false));
+    assert_eq!(kind("SET autocommit = 'OFF'"), K::SetAutocommit(false));
+}
+
+#[test]
+fn set_autocommit_with_scope_is_autocommit() {
+    assert_eq!(kind("SET @@autocommit = 0"), K::SetAutocommit(false));
+    assert_eq!(kind("SET @@session.autocommit = 1"), K::SetAutocommit(true));
+    assert_eq!(kind("SET SESSION autocommit = 0"), K::SetAutocommit(false));
+    assert_eq!(kind("SET LOCAL autocommit = 1"), K::SetAutocommit(true));
+}
+
+#[test]
+fn set_autocommit_to_expression_is_session() {
+    assert_eq!(kind("SET autocommit = @saved"), K::SetSession);
+    assert_eq!(kind("SET autocommit = DEFAULT"), K::SetSession);
+}
+
+#[test]
+fn set_autocommit_among_others_is_session() {
+    assert_eq!(
+        kind("SET autocommit=1, sql_mode='STRICT_ALL_TABLES'"),
+        K::SetSession
+    );
+}
+
+#[test]
+fn set_global_is_global() {
+    assert_eq!(kind("SET GLOBAL max_connections = 500"), K::SetGlobal);
+    assert_eq!(kind("SET @@global.read_only = 1"), K::SetGlobal);
+    assert_eq!(
+        kind("SET PERSIST innodb_buffer_pool_size = 1073741824"),
+        K::SetGlobal
+    );
+    assert_eq!(kind("SET GLOBAL autocommit = 0"), K::SetGlobal);
+}
+
+#[test]
+fn global_among_session_assignments_is_global() {
+    assert_eq!(kind("SET sql_mode = '', @@global.x = 1"), K::SetGlobal);
+}
+
+#[test]
+fn set_transaction_is_set_transaction() {
+    assert_eq!(
+        kind("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+        K::SetTransaction
+    );
+    assert_eq!(
+        kind("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"),
+        K::SetTransaction
+    );
+    assert_eq!(kind("SET TRANSACTION READ ONLY"), K::SetTransaction);
+}
+
+#[test]
+fn set_global_transaction_is_global() {
+    assert_eq!(
+        kind("SET GLOBAL TRANSACTION ISOLATION LEVEL READ COMMITTED"),
+        K::SetGlobal
+    );
+}
+
+#[test]
+fn set_names_is_set_names() {
+    assert_eq!(kind("SET NAMES utf8mb4"), K::SetNames);
+    assert_eq!(
+        kind("SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'"),
+        K::SetNames
+    );
+    assert_eq!(kind("SET CHARACTER SET utf8"), K::SetNames);
+    assert_eq!(kind("SET CHARSET utf8"), K::SetNames);
+}
+
+#[test]
+fn set_names_with_other_assignments_is_session() {
+    assert_eq!(
+        kind("SET NAMES utf8mb4, time_zone = '+00:00'"),
+        K::SetSession
+    );
+}
+
+#[test]
+fn set_session_variable_is_session() {
+    assert_eq!(kind("SET sql_mode = 'TRADITIONAL'"), K::SetSession);
+    assert_eq!(kind("SET SESSION wait_timeout = 28800"), K::SetSession);
+    assert_eq!(kind("SET @@session.time_zone = '+00:00'"), K::SetSession);
+    assert_eq!(kind("SET @@SQL_SELECT_LIMIT = DEFAULT"), K::SetSession);
+}
+
+#[test]
+fn set_user_variable_is_user_var() {
+    assert_eq!(kind("SET @x = 1"), K::SetUserVar);
+    assert_eq!(kind("SET @a := 1, @b = 'x'"), K::SetUserVar);
+}
+
+#[test]
+fn set_user_variable_flags_assignment_not_read() {
+    let f = classify("SET @x = 1").flags;
+    assert!(f.contains(Flags::USER_VAR_ASSIGN));
+    assert!(!f.contains(Flags::USER_VAR_READ));
+}
+
+#[test]
+fn set_user_variable_from_another_reads_it() {
+    assert!(
+        classify("SET @x = @y + 1")
+            .flags
+            .contains(Flags::USER_VAR_READ)
+    );
+}
+
+#[test]
+fn set_value_subquery_commas_do_not_split_assignments() {
+    assert_eq!(
+        kind("SET @x = (SELECT COUNT(*) FROM t WHERE a IN (1, 2))"),
+        K::SetUserVar
+    );
+}
+
+#[test]
+fn set_role_is_session() {
+    assert_eq!(kind("SET ROLE ALL"), K::SetSession);
+}
+
+#[test]
+fn set_statement_for_takes_the_inner_kind() {
+    assert_eq!(
+        kind("SET STATEMENT max_statement_time=60 FOR SELECT * FROM t"),
+        K::Select
+    );
+    assert_eq!(
+        kind("SET STATEMENT sql_mode='' FOR UPDATE t SET a = 1"),
+        K::Update
+    );
+}

@@ -1,0 +1,131 @@
+use super::super::{tables, temp_table_name};
+
+#[test]
+fn select_tables_are_found_in_order() {
+    assert_eq!(
+        tables("SELECT * FROM a JOIN b ON a.x = b.x LEFT JOIN c USING (y)"),
+        ["a", "b", "c"]
+    );
+}
+
+#[test]
+fn comma_joined_tables_with_aliases_are_found() {
+    assert_eq!(
+        tables("SELECT * FROM a x, b AS y, `c` WHERE 1"),
+        ["a", "b", "c"]
+    );
+}
+
+#[test]
+fn qualified_and_backticked_names_keep_case() {
+    assert_eq!(
+        tables("SELECT * FROM `Db`.`My``T` JOIN db2.T2"),
+        ["Db.My`T", "db2.T2"]
+    );
+}
+
+#[test]
+fn subquery_tables_are_found() {
+    assert_eq!(
+        tables("SELECT * FROM (SELECT * FROM inner_t) d JOIN e WHERE z IN (SELECT q FROM f)"),
+        ["inner_t", "e", "f"]
+    );
+}
+
+#[test]
+fn dml_targets_are_found() {
+    assert_eq!(tables("INSERT INTO t (a, b) VALUES (1, 2)"), ["t"]);
+    assert_eq!(tables("INSERT INTO t SELECT * FROM s"), ["t", "s"]);
+    assert_eq!(
+        tables("UPDATE t1 JOIN t2 ON t1.id = t2.id SET t1.a = 1"),
+        ["t1", "t2"]
+    );
+    assert_eq!(tables("DELETE FROM t WHERE id = 1"), ["t"]);
+    assert_eq!(tables("REPLACE INTO t VALUES (1)"), ["t"]);
+}
+
+#[test]
+fn on_duplicate_key_update_is_not_a_table() {
+    assert_eq!(
+        tables("INSERT INTO t (a) VALUES (1) ON DUPLICATE KEY UPDATE a = VALUES(a)"),
+        ["t"]
+    );
+}
+
+#[test]
+fn ddl_targets_are_found() {
+    assert_eq!(tables("DROP TABLE IF EXISTS a, b"), ["a", "b"]);
+    assert_eq!(
+        tables("CREATE TABLE t (id INT, KEY k (id)) ENGINE=InnoDB"),
+        ["t"]
+    );
+    assert_eq!(tables("CREATE TABLE t LIKE s"), ["t", "s"]);
+    assert_eq!(tables("RENAME TABLE a TO b, c TO d"), ["a", "b", "c", "d"]);
+    assert_eq!(tables("TRUNCATE TABLE t"), ["t"]);
+    assert_eq!(tables("ALTER TABLE t ADD COLUMN c INT"), ["t"]);
+}
+
+#[test]
+fn lock_tables_names_are_found() {
+    assert_eq!(tables("LOCK TABLES t1 READ, t2 AS x WRITE"), ["t1", "t2"]);
+}
+
+#[test]
+fn function_from_is_not_a_table() {
+    assert_eq!(
+        tables("SELECT EXTRACT(YEAR FROM d), TRIM(BOTH 'x' FROM s) FROM t"),
+        ["t"]
+    );
+}
+
+#[test]
+fn cte_names_are_not_tables() {
+    assert_eq!(
+        tables("WITH a AS (SELECT * FROM t), b AS (SELECT * FROM a) SELECT * FROM b"),
+        ["t"]
+    );
+}
+
+#[test]
+fn into_outfile_is_not_a_table() {
+    assert_eq!(tables("SELECT * FROM t INTO OUTFILE '/tmp/x'"), ["t"]);
+}
+
+#[test]
+fn describe_and_handler_tables_are_found() {
+    assert_eq!(tables("DESCRIBE t"), ["t"]);
+    assert_eq!(tables("HANDLER t OPEN"), ["t"]);
+    assert_eq!(tables("TABLE t"), ["t"]);
+}
+
+#[test]
+fn names_are_reported_once() {
+    assert_eq!(tables("SELECT * FROM t JOIN t AS t2; DELETE FROM t"), ["t"]);
+}
+
+#[test]
+fn create_temporary_table_name_is_found() {
+    assert_eq!(
+        temp_table_name("CREATE TEMPORARY TABLE tmp_x (id INT)").as_deref(),
+        Some("tmp_x")
+    );
+    assert_eq!(
+        temp_table_name("CREATE TEMPORARY TABLE IF NOT EXISTS `db`.`t` AS SELECT 1").as_deref(),
+        Some("db.t")
+    );
+}
+
+#[test]
+fn drop_temporary_table_name_is_found() {
+    assert_eq!(
+        temp_table_name("DROP TEMPORARY TABLE IF EXISTS tmp_x").as_deref(),
+        Some("tmp_x")
+    );
+}
+
+#[test]
+fn ordinary_table_has_no_temp_name() {
+    assert_eq!(temp_table_name("CREATE TABLE t (id INT)"), None);
+    assert_eq!(temp_table_name("DROP TABLE t"), None);
+    assert_eq!(temp_table_name("SELECT 1"), None);
+}

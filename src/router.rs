@@ -1,0 +1,442 @@
+//! The routing decision as a pure function: a statement's classification,
+//! a view of the session's state and the replicas eligible right now go
+//! in; a [`Route`] (where, and why) comes out. No sockets, no clocks.
+//!
+//! The rules, in order: an explicit primary hint; an open transaction
+//! (by the server's IN_TRANS flag or autocommit off) stays where it began;
+//! LOCK TABLES pins the session; transaction control and anything that is
+//! not a plain read go to the primary; reads that ask about the previous
+//! statement go where it ran; reads of user variables, of temporary tables,
+//! and reads after the session wrote go to the primary; everything else is
+//! a replica read, or the primary when no replica is eligible.
+
+use crate::classify::{Flags, Hint, StatementInfo, StatementKind};
+
+/// Where a statement runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Primary,
+    /// A replica to be picked among the eligible ones.
+    AnyReplica,
+    /// This backend (by index), because session state lives there.
+    Backend(usize),
+}
+
+/// Why; also the label of the routing metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    HintPrimary,
+    HintReplica,
+    Transaction,
+    ReadOnlyTransaction,
+    LockedTables,
+    TransactionControl,
+    SessionState,
+    Write,
+    NotPlainRead,
+    Unknown,
+    LastStatement,
+    UserVariables,
+    TemporaryTable,
+    AfterWrite,
+    SqlPrepared,
+    Read,
+    NoReplica,
+    /// A replica hint on a statement that is not a read (ignored, counted).
+    HintIgnored,
+}
+
+impl Reason {
+    /// The label used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::HintPrimary => "hint_primary",
+            Reason::HintReplica => "hint_replica",
+            Reason::Transaction => "transaction",
+            Reason::ReadOnlyTransaction => "read_only_transaction",
+            Reason::LockedTables => "locked_tables",
+            Reason::TransactionControl => "transaction_control",
+            Reason::SessionState => "session_state",
+            Reason::Write => "write",
+            Reason::NotPlainRead => "not_plain_read",
+            Reason::Unknown => "unknown",
+            Reason::LastStatement => "last_statement",
+            Reason::UserVariables => "user_variables",
+            Reason::TemporaryTable => "temporary_table",
+            Reason::AfterWrite => "after_write",
+            Reason::SqlPrepared => "sql_prepared",
+            Reason::Read => "read",
+            Reason::NoReplica => "no_replica",
+            Reason::HintIgnored => "hint_ignored",
+        }
+    }
+}
+
+/// A routing decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub target: Target,
+    pub reason: Reason,
+}
+
+impl Route {
+    const fn new(target: Target, reason: Reason) -> Route {
+        Route { target, reason }
+    }
+}
+
+/// What the router needs to know about the session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionView {
+    /// A transaction is open (the server's IN_TRANS flag), or autocommit is
+    /// off so every statement belongs to one.
+    pub in_transaction: bool,
+    /// The backend a START TRANSACTION READ ONLY runs on, while it is open.
+    pub read_only_transaction: Option<usize>,
+    /// LOCK TABLES is in force.
+    pub locked_tables: bool,
+    /// The statement touches a temporary table of the session.
+    pub touches_temporary_table: bool,
+    /// The backend that ran the previous statement.
+    pub last_backend: Option<usize>,
+    /// The session has written: reads stay on the primary (the simple
+    /// read-your-writes rule until GTID consistency replaces it).
+    pub wrote: bool,
+    /// The session has SQL-level prepared statements (PREPARE ... FROM).
+    pub sql_prepared: bool,
+}
+
+/// Decides where a statement runs. `replica_available` says whether any
+/// replica is eligible now (when none is, reads go to the primary).
+pub fn route(info: &StatementInfo, session: &SessionView, replica_available: bool) -> Route {
+    use Reason as R;
+    use Target as T;
+    if info.hint == Some(Hint::Primary) {
+        return Route::new(T::Primary, R::HintPrimary);
+    }
+    if let Some(backend) = session.read_only_transaction {
+        return Route::new(T::Backend(backend), R::ReadOnlyTransaction);
+    }
+    if session.in_transaction {
+        return Route::new(T::Primary, R::Transaction);
+    }
+    if session.locked_tables {
+        return Route::new(T::Primary, R::LockedTables);
+    }
+    if let Some(route) = route_by_kind(info, replica_available) {
+        return route;
+    }
+    let plain = info.is_plain_read();
+    if !plain {
+        let reason = match info.hint {
+            Some(Hint::Replica) => R::HintIgnored,
+            _ => R::NotPlainRead,
+        };
+        return Route::new(T::Primary, reason);
+    }
+    if info.flags.contains(Flags::LAST_STATEMENT_FUNC) {
+        return match session.last_backend {
+            Some(b) => Route::new(T::Backend(b), R::LastStatement),
+            None => Route::new(T::Primary, R::LastStatement),
+        };
+    }
+    if info.flags.contains(Flags::USER_VAR_READ) {
+        return Route::new(T::Primary, R::UserVariables);
+    }
+    if session.touches_temporary_table {
+        return Route::new(T::Primary, R::TemporaryTable);
+    }
+    if session.sql_prepared && info.kind == StatementKind::Unknown {
+        return Route::new(T::Primary, R::SqlPrepared);
+    }
+    let hinted = info.hint == Some(Hint::Replica);
+    if session.wrote && !hinted {
+        return Route::new(T::Primary, R::AfterWrite);
+    }
+    if !replica_available {
+        return Route::new(T::Primary, R::NoReplica);
+    }
+    Route::new(T::AnyReplica, if hinted { R::HintReplica } else { R::Read })
+}
+
+/// Statement kinds whose route does not depend on their flags.
+fn route_by_kind(info: &StatementInfo, replica_available: bool) -> Option<Route> {
+    use Reason as R;
+    use StatementKind as K;
+    use Target as T;
+    let primary = |reason| Some(Route::new(T::Primary, reason));
+    match info.kind {
+        K::Begin { read_only: true } if replica_available && info.statements == 1 => {
+            Some(Route::new(T::AnyReplica, R::ReadOnlyTransaction))
+        }
+        K::Begin { .. }
+        | K::Commit
+        | K::Rollback
+        | K::Savepoint
+        | K::RollbackToSavepoint
+        | K::ReleaseSavepoint
+        | K::Xa => primary(R::TransactionControl),
+        K::SetAutocommit(_)
+        | K::SetTransaction
+        | K::SetNames
+        | K::SetSession
+        | K::SetUserVar
+        | K::Use
+        | K::LockTables
+        | K::UnlockTables
+        | K::Prepare
+        | K::Execute
+        | K::Deallocate => primary(R::SessionState),
+        K::Insert
+        | K::Update
+        | K::Delete
+        | K::Replace
+        | K::LoadData
+        | K::Ddl
+        | K::CreateTemporaryTable
+        | K::DropTemporaryTable
+        | K::Grant
+        | K::Call
+        | K::Do
+        | K::Handler
+        | K::SetGlobal
+        | K::Flush
+        | K::Kill
+        | K::Other => primary(R::Write),
+        K::Unknown => primary(R::Unknown),
+        K::Select | K::Show | K::Describe | K::Explain { .. } => None,
+    }
+}
+
+/// Whether a statement of this kind, once it succeeded, means the session
+/// has written (so that later reads see it).
+pub fn is_write(info: &StatementInfo) -> bool {
+    use StatementKind as K;
+    match info.kind {
+        // A locking read or a user-variable assignment changes no data;
+        // functions with side effects (sequences, UDFs) and INTO may.
+        K::Select | K::Show | K::Describe | K::Explain { .. } => info
+            .flags
+            .intersects(Flags::SIDE_EFFECT_FUNC | Flags::UNKNOWN_FUNC | Flags::INTO),
+        K::Begin { .. }
+        | K::Commit
+        | K::Rollback
+        | K::Savepoint
+        | K::RollbackToSavepoint
+        | K::ReleaseSavepoint
+        | K::SetAutocommit(_)
+        | K::SetTransaction
+        | K::SetNames
+        | K::SetSession
+        | K::SetUserVar
+        | K::Use
+        | K::Prepare
+        | K::Deallocate
+        | K::Kill => false,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::classify;
+
+    fn r(sql: &str) -> Route {
+        route(&classify(sql), &SessionView::default(), true)
+    }
+
+    fn r_in(sql: &str, session: SessionView) -> Route {
+        route(&classify(sql), &session, true)
+    }
+
+    #[test]
+    fn autocommit_select_goes_to_a_replica() {
+        assert_eq!(
+            r("SELECT * FROM t WHERE id = 1"),
+            Route::new(Target::AnyReplica, Reason::Read)
+        );
+        assert_eq!(r("SHOW TABLES").target, Target::AnyReplica);
+        assert_eq!(r("DESCRIBE t").target, Target::AnyReplica);
+        assert_eq!(r("EXPLAIN SELECT 1").target, Target::AnyReplica);
+    }
+
+    #[test]
+    fn writes_go_to_the_primary() {
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "DELETE FROM t",
+            "REPLACE INTO t VALUES (1)",
+            "CREATE TABLE x (a INT)",
+            "GRANT SELECT ON *.* TO u",
+            "CALL p()",
+            "LOAD DATA LOCAL INFILE 'f' INTO TABLE t",
+            "XA START 'x'",
+            "FLUSH TABLES",
+        ] {
+            assert_eq!(r(sql).target, Target::Primary, "{sql}");
+        }
+    }
+
+    #[test]
+    fn locking_reads_go_to_the_primary() {
+        for sql in [
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT * FROM t LOCK IN SHARE MODE",
+            "SELECT * FROM t FOR SHARE SKIP LOCKED",
+            "SELECT * FROM t FOR UPDATE NOWAIT",
+        ] {
+            assert_eq!(r(sql).target, Target::Primary, "{sql}");
+        }
+    }
+
+    #[test]
+    fn side_effect_functions_go_to_the_primary() {
+        for sql in [
+            "SELECT GET_LOCK('a', 1)",
+            "SELECT RELEASE_LOCK('a')",
+            "SELECT NEXTVAL(s)",
+            "SELECT my_udf(1)",
+        ] {
+            assert_eq!(r(sql).target, Target::Primary, "{sql}");
+        }
+    }
+
+    #[test]
+    fn last_statement_functions_follow_the_previous_statement() {
+        let s = SessionView {
+            last_backend: Some(2),
+            ..SessionView::default()
+        };
+        for sql in [
+            "SELECT LAST_INSERT_ID()",
+            "SELECT ROW_COUNT()",
+            "SELECT FOUND_ROWS()",
+            "SHOW WARNINGS",
+            "SELECT @@warning_count",
+        ] {
+            assert_eq!(
+                r_in(sql, s),
+                Route::new(Target::Backend(2), Reason::LastStatement),
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn transaction_stays_on_primary_until_it_ends() {
+        let s = SessionView {
+            in_transaction: true,
+            ..SessionView::default()
+        };
+        assert_eq!(
+            r_in("SELECT 1", s),
+            Route::new(Target::Primary, Reason::Transaction)
+        );
+        assert_eq!(r("BEGIN").target, Target::Primary);
+        assert_eq!(r("COMMIT").target, Target::Primary);
+    }
+
+    #[test]
+    fn read_only_transaction_runs_on_one_replica() {
+        assert_eq!(
+            r("START TRANSACTION READ ONLY"),
+            Route::new(Target::AnyReplica, Reason::ReadOnlyTransaction)
+        );
+        let s = SessionView {
+            in_transaction: true,
+            read_only_transaction: Some(1),
+            ..SessionView::default()
+        };
+        assert_eq!(r_in("SELECT 1", s).target, Target::Backend(1));
+        assert_eq!(r_in("COMMIT", s).target, Target::Backend(1));
+    }
+
+    #[test]
+    fn locked_tables_pin_the_session_to_the_primary() {
+        let s = SessionView {
+            locked_tables: true,
+            ..SessionView::default()
+        };
+        assert_eq!(
+            r_in("SELECT 1", s),
+            Route::new(Target::Primary, Reason::LockedTables)
+        );
+    }
+
+    #[test]
+    fn into_and_user_variable_assignment_go_to_the_primary() {
+        assert_eq!(r("SELECT a INTO @x FROM t").target, Target::Primary);
+        assert_eq!(r("SELECT @x := 1").target, Target::Primary);
+        assert_eq!(r("SELECT @x").target, Target::Primary);
+    }
+
+    #[test]
+    fn hints_force_the_target() {
+        assert_eq!(
+            r("/* rwsplit:primary */ SELECT 1"),
+            Route::new(Target::Primary, Reason::HintPrimary)
+        );
+        assert_eq!(
+            r("INSERT INTO t VALUES (1) /* rwsplit:replica */").reason,
+            Reason::Write
+        );
+        let s = SessionView {
+            wrote: true,
+            ..SessionView::default()
+        };
+        assert_eq!(
+            r_in("SELECT 1 /* rwsplit:replica */", s).target,
+            Target::AnyReplica
+        );
+    }
+
+    #[test]
+    fn no_replica_means_primary() {
+        assert_eq!(
+            route(&classify("SELECT 1"), &SessionView::default(), false),
+            Route::new(Target::Primary, Reason::NoReplica)
+        );
+    }
+
+    #[test]
+    fn reads_after_a_write_stay_on_the_primary() {
+        let s = SessionView {
+            wrote: true,
+            ..SessionView::default()
+        };
+        assert_eq!(
+            r_in("SELECT 1", s),
+            Route::new(Target::Primary, Reason::AfterWrite)
+        );
+    }
+
+    #[test]
+    fn temporary_tables_pin_statements_that_touch_them() {
+        let s = SessionView {
+            touches_temporary_table: true,
+            ..SessionView::default()
+        };
+        assert_eq!(r_in("SELECT * FROM tmp1", s).reason, Reason::TemporaryTable);
+    }
+
+    #[test]
+    fn session_state_statements_go_to_the_primary() {
+        for sql in [
+            "SET NAMES utf8mb4",
+            "SET autocommit = 0",
+            "USE app",
+            "SET @a = 1",
+            "PREPARE s FROM 'SELECT 1'",
+        ] {
+            assert_eq!(r(sql).target, Target::Primary, "{sql}");
+        }
+    }
+
+    #[test]
+    fn multi_statement_with_a_write_goes_to_the_primary() {
+        assert_eq!(r("SELECT 1; DELETE FROM t").target, Target::Primary);
+        assert_eq!(r("SELECT 1; SELECT 2").target, Target::AnyReplica);
+    }
+}

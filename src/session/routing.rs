@@ -1,0 +1,266 @@
+//! The session side of routing: what the session remembers between
+//! statements (transactions, locks, temporary tables, SETs to replay, the
+//! last backend), turning a [`Route`] into a backend with an open,
+//! caught-up connection, and updating that memory after each statement.
+
+use super::{Session, SessionError};
+use crate::backend::BackendError;
+use crate::classify::{self, StatementInfo, StatementKind};
+use crate::protocol::{command, status};
+use crate::relay::Outcome;
+use crate::router::{self, Route, SessionView, Target};
+use std::collections::HashSet;
+
+/// What the session remembers for routing.
+#[derive(Debug, Default)]
+pub struct RoutingState {
+    pub locked_tables: bool,
+    /// Temporary tables by name (without database), which live on the primary.
+    pub temp_tables: HashSet<String>,
+    pub last_backend: Option<usize>,
+    /// The session wrote; reads stay on the primary.
+    pub wrote: bool,
+    pub sql_prepared: bool,
+    /// The replica running a START TRANSACTION READ ONLY.
+    pub read_only_transaction: Option<usize>,
+    /// SET statements (COM_QUERY payloads) that succeeded on the primary and
+    /// are replayed on other backends before they run the session's reads.
+    pub sets: Vec<Vec<u8>>,
+}
+
+fn unqualified(name: &str) -> &str {
+    name.rsplit('.').next().unwrap_or(name)
+}
+
+impl Session {
+    /// The router's view of this session for a statement.
+    pub(super) fn view(&self, sql: &str) -> SessionView {
+        let r = &self.routing;
+        let touches_temporary_table = !r.temp_tables.is_empty()
+            && classify::tables(sql)
+                .iter()
+                .any(|t| r.temp_tables.contains(unqualified(t)));
+        SessionView {
+            in_transaction: self.status & status::IN_TRANS != 0
+                || self.status & status::AUTOCOMMIT == 0,
+            read_only_transaction: r.read_only_transaction,
+            locked_tables: r.locked_tables,
+            touches_temporary_table,
+            last_backend: r.last_backend,
+            wrote: r.wrote,
+            sql_prepared: r.sql_prepared,
+        }
+    }
+
+    /// Routes a classified statement text.
+    pub(super) fn route_statement(&self, info: &StatementInfo, sql: &str) -> Route {
+        let config = self.config();
+        let available = self.shared.replica_available(&config);
+        router::route(info, &self.view(sql), available)
+    }
+
+    /// Turns a route into a backend index with an open connection that has
+    /// caught up with the session's state. A replica that cannot be used is
+    /// avoided for a while and another one (or the primary) takes over.
+    pub(super) async fn acquire(&mut self, route: Route) -> Result<usize, (usize, BackendError)> {
+        let config = self.config();
+        let primary = config.primary();
+        let mut tried = None;
+        loop {
+            let idx = match route.target {
+                Target::Primary => primary,
+                Target::Backend(b) => b,
+                Target::AnyReplica => self.shared.pick_replica(&config, tried).unwrap_or(primary),
+            };
+            match self.catch_up(idx).await {
+                Ok(()) => return Ok(idx),
+                Err(e) if idx != primary && route.target == Target::AnyReplica => {
+                    tracing::warn!(id = self.id, backend = idx, error = %e, "replica unusable, reading elsewhere");
+                    if !matches!(e, BackendError::Server { .. }) {
+                        self.shared
+                            .backoff
+                            .mark_down(idx, config.timeouts.backend_retry);
+                    }
+                    self.drop_backend(idx);
+                    if tried.is_some() {
+                        // Second failure in a row: the primary answers.
+                        return self
+                            .catch_up(primary)
+                            .await
+                            .map(|()| primary)
+                            .map_err(|e| (primary, e));
+                    }
+                    tried = Some(idx);
+                }
+                Err(e) => return Err((idx, e)),
+            }
+        }
+    }
+
+    /// Opens the connection to `idx` if needed and replays what it missed:
+    /// the current database and the session's SET statements.
+    async fn catch_up(&mut self, idx: usize) -> Result<(), BackendError> {
+        let database = self.login.database.clone();
+        let sets_total = self.routing.sets.len();
+        let conn = self.backend(idx).await?;
+        if conn.database != database {
+            if let Some(db) = &database {
+                let mut payload = vec![command::INIT_DB];
+                payload.extend_from_slice(db);
+                conn.run_own(&payload).await?;
+            }
+            conn.database = database;
+        }
+        if conn.applied_sets < sets_total {
+            let start = conn.applied_sets;
+            for i in start..sets_total {
+                let payload = self.routing.sets[i].clone();
+                let conn = self.backends[idx].as_mut().expect("open");
+                conn.run_own(&payload).await?;
+                conn.applied_sets = i + 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Updates the session's memory after a statement ran on `idx`.
+    pub(super) fn after_statement(
+        &mut self,
+        info: &StatementInfo,
+        sql: &str,
+        idx: usize,
+        outcome: &Outcome,
+    ) {
+        let primary = self.config().primary();
+        self.routing.last_backend = Some(idx);
+        if self.routing.read_only_transaction == Some(idx) && outcome.status & status::IN_TRANS == 0
+        {
+            self.routing.read_only_transaction = None;
+        }
+        if idx == primary && router::is_write(info) {
+            self.routing.wrote = true;
+        }
+        if outcome.error.is_some() {
+            return;
+        }
+        match info.kind {
+            StatementKind::Begin { read_only: true } if idx != primary => {
+                self.routing.read_only_transaction = Some(idx);
+            }
+            StatementKind::SetSession | StatementKind::SetNames | StatementKind::SetTransaction => {
+                self.record_set(idx);
+            }
+            StatementKind::Use => {
+                if let Some(db) = use_database(sql) {
+                    self.login.database = Some(db.clone().into_bytes());
+                    if let Some(conn) = self.backends.get_mut(idx).and_then(Option::as_mut) {
+                        conn.database = Some(db.into_bytes());
+                    }
+                }
+            }
+            StatementKind::LockTables => self.routing.locked_tables = true,
+            StatementKind::UnlockTables => self.routing.locked_tables = false,
+            StatementKind::CreateTemporaryTable => {
+                if let Some(name) = classify::temp_table_name(sql) {
+                    self.routing
+                        .temp_tables
+                        .insert(unqualified(&name).to_string());
+                }
+            }
+            StatementKind::DropTemporaryTable | StatementKind::Ddl
+                if !self.routing.temp_tables.is_empty() =>
+            {
+                if sql_starts_with_drop(sql) {
+                    for t in classify::tables(sql) {
+                        self.routing.temp_tables.remove(unqualified(&t));
+                    }
+                }
+            }
+            StatementKind::Prepare => self.routing.sql_prepared = true,
+            _ => {}
+        }
+    }
+
+    /// Records the current command (a SET that succeeded on `idx`) for
+    /// replay on the session's other backends.
+    fn record_set(&mut self, idx: usize) {
+        if self.routing.sets.len() >= MAX_RECORDED_SETS {
+            // A session that keeps issuing SETs: keep the proxy's memory
+            // bounded by pinning its reads to the primary instead.
+            self.routing.wrote = true;
+            return;
+        }
+        self.routing.sets.push(self.cmd.clone());
+        let n = self.routing.sets.len();
+        if let Some(conn) = self.backends.get_mut(idx).and_then(Option::as_mut) {
+            conn.applied_sets = n;
+        }
+    }
+
+    /// Forgets routing memory that a COM_RESET_CONNECTION or
+    /// COM_CHANGE_USER ends.
+    pub(super) fn reset_routing(&mut self) {
+        self.routing = RoutingState::default();
+        for conn in self.backends.iter_mut().flatten() {
+            conn.applied_sets = 0;
+        }
+    }
+
+    /// Runs a classified COM_QUERY where the router says.
+    pub(super) async fn run_routed(
+        &mut self,
+        info: StatementInfo,
+        sql: &str,
+    ) -> Result<(), SessionError> {
+        let route = self.route_statement(&info, sql);
+        tracing::trace!(id = self.id, reason = route.reason.as_str(), "route");
+        let idx = match self.acquire(route).await {
+            Ok(idx) => idx,
+            Err((idx, e)) => {
+                self.reply_backend_error(idx, &e).await?;
+                return Ok(());
+            }
+        };
+        if let Some(outcome) = self.forward(idx, crate::relay::Expect::Result).await? {
+            self.after_statement(&info, sql, idx, &outcome);
+        }
+        Ok(())
+    }
+}
+
+/// SET statements kept per session for replay.
+const MAX_RECORDED_SETS: usize = 256;
+
+fn sql_starts_with_drop(sql: &str) -> bool {
+    sql.trim_start()
+        .get(..4)
+        .is_some_and(|w| w.eq_ignore_ascii_case("DROP"))
+}
+
+/// The database named by `USE db` (backticks removed).
+pub fn use_database(sql: &str) -> Option<String> {
+    let rest = sql.trim_start();
+    let (word, rest) = rest.split_at(rest.find(|c: char| c.is_whitespace())?);
+    if !word.eq_ignore_ascii_case("USE") {
+        return None;
+    }
+    let name = rest.trim().trim_end_matches(';').trim();
+    let name = match name.strip_prefix('`') {
+        Some(inner) => inner.strip_suffix('`')?.replace("``", "`"),
+        None => name.to_string(),
+    };
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn use_statement_names_its_database() {
+        assert_eq!(use_database("USE app").as_deref(), Some("app"));
+        assert_eq!(use_database("  use `my db`;").as_deref(), Some("my db"));
+        assert_eq!(use_database("USE `a``b`").as_deref(), Some("a`b"));
+        assert_eq!(use_database("SELECT 1"), None);
+    }
+}

@@ -1,0 +1,363 @@
+//! Prepared statements across backends: prepared on the primary when the
+//! client asks (its reply is the client's), prepared again lazily on a
+//! replica the first time an execution is routed there, each execution
+//! routed by the statement's kind, parameter types carried to backends
+//! that have not seen them, cursors fetched where they were opened.
+
+use super::prepared::{self, OnBackend, Stmt};
+use super::{Next, Session, SessionError};
+use crate::classify::classify_with_cache;
+use crate::protocol::command as cmd;
+use crate::protocol::messages::{build_err, parse_err};
+use crate::protocol::packet::put_packet;
+use crate::relay::{Expect, Machine, Outcome};
+use crate::router::{Reason, Route, Target};
+use tokio::io::AsyncWriteExt;
+
+/// Packets the proxy reads whole from a backend outside the relay.
+const CONTROL_LIMIT: usize = 1 << 24;
+
+/// CURSOR_TYPE_READ_ONLY in COM_STMT_EXECUTE's flags.
+const CURSOR_READ_ONLY: u8 = 0x01;
+
+impl Session {
+    /// COM_STMT_PREPARE: prepared on the primary; the client gets the
+    /// proxy's statement id in place of the backend's.
+    pub(super) async fn on_prepare(&mut self) -> Result<Next, SessionError> {
+        let target = self.primary();
+        if let Err((idx, e)) = self
+            .acquire(Route {
+                target: Target::Primary,
+                reason: Reason::SessionState,
+            })
+            .await
+        {
+            return self.reply_backend_error(idx, &e).await;
+        }
+        let conn = self.backends[target].as_mut().expect("backend open");
+        let caps = conn.caps;
+        let mut first = Vec::new();
+        let sent = conn.write_payload(0, &self.cmd).await;
+        let read = match sent {
+            Ok(()) => {
+                conn.reader
+                    .read_packet(&mut conn.stream, &mut first, CONTROL_LIMIT)
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        let seq = match read {
+            Ok((_, seq)) => seq,
+            Err(e) => {
+                self.drop_backend(target);
+                return Err(SessionError::Fatal(format!(
+                    "backend failed during prepare: {e}"
+                )));
+            }
+        };
+        let mut left = 0;
+        if first.first() == Some(&0x00) && first.len() >= 12 {
+            let backend_id = u32::from_le_bytes([first[1], first[2], first[3], first[4]]);
+            let columns = u16::from_le_bytes([first[5], first[6]]);
+            let params = u16::from_le_bytes([first[7], first[8]]);
+            let sql = String::from_utf8_lossy(&self.cmd[1..]);
+            let info = classify_with_cache(&sql, &self.shared.tier2);
+            let id = self.stmts.insert(Stmt {
+                sql: self.cmd[1..].to_vec(),
+                info,
+                params,
+                columns,
+                on: vec![OnBackend {
+                    backend: target,
+                    id: backend_id,
+                    types_sent: false,
+                }],
+                types: None,
+                cursor_backend: None,
+                long_data: false,
+            });
+            first[1..5].copy_from_slice(&id.to_le_bytes());
+            left = Machine::prepare_packets(params, columns, caps);
+        }
+        let mut out = Vec::with_capacity(first.len() + 4);
+        put_packet(&mut out, seq, &first);
+        self.client.write_all(&out).await?;
+        if left > 0 {
+            self.relay_from(target, Expect::Prepare { left }).await?;
+        } else {
+            self.client.flush().await?;
+        }
+        Ok(Next::Continue)
+    }
+
+    /// The client's statement id in the current command, resolved.
+    fn stmt_id(&self) -> Option<u32> {
+        let raw = u32::from_le_bytes(self.cmd.get(1..5)?.try_into().ok()?);
+        self.stmts.resolve(raw)
+    }
+
+    async fn unknown_stmt(&mut self, name: &str) -> Result<Next, SessionError> {
+        let raw = self
+            .cmd
+            .get(1..5)
+            .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])));
+        let msg = format!("Unknown prepared statement handler ({raw}) given to {name}");
+        self.reply_err(1243, "HY000", &msg).await
+    }
+
+    /// Makes sure statement `id` is prepared on backend `idx` (opening and
+    /// catching up the connection first) and returns the backend's id.
+    async fn prepared_on(
+        &mut self,
+        id: u32,
+        idx: usize,
+    ) -> Result<u32, crate::backend::BackendError> {
+        if let Some(b) = self.stmts.get(id).and_then(|s| s.backend_id(idx)) {
+            return Ok(b);
+        }
+        let sql = self
+            .stmts
+            .get(id)
+            .map(|s| s.sql.clone())
+            .unwrap_or_default();
+        let conn = self.backend(idx).await?;
+        let backend_id = conn.prepare_own(&sql).await?;
+        if let Some(s) = self.stmts.get_mut(id) {
+            s.on.push(OnBackend {
+                backend: idx,
+                id: backend_id,
+                types_sent: false,
+            });
+        }
+        Ok(backend_id)
+    }
+
+    /// COM_STMT_EXECUTE: routed by the statement's kind.
+    pub(super) async fn on_execute(&mut self) -> Result<Next, SessionError> {
+        let Some(id) = self.stmt_id() else {
+            return self.unknown_stmt("mysqld_stmt_execute").await;
+        };
+        let stmt = self.stmts.get(id).expect("resolved");
+        let (info, params, long_data) = (stmt.info, stmt.params, stmt.long_data);
+        let sql = String::from_utf8_lossy(&stmt.sql).into_owned();
+        if let Some(types) = prepared::execute_types(&self.cmd, params) {
+            let types = types.to_vec();
+            self.stmts.get_mut(id).expect("resolved").types = Some(types);
+        }
+        let route = if long_data {
+            Route {
+                target: Target::Primary,
+                reason: Reason::SessionState,
+            }
+        } else {
+            self.route_statement(&info, &sql)
+        };
+        let mut idx = match self.acquire(route).await {
+            Ok(idx) => idx,
+            Err((idx, e)) => return self.reply_backend_error(idx, &e).await,
+        };
+        let backend_id = match self.prepared_on(id, idx).await {
+            Ok(b) => b,
+            Err(e) if idx != self.primary() => {
+                tracing::warn!(id = self.id, backend = idx, error = %e, "cannot prepare on replica, using the primary");
+                idx = self.primary();
+                match self.prepared_on(id, idx).await {
+                    Ok(b) => b,
+                    Err(e) => return self.reply_backend_error(idx, &e).await,
+                }
+            }
+            Err(e) => return self.reply_backend_error(idx, &e).await,
+        };
+        self.cmd[1..5].copy_from_slice(&backend_id.to_le_bytes());
+        let stmt = self.stmts.get_mut(id).expect("resolved");
+        let types = stmt.types.clone();
+        let on = stmt.on_backend(idx).expect("prepared there");
+        if prepared::execute_types(&self.cmd, params).is_some() {
+            on.types_sent = true;
+        } else if !on.types_sent {
+            if let Some(types) = &types {
+                on.types_sent = prepared::inject_types(&mut self.cmd, params, types);
+            }
+        }
+        let cursor = self.cmd.get(5).is_some_and(|f| f & CURSOR_READ_ONLY != 0);
+        let outcome = self
+            .forward_stmt(id, idx, backend_id, Expect::Result)
+            .await?;
+        if let Some(stmt) = self.stmts.get_mut(id) {
+            stmt.long_data = false;
+            if cursor {
+                stmt.cursor_backend = Some(idx);
+            }
+        }
+        if let Some(outcome) = outcome {
+            self.after_statement(&info, &sql, idx, &outcome);
+        }
+        Ok(Next::Continue)
+    }
+
+    /// COM_STMT_FETCH: on the backend holding the cursor.
+    pub(super) async fn on_fetch(&mut self) -> Result<Next, SessionError> {
+        let Some(id) = self.stmt_id() else {
+            return self.unknown_stmt("mysqld_stmt_fetch").await;
+        };
+        let idx = self
+            .stmts
+            .get(id)
+            .and_then(|s| s.cursor_backend)
+            .unwrap_or(self.primary());
+        let Some(backend_id) = self.stmts.get(id).and_then(|s| s.backend_id(idx)) else {
+            return self.unknown_stmt("mysqld_stmt_fetch").await;
+        };
+        self.cmd[1..5].copy_from_slice(&backend_id.to_le_bytes());
+        self.forward_stmt(id, idx, backend_id, Expect::Rows).await?;
+        Ok(Next::Continue)
+    }
+
+    /// COM_STMT_RESET: resets long data and cursors; answered by the
+    /// backend holding the cursor (or the primary), others reset quietly.
+    pub(super) async fn on_stmt_reset(&mut self) -> Result<Next, SessionError> {
+        let Some(id) = self.stmt_id() else {
+            return self.unknown_stmt("mysqld_stmt_reset").await;
+        };
+        let primary = self.primary();
+        let stmt = self.stmts.get_mut(id).expect("resolved");
+        let main = stmt.cursor_backend.unwrap_or(primary);
+        stmt.long_data = false;
+        stmt.cursor_backend = None;
+        let others: Vec<OnBackend> = stmt
+            .on
+            .iter()
+            .copied()
+            .filter(|o| o.backend != main)
+            .collect();
+        for o in others {
+            let mut payload = vec![cmd::STMT_RESET];
+            payload.extend_from_slice(&o.id.to_le_bytes());
+            if let Some(conn) = self.backends.get_mut(o.backend).and_then(Option::as_mut) {
+                if conn.run_own(&payload).await.is_err() {
+                    self.drop_backend(o.backend);
+                }
+            }
+        }
+        let Some(backend_id) = self.stmts.get(id).and_then(|s| s.backend_id(main)) else {
+            return self.unknown_stmt("mysqld_stmt_reset").await;
+        };
+        self.cmd[1..5].copy_from_slice(&backend_id.to_le_bytes());
+        self.forward_stmt(id, main, backend_id, Expect::Result)
+            .await?;
+        Ok(Next::Continue)
+    }
+
+    /// COM_STMT_SEND_LONG_DATA: to the primary, where the next execute
+    /// will then run; no reply (errors surface at execute).
+    pub(super) async fn on_long_data(&mut self) -> Result<Next, SessionError> {
+        let Some(id) = self.stmt_id() else {
+            return Ok(Next::Continue);
+        };
+        let primary = self.primary();
+        let Ok(backend_id) = self.prepared_on(id, primary).await else {
+            return Ok(Next::Continue);
+        };
+        self.stmts.get_mut(id).expect("resolved").long_data = true;
+        self.cmd[1..5].copy_from_slice(&backend_id.to_le_bytes());
+        if let Some(conn) = self.backends.get_mut(primary).and_then(Option::as_mut) {
+            if conn.write_payload(0, &self.cmd).await.is_err() {
+                self.drop_backend(primary);
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    /// COM_STMT_CLOSE: closed on every backend that prepared it; no reply.
+    pub(super) async fn on_stmt_close(&mut self) -> Result<Next, SessionError> {
+        let Some(stmt) = self.stmt_id().and_then(|id| self.stmts.remove(id)) else {
+            return Ok(Next::Continue);
+        };
+        for o in stmt.on {
+            let mut payload = vec![cmd::STMT_CLOSE];
+            payload.extend_from_slice(&o.id.to_le_bytes());
+            if let Some(conn) = self.backends.get_mut(o.backend).and_then(Option::as_mut) {
+                if conn.write_payload(0, &payload).await.is_err() {
+                    self.drop_backend(o.backend);
+                }
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Sends a statement command (id already rewritten) and relays its
+    /// reply; an error naming the backend's statement id ("The statement
+    /// (7) has no open cursor") is reworded with the id the client knows.
+    async fn forward_stmt(
+        &mut self,
+        client_id: u32,
+        backend: usize,
+        backend_id: u32,
+        expect: Expect,
+    ) -> Result<Option<Outcome>, SessionError> {
+        if let Err(e) = self.backend(backend).await {
+            self.reply_backend_error(backend, &e).await?;
+            return Ok(None);
+        }
+        let conn = self.backends[backend].as_mut().expect("backend open");
+        let sent = conn.write_payload(0, &self.cmd).await;
+        let peeked = match sent {
+            Ok(()) => conn.reader.fill_to(&mut conn.stream, 5).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = peeked {
+            self.drop_backend(backend);
+            return Err(SessionError::Fatal(format!("backend failed: {e}")));
+        }
+        if conn.reader.buffered()[4] != 0xFF {
+            return self.relay_from(backend, expect).await;
+        }
+        let mut err = Vec::new();
+        if let Err(e) = conn
+            .reader
+            .read_packet(&mut conn.stream, &mut err, CONTROL_LIMIT)
+            .await
+        {
+            self.drop_backend(backend);
+            return Err(SessionError::Fatal(format!("backend failed: {e}")));
+        }
+        let code = parse_err(&err).map_or(0, |e| e.code);
+        self.write_reply(&reword_stmt_id(&err, backend_id, client_id))
+            .await?;
+        Ok(Some(Outcome {
+            error: Some(code),
+            status: self.status,
+            ..Outcome::default()
+        }))
+    }
+}
+
+/// Replaces "(<backend id>)" by "(<client id>)" in an ERR packet's message.
+fn reword_stmt_id(err: &[u8], backend_id: u32, client_id: u32) -> Vec<u8> {
+    let Some(e) = parse_err(err) else {
+        return err.to_vec();
+    };
+    let message = String::from_utf8_lossy(e.message);
+    let from = format!("({backend_id})");
+    if backend_id == client_id || !message.contains(&from) {
+        return err.to_vec();
+    }
+    let message = message.replacen(&from, &format!("({client_id})"), 1);
+    build_err(e.code, &String::from_utf8_lossy(e.state), &message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_names_the_clients_statement_id() {
+        let err = build_err(1421, "HY000", "The statement (17) has no open cursor");
+        let r = reword_stmt_id(&err, 17, 2);
+        assert_eq!(
+            parse_err(&r).unwrap().message,
+            b"The statement (2) has no open cursor"
+        );
+        assert_eq!(reword_stmt_id(&err, 5, 2), err);
+    }
+}
