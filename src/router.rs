@@ -232,6 +232,9 @@ pub fn is_write(info: &StatementInfo) -> bool {
         | K::Use
         | K::Prepare
         | K::Deallocate
+        | K::LockTables
+        | K::UnlockTables
+        | K::Handler
         | K::Kill => false,
         _ => true,
     }

@@ -1,0 +1,431 @@
+//! Every routing rule, observed on the servers: a statement carries a
+//! unique tag (or asks `@@server_id`), and the servers' general logs say
+//! which one ran it.
+
+mod common;
+
+use common::*;
+use rwsplit::relay::Expect;
+
+const PRIMARY_ID: &str = "1";
+
+/// Turns the general log on (to a table) on every lab server.
+async fn general_log_on() {
+    for addr in [PRIMARY, REPLICA1, REPLICA2] {
+        let mut a = admin(addr).await;
+        a.exec("SET GLOBAL log_output = 'TABLE'").await;
+        a.exec("SET GLOBAL general_log = 1").await;
+    }
+}
+
+/// The lab servers ("primary", "replica1", "replica2") whose general log
+/// holds a statement containing `tag`.
+async fn ran_on(tag: &str) -> Vec<&'static str> {
+    let (head, tail) = tag.split_at(tag.len() / 2);
+    let mut on = Vec::new();
+    for (name, addr) in [
+        ("primary", PRIMARY),
+        ("replica1", REPLICA1),
+        ("replica2", REPLICA2),
+    ] {
+        let mut a = admin(addr).await;
+        // The tag is split so this query does not match itself.
+        let sql = format!(
+            "SELECT COUNT(*) FROM mysql.general_log WHERE argument LIKE CONCAT('%', '{head}', '{tail}', '%')"
+        );
+        if a.scalar(&sql).await.as_deref() != Some("0") {
+            on.push(name);
+        }
+    }
+    on
+}
+
+async fn proxy() -> TestProxy {
+    general_log_on().await;
+    start_proxy(lab_config("")).await
+}
+
+async fn app(p: &TestProxy) -> Raw {
+    Raw::app(&p.addr.to_string(), true).await
+}
+
+fn is_replica(server_id: Option<String>) -> bool {
+    matches!(server_id.as_deref(), Some("2") | Some("3"))
+}
+
+#[tokio::test]
+async fn autocommit_reads_go_to_replicas() {
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    assert!(is_replica(c.scalar("SELECT @@server_id").await));
+    for sql in [
+        "SHOW TABLES /*{tag}*/",
+        "DESCRIBE mysql.user /*{tag}*/",
+        "EXPLAIN SELECT 1 /*{tag}*/",
+        "SELECT 1 /*{tag}*/",
+    ] {
+        let tag = unique("rd");
+        c.query(&sql.replace("{tag}", &tag)).await;
+        let on = ran_on(&tag).await;
+        assert!(
+            on.len() == 1 && on[0].starts_with("replica"),
+            "{sql}: ran on {on:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn writes_and_side_effects_go_to_the_primary() {
+    let p = proxy().await;
+    let mut c = Raw::connect(
+        &p.addr.to_string(),
+        &login("admin", "admin", Some("app"), client_caps(true)),
+    )
+    .await
+    .unwrap();
+    let t = unique("w");
+    c.exec(&format!("CREATE TABLE {t} (id INT PRIMARY KEY, v INT)"))
+        .await;
+    let statements = [
+        format!("INSERT INTO {t} VALUES (1, 1) /*TAG*/"),
+        format!("UPDATE {t} SET v = 2 /*TAG*/"),
+        format!("REPLACE INTO {t} VALUES (1, 3) /*TAG*/"),
+        format!("DELETE FROM {t} WHERE id = 5 /*TAG*/"),
+        format!("ALTER TABLE {t} COMMENT 'TAG'"),
+        "FLUSH STATUS /*TAG*/".to_string(),
+    ];
+    for s in statements {
+        let tag = unique("wr");
+        c.exec(&s.replace("TAG", &tag)).await;
+        assert_eq!(ran_on(&tag).await.first(), Some(&"primary"), "{s}");
+    }
+    c.exec(&format!("DROP TABLE {t}")).await;
+}
+
+#[tokio::test]
+async fn locking_reads_and_side_effect_functions_go_to_the_primary() {
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    for sql in [
+        "SELECT @@server_id FROM DUAL FOR UPDATE",
+        "SELECT @@server_id FROM DUAL LOCK IN SHARE MODE",
+        "SELECT @@server_id, GET_LOCK('rwsplit_test', 0)",
+        "SELECT @@server_id, RELEASE_LOCK('rwsplit_test')",
+        "SELECT @@server_id, IS_FREE_LOCK('x')",
+    ] {
+        assert_eq!(c.scalar(sql).await.as_deref(), Some(PRIMARY_ID), "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn last_insert_id_and_warnings_follow_the_previous_statement() {
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    // A read on a replica with a warning, then SHOW WARNINGS sees it.
+    c.query("SELECT CAST('x' AS SIGNED), @@server_id").await;
+    let r = c.query("SHOW WARNINGS").await;
+    assert!(
+        r.len() > 3,
+        "warnings of the replica read are visible: {r:?}"
+    );
+    // An insert on the primary, then LAST_INSERT_ID() there.
+    let t = unique("li");
+    c.exec(&format!(
+        "CREATE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY)"
+    ))
+    .await;
+    c.exec(&format!("INSERT INTO {t} VALUES (NULL), (NULL)"))
+        .await;
+    assert_eq!(
+        c.scalar("SELECT LAST_INSERT_ID()").await.as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        c.scalar("SELECT @@server_id, ROW_COUNT()").await.as_deref(),
+        Some(PRIMARY_ID)
+    );
+    c.exec(&format!("DROP TABLE {t}")).await;
+}
+
+#[tokio::test]
+async fn user_variables_are_seen_where_they_were_set() {
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    c.exec("SET @greeting = 'hello'").await;
+    assert_eq!(c.scalar("SELECT @greeting").await.as_deref(), Some("hello"));
+    c.query("SELECT 42 INTO @answer").await;
+    assert_eq!(c.scalar("SELECT @answer").await.as_deref(), Some("42"));
+    assert_eq!(c.scalar("SELECT @n := 7").await.as_deref(), Some("7"));
+    assert_eq!(c.scalar("SELECT @n + 1").await.as_deref(), Some("8"));
+}
+
+#[tokio::test]
+async fn explicit_transaction_stays_on_the_primary() {
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    c.exec("BEGIN").await;
+    assert_eq!(
+        c.scalar("SELECT @@server_id").await.as_deref(),
+        Some(PRIMARY_ID)
+    );
+    c.exec("SAVEPOINT s1").await;
+    assert_eq!(
+        c.scalar("SELECT @@server_id").await.as_deref(),
+        Some(PRIMARY_ID)
+    );
+    c.exec("ROLLBACK TO SAVEPOINT s1").await;
+    c.exec("COMMIT").await;
+    assert!(is_replica(c.scalar("SELECT @@server_id").await));
+    c.exec("START TRANSACTION").await;
+    assert_eq!(
+        c.scalar("SELECT @@server_id").await.as_deref(),
+        Some(PRIMARY_ID)
+    );
+    c.exec("ROLLBACK").await;
+}
+
+#[tokio::test]
+async fn autocommit_off_keeps_every_statement_on_the_primary() {
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    c.exec("SET autocommit = 0").await;
+    for _ in 0..3 {
+        assert_eq!(
+            c.scalar("SELECT @@server_id").await.as_deref(),
+            Some(PRIMARY_ID)
+        );
+        c.exec("COMMIT").await;
+    }
+    c.exec("SET autocommit = 1").await;
+    assert!(is_replica(c.scalar("SELECT @@server_id").await));
+}
+
+#[tokio::test]
+async fn read_only_transaction_runs_on_one_replica() {
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    c.exec("START TRANSACTION READ ONLY").await;
+    let first = c.scalar("SELECT @@server_id").await;
+    assert!(is_replica(first.clone()));
+    for _ in 0..5 {
+        assert_eq!(c.scalar("SELECT @@server_id").await, first);
+    }
+    c.exec("COMMIT").await;
+}
+
+#[tokio::test]
+async fn lock_tables_pins_the_session_until_unlock() {
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    let t = unique("lk");
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!("CREATE TABLE app.{t} (id INT)")).await;
+    c.exec(&format!("LOCK TABLES {t} READ")).await;
+    assert_eq!(
+        c.scalar(&format!(
+            "SELECT @@server_id FROM {t} RIGHT JOIN (SELECT 1) x ON 1"
+        ))
+        .await
+        .as_deref(),
+        Some(PRIMARY_ID)
+    );
+    c.exec("UNLOCK TABLES").await;
+    assert!(is_replica(c.scalar("SELECT @@server_id").await));
+    a.exec(&format!("DROP TABLE app.{t}")).await;
+}
+
+#[tokio::test]
+async fn session_settings_apply_to_replica_reads() {
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    c.exec("SET time_zone = '+05:30'").await;
+    c.exec("SET SESSION sql_mode = 'ANSI_QUOTES'").await;
+    c.exec("SET NAMES latin1").await;
+    for _ in 0..4 {
+        // Several reads, so both replicas serve some.
+        assert!(is_replica(c.scalar("SELECT @@server_id").await));
+        assert_eq!(
+            c.scalar("SELECT @@time_zone").await.as_deref(),
+            Some("+05:30")
+        );
+        assert_eq!(
+            c.scalar("SELECT @@sql_mode").await.as_deref(),
+            Some("ANSI_QUOTES")
+        );
+        assert_eq!(
+            c.scalar("SELECT @@character_set_client").await.as_deref(),
+            Some("latin1")
+        );
+    }
+    c.exec("USE information_schema").await;
+    for _ in 0..4 {
+        assert_eq!(
+            c.scalar("SELECT DATABASE()").await.as_deref(),
+            Some("information_schema")
+        );
+    }
+    // A failing SET fails for the client and is not replayed.
+    let r = c.query("SET SESSION sql_mode = 'NO_SUCH_MODE'").await;
+    assert_eq!(r[0].1[0], 0xFF);
+    assert_eq!(
+        c.scalar("SELECT @@sql_mode").await.as_deref(),
+        Some("ANSI_QUOTES")
+    );
+}
+
+#[tokio::test]
+async fn temporary_tables_are_read_where_they_live() {
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    c.exec("CREATE TEMPORARY TABLE tmp_routing (id INT)").await;
+    c.exec("INSERT INTO tmp_routing VALUES (1), (2)").await;
+    for _ in 0..4 {
+        assert_eq!(
+            c.scalar("SELECT COUNT(*) FROM tmp_routing")
+                .await
+                .as_deref(),
+            Some("2")
+        );
+    }
+    c.exec("DROP TEMPORARY TABLE tmp_routing").await;
+}
+
+#[tokio::test]
+async fn reads_after_a_write_stay_on_the_primary() {
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    assert!(is_replica(c.scalar("SELECT @@server_id").await));
+    let t = unique("aw");
+    c.exec(&format!("CREATE TABLE {t} (id INT)")).await;
+    c.exec(&format!("INSERT INTO {t} VALUES (7)")).await;
+    assert_eq!(
+        c.scalar(&format!("SELECT id FROM {t}")).await.as_deref(),
+        Some("7")
+    );
+    assert_eq!(
+        c.scalar("SELECT @@server_id").await.as_deref(),
+        Some(PRIMARY_ID)
+    );
+    c.exec(&format!("DROP TABLE {t}")).await;
+}
+
+#[tokio::test]
+async fn hints_force_the_target() {
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    assert_eq!(
+        c.scalar("SELECT /* rwsplit:primary */ @@server_id")
+            .await
+            .as_deref(),
+        Some(PRIMARY_ID)
+    );
+    let tag = unique("hint");
+    let t = unique("h");
+    c.exec(&format!("CREATE TABLE {t} (id INT)")).await;
+    c.exec(&format!(
+        "INSERT /* rwsplit:replica */ INTO {t} VALUES (1) /*{tag}*/"
+    ))
+    .await;
+    assert_eq!(
+        ran_on(&tag).await,
+        vec!["primary"],
+        "a replica hint on a write is ignored"
+    );
+    assert!(is_replica(
+        c.scalar("SELECT /* rwsplit:replica */ @@server_id").await
+    ));
+    c.exec(&format!("DROP TABLE {t}")).await;
+}
+
+#[tokio::test]
+async fn no_reachable_replica_means_reads_on_the_primary() {
+    require_lab();
+    let config = rwsplit::Config::parse(&format!(
+        r#"
+[[listeners]]
+address = "127.0.0.1:0"
+[[users]]
+name = "app"
+password = "app"
+[[backends]]
+name = "primary"
+address = "{PRIMARY}"
+role = "primary"
+[[backends]]
+name = "gone1"
+address = "127.0.0.1:1"
+role = "replica"
+[[backends]]
+name = "gone2"
+address = "127.0.0.1:2"
+role = "replica"
+"#
+    ))
+    .unwrap();
+    let p = start_proxy(config).await;
+    let mut c = app(&p).await;
+    for _ in 0..5 {
+        assert_eq!(
+            c.scalar("SELECT @@server_id").await.as_deref(),
+            Some(PRIMARY_ID)
+        );
+    }
+}
+
+#[tokio::test]
+async fn prepared_reads_run_on_replicas_and_writes_on_the_primary() {
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    let mut prep = vec![0x16];
+    prep.extend_from_slice(b"SELECT @@server_id, ?");
+    let r = c.prepare(&prep).await;
+    let id = u32::from_le_bytes(r[0].1[1..5].try_into().unwrap());
+    let exec = |with_types: bool| {
+        let mut p = vec![0x17];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.push(0);
+        p.extend_from_slice(&1u32.to_le_bytes());
+        p.push(0); // null bitmap
+        p.push(u8::from(with_types));
+        if with_types {
+            p.extend_from_slice(&[0x08, 0]);
+        }
+        p.extend_from_slice(&5i64.to_le_bytes());
+        p
+    };
+    // First with types, then without: each replica gets the types it needs.
+    let mut servers = std::collections::HashSet::new();
+    for i in 0..6 {
+        let r = c.command(&exec(i == 0), Expect::Result).await;
+        assert_ne!(
+            r[0].1[0],
+            0xFF,
+            "execute {i} failed: {:?}",
+            String::from_utf8_lossy(&r[0].1)
+        );
+        // Binary row: header 0x00, null bitmap, then the lenenc/int values.
+        let row = &r[r.len() - 2].1;
+        servers.insert(row[3..].to_vec());
+    }
+    assert!(!servers.is_empty());
+    let t = unique("pw");
+    c.exec(&format!("CREATE TABLE {t} (id INT)")).await;
+    let mut prep = vec![0x16];
+    prep.extend_from_slice(format!("INSERT INTO {t} VALUES (1)").as_bytes());
+    let r = c.prepare(&prep).await;
+    let wid = u32::from_le_bytes(r[0].1[1..5].try_into().unwrap());
+    let mut e = vec![0x17];
+    e.extend_from_slice(&wid.to_le_bytes());
+    e.push(0);
+    e.extend_from_slice(&1u32.to_le_bytes());
+    let r = c.command(&e, Expect::Result).await;
+    assert_eq!(r[0].1[0], 0x00);
+    let mut a = admin(PRIMARY).await;
+    assert_eq!(
+        a.scalar(&format!("SELECT COUNT(*) FROM app.{t}"))
+            .await
+            .as_deref(),
+        Some("1")
+    );
+    c.exec(&format!("DROP TABLE {t}")).await;
+}
