@@ -24,6 +24,9 @@ pub struct Config {
     /// The monitor's login to the backends (health, role, lag probes).
     #[serde(default)]
     pub monitor: Option<MonitorConfig>,
+    /// Routing rules, first match wins (like ProxySQL's query rules).
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
     #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default)]
@@ -138,6 +141,60 @@ fn default_weight() -> u32 {
     1
 }
 
+/// Where a rule sends the statements it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleTarget {
+    Primary,
+    /// A replica, if the statement is a read (writes always go to the primary).
+    Replica,
+}
+
+/// A routing rule: a regular expression on the statement's digest text
+/// (literals as `?`, whitespace and case folded) or on its raw text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Regex matched against the normalized text (see /digests).
+    #[serde(default)]
+    pub match_digest: Option<String>,
+    /// Regex matched against the statement as sent.
+    #[serde(default)]
+    pub match_pattern: Option<String>,
+    pub target: RuleTarget,
+    /// Compiled at load time.
+    #[serde(skip)]
+    pub regex: Option<regex::Regex>,
+}
+
+impl RuleConfig {
+    fn compile(&mut self) -> Result<(), String> {
+        let (key, source) = match (&self.match_digest, &self.match_pattern) {
+            (Some(d), None) => ("match_digest", d),
+            (None, Some(p)) => ("match_pattern", p),
+            _ => return Err("set exactly one of match_digest, match_pattern".into()),
+        };
+        let re = regex::RegexBuilder::new(source)
+            .case_insensitive(true)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| format!("{key}: bad regex: {e}"))?;
+        self.regex = Some(re);
+        Ok(())
+    }
+
+    /// Whether this rule matches a statement (raw text and, lazily, its
+    /// normalized text).
+    pub fn matches(&self, sql: &str, digest_text: &mut dyn FnMut() -> String) -> bool {
+        let Some(re) = &self.regex else { return false };
+        if self.match_digest.is_some() {
+            re.is_match(&digest_text())
+        } else {
+            re.is_match(sql)
+        }
+    }
+}
+
 /// The monitor's credentials and schedule.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -237,6 +294,7 @@ impl Config {
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
         let mut config = Config::parse(&text).map_err(err)?;
+        config.compile_rules().map_err(err)?;
         config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let problems = config.validate();
         if !problems.is_empty() {
@@ -245,9 +303,18 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses TOML text (no validation).
+    /// Parses TOML text (no validation; rules compiled).
     pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let mut config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.compile_rules()?;
+        Ok(config)
+    }
+
+    fn compile_rules(&mut self) -> Result<(), String> {
+        for (i, rule) in self.rules.iter_mut().enumerate() {
+            rule.compile().map_err(|e| format!("rules[{i}].{e}"))?;
+        }
+        Ok(())
     }
 
     /// Every problem found, each naming its key.
@@ -433,6 +500,27 @@ mod tests {
         assert!(Config::parse(&format!("{MINIMAL}\n[timeouts]\nconnect = \"fast\"\n")).is_err());
         assert_eq!(parse_size("1GiB"), Some(1 << 30));
         assert_eq!(parse_size("1 parsec"), None);
+    }
+
+    #[test]
+    fn bad_rule_regex_is_reported_with_its_key() {
+        let err = Config::parse(&format!(
+            "{MINIMAL}\n[[rules]]\nmatch_digest = \"(\"\ntarget = \"primary\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("rules[0].match_digest: bad regex"), "{err}");
+    }
+
+    #[test]
+    fn rule_matches_digest_or_raw_text() {
+        let c = Config::parse(&format!(
+            "{MINIMAL}\n[[rules]]\nmatch_digest = \"^select \\\\* from reports\"\ntarget = \"primary\"\n[[rules]]\nmatch_pattern = \"/\\\\* batch \\\\*/\"\ntarget = \"replica\"\n"
+        ))
+        .unwrap();
+        let mut digest = || "select * from reports where id = ?".to_string();
+        assert!(c.rules[0].matches("SELECT * FROM reports WHERE id = 5", &mut digest));
+        assert!(c.rules[1].matches("SELECT 1 /* batch */", &mut || String::new()));
+        assert!(!c.rules[1].matches("SELECT 1", &mut || String::new()));
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub enum Target {
 pub enum Reason {
     HintPrimary,
     HintReplica,
+    RulePrimary,
+    RuleReplica,
     Transaction,
     ReadOnlyTransaction,
     LockedTables,
@@ -52,6 +54,8 @@ impl Reason {
         match self {
             Reason::HintPrimary => "hint_primary",
             Reason::HintReplica => "hint_replica",
+            Reason::RulePrimary => "rule_primary",
+            Reason::RuleReplica => "rule_replica",
             Reason::Transaction => "transaction",
             Reason::ReadOnlyTransaction => "read_only_transaction",
             Reason::LockedTables => "locked_tables",
@@ -104,6 +108,9 @@ pub struct SessionView {
     pub wrote: bool,
     /// The session has SQL-level prepared statements (PREPARE ... FROM).
     pub sql_prepared: bool,
+    /// The target of the first configured rule the statement matched;
+    /// it acts like a hint written in the statement (a hint wins).
+    pub rule: Option<Hint>,
 }
 
 /// Decides where a statement runs. `replica_available` says whether any
@@ -111,8 +118,20 @@ pub struct SessionView {
 pub fn route(info: &StatementInfo, session: &SessionView, replica_available: bool) -> Route {
     use Reason as R;
     use Target as T;
-    if info.hint == Some(Hint::Primary) {
-        return Route::new(T::Primary, R::HintPrimary);
+    let (hint, from_rule) = match (info.hint, session.rule) {
+        (Some(h), _) => (Some(h), false),
+        (None, Some(r)) => (Some(r), true),
+        (None, None) => (None, false),
+    };
+    if hint == Some(Hint::Primary) {
+        return Route::new(
+            T::Primary,
+            if from_rule {
+                R::RulePrimary
+            } else {
+                R::HintPrimary
+            },
+        );
     }
     if let Some(backend) = session.read_only_transaction {
         return Route::new(T::Backend(backend), R::ReadOnlyTransaction);
@@ -128,7 +147,7 @@ pub fn route(info: &StatementInfo, session: &SessionView, replica_available: boo
     }
     let plain = info.is_plain_read();
     if !plain {
-        let reason = match info.hint {
+        let reason = match hint {
             Some(Hint::Replica) => R::HintIgnored,
             _ => R::NotPlainRead,
         };
@@ -149,14 +168,19 @@ pub fn route(info: &StatementInfo, session: &SessionView, replica_available: boo
     if session.sql_prepared && info.kind == StatementKind::Unknown {
         return Route::new(T::Primary, R::SqlPrepared);
     }
-    let hinted = info.hint == Some(Hint::Replica);
+    let hinted = hint == Some(Hint::Replica);
     if session.wrote && !hinted {
         return Route::new(T::Primary, R::AfterWrite);
     }
     if !replica_available {
         return Route::new(T::Primary, R::NoReplica);
     }
-    Route::new(T::AnyReplica, if hinted { R::HintReplica } else { R::Read })
+    let reason = match (hinted, from_rule) {
+        (false, _) => R::Read,
+        (true, false) => R::HintReplica,
+        (true, true) => R::RuleReplica,
+    };
+    Route::new(T::AnyReplica, reason)
 }
 
 /// Statement kinds whose route does not depend on their flags.
@@ -392,6 +416,33 @@ mod tests {
         assert_eq!(
             r_in("SELECT 1 /* rwsplit:replica */", s).target,
             Target::AnyReplica
+        );
+    }
+
+    #[test]
+    fn rules_act_like_hints_and_never_send_writes_to_replicas() {
+        let primary_rule = SessionView {
+            rule: Some(Hint::Primary),
+            ..SessionView::default()
+        };
+        assert_eq!(
+            r_in("SELECT 1", primary_rule),
+            Route::new(Target::Primary, Reason::RulePrimary)
+        );
+        let replica_rule = SessionView {
+            rule: Some(Hint::Replica),
+            wrote: true,
+            ..SessionView::default()
+        };
+        assert_eq!(
+            r_in("SELECT 1", replica_rule),
+            Route::new(Target::AnyReplica, Reason::RuleReplica)
+        );
+        assert_eq!(r_in("DELETE FROM t", replica_rule).target, Target::Primary);
+        // A hint in the statement wins over a rule.
+        assert_eq!(
+            r_in("SELECT /* rwsplit:primary */ 1", replica_rule).reason,
+            Reason::HintPrimary
         );
     }
 

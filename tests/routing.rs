@@ -429,3 +429,36 @@ async fn prepared_reads_run_on_replicas_and_writes_on_the_primary() {
     );
     c.exec(&format!("DROP TABLE {t}")).await;
 }
+
+#[tokio::test]
+async fn configured_rules_route_like_hints() {
+    let p = start_proxy(lab_config(
+        r#"
+[[rules]]
+match_pattern = "from_rule_to_primary"
+target = "primary"
+[[rules]]
+match_digest = "^select @@server_id, \\? as always_replica$"
+target = "replica"
+"#,
+    ))
+    .await;
+    let mut c = app(&p).await;
+    assert_eq!(
+        c.scalar("SELECT @@server_id, 'from_rule_to_primary'")
+            .await
+            .as_deref(),
+        Some(PRIMARY_ID)
+    );
+    let t = unique("rule");
+    c.exec(&format!("CREATE TABLE {t} (id INT)")).await;
+    // After a write reads stay on the primary, except what a rule sends away.
+    assert_eq!(
+        c.scalar("SELECT @@server_id").await.as_deref(),
+        Some(PRIMARY_ID)
+    );
+    assert!(is_replica(
+        c.scalar("SELECT @@server_id, 42 AS always_replica").await
+    ));
+    c.exec(&format!("DROP TABLE {t}")).await;
+}

@@ -49,7 +49,34 @@ impl Session {
             last_backend: r.last_backend,
             wrote: r.wrote,
             sql_prepared: r.sql_prepared,
+            rule: self.matching_rule(sql),
         }
+    }
+
+    /// The target of the first configured rule that matches `sql`.
+    fn matching_rule(&self, sql: &str) -> Option<crate::classify::Hint> {
+        let config = self.shared.config.load();
+        if config.rules.is_empty() {
+            return None;
+        }
+        let mut normalized: Option<String> = None;
+        let mut digest_text = || {
+            normalized
+                .get_or_insert_with(|| {
+                    let mut s = String::new();
+                    classify::normalize(sql, &mut s);
+                    s
+                })
+                .clone()
+        };
+        config
+            .rules
+            .iter()
+            .find(|r| r.matches(sql, &mut digest_text))
+            .map(|r| match r.target {
+                crate::config::RuleTarget::Primary => crate::classify::Hint::Primary,
+                crate::config::RuleTarget::Replica => crate::classify::Hint::Replica,
+            })
     }
 
     /// Routes a classified statement text.
