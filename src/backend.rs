@@ -216,6 +216,7 @@ impl BackendConn {
     /// until OK or ERR.
     async fn finish_auth(&mut self, login: &Login) -> Result<(), BackendError> {
         let mut plugin = self.greeting.auth_plugin.clone();
+        let mut scramble = self.greeting.scramble.clone();
         let mut payload = Vec::new();
         loop {
             let (_, seq) = self
@@ -230,19 +231,13 @@ impl BackendConn {
                     let mut c = Cursor::new(&payload[1..]);
                     plugin = c.null_str().to_vec();
                     let rest = c.rest();
-                    let scramble = rest.strip_suffix(&[0]).unwrap_or(rest).to_vec();
+                    scramble = rest.strip_suffix(&[0]).unwrap_or(rest).to_vec();
                     let resp = auth_response_for(&login.secret, &plugin, &scramble)?;
                     self.write_payload(next, &resp).await?;
                 }
                 Some(0x01) if plugin == b"caching_sha2_password" => match payload.get(1) {
                     Some(0x03) => continue, // fast auth succeeded: OK follows
-                    Some(0x04) => {
-                        // Full authentication needs the cleartext over TLS or
-                        // an RSA key; backend TLS is not implemented yet.
-                        return Err(BackendError::UnsupportedAuth(
-                            "caching_sha2_password full authentication (needs TLS or RSA to the backend)".into(),
-                        ));
-                    }
+                    Some(0x04) => self.sha2_full_auth(login, &scramble, next).await?,
                     _ => {
                         return Err(BackendError::Protocol(
                             "unexpected caching_sha2 message".into(),
@@ -256,6 +251,36 @@ impl BackendConn {
                 }
             }
         }
+    }
+
+    /// The full caching_sha2 exchange without TLS: ask for the server's
+    /// RSA public key, send the password XORed with the scramble and
+    /// encrypted with RSA-OAEP (SHA-1), as MySQL 8 documents it.
+    async fn sha2_full_auth(
+        &mut self,
+        login: &Login,
+        scramble: &[u8],
+        seq: u8,
+    ) -> Result<(), BackendError> {
+        let password = login.secret.cleartext().ok_or_else(|| {
+            BackendError::UnsupportedAuth(
+                "caching_sha2_password full authentication (the proxy knows only a hash of this password)".into(),
+            )
+        })?;
+        self.write_payload(seq, &[crate::protocol::auth::SHA2_REQUEST_PUBLIC_KEY])
+            .await?;
+        let mut key = Vec::new();
+        let (_, seq) = self
+            .reader
+            .read_packet(&mut self.stream, &mut key, CONTROL_PACKET_LIMIT)
+            .await?;
+        if key.first() == Some(&0xFF) {
+            return Err(BackendError::from_err_packet(&key));
+        }
+        let pem = key.strip_prefix(&[0x01]).unwrap_or(&key);
+        let encrypted = rsa_encrypt_password(pem, password, scramble)?;
+        self.write_payload(seq.wrapping_add(1), &encrypted).await?;
+        Ok(())
     }
 
     /// Writes one logical packet starting at `seq`.
@@ -328,6 +353,29 @@ impl BackendConn {
         payload.extend_from_slice(sql.as_bytes());
         self.run_own(&payload).await
     }
+}
+
+/// Encrypts the NUL-terminated password, XORed with the scramble, with
+/// the server's RSA public key (PEM, PKCS#8 or PKCS#1) using OAEP-SHA1.
+pub fn rsa_encrypt_password(
+    pem: &[u8],
+    password: &str,
+    scramble: &[u8],
+) -> Result<Vec<u8>, BackendError> {
+    use rsa::pkcs1::DecodeRsaPublicKey;
+    use rsa::pkcs8::DecodePublicKey;
+    let text = std::str::from_utf8(pem)
+        .map_err(|_| BackendError::Protocol("public key is not PEM text".into()))?;
+    let key = rsa::RsaPublicKey::from_public_key_pem(text)
+        .or_else(|_| rsa::RsaPublicKey::from_pkcs1_pem(text))
+        .map_err(|e| BackendError::Protocol(format!("cannot read the server's public key: {e}")))?;
+    let message = crate::protocol::auth::sha2_obfuscate(password, scramble);
+    key.encrypt(
+        &mut rsa::rand_core::OsRng,
+        rsa::Oaep::new::<sha1::Sha1>(),
+        &message,
+    )
+    .map_err(|e| BackendError::Protocol(format!("RSA encryption failed: {e}")))
 }
 
 /// The capabilities for a backend login: what the client negotiated with
@@ -404,6 +452,132 @@ mod tests {
             negotiate(&login(client), &greeting(server))
                 .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF)
         );
+    }
+
+    use crate::protocol::packet::put_packet;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    const SCRAMBLE: &[u8; 20] = b"0123456789abcdefghij";
+
+    /// A fake MySQL 8 server that speaks caching_sha2_password as the
+    /// protocol documentation describes it. `full` asks for the full
+    /// exchange (RSA, no TLS); otherwise the fast path succeeds.
+    async fn fake_mysql8(full: bool) -> (String, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let g = Greeting {
+                server_version: b"8.4.0".to_vec(),
+                connection_id: 9,
+                scramble: SCRAMBLE.to_vec(),
+                capabilities: PASSTHROUGH_CAPS | CapabilityFlags::CLIENT_LONG_PASSWORD,
+                collation: 255,
+                status: 2,
+                mariadb_caps: 0,
+                auth_plugin: b"caching_sha2_password".to_vec(),
+            };
+            let mut out = Vec::new();
+            let mut p = Vec::new();
+            g.write(&mut p);
+            put_packet(&mut out, 0, &p);
+            s.write_all(&out).await.unwrap();
+            let mut reader = PacketReader::new();
+            let mut packet = Vec::new();
+            reader
+                .read_packet(&mut s, &mut packet, 1 << 16)
+                .await
+                .unwrap();
+            let response = HandshakeResponse::parse(&packet).unwrap();
+            let expected = mysql_common::scramble::scramble_sha256(SCRAMBLE, b"app").unwrap();
+            assert_eq!(
+                response.auth_response,
+                expected.to_vec(),
+                "fast-path scramble"
+            );
+            let mut out = Vec::new();
+            if !full {
+                put_packet(&mut out, 2, &[0x01, 0x03]);
+                put_packet(&mut out, 3, &[0x00, 0, 0, 2, 0, 0, 0]);
+                s.write_all(&out).await.unwrap();
+                return Vec::new();
+            }
+            put_packet(&mut out, 2, &[0x01, 0x04]);
+            s.write_all(&out).await.unwrap();
+            let (_, seq) = reader
+                .read_packet(&mut s, &mut packet, 1 << 16)
+                .await
+                .unwrap();
+            assert_eq!(
+                (seq, packet.as_slice()),
+                (3, &[0x02][..]),
+                "public key request"
+            );
+            let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap();
+            let pem = rsa::pkcs8::EncodePublicKey::to_public_key_pem(
+                &rsa::RsaPublicKey::from(&private),
+                rsa::pkcs8::LineEnding::LF,
+            )
+            .unwrap();
+            let mut key = vec![0x01];
+            key.extend_from_slice(pem.as_bytes());
+            let mut out = Vec::new();
+            put_packet(&mut out, 4, &key);
+            s.write_all(&out).await.unwrap();
+            let (_, seq) = reader
+                .read_packet(&mut s, &mut packet, 1 << 16)
+                .await
+                .unwrap();
+            assert_eq!(seq, 5);
+            let plain = private
+                .decrypt(rsa::Oaep::new::<sha1::Sha1>(), &packet)
+                .unwrap();
+            let mut out = Vec::new();
+            put_packet(&mut out, 6, &[0x00, 0, 0, 2, 0, 0, 0]);
+            s.write_all(&out).await.unwrap();
+            plain
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn caching_sha2_fast_path_logs_in() {
+        let (addr, server) = fake_mysql8(false).await;
+        let conn = BackendConn::connect(&addr, &login(PASSTHROUGH_CAPS), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(conn.thread_id, 9);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn caching_sha2_full_auth_sends_rsa_encrypted_password() {
+        let (addr, server) = fake_mysql8(true).await;
+        BackendConn::connect(&addr, &login(PASSTHROUGH_CAPS), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let plain = server.await.unwrap();
+        // password + NUL, XORed with the scramble.
+        let expected: Vec<u8> = b"app\0"
+            .iter()
+            .zip(SCRAMBLE.iter().cycle())
+            .map(|(a, b)| a ^ b)
+            .collect();
+        assert_eq!(plain, expected);
+    }
+
+    #[tokio::test]
+    async fn caching_sha2_full_auth_without_cleartext_is_refused_clearly() {
+        let (addr, _server) = fake_mysql8(true).await;
+        let mut l = login(PASSTHROUGH_CAPS);
+        l.secret = BackendSecret::NativeStage1([1; 20]);
+        // The fast path cannot even start without the password.
+        let err = BackendConn::connect(&addr, &l, Duration::from_secs(5))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, BackendError::UnsupportedAuth(_)), "{err}");
     }
 
     #[test]
