@@ -104,6 +104,9 @@ pub struct Login {
     pub mariadb_caps: u32,
     pub attributes: Option<Vec<u8>>,
     pub max_packet: u32,
+    /// Negotiate session tracking and track the GTID of each write, for the
+    /// proxy's own use (read-your-writes), whatever the client negotiated.
+    pub track_gtids: bool,
 }
 
 /// One authenticated connection to a backend server.
@@ -209,6 +212,9 @@ impl BackendConn {
         };
         conn.write_payload(seq.wrapping_add(1), &body).await?;
         conn.finish_auth(login).await?;
+        if login.track_gtids && conn.caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK) {
+            conn.enable_gtid_tracking().await?;
+        }
         Ok(conn)
     }
 
@@ -346,6 +352,27 @@ impl BackendConn {
         Ok(id)
     }
 
+    /// Whether the server is MariaDB (GTIDs, waits and tracking differ).
+    pub fn is_mariadb(&self) -> bool {
+        self.greeting
+            .server_version
+            .windows(7)
+            .any(|w| w == b"MariaDB")
+    }
+
+    /// Makes every OK that ends a write carry its GTID: MariaDB's
+    /// `last_gtid` system variable, MySQL's own-GTID tracker.
+    pub async fn enable_gtid_tracking(&mut self) -> Result<(), BackendError> {
+        let sql = if self.is_mariadb() {
+            "SET SESSION session_track_system_variables = \
+             IF(FIND_IN_SET('last_gtid', @@session.session_track_system_variables) OR @@session.session_track_system_variables = '*', \
+             @@session.session_track_system_variables, CONCAT_WS(',', NULLIF(@@session.session_track_system_variables, ''), 'last_gtid'))"
+        } else {
+            "SET SESSION session_track_gtids = OWN_GTID"
+        };
+        self.query_own(sql).await.map(|_| ())
+    }
+
     /// Runs a text query of the proxy's own.
     pub async fn query_own(&mut self, sql: &str) -> Result<Outcome, BackendError> {
         let mut payload = Vec::with_capacity(sql.len() + 1);
@@ -383,6 +410,9 @@ pub fn rsa_encrypt_password(
 fn negotiate(login: &Login, greeting: &Greeting) -> CapabilityFlags {
     let mut caps = login.capabilities & PASSTHROUGH_CAPS & greeting.capabilities;
     caps |= CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_SECURE_CONNECTION;
+    if login.track_gtids {
+        caps |= greeting.capabilities & CapabilityFlags::CLIENT_SESSION_TRACK;
+    }
     caps |= greeting.capabilities & CapabilityFlags::CLIENT_PLUGIN_AUTH;
     if login.database.is_some() {
         caps |= CapabilityFlags::CLIENT_CONNECT_WITH_DB;
@@ -432,6 +462,7 @@ mod tests {
             mariadb_caps: 0,
             attributes: None,
             max_packet: 1 << 24,
+            track_gtids: false,
         }
     }
 

@@ -10,6 +10,7 @@
 
 use crate::protocol::messages;
 use crate::protocol::packet::{FrameError, HEADER, MAX_PAYLOAD, PacketReader, parse_header};
+use crate::protocol::session_state::{self, ClientView};
 use crate::protocol::status;
 use mysql_common::constants::CapabilityFlags;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -77,6 +78,11 @@ pub struct Machine {
     caps: CapabilityFlags,
     /// The previous physical packet was 16 MiB: this one continues it.
     continuation: bool,
+    /// When set, OK packets are rewritten for a client that sees less
+    /// session-state tracking than the backend connection has.
+    client_view: Option<ClientView>,
+    /// The replacement for the packet just stepped, if it must change.
+    rewrite: Option<Vec<u8>>,
     pub outcome: Outcome,
 }
 
@@ -86,8 +92,24 @@ impl Machine {
             expect,
             caps,
             continuation: false,
+            client_view: None,
+            rewrite: None,
             outcome: Outcome::default(),
         }
+    }
+
+    /// Rewrites OK packets for a client that sees `view` (the backend
+    /// connection tracks session state for the proxy's own use).
+    pub fn rewriting_for(mut self, view: Option<ClientView>) -> Self {
+        if self.caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK) {
+            self.client_view = view;
+        }
+        self
+    }
+
+    /// The replacement payload for the packet just stepped, if any.
+    pub fn take_rewrite(&mut self) -> Option<Vec<u8>> {
+        self.rewrite.take()
     }
 
     fn deprecate_eof(&self) -> bool {
@@ -196,6 +218,9 @@ impl Machine {
                 o.session_state.clear();
                 o.session_state.extend_from_slice(ok.session_state);
             }
+            if let Some(view) = self.client_view {
+                self.rewrite = session_state::rewrite_ok(payload, view);
+            }
         }
         o.error = None;
         if o.status & status::MORE_RESULTS_EXISTS != 0 {
@@ -245,6 +270,8 @@ where
     loop {
         let buf = breader.buffered();
         let mut pos = 0usize;
+        // Bytes of `buf` already written to the client.
+        let mut written = 0usize;
         let mut step = Step::Continue;
         let mut need = 0usize;
         while step == Step::Continue {
@@ -268,6 +295,17 @@ where
                     break;
                 }
                 step = machine.step(h.len, &buf[pos + HEADER..pos + HEADER + h.len])?;
+                if let Some(payload) = machine.take_rewrite() {
+                    client
+                        .write_all(&buf[written..pos])
+                        .await
+                        .map_err(RelayError::Client)?;
+                    let mut out = Vec::with_capacity(payload.len() + HEADER);
+                    crate::protocol::packet::put_header(&mut out, payload.len(), h.seq);
+                    out.extend_from_slice(&payload);
+                    client.write_all(&out).await.map_err(RelayError::Client)?;
+                    written = pos + HEADER + h.len;
+                }
                 pos += HEADER + h.len;
             } else {
                 if avail == 0 {
@@ -280,11 +318,13 @@ where
                 skip = h.len - n;
             }
         }
-        if pos > 0 {
+        if pos > written {
             client
-                .write_all(&buf[..pos])
+                .write_all(&buf[written..pos])
                 .await
                 .map_err(RelayError::Client)?;
+        }
+        if pos > 0 {
             breader.consume(pos);
             need = need.saturating_sub(pos);
         }

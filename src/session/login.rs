@@ -175,6 +175,7 @@ pub async fn login(
             mariadb_caps,
             attributes: response.attributes,
             max_packet: response.max_packet,
+            track_gtids: true,
         },
         user,
         scramble,

@@ -18,6 +18,7 @@ use crate::error::{self, ClientReply};
 use crate::protocol::auth;
 use crate::protocol::messages::build_err;
 use crate::protocol::packet::{FrameError, PacketReader, put_packet};
+use crate::protocol::session_state::{self, ClientView};
 use crate::protocol::status;
 use crate::relay::{self, Expect, Machine, Outcome, RelayError};
 use crate::server::{ListenerCtx, SessionHandle, Shared};
@@ -88,6 +89,8 @@ pub async fn serve(
         stmts: StmtTable::default(),
         multi_statements_off: false,
         routing: routing::RoutingState::default(),
+        client_wants_gtids: false,
+        last_gtid: None,
         handle,
     };
     session.run().await;
@@ -133,6 +136,11 @@ pub(crate) struct Session {
     /// COM_SET_OPTION turned multi-statements off.
     pub multi_statements_off: bool,
     pub routing: routing::RoutingState,
+    /// The client enabled GTID tracking itself, so it sees the GTIDs the
+    /// proxy tracks; otherwise they are removed from OK packets.
+    pub client_wants_gtids: bool,
+    /// The GTID of the session's last write, from its OK packet.
+    pub last_gtid: Option<String>,
     pub handle: Arc<SessionHandle>,
 }
 
@@ -289,7 +297,12 @@ impl Session {
         expect: Expect,
     ) -> Result<Option<Outcome>, SessionError> {
         let conn = self.backends[idx].as_mut().expect("backend open");
-        let mut machine = Machine::new(expect, conn.caps);
+        let view = ClientView {
+            session_track: self.caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK),
+            wants_gtids: self.client_wants_gtids,
+            omit_empty_info: conn.is_mariadb(),
+        };
+        let mut machine = Machine::new(expect, conn.caps).rewriting_for(Some(view));
         let result = relay::relay(
             &mut conn.stream,
             &mut conn.reader,
@@ -303,6 +316,9 @@ impl Session {
                 let outcome = machine.outcome;
                 if outcome.error.is_none() || outcome.status != 0 {
                     self.status = outcome.status;
+                }
+                if let Some(gtid) = session_state::gtid(&outcome.session_state) {
+                    self.last_gtid = Some(gtid.to_string());
                 }
                 Ok(Some(outcome))
             }

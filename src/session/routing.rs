@@ -140,11 +140,20 @@ impl Session {
         }
         if conn.applied_sets < sets_total {
             let start = conn.applied_sets;
+            let mut retrack = false;
             for i in start..sets_total {
                 let payload = self.routing.sets[i].clone();
+                retrack |= mentions_session_tracking(&String::from_utf8_lossy(&payload));
                 let conn = self.backends[idx].as_mut().expect("open");
                 conn.run_own(&payload).await?;
                 conn.applied_sets = i + 1;
+            }
+            if retrack {
+                self.backends[idx]
+                    .as_mut()
+                    .expect("open")
+                    .enable_gtid_tracking()
+                    .await?;
             }
         }
         Ok(())
@@ -176,6 +185,9 @@ impl Session {
             }
             StatementKind::SetSession | StatementKind::SetNames | StatementKind::SetTransaction => {
                 self.record_set(idx);
+                if mentions_session_tracking(sql) {
+                    self.client_wants_gtids = wants_gtids(sql, self.client_wants_gtids);
+                }
             }
             StatementKind::Use => {
                 if let Some(db) = use_database(sql) {
@@ -250,9 +262,34 @@ impl Session {
         };
         if let Some(outcome) = self.forward(idx, crate::relay::Expect::Result).await? {
             self.after_statement(&info, sql, idx, &outcome);
+            if outcome.error.is_none() && mentions_session_tracking(sql) {
+                // The client replaced the tracked variables: track GTIDs again.
+                if let Some(conn) = self.backends.get_mut(idx).and_then(Option::as_mut) {
+                    if let Err(e) = conn.enable_gtid_tracking().await {
+                        tracing::warn!(id = self.id, error = %e, "cannot re-enable GTID tracking");
+                        self.drop_backend(idx);
+                    }
+                }
+            }
         }
         Ok(())
     }
+}
+
+fn mentions_session_tracking(sql: &str) -> bool {
+    sql.to_ascii_lowercase().contains("session_track_")
+}
+
+/// Whether, after a SET of session tracking, the client asked for GTIDs.
+fn wants_gtids(sql: &str, before: bool) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    if lower.contains("session_track_gtids") {
+        return !lower.contains("off");
+    }
+    if lower.contains("session_track_system_variables") {
+        return lower.contains("last_gtid") || lower.contains('*');
+    }
+    before
 }
 
 /// SET statements kept per session for replay.

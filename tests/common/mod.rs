@@ -116,6 +116,7 @@ pub fn login(user: &str, password: &str, db: Option<&str>, caps: CapabilityFlags
         mariadb_caps: rwsplit::backend::PASSTHROUGH_MARIADB_CAPS,
         attributes: None,
         max_packet: 1 << 30,
+        track_gtids: false,
     }
 }
 
@@ -208,17 +209,20 @@ impl Raw {
         let mut machine = Machine::new(expect, self.conn.caps);
         let mut out = Vec::new();
         loop {
-            self.conn
-                .reader
-                .fill_to(&mut self.conn.stream, 4)
+            // A response that never comes fails the test instead of hanging it.
+            let limit = Duration::from_secs(60);
+            tokio::time::timeout(limit, self.conn.reader.fill_to(&mut self.conn.stream, 4))
                 .await
+                .expect("response within 60 s")
                 .expect("read header");
             let h = parse_header(self.conn.reader.buffered()).unwrap();
-            self.conn
-                .reader
-                .fill_to(&mut self.conn.stream, 4 + h.len)
-                .await
-                .expect("read payload");
+            tokio::time::timeout(
+                limit,
+                self.conn.reader.fill_to(&mut self.conn.stream, 4 + h.len),
+            )
+            .await
+            .expect("response within 60 s")
+            .expect("read payload");
             let payload = &self.conn.reader.buffered()[4..4 + h.len];
             let step = machine.step(h.len, payload).expect("valid response");
             count += 1;

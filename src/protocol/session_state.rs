@@ -1,0 +1,254 @@
+//! Session-state-change data in OK packets (CLIENT_SESSION_TRACK): reading
+//! the GTID a write produced, and removing what the proxy tracks for
+//! itself so the client sees only what it asked for.
+//!
+//! The block is a sequence of entries `type(1) lenenc(data)`. Type 0
+//! (system variables) holds `lenenc(name) lenenc(value)`; MariaDB reports
+//! a write's GTID as the variable `last_gtid`. Type 3 (GTIDs, MySQL's
+//! `session_track_gtids = OWN_GTID`) holds `spec(1) lenenc(gtid set)`.
+
+use super::packet::{Cursor, put_lenenc, put_lenenc_str};
+use super::status;
+use mysql_common::constants::CapabilityFlags;
+
+pub const TRACK_SYSTEM_VARIABLES: u8 = 0;
+pub const TRACK_GTIDS: u8 = 3;
+
+/// The entries of a session-state block; stops at the first malformed one.
+pub fn entries(state: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut c = Cursor::new(state);
+    std::iter::from_fn(move || {
+        let kind = c.u8()?;
+        let data = c.lenenc_bytes()?;
+        Some((kind, data))
+    })
+}
+
+/// The GTID of the write this OK ended, if the block reports one:
+/// MariaDB's `last_gtid` variable or MySQL's own GTID set.
+pub fn gtid(state: &[u8]) -> Option<&str> {
+    let mut found = None;
+    for (kind, data) in entries(state) {
+        let mut c = Cursor::new(data);
+        match kind {
+            TRACK_SYSTEM_VARIABLES => {
+                let name = c.lenenc_bytes();
+                let value = c.lenenc_bytes();
+                if let (Some(b"last_gtid"), Some(v)) = (name, value) {
+                    found = std::str::from_utf8(v)
+                        .ok()
+                        .filter(|s| !s.is_empty())
+                        .or(found);
+                }
+            }
+            TRACK_GTIDS => {
+                c.u8();
+                if let Some(v) = c.lenenc_bytes() {
+                    found = std::str::from_utf8(v)
+                        .ok()
+                        .filter(|s| !s.is_empty())
+                        .or(found);
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Removes the proxy's own tracking (the `last_gtid` variable and GTID
+/// entries) from a block; returns the entries that remain.
+pub fn without_gtids(state: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(state.len());
+    for (kind, data) in entries(state) {
+        let ours = match kind {
+            TRACK_SYSTEM_VARIABLES => Cursor::new(data).lenenc_bytes() == Some(b"last_gtid"),
+            TRACK_GTIDS => true,
+            _ => false,
+        };
+        if !ours {
+            out.push(kind);
+            put_lenenc_str(&mut out, data);
+        }
+    }
+    out
+}
+
+/// What the client may see of the backend's session-state tracking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientView {
+    /// The client negotiated CLIENT_SESSION_TRACK.
+    pub session_track: bool,
+    /// The client asked for GTID tracking itself.
+    pub wants_gtids: bool,
+    /// The server omits an empty info string when no state follows
+    /// (MariaDB does; MySQL always writes it): rewritten packets match.
+    pub omit_empty_info: bool,
+}
+
+/// Rewrites an OK packet (0x00 or the 0xFE that replaces EOF) received on a
+/// connection with CLIENT_SESSION_TRACK for a client that sees `view`.
+/// Returns `None` when the packet can be relayed unchanged.
+pub fn rewrite_ok(payload: &[u8], view: ClientView) -> Option<Vec<u8>> {
+    let ok = super::messages::parse_ok(payload, CapabilityFlags::CLIENT_SESSION_TRACK)?;
+    let has_state = ok.status & status::SESSION_STATE_CHANGED != 0;
+    if view.session_track && (view.wants_gtids || !has_state || gtid(ok.session_state).is_none()) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(payload.len());
+    out.push(payload[0]);
+    put_lenenc(&mut out, ok.affected_rows);
+    put_lenenc(&mut out, ok.last_insert_id);
+    let kept = if view.session_track && has_state {
+        without_gtids(ok.session_state)
+    } else {
+        Vec::new()
+    };
+    let mut st = ok.status;
+    if kept.is_empty() {
+        st &= !status::SESSION_STATE_CHANGED;
+    }
+    out.extend_from_slice(&st.to_le_bytes());
+    out.extend_from_slice(&ok.warnings.to_le_bytes());
+    if view.session_track {
+        if !(kept.is_empty() && ok.info.is_empty() && view.omit_empty_info) {
+            put_lenenc_str(&mut out, ok.info);
+        }
+        if !kept.is_empty() {
+            put_lenenc_str(&mut out, &kept);
+        }
+    } else {
+        out.extend_from_slice(ok.info);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The OK from mariadb-notes: one row, insert id 15, last_gtid 0-1-24.
+    const MARIADB_OK: &[u8] =
+        b"\x00\x01\x0f\x02\x40\x00\x00\x00\x13\x00\x11\x09last_gtid\x060-1-24";
+
+    fn ok_with(entries: &[(u8, Vec<u8>)], info: &[u8]) -> Vec<u8> {
+        let mut state = Vec::new();
+        for (k, d) in entries {
+            state.push(*k);
+            put_lenenc_str(&mut state, d);
+        }
+        let mut p = vec![0x00, 0x00, 0x00, 0x02, 0x40, 0x00, 0x00];
+        put_lenenc_str(&mut p, info);
+        put_lenenc_str(&mut p, &state);
+        p
+    }
+
+    fn sysvar(name: &[u8], value: &[u8]) -> (u8, Vec<u8>) {
+        let mut d = Vec::new();
+        put_lenenc_str(&mut d, name);
+        put_lenenc_str(&mut d, value);
+        (TRACK_SYSTEM_VARIABLES, d)
+    }
+
+    #[test]
+    fn mariadb_last_gtid_is_read() {
+        let ok =
+            super::super::messages::parse_ok(MARIADB_OK, CapabilityFlags::CLIENT_SESSION_TRACK)
+                .unwrap();
+        assert_eq!(gtid(ok.session_state), Some("0-1-24"));
+    }
+
+    #[test]
+    fn mysql_own_gtid_is_read() {
+        let mut d = vec![0u8];
+        put_lenenc_str(&mut d, b"3E11FA47-71CA-11E1-9E33-C80AA9429562:23");
+        let p = ok_with(&[(TRACK_GTIDS, d)], b"");
+        let ok =
+            super::super::messages::parse_ok(&p, CapabilityFlags::CLIENT_SESSION_TRACK).unwrap();
+        assert_eq!(
+            gtid(ok.session_state),
+            Some("3E11FA47-71CA-11E1-9E33-C80AA9429562:23")
+        );
+    }
+
+    #[test]
+    fn client_without_session_track_gets_a_plain_ok() {
+        let view = ClientView {
+            session_track: false,
+            wants_gtids: false,
+            omit_empty_info: true,
+        };
+        let out = rewrite_ok(MARIADB_OK, view).unwrap();
+        assert_eq!(out, vec![0x00, 0x01, 0x0f, 0x02, 0x00, 0x00, 0x00]);
+        // Info text survives as the packet's tail.
+        let p = ok_with(&[sysvar(b"last_gtid", b"0-1-9")], b"Rows matched: 1");
+        let out = rewrite_ok(&p, view).unwrap();
+        assert!(out.ends_with(b"Rows matched: 1"));
+        assert_eq!(out[3] & 0x40, 0);
+    }
+
+    #[test]
+    fn other_tracked_variables_are_kept_for_a_tracking_client() {
+        let view = ClientView {
+            session_track: true,
+            wants_gtids: false,
+            omit_empty_info: true,
+        };
+        let p = ok_with(
+            &[sysvar(b"autocommit", b"ON"), sysvar(b"last_gtid", b"0-1-9")],
+            b"",
+        );
+        let out = rewrite_ok(&p, view).unwrap();
+        let ok =
+            super::super::messages::parse_ok(&out, CapabilityFlags::CLIENT_SESSION_TRACK).unwrap();
+        assert_eq!(gtid(ok.session_state), None);
+        let names: Vec<_> = entries(ok.session_state).map(|(k, _)| k).collect();
+        assert_eq!(names, vec![TRACK_SYSTEM_VARIABLES]);
+        assert!(ok.status & status::SESSION_STATE_CHANGED != 0);
+    }
+
+    #[test]
+    fn state_holding_only_the_gtid_disappears_with_its_flag() {
+        let view = ClientView {
+            session_track: true,
+            wants_gtids: false,
+            omit_empty_info: true,
+        };
+        let out = rewrite_ok(MARIADB_OK, view).unwrap();
+        assert_eq!(
+            out, b"\x00\x01\x0f\x02\x00\x00\x00",
+            "as MariaDB sends an OK without state"
+        );
+        let ok =
+            super::super::messages::parse_ok(&out, CapabilityFlags::CLIENT_SESSION_TRACK).unwrap();
+        assert_eq!(ok.status & status::SESSION_STATE_CHANGED, 0);
+        assert!(ok.session_state.is_empty());
+        assert_eq!((ok.affected_rows, ok.last_insert_id), (1, 15));
+    }
+
+    #[test]
+    fn tracking_client_that_asked_for_gtids_sees_them_unchanged() {
+        let view = ClientView {
+            session_track: true,
+            wants_gtids: true,
+            omit_empty_info: true,
+        };
+        assert_eq!(rewrite_ok(MARIADB_OK, view), None);
+    }
+
+    #[test]
+    fn malformed_state_never_panics() {
+        for n in 0..MARIADB_OK.len() {
+            let _ = rewrite_ok(
+                &MARIADB_OK[..n],
+                ClientView {
+                    session_track: false,
+                    wants_gtids: false,
+                    omit_empty_info: false,
+                },
+            );
+            let _ = gtid(&MARIADB_OK[n..]);
+            let _ = without_gtids(&MARIADB_OK[n..]);
+        }
+    }
+}
