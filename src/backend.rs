@@ -53,18 +53,11 @@ pub const PASSTHROUGH_MARIADB_CAPS: u32 = mariadb_caps::EXTENDED_TYPE_INFO;
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
+    Connect { addr: String, source: std::io::Error },
     #[error("timed out connecting to {0}")]
     ConnectTimeout(String),
     #[error("server error {code} ({state}): {message}")]
-    Server {
-        code: u16,
-        state: String,
-        message: String,
-    },
+    Server { code: u16, state: String, message: String },
     #[error("{0}")]
     Frame(#[from] FrameError),
     #[error("protocol error from server: {0}")]
@@ -148,10 +141,7 @@ async fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, Backend
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))?
-        .map_err(|source| BackendError::Connect {
-            addr: addr.to_string(),
-            source,
-        })?;
+        .map_err(|source| BackendError::Connect { addr: addr.to_string(), source })?;
     stream.set_nodelay(true).ok();
     Ok(stream)
 }
@@ -176,9 +166,7 @@ impl BackendConn {
         let mut stream = connect_tcp(addr, timeout).await?;
         let mut reader = PacketReader::new();
         let mut payload = Vec::new();
-        let (_, seq) = reader
-            .read_packet(&mut stream, &mut payload, CONTROL_PACKET_LIMIT)
-            .await?;
+        let (_, seq) = reader.read_packet(&mut stream, &mut payload, CONTROL_PACKET_LIMIT).await?;
         if payload.first() == Some(&0xFF) {
             return Err(BackendError::from_err_packet(&payload));
         }
@@ -273,13 +261,10 @@ impl BackendConn {
                 "caching_sha2_password full authentication (the proxy knows only a hash of this password)".into(),
             )
         })?;
-        self.write_payload(seq, &[crate::protocol::auth::SHA2_REQUEST_PUBLIC_KEY])
-            .await?;
+        self.write_payload(seq, &[crate::protocol::auth::SHA2_REQUEST_PUBLIC_KEY]).await?;
         let mut key = Vec::new();
-        let (_, seq) = self
-            .reader
-            .read_packet(&mut self.stream, &mut key, CONTROL_PACKET_LIMIT)
-            .await?;
+        let (_, seq) =
+            self.reader.read_packet(&mut self.stream, &mut key, CONTROL_PACKET_LIMIT).await?;
         if key.first() == Some(&0xFF) {
             return Err(BackendError::from_err_packet(&key));
         }
@@ -305,9 +290,7 @@ impl BackendConn {
         let mut machine = Machine::new(Expect::Result, self.caps);
         let mut packet = Vec::new();
         loop {
-            self.reader
-                .read_packet(&mut self.stream, &mut packet, CONTROL_PACKET_LIMIT)
-                .await?;
+            self.reader.read_packet(&mut self.stream, &mut packet, CONTROL_PACKET_LIMIT).await?;
             let step = machine
                 .step(packet.len().min(relay::INSPECT_LIMIT), &packet)
                 .map_err(|e| BackendError::Protocol(e.to_string()))?;
@@ -333,9 +316,7 @@ impl BackendConn {
         payload.extend_from_slice(sql);
         self.write_payload(0, &payload).await?;
         let mut packet = Vec::new();
-        self.reader
-            .read_packet(&mut self.stream, &mut packet, CONTROL_PACKET_LIMIT)
-            .await?;
+        self.reader.read_packet(&mut self.stream, &mut packet, CONTROL_PACKET_LIMIT).await?;
         match packet.first() {
             Some(0x00) if packet.len() >= 9 => {}
             Some(0xFF) => return Err(BackendError::from_err_packet(&packet)),
@@ -345,19 +326,14 @@ impl BackendConn {
         let columns = u16::from_le_bytes([packet[5], packet[6]]);
         let params = u16::from_le_bytes([packet[7], packet[8]]);
         for _ in 0..Machine::prepare_packets(params, columns, self.caps) {
-            self.reader
-                .read_packet(&mut self.stream, &mut packet, CONTROL_PACKET_LIMIT)
-                .await?;
+            self.reader.read_packet(&mut self.stream, &mut packet, CONTROL_PACKET_LIMIT).await?;
         }
         Ok(id)
     }
 
     /// Whether the server is MariaDB (GTIDs, waits and tracking differ).
     pub fn is_mariadb(&self) -> bool {
-        self.greeting
-            .server_version
-            .windows(7)
-            .any(|w| w == b"MariaDB")
+        self.greeting.server_version.windows(7).any(|w| w == b"MariaDB")
     }
 
     /// Makes every OK that ends a write carry its GTID: MariaDB's
@@ -397,12 +373,8 @@ pub fn rsa_encrypt_password(
         .or_else(|_| rsa::RsaPublicKey::from_pkcs1_pem(text))
         .map_err(|e| BackendError::Protocol(format!("cannot read the server's public key: {e}")))?;
     let message = crate::protocol::auth::sha2_obfuscate(password, scramble);
-    key.encrypt(
-        &mut rsa::rand_core::OsRng,
-        rsa::Oaep::new::<sha1::Sha1>(),
-        &message,
-    )
-    .map_err(|e| BackendError::Protocol(format!("RSA encryption failed: {e}")))
+    key.encrypt(&mut rsa::rand_core::OsRng, rsa::Oaep::new::<sha1::Sha1>(), &message)
+        .map_err(|e| BackendError::Protocol(format!("RSA encryption failed: {e}")))
 }
 
 /// The capabilities for a backend login: what the client negotiated with
@@ -516,17 +488,10 @@ mod tests {
             s.write_all(&out).await.unwrap();
             let mut reader = PacketReader::new();
             let mut packet = Vec::new();
-            reader
-                .read_packet(&mut s, &mut packet, 1 << 16)
-                .await
-                .unwrap();
+            reader.read_packet(&mut s, &mut packet, 1 << 16).await.unwrap();
             let response = HandshakeResponse::parse(&packet).unwrap();
             let expected = mysql_common::scramble::scramble_sha256(SCRAMBLE, b"app").unwrap();
-            assert_eq!(
-                response.auth_response,
-                expected.to_vec(),
-                "fast-path scramble"
-            );
+            assert_eq!(response.auth_response, expected.to_vec(), "fast-path scramble");
             let mut out = Vec::new();
             if !full {
                 put_packet(&mut out, 2, &[0x01, 0x03]);
@@ -536,15 +501,8 @@ mod tests {
             }
             put_packet(&mut out, 2, &[0x01, 0x04]);
             s.write_all(&out).await.unwrap();
-            let (_, seq) = reader
-                .read_packet(&mut s, &mut packet, 1 << 16)
-                .await
-                .unwrap();
-            assert_eq!(
-                (seq, packet.as_slice()),
-                (3, &[0x02][..]),
-                "public key request"
-            );
+            let (_, seq) = reader.read_packet(&mut s, &mut packet, 1 << 16).await.unwrap();
+            assert_eq!((seq, packet.as_slice()), (3, &[0x02][..]), "public key request");
             let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap();
             let pem = rsa::pkcs8::EncodePublicKey::to_public_key_pem(
                 &rsa::RsaPublicKey::from(&private),
@@ -556,14 +514,9 @@ mod tests {
             let mut out = Vec::new();
             put_packet(&mut out, 4, &key);
             s.write_all(&out).await.unwrap();
-            let (_, seq) = reader
-                .read_packet(&mut s, &mut packet, 1 << 16)
-                .await
-                .unwrap();
+            let (_, seq) = reader.read_packet(&mut s, &mut packet, 1 << 16).await.unwrap();
             assert_eq!(seq, 5);
-            let plain = private
-                .decrypt(rsa::Oaep::new::<sha1::Sha1>(), &packet)
-                .unwrap();
+            let plain = private.decrypt(rsa::Oaep::new::<sha1::Sha1>(), &packet).unwrap();
             let mut out = Vec::new();
             put_packet(&mut out, 6, &[0x00, 0, 0, 2, 0, 0, 0]);
             s.write_all(&out).await.unwrap();
@@ -590,11 +543,8 @@ mod tests {
             .unwrap();
         let plain = server.await.unwrap();
         // password + NUL, XORed with the scramble.
-        let expected: Vec<u8> = b"app\0"
-            .iter()
-            .zip(SCRAMBLE.iter().cycle())
-            .map(|(a, b)| a ^ b)
-            .collect();
+        let expected: Vec<u8> =
+            b"app\0".iter().zip(SCRAMBLE.iter().cycle()).map(|(a, b)| a ^ b).collect();
         assert_eq!(plain, expected);
     }
 
@@ -604,10 +554,7 @@ mod tests {
         let mut l = login(PASSTHROUGH_CAPS);
         l.secret = BackendSecret::NativeStage1([1; 20]);
         // The fast path cannot even start without the password.
-        let err = BackendConn::connect(&addr, &l, Duration::from_secs(5))
-            .await
-            .err()
-            .unwrap();
+        let err = BackendConn::connect(&addr, &l, Duration::from_secs(5)).await.err().unwrap();
         assert!(matches!(err, BackendError::UnsupportedAuth(_)), "{err}");
     }
 

@@ -110,9 +110,7 @@ pub struct UserConfig {
 
 impl std::fmt::Debug for UserConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserConfig")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("UserConfig").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -187,11 +185,7 @@ impl RuleConfig {
     /// normalized text).
     pub fn matches(&self, sql: &str, digest_text: &mut dyn FnMut() -> String) -> bool {
         let Some(re) = &self.regex else { return false };
-        if self.match_digest.is_some() {
-            re.is_match(&digest_text())
-        } else {
-            re.is_match(sql)
-        }
+        if self.match_digest.is_some() { re.is_match(&digest_text()) } else { re.is_match(sql) }
     }
 }
 
@@ -267,9 +261,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_packet: default_max_packet(),
-        }
+        Limits { max_packet: default_max_packet() }
     }
 }
 
@@ -288,10 +280,7 @@ pub struct ConfigError {
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let err = |message: String| ConfigError {
-            file: path.display().to_string(),
-            message,
-        };
+        let err = |message: String| ConfigError { file: path.display().to_string(), message };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
         let mut config = Config::parse(&text).map_err(err)?;
         config.compile_rules().map_err(err)?;
@@ -326,17 +315,10 @@ impl Config {
         let mut seen = HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
             if !seen.insert(&l.address) {
-                problems.push(format!(
-                    "listeners[{i}].address: duplicate listener {}",
-                    l.address
-                ));
+                problems.push(format!("listeners[{i}].address: duplicate listener {}", l.address));
             }
         }
-        let primaries = self
-            .backends
-            .iter()
-            .filter(|b| b.role == Role::Primary)
-            .count();
+        let primaries = self.backends.iter().filter(|b| b.role == Role::Primary).count();
         if primaries != 1 {
             problems.push(format!(
                 "backends: exactly one backend needs role = \"primary\", found {primaries}"
@@ -345,10 +327,7 @@ impl Config {
         let mut names = HashSet::new();
         for (i, b) in self.backends.iter().enumerate() {
             if !names.insert(&b.name) {
-                problems.push(format!(
-                    "backends[{i}].name: duplicate backend name {:?}",
-                    b.name
-                ));
+                problems.push(format!("backends[{i}].name: duplicate backend name {:?}", b.name));
             }
             if !b.address.contains(':') {
                 problems.push(format!(
@@ -371,10 +350,7 @@ impl Config {
 
     /// The primary backend's index.
     pub fn primary(&self) -> usize {
-        self.backends
-            .iter()
-            .position(|b| b.role == Role::Primary)
-            .unwrap_or(0)
+        self.backends.iter().position(|b| b.role == Role::Primary).unwrap_or(0)
     }
 
     /// Looks up a user by name.
@@ -394,7 +370,7 @@ impl UserConfig {
         ];
         if sources.iter().filter(|s| **s).count() != 1 {
             return Err(
-                "set exactly one of password, password_hash, password_env, password_file".into(),
+                "set exactly one of password, password_hash, password_env, password_file".into()
             );
         }
         if let Some(p) = &self.password {
@@ -529,34 +505,21 @@ mod tests {
             "{MINIMAL}\n[[backends]]\nname = \"b\"\naddress = \"127.0.0.1:3307\"\nrole = \"primary\"\n"
         );
         let problems = Config::parse(&text).unwrap().validate();
-        assert!(
-            problems.iter().any(|p| p.contains("exactly one backend")),
-            "{problems:?}"
-        );
+        assert!(problems.iter().any(|p| p.contains("exactly one backend")), "{problems:?}");
     }
 
     #[test]
     fn user_needs_exactly_one_password_source() {
-        let text = MINIMAL.replace(
-            "password = \"app\"",
-            "password = \"app\"\npassword_env = \"X\"",
-        );
+        let text =
+            MINIMAL.replace("password = \"app\"", "password = \"app\"\npassword_env = \"X\"");
         let problems = Config::parse(&text).unwrap().validate();
-        assert!(
-            problems
-                .iter()
-                .any(|p| p.contains("exactly one of password")),
-            "{problems:?}"
-        );
+        assert!(problems.iter().any(|p| p.contains("exactly one of password")), "{problems:?}");
     }
 
     #[test]
     fn bad_password_hash_is_reported() {
         let text = MINIMAL.replace("password = \"app\"", "password_hash = \"*1234\"");
         let problems = Config::parse(&text).unwrap().validate();
-        assert!(
-            problems.iter().any(|p| p.contains("password_hash")),
-            "{problems:?}"
-        );
+        assert!(problems.iter().any(|p| p.contains("password_hash")), "{problems:?}");
     }
 }

@@ -16,15 +16,9 @@ pub struct ClientReply {
 /// names the backend and never contains credentials.
 pub fn backend_reply(e: &BackendError, name: &str, addr: &str) -> ClientReply {
     match e {
-        BackendError::Server {
-            code,
-            state,
-            message,
-        } => ClientReply {
-            code: *code,
-            state: state.clone(),
-            message: message.clone(),
-        },
+        BackendError::Server { code, state, message } => {
+            ClientReply { code: *code, state: state.clone(), message: message.clone() }
+        }
         BackendError::Connect { .. } | BackendError::ConnectTimeout(_) => ClientReply {
             code: 2003,
             state: "HY000".into(),

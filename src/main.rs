@@ -85,9 +85,7 @@ fn run(file: PathBuf) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        rwsplit::run(config, shutdown_signal())
-            .await
-            .context("cannot start listeners")
+        rwsplit::run(config, shutdown_signal()).await.context("cannot start listeners")
     })
 }
 

@@ -155,21 +155,13 @@ impl Machine {
             Expect::Prepare { left } => {
                 let left = left.checked_sub(1).ok_or(Unexpected("prepare response"))?;
                 self.expect = Expect::Prepare { left };
-                Ok(if left == 0 {
-                    Step::Done
-                } else {
-                    Step::Continue
-                })
+                Ok(if left == 0 { Step::Done } else { Step::Continue })
             }
             Expect::Single => {
                 if first == Some(0xFF) {
                     return Ok(self.on_err(payload));
                 }
-                Ok(if len == MAX_PAYLOAD {
-                    Step::Continue
-                } else {
-                    Step::Done
-                })
+                Ok(if len == MAX_PAYLOAD { Step::Continue } else { Step::Done })
             }
         }
     }
@@ -296,10 +288,7 @@ where
                 }
                 step = machine.step(h.len, &buf[pos + HEADER..pos + HEADER + h.len])?;
                 if let Some(payload) = machine.take_rewrite() {
-                    client
-                        .write_all(&buf[written..pos])
-                        .await
-                        .map_err(RelayError::Client)?;
+                    client.write_all(&buf[written..pos]).await.map_err(RelayError::Client)?;
                     let mut out = Vec::with_capacity(payload.len() + HEADER);
                     crate::protocol::packet::put_header(&mut out, payload.len(), h.seq);
                     out.extend_from_slice(&payload);
@@ -319,10 +308,7 @@ where
             }
         }
         if pos > written {
-            client
-                .write_all(&buf[written..pos])
-                .await
-                .map_err(RelayError::Client)?;
+            client.write_all(&buf[written..pos]).await.map_err(RelayError::Client)?;
         }
         if pos > 0 {
             breader.consume(pos);
@@ -339,10 +325,7 @@ where
             }
             Step::Continue => {
                 if need > breader.buffered().len() {
-                    breader
-                        .fill_to(backend, need)
-                        .await
-                        .map_err(RelayError::Backend)?;
+                    breader.fill_to(backend, need).await.map_err(RelayError::Backend)?;
                 } else {
                     breader.fill(backend).await.map_err(RelayError::Backend)?;
                 }
@@ -380,10 +363,7 @@ where
             left -= n;
         }
         if h.len == 0 {
-            backend
-                .flush()
-                .await
-                .map_err(|e| RelayError::Backend(e.into()))?;
+            backend.flush().await.map_err(|e| RelayError::Backend(e.into()))?;
             return Ok(());
         }
     }
@@ -413,10 +393,7 @@ mod tests {
     }
 
     fn feed(m: &mut Machine, packets: &[Vec<u8>]) -> Vec<Step> {
-        packets
-            .iter()
-            .map(|p| m.step(p.len(), p).unwrap())
-            .collect()
+        packets.iter().map(|p| m.step(p.len(), p).unwrap()).collect()
     }
 
     fn result_set(deprecate_eof: bool, cols: usize, rows: usize, status: u16) -> Vec<Vec<u8>> {
@@ -434,10 +411,7 @@ mod tests {
     #[test]
     fn ok_ends_response_and_keeps_status() {
         let mut m = Machine::new(Expect::Result, caps(false));
-        assert_eq!(
-            feed(&mut m, &[build_ok(caps(false), 2, 7, 3, 1)]),
-            vec![Step::Done]
-        );
+        assert_eq!(feed(&mut m, &[build_ok(caps(false), 2, 7, 3, 1)]), vec![Step::Done]);
         assert_eq!(
             (
                 m.outcome.status,
@@ -456,11 +430,7 @@ mod tests {
             let packets = result_set(deprecate, 2, 3, 0x0003);
             let steps = feed(&mut m, &packets);
             assert_eq!(steps.last(), Some(&Step::Done));
-            assert!(
-                steps[..steps.len() - 1]
-                    .iter()
-                    .all(|s| *s == Step::Continue)
-            );
+            assert!(steps[..steps.len() - 1].iter().all(|s| *s == Step::Continue));
             assert_eq!(m.outcome.status, 0x0003);
             assert!(m.outcome.result_set);
         }
@@ -491,14 +461,8 @@ mod tests {
     #[test]
     fn local_infile_request_is_reported() {
         let mut m = Machine::new(Expect::Result, caps(true));
-        assert_eq!(
-            feed(&mut m, &[b"\xFB/tmp/x.csv".to_vec()]),
-            vec![Step::LocalInfile]
-        );
-        assert_eq!(
-            feed(&mut m, &[build_ok(caps(true), 5, 0, 2, 0)]),
-            vec![Step::Done]
-        );
+        assert_eq!(feed(&mut m, &[b"\xFB/tmp/x.csv".to_vec()]), vec![Step::LocalInfile]);
+        assert_eq!(feed(&mut m, &[build_ok(caps(true), 5, 0, 2, 0)]), vec![Step::Done]);
         assert_eq!(m.outcome.affected_rows, 5);
     }
 
@@ -515,14 +479,8 @@ mod tests {
         let mut m = Machine::new(Expect::Rows, caps(true));
         assert_eq!(m.step(MAX_PAYLOAD, &[0xFE]).unwrap(), Step::Continue);
         // The continuation's first byte means nothing.
-        assert_eq!(
-            m.step(10, &[0xFE, 0, 0, 0, 0, 0, 0]).unwrap(),
-            Step::Continue
-        );
-        assert_eq!(
-            feed(&mut m, &[build_eof(caps(true), 2, 0)]),
-            vec![Step::Done]
-        );
+        assert_eq!(m.step(10, &[0xFE, 0, 0, 0, 0, 0, 0]).unwrap(), Step::Continue);
+        assert_eq!(feed(&mut m, &[build_eof(caps(true), 2, 0)]), vec![Step::Done]);
     }
 
     #[test]
@@ -569,9 +527,7 @@ mod tests {
         let _keep = writer.await.unwrap();
         drop(client_peer);
         let mut got = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut client, &mut got)
-            .await
-            .unwrap();
+        tokio::io::AsyncReadExt::read_to_end(&mut client, &mut got).await.unwrap();
         assert_eq!(got, wire);
     }
 }

@@ -124,14 +124,7 @@ pub fn route(info: &StatementInfo, session: &SessionView, replica_available: boo
         (None, None) => (None, false),
     };
     if hint == Some(Hint::Primary) {
-        return Route::new(
-            T::Primary,
-            if from_rule {
-                R::RulePrimary
-            } else {
-                R::HintPrimary
-            },
-        );
+        return Route::new(T::Primary, if from_rule { R::RulePrimary } else { R::HintPrimary });
     }
     if let Some(backend) = session.read_only_transaction {
         return Route::new(T::Backend(backend), R::ReadOnlyTransaction);
@@ -239,9 +232,9 @@ pub fn is_write(info: &StatementInfo) -> bool {
     match info.kind {
         // A locking read or a user-variable assignment changes no data;
         // functions with side effects (sequences, UDFs) and INTO may.
-        K::Select | K::Show | K::Describe | K::Explain { .. } => info
-            .flags
-            .intersects(Flags::SIDE_EFFECT_FUNC | Flags::UNKNOWN_FUNC | Flags::INTO),
+        K::Select | K::Show | K::Describe | K::Explain { .. } => {
+            info.flags.intersects(Flags::SIDE_EFFECT_FUNC | Flags::UNKNOWN_FUNC | Flags::INTO)
+        }
         K::Begin { .. }
         | K::Commit
         | K::Rollback
@@ -279,10 +272,7 @@ mod tests {
 
     #[test]
     fn autocommit_select_goes_to_a_replica() {
-        assert_eq!(
-            r("SELECT * FROM t WHERE id = 1"),
-            Route::new(Target::AnyReplica, Reason::Read)
-        );
+        assert_eq!(r("SELECT * FROM t WHERE id = 1"), Route::new(Target::AnyReplica, Reason::Read));
         assert_eq!(r("SHOW TABLES").target, Target::AnyReplica);
         assert_eq!(r("DESCRIBE t").target, Target::AnyReplica);
         assert_eq!(r("EXPLAIN SELECT 1").target, Target::AnyReplica);
@@ -332,10 +322,7 @@ mod tests {
 
     #[test]
     fn last_statement_functions_follow_the_previous_statement() {
-        let s = SessionView {
-            last_backend: Some(2),
-            ..SessionView::default()
-        };
+        let s = SessionView { last_backend: Some(2), ..SessionView::default() };
         for sql in [
             "SELECT LAST_INSERT_ID()",
             "SELECT ROW_COUNT()",
@@ -353,14 +340,8 @@ mod tests {
 
     #[test]
     fn transaction_stays_on_primary_until_it_ends() {
-        let s = SessionView {
-            in_transaction: true,
-            ..SessionView::default()
-        };
-        assert_eq!(
-            r_in("SELECT 1", s),
-            Route::new(Target::Primary, Reason::Transaction)
-        );
+        let s = SessionView { in_transaction: true, ..SessionView::default() };
+        assert_eq!(r_in("SELECT 1", s), Route::new(Target::Primary, Reason::Transaction));
         assert_eq!(r("BEGIN").target, Target::Primary);
         assert_eq!(r("COMMIT").target, Target::Primary);
     }
@@ -382,14 +363,8 @@ mod tests {
 
     #[test]
     fn locked_tables_pin_the_session_to_the_primary() {
-        let s = SessionView {
-            locked_tables: true,
-            ..SessionView::default()
-        };
-        assert_eq!(
-            r_in("SELECT 1", s),
-            Route::new(Target::Primary, Reason::LockedTables)
-        );
+        let s = SessionView { locked_tables: true, ..SessionView::default() };
+        assert_eq!(r_in("SELECT 1", s), Route::new(Target::Primary, Reason::LockedTables));
     }
 
     #[test]
@@ -405,35 +380,20 @@ mod tests {
             r("/* rwsplit:primary */ SELECT 1"),
             Route::new(Target::Primary, Reason::HintPrimary)
         );
-        assert_eq!(
-            r("INSERT INTO t VALUES (1) /* rwsplit:replica */").reason,
-            Reason::Write
-        );
-        let s = SessionView {
-            wrote: true,
-            ..SessionView::default()
-        };
-        assert_eq!(
-            r_in("SELECT 1 /* rwsplit:replica */", s).target,
-            Target::AnyReplica
-        );
+        assert_eq!(r("INSERT INTO t VALUES (1) /* rwsplit:replica */").reason, Reason::Write);
+        let s = SessionView { wrote: true, ..SessionView::default() };
+        assert_eq!(r_in("SELECT 1 /* rwsplit:replica */", s).target, Target::AnyReplica);
     }
 
     #[test]
     fn rules_act_like_hints_and_never_send_writes_to_replicas() {
-        let primary_rule = SessionView {
-            rule: Some(Hint::Primary),
-            ..SessionView::default()
-        };
+        let primary_rule = SessionView { rule: Some(Hint::Primary), ..SessionView::default() };
         assert_eq!(
             r_in("SELECT 1", primary_rule),
             Route::new(Target::Primary, Reason::RulePrimary)
         );
-        let replica_rule = SessionView {
-            rule: Some(Hint::Replica),
-            wrote: true,
-            ..SessionView::default()
-        };
+        let replica_rule =
+            SessionView { rule: Some(Hint::Replica), wrote: true, ..SessionView::default() };
         assert_eq!(
             r_in("SELECT 1", replica_rule),
             Route::new(Target::AnyReplica, Reason::RuleReplica)
@@ -456,22 +416,13 @@ mod tests {
 
     #[test]
     fn reads_after_a_write_stay_on_the_primary() {
-        let s = SessionView {
-            wrote: true,
-            ..SessionView::default()
-        };
-        assert_eq!(
-            r_in("SELECT 1", s),
-            Route::new(Target::Primary, Reason::AfterWrite)
-        );
+        let s = SessionView { wrote: true, ..SessionView::default() };
+        assert_eq!(r_in("SELECT 1", s), Route::new(Target::Primary, Reason::AfterWrite));
     }
 
     #[test]
     fn temporary_tables_pin_statements_that_touch_them() {
-        let s = SessionView {
-            touches_temporary_table: true,
-            ..SessionView::default()
-        };
+        let s = SessionView { touches_temporary_table: true, ..SessionView::default() };
         assert_eq!(r_in("SELECT * FROM tmp1", s).reason, Reason::TemporaryTable);
     }
 

@@ -39,20 +39,13 @@ pub struct Registry {
 
 impl Registry {
     pub fn insert(&self, id: u32, handle: Arc<SessionHandle>) {
-        self.sessions
-            .lock()
-            .expect("registry lock")
-            .insert(id, handle);
+        self.sessions.lock().expect("registry lock").insert(id, handle);
     }
     pub fn remove(&self, id: u32) {
         self.sessions.lock().expect("registry lock").remove(&id);
     }
     pub fn get(&self, id: u32) -> Option<Arc<SessionHandle>> {
-        self.sessions
-            .lock()
-            .expect("registry lock")
-            .get(&id)
-            .cloned()
+        self.sessions.lock().expect("registry lock").get(&id).cloned()
     }
     pub fn len(&self) -> usize {
         self.sessions.lock().expect("registry lock").len()
@@ -87,17 +80,12 @@ impl Backoff {
     /// Avoid `backend` for `for_how_long`.
     pub fn mark_down(&self, backend: usize, for_how_long: Duration) {
         if let Some(slot) = self.until_ms.get(backend) {
-            slot.store(
-                self.now_ms() + for_how_long.as_millis() as u64,
-                Ordering::Relaxed,
-            );
+            slot.store(self.now_ms() + for_how_long.as_millis() as u64, Ordering::Relaxed);
         }
     }
 
     pub fn is_down(&self, backend: usize) -> bool {
-        self.until_ms
-            .get(backend)
-            .is_some_and(|slot| slot.load(Ordering::Relaxed) > self.now_ms())
+        self.until_ms.get(backend).is_some_and(|slot| slot.load(Ordering::Relaxed) > self.now_ms())
     }
 }
 
@@ -158,10 +146,8 @@ impl Shared {
     /// Picks a replica round robin among the eligible ones, skipping
     /// `except` (a replica that just failed).
     pub fn pick_replica(&self, config: &Config, except: Option<usize>) -> Option<usize> {
-        let eligible: Vec<usize> = self
-            .eligible_replicas(config)
-            .filter(|i| Some(*i) != except)
-            .collect();
+        let eligible: Vec<usize> =
+            self.eligible_replicas(config).filter(|i| Some(*i) != except).collect();
         if eligible.is_empty() {
             return None;
         }
@@ -210,24 +196,15 @@ impl Proxy {
             let tls = l
                 .tls_acceptor(&config.base_dir)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-            let ctx = ListenerCtx {
-                tls,
-                require_tls: l.require_tls,
-            };
+            let ctx = ListenerCtx { tls, require_tls: l.require_tls };
             listeners.push((TcpListener::bind(&l.address).await?, ctx));
         }
-        Ok(Proxy {
-            shared: Shared::new(config),
-            listeners,
-        })
+        Ok(Proxy { shared: Shared::new(config), listeners })
     }
 
     /// The addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .filter_map(|(l, _)| l.local_addr().ok())
-            .collect()
+        self.listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect()
     }
 
     /// Serves until `shutdown` completes.

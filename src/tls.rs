@@ -98,11 +98,7 @@ impl ClientStream {
         let ClientStream::Plain(tcp) = std::mem::replace(self, ClientStream::Detached) else {
             return Err(io::Error::other("stream is not plain TCP"));
         };
-        let prefixed = Prefixed {
-            prefix: early,
-            pos: 0,
-            inner: tcp,
-        };
+        let prefixed = Prefixed { prefix: early, pos: 0, inner: tcp };
         let tls = acceptor.accept(prefixed).await?;
         *self = ClientStream::Tls(Box::new(tls));
         Ok(())

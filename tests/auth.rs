@@ -18,10 +18,7 @@ async fn caching_sha2_fast_path_client_logs_in() {
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let mut reader = PacketReader::new();
     let mut packet = Vec::new();
-    reader
-        .read_packet(&mut s, &mut packet, 1 << 16)
-        .await
-        .unwrap();
+    reader.read_packet(&mut s, &mut packet, 1 << 16).await.unwrap();
     let greeting = Greeting::parse(&packet).unwrap();
     let response = HandshakeResponse {
         capabilities: client_caps(true) | CapabilityFlags::CLIENT_PLUGIN_AUTH,
@@ -41,15 +38,9 @@ async fn caching_sha2_fast_path_client_logs_in() {
     let mut out = Vec::new();
     put_packet(&mut out, 1, &body);
     s.write_all(&out).await.unwrap();
-    reader
-        .read_packet(&mut s, &mut packet, 1 << 16)
-        .await
-        .unwrap();
+    reader.read_packet(&mut s, &mut packet, 1 << 16).await.unwrap();
     assert_eq!(packet, vec![0x01, 0x03], "fast auth success");
-    reader
-        .read_packet(&mut s, &mut packet, 1 << 16)
-        .await
-        .unwrap();
+    reader.read_packet(&mut s, &mut packet, 1 << 16).await.unwrap();
     assert_eq!(packet[0], 0x00, "then OK");
 }
 
@@ -59,10 +50,7 @@ async fn wrong_caching_sha2_password_is_refused() {
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let mut reader = PacketReader::new();
     let mut packet = Vec::new();
-    reader
-        .read_packet(&mut s, &mut packet, 1 << 16)
-        .await
-        .unwrap();
+    reader.read_packet(&mut s, &mut packet, 1 << 16).await.unwrap();
     let greeting = Greeting::parse(&packet).unwrap();
     let response = HandshakeResponse {
         capabilities: client_caps(true) | CapabilityFlags::CLIENT_PLUGIN_AUTH,
@@ -80,10 +68,7 @@ async fn wrong_caching_sha2_password_is_refused() {
     let mut out = Vec::new();
     put_packet(&mut out, 1, &body);
     s.write_all(&out).await.unwrap();
-    reader
-        .read_packet(&mut s, &mut packet, 1 << 16)
-        .await
-        .unwrap();
+    reader.read_packet(&mut s, &mut packet, 1 << 16).await.unwrap();
     let err = rwsplit::protocol::messages::parse_err(&packet).expect("an error");
     assert_eq!(err.code, 1045);
 }
@@ -102,17 +87,9 @@ async fn user_configured_by_native_hash_logs_in_and_reaches_backends() {
     // A read (replica) and a write (primary): both backends accept the
     // login the proxy derives from the client's proof.
     assert_eq!(c.scalar("SELECT @@server_id").await.as_deref(), Some("2"));
-    assert_eq!(
-        c.scalar("SELECT /* rwsplit:primary */ @@server_id")
-            .await
-            .as_deref(),
-        Some("1")
-    );
-    let wrong = Raw::connect(
-        &proxy.addr.to_string(),
-        &login("app", "nope", None, client_caps(true)),
-    )
-    .await;
+    assert_eq!(c.scalar("SELECT /* rwsplit:primary */ @@server_id").await.as_deref(), Some("1"));
+    let wrong =
+        Raw::connect(&proxy.addr.to_string(), &login("app", "nope", None, client_caps(true))).await;
     assert!(wrong.is_err());
 }
 
@@ -121,23 +98,10 @@ async fn greeting_presents_the_primarys_version() {
     let proxy = start_proxy(lab_config("")).await;
     let direct = Raw::app(PRIMARY, true).await;
     let proxied = Raw::app(&proxy.addr.to_string(), true).await;
-    assert_eq!(
-        proxied.conn.greeting.server_version,
-        direct.conn.greeting.server_version
-    );
-    assert_eq!(
-        proxied.conn.greeting.collation,
-        direct.conn.greeting.collation
-    );
-    assert_eq!(
-        proxied.conn.greeting.status & 0x0002,
-        0x0002,
-        "AUTOCOMMIT in the greeting"
-    );
-    assert_ne!(
-        proxied.conn.greeting.scramble,
-        direct.conn.greeting.scramble
-    );
+    assert_eq!(proxied.conn.greeting.server_version, direct.conn.greeting.server_version);
+    assert_eq!(proxied.conn.greeting.collation, direct.conn.greeting.collation);
+    assert_eq!(proxied.conn.greeting.status & 0x0002, 0x0002, "AUTOCOMMIT in the greeting");
+    assert_ne!(proxied.conn.greeting.scramble, direct.conn.greeting.scramble);
 }
 
 #[tokio::test]
@@ -163,9 +127,5 @@ async fn statistics_returns_the_servers_status_line() {
     let mut c = Raw::app(&proxy.addr.to_string(), true).await;
     let r = c.command(&[0x09], Expect::Single).await;
     assert_eq!(r.len(), 1);
-    assert!(
-        String::from_utf8_lossy(&r[0].1).starts_with("Uptime: "),
-        "{:?}",
-        r
-    );
+    assert!(String::from_utf8_lossy(&r[0].1).starts_with("Uptime: "), "{:?}", r);
 }

@@ -55,24 +55,17 @@ impl Rng {
 }
 
 fn budget() -> Duration {
-    let secs = std::env::var("RWSPLIT_FUZZ_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2.0);
+    let secs =
+        std::env::var("RWSPLIT_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);
     Duration::from_secs_f64(secs)
 }
 
 fn rng(target: &str) -> Rng {
-    let seed = std::env::var("RWSPLIT_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
-        | 1;
+    let seed =
+        std::env::var("RWSPLIT_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+                as u64
+        }) | 1;
     println!("{target}: RWSPLIT_FUZZ_SEED={seed}");
     Rng(seed)
 }
@@ -147,9 +140,7 @@ fn handshake_parsers_never_panic() {
 #[test]
 fn response_packet_decoders_never_panic() {
     let seeds = vec![
-        vec![
-            0x00, 0x01, 0x0f, 0x02, 0x40, 0x00, 0x00, 0x00, 0x13, 0x00, 0x11, 0x09,
-        ],
+        vec![0x00, 0x01, 0x0f, 0x02, 0x40, 0x00, 0x00, 0x00, 0x13, 0x00, 0x11, 0x09],
         vec![0xFE, 0, 0, 2, 0],
         b"\xFF\x15\x04#28000Access denied".to_vec(),
     ];
@@ -182,11 +173,7 @@ fn response_machine_never_panics_on_any_packet_sequence() {
         let mut m = Machine::new(expects[rng.below(expects.len())], caps);
         for _ in 0..rng.below(20) {
             let payload = rng.bytes(24);
-            let len = if rng.below(50) == 0 {
-                0xFF_FFFF
-            } else {
-                payload.len()
-            };
+            let len = if rng.below(50) == 0 { 0xFF_FFFF } else { payload.len() };
             match m.step(len, &payload) {
                 Ok(rwsplit::relay::Step::Continue) => {}
                 _ => break,
@@ -199,9 +186,7 @@ fn response_machine_never_panics_on_any_packet_sequence() {
 
 #[test]
 fn packet_reader_never_allocates_past_its_limit() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let mut valid = Vec::new();
     put_packet(&mut valid, 0, b"\x03SELECT 1");
     let n = fuzz("reader", &[valid], |input| {
@@ -209,11 +194,7 @@ fn packet_reader_never_allocates_past_its_limit() {
             let mut reader = PacketReader::new();
             let mut out = Vec::new();
             let mut stream = input;
-            while reader
-                .read_packet(&mut stream, &mut out, 1 << 16)
-                .await
-                .is_ok()
-            {
+            while reader.read_packet(&mut stream, &mut out, 1 << 16).await.is_ok() {
                 assert!(out.len() <= 1 << 16);
             }
         });

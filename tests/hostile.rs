@@ -54,9 +54,7 @@ async fn truncated_handshake_is_closed() {
         put_packet(
             &mut full,
             1,
-            &[
-                0x85, 0xa6, 0x0f, 0x00, 0, 0, 0, 1, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            ],
+            &[0x85, 0xa6, 0x0f, 0x00, 0, 0, 0, 1, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         );
         s.write_all(&full[..cut.min(full.len())]).await.unwrap();
         s.shutdown().await.unwrap();
@@ -179,10 +177,7 @@ async fn silent_client_is_closed_after_handshake_timeout() {
     let started = std::time::Instant::now();
     read_greeting(&mut s).await;
     read_until_closed(&mut s, Duration::from_secs(5)).await;
-    assert!(
-        started.elapsed() >= Duration::from_millis(900),
-        "closed too early"
-    );
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed too early");
     assert_still_serving(&proxy).await;
 }
 
@@ -196,11 +191,7 @@ async fn unknown_user_and_wrong_password_get_mysql_wording() {
             .err()
             .expect("login refused");
         match err {
-            rwsplit::backend::BackendError::Server {
-                code,
-                state,
-                message,
-            } => {
+            rwsplit::backend::BackendError::Server { code, state, message } => {
                 assert_eq!(code, 1045);
                 assert_eq!(state, "28000");
                 assert_eq!(

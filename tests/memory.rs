@@ -23,11 +23,7 @@ impl Drop for ProxyProcess {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn spawn_proxy() -> ProxyProcess {
@@ -39,10 +35,7 @@ async fn spawn_proxy() -> ProxyProcess {
         .unwrap()
         .replace("127.0.0.1:6450", &format!("127.0.0.1:{port}"))
         .replace("127.0.0.1:6451", &format!("127.0.0.1:{}", free_port()))
-        .replace(
-            "\"tls/",
-            concat!("\"", env!("CARGO_MANIFEST_DIR"), "/conf/tls/"),
-        );
+        .replace("\"tls/", concat!("\"", env!("CARGO_MANIFEST_DIR"), "/conf/tls/"));
     let path = dir.join("rwsplit.toml");
     std::fs::write(&path, config).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_rwsplit"))
@@ -57,11 +50,7 @@ async fn spawn_proxy() -> ProxyProcess {
         assert!(std::time::Instant::now() < deadline, "proxy did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    ProxyProcess {
-        child,
-        addr,
-        _dir: dir,
-    }
+    ProxyProcess { child, addr, _dir: dir }
 }
 
 /// Resident set size of a process, in KiB.
@@ -80,19 +69,12 @@ async fn one_gib_result_streams_with_flat_memory() {
     let proxy = spawn_proxy().await;
     let mut c = Raw::app(&proxy.addr, true).await;
     // Warm up buffers and the runtime with a small result first.
-    let (_, bytes) = c
-        .query_counted("SELECT REPEAT('x', 1048576) FROM seq_1_to_8")
-        .await;
+    let (_, bytes) = c.query_counted("SELECT REPEAT('x', 1048576) FROM seq_1_to_8").await;
     assert!(bytes > 8 << 20);
     let before = rss_kib(proxy.child.id());
-    let (packets, bytes) = c
-        .query_counted("SELECT REPEAT('x', 1048576) FROM seq_1_to_1024")
-        .await;
+    let (packets, bytes) = c.query_counted("SELECT REPEAT('x', 1048576) FROM seq_1_to_1024").await;
     let after = rss_kib(proxy.child.id());
-    assert!(
-        packets >= 1024 && bytes >= 1 << 30,
-        "got {packets} packets, {bytes} bytes"
-    );
+    assert!(packets >= 1024 && bytes >= 1 << 30, "got {packets} packets, {bytes} bytes");
     let growth_mib = after.saturating_sub(before) as f64 / 1024.0;
     println!("1 GiB result: RSS {before} KiB -> {after} KiB (+{growth_mib:.1} MiB)");
     assert!(growth_mib < 8.0, "RSS grew by {growth_mib:.1} MiB");
@@ -107,9 +89,7 @@ async fn repeated_bad_connections_do_not_grow_memory() {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut buf = [0u8; 256];
             let _ = s.read(&mut buf).await;
-            let junk: Vec<u8> = (0..100_000u32)
-                .map(|n| (n as u8).wrapping_mul(i | 1))
-                .collect();
+            let junk: Vec<u8> = (0..100_000u32).map(|n| (n as u8).wrapping_mul(i | 1)).collect();
             let _ = s.write_all(&junk).await;
             let _ = s.read(&mut buf).await;
         }
@@ -123,8 +103,5 @@ async fn repeated_bad_connections_do_not_grow_memory() {
     }
     let after = rss_kib(proxy.child.id());
     println!("200 bad connections: RSS {before} KiB -> {after} KiB");
-    assert!(
-        after.saturating_sub(before) < 4096,
-        "RSS grew from {before} to {after} KiB"
-    );
+    assert!(after.saturating_sub(before) < 4096, "RSS grew from {before} to {after} KiB");
 }

@@ -23,11 +23,7 @@ async fn general_log_on() {
 async fn ran_on(tag: &str) -> Vec<&'static str> {
     let (head, tail) = tag.split_at(tag.len() / 2);
     let mut on = Vec::new();
-    for (name, addr) in [
-        ("primary", PRIMARY),
-        ("replica1", REPLICA1),
-        ("replica2", REPLICA2),
-    ] {
+    for (name, addr) in [("primary", PRIMARY), ("replica1", REPLICA1), ("replica2", REPLICA2)] {
         let mut a = admin(addr).await;
         // The tag is split so this query does not match itself.
         let sql = format!(
@@ -67,25 +63,19 @@ async fn autocommit_reads_go_to_replicas() {
         let tag = unique("rd");
         c.query(&sql.replace("{tag}", &tag)).await;
         let on = ran_on(&tag).await;
-        assert!(
-            on.len() == 1 && on[0].starts_with("replica"),
-            "{sql}: ran on {on:?}"
-        );
+        assert!(on.len() == 1 && on[0].starts_with("replica"), "{sql}: ran on {on:?}");
     }
 }
 
 #[tokio::test]
 async fn writes_and_side_effects_go_to_the_primary() {
     let p = proxy().await;
-    let mut c = Raw::connect(
-        &p.addr.to_string(),
-        &login("admin", "admin", Some("app"), client_caps(true)),
-    )
-    .await
-    .unwrap();
+    let mut c =
+        Raw::connect(&p.addr.to_string(), &login("admin", "admin", Some("app"), client_caps(true)))
+            .await
+            .unwrap();
     let t = unique("w");
-    c.exec(&format!("CREATE TABLE {t} (id INT PRIMARY KEY, v INT)"))
-        .await;
+    c.exec(&format!("CREATE TABLE {t} (id INT PRIMARY KEY, v INT)")).await;
     let statements = [
         format!("INSERT INTO {t} VALUES (1, 1) /*TAG*/"),
         format!("UPDATE {t} SET v = 2 /*TAG*/"),
@@ -124,26 +114,13 @@ async fn last_insert_id_and_warnings_follow_the_previous_statement() {
     // A read on a replica with a warning, then SHOW WARNINGS sees it.
     c.query("SELECT CAST('x' AS SIGNED), @@server_id").await;
     let r = c.query("SHOW WARNINGS").await;
-    assert!(
-        r.len() > 3,
-        "warnings of the replica read are visible: {r:?}"
-    );
+    assert!(r.len() > 3, "warnings of the replica read are visible: {r:?}");
     // An insert on the primary, then LAST_INSERT_ID() there.
     let t = unique("li");
-    c.exec(&format!(
-        "CREATE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY)"
-    ))
-    .await;
-    c.exec(&format!("INSERT INTO {t} VALUES (NULL), (NULL)"))
-        .await;
-    assert_eq!(
-        c.scalar("SELECT LAST_INSERT_ID()").await.as_deref(),
-        Some("1")
-    );
-    assert_eq!(
-        c.scalar("SELECT @@server_id, ROW_COUNT()").await.as_deref(),
-        Some(PRIMARY_ID)
-    );
+    c.exec(&format!("CREATE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY)")).await;
+    c.exec(&format!("INSERT INTO {t} VALUES (NULL), (NULL)")).await;
+    assert_eq!(c.scalar("SELECT LAST_INSERT_ID()").await.as_deref(), Some("1"));
+    assert_eq!(c.scalar("SELECT @@server_id, ROW_COUNT()").await.as_deref(), Some(PRIMARY_ID));
     c.exec(&format!("DROP TABLE {t}")).await;
 }
 
@@ -164,23 +141,14 @@ async fn explicit_transaction_stays_on_the_primary() {
     let p = proxy().await;
     let mut c = app(&p).await;
     c.exec("BEGIN").await;
-    assert_eq!(
-        c.scalar("SELECT @@server_id").await.as_deref(),
-        Some(PRIMARY_ID)
-    );
+    assert_eq!(c.scalar("SELECT @@server_id").await.as_deref(), Some(PRIMARY_ID));
     c.exec("SAVEPOINT s1").await;
-    assert_eq!(
-        c.scalar("SELECT @@server_id").await.as_deref(),
-        Some(PRIMARY_ID)
-    );
+    assert_eq!(c.scalar("SELECT @@server_id").await.as_deref(), Some(PRIMARY_ID));
     c.exec("ROLLBACK TO SAVEPOINT s1").await;
     c.exec("COMMIT").await;
     assert!(is_replica(c.scalar("SELECT @@server_id").await));
     c.exec("START TRANSACTION").await;
-    assert_eq!(
-        c.scalar("SELECT @@server_id").await.as_deref(),
-        Some(PRIMARY_ID)
-    );
+    assert_eq!(c.scalar("SELECT @@server_id").await.as_deref(), Some(PRIMARY_ID));
     c.exec("ROLLBACK").await;
 }
 
@@ -190,10 +158,7 @@ async fn autocommit_off_keeps_every_statement_on_the_primary() {
     let mut c = app(&p).await;
     c.exec("SET autocommit = 0").await;
     for _ in 0..3 {
-        assert_eq!(
-            c.scalar("SELECT @@server_id").await.as_deref(),
-            Some(PRIMARY_ID)
-        );
+        assert_eq!(c.scalar("SELECT @@server_id").await.as_deref(), Some(PRIMARY_ID));
         c.exec("COMMIT").await;
     }
     c.exec("SET autocommit = 1").await;
@@ -222,11 +187,9 @@ async fn lock_tables_pins_the_session_until_unlock() {
     a.exec(&format!("CREATE TABLE app.{t} (id INT)")).await;
     c.exec(&format!("LOCK TABLES {t} READ")).await;
     assert_eq!(
-        c.scalar(&format!(
-            "SELECT @@server_id FROM {t} RIGHT JOIN (SELECT 1) x ON 1"
-        ))
-        .await
-        .as_deref(),
+        c.scalar(&format!("SELECT @@server_id FROM {t} RIGHT JOIN (SELECT 1) x ON 1"))
+            .await
+            .as_deref(),
         Some(PRIMARY_ID)
     );
     c.exec("UNLOCK TABLES").await;
@@ -244,33 +207,18 @@ async fn session_settings_apply_to_replica_reads() {
     for _ in 0..4 {
         // Several reads, so both replicas serve some.
         assert!(is_replica(c.scalar("SELECT @@server_id").await));
-        assert_eq!(
-            c.scalar("SELECT @@time_zone").await.as_deref(),
-            Some("+05:30")
-        );
-        assert_eq!(
-            c.scalar("SELECT @@sql_mode").await.as_deref(),
-            Some("ANSI_QUOTES")
-        );
-        assert_eq!(
-            c.scalar("SELECT @@character_set_client").await.as_deref(),
-            Some("latin1")
-        );
+        assert_eq!(c.scalar("SELECT @@time_zone").await.as_deref(), Some("+05:30"));
+        assert_eq!(c.scalar("SELECT @@sql_mode").await.as_deref(), Some("ANSI_QUOTES"));
+        assert_eq!(c.scalar("SELECT @@character_set_client").await.as_deref(), Some("latin1"));
     }
     c.exec("USE information_schema").await;
     for _ in 0..4 {
-        assert_eq!(
-            c.scalar("SELECT DATABASE()").await.as_deref(),
-            Some("information_schema")
-        );
+        assert_eq!(c.scalar("SELECT DATABASE()").await.as_deref(), Some("information_schema"));
     }
     // A failing SET fails for the client and is not replayed.
     let r = c.query("SET SESSION sql_mode = 'NO_SUCH_MODE'").await;
     assert_eq!(r[0].1[0], 0xFF);
-    assert_eq!(
-        c.scalar("SELECT @@sql_mode").await.as_deref(),
-        Some("ANSI_QUOTES")
-    );
+    assert_eq!(c.scalar("SELECT @@sql_mode").await.as_deref(), Some("ANSI_QUOTES"));
 }
 
 #[tokio::test]
@@ -280,12 +228,7 @@ async fn temporary_tables_are_read_where_they_live() {
     c.exec("CREATE TEMPORARY TABLE tmp_routing (id INT)").await;
     c.exec("INSERT INTO tmp_routing VALUES (1), (2)").await;
     for _ in 0..4 {
-        assert_eq!(
-            c.scalar("SELECT COUNT(*) FROM tmp_routing")
-                .await
-                .as_deref(),
-            Some("2")
-        );
+        assert_eq!(c.scalar("SELECT COUNT(*) FROM tmp_routing").await.as_deref(), Some("2"));
     }
     c.exec("DROP TEMPORARY TABLE tmp_routing").await;
 }
@@ -298,14 +241,8 @@ async fn reads_after_a_write_stay_on_the_primary() {
     let t = unique("aw");
     c.exec(&format!("CREATE TABLE {t} (id INT)")).await;
     c.exec(&format!("INSERT INTO {t} VALUES (7)")).await;
-    assert_eq!(
-        c.scalar(&format!("SELECT id FROM {t}")).await.as_deref(),
-        Some("7")
-    );
-    assert_eq!(
-        c.scalar("SELECT @@server_id").await.as_deref(),
-        Some(PRIMARY_ID)
-    );
+    assert_eq!(c.scalar(&format!("SELECT id FROM {t}")).await.as_deref(), Some("7"));
+    assert_eq!(c.scalar("SELECT @@server_id").await.as_deref(), Some(PRIMARY_ID));
     c.exec(&format!("DROP TABLE {t}")).await;
 }
 
@@ -314,26 +251,15 @@ async fn hints_force_the_target() {
     let p = proxy().await;
     let mut c = app(&p).await;
     assert_eq!(
-        c.scalar("SELECT /* rwsplit:primary */ @@server_id")
-            .await
-            .as_deref(),
+        c.scalar("SELECT /* rwsplit:primary */ @@server_id").await.as_deref(),
         Some(PRIMARY_ID)
     );
     let tag = unique("hint");
     let t = unique("h");
     c.exec(&format!("CREATE TABLE {t} (id INT)")).await;
-    c.exec(&format!(
-        "INSERT /* rwsplit:replica */ INTO {t} VALUES (1) /*{tag}*/"
-    ))
-    .await;
-    assert_eq!(
-        ran_on(&tag).await,
-        vec!["primary"],
-        "a replica hint on a write is ignored"
-    );
-    assert!(is_replica(
-        c.scalar("SELECT /* rwsplit:replica */ @@server_id").await
-    ));
+    c.exec(&format!("INSERT /* rwsplit:replica */ INTO {t} VALUES (1) /*{tag}*/")).await;
+    assert_eq!(ran_on(&tag).await, vec!["primary"], "a replica hint on a write is ignored");
+    assert!(is_replica(c.scalar("SELECT /* rwsplit:replica */ @@server_id").await));
     c.exec(&format!("DROP TABLE {t}")).await;
 }
 
@@ -365,10 +291,7 @@ role = "replica"
     let p = start_proxy(config).await;
     let mut c = app(&p).await;
     for _ in 0..5 {
-        assert_eq!(
-            c.scalar("SELECT @@server_id").await.as_deref(),
-            Some(PRIMARY_ID)
-        );
+        assert_eq!(c.scalar("SELECT @@server_id").await.as_deref(), Some(PRIMARY_ID));
     }
 }
 
@@ -397,12 +320,7 @@ async fn prepared_reads_run_on_replicas_and_writes_on_the_primary() {
     let mut servers = std::collections::HashSet::new();
     for i in 0..6 {
         let r = c.command(&exec(i == 0), Expect::Result).await;
-        assert_ne!(
-            r[0].1[0],
-            0xFF,
-            "execute {i} failed: {:?}",
-            String::from_utf8_lossy(&r[0].1)
-        );
+        assert_ne!(r[0].1[0], 0xFF, "execute {i} failed: {:?}", String::from_utf8_lossy(&r[0].1));
         // Binary row: header 0x00, null bitmap, then the lenenc/int values.
         let row = &r[r.len() - 2].1;
         servers.insert(row[3..].to_vec());
@@ -421,12 +339,7 @@ async fn prepared_reads_run_on_replicas_and_writes_on_the_primary() {
     let r = c.command(&e, Expect::Result).await;
     assert_eq!(r[0].1[0], 0x00);
     let mut a = admin(PRIMARY).await;
-    assert_eq!(
-        a.scalar(&format!("SELECT COUNT(*) FROM app.{t}"))
-            .await
-            .as_deref(),
-        Some("1")
-    );
+    assert_eq!(a.scalar(&format!("SELECT COUNT(*) FROM app.{t}")).await.as_deref(), Some("1"));
     c.exec(&format!("DROP TABLE {t}")).await;
 }
 
@@ -445,20 +358,13 @@ target = "replica"
     .await;
     let mut c = app(&p).await;
     assert_eq!(
-        c.scalar("SELECT @@server_id, 'from_rule_to_primary'")
-            .await
-            .as_deref(),
+        c.scalar("SELECT @@server_id, 'from_rule_to_primary'").await.as_deref(),
         Some(PRIMARY_ID)
     );
     let t = unique("rule");
     c.exec(&format!("CREATE TABLE {t} (id INT)")).await;
     // After a write reads stay on the primary, except what a rule sends away.
-    assert_eq!(
-        c.scalar("SELECT @@server_id").await.as_deref(),
-        Some(PRIMARY_ID)
-    );
-    assert!(is_replica(
-        c.scalar("SELECT @@server_id, 42 AS always_replica").await
-    ));
+    assert_eq!(c.scalar("SELECT @@server_id").await.as_deref(), Some(PRIMARY_ID));
+    assert!(is_replica(c.scalar("SELECT @@server_id, 42 AS always_replica").await));
     c.exec(&format!("DROP TABLE {t}")).await;
 }

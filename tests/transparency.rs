@@ -52,10 +52,7 @@ async fn setup() -> String {
 async fn assert_same(proxy: &TestProxy, deprecate_eof: bool, commands: &[(Vec<u8>, Expect)]) {
     let mut direct = Raw::app(PRIMARY, deprecate_eof).await;
     let mut proxied = Raw::app(&proxy.addr.to_string(), deprecate_eof).await;
-    assert_eq!(
-        direct.conn.caps, proxied.conn.caps,
-        "negotiated capabilities differ"
-    );
+    assert_eq!(direct.conn.caps, proxied.conn.caps, "negotiated capabilities differ");
     for (payload, expect) in commands {
         let want = direct.command(payload, *expect).await;
         let got = proxied.command(payload, *expect).await;
@@ -80,9 +77,7 @@ async fn text_results_are_byte_identical() {
     let proxy = start_proxy(lab_config("")).await;
     let commands = vec![
         q(&format!("SELECT * FROM {table} ORDER BY id")),
-        q(&format!(
-            "SELECT id, d, dt, ts, tm FROM {table} WHERE id = 3"
-        )),
+        q(&format!("SELECT id, d, dt, ts, tm FROM {table} WHERE id = 3")),
         q("SELECT 1/0, CAST('abc' AS SIGNED), 'x' + 1"),
         q("SHOW WARNINGS"),
         q("SELECT * FROM no_such_table_here"),
@@ -166,28 +161,16 @@ fn binary_params() -> Vec<(u8, u8, Option<Vec<u8>>)> {
         (0x03, 0x00, Some((-7i32).to_le_bytes().to_vec())),  // LONG
         (0x08, 0x80, Some(u64::MAX.to_le_bytes().to_vec())), // LONGLONG unsigned
         (0x04, 0x00, Some(1.5f32.to_le_bytes().to_vec())),   // FLOAT
-        (
-            0x05,
-            0x00,
-            Some(std::f64::consts::PI.to_le_bytes().to_vec()),
-        ), // DOUBLE
+        (0x05, 0x00, Some(std::f64::consts::PI.to_le_bytes().to_vec())), // DOUBLE
         (0x0A, 0x00, Some(vec![4, 0xE8, 0x07, 2, 29])),      // DATE 2024-02-29
-        (
-            0x0C,
-            0x00,
-            Some(vec![11, 0xE8, 0x07, 2, 29, 23, 59, 59, 0x3F, 0x42, 0x0F, 0]),
-        ), // DATETIME .999999
-        (
-            0x0B,
-            0x00,
-            Some(vec![12, 1, 1, 0, 0, 0, 2, 3, 4, 0x40, 0x42, 0x0F, 0]),
-        ), // TIME -1 day 02:03:04.999999?
-        (0x07, 0x00, Some(vec![7, 0xE8, 0x07, 1, 1, 0, 0, 1])), // TIMESTAMP
-        (0xFE, 0x00, lenenc("h\u{e9}llo".as_bytes())),       // STRING
-        (0xFD, 0x00, lenenc(b"")),                           // VAR_STRING empty
-        (0xFC, 0x00, lenenc(&[0xFF, 0x00, 0xFE])),           // BLOB non-UTF-8
-        (0xF6, 0x00, lenenc(b"-12345678901234.123456")),     // NEWDECIMAL
-        (0x06, 0x00, None),                                  // NULL
+        (0x0C, 0x00, Some(vec![11, 0xE8, 0x07, 2, 29, 23, 59, 59, 0x3F, 0x42, 0x0F, 0])), // DATETIME .999999
+        (0x0B, 0x00, Some(vec![12, 1, 1, 0, 0, 0, 2, 3, 4, 0x40, 0x42, 0x0F, 0])), // TIME -1 day 02:03:04.999999?
+        (0x07, 0x00, Some(vec![7, 0xE8, 0x07, 1, 1, 0, 0, 1])),                    // TIMESTAMP
+        (0xFE, 0x00, lenenc("h\u{e9}llo".as_bytes())),                             // STRING
+        (0xFD, 0x00, lenenc(b"")),                       // VAR_STRING empty
+        (0xFC, 0x00, lenenc(&[0xFF, 0x00, 0xFE])),       // BLOB non-UTF-8
+        (0xF6, 0x00, lenenc(b"-12345678901234.123456")), // NEWDECIMAL
+        (0x06, 0x00, None),                              // NULL
     ]
 }
 
@@ -227,12 +210,7 @@ fn execute(id: u32, flags: u8, params: &[(u8, u8, Option<Vec<u8>>)], with_types:
 }
 
 fn stmt_id(prepare_ok: &[u8]) -> u32 {
-    assert_eq!(
-        prepare_ok[0],
-        0,
-        "prepare failed: {:?}",
-        String::from_utf8_lossy(prepare_ok)
-    );
+    assert_eq!(prepare_ok[0], 0, "prepare failed: {:?}", String::from_utf8_lossy(prepare_ok));
     u32::from_le_bytes(prepare_ok[1..5].try_into().unwrap())
 }
 
@@ -278,23 +256,17 @@ async fn prepared_statements_are_byte_identical() {
         let got = mask_id(proxied.prepare(&prepare(&sql)).await);
         assert_eq!(got, want, "prepare response");
         for with_types in [true, false, true] {
-            let want = direct
-                .command(&execute(ids[0], 0, &params, with_types), Expect::Result)
-                .await;
-            let got = proxied
-                .command(&execute(ids[1], 0, &params, with_types), Expect::Result)
-                .await;
+            let want =
+                direct.command(&execute(ids[0], 0, &params, with_types), Expect::Result).await;
+            let got =
+                proxied.command(&execute(ids[1], 0, &params, with_types), Expect::Result).await;
             assert_eq!(got, want, "execute with_types={with_types}");
         }
         // New parameter types on re-execution.
         let mut changed = params.clone();
         changed[0] = (0xFE, 0, Some(b"\x03abc".to_vec()));
-        let want = direct
-            .command(&execute(ids[0], 0, &changed, true), Expect::Result)
-            .await;
-        let got = proxied
-            .command(&execute(ids[1], 0, &changed, true), Expect::Result)
-            .await;
+        let want = direct.command(&execute(ids[0], 0, &changed, true), Expect::Result).await;
+        let got = proxied.command(&execute(ids[1], 0, &changed, true), Expect::Result).await;
         assert_eq!(got, want, "execute with new types");
 
         // Rows of every column type in the binary protocol.
@@ -304,21 +276,13 @@ async fn prepared_statements_are_byte_identical() {
             let r = c.prepare(&prepare(&sql)).await;
             ids[i] = stmt_id(&r[0].1);
         }
-        let want = direct
-            .command(&execute(ids[0], 0, &one, true), Expect::Result)
-            .await;
-        let got = proxied
-            .command(&execute(ids[1], 0, &one, true), Expect::Result)
-            .await;
+        let want = direct.command(&execute(ids[0], 0, &one, true), Expect::Result).await;
+        let got = proxied.command(&execute(ids[1], 0, &one, true), Expect::Result).await;
         assert_eq!(got, want, "binary rows");
 
         // A cursor, fetched two rows at a time until the last row.
-        let want = direct
-            .command(&execute(ids[0], 1, &one, true), Expect::Result)
-            .await;
-        let got = proxied
-            .command(&execute(ids[1], 1, &one, true), Expect::Result)
-            .await;
+        let want = direct.command(&execute(ids[0], 1, &one, true), Expect::Result).await;
+        let got = proxied.command(&execute(ids[1], 1, &one, true), Expect::Result).await;
         assert_eq!(got, want, "execute with cursor");
         for _ in 0..3 {
             let fetch = |id: u32| {
@@ -354,18 +318,10 @@ async fn prepared_statements_are_byte_identical() {
             p.truncate(p.len() - 2);
             p
         };
-        let want = direct
-            .command(
-                &strip_values(execute(ids[0], 0, &blobs, true)),
-                Expect::Result,
-            )
-            .await;
-        let got = proxied
-            .command(
-                &strip_values(execute(ids[1], 0, &blobs, true)),
-                Expect::Result,
-            )
-            .await;
+        let want =
+            direct.command(&strip_values(execute(ids[0], 0, &blobs, true)), Expect::Result).await;
+        let got =
+            proxied.command(&strip_values(execute(ids[1], 0, &blobs, true)), Expect::Result).await;
         assert_eq!(got, want, "execute after long data");
         let reset = |id: u32| {
             let mut p = vec![0x1A];
@@ -384,17 +340,9 @@ async fn prepared_statements_are_byte_identical() {
         direct.send_only(&close(ids[0])).await;
         proxied.send_only(&close(ids[1])).await;
         // Executing a closed statement is an error, worded like the server's.
-        let want = direct
-            .command(&execute(ids[0], 0, &[], false), Expect::Result)
-            .await;
-        let got = proxied
-            .command(&execute(ids[1], 0, &[], false), Expect::Result)
-            .await;
-        assert_eq!(
-            got[0].1[..3],
-            want[0].1[..3],
-            "unknown statement error code"
-        );
+        let want = direct.command(&execute(ids[0], 0, &[], false), Expect::Result).await;
+        let got = proxied.command(&execute(ids[1], 0, &[], false), Expect::Result).await;
+        assert_eq!(got[0].1[..3], want[0].1[..3], "unknown statement error code");
         // Prepare errors come through unchanged.
         let want = direct.prepare(&prepare("SELECT * FROM nope_nope")).await;
         let got = proxied.prepare(&prepare("SELECT * FROM nope_nope")).await;
@@ -413,10 +361,7 @@ async fn packets_over_16_mib_pass_both_ways() {
     // A 17 MiB command from the client.
     let big = format!("SELECT LENGTH('{}') AS n", "b".repeat(17 << 20));
     assert_eq!(proxied.query(&big).await, direct.query(&big).await);
-    assert_eq!(
-        proxied.scalar("SELECT 'still in sync'").await.as_deref(),
-        Some("still in sync")
-    );
+    assert_eq!(proxied.scalar("SELECT 'still in sync'").await.as_deref(), Some("still in sync"));
 }
 
 #[tokio::test]
@@ -445,10 +390,7 @@ async fn change_user_with_wrong_password_is_refused() {
 async fn change_user_with_right_password_switches_identity() {
     let proxy = start_proxy(lab_config("")).await;
     let mut c = Raw::app(&proxy.addr.to_string(), true).await;
-    assert_eq!(
-        c.scalar("SELECT CURRENT_USER()").await.as_deref(),
-        Some("app@%")
-    );
+    assert_eq!(c.scalar("SELECT CURRENT_USER()").await.as_deref(), Some("app@%"));
     c.exec("SET @carried = 1").await;
     let scramble = c.conn.greeting.scramble.clone();
     let mut p = vec![0x11];
@@ -461,10 +403,7 @@ async fn change_user_with_right_password_switches_identity() {
     p.extend_from_slice(b"mysql_native_password\0");
     let r = c.command(&p, Expect::Result).await;
     assert_eq!(r[0].1[0], 0x00, "change user OK");
-    assert_eq!(
-        c.scalar("SELECT CURRENT_USER()").await.as_deref(),
-        Some("admin@%")
-    );
+    assert_eq!(c.scalar("SELECT CURRENT_USER()").await.as_deref(), Some("admin@%"));
     assert_eq!(c.scalar("SELECT @carried").await, None);
 }
 
@@ -513,16 +452,10 @@ async fn kill_query_uses_proxy_connection_ids() {
     let r = killer.query(&format!("KILL QUERY {victim_id}")).await;
     assert_eq!(r[0].1[0], 0x00, "KILL QUERY answered OK");
     let (elapsed, r, mut victim) = sleeper.await.unwrap();
-    assert!(
-        elapsed < std::time::Duration::from_secs(15),
-        "the sleep was interrupted"
-    );
+    assert!(elapsed < std::time::Duration::from_secs(15), "the sleep was interrupted");
     // MariaDB reports an interrupted SLEEP as result 1.
     assert!(!r.is_empty());
-    assert_eq!(
-        victim.scalar("SELECT 'alive'").await.as_deref(),
-        Some("alive")
-    );
+    assert_eq!(victim.scalar("SELECT 'alive'").await.as_deref(), Some("alive"));
     let r = killer.query("KILL 4000000000").await;
     let err = rwsplit::protocol::messages::parse_err(&r[0].1).expect("an error");
     assert_eq!(err.code, 1094);
@@ -535,9 +468,7 @@ async fn kill_connection_closes_the_other_session() {
     let mut victim = Raw::app(&addr, true).await;
     victim.exec("SELECT 1").await;
     let mut killer = Raw::app(&addr, true).await;
-    let r = killer
-        .query(&format!("KILL {}", victim.conn.thread_id))
-        .await;
+    let r = killer.query(&format!("KILL {}", victim.conn.thread_id)).await;
     assert_eq!(r[0].1[0], 0x00);
     // The victim's next read sees the connection closed.
     let mut buf = [0u8; 1];
@@ -555,33 +486,17 @@ async fn load_data_local_infile_is_relayed() {
     let proxy = start_proxy(lab_config("")).await;
     let mut direct = Raw::app(PRIMARY, true).await;
     let mut proxied = Raw::app(&proxy.addr.to_string(), true).await;
-    let file: Vec<u8> = (0..5000)
-        .flat_map(|i| format!("{i}\trow {i}\n").into_bytes())
-        .collect();
+    let file: Vec<u8> = (0..5000).flat_map(|i| format!("{i}\trow {i}\n").into_bytes()).collect();
     let (ta, tb) = (unique("load"), unique("load"));
     for (c, t) in [(&mut direct, &ta), (&mut proxied, &tb)] {
         c.local_file = file.clone();
-        c.exec(&format!(
-            "CREATE TABLE {t} (id INT PRIMARY KEY, s VARCHAR(20))"
-        ))
-        .await;
+        c.exec(&format!("CREATE TABLE {t} (id INT PRIMARY KEY, s VARCHAR(20))")).await;
     }
-    let want = direct
-        .query(&format!(
-            "LOAD DATA LOCAL INFILE 'rows.tsv' INTO TABLE {ta}"
-        ))
-        .await;
-    let got = proxied
-        .query(&format!(
-            "LOAD DATA LOCAL INFILE 'rows.tsv' INTO TABLE {tb}"
-        ))
-        .await;
+    let want = direct.query(&format!("LOAD DATA LOCAL INFILE 'rows.tsv' INTO TABLE {ta}")).await;
+    let got = proxied.query(&format!("LOAD DATA LOCAL INFILE 'rows.tsv' INTO TABLE {tb}")).await;
     assert_eq!(got, want);
     assert_eq!(
-        proxied
-            .scalar(&format!("SELECT COUNT(*) FROM {tb}"))
-            .await
-            .as_deref(),
+        proxied.scalar(&format!("SELECT COUNT(*) FROM {tb}")).await.as_deref(),
         Some("5000")
     );
     for (c, t) in [(&mut direct, &ta), (&mut proxied, &tb)] {
@@ -596,11 +511,7 @@ async fn connections_of(user: &str) -> usize {
         let mut a = admin(addr).await;
         let sql =
             format!("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{user}'");
-        n += a
-            .scalar(&sql)
-            .await
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0);
+        n += a.scalar(&sql).await.and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
     }
     n
 }
@@ -609,35 +520,20 @@ async fn connections_of(user: &str) -> usize {
 async fn idle_client_holds_no_backend_connection() {
     let user = format!("lazy{}", std::process::id());
     let mut a = admin(PRIMARY).await;
-    a.exec(&format!(
-        "CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY 'pw'"
-    ))
-    .await;
+    a.exec(&format!("CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY 'pw'")).await;
     wait_replicas_caught_up().await;
-    let proxy = start_proxy(lab_config(&format!(
-        "[[users]]\nname = \"{user}\"\npassword = \"pw\"\n"
-    )))
-    .await;
-    let mut c = Raw::connect(
-        &proxy.addr.to_string(),
-        &login(&user, "pw", None, client_caps(true)),
-    )
-    .await
-    .unwrap();
+    let proxy =
+        start_proxy(lab_config(&format!("[[users]]\nname = \"{user}\"\npassword = \"pw\"\n")))
+            .await;
+    let mut c = Raw::connect(&proxy.addr.to_string(), &login(&user, "pw", None, client_caps(true)))
+        .await
+        .unwrap();
     // Ping is answered by the proxy itself.
     let r = c.command(&[0x0E], Expect::Result).await;
     assert_eq!(r[0].1[0], 0x00, "ping answered");
-    assert_eq!(
-        connections_of(&user).await,
-        0,
-        "an idle client opened a backend connection"
-    );
+    assert_eq!(connections_of(&user).await, 0, "an idle client opened a backend connection");
     assert_eq!(c.scalar("SELECT 1").await.as_deref(), Some("1"));
-    assert_eq!(
-        connections_of(&user).await,
-        1,
-        "the first statement opens one backend connection"
-    );
+    assert_eq!(connections_of(&user).await, 1, "the first statement opens one backend connection");
     drop(c);
     a.exec(&format!("DROP USER '{user}'@'%'")).await;
 }

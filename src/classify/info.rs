@@ -43,7 +43,7 @@ pub enum StatementKind {
     Do,
     /// HANDLER ... OPEN/READ/CLOSE.
     Handler,
-    /// BEGIN [WORK], START TRANSACTION [...].
+    /// `BEGIN [WORK]`, `START TRANSACTION [...]`.
     Begin {
         /// START TRANSACTION READ ONLY.
         read_only: bool,
@@ -54,13 +54,13 @@ pub enum StatementKind {
     Rollback,
     /// SAVEPOINT x.
     Savepoint,
-    /// ROLLBACK [WORK] TO [SAVEPOINT] x.
+    /// `ROLLBACK [WORK] TO [SAVEPOINT] x`.
     RollbackToSavepoint,
     /// RELEASE SAVEPOINT x.
     ReleaseSavepoint,
     /// SET autocommit to a literal value, as the statement's only assignment.
     SetAutocommit(bool),
-    /// SET [SESSION] TRANSACTION ...
+    /// `SET [SESSION] TRANSACTION ...`
     SetTransaction,
     /// SET NAMES / SET CHARACTER SET / SET CHARSET.
     SetNames,
@@ -237,7 +237,8 @@ pub struct StatementInfo {
     pub hint: Option<Hint>,
     /// A consistency hint from a comment; the last one wins.
     pub consistency: Option<Consistency>,
-    /// FNV-1a hash of the normalized text (see [`super::normalize`]).
+    /// 64-bit hash of the normalized text (see [`super::normalize`]); the parser tier's
+    /// cache key.
     pub digest: u64,
     /// Number of non-empty statements in the text.
     pub statements: u16,

@@ -10,9 +10,24 @@ use super::words::Kw;
 /// How many leading tokens are kept per statement.
 pub(super) const LEAD_MAX: usize = 14;
 
+/// A leading token, compact: the scanner keeps up to [`LEAD_MAX`] per statement.
+#[derive(Clone, Copy)]
+struct LeadTok {
+    tok: Tok,
+    kw: Option<Kw>,
+    start: u32,
+    end: u32,
+}
+
+impl LeadTok {
+    fn text<'a>(&self, sql: &'a str) -> &'a str {
+        sql.get(self.start as usize..self.end as usize).unwrap_or("")
+    }
+}
+
 /// The first tokens of a statement.
 pub(super) struct Lead {
-    toks: [Token; LEAD_MAX],
+    toks: [LeadTok; LEAD_MAX],
     len: usize,
 }
 
@@ -35,27 +50,23 @@ pub(super) enum Shape {
     Unsure,
 }
 
-const NO_TOKEN: Token = Token {
-    tok: Tok::End,
-    start: 0,
-    end: 0,
-    hash: 0,
-    kw: None,
-    after_dot: false,
-};
+const NO_TOKEN: LeadTok = LeadTok { tok: Tok::End, kw: None, start: 0, end: 0 };
+
+/// Positions past 4 GiB do not fit; such a token's text reads as empty (never a panic).
+fn pos(p: usize) -> u32 {
+    u32::try_from(p).unwrap_or(u32::MAX)
+}
 
 impl Lead {
     pub fn new() -> Lead {
-        Lead {
-            toks: [NO_TOKEN; LEAD_MAX],
-            len: 0,
-        }
+        Lead { toks: [NO_TOKEN; LEAD_MAX], len: 0 }
     }
 
     #[inline]
     pub fn push(&mut self, t: &Token) {
         if self.len < LEAD_MAX {
-            self.toks[self.len] = *t;
+            self.toks[self.len] =
+                LeadTok { tok: t.tok, kw: t.kw, start: pos(t.start), end: pos(t.end) };
             self.len += 1;
         }
     }
@@ -87,9 +98,7 @@ impl Lead {
     }
 
     fn op_is(&self, sql: &str, i: usize, op: &str) -> bool {
-        self.toks[..self.len]
-            .get(i)
-            .is_some_and(|t| t.is_op(sql, op))
+        self.toks[..self.len].get(i).is_some_and(|t| t.tok == Tok::Op && t.text(sql) == op)
     }
 
     fn any(&self, from: usize, kw: Kw) -> bool {
@@ -106,10 +115,7 @@ impl Lead {
         match self.kw(0) {
             Some(Kw::CREATE) => {
                 let i = skip_create_modifiers(self, sql, 1);
-                matches!(
-                    self.kw(i),
-                    Some(Kw::PROCEDURE | Kw::FUNCTION | Kw::TRIGGER | Kw::EVENT)
-                )
+                matches!(self.kw(i), Some(Kw::PROCEDURE | Kw::FUNCTION | Kw::TRIGGER | Kw::EVENT))
             }
             _ => shape_at(self, sql, 0).0 == Shape::Compound,
         }
@@ -181,9 +187,10 @@ fn skip_create_modifiers(l: &Lead, sql: &str, mut i: usize) -> usize {
             i += 2;
         } else if l.is(i, Kw::DEFINER) {
             i = skip_account(l, sql, i + 2);
-        } else if l.is(i, Kw::ALGORITHM) {
-            i += 3;
-        } else if l.word_is(sql, i, "SQL") && l.word_is(sql, i + 1, "SECURITY") {
+        } else if l.is(i, Kw::ALGORITHM)
+            || (l.word_is(sql, i, "SQL") && l.word_is(sql, i + 1, "SECURITY"))
+        {
+            // ALGORITHM = name | SQL SECURITY name
             i += 3;
         } else if l.word_is(sql, i, "AGGREGATE") || l.word_is(sql, i, "ONLINE") {
             i += 1;
@@ -304,11 +311,7 @@ fn show_shape(l: &Lead, i: usize) -> (Shape, Flags) {
         Some(Kw::COUNT) => matches!(l.kw(i + 4), Some(Kw::WARNINGS | Kw::ERRORS)),
         _ => false,
     };
-    let flags = if last_statement {
-        Flags::LAST_STATEMENT_FUNC
-    } else {
-        Flags::EMPTY
-    };
+    let flags = if last_statement { Flags::LAST_STATEMENT_FUNC } else { Flags::EMPTY };
     (Shape::Fixed(K::Show), flags)
 }
 

@@ -5,10 +5,10 @@
 //! (`-- ` only when followed by whitespace or a control character), and executable
 //! comments (`/*! ... */`, `/*!50700 ... */`, `/*M! ... */`, `/*M!100100 ... */`), whose
 //! content is code the server runs, so it is lexed as code whatever the version says.
-//! Routing hints are read out of ordinary comments as they are skipped.
+//! Routing hints are read out of ordinary comments as they are skipped ([`Hints`]).
 
-use super::info::{Consistency, Hint};
-use super::words::{self, FNV_OFFSET, Kw, fnv_upper_step};
+use super::hints::Hints;
+use super::words::{self, Kw, MAX_WORD};
 
 /// A token's kind.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -38,14 +38,12 @@ pub(super) enum Tok {
     End,
 }
 
-/// One token: where it is in the text, and for words their hash and keyword.
+/// One token: where it is in the text, and for words their keyword.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Token {
     pub tok: Tok,
     pub start: usize,
     pub end: usize,
-    /// FNV-1a of the uppercased word (words only).
-    pub hash: u64,
     /// The keyword this word is (never set for a word right after a `.`).
     pub kw: Option<Kw>,
     /// The word follows a `.`: it is part of a qualified name.
@@ -61,27 +59,6 @@ impl Token {
     /// True for an operator token with exactly this text.
     pub fn is_op(&self, sql: &str, op: &str) -> bool {
         self.tok == Tok::Op && self.text(sql) == op
-    }
-}
-
-/// Routing hints collected from comments.
-#[derive(Clone, Copy, Default, Debug)]
-pub(super) struct Hints {
-    pub primary: bool,
-    pub replica: bool,
-    pub consistency: Option<Consistency>,
-}
-
-impl Hints {
-    /// The primary/replica hint; primary wins when both were written.
-    pub fn hint(&self) -> Option<Hint> {
-        if self.primary {
-            Some(Hint::Primary)
-        } else if self.replica {
-            Some(Hint::Replica)
-        } else {
-            None
-        }
     }
 }
 
@@ -103,7 +80,7 @@ const C_DOT: u8 = 14;
 const C_SEMI: u8 = 15;
 const C_QUESTION: u8 = 16;
 
-const CLASS: [u8; 256] = {
+static CLASS: [u8; 256] = {
     let mut c = [C_OTHER; 256];
     let mut i = 0;
     while i < 256 {
@@ -238,14 +215,7 @@ impl<'a> Lexer<'a> {
     }
 
     fn make(&mut self, tok: Tok, start: usize) -> Token {
-        let t = Token {
-            tok,
-            start,
-            end: self.pos,
-            hash: 0,
-            kw: None,
-            after_dot: false,
-        };
+        let t = Token { tok, start, end: self.pos, kw: None, after_dot: false };
         self.remember(&t);
         t
     }
@@ -265,29 +235,46 @@ impl<'a> Lexer<'a> {
             self.quoted(start + 1, b'\'', true, Tok::Str);
             return self.make(Tok::Str, start);
         }
-        let mut h = FNV_OFFSET;
-        let mut i = start;
-        while i < self.src.len() && is_word_byte(self.src[i]) {
-            h = fnv_upper_step(h, self.src[i]);
-            i += 1;
-        }
+        let (i, key) = self.scan_word(start);
         self.pos = i;
+        let word = &self.src[start..i];
         let after_dot = self.prev == Tok::Dot;
-        let kw = if after_dot {
-            None
-        } else {
-            words::keyword(h, &self.src[start..i])
-        };
-        let t = Token {
-            tok: Tok::Word,
-            start,
-            end: i,
-            hash: h,
-            kw,
-            after_dot,
-        };
+        let kw = if after_dot { None } else { words::keyword(key, word) };
+        let t = Token { tok: Tok::Word, start, end: i, kw, after_dot };
         self.remember(&t);
         t
+    }
+
+    /// Finds the end of the word at `start` and computes its lookup key in the same pass
+    /// (`words::WordKey::of`, 8 bytes at a time).
+    #[inline(always)]
+    fn scan_word(&self, start: usize) -> (usize, words::WordKey) {
+        let (mut h, mut head, mut chunk, mut shift) = (0u64, 0u64, 0u64, 0u32);
+        let mut i = start;
+        while i < self.src.len() && is_word_byte(self.src[i]) {
+            chunk |= u64::from(self.src[i]) << shift;
+            shift += 8;
+            if shift == 64 {
+                if i - start < 8 {
+                    head = chunk;
+                }
+                h = words::mix(h, chunk);
+                chunk = 0;
+                shift = 0;
+            }
+            i += 1;
+        }
+        let len = i - start;
+        if len > MAX_WORD {
+            return (i, words::WordKey::default());
+        }
+        if shift > 0 {
+            if len <= 8 {
+                head = chunk;
+            }
+            h = words::mix(h, chunk);
+        }
+        (i, words::WordKey { hash: words::finish(h, len), head: head | words::FOLD })
     }
 
     fn digits(&self, mut i: usize) -> usize {
@@ -388,11 +375,7 @@ impl<'a> Lexer<'a> {
     /// Skips a 5-digit (MySQL) or 6-digit (MariaDB) version after `/*!` or `/*M!`.
     fn skip_version(&self, i: usize) -> usize {
         if (i..i + 5).all(|k| self.at(k).is_ascii_digit()) {
-            if self.at(i + 5).is_ascii_digit() {
-                i + 6
-            } else {
-                i + 5
-            }
+            if self.at(i + 5).is_ascii_digit() { i + 6 } else { i + 5 }
         } else {
             i
         }
@@ -441,65 +424,8 @@ impl<'a> Lexer<'a> {
     }
 
     fn hints_in(&mut self, from: usize, to: usize) {
-        const TAG: &[u8] = b"rwsplit:";
-        let text = &self.src[from..to];
-        let mut i = 0;
-        while i + TAG.len() <= text.len() {
-            if text[i] | 0x20 == b'r' && text[i..i + TAG.len()].eq_ignore_ascii_case(TAG) {
-                i += TAG.len();
-                i = apply_hint(&mut self.hints, text, i);
-            } else {
-                i += 1;
-            }
-        }
+        self.hints.scan(&self.src[from..to]);
     }
-}
-
-fn hint_word(text: &[u8], mut i: usize) -> (&[u8], usize) {
-    let start = i;
-    while i < text.len() && (text[i].is_ascii_alphanumeric() || text[i] == b'_') {
-        i += 1;
-    }
-    (&text[start..i], i)
-}
-
-fn skip_blanks(text: &[u8], mut i: usize) -> usize {
-    while i < text.len() && text[i].is_ascii_whitespace() {
-        i += 1;
-    }
-    i
-}
-
-/// Applies the hint whose name starts at `i`; returns where scanning goes on.
-fn apply_hint(hints: &mut Hints, text: &[u8], i: usize) -> usize {
-    let (name, mut i) = hint_word(text, i);
-    if name.eq_ignore_ascii_case(b"primary") {
-        hints.primary = true;
-    } else if name.eq_ignore_ascii_case(b"replica") {
-        hints.replica = true;
-    } else if name.eq_ignore_ascii_case(b"consistency") {
-        i = skip_blanks(text, i);
-        if text.get(i) == Some(&b'=') {
-            let (value, end) = hint_word(text, skip_blanks(text, i + 1));
-            i = end;
-            if let Some(c) = consistency(value) {
-                hints.consistency = Some(c);
-            }
-        }
-    }
-    i
-}
-
-fn consistency(value: &[u8]) -> Option<Consistency> {
-    [
-        (&b"eventual"[..], Consistency::Eventual),
-        (b"pin", Consistency::Pin),
-        (b"gtid", Consistency::Gtid),
-        (b"gtid_global", Consistency::GtidGlobal),
-    ]
-    .into_iter()
-    .find(|(name, _)| value.eq_ignore_ascii_case(name))
-    .map(|(_, c)| c)
 }
 
 #[cfg(test)]
@@ -589,10 +515,7 @@ mod tests {
 
     #[test]
     fn variables_are_recognised() {
-        assert_eq!(
-            kinds("@a @@session.x @'q r'"),
-            [Tok::UserVar, Tok::SysVar, Tok::UserVar]
-        );
+        assert_eq!(kinds("@a @@session.x @'q r'"), [Tok::UserVar, Tok::SysVar, Tok::UserVar]);
     }
 
     #[test]
@@ -605,6 +528,16 @@ mod tests {
     fn multi_char_operators_are_one_token() {
         for op in ["<=>", "<=", ">=", "<>", "!=", ":=", "||", "&&", "->", "->>"] {
             assert_eq!(toks(op), [(Tok::Op, op.to_string())]);
+        }
+    }
+
+    #[test]
+    fn word_key_from_scan_matches_word_key_of() {
+        for w in ["a", "SELECT", "sbtest1", "12345678", "123456789", "sql_calc_found_rows", "é_x"]
+        {
+            let sql = format!("{w} ");
+            let lx = Lexer::new(&sql);
+            assert_eq!(lx.scan_word(0).1, words::WordKey::of(w.as_bytes()), "{w}");
         }
     }
 
@@ -626,21 +559,10 @@ mod tests {
 
     #[test]
     fn hints_are_read_from_every_comment_form() {
-        for sql in [
-            "/* rwsplit:primary */ 1",
-            "1 -- rwsplit:primary",
-            "1 # RWSPLIT:PRIMARY",
-        ] {
+        for sql in ["/* rwsplit:primary */ 1", "1 -- rwsplit:primary", "1 # RWSPLIT:PRIMARY"] {
             let mut lx = Lexer::new(sql);
             while lx.next().tok != Tok::End {}
             assert!(lx.hints.primary, "{sql}");
         }
-    }
-
-    #[test]
-    fn consistency_hint_value_is_parsed() {
-        let mut lx = Lexer::new("/* rwsplit:consistency = gtid_global */");
-        lx.next();
-        assert_eq!(lx.hints.consistency, Some(Consistency::GtidGlobal));
     }
 }

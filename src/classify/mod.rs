@@ -1,16 +1,16 @@
 //! Statement classification: what a statement text is, and what in it matters for routing.
 //!
-//! Two tiers. A single-pass lexer ([`lexer`], [`stmt`], [`lead`], [`set`]) decides almost
+//! Two tiers. A single-pass lexer (`lexer`, `stmt`, `lead`, `set`) decides almost
 //! every statement with no allocation and, in the same pass, computes the digest of the
-//! normalized text ([`digest`]). When it is unsure (a CTE it cannot follow, a write keyword
+//! normalized text (`digest`). When it is unsure (a CTE it cannot follow, a write keyword
 //! where a read has none, a leading word it does not know), the statement goes to
-//! `sqlparser` ([`tier2`]), whose verdict is cached by digest in a [`Tier2Cache`]. What
+//! `sqlparser` (`tier2`), whose verdict is cached by normalized text in a [`Tier2Cache`]. What
 //! neither can decide is [`StatementKind::Unknown`]: the proxy sends it to the primary.
 //! Unsure never means read.
 //!
 //! Inside:
 //! - `info`: the output types ([`StatementInfo`], [`StatementKind`], [`Flags`], hints).
-//! - `lexer`: tokens, comments, executable comments, routing hints.
+//! - `lexer`: tokens, comments, executable comments; `hints`: routing hints in comments.
 //! - `words`, `builtins`: keyword and function-name tables (compile-time hashing).
 //! - `digest`: the normalized text and its hash.
 //! - `scan`: the single pass over a text; `stmt`: one statement's flags and kind;
@@ -19,6 +19,7 @@
 
 mod builtins;
 mod digest;
+mod hints;
 mod info;
 mod lead;
 mod lexer;
@@ -36,7 +37,7 @@ pub use info::{Consistency, Flags, Hint, StatementInfo, StatementKind, Tier};
 pub use tables::{tables, temp_table_name};
 pub use tier2::{CacheStats, Tier2Cache};
 
-use digest::{Fnv, Normalizer, Text};
+use digest::{Hash, Normalizer, Text};
 use scan::Fold;
 use stmt::StmtResult;
 
@@ -51,7 +52,7 @@ pub fn classify_with_cache(sql: &str, cache: &Tier2Cache) -> StatementInfo {
     classify_inner(sql, Some(cache))
 }
 
-/// Writes the normalized text of `sql` to `out` (appending): the text whose FNV-1a-64 is
+/// Writes the normalized text of `sql` to `out` (appending): the text whose hash is
 /// [`StatementInfo::digest`]. See the `digest` module for the rules.
 pub fn normalize(sql: &str, out: &mut String) {
     let mut norm = Normalizer::new(Text(out));
@@ -59,9 +60,9 @@ pub fn normalize(sql: &str, out: &mut String) {
 }
 
 fn classify_inner(sql: &str, cache: Option<&Tier2Cache>) -> StatementInfo {
-    let mut norm = Normalizer::new(Fnv::new());
+    let mut norm = Normalizer::new(Hash::new());
     let scanned = scan::scan(sql, &mut norm);
-    let digest = norm.out.0;
+    let digest = norm.out.finish();
     let mut fold = Fold::default();
     let mut tier = Tier::Lexer;
     for r in scanned.head() {
@@ -69,12 +70,7 @@ fn classify_inner(sql: &str, cache: Option<&Tier2Cache>) -> StatementInfo {
             Some(kind) => kind,
             None => {
                 tier = Tier::Parser;
-                let key = if scanned.count == 1 {
-                    digest
-                } else {
-                    statement_digest(sql, r)
-                };
-                let verdict = parser_tier(sql, r, key, cache);
+                let verdict = parser_tier(statement_text(sql, r), cache);
                 fold.flags |= verdict.flags;
                 verdict.kind
             }
@@ -97,16 +93,9 @@ fn statement_text<'a>(sql: &'a str, r: &StmtResult) -> &'a str {
     sql.get(r.start..r.end).unwrap_or("")
 }
 
-fn statement_digest(sql: &str, r: &StmtResult) -> u64 {
-    let mut norm = Normalizer::new(Fnv::new());
-    scan::normalize_only(statement_text(sql, r), &mut norm);
-    norm.out.0
-}
-
-fn parser_tier(sql: &str, r: &StmtResult, key: u64, cache: Option<&Tier2Cache>) -> tier2::Verdict {
-    let code = || scan::code_text(statement_text(sql, r));
+fn parser_tier(stmt: &str, cache: Option<&Tier2Cache>) -> tier2::Verdict {
     match cache {
-        Some(cache) => cache.get_or_decide(key, code),
-        None => tier2::decide(&code()),
+        Some(cache) => cache.get_or_decide(stmt),
+        None => tier2::decide(&scan::code_text(stmt)),
     }
 }

@@ -4,8 +4,9 @@
 //! unsure ones can be resolved by the parser tier; later ones are folded as they come.
 
 use super::digest::{Normalizer, Out};
+use super::hints::Hints;
 use super::info::{Flags, StatementKind as K};
-use super::lexer::{Hints, Lexer, Tok, Token};
+use super::lexer::{Lexer, Tok, Token};
 use super::stmt::{StmtResult, StmtScan};
 use super::words::{self, FuncClass};
 
@@ -46,12 +47,7 @@ impl Fold {
     }
 }
 
-const NO_RESULT: StmtResult = StmtResult {
-    kind: None,
-    flags: Flags::EMPTY,
-    start: 0,
-    end: 0,
-};
+const NO_RESULT: StmtResult = StmtResult { kind: None, flags: Flags::EMPTY, start: 0, end: 0 };
 
 /// What the pass found.
 pub(super) struct Scanned {
@@ -80,7 +76,7 @@ impl Scanned {
         &self.head[..self.head_len]
     }
 
-    fn push(&mut self, st: StmtScan, sql: &str, broken: bool) {
+    fn push(&mut self, st: &StmtScan, sql: &str, broken: bool) {
         if st.is_empty() {
             return;
         }
@@ -99,7 +95,7 @@ impl Scanned {
 #[inline]
 fn func_of(sql: &str, cur: &Token, next: &Token) -> Option<FuncClass> {
     if cur.tok == Tok::Word && next.tok == Tok::LParen && !cur.after_dot {
-        words::function(cur.hash, cur.text(sql).as_bytes())
+        words::function(cur.text(sql).as_bytes())
     } else {
         None
     }
@@ -117,11 +113,12 @@ pub(super) fn scan<O: Out>(sql: &str, norm: &mut Normalizer<O>) -> Scanned {
         norm.token(sql, &cur, func);
         match cur.tok {
             Tok::End => {
-                out.push(st, sql, lx.broken);
+                out.push(&st, sql, lx.broken);
                 break;
             }
             Tok::Semi if !st.is_compound(sql) => {
-                out.push(std::mem::replace(&mut st, StmtScan::new()), sql, false);
+                out.push(&st, sql, false);
+                st.reset();
             }
             _ => st.feed(sql, &cur, &next, func),
         }

@@ -38,6 +38,7 @@ pub(super) enum SetEvent {
 }
 
 /// Scans one SET statement.
+#[derive(Clone, Copy)]
 pub(super) struct SetScan {
     state: State,
     global_scope: bool,
@@ -132,9 +133,8 @@ impl SetScan {
             Some((scope, name)) => (scope, name),
             None => ("", name),
         };
-        let global = ["global", "persist", "persist_only"]
-            .iter()
-            .any(|s| scope.eq_ignore_ascii_case(s));
+        let global =
+            ["global", "persist", "persist_only"].iter().any(|s| scope.eq_ignore_ascii_case(s));
         self.variable(global, name.eq_ignore_ascii_case("autocommit"));
     }
 
@@ -178,24 +178,22 @@ impl SetScan {
     }
 
     /// The kind, once the statement has ended.
-    pub fn finish(mut self) -> K {
-        self.end_value();
+    pub fn finish(&self) -> K {
+        let mut done = SetScan { ..*self };
+        done.end_value();
+        done.kind()
+    }
+
+    fn kind(&self) -> K {
         if self.account {
             K::Grant
         } else if self.transaction {
-            if self.global_scope {
-                K::SetGlobal
-            } else {
-                K::SetTransaction
-            }
+            if self.global_scope { K::SetGlobal } else { K::SetTransaction }
         } else if self.globals > 0 {
             K::SetGlobal
-        } else if let (1, false, Some(v), false) = (
-            self.assignments,
-            self.names,
-            self.autocommit,
-            self.autocommit_unclear,
-        ) {
+        } else if let (1, false, Some(v), false) =
+            (self.assignments, self.names, self.autocommit, self.autocommit_unclear)
+        {
             K::SetAutocommit(v)
         } else if self.assignments > 0 && self.users == self.assignments && !self.names {
             K::SetUserVar
@@ -211,21 +209,12 @@ impl SetScan {
 fn literal_bool(sql: &str, t: &Token) -> Option<bool> {
     let text = match t.tok {
         Tok::Num | Tok::Word => t.text(sql),
-        Tok::Str => t
-            .text(sql)
-            .get(1..t.text(sql).len().saturating_sub(1))
-            .unwrap_or(""),
+        Tok::Str => t.text(sql).get(1..t.text(sql).len().saturating_sub(1)).unwrap_or(""),
         _ => return None,
     };
-    if ["1", "on", "true"]
-        .iter()
-        .any(|v| text.eq_ignore_ascii_case(v))
-    {
+    if ["1", "on", "true"].iter().any(|v| text.eq_ignore_ascii_case(v)) {
         Some(true)
-    } else if ["0", "off", "false"]
-        .iter()
-        .any(|v| text.eq_ignore_ascii_case(v))
-    {
+    } else if ["0", "off", "false"].iter().any(|v| text.eq_ignore_ascii_case(v)) {
         Some(false)
     } else {
         None

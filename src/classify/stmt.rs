@@ -27,10 +27,7 @@ struct Prev {
     kw: Option<Kw>,
 }
 
-const NONE: Prev = Prev {
-    tok: Tok::End,
-    kw: None,
-};
+const NONE: Prev = Prev { tok: Tok::End, kw: None };
 
 /// Open `WITH` lists, by the parenthesis depth they sit at.
 struct WithStack {
@@ -44,12 +41,7 @@ struct WithStack {
 
 impl WithStack {
     fn new() -> WithStack {
-        WithStack {
-            depths: [0; 8],
-            len: 0,
-            write: None,
-            unresolved: false,
-        }
+        WithStack { depths: [0; 8], len: 0, write: None, unresolved: false }
     }
 
     fn top(&self) -> Option<u16> {
@@ -110,7 +102,8 @@ pub(super) struct StmtScan {
     into_list: bool,
     /// A data-changing keyword where a read has none.
     suspicious: bool,
-    /// DDL and account statements: column types and the like look like calls; skip them.
+    /// DDL, account and INSERT/REPLACE statements go to the primary whatever they call,
+    /// and their column types and column lists look like calls: calls are not checked.
     skip_unknown_calls: bool,
     /// The token being fed is the statement's first (after a SET STATEMENT ... FOR too).
     first: bool,
@@ -183,7 +176,16 @@ impl StmtScan {
         self.set = (t.kw == Some(Kw::SET)).then(SetScan::new);
         self.skip_unknown_calls = matches!(
             t.kw,
-            Some(Kw::CREATE | Kw::ALTER | Kw::DROP | Kw::RENAME | Kw::GRANT | Kw::REVOKE)
+            Some(
+                Kw::CREATE
+                    | Kw::ALTER
+                    | Kw::DROP
+                    | Kw::RENAME
+                    | Kw::GRANT
+                    | Kw::REVOKE
+                    | Kw::INSERT
+                    | Kw::REPLACE
+            )
         );
     }
 
@@ -201,8 +203,8 @@ impl StmtScan {
                 self.with.close(self.depth);
                 self.depth = self.depth.saturating_sub(1);
             }
-            Tok::Word => self.word(t, next, func),
-            Tok::QuotedIdent if next.tok == Tok::LParen => self.call(t, None),
+            Tok::Word => self.word(sql, t, next, func),
+            Tok::QuotedIdent if next.tok == Tok::LParen => self.call(sql, t, None),
             Tok::UserVar => self.user_var(sql, next, set),
             Tok::SysVar => self.sys_var(t.text(sql)),
             _ => {}
@@ -223,10 +225,7 @@ impl StmtScan {
     }
 
     fn advance(&mut self, t: &Token) {
-        let p = Prev {
-            tok: t.tok,
-            kw: t.kw,
-        };
+        let p = Prev { tok: t.tok, kw: t.kw };
         if !matches!(t.tok, Tok::UserVar | Tok::Comma) && t.kw != Some(Kw::INTO) {
             self.into_list = false;
         }
@@ -234,12 +233,12 @@ impl StmtScan {
         self.prev = p;
     }
 
-    fn word(&mut self, t: &Token, next: &Token, func: Option<FuncClass>) {
+    fn word(&mut self, sql: &str, t: &Token, next: &Token, func: Option<FuncClass>) {
         if let Some(kw) = t.kw {
             self.keyword(kw, next);
         }
         if next.tok == Tok::LParen {
-            self.call(t, func);
+            self.call(sql, t, func);
         }
     }
 
@@ -281,15 +280,11 @@ impl StmtScan {
     }
 
     /// `name(`: a call unless the context says it is a table, a CTE or a column list.
-    fn call(&mut self, t: &Token, func: Option<FuncClass>) {
-        if self.not_a_call() {
+    fn call(&mut self, sql: &str, t: &Token, func: Option<FuncClass>) {
+        if self.not_a_call(t, sql) {
             return;
         }
-        let func = if t.tok == Tok::QuotedIdent || t.after_dot {
-            None
-        } else {
-            func
-        };
+        let func = if t.tok == Tok::QuotedIdent || t.after_dot { None } else { func };
         match func {
             Some(FuncClass::Pure | FuncClass::NotCall) => {}
             Some(FuncClass::SideEffect) => self.flags |= Flags::SIDE_EFFECT_FUNC,
@@ -299,7 +294,7 @@ impl StmtScan {
         }
     }
 
-    fn not_a_call(&self) -> bool {
+    fn not_a_call(&self, t: &Token, sql: &str) -> bool {
         let by_keyword = matches!(
             self.name_ctx.kw,
             Some(
@@ -308,9 +303,6 @@ impl StmtScan {
                     | Kw::AS
                     | Kw::WITH
                     | Kw::RECURSIVE
-                    | Kw::INSERT
-                    | Kw::REPLACE
-                    | Kw::IGNORE
                     | Kw::CALL
                     | Kw::REFERENCES
                     | Kw::PROCEDURE
@@ -320,13 +312,27 @@ impl StmtScan {
         );
         let cte_name =
             self.name_ctx.tok == Tok::Comma && self.with.top() == Some(self.name_ctx_depth);
-        by_keyword || cte_name
+        by_keyword || cte_name || self.contextual_keyword(t, sql)
+    }
+
+    /// Non-reserved words that take a parenthesis only in one context: `COLUMNS` after a
+    /// JSON_TABLE path string, `ANY`/`SOME` after a comparison (a quantified subquery).
+    fn contextual_keyword(&self, t: &Token, sql: &str) -> bool {
+        if t.tok != Tok::Word || t.after_dot {
+            return false;
+        }
+        let word = t.text(sql);
+        if word.eq_ignore_ascii_case("COLUMNS") {
+            self.prev.tok == Tok::Str
+        } else if word.eq_ignore_ascii_case("ANY") || word.eq_ignore_ascii_case("SOME") {
+            self.prev.tok == Tok::Op
+        } else {
+            false
+        }
     }
 
     fn user_var(&mut self, sql: &str, next: &Token, set: SetEvent) {
-        if set == SetEvent::UserTarget {
-            self.flags |= Flags::USER_VAR_ASSIGN;
-        } else if next.is_op(sql, ":=") || self.into_list {
+        if set == SetEvent::UserTarget || next.is_op(sql, ":=") || self.into_list {
             self.flags |= Flags::USER_VAR_ASSIGN;
         } else {
             self.flags |= Flags::USER_VAR_READ;
@@ -334,13 +340,8 @@ impl StmtScan {
     }
 
     fn sys_var(&mut self, text: &str) {
-        const LAST: [&str; 5] = [
-            "warning_count",
-            "error_count",
-            "identity",
-            "last_insert_id",
-            "last_gtid",
-        ];
+        const LAST: [&str; 5] =
+            ["warning_count", "error_count", "identity", "last_insert_id", "last_gtid"];
         let name = text.get(2..).unwrap_or("");
         let name = name.rsplit_once('.').map_or(name, |(_, n)| n);
         if LAST.iter().any(|v| name.eq_ignore_ascii_case(v)) {
@@ -348,8 +349,13 @@ impl StmtScan {
         }
     }
 
+    /// Makes the scanner ready for the next statement, in place.
+    pub fn reset(&mut self) {
+        *self = StmtScan::new();
+    }
+
     /// The statement's verdict; `broken` when the lexer hit an unterminated construct.
-    pub fn finish(self, sql: &str, broken: bool) -> StmtResult {
+    pub fn finish(&self, sql: &str, broken: bool) -> StmtResult {
         let (shape, lead_flags) = self.lead.shape(sql);
         let mut flags = self.flags | lead_flags;
         let kind = if broken {
@@ -363,20 +369,15 @@ impl StmtScan {
                     }
                     self.query_kind()
                 }
-                Shape::ExplainQuery => Some(K::Explain {
-                    of_read: self.query_kind() == Some(K::Select),
-                }),
-                Shape::Set => Some(self.set.map_or(K::SetSession, SetScan::finish)),
+                Shape::ExplainQuery => {
+                    Some(K::Explain { of_read: self.query_kind() == Some(K::Select) })
+                }
+                Shape::Set => Some(self.set.as_ref().map_or(K::SetSession, SetScan::finish)),
                 Shape::Compound => Some(K::Unknown),
                 Shape::Unsure => None,
             }
         };
-        StmtResult {
-            kind,
-            flags,
-            start: self.start,
-            end: self.end,
-        }
+        StmtResult { kind, flags, start: self.start, end: self.end }
     }
 
     fn query_kind(&self) -> Option<K> {

@@ -100,17 +100,14 @@ pub fn temp_table_name(sql: &str) -> Option<String> {
 
 /// `JSON_TABLE(` where a table may stand is a table function, not a table.
 fn is_function(sql: &str, t: &Token) -> bool {
-    t.tok == Tok::Word && words::function(t.hash, t.text(sql).as_bytes()).is_some()
+    t.tok == Tok::Word && words::function(t.text(sql).as_bytes()).is_some()
 }
 
 fn unquote(sql: &str, t: &Token) -> Option<String> {
     let text = t.text(sql);
     match t.tok {
         Tok::Word => Some(text.to_string()),
-        Tok::QuotedIdent => Some(
-            text.get(1..text.len().saturating_sub(1))?
-                .replace("``", "`"),
-        ),
+        Tok::QuotedIdent => Some(text.get(1..text.len().saturating_sub(1))?.replace("``", "`")),
         _ => None,
     }
 }
@@ -143,8 +140,7 @@ impl Finder<'_> {
     }
 
     fn prev_is_name(&self) -> bool {
-        self.prev
-            .is_some_and(|p| matches!(p.tok, Tok::Word | Tok::QuotedIdent))
+        self.prev.is_some_and(|p| matches!(p.tok, Tok::Word | Tok::QuotedIdent))
     }
 
     fn open(&mut self) {
@@ -208,10 +204,7 @@ impl Finder<'_> {
             return t.kw != Some(Kw::RECURSIVE);
         }
         if self.with_depth == Some(depth)
-            && matches!(
-                t.kw,
-                Some(Kw::SELECT | Kw::UPDATE | Kw::DELETE | Kw::INSERT | Kw::REPLACE)
-            )
+            && matches!(t.kw, Some(Kw::SELECT | Kw::UPDATE | Kw::DELETE | Kw::INSERT | Kw::REPLACE))
         {
             self.with_depth = None;
         }
@@ -262,10 +255,9 @@ impl Finder<'_> {
         let expect = match kw {
             Kw::FROM => match lead {
                 Some(Kw::REVOKE | Kw::PREPARE) => false,
-                Some(Kw::SHOW) => matches!(
-                    prev_kw,
-                    Some(Kw::COLUMNS | Kw::FIELDS | Kw::INDEX | Kw::KEY)
-                ),
+                Some(Kw::SHOW) => {
+                    matches!(prev_kw, Some(Kw::COLUMNS | Kw::FIELDS | Kw::INDEX | Kw::KEY))
+                }
                 _ => true,
             },
             Kw::JOIN | Kw::STRAIGHT_JOIN | Kw::REFERENCES => true,

@@ -1,17 +1,19 @@
 //! The parser tier: statements the lexer is unsure of are parsed with `sqlparser`
-//! (MySqlDialect) and the kind read off the syntax tree. Verdicts are cached by the
-//! statement's digest in a [`Tier2Cache`], because parsing costs 10–250 µs.
+//! (MySqlDialect) and the kind read off the syntax tree. Verdicts are cached in a
+//! [`Tier2Cache`], because parsing costs 10–250 µs.
 //!
 //! The tree only decides the *kind* (a data-changing statement anywhere in it, CTEs and
 //! subqueries included, makes it that statement; otherwise a query is a read) and adds
 //! LOCKING_READ and INTO where it sees them; every other flag comes from the lexer, which sees every token. A text that
 //! does not parse is `Unknown` (the proxy sends it to the primary): unsure never means read.
 //!
-//! A verdict depends only on the normalized text (literal values never decide a kind that
-//! reaches this tier), so the digest is a sound cache key.
+//! A verdict depends only on the statement's normalized text (literal values never decide
+//! a kind that reaches this tier), so the cache is keyed by a hash of that text. Not by the
+//! fast digest, which a crafted statement could collide with another's: the cache key is
+//! SipHash with per-cache random keys, so one client cannot poison another's verdict.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hasher, RandomState};
 use std::ops::ControlFlow;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +22,10 @@ use sqlparser::ast::{Query, SetExpr, Statement, Visit, Visitor};
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
+use super::digest::{Normalizer, Out};
 use super::info::{Flags, StatementKind as K};
+use super::scan;
+use super::words::Kw;
 
 /// The parser tier's verdict on one statement.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -29,10 +34,7 @@ pub(super) struct Verdict {
     pub flags: Flags,
 }
 
-const UNKNOWN: Verdict = Verdict {
-    kind: K::Unknown,
-    flags: Flags::EMPTY,
-};
+const UNKNOWN: Verdict = Verdict { kind: K::Unknown, flags: Flags::EMPTY };
 
 /// Parses one statement's code (see `scan::code_text`) and decides its kind.
 pub(super) fn decide(code: &str) -> Verdict {
@@ -52,10 +54,7 @@ fn statement(s: &Statement) -> Verdict {
         Statement::Query(_) => walk.write.unwrap_or(K::Select),
         _ => walk.write.unwrap_or(K::Other),
     };
-    Verdict {
-        kind,
-        flags: walk.flags,
-    }
+    Verdict { kind, flags: walk.flags }
 }
 
 /// Walks the whole tree: the first data-changing statement anywhere (the root first,
@@ -86,16 +85,16 @@ impl Visitor for Walk {
         if !q.locks.is_empty() {
             self.flags |= Flags::LOCKING_READ;
         }
-        if let SetExpr::Select(s) = q.body.as_ref() {
-            if s.into.is_some() {
-                self.flags |= Flags::INTO;
-            }
+        if let SetExpr::Select(s) = q.body.as_ref()
+            && s.into.is_some()
+        {
+            self.flags |= Flags::INTO;
         }
         ControlFlow::Continue(())
     }
 }
 
-/// A `Hasher` that passes a digest through: keys are already FNV hashes.
+/// A `Hasher` that passes a digest through: keys are already hashes.
 #[derive(Default)]
 struct Identity(u64);
 
@@ -129,12 +128,7 @@ struct Shard {
 
 impl Shard {
     fn new(capacity: usize) -> Shard {
-        Shard {
-            slots: Vec::new(),
-            index: HashMap::default(),
-            hand: 0,
-            capacity,
-        }
+        Shard { slots: Vec::new(), index: HashMap::default(), hand: 0, capacity }
     }
 
     fn get(&mut self, key: u64) -> Option<Verdict> {
@@ -148,11 +142,7 @@ impl Shard {
             self.slots[i].verdict = verdict;
             return;
         }
-        let slot = Slot {
-            key,
-            verdict,
-            referenced: false,
-        };
+        let slot = Slot { key, verdict, referenced: false };
         if self.slots.len() < self.capacity {
             self.index.insert(key, self.slots.len());
             self.slots.push(slot);
@@ -166,6 +156,27 @@ impl Shard {
         self.index.insert(key, self.hand);
         self.slots[self.hand] = slot;
         self.hand = (self.hand + 1) % self.capacity;
+    }
+}
+
+/// Normalized text into a keyed SipHash.
+struct Keyed(DefaultHasher);
+
+impl Out for Keyed {
+    fn byte(&mut self, b: u8) {
+        self.0.write_u8(b);
+    }
+    fn text(&mut self, s: &str) {
+        self.0.write(s.as_bytes());
+    }
+    fn upper(&mut self, s: &str) {
+        s.bytes().for_each(|b| self.0.write_u8(b.to_ascii_uppercase()));
+    }
+    fn lower(&mut self, s: &str) {
+        s.bytes().for_each(|b| self.0.write_u8(b.to_ascii_lowercase()));
+    }
+    fn keyword(&mut self, kw: Kw) {
+        self.0.write(kw.name().as_bytes());
     }
 }
 
@@ -187,6 +198,7 @@ pub struct CacheStats {
 /// Sharded std `Mutex`es: each lock is held for a hash lookup only, never across the
 /// parse, so contention stays low without an async lock or an extra dependency.
 pub struct Tier2Cache {
+    keys: RandomState,
     shards: Box<[Mutex<Shard>]>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -199,9 +211,8 @@ impl Tier2Cache {
     pub fn new(capacity: usize) -> Tier2Cache {
         let per_shard = capacity.div_ceil(SHARDS).max(1);
         Tier2Cache {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(Shard::new(per_shard)))
-                .collect(),
+            keys: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new(per_shard))).collect(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -212,14 +223,23 @@ impl Tier2Cache {
         m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The cached verdict for `key`, or parse `code()` and remember its verdict.
-    pub(super) fn get_or_decide(&self, key: u64, code: impl FnOnce() -> String) -> Verdict {
+    /// The cache key of one statement: the keyed hash of its normalized text, fed
+    /// straight from the normalizer (no allocation).
+    fn key(&self, stmt: &str) -> u64 {
+        let mut norm = Normalizer::new(Keyed(self.keys.build_hasher()));
+        scan::normalize_only(stmt, &mut norm);
+        norm.out.0.finish()
+    }
+
+    /// The cached verdict for one statement, or parse its code and remember the verdict.
+    pub(super) fn get_or_decide(&self, stmt: &str) -> Verdict {
+        let key = self.key(stmt);
         if let Some(v) = self.shard(key).get(key) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return v;
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let v = decide(&code());
+        let v = decide(&scan::code_text(stmt));
         self.shard(key).insert(key, v);
         v
     }
@@ -243,9 +263,7 @@ impl Tier2Cache {
 
 impl std::fmt::Debug for Tier2Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tier2Cache")
-            .field("stats", &self.stats())
-            .finish()
+        f.debug_struct("Tier2Cache").field("stats", &self.stats()).finish()
     }
 }
 
@@ -254,42 +272,27 @@ mod tests {
     use super::*;
 
     fn v(kind: K) -> Verdict {
-        Verdict {
-            kind,
-            flags: Flags::EMPTY,
-        }
+        Verdict { kind, flags: Flags::EMPTY }
     }
 
     #[test]
     fn cte_ending_in_update_is_update() {
-        assert_eq!(
-            decide("WITH x AS (SELECT 1) UPDATE t SET a = 1").kind,
-            K::Update
-        );
+        assert_eq!(decide("WITH x AS (SELECT 1) UPDATE t SET a = 1").kind, K::Update);
     }
 
     #[test]
     fn parenthesised_union_is_select() {
-        assert_eq!(
-            decide("WITH a AS (SELECT 1) (SELECT * FROM a)").kind,
-            K::Select
-        );
+        assert_eq!(decide("WITH a AS (SELECT 1) (SELECT * FROM a)").kind, K::Select);
     }
 
     #[test]
     fn dml_nested_in_an_expression_is_found() {
-        assert_eq!(
-            decide("SELECT * FROM t WHERE a IN (DELETE FROM u)").kind,
-            K::Delete
-        );
+        assert_eq!(decide("SELECT * FROM t WHERE a IN (DELETE FROM u)").kind, K::Delete);
     }
 
     #[test]
     fn parse_failure_is_unknown() {
-        assert_eq!(
-            decide("SELECT * FROM t LOCK IN SHARE MODE").kind,
-            K::Unknown
-        );
+        assert_eq!(decide("SELECT * FROM t LOCK IN SHARE MODE").kind, K::Unknown);
         assert_eq!(decide("FROB THE WIDGET").kind, K::Unknown);
     }
 
@@ -300,29 +303,30 @@ mod tests {
 
     #[test]
     fn for_update_in_tree_sets_locking_read() {
-        assert!(
-            decide("SELECT * FROM t FOR UPDATE")
-                .flags
-                .contains(Flags::LOCKING_READ)
-        );
+        assert!(decide("SELECT * FROM t FOR UPDATE").flags.contains(Flags::LOCKING_READ));
     }
 
     #[test]
     fn cache_returns_stored_verdict_without_parsing() {
         let cache = Tier2Cache::new(16);
-        assert_eq!(cache.get_or_decide(7, || "SELECT 1".into()).kind, K::Select);
-        let again = cache.get_or_decide(7, || unreachable!("must not parse again"));
-        assert_eq!(again.kind, K::Select);
+        assert_eq!(cache.get_or_decide("SELECT 1").kind, K::Select);
+        assert_eq!(cache.get_or_decide("select 2").kind, K::Select);
         assert_eq!((cache.stats().hits, cache.stats().misses), (1, 1));
+    }
+
+    #[test]
+    fn different_statements_get_different_entries() {
+        let cache = Tier2Cache::new(16);
+        cache.get_or_decide("SELECT 1");
+        assert_eq!(cache.get_or_decide("UPDATE t SET a = 1").kind, K::Update);
+        assert_eq!(cache.stats().misses, 2);
     }
 
     #[test]
     fn cache_stays_within_capacity() {
         let cache = Tier2Cache::new(8);
         for key in 0..1000u64 {
-            cache
-                .shard(key.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-                .insert(key, v(K::Select));
+            cache.shard(key.wrapping_mul(0x9e37_79b9_7f4a_7c15)).insert(key, v(K::Select));
         }
         let s = cache.stats();
         assert!(s.entries <= s.capacity, "{s:?}");

@@ -126,9 +126,7 @@ impl Secret {
     /// success returns what the proxy can log in to backends with.
     pub fn verify_native(&self, scramble: &[u8], response: &[u8]) -> Option<BackendSecret> {
         if self.is_empty_password() {
-            return response
-                .is_empty()
-                .then(|| BackendSecret::Plain(String::new()));
+            return response.is_empty().then(|| BackendSecret::Plain(String::new()));
         }
         let stored = self.native_hash()?;
         let response: &[u8; 20] = response.try_into().ok()?;
@@ -264,10 +262,7 @@ mod tests {
     fn native_login_with_plain_password_verifies() {
         let secret = Secret::Plain("app".into());
         let resp = mysql_common::scramble::scramble_native(SCRAMBLE, b"app").unwrap();
-        assert_eq!(
-            secret.verify_native(SCRAMBLE, &resp),
-            Some(BackendSecret::Plain("app".into()))
-        );
+        assert_eq!(secret.verify_native(SCRAMBLE, &resp), Some(BackendSecret::Plain("app".into())));
     }
 
     #[test]
@@ -282,10 +277,7 @@ mod tests {
     #[test]
     fn native_hash_matches_mysql_password_function() {
         // PASSWORD('app') in MySQL/MariaDB.
-        assert_eq!(
-            native_hash_hex("app"),
-            "*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3"
-        );
+        assert_eq!(native_hash_hex("app"), "*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3");
     }
 
     #[test]
@@ -295,10 +287,7 @@ mod tests {
         let backend = secret.verify_native(SCRAMBLE, &resp).unwrap();
         let other: &[u8] = b"ZYXWVUTSRQPONMLKJIHG";
         let expected = mysql_common::scramble::scramble_native(other, b"s3cret").unwrap();
-        assert_eq!(
-            backend.response(b"mysql_native_password", other).unwrap(),
-            expected.to_vec()
-        );
+        assert_eq!(backend.response(b"mysql_native_password", other).unwrap(), expected.to_vec());
         assert_eq!(backend.response(b"caching_sha2_password", other), None);
     }
 

@@ -95,10 +95,7 @@ impl Greeting {
         out.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
         out.push((self.scramble.len() + 1) as u8);
         out.extend_from_slice(&[0; 6]);
-        if self
-            .capabilities
-            .contains(CapabilityFlags::CLIENT_LONG_PASSWORD)
-        {
+        if self.capabilities.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
             out.extend_from_slice(&[0; 4]);
         } else {
             out.extend_from_slice(&self.mariadb_caps.to_le_bytes());
@@ -159,9 +156,7 @@ impl HandshakeResponse {
             return None;
         }
         let r = Self::parse_fixed(&mut Cursor::new(payload))?;
-        r.capabilities
-            .contains(CapabilityFlags::CLIENT_SSL)
-            .then_some(r)
+        r.capabilities.contains(CapabilityFlags::CLIENT_SSL).then_some(r)
     }
 
     /// Parses a full handshake response. Only protocol 4.1 clients are
@@ -240,10 +235,7 @@ impl ChangeUser {
     /// Parses the payload after the command byte; `caps` are the client's.
     pub fn parse(body: &[u8], caps: CapabilityFlags) -> Option<ChangeUser> {
         let mut c = Cursor::new(body);
-        let mut r = ChangeUser {
-            user: c.null_str().to_vec(),
-            ..ChangeUser::default()
-        };
+        let mut r = ChangeUser { user: c.null_str().to_vec(), ..ChangeUser::default() };
         r.auth_response = if caps.contains(CapabilityFlags::CLIENT_SECURE_CONNECTION) {
             let n = c.u8()? as usize;
             c.bytes(n)?.to_vec()
@@ -294,11 +286,7 @@ mod tests {
             capabilities: caps,
             collation: 45,
             status: 2,
-            mariadb_caps: if mysql {
-                0
-            } else {
-                mariadb_caps::EXTENDED_TYPE_INFO
-            },
+            mariadb_caps: if mysql { 0 } else { mariadb_caps::EXTENDED_TYPE_INFO },
             auth_plugin: b"mysql_native_password".to_vec(),
         }
     }

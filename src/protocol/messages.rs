@@ -24,11 +24,7 @@ pub fn parse_ok(payload: &[u8], caps: CapabilityFlags) -> Option<Ok<'_>> {
     if header != 0x00 && header != 0xFE {
         return None;
     }
-    let mut ok = Ok {
-        affected_rows: c.lenenc()?,
-        last_insert_id: c.lenenc()?,
-        ..Ok::default()
-    };
+    let mut ok = Ok { affected_rows: c.lenenc()?, last_insert_id: c.lenenc()?, ..Ok::default() };
     // A pre-4.1 OK would end here; every server we talk to is 4.1+.
     ok.status = c.u16().unwrap_or(0);
     ok.warnings = c.u16().unwrap_or(0);
@@ -112,11 +108,7 @@ pub fn parse_err(payload: &[u8]) -> Option<Err<'_>> {
         c.u8();
         state = c.bytes(5)?;
     }
-    Some(Err {
-        code,
-        state,
-        message: c.rest(),
-    })
+    Some(Err { code, state, message: c.rest() })
 }
 
 /// Builds an ERR packet payload.
@@ -127,10 +119,7 @@ pub fn build_err(code: u16, state: &str, message: &str) -> Vec<u8> {
     out.push(b'#');
     let state = state.as_bytes();
     out.extend_from_slice(&state[..state.len().min(5)]);
-    out.extend(std::iter::repeat_n(
-        b'0',
-        5usize.saturating_sub(state.len()),
-    ));
+    out.extend(std::iter::repeat_n(b'0', 5usize.saturating_sub(state.len())));
     out.extend_from_slice(message.as_bytes());
     out
 }

@@ -88,9 +88,7 @@ impl Default for PacketReader {
 
 impl PacketReader {
     pub fn new() -> Self {
-        PacketReader {
-            buf: BytesMut::with_capacity(INITIAL_BUFFER),
-        }
+        PacketReader { buf: BytesMut::with_capacity(INITIAL_BUFFER) }
     }
 
     /// Bytes received but not consumed yet.
@@ -297,16 +295,7 @@ mod tests {
 
     #[test]
     fn lenenc_round_trips_every_width() {
-        for v in [
-            0u64,
-            250,
-            251,
-            0xFFFF,
-            0x10000,
-            0xFF_FFFF,
-            0x100_0000,
-            u64::MAX,
-        ] {
+        for v in [0u64, 250, 251, 0xFFFF, 0x10000, 0xFF_FFFF, 0x100_0000, u64::MAX] {
             let mut out = Vec::new();
             put_lenenc(&mut out, v);
             assert_eq!(read_lenenc(&out), Some((v, out.len())));
@@ -327,13 +316,7 @@ mod tests {
         let mut out = Vec::new();
         let next = put_packet(&mut out, 3, &payload);
         assert_eq!(next, 5);
-        assert_eq!(
-            parse_header(&out),
-            Some(Header {
-                len: MAX_PAYLOAD,
-                seq: 3
-            })
-        );
+        assert_eq!(parse_header(&out), Some(Header { len: MAX_PAYLOAD, seq: 3 }));
         let second = &out[HEADER + MAX_PAYLOAD..];
         assert_eq!(parse_header(second), Some(Header { len: 10, seq: 4 }));
     }
@@ -354,18 +337,12 @@ mod tests {
         put_packet(&mut wire, 0, &payload);
         let mut r = PacketReader::new();
         let mut out = Vec::new();
-        let seqs = r
-            .read_packet(&mut wire.as_slice(), &mut out, usize::MAX)
-            .await
-            .unwrap();
+        let seqs = r.read_packet(&mut wire.as_slice(), &mut out, usize::MAX).await.unwrap();
         assert_eq!(seqs, (0, 1));
         assert_eq!(out.len(), payload.len());
 
         let mut r = PacketReader::new();
-        let err = r
-            .read_packet(&mut wire.as_slice(), &mut out, 1000)
-            .await
-            .unwrap_err();
+        let err = r.read_packet(&mut wire.as_slice(), &mut out, 1000).await.unwrap_err();
         assert!(matches!(err, FrameError::TooLarge(..)));
     }
 

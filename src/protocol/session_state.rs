@@ -35,19 +35,13 @@ pub fn gtid(state: &[u8]) -> Option<&str> {
                 let name = c.lenenc_bytes();
                 let value = c.lenenc_bytes();
                 if let (Some(b"last_gtid"), Some(v)) = (name, value) {
-                    found = std::str::from_utf8(v)
-                        .ok()
-                        .filter(|s| !s.is_empty())
-                        .or(found);
+                    found = std::str::from_utf8(v).ok().filter(|s| !s.is_empty()).or(found);
                 }
             }
             TRACK_GTIDS => {
                 c.u8();
                 if let Some(v) = c.lenenc_bytes() {
-                    found = std::str::from_utf8(v)
-                        .ok()
-                        .filter(|s| !s.is_empty())
-                        .or(found);
+                    found = std::str::from_utf8(v).ok().filter(|s| !s.is_empty()).or(found);
                 }
             }
             _ => {}
@@ -99,11 +93,8 @@ pub fn rewrite_ok(payload: &[u8], view: ClientView) -> Option<Vec<u8>> {
     out.push(payload[0]);
     put_lenenc(&mut out, ok.affected_rows);
     put_lenenc(&mut out, ok.last_insert_id);
-    let kept = if view.session_track && has_state {
-        without_gtids(ok.session_state)
-    } else {
-        Vec::new()
-    };
+    let kept =
+        if view.session_track && has_state { without_gtids(ok.session_state) } else { Vec::new() };
     let mut st = ok.status;
     if kept.is_empty() {
         st &= !status::SESSION_STATE_CHANGED;
@@ -165,19 +156,12 @@ mod tests {
         let p = ok_with(&[(TRACK_GTIDS, d)], b"");
         let ok =
             super::super::messages::parse_ok(&p, CapabilityFlags::CLIENT_SESSION_TRACK).unwrap();
-        assert_eq!(
-            gtid(ok.session_state),
-            Some("3E11FA47-71CA-11E1-9E33-C80AA9429562:23")
-        );
+        assert_eq!(gtid(ok.session_state), Some("3E11FA47-71CA-11E1-9E33-C80AA9429562:23"));
     }
 
     #[test]
     fn client_without_session_track_gets_a_plain_ok() {
-        let view = ClientView {
-            session_track: false,
-            wants_gtids: false,
-            omit_empty_info: true,
-        };
+        let view = ClientView { session_track: false, wants_gtids: false, omit_empty_info: true };
         let out = rewrite_ok(MARIADB_OK, view).unwrap();
         assert_eq!(out, vec![0x00, 0x01, 0x0f, 0x02, 0x00, 0x00, 0x00]);
         // Info text survives as the packet's tail.
@@ -189,15 +173,8 @@ mod tests {
 
     #[test]
     fn other_tracked_variables_are_kept_for_a_tracking_client() {
-        let view = ClientView {
-            session_track: true,
-            wants_gtids: false,
-            omit_empty_info: true,
-        };
-        let p = ok_with(
-            &[sysvar(b"autocommit", b"ON"), sysvar(b"last_gtid", b"0-1-9")],
-            b"",
-        );
+        let view = ClientView { session_track: true, wants_gtids: false, omit_empty_info: true };
+        let p = ok_with(&[sysvar(b"autocommit", b"ON"), sysvar(b"last_gtid", b"0-1-9")], b"");
         let out = rewrite_ok(&p, view).unwrap();
         let ok =
             super::super::messages::parse_ok(&out, CapabilityFlags::CLIENT_SESSION_TRACK).unwrap();
@@ -209,16 +186,9 @@ mod tests {
 
     #[test]
     fn state_holding_only_the_gtid_disappears_with_its_flag() {
-        let view = ClientView {
-            session_track: true,
-            wants_gtids: false,
-            omit_empty_info: true,
-        };
+        let view = ClientView { session_track: true, wants_gtids: false, omit_empty_info: true };
         let out = rewrite_ok(MARIADB_OK, view).unwrap();
-        assert_eq!(
-            out, b"\x00\x01\x0f\x02\x00\x00\x00",
-            "as MariaDB sends an OK without state"
-        );
+        assert_eq!(out, b"\x00\x01\x0f\x02\x00\x00\x00", "as MariaDB sends an OK without state");
         let ok =
             super::super::messages::parse_ok(&out, CapabilityFlags::CLIENT_SESSION_TRACK).unwrap();
         assert_eq!(ok.status & status::SESSION_STATE_CHANGED, 0);
@@ -228,11 +198,7 @@ mod tests {
 
     #[test]
     fn tracking_client_that_asked_for_gtids_sees_them_unchanged() {
-        let view = ClientView {
-            session_track: true,
-            wants_gtids: true,
-            omit_empty_info: true,
-        };
+        let view = ClientView { session_track: true, wants_gtids: true, omit_empty_info: true };
         assert_eq!(rewrite_ok(MARIADB_OK, view), None);
     }
 
@@ -241,11 +207,7 @@ mod tests {
         for n in 0..MARIADB_OK.len() {
             let _ = rewrite_ok(
                 &MARIADB_OK[..n],
-                ClientView {
-                    session_track: false,
-                    wants_gtids: false,
-                    omit_empty_info: false,
-                },
+                ClientView { session_track: false, wants_gtids: false, omit_empty_info: false },
             );
             let _ = gtid(&MARIADB_OK[n..]);
             let _ = without_gtids(&MARIADB_OK[n..]);

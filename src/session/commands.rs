@@ -129,13 +129,8 @@ impl Session {
                 .map(|_| Next::Quit);
         };
         let config = self.config();
-        let secret = config
-            .user(&change.user)
-            .and_then(|u| u.secret(&config.base_dir).ok());
-        let plugin = change
-            .auth_plugin
-            .as_deref()
-            .unwrap_or(auth::NATIVE.as_bytes());
+        let secret = config.user(&change.user).and_then(|u| u.secret(&config.base_dir).ok());
+        let plugin = change.auth_plugin.as_deref().unwrap_or(auth::NATIVE.as_bytes());
         let verified = match (&secret, plugin) {
             (Some(s), b"mysql_native_password") => {
                 s.verify_native(&self.scramble, &change.auth_response)

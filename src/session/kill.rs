@@ -47,50 +47,30 @@ pub fn parse_kill(sql: &[u8]) -> Option<Kill> {
 
 impl Session {
     pub(super) async fn on_process_kill(&mut self) -> Result<Next, SessionError> {
-        let Some(id) = self
-            .cmd
-            .get(1..5)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        let Some(id) =
+            self.cmd.get(1..5).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
         else {
-            return self
-                .reply_err(1047, "08S01", "Malformed COM_PROCESS_KILL")
-                .await;
+            return self.reply_err(1047, "08S01", "Malformed COM_PROCESS_KILL").await;
         };
-        self.on_kill(Kill {
-            query_only: false,
-            id: id as u64,
-        })
-        .await
+        self.on_kill(Kill { query_only: false, id: id as u64 }).await
     }
 
     /// Kills session `kill.id`'s backend work (and the session itself
     /// unless only the query is killed). Only the same user may kill.
     pub(super) async fn on_kill(&mut self, kill: Kill) -> Result<Next, SessionError> {
-        let target = u32::try_from(kill.id)
-            .ok()
-            .and_then(|id| self.shared.registry.get(id));
+        let target = u32::try_from(kill.id).ok().and_then(|id| self.shared.registry.get(id));
         let Some(target) = target else {
-            return self
-                .reply_err(1094, "HY000", &format!("Unknown thread id: {}", kill.id))
-                .await;
+            return self.reply_err(1094, "HY000", &format!("Unknown thread id: {}", kill.id)).await;
         };
         let owner = target.user.lock().expect("handle lock").clone();
         if owner != self.login.user {
             return self
-                .reply_err(
-                    1095,
-                    "HY000",
-                    &format!("You are not owner of thread {}", kill.id),
-                )
+                .reply_err(1095, "HY000", &format!("You are not owner of thread {}", kill.id))
                 .await;
         }
         let threads = target.threads.lock().expect("handle lock").clone();
         let itself = kill.id == self.id as u64;
-        let verb = if kill.query_only {
-            "KILL QUERY"
-        } else {
-            "KILL"
-        };
+        let verb = if kill.query_only { "KILL QUERY" } else { "KILL" };
         for (backend, thread) in threads {
             if itself {
                 // Nothing of ours runs while we run KILL; our own backend
@@ -108,8 +88,7 @@ impl Session {
             }
         }
         if itself && !kill.query_only {
-            self.reply_err(1927, "70100", "Connection was killed")
-                .await?;
+            self.reply_err(1927, "70100", "Connection was killed").await?;
             return Ok(Next::Quit);
         }
         if !kill.query_only {
@@ -127,26 +106,11 @@ mod tests {
 
     #[test]
     fn kill_forms_are_recognised() {
-        assert_eq!(
-            parse_kill(b"KILL 5"),
-            Some(Kill {
-                query_only: false,
-                id: 5
-            })
-        );
-        assert_eq!(
-            parse_kill(b"kill query 7;"),
-            Some(Kill {
-                query_only: true,
-                id: 7
-            })
-        );
+        assert_eq!(parse_kill(b"KILL 5"), Some(Kill { query_only: false, id: 5 }));
+        assert_eq!(parse_kill(b"kill query 7;"), Some(Kill { query_only: true, id: 7 }));
         assert_eq!(
             parse_kill(b" KILL HARD CONNECTION 9 "),
-            Some(Kill {
-                query_only: false,
-                id: 9
-            })
+            Some(Kill { query_only: false, id: 9 })
         );
     }
 

@@ -48,12 +48,7 @@ pub fn greeting_for_client(
     scramble: &[u8],
 ) -> Greeting {
     let (version, caps, collation, mariadb) = match primary {
-        Some(g) => (
-            g.server_version.clone(),
-            g.capabilities,
-            g.collation,
-            g.mariadb_caps,
-        ),
+        Some(g) => (g.server_version.clone(), g.capabilities, g.collation, g.mariadb_caps),
         None => (
             config.fallback_server_version.as_bytes().to_vec(),
             PASSTHROUGH_CAPS & !CapabilityFlags::CLIENT_LONG_PASSWORD,
@@ -92,9 +87,7 @@ pub async fn login(
     write_packet(stream, 0, &out).await?;
 
     let mut payload = Vec::new();
-    let (first, mut seq) = reader
-        .read_packet(stream, &mut payload, LOGIN_PACKET_LIMIT)
-        .await?;
+    let (first, mut seq) = reader.read_packet(stream, &mut payload, LOGIN_PACKET_LIMIT).await?;
     if first != 1 {
         return Err(LoginError::Malformed);
     }
@@ -107,9 +100,7 @@ pub async fn login(
         let early = reader.buffered().to_vec();
         reader.consume(early.len());
         stream.upgrade(acceptor, early).await?;
-        let (first, last) = reader
-            .read_packet(stream, &mut payload, LOGIN_PACKET_LIMIT)
-            .await?;
+        let (first, last) = reader.read_packet(stream, &mut payload, LOGIN_PACKET_LIMIT).await?;
         if first != 2 {
             return Err(LoginError::Malformed);
         }
@@ -122,33 +113,18 @@ pub async fn login(
     let response = HandshakeResponse::parse(&payload).ok_or(LoginError::Malformed)?;
     let caps = (response.capabilities & greeting.capabilities & !CapabilityFlags::CLIENT_SSL)
         | CapabilityFlags::CLIENT_PROTOCOL_41;
-    let scramble: [u8; auth::SCRAMBLE_LEN] = greeting
-        .scramble
-        .as_slice()
-        .try_into()
-        .map_err(|_| LoginError::Malformed)?;
+    let scramble: [u8; auth::SCRAMBLE_LEN] =
+        greeting.scramble.as_slice().try_into().map_err(|_| LoginError::Malformed)?;
     let user = String::from_utf8_lossy(&response.user).into_owned();
-    let secret = config
-        .user(&response.user)
-        .and_then(|u| u.secret(&config.base_dir).ok());
+    let secret = config.user(&response.user).and_then(|u| u.secret(&config.base_dir).ok());
 
-    let client_plugin = response
-        .auth_plugin
-        .as_deref()
-        .unwrap_or(auth::NATIVE.as_bytes());
+    let client_plugin = response.auth_plugin.as_deref().unwrap_or(auth::NATIVE.as_bytes());
     let mut next_seq = seq.wrapping_add(1);
     let verified = match secret {
         None => None,
         Some(secret) => {
-            let mut exchange = Exchange {
-                stream,
-                reader,
-                scramble: &scramble,
-                seq: &mut next_seq,
-            };
-            exchange
-                .authenticate(&secret, client_plugin, &response.auth_response)
-                .await?
+            let mut exchange = Exchange { stream, reader, scramble: &scramble, seq: &mut next_seq };
+            exchange.authenticate(&secret, client_plugin, &response.auth_response).await?
         }
     };
     let Some(backend_secret) = verified else {
@@ -209,10 +185,7 @@ impl Exchange<'_> {
 
     async fn receive(&mut self) -> Result<Vec<u8>, LoginError> {
         let mut p = Vec::new();
-        let (_, last) = self
-            .reader
-            .read_packet(self.stream, &mut p, LOGIN_PACKET_LIMIT)
-            .await?;
+        let (_, last) = self.reader.read_packet(self.stream, &mut p, LOGIN_PACKET_LIMIT).await?;
         *self.seq = last.wrapping_add(1);
         Ok(p)
     }
@@ -228,11 +201,7 @@ impl Exchange<'_> {
         let mut plugin = std::str::from_utf8(client_plugin).unwrap_or("");
         let mut response = first_response.to_vec();
         if !secret.supports(plugin) {
-            plugin = if secret.supports(auth::NATIVE) {
-                auth::NATIVE
-            } else {
-                auth::CACHING_SHA2
-            };
+            plugin = if secret.supports(auth::NATIVE) { auth::NATIVE } else { auth::CACHING_SHA2 };
             self.send(&build_auth_switch(plugin, self.scramble)).await?;
             response = self.receive().await?;
         }
@@ -260,9 +229,7 @@ impl Exchange<'_> {
         if !secret.verify_cleartext(password) {
             return Ok(None);
         }
-        Ok(std::str::from_utf8(password)
-            .ok()
-            .map(|p| BackendSecret::Plain(p.to_string())))
+        Ok(std::str::from_utf8(password).ok().map(|p| BackendSecret::Plain(p.to_string())))
     }
 }
 
@@ -302,10 +269,7 @@ mod tests {
         assert_eq!(g.connection_id, 5);
         assert_eq!(g.collation, 8);
         assert!(!g.capabilities.contains(CapabilityFlags::CLIENT_COMPRESS));
-        assert!(
-            !g.capabilities
-                .contains(CapabilityFlags::CLIENT_LONG_PASSWORD)
-        );
+        assert!(!g.capabilities.contains(CapabilityFlags::CLIENT_LONG_PASSWORD));
         assert_eq!(g.mariadb_caps, PASSTHROUGH_MARIADB_CAPS);
     }
 }

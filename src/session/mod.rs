@@ -49,14 +49,7 @@ pub async fn serve(
     let mut reader = PacketReader::new();
     let login = tokio::time::timeout(
         config.timeouts.client_handshake,
-        login::login(
-            &mut stream,
-            &mut reader,
-            &greeting,
-            &config,
-            peer,
-            &listener,
-        ),
+        login::login(&mut stream, &mut reader, &greeting, &config, peer, &listener),
     )
     .await;
     let logged_in = match login {
@@ -219,24 +212,15 @@ impl Session {
         }
         if self.backends[idx].is_none() {
             let config = self.config();
-            let addr = config
-                .backends
-                .get(idx)
-                .map(|b| b.address.clone())
-                .ok_or_else(|| {
-                    BackendError::Protocol(format!("backend {idx} is not configured"))
-                })?;
+            let addr = config.backends.get(idx).map(|b| b.address.clone()).ok_or_else(|| {
+                BackendError::Protocol(format!("backend {idx} is not configured"))
+            })?;
             let mut conn =
                 BackendConn::connect(&addr, &self.login, config.timeouts.connect).await?;
             if self.multi_statements_off {
-                conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0])
-                    .await?;
+                conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
             }
-            self.handle
-                .threads
-                .lock()
-                .expect("handle lock")
-                .push((idx, conn.thread_id));
+            self.handle.threads.lock().expect("handle lock").push((idx, conn.thread_id));
             self.backends[idx] = Some(conn);
         }
         Ok(self.backends[idx].as_mut().expect("just opened"))
@@ -247,11 +231,7 @@ impl Session {
         if let Some(slot) = self.backends.get_mut(idx) {
             if let Some(conn) = slot.take() {
                 let tid = conn.thread_id;
-                self.handle
-                    .threads
-                    .lock()
-                    .expect("handle lock")
-                    .retain(|t| *t != (idx, tid));
+                self.handle.threads.lock().expect("handle lock").retain(|t| *t != (idx, tid));
             }
         }
         self.stmts.forget_backend(idx);
@@ -261,9 +241,7 @@ impl Session {
     pub async fn close_backends(&mut self) {
         for idx in 0..self.backends.len() {
             if let Some(conn) = self.backends[idx].as_mut() {
-                let _ = conn
-                    .write_payload(0, &[crate::protocol::command::QUIT])
-                    .await;
+                let _ = conn.write_payload(0, &[crate::protocol::command::QUIT]).await;
             }
             self.drop_backend(idx);
         }
@@ -340,25 +318,13 @@ impl Session {
         e: &BackendError,
     ) -> Result<Next, SessionError> {
         let config = self.config();
-        let name = config
-            .backends
-            .get(idx)
-            .map(|b| b.name.as_str())
-            .unwrap_or("?");
-        let addr = config
-            .backends
-            .get(idx)
-            .map(|b| b.address.as_str())
-            .unwrap_or("?");
+        let name = config.backends.get(idx).map(|b| b.name.as_str()).unwrap_or("?");
+        let addr = config.backends.get(idx).map(|b| b.address.as_str()).unwrap_or("?");
         tracing::warn!(id = self.id, backend = name, error = %e, "backend unavailable");
         if !matches!(e, BackendError::Server { .. }) {
             self.drop_backend(idx);
         }
-        let ClientReply {
-            code,
-            state,
-            message,
-        } = error::backend_reply(e, name, addr);
+        let ClientReply { code, state, message } = error::backend_reply(e, name, addr);
         self.reply_err(code, &state, &message).await
     }
 }

@@ -162,11 +162,7 @@ mod tests {
             info: crate::classify::classify("SELECT ?"),
             params: 1,
             columns: 1,
-            on: vec![OnBackend {
-                backend: 0,
-                id: 77,
-                types_sent: false,
-            }],
+            on: vec![OnBackend { backend: 0, id: 77, types_sent: false }],
             types: None,
             cursor_backend: None,
             long_data: false,
@@ -187,9 +183,7 @@ mod tests {
     }
 
     // cmd, id, flags, iteration, bitmap(1), bound=1, type(2), value
-    const BOUND: [u8; 22] = [
-        0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 8, 0, 42, 0, 0, 0, 0, 0, 0, 0,
-    ];
+    const BOUND: [u8; 22] = [0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 8, 0, 42, 0, 0, 0, 0, 0, 0, 0];
 
     #[test]
     fn execute_types_are_found_after_null_bitmap() {

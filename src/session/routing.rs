@@ -37,9 +37,7 @@ impl Session {
     pub(super) fn view(&self, sql: &str) -> SessionView {
         let r = &self.routing;
         let touches_temporary_table = !r.temp_tables.is_empty()
-            && classify::tables(sql)
-                .iter()
-                .any(|t| r.temp_tables.contains(unqualified(t)));
+            && classify::tables(sql).iter().any(|t| r.temp_tables.contains(unqualified(t)));
         SessionView {
             in_transaction: self.status & status::IN_TRANS != 0
                 || self.status & status::AUTOCOMMIT == 0,
@@ -69,14 +67,10 @@ impl Session {
                 })
                 .clone()
         };
-        config
-            .rules
-            .iter()
-            .find(|r| r.matches(sql, &mut digest_text))
-            .map(|r| match r.target {
-                crate::config::RuleTarget::Primary => crate::classify::Hint::Primary,
-                crate::config::RuleTarget::Replica => crate::classify::Hint::Replica,
-            })
+        config.rules.iter().find(|r| r.matches(sql, &mut digest_text)).map(|r| match r.target {
+            crate::config::RuleTarget::Primary => crate::classify::Hint::Primary,
+            crate::config::RuleTarget::Replica => crate::classify::Hint::Replica,
+        })
     }
 
     /// Routes a classified statement text.
@@ -104,9 +98,7 @@ impl Session {
                 Err(e) if idx != primary && route.target == Target::AnyReplica => {
                     tracing::warn!(id = self.id, backend = idx, error = %e, "replica unusable, reading elsewhere");
                     if !matches!(e, BackendError::Server { .. }) {
-                        self.shared
-                            .backoff
-                            .mark_down(idx, config.timeouts.backend_retry);
+                        self.shared.backoff.mark_down(idx, config.timeouts.backend_retry);
                     }
                     self.drop_backend(idx);
                     if tried.is_some() {
@@ -149,11 +141,7 @@ impl Session {
                 conn.applied_sets = i + 1;
             }
             if retrack {
-                self.backends[idx]
-                    .as_mut()
-                    .expect("open")
-                    .enable_gtid_tracking()
-                    .await?;
+                self.backends[idx].as_mut().expect("open").enable_gtid_tracking().await?;
             }
         }
         Ok(())
@@ -201,9 +189,7 @@ impl Session {
             StatementKind::UnlockTables => self.routing.locked_tables = false,
             StatementKind::CreateTemporaryTable => {
                 if let Some(name) = classify::temp_table_name(sql) {
-                    self.routing
-                        .temp_tables
-                        .insert(unqualified(&name).to_string());
+                    self.routing.temp_tables.insert(unqualified(&name).to_string());
                 }
             }
             StatementKind::DropTemporaryTable | StatementKind::Ddl
@@ -296,9 +282,7 @@ fn wants_gtids(sql: &str, before: bool) -> bool {
 const MAX_RECORDED_SETS: usize = 256;
 
 fn sql_starts_with_drop(sql: &str) -> bool {
-    sql.trim_start()
-        .get(..4)
-        .is_some_and(|w| w.eq_ignore_ascii_case("DROP"))
+    sql.trim_start().get(..4).is_some_and(|w| w.eq_ignore_ascii_case("DROP"))
 }
 
 /// The database named by `USE db` (backticks removed).

@@ -25,12 +25,8 @@ impl Session {
     /// proxy's statement id in place of the backend's.
     pub(super) async fn on_prepare(&mut self) -> Result<Next, SessionError> {
         let target = self.primary();
-        if let Err((idx, e)) = self
-            .acquire(Route {
-                target: Target::Primary,
-                reason: Reason::SessionState,
-            })
-            .await
+        if let Err((idx, e)) =
+            self.acquire(Route { target: Target::Primary, reason: Reason::SessionState }).await
         {
             return self.reply_backend_error(idx, &e).await;
         }
@@ -39,20 +35,14 @@ impl Session {
         let mut first = Vec::new();
         let sent = conn.write_payload(0, &self.cmd).await;
         let read = match sent {
-            Ok(()) => {
-                conn.reader
-                    .read_packet(&mut conn.stream, &mut first, CONTROL_LIMIT)
-                    .await
-            }
+            Ok(()) => conn.reader.read_packet(&mut conn.stream, &mut first, CONTROL_LIMIT).await,
             Err(e) => Err(e.into()),
         };
         let seq = match read {
             Ok((_, seq)) => seq,
             Err(e) => {
                 self.drop_backend(target);
-                return Err(SessionError::Fatal(format!(
-                    "backend failed during prepare: {e}"
-                )));
+                return Err(SessionError::Fatal(format!("backend failed during prepare: {e}")));
             }
         };
         let mut left = 0;
@@ -67,11 +57,7 @@ impl Session {
                 info,
                 params,
                 columns,
-                on: vec![OnBackend {
-                    backend: target,
-                    id: backend_id,
-                    types_sent: false,
-                }],
+                on: vec![OnBackend { backend: target, id: backend_id, types_sent: false }],
                 types: None,
                 cursor_backend: None,
                 long_data: false,
@@ -97,10 +83,8 @@ impl Session {
     }
 
     async fn unknown_stmt(&mut self, name: &str) -> Result<Next, SessionError> {
-        let raw = self
-            .cmd
-            .get(1..5)
-            .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])));
+        let raw =
+            self.cmd.get(1..5).map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])));
         let msg = format!("Unknown prepared statement handler ({raw}) given to {name}");
         self.reply_err(1243, "HY000", &msg).await
     }
@@ -115,19 +99,11 @@ impl Session {
         if let Some(b) = self.stmts.get(id).and_then(|s| s.backend_id(idx)) {
             return Ok(b);
         }
-        let sql = self
-            .stmts
-            .get(id)
-            .map(|s| s.sql.clone())
-            .unwrap_or_default();
+        let sql = self.stmts.get(id).map(|s| s.sql.clone()).unwrap_or_default();
         let conn = self.backend(idx).await?;
         let backend_id = conn.prepare_own(&sql).await?;
         if let Some(s) = self.stmts.get_mut(id) {
-            s.on.push(OnBackend {
-                backend: idx,
-                id: backend_id,
-                types_sent: false,
-            });
+            s.on.push(OnBackend { backend: idx, id: backend_id, types_sent: false });
         }
         Ok(backend_id)
     }
@@ -145,10 +121,7 @@ impl Session {
             self.stmts.get_mut(id).expect("resolved").types = Some(types);
         }
         let route = if long_data {
-            Route {
-                target: Target::Primary,
-                reason: Reason::SessionState,
-            }
+            Route { target: Target::Primary, reason: Reason::SessionState }
         } else {
             self.route_statement(&info, &sql)
         };
@@ -180,9 +153,7 @@ impl Session {
             }
         }
         let cursor = self.cmd.get(5).is_some_and(|f| f & CURSOR_READ_ONLY != 0);
-        let outcome = self
-            .forward_stmt(id, idx, backend_id, Expect::Result)
-            .await?;
+        let outcome = self.forward_stmt(id, idx, backend_id, Expect::Result).await?;
         if let Some(stmt) = self.stmts.get_mut(id) {
             stmt.long_data = false;
             if cursor {
@@ -200,11 +171,7 @@ impl Session {
         let Some(id) = self.stmt_id() else {
             return self.unknown_stmt("mysqld_stmt_fetch").await;
         };
-        let idx = self
-            .stmts
-            .get(id)
-            .and_then(|s| s.cursor_backend)
-            .unwrap_or(self.primary());
+        let idx = self.stmts.get(id).and_then(|s| s.cursor_backend).unwrap_or(self.primary());
         let Some(backend_id) = self.stmts.get(id).and_then(|s| s.backend_id(idx)) else {
             return self.unknown_stmt("mysqld_stmt_fetch").await;
         };
@@ -224,12 +191,8 @@ impl Session {
         let main = stmt.cursor_backend.unwrap_or(primary);
         stmt.long_data = false;
         stmt.cursor_backend = None;
-        let others: Vec<OnBackend> = stmt
-            .on
-            .iter()
-            .copied()
-            .filter(|o| o.backend != main)
-            .collect();
+        let others: Vec<OnBackend> =
+            stmt.on.iter().copied().filter(|o| o.backend != main).collect();
         for o in others {
             let mut payload = vec![cmd::STMT_RESET];
             payload.extend_from_slice(&o.id.to_le_bytes());
@@ -243,8 +206,7 @@ impl Session {
             return self.unknown_stmt("mysqld_stmt_reset").await;
         };
         self.cmd[1..5].copy_from_slice(&backend_id.to_le_bytes());
-        self.forward_stmt(id, main, backend_id, Expect::Result)
-            .await?;
+        self.forward_stmt(id, main, backend_id, Expect::Result).await?;
         Ok(Next::Continue)
     }
 
@@ -313,22 +275,13 @@ impl Session {
             return self.relay_from(backend, expect).await;
         }
         let mut err = Vec::new();
-        if let Err(e) = conn
-            .reader
-            .read_packet(&mut conn.stream, &mut err, CONTROL_LIMIT)
-            .await
-        {
+        if let Err(e) = conn.reader.read_packet(&mut conn.stream, &mut err, CONTROL_LIMIT).await {
             self.drop_backend(backend);
             return Err(SessionError::Fatal(format!("backend failed: {e}")));
         }
         let code = parse_err(&err).map_or(0, |e| e.code);
-        self.write_reply(&reword_stmt_id(&err, backend_id, client_id))
-            .await?;
-        Ok(Some(Outcome {
-            error: Some(code),
-            status: self.status,
-            ..Outcome::default()
-        }))
+        self.write_reply(&reword_stmt_id(&err, backend_id, client_id)).await?;
+        Ok(Some(Outcome { error: Some(code), status: self.status, ..Outcome::default() }))
     }
 }
 
@@ -354,10 +307,7 @@ mod tests {
     fn error_names_the_clients_statement_id() {
         let err = build_err(1421, "HY000", "The statement (17) has no open cursor");
         let r = reword_stmt_id(&err, 17, 2);
-        assert_eq!(
-            parse_err(&r).unwrap().message,
-            b"The statement (2) has no open cursor"
-        );
+        assert_eq!(parse_err(&r).unwrap().message, b"The statement (2) has no open cursor");
         assert_eq!(reword_stmt_id(&err, 5, 2), err);
     }
 }

@@ -81,10 +81,7 @@ pub async fn start_proxy(config: Config) -> TestProxy {
     tokio::spawn(proxy.run(async {
         let _ = rx.await;
     }));
-    TestProxy {
-        addr,
-        stop: Some(tx),
-    }
+    TestProxy { addr, stop: Some(tx) }
 }
 
 /// Capabilities of a typical modern client (libmysqlclient's set).
@@ -139,29 +136,20 @@ impl Raw {
     }
 
     pub async fn app(addr: &str, deprecate_eof: bool) -> Raw {
-        Raw::connect(
-            addr,
-            &login("app", "app", Some("app"), client_caps(deprecate_eof)),
-        )
-        .await
-        .expect("login as app")
+        Raw::connect(addr, &login("app", "app", Some("app"), client_caps(deprecate_eof)))
+            .await
+            .expect("login as app")
     }
 
     /// Sends one command and reads its whole response.
     pub async fn command(&mut self, payload: &[u8], expect: Expect) -> Packets {
-        self.conn
-            .write_payload(0, payload)
-            .await
-            .expect("send command");
+        self.conn.write_payload(0, payload).await.expect("send command");
         self.read_response(expect).await
     }
 
     /// Sends COM_STMT_PREPARE and reads the whole prepare response.
     pub async fn prepare(&mut self, payload: &[u8]) -> Packets {
-        self.conn
-            .write_payload(0, payload)
-            .await
-            .expect("send prepare");
+        self.conn.write_payload(0, payload).await.expect("send prepare");
         let mut first = Vec::new();
         let (_, seq) = self
             .conn
@@ -183,10 +171,7 @@ impl Raw {
 
     /// Sends a command that has no response.
     pub async fn send_only(&mut self, payload: &[u8]) {
-        self.conn
-            .write_payload(0, payload)
-            .await
-            .expect("send command");
+        self.conn.write_payload(0, payload).await.expect("send command");
     }
 
     pub async fn read_response(&mut self, expect: Expect) -> Packets {
@@ -216,13 +201,10 @@ impl Raw {
                 .expect("response within 60 s")
                 .expect("read header");
             let h = parse_header(self.conn.reader.buffered()).unwrap();
-            tokio::time::timeout(
-                limit,
-                self.conn.reader.fill_to(&mut self.conn.stream, 4 + h.len),
-            )
-            .await
-            .expect("response within 60 s")
-            .expect("read payload");
+            tokio::time::timeout(limit, self.conn.reader.fill_to(&mut self.conn.stream, 4 + h.len))
+                .await
+                .expect("response within 60 s")
+                .expect("read payload");
             let payload = &self.conn.reader.buffered()[4..4 + h.len];
             let step = machine.step(h.len, payload).expect("valid response");
             count += 1;
@@ -258,11 +240,7 @@ impl Raw {
     pub async fn exec(&mut self, sql: &str) {
         let r = self.query(sql).await;
         if let Some(e) = rwsplit::protocol::messages::parse_err(&r.last().unwrap().1) {
-            panic!(
-                "{sql}: error {} {}",
-                e.code,
-                String::from_utf8_lossy(e.message)
-            );
+            panic!("{sql}: error {} {}", e.code, String::from_utf8_lossy(e.message));
         }
     }
 
@@ -271,19 +249,10 @@ impl Raw {
     pub async fn scalar(&mut self, sql: &str) -> Option<String> {
         let r = self.query(sql).await;
         if let Some(e) = rwsplit::protocol::messages::parse_err(&r.last().unwrap().1) {
-            panic!(
-                "{sql}: error {} {}",
-                e.code,
-                String::from_utf8_lossy(e.message)
-            );
+            panic!("{sql}: error {} {}", e.code, String::from_utf8_lossy(e.message));
         }
         let cols = r[0].1[0] as usize;
-        let eof = usize::from(
-            !self
-                .conn
-                .caps
-                .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF),
-        );
+        let eof = usize::from(!self.conn.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF));
         let row = &r[1 + cols + eof].1;
         if row[0] == 0xFB {
             return None;
@@ -308,15 +277,10 @@ pub async fn admin(addr: &str) -> Raw {
 /// (bounded), so reads routed to them see the setup a test just wrote.
 pub async fn wait_replicas_caught_up() {
     let mut p = admin(PRIMARY).await;
-    let pos = p
-        .scalar("SELECT @@gtid_binlog_pos")
-        .await
-        .unwrap_or_default();
+    let pos = p.scalar("SELECT @@gtid_binlog_pos").await.unwrap_or_default();
     for replica in [REPLICA1, REPLICA2] {
         let mut r = admin(replica).await;
-        let got = r
-            .scalar(&format!("SELECT MASTER_GTID_WAIT('{pos}', 10)"))
-            .await;
+        let got = r.scalar(&format!("SELECT MASTER_GTID_WAIT('{pos}', 10)")).await;
         assert_eq!(got.as_deref(), Some("0"), "{replica} did not reach {pos}");
     }
 }
@@ -330,11 +294,7 @@ pub async fn running_anywhere(needle: &str) -> usize {
         let sql = format!(
             "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{needle}%' AND INFO NOT LIKE '%PROCESSLIST%'"
         );
-        n += a
-            .scalar(&sql)
-            .await
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0);
+        n += a.scalar(&sql).await.and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
     }
     n
 }
@@ -343,9 +303,5 @@ pub async fn running_anywhere(needle: &str) -> usize {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }

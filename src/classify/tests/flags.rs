@@ -3,10 +3,7 @@ use super::{flags, has, plain};
 
 #[test]
 fn select_for_update_is_locking_read() {
-    assert!(has(
-        "SELECT * FROM t WHERE id = 1 FOR UPDATE",
-        F::LOCKING_READ
-    ));
+    assert!(has("SELECT * FROM t WHERE id = 1 FOR UPDATE", F::LOCKING_READ));
     assert!(!plain("SELECT * FROM t WHERE id = 1 FOR UPDATE"));
 }
 
@@ -17,27 +14,18 @@ fn select_for_share_is_locking_read() {
 
 #[test]
 fn lock_in_share_mode_is_locking_read() {
-    assert!(has(
-        "SELECT * FROM t WHERE id = 1 LOCK IN SHARE MODE",
-        F::LOCKING_READ
-    ));
+    assert!(has("SELECT * FROM t WHERE id = 1 LOCK IN SHARE MODE", F::LOCKING_READ));
 }
 
 #[test]
 fn skip_locked_and_nowait_are_locking_reads() {
-    assert!(has(
-        "SELECT * FROM q FOR UPDATE SKIP LOCKED",
-        F::LOCKING_READ
-    ));
+    assert!(has("SELECT * FROM q FOR UPDATE SKIP LOCKED", F::LOCKING_READ));
     assert!(has("SELECT * FROM q FOR UPDATE NOWAIT", F::LOCKING_READ));
 }
 
 #[test]
 fn locking_read_in_subquery_is_found() {
-    assert!(has(
-        "SELECT * FROM (SELECT * FROM t FOR UPDATE) d",
-        F::LOCKING_READ
-    ));
+    assert!(has("SELECT * FROM (SELECT * FROM t FOR UPDATE) d", F::LOCKING_READ));
 }
 
 #[test]
@@ -53,12 +41,8 @@ fn get_lock_is_side_effect() {
 
 #[test]
 fn lock_functions_are_side_effects() {
-    for f in [
-        "RELEASE_LOCK('a')",
-        "RELEASE_ALL_LOCKS()",
-        "IS_FREE_LOCK('a')",
-        "IS_USED_LOCK('a')",
-    ] {
+    for f in ["RELEASE_LOCK('a')", "RELEASE_ALL_LOCKS()", "IS_FREE_LOCK('a')", "IS_USED_LOCK('a')"]
+    {
         assert!(has(&format!("SELECT {f}"), F::SIDE_EFFECT_FUNC), "{f}");
     }
 }
@@ -78,14 +62,8 @@ fn next_value_for_is_side_effect() {
 
 #[test]
 fn replication_waits_are_side_effects() {
-    assert!(has(
-        "SELECT MASTER_GTID_WAIT('0-1-100', 1)",
-        F::SIDE_EFFECT_FUNC
-    ));
-    assert!(has(
-        "SELECT MASTER_POS_WAIT('bin.1', 4)",
-        F::SIDE_EFFECT_FUNC
-    ));
+    assert!(has("SELECT MASTER_GTID_WAIT('0-1-100', 1)", F::SIDE_EFFECT_FUNC));
+    assert!(has("SELECT MASTER_POS_WAIT('bin.1', 4)", F::SIDE_EFFECT_FUNC));
 }
 
 #[test]
@@ -150,10 +128,7 @@ fn insert_into_is_not_the_into_flag() {
 
 #[test]
 fn user_variable_assignment_is_found() {
-    assert!(has(
-        "SELECT @rownum := @rownum + 1 AS n FROM t",
-        F::USER_VAR_ASSIGN
-    ));
+    assert!(has("SELECT @rownum := @rownum + 1 AS n FROM t", F::USER_VAR_ASSIGN));
     assert!(!plain("SELECT @rownum := @rownum + 1 AS n FROM t"));
 }
 
@@ -172,10 +147,7 @@ fn comparison_with_user_variable_is_a_read() {
 
 #[test]
 fn sql_calc_found_rows_is_flagged() {
-    assert!(has(
-        "SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 10",
-        F::SQL_CALC_FOUND_ROWS
-    ));
+    assert!(has("SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 10", F::SQL_CALC_FOUND_ROWS));
 }
 
 #[test]
@@ -216,9 +188,7 @@ fn keywords_before_parens_are_not_calls() {
 
 #[test]
 fn cte_column_list_is_not_a_call() {
-    assert!(plain(
-        "WITH a (x, y) AS (SELECT 1, 2), b (z) AS (SELECT 3) SELECT * FROM a, b"
-    ));
+    assert!(plain("WITH a (x, y) AS (SELECT 1, 2), b (z) AS (SELECT 3) SELECT * FROM a, b"));
 }
 
 #[test]
@@ -248,10 +218,7 @@ fn insert_column_list_is_not_a_call() {
 
 #[test]
 fn ddl_column_types_are_not_calls() {
-    assert!(!has(
-        "CREATE TABLE t (id INT(11), name VARCHAR(10), KEY k (name))",
-        F::UNKNOWN_FUNC
-    ));
+    assert!(!has("CREATE TABLE t (id INT(11), name VARCHAR(10), KEY k (name))", F::UNKNOWN_FUNC));
 }
 
 #[test]
@@ -261,7 +228,22 @@ fn function_name_inside_string_is_ignored() {
 
 #[test]
 fn match_against_is_pure() {
-    assert!(plain(
-        "SELECT id FROM t WHERE MATCH (title, body) AGAINST ('x' IN BOOLEAN MODE)"
-    ));
+    assert!(plain("SELECT id FROM t WHERE MATCH (title, body) AGAINST ('x' IN BOOLEAN MODE)"));
+}
+
+#[test]
+fn udf_named_like_a_non_reserved_keyword_is_unknown_func() {
+    for f in ["hash(x)", "list(1)", "value(x)", "columns(x)", "any(x)", "some(x)", "offset(1)"] {
+        assert!(has(&format!("SELECT {f} FROM t"), F::UNKNOWN_FUNC), "{f}");
+    }
+}
+
+#[test]
+fn quantified_subquery_is_not_a_call() {
+    assert!(plain("SELECT * FROM t WHERE a > ANY (SELECT b FROM u) OR a = SOME (SELECT c FROM v)"));
+}
+
+#[test]
+fn insert_values_are_not_checked_for_calls() {
+    assert!(!has("INSERT INTO t VALUE (1)", F::UNKNOWN_FUNC));
 }

@@ -2,34 +2,19 @@ use super::super::{Consistency, Hint, classify};
 
 #[test]
 fn primary_hint_is_found() {
-    assert_eq!(
-        classify("/* rwsplit:primary */ SELECT 1").hint,
-        Some(Hint::Primary)
-    );
+    assert_eq!(classify("/* rwsplit:primary */ SELECT 1").hint, Some(Hint::Primary));
 }
 
 #[test]
 fn replica_hint_is_found() {
-    assert_eq!(
-        classify("SELECT /* rwsplit:replica */ 1").hint,
-        Some(Hint::Replica)
-    );
+    assert_eq!(classify("SELECT /* rwsplit:replica */ 1").hint, Some(Hint::Replica));
 }
 
 #[test]
 fn hint_in_trailing_comment_is_found() {
-    assert_eq!(
-        classify("SELECT 1 /* rwsplit:primary */").hint,
-        Some(Hint::Primary)
-    );
-    assert_eq!(
-        classify("SELECT 1 -- rwsplit:replica").hint,
-        Some(Hint::Replica)
-    );
-    assert_eq!(
-        classify("SELECT 1 # rwsplit:replica").hint,
-        Some(Hint::Replica)
-    );
+    assert_eq!(classify("SELECT 1 /* rwsplit:primary */").hint, Some(Hint::Primary));
+    assert_eq!(classify("SELECT 1 -- rwsplit:replica").hint, Some(Hint::Replica));
+    assert_eq!(classify("SELECT 1 # rwsplit:replica").hint, Some(Hint::Replica));
 }
 
 #[test]
@@ -54,10 +39,7 @@ fn every_consistency_value_is_parsed() {
 
 #[test]
 fn unknown_consistency_value_is_ignored() {
-    assert_eq!(
-        classify("SELECT 1 /* rwsplit:consistency=strong */").consistency,
-        None
-    );
+    assert_eq!(classify("SELECT 1 /* rwsplit:consistency=strong */").consistency, None);
 }
 
 #[test]
@@ -85,10 +67,7 @@ fn hint_inside_executable_comment_is_not_a_hint() {
 
 #[test]
 fn hint_is_case_insensitive() {
-    assert_eq!(
-        classify("SELECT 1 /* RWSPLIT:Primary */").hint,
-        Some(Hint::Primary)
-    );
+    assert_eq!(classify("SELECT 1 /* RWSPLIT:Primary */").hint, Some(Hint::Primary));
 }
 
 #[test]

@@ -14,10 +14,7 @@ fn lowercase_select_is_select() {
 
 #[test]
 fn parenthesised_union_is_select() {
-    assert_eq!(
-        kind("(SELECT a FROM t) UNION (SELECT a FROM u) ORDER BY a"),
-        K::Select
-    );
+    assert_eq!(kind("(SELECT a FROM t) UNION (SELECT a FROM u) ORDER BY a"), K::Select);
 }
 
 #[test]
@@ -32,10 +29,7 @@ fn table_statement_is_read() {
 
 #[test]
 fn read_only_cte_is_select() {
-    assert_eq!(
-        kind("WITH a AS (SELECT id FROM t) SELECT * FROM a"),
-        K::Select
-    );
+    assert_eq!(kind("WITH a AS (SELECT id FROM t) SELECT * FROM a"), K::Select);
 }
 
 #[test]
@@ -68,9 +62,7 @@ fn several_ctes_are_followed_to_their_statement() {
 
 #[test]
 fn nested_cte_in_subquery_is_read() {
-    assert!(plain(
-        "SELECT * FROM (WITH a AS (SELECT 1 AS x) SELECT x FROM a) d"
-    ));
+    assert!(plain("SELECT * FROM (WITH a AS (SELECT 1 AS x) SELECT x FROM a) d"));
 }
 
 #[test]
@@ -93,19 +85,13 @@ fn describe_table_is_describe() {
 
 #[test]
 fn explain_of_select_is_explain_of_read() {
-    assert_eq!(
-        kind("EXPLAIN FORMAT=JSON SELECT * FROM t"),
-        K::Explain { of_read: true }
-    );
+    assert_eq!(kind("EXPLAIN FORMAT=JSON SELECT * FROM t"), K::Explain { of_read: true });
     assert!(plain("EXPLAIN SELECT * FROM t"));
 }
 
 #[test]
 fn explain_of_update_is_not_a_read() {
-    assert_eq!(
-        kind("EXPLAIN UPDATE t SET a = 1"),
-        K::Explain { of_read: false }
-    );
+    assert_eq!(kind("EXPLAIN UPDATE t SET a = 1"), K::Explain { of_read: false });
     assert!(!plain("EXPLAIN UPDATE t SET a = 1"));
 }
 
@@ -117,10 +103,7 @@ fn explain_analyze_takes_the_statement_kind() {
 
 #[test]
 fn mariadb_analyze_statement_runs_it() {
-    assert_eq!(
-        kind("ANALYZE FORMAT=JSON DELETE FROM t WHERE a = 1"),
-        K::Delete
-    );
+    assert_eq!(kind("ANALYZE FORMAT=JSON DELETE FROM t WHERE a = 1"), K::Delete);
     assert_eq!(kind("ANALYZE SELECT * FROM t"), K::Select);
 }
 
@@ -181,22 +164,13 @@ fn ddl_is_ddl() {
 
 #[test]
 fn create_temporary_table_is_its_own_kind() {
-    assert_eq!(
-        kind("CREATE TEMPORARY TABLE tmp (id INT)"),
-        K::CreateTemporaryTable
-    );
-    assert_eq!(
-        kind("CREATE OR REPLACE TEMPORARY TABLE tmp AS SELECT 1"),
-        K::CreateTemporaryTable
-    );
+    assert_eq!(kind("CREATE TEMPORARY TABLE tmp (id INT)"), K::CreateTemporaryTable);
+    assert_eq!(kind("CREATE OR REPLACE TEMPORARY TABLE tmp AS SELECT 1"), K::CreateTemporaryTable);
 }
 
 #[test]
 fn drop_temporary_table_is_its_own_kind() {
-    assert_eq!(
-        kind("DROP TEMPORARY TABLE IF EXISTS tmp"),
-        K::DropTemporaryTable
-    );
+    assert_eq!(kind("DROP TEMPORARY TABLE IF EXISTS tmp"), K::DropTemporaryTable);
 }
 
 #[test]
@@ -250,18 +224,12 @@ fn transaction_control_is_recognised() {
 
 #[test]
 fn start_transaction_read_only_is_read_only_begin() {
-    assert_eq!(
-        kind("START TRANSACTION READ ONLY"),
-        K::Begin { read_only: true }
-    );
+    assert_eq!(kind("START TRANSACTION READ ONLY"), K::Begin { read_only: true });
     assert_eq!(
         kind("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"),
         K::Begin { read_only: true }
     );
-    assert_eq!(
-        kind("START TRANSACTION READ WRITE"),
-        K::Begin { read_only: false }
-    );
+    assert_eq!(kind("START TRANSACTION READ WRITE"), K::Begin { read_only: false });
 }
 
 #[test]
@@ -313,10 +281,7 @@ fn admin_statements_are_other() {
 fn get_diagnostics_is_other_reading_last_statement() {
     let info = super::super::classify("GET DIAGNOSTICS @n = NUMBER");
     assert_eq!(info.kind, K::Other);
-    assert!(
-        info.flags
-            .contains(super::super::Flags::LAST_STATEMENT_FUNC)
-    );
+    assert!(info.flags.contains(super::super::Flags::LAST_STATEMENT_FUNC));
 }
 
 #[test]

@@ -4,9 +4,7 @@ use super::{has, kind, plain};
 
 #[test]
 fn string_containing_keyword_is_ignored() {
-    assert!(plain(
-        "SELECT * FROM t WHERE note = 'FOR UPDATE; DELETE FROM t'"
-    ));
+    assert!(plain("SELECT * FROM t WHERE note = 'FOR UPDATE; DELETE FROM t'"));
 }
 
 #[test]
@@ -53,19 +51,13 @@ fn double_dash_without_space_is_not_a_comment() {
 
 #[test]
 fn executable_comment_content_is_code() {
-    assert!(has(
-        "SELECT * FROM t /*!50000 FOR UPDATE */",
-        F::LOCKING_READ
-    ));
+    assert!(has("SELECT * FROM t /*!50000 FOR UPDATE */", F::LOCKING_READ));
     assert!(has("SELECT * FROM t /*! FOR UPDATE */", F::LOCKING_READ));
 }
 
 #[test]
 fn mariadb_executable_comment_content_is_code() {
-    assert!(has(
-        "SELECT * FROM t /*M!100100 FOR UPDATE */",
-        F::LOCKING_READ
-    ));
+    assert!(has("SELECT * FROM t /*M!100100 FOR UPDATE */", F::LOCKING_READ));
     assert!(has("SELECT * FROM t /*M! FOR UPDATE */", F::LOCKING_READ));
 }
 
@@ -82,10 +74,7 @@ fn optimizer_hint_comment_is_a_comment() {
 
 #[test]
 fn account_name_is_not_a_user_variable() {
-    assert!(!has(
-        "GRANT SELECT ON *.* TO 'u'@'localhost'",
-        F::USER_VAR_READ
-    ));
+    assert!(!has("GRANT SELECT ON *.* TO 'u'@'localhost'", F::USER_VAR_READ));
 }
 
 #[test]

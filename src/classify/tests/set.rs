@@ -27,20 +27,14 @@ fn set_autocommit_to_expression_is_session() {
 
 #[test]
 fn set_autocommit_among_others_is_session() {
-    assert_eq!(
-        kind("SET autocommit=1, sql_mode='STRICT_ALL_TABLES'"),
-        K::SetSession
-    );
+    assert_eq!(kind("SET autocommit=1, sql_mode='STRICT_ALL_TABLES'"), K::SetSession);
 }
 
 #[test]
 fn set_global_is_global() {
     assert_eq!(kind("SET GLOBAL max_connections = 500"), K::SetGlobal);
     assert_eq!(kind("SET @@global.read_only = 1"), K::SetGlobal);
-    assert_eq!(
-        kind("SET PERSIST innodb_buffer_pool_size = 1073741824"),
-        K::SetGlobal
-    );
+    assert_eq!(kind("SET PERSIST innodb_buffer_pool_size = 1073741824"), K::SetGlobal);
     assert_eq!(kind("SET GLOBAL autocommit = 0"), K::SetGlobal);
 }
 
@@ -51,42 +45,27 @@ fn global_among_session_assignments_is_global() {
 
 #[test]
 fn set_transaction_is_set_transaction() {
-    assert_eq!(
-        kind("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
-        K::SetTransaction
-    );
-    assert_eq!(
-        kind("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"),
-        K::SetTransaction
-    );
+    assert_eq!(kind("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"), K::SetTransaction);
+    assert_eq!(kind("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"), K::SetTransaction);
     assert_eq!(kind("SET TRANSACTION READ ONLY"), K::SetTransaction);
 }
 
 #[test]
 fn set_global_transaction_is_global() {
-    assert_eq!(
-        kind("SET GLOBAL TRANSACTION ISOLATION LEVEL READ COMMITTED"),
-        K::SetGlobal
-    );
+    assert_eq!(kind("SET GLOBAL TRANSACTION ISOLATION LEVEL READ COMMITTED"), K::SetGlobal);
 }
 
 #[test]
 fn set_names_is_set_names() {
     assert_eq!(kind("SET NAMES utf8mb4"), K::SetNames);
-    assert_eq!(
-        kind("SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'"),
-        K::SetNames
-    );
+    assert_eq!(kind("SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'"), K::SetNames);
     assert_eq!(kind("SET CHARACTER SET utf8"), K::SetNames);
     assert_eq!(kind("SET CHARSET utf8"), K::SetNames);
 }
 
 #[test]
 fn set_names_with_other_assignments_is_session() {
-    assert_eq!(
-        kind("SET NAMES utf8mb4, time_zone = '+00:00'"),
-        K::SetSession
-    );
+    assert_eq!(kind("SET NAMES utf8mb4, time_zone = '+00:00'"), K::SetSession);
 }
 
 #[test]
@@ -112,19 +91,12 @@ fn set_user_variable_flags_assignment_not_read() {
 
 #[test]
 fn set_user_variable_from_another_reads_it() {
-    assert!(
-        classify("SET @x = @y + 1")
-            .flags
-            .contains(Flags::USER_VAR_READ)
-    );
+    assert!(classify("SET @x = @y + 1").flags.contains(Flags::USER_VAR_READ));
 }
 
 #[test]
 fn set_value_subquery_commas_do_not_split_assignments() {
-    assert_eq!(
-        kind("SET @x = (SELECT COUNT(*) FROM t WHERE a IN (1, 2))"),
-        K::SetUserVar
-    );
+    assert_eq!(kind("SET @x = (SELECT COUNT(*) FROM t WHERE a IN (1, 2))"), K::SetUserVar);
 }
 
 #[test]
@@ -134,12 +106,6 @@ fn set_role_is_session() {
 
 #[test]
 fn set_statement_for_takes_the_inner_kind() {
-    assert_eq!(
-        kind("SET STATEMENT max_statement_time=60 FOR SELECT * FROM t"),
-        K::Select
-    );
-    assert_eq!(
-        kind("SET STATEMENT sql_mode='' FOR UPDATE t SET a = 1"),
-        K::Update
-    );
+    assert_eq!(kind("SET STATEMENT max_statement_time=60 FOR SELECT * FROM t"), K::Select);
+    assert_eq!(kind("SET STATEMENT sql_mode='' FOR UPDATE t SET a = 1"), K::Update);
 }

@@ -10,18 +10,12 @@ fn select_tables_are_found_in_order() {
 
 #[test]
 fn comma_joined_tables_with_aliases_are_found() {
-    assert_eq!(
-        tables("SELECT * FROM a x, b AS y, `c` WHERE 1"),
-        ["a", "b", "c"]
-    );
+    assert_eq!(tables("SELECT * FROM a x, b AS y, `c` WHERE 1"), ["a", "b", "c"]);
 }
 
 #[test]
 fn qualified_and_backticked_names_keep_case() {
-    assert_eq!(
-        tables("SELECT * FROM `Db`.`My``T` JOIN db2.T2"),
-        ["Db.My`T", "db2.T2"]
-    );
+    assert_eq!(tables("SELECT * FROM `Db`.`My``T` JOIN db2.T2"), ["Db.My`T", "db2.T2"]);
 }
 
 #[test]
@@ -36,29 +30,20 @@ fn subquery_tables_are_found() {
 fn dml_targets_are_found() {
     assert_eq!(tables("INSERT INTO t (a, b) VALUES (1, 2)"), ["t"]);
     assert_eq!(tables("INSERT INTO t SELECT * FROM s"), ["t", "s"]);
-    assert_eq!(
-        tables("UPDATE t1 JOIN t2 ON t1.id = t2.id SET t1.a = 1"),
-        ["t1", "t2"]
-    );
+    assert_eq!(tables("UPDATE t1 JOIN t2 ON t1.id = t2.id SET t1.a = 1"), ["t1", "t2"]);
     assert_eq!(tables("DELETE FROM t WHERE id = 1"), ["t"]);
     assert_eq!(tables("REPLACE INTO t VALUES (1)"), ["t"]);
 }
 
 #[test]
 fn on_duplicate_key_update_is_not_a_table() {
-    assert_eq!(
-        tables("INSERT INTO t (a) VALUES (1) ON DUPLICATE KEY UPDATE a = VALUES(a)"),
-        ["t"]
-    );
+    assert_eq!(tables("INSERT INTO t (a) VALUES (1) ON DUPLICATE KEY UPDATE a = VALUES(a)"), ["t"]);
 }
 
 #[test]
 fn ddl_targets_are_found() {
     assert_eq!(tables("DROP TABLE IF EXISTS a, b"), ["a", "b"]);
-    assert_eq!(
-        tables("CREATE TABLE t (id INT, KEY k (id)) ENGINE=InnoDB"),
-        ["t"]
-    );
+    assert_eq!(tables("CREATE TABLE t (id INT, KEY k (id)) ENGINE=InnoDB"), ["t"]);
     assert_eq!(tables("CREATE TABLE t LIKE s"), ["t", "s"]);
     assert_eq!(tables("RENAME TABLE a TO b, c TO d"), ["a", "b", "c", "d"]);
     assert_eq!(tables("TRUNCATE TABLE t"), ["t"]);
@@ -72,10 +57,7 @@ fn lock_tables_names_are_found() {
 
 #[test]
 fn function_from_is_not_a_table() {
-    assert_eq!(
-        tables("SELECT EXTRACT(YEAR FROM d), TRIM(BOTH 'x' FROM s) FROM t"),
-        ["t"]
-    );
+    assert_eq!(tables("SELECT EXTRACT(YEAR FROM d), TRIM(BOTH 'x' FROM s) FROM t"), ["t"]);
 }
 
 #[test]
@@ -105,10 +87,7 @@ fn names_are_reported_once() {
 
 #[test]
 fn create_temporary_table_name_is_found() {
-    assert_eq!(
-        temp_table_name("CREATE TEMPORARY TABLE tmp_x (id INT)").as_deref(),
-        Some("tmp_x")
-    );
+    assert_eq!(temp_table_name("CREATE TEMPORARY TABLE tmp_x (id INT)").as_deref(), Some("tmp_x"));
     assert_eq!(
         temp_table_name("CREATE TEMPORARY TABLE IF NOT EXISTS `db`.`t` AS SELECT 1").as_deref(),
         Some("db.t")
@@ -117,10 +96,7 @@ fn create_temporary_table_name_is_found() {
 
 #[test]
 fn drop_temporary_table_name_is_found() {
-    assert_eq!(
-        temp_table_name("DROP TEMPORARY TABLE IF EXISTS tmp_x").as_deref(),
-        Some("tmp_x")
-    );
+    assert_eq!(temp_table_name("DROP TEMPORARY TABLE IF EXISTS tmp_x").as_deref(), Some("tmp_x"));
 }
 
 #[test]

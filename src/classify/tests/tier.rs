@@ -29,10 +29,7 @@ fn unparseable_unsure_statement_is_unknown() {
 
 #[test]
 fn lexer_certain_statements_sqlparser_rejects_are_classified() {
-    assert_eq!(
-        classify("SELECT * FROM t LOCK IN SHARE MODE").tier,
-        Tier::Lexer
-    );
+    assert_eq!(classify("SELECT * FROM t LOCK IN SHARE MODE").tier, Tier::Lexer);
     assert_eq!(classify("XA START 'x'").kind, K::Xa);
     assert_eq!(classify("DO RELEASE_LOCK('x')").kind, K::Do);
     assert_eq!(classify("HANDLER t OPEN").kind, K::Handler);
@@ -76,14 +73,37 @@ fn unsure_statement_in_multi_statement_is_resolved_alone() {
 #[test]
 fn literal_values_outside_the_unsure_statement_are_not_cached() {
     let cache = Tier2Cache::new(64);
-    let a = classify_with_cache(
-        "SET autocommit=0; WITH a AS (SELECT 1) (SELECT * FROM a)",
-        &cache,
-    );
-    let b = classify_with_cache(
-        "SET autocommit=1; WITH a AS (SELECT 1) (SELECT * FROM a)",
-        &cache,
-    );
+    let a = classify_with_cache("SET autocommit=0; WITH a AS (SELECT 1) (SELECT * FROM a)", &cache);
+    let b = classify_with_cache("SET autocommit=1; WITH a AS (SELECT 1) (SELECT * FROM a)", &cache);
     assert_eq!(a.kind, K::SetAutocommit(false));
     assert_eq!(b.kind, K::SetAutocommit(true));
+}
+
+#[test]
+fn cache_is_shared_between_threads() {
+    let cache = std::sync::Arc::new(Tier2Cache::new(64));
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                for j in 0..50 {
+                    let sql = format!("WITH a AS (SELECT {i} AS x) (SELECT x + {j} FROM a)");
+                    assert_eq!(classify_with_cache(&sql, &cache).kind, K::Select);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker panicked");
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.entries, 1);
+    assert_eq!(stats.hits + stats.misses, 200);
+}
+
+#[test]
+fn tiny_cache_still_answers() {
+    let cache = Tier2Cache::new(0);
+    let info = classify_with_cache("WITH a AS (SELECT 1 AS x) (SELECT x FROM a)", &cache);
+    assert_eq!(info.kind, K::Select);
 }
