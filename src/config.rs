@@ -24,6 +24,9 @@ pub struct Config {
     /// The monitor's login to the backends (health, role, lag probes).
     #[serde(default)]
     pub monitor: Option<MonitorConfig>,
+    /// Replica choice: lag limits and the fallback.
+    #[serde(default)]
+    pub routing: RoutingConfig,
     /// Routing rules, first match wins (like ProxySQL's query rules).
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
@@ -86,6 +89,10 @@ impl ListenerConfig {
 pub struct AdminConfig {
     /// `host:port` of the admin HTTP port.
     pub address: String,
+    /// Bearer token required by every request; mandatory when `address`
+    /// is not a loopback address.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// A user allowed through the proxy. Exactly one password source.
@@ -130,9 +137,12 @@ pub struct BackendConfig {
     /// `host:port`.
     pub address: String,
     pub role: Role,
-    /// Relative share of reads among replicas.
+    /// Relative share of reads among replicas (0: no reads).
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Overrides `routing.max_replication_lag` for this backend.
+    #[serde(default, with = "opt_duration")]
+    pub max_replication_lag: Option<Duration>,
 }
 
 fn default_weight() -> u32 {
@@ -198,8 +208,30 @@ pub struct MonitorConfig {
     pub password: Option<String>,
     #[serde(default)]
     pub password_env: Option<String>,
+    /// Time between probes of each backend.
     #[serde(default = "default_monitor_interval", with = "duration")]
     pub interval: Duration,
+    #[serde(default = "default_probe_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_probe_timeout", with = "duration")]
+    pub query_timeout: Duration,
+    /// A backend is down after this many failed probes in a row.
+    #[serde(default = "default_fail_after")]
+    pub fail_after: u32,
+    /// A down backend is up again after this many good probes in a row.
+    #[serde(default = "default_recover_after")]
+    pub recover_after: u32,
+    /// `"read_only"`: the writable server is the primary (follows
+    /// failovers); `"static"`: the configured roles.
+    #[serde(default)]
+    pub primary_detection: PrimaryDetectionConfig,
+    /// A pt-heartbeat table (`db.table`, column `ts`, written in UTC).
+    #[serde(default)]
+    pub heartbeat_table: Option<String>,
+    /// `"exclude"`: a replica whose lag is unknown takes no reads;
+    /// `"include"`: it takes reads at its full weight.
+    #[serde(default)]
+    pub unknown_lag: UnknownLagConfig,
 }
 
 impl std::fmt::Debug for MonitorConfig {
@@ -208,6 +240,112 @@ impl std::fmt::Debug for MonitorConfig {
             .field("user", &self.user)
             .field("interval", &self.interval)
             .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrimaryDetectionConfig {
+    #[default]
+    ReadOnly,
+    Static,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownLagConfig {
+    #[default]
+    Exclude,
+    Include,
+}
+
+/// Where reads go when no replica may take them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    #[default]
+    Primary,
+    Error,
+}
+
+/// Replica choice.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// A replica this far behind (or more) takes no reads; below it, its
+    /// weight is scaled down by its lag (see the config reference).
+    #[serde(default = "default_max_lag", with = "duration")]
+    pub max_replication_lag: Duration,
+    /// `"primary"`: reads go to the primary when no replica is eligible;
+    /// `"error"`: they fail with a clear error.
+    #[serde(default)]
+    pub fallback: Fallback,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig { max_replication_lag: default_max_lag(), fallback: Fallback::default() }
+    }
+}
+
+fn default_max_lag() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_probe_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_fail_after() -> u32 {
+    3
+}
+fn default_recover_after() -> u32 {
+    2
+}
+
+impl Config {
+    /// The monitor's view of the backends.
+    pub fn monitor_specs(&self) -> Vec<crate::monitor::BackendSpec> {
+        self.backends
+            .iter()
+            .map(|b| crate::monitor::BackendSpec {
+                name: b.name.clone(),
+                address: b.address.clone(),
+                configured_role: match b.role {
+                    Role::Primary => crate::monitor::Role::Primary,
+                    Role::Replica => crate::monitor::Role::Replica,
+                },
+                weight: b.weight,
+                max_lag: b.max_replication_lag,
+            })
+            .collect()
+    }
+
+    /// The monitor's settings, if a monitor is configured.
+    pub fn monitor_settings(&self) -> Option<crate::monitor::MonitorSettings> {
+        let m = self.monitor.as_ref()?;
+        let password = match (&m.password, &m.password_env) {
+            (Some(p), _) => p.clone(),
+            (None, Some(var)) => std::env::var(var).unwrap_or_default(),
+            (None, None) => String::new(),
+        };
+        Some(crate::monitor::MonitorSettings {
+            user: m.user.clone(),
+            password,
+            interval: m.interval,
+            connect_timeout: m.connect_timeout,
+            query_timeout: m.query_timeout,
+            fail_after: m.fail_after.max(1),
+            recover_after: m.recover_after.max(1),
+            primary_detection: match m.primary_detection {
+                PrimaryDetectionConfig::ReadOnly => crate::monitor::PrimaryDetection::ReadOnly,
+                PrimaryDetectionConfig::Static => crate::monitor::PrimaryDetection::Static,
+            },
+            heartbeat_table: m.heartbeat_table.clone(),
+            unknown_lag: match m.unknown_lag {
+                UnknownLagConfig::Exclude => crate::monitor::UnknownLag::Exclude,
+                UnknownLagConfig::Include => crate::monitor::UnknownLag::Include,
+            },
+            max_lag: self.routing.max_replication_lag,
+        })
     }
 }
 
@@ -318,6 +456,19 @@ impl Config {
                 problems.push(format!("listeners[{i}].address: duplicate listener {}", l.address));
             }
         }
+        if let Some(a) = &self.admin {
+            let loopback = a
+                .address
+                .parse::<std::net::SocketAddr>()
+                .map(|s| s.ip().is_loopback())
+                .unwrap_or(a.address.starts_with("localhost:"));
+            if !loopback && a.token.as_deref().unwrap_or("").is_empty() {
+                problems.push(format!(
+                    "admin.token: required because admin.address {} is not a loopback address",
+                    a.address
+                ));
+            }
+        }
         let primaries = self.backends.iter().filter(|b| b.role == Role::Primary).count();
         if primaries != 1 {
             problems.push(format!(
@@ -402,6 +553,21 @@ mod duration {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s)
             .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+    }
+}
+
+/// Serde adapter for optional durations.
+mod opt_duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        s.map(|s| {
+            humantime::parse_duration(&s)
+                .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+        })
+        .transpose()
     }
 }
 

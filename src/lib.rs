@@ -12,16 +12,20 @@
 //! `relay` function). Pure: `protocol`, `config`, `error`, and
 //! `relay::Machine`.
 
+pub mod admin;
 pub mod backend;
 pub mod classify;
 pub mod config;
 pub mod error;
+pub mod monitor;
 pub mod protocol;
 pub mod relay;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod telemetry;
 pub mod tls;
+pub mod weighting;
 
 pub use config::Config;
 pub use server::{Proxy, Shared, run};

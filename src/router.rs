@@ -46,6 +46,8 @@ pub enum Reason {
     NoReplica,
     /// A replica hint on a statement that is not a read (ignored, counted).
     HintIgnored,
+    /// Read-your-writes sent the read to the primary.
+    Consistency,
 }
 
 impl Reason {
@@ -72,6 +74,7 @@ impl Reason {
             Reason::Read => "read",
             Reason::NoReplica => "no_replica",
             Reason::HintIgnored => "hint_ignored",
+            Reason::Consistency => "consistency",
         }
     }
 }

@@ -5,16 +5,18 @@
 use crate::backend;
 use crate::classify::Tier2Cache;
 use crate::config::Config;
-use crate::config::Role;
+use crate::monitor::{BackendState, Monitor, Topology};
 use crate::protocol::handshake::Greeting;
 use crate::session;
+use crate::telemetry::Telemetry;
+use crate::weighting::Picker;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// Statement shapes whose parser verdict is kept.
 const TIER2_CACHE_ENTRIES: usize = 10_000;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -92,11 +94,17 @@ impl Backoff {
 /// State shared by every session of one proxy instance.
 pub struct Shared {
     pub config: ArcSwap<Config>,
+    /// Backend health, roles and lag: written by the monitor only.
+    pub topology: Arc<ArcSwap<Topology>>,
+    /// Kept alive for as long as the proxy runs.
+    monitor: Option<Monitor>,
+    pub picker: Picker,
+    pub telemetry: Telemetry,
+    /// Statements and errors per backend index.
+    backend_stats: Vec<(AtomicU64, AtomicU64)>,
     /// Parser-tier verdicts by statement digest.
     pub tier2: Tier2Cache,
     pub backoff: Backoff,
-    /// Round-robin position for replica choice.
-    next_replica: AtomicUsize,
     /// The primary's greeting, learned once it answers; presented (with the
     /// proxy's own scramble and connection id) to clients.
     pub primary_greeting: ArcSwap<Option<Greeting>>,
@@ -106,10 +114,24 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: Config) -> Arc<Shared> {
+        let (topology, monitor) = match config.monitor_settings() {
+            Some(settings) => {
+                let monitor = Monitor::start(config.monitor_specs(), settings);
+                (monitor.handle(), Some(monitor))
+            }
+            None => (Arc::new(ArcSwap::from_pointee(static_topology(&config))), None),
+        };
+        let names: Vec<String> = config.backends.iter().map(|b| b.name.clone()).collect();
         Arc::new(Shared {
+            topology,
+            monitor,
+            picker: Picker::new(),
+            telemetry: Telemetry::new(&names),
+            backend_stats: (0..names.len().max(64))
+                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
             tier2: Tier2Cache::new(TIER2_CACHE_ENTRIES),
             backoff: Backoff::new(config.backends.len()),
-            next_replica: AtomicUsize::new(0),
             config: ArcSwap::from_pointee(config),
             primary_greeting: ArcSwap::from_pointee(None),
             registry: Registry::default(),
@@ -127,32 +149,64 @@ impl Shared {
         }
     }
 
-    /// Whether any replica can take reads now.
-    pub fn replica_available(&self, config: &Config) -> bool {
-        self.eligible_replicas(config).next().is_some()
+    /// The monitor, when one is configured.
+    pub fn monitor(&self) -> Option<&Monitor> {
+        self.monitor.as_ref()
     }
 
-    fn eligible_replicas<'a>(&'a self, config: &'a Config) -> impl Iterator<Item = usize> + 'a {
-        config
-            .backends
-            .iter()
-            .enumerate()
-            .filter(move |(i, b)| {
-                b.role == Role::Replica && b.weight > 0 && !self.backoff.is_down(*i)
-            })
-            .map(|(i, _)| i)
-    }
-
-    /// Picks a replica round robin among the eligible ones, skipping
-    /// `except` (a replica that just failed).
-    pub fn pick_replica(&self, config: &Config, except: Option<usize>) -> Option<usize> {
-        let eligible: Vec<usize> =
-            self.eligible_replicas(config).filter(|i| Some(*i) != except).collect();
-        if eligible.is_empty() {
-            return None;
+    /// Counts a statement run on backend `idx`, and whether it failed.
+    pub fn count_statement(&self, idx: usize, failed: bool) {
+        if let Some((q, e)) = self.backend_stats.get(idx) {
+            q.fetch_add(1, Ordering::Relaxed);
+            if failed {
+                e.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        let n = self.next_replica.fetch_add(1, Ordering::Relaxed);
-        Some(eligible[n % eligible.len()])
+    }
+
+    /// (statements, errors) on backend `idx`.
+    pub fn backend_counts(&self, idx: usize) -> (u64, u64) {
+        self.backend_stats
+            .get(idx)
+            .map_or((0, 0), |(q, e)| (q.load(Ordering::Relaxed), e.load(Ordering::Relaxed)))
+    }
+
+    /// The topology in force: the monitor's latest, or the configured
+    /// roles when no monitor is configured.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.load_full()
+    }
+
+    /// The primary's backend index: the writable server the monitor
+    /// found, or the configured primary.
+    pub fn primary_index(&self, config: &Config) -> usize {
+        self.topology
+            .load()
+            .primary
+            .filter(|p| *p < config.backends.len())
+            .unwrap_or(config.primary())
+    }
+
+    /// Whether any replica can take reads now.
+    pub fn replica_available(&self, _config: &Config) -> bool {
+        let topology = self.topology.load();
+        topology.backends.iter().enumerate().any(|(i, b)| {
+            b.eligible && b.role == crate::monitor::Role::Replica && !self.backoff.is_down(i)
+        })
+    }
+
+    /// Picks a replica by effective weight among the eligible ones,
+    /// skipping `except` (a replica that just failed) and replicas that
+    /// refused a connection moments ago.
+    pub fn pick_replica(&self, _config: &Config, except: Option<usize>) -> Option<usize> {
+        let topology = self.topology.load();
+        let first = self.picker.pick(&topology, except)?;
+        if !self.backoff.is_down(first) {
+            return Some(first);
+        }
+        self.picker
+            .pick(&topology, Some(first))
+            .filter(|i| !self.backoff.is_down(*i) && Some(*i) != except)
     }
 
     /// The primary's greeting, probing the primary when it is not known yet.
@@ -175,6 +229,31 @@ impl Shared {
     }
 }
 
+/// Without a monitor: every backend healthy in its configured role,
+/// replicas at their configured weight.
+fn static_topology(config: &Config) -> Topology {
+    let backends = config
+        .monitor_specs()
+        .iter()
+        .map(|spec| {
+            let mut b = BackendState::unknown(spec);
+            let replica = spec.configured_role == crate::monitor::Role::Replica;
+            b.healthy = true;
+            b.eligible = replica && spec.weight > 0;
+            b.effective_weight = if b.eligible { spec.weight as f64 } else { 0.0 };
+            b.exclusion = if b.eligible { None } else { Some(crate::monitor::Exclusion::Primary) };
+            b
+        })
+        .collect();
+    Topology {
+        backends,
+        primary: Some(config.primary()),
+        writable_conflict: false,
+        generation: 1,
+        primary_gtid: None,
+    }
+}
+
 /// What a session needs to know about the listener that accepted it.
 #[derive(Clone)]
 pub struct ListenerCtx {
@@ -186,6 +265,7 @@ pub struct ListenerCtx {
 pub struct Proxy {
     pub shared: Arc<Shared>,
     listeners: Vec<(TcpListener, ListenerCtx)>,
+    admin: Option<(TcpListener, Option<String>)>,
 }
 
 impl Proxy {
@@ -199,7 +279,16 @@ impl Proxy {
             let ctx = ListenerCtx { tls, require_tls: l.require_tls };
             listeners.push((TcpListener::bind(&l.address).await?, ctx));
         }
-        Ok(Proxy { shared: Shared::new(config), listeners })
+        let admin = match &config.admin {
+            Some(a) => Some((TcpListener::bind(&a.address).await?, a.token.clone())),
+            None => None,
+        };
+        Ok(Proxy { shared: Shared::new(config), listeners, admin })
+    }
+
+    /// The admin port's address, if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -212,6 +301,9 @@ impl Proxy {
         let mut tasks = tokio::task::JoinSet::new();
         for (listener, ctx) in self.listeners {
             tasks.spawn(accept_loop(listener, ctx, self.shared.clone()));
+        }
+        if let Some((listener, token)) = self.admin {
+            tasks.spawn(crate::admin::serve(listener, self.shared.clone(), token));
         }
         shutdown.await;
         tasks.abort_all();

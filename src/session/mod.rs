@@ -55,6 +55,9 @@ pub async fn serve(
     let logged_in = match login {
         Ok(Ok(l)) => l,
         Ok(Err(e)) => {
+            if matches!(e, login::LoginError::Denied { .. }) {
+                shared.telemetry.login_failures.increment(1);
+            }
             tracing::debug!(%peer, error = %e, "login ended");
             return;
         }
@@ -66,6 +69,7 @@ pub async fn serve(
     let handle = Arc::new(SessionHandle::default());
     *handle.user.lock().expect("handle lock") = logged_in.login.user.clone();
     shared.registry.insert(id, handle.clone());
+    shared.telemetry.client_connections.increment(1.0);
     tracing::debug!(%peer, id, user = %logged_in.user, "session started");
     let mut session = Session {
         id,
@@ -89,6 +93,7 @@ pub async fn serve(
     session.run().await;
     session.close_backends().await;
     shared.registry.remove(id);
+    shared.telemetry.client_connections.decrement(1.0);
     tracing::debug!(%peer, id, "session ended");
 }
 
@@ -201,7 +206,7 @@ impl Session {
 
     /// The primary's backend index (commands other than statements run there).
     pub fn primary(&self) -> usize {
-        self.config().primary()
+        self.shared.primary_index(&self.config())
     }
 
     /// The open connection to backend `idx`, opened (and logged in with the
@@ -292,6 +297,7 @@ impl Session {
         match result {
             Ok(()) => {
                 let outcome = machine.outcome;
+                self.shared.count_statement(idx, outcome.error.is_some());
                 if outcome.error.is_none() || outcome.status != 0 {
                     self.status = outcome.status;
                 }

@@ -85,7 +85,7 @@ impl Session {
     /// avoided for a while and another one (or the primary) takes over.
     pub(super) async fn acquire(&mut self, route: Route) -> Result<usize, (usize, BackendError)> {
         let config = self.config();
-        let primary = config.primary();
+        let primary = self.shared.primary_index(&config);
         let mut tried = None;
         loop {
             let idx = match route.target {
@@ -155,7 +155,7 @@ impl Session {
         idx: usize,
         outcome: &Outcome,
     ) {
-        let primary = self.config().primary();
+        let primary = self.shared.primary_index(&self.config());
         self.routing.last_backend = Some(idx);
         if self.routing.read_only_transaction == Some(idx) && outcome.status & status::IN_TRANS == 0
         {
@@ -237,7 +237,9 @@ impl Session {
         info: StatementInfo,
         sql: &str,
     ) -> Result<(), SessionError> {
+        let started = std::time::Instant::now();
         let route = self.route_statement(&info, sql);
+        self.shared.telemetry.route(route.reason);
         tracing::trace!(id = self.id, reason = route.reason.as_str(), "route");
         let idx = match self.acquire(route).await {
             Ok(idx) => idx,
@@ -247,6 +249,7 @@ impl Session {
             }
         };
         if let Some(outcome) = self.forward(idx, crate::relay::Expect::Result).await? {
+            self.shared.telemetry.statement(idx, started.elapsed().as_secs_f64());
             self.after_statement(&info, sql, idx, &outcome);
             if outcome.error.is_none() && mentions_session_tracking(sql) {
                 // The client replaced the tracked variables: track GTIDs again.

@@ -62,6 +62,8 @@ role = "replica"
 /// A proxy running in this process until dropped.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub shared: std::sync::Arc<rwsplit::Shared>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -77,11 +79,13 @@ pub async fn start_proxy(config: Config) -> TestProxy {
     require_lab();
     let proxy = Proxy::bind(config).await.expect("bind proxy");
     let addr = proxy.local_addrs()[0];
+    let admin = proxy.admin_addr();
+    let shared = proxy.shared.clone();
     let (tx, rx) = oneshot::channel();
     tokio::spawn(proxy.run(async {
         let _ = rx.await;
     }));
-    TestProxy { addr, stop: Some(tx) }
+    TestProxy { addr, admin, shared, stop: Some(tx) }
 }
 
 /// Capabilities of a typical modern client (libmysqlclient's set).
@@ -297,6 +301,51 @@ pub async fn running_anywhere(needle: &str) -> usize {
         n += a.scalar(&sql).await.and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
     }
     n
+}
+
+/// The lab's monitor and admin settings, as TOML to append to `lab_config`.
+pub const MONITORED: &str = r#"
+[admin]
+address = "127.0.0.1:0"
+[monitor]
+user = "monitor"
+password = "monitor"
+interval = "100ms"
+"#;
+
+/// GET `path` on an HTTP port: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("admin port");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// Polls `/backends` until `condition` holds (bounded); returns the JSON.
+pub async fn wait_backends(
+    admin: SocketAddr,
+    within: Duration,
+    condition: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (status, body) = http_get(admin, "/backends", None).await;
+        let json: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+        if status == 200 && condition(&json) {
+            return json;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("/backends never met the condition within {within:?}: {body}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// A unique suffix for table names of one test run.

@@ -1,0 +1,220 @@
+//! The admin HTTP port: `/healthz`, `/readyz`, `/backends` (JSON),
+//! `/metrics` (Prometheus text). A deliberately small HTTP/1.1 server: one
+//! request per connection, bounded in size and time, loopback by default
+//! and behind a bearer token on any other address.
+
+use crate::server::Shared;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Largest request head the admin port reads.
+const MAX_REQUEST: usize = 16 << 10;
+/// A client must send its request within this time.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves the admin port until the task is dropped.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: Option<String>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let shared = shared.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let _ =
+                tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &shared, token.as_deref()))
+                    .await;
+        });
+    }
+}
+
+/// A parsed request head.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub bearer: Option<String>,
+}
+
+/// Parses a request head (up to the blank line).
+pub fn parse_request(head: &str) -> Option<Request> {
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split(' ');
+    let method = first.next()?.to_string();
+    let target = first.next()?;
+    let path = target.split('?').next().unwrap_or(target).to_string();
+    let bearer = lines.find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        if !name.trim().eq_ignore_ascii_case("authorization") {
+            return None;
+        }
+        value.trim().strip_prefix("Bearer ").map(|t| t.trim().to_string())
+    });
+    Some(Request { method, path, bearer })
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    shared: &Shared,
+    token: Option<&str>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || buf.len() + n > MAX_REQUEST {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let (status, content_type, body) = match parse_request(&head) {
+        None => (400, "text/plain", "bad request\n".to_string()),
+        Some(r) if token.is_some() && r.bearer.as_deref() != token => {
+            (401, "text/plain", "a bearer token is required\n".to_string())
+        }
+        Some(r) => respond(&r, shared),
+    };
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+fn respond(r: &Request, shared: &Shared) -> (u16, &'static str, String) {
+    if r.method != "GET" {
+        return (405, "text/plain", "method not allowed\n".into());
+    }
+    match r.path.as_str() {
+        "/healthz" => (200, "text/plain", "ok\n".into()),
+        "/readyz" => {
+            let topology = shared.topology();
+            let ready =
+                topology.primary.and_then(|p| topology.backends.get(p)).is_some_and(|b| b.healthy);
+            if ready {
+                (200, "text/plain", "ready\n".into())
+            } else {
+                (503, "text/plain", "primary not reachable\n".into())
+            }
+        }
+        "/backends" => (200, "application/json", backends_json(shared)),
+        "/metrics" => {
+            update_gauges(shared);
+            (200, "text/plain; version=0.0.4", shared.telemetry.handle.render())
+        }
+        _ => (404, "text/plain", "not found\n".into()),
+    }
+}
+
+/// One backend as `/backends` shows it.
+#[derive(Serialize)]
+struct BackendView<'a> {
+    name: &'a str,
+    address: &'a str,
+    role: &'static str,
+    healthy: bool,
+    lag_ms: Option<u64>,
+    lag_source: &'static str,
+    gtid_position: Option<&'a str>,
+    weight: u32,
+    effective_weight: f64,
+    eligible: bool,
+    excluded_because: Option<&'static str>,
+    in_flight: u64,
+    queries_total: u64,
+    errors_total: u64,
+    last_error: Option<&'a str>,
+    sql_thread_running: Option<bool>,
+    io_thread_running: Option<bool>,
+}
+
+fn backends_json(shared: &Shared) -> String {
+    let topology = shared.topology();
+    let config = shared.config.load();
+    let views: Vec<BackendView<'_>> = topology
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let (queries, errors) = shared.backend_counts(i);
+            BackendView {
+                name: &b.name,
+                address: &b.address,
+                role: if topology.primary == Some(i) { "primary" } else { "replica" },
+                healthy: b.healthy,
+                lag_ms: b.lag_ms,
+                lag_source: lag_source_name(b.lag_source),
+                gtid_position: b.gtid_position.as_deref(),
+                weight: config.backends.get(i).map_or(0, |c| c.weight),
+                effective_weight: b.effective_weight,
+                eligible: b.eligible,
+                excluded_because: b.exclusion.map(|e| e.as_str()),
+                in_flight: shared.picker.in_flight(&b.name),
+                queries_total: queries,
+                errors_total: errors,
+                last_error: b.last_error.as_deref(),
+                sql_thread_running: b.sql_thread_running,
+                io_thread_running: b.io_thread_running,
+            }
+        })
+        .collect();
+    serde_json::to_string_pretty(&views).unwrap_or_else(|_| "[]".into()) + "\n"
+}
+
+fn lag_source_name(source: crate::monitor::LagSource) -> &'static str {
+    use crate::monitor::LagSource as L;
+    match source {
+        L::Heartbeat => "heartbeat",
+        L::Gtid => "gtid",
+        L::SecondsBehindMaster => "seconds_behind_master",
+        L::Unknown => "unknown",
+        L::None => "none",
+    }
+}
+
+/// Backend gauges are set from the topology when scraped.
+fn update_gauges(shared: &Shared) {
+    let topology = shared.topology();
+    for b in &topology.backends {
+        let name = b.name.clone();
+        metrics::gauge!(crate::telemetry::BACKEND_HEALTHY, "backend" => name.clone())
+            .set(if b.healthy { 1.0 } else { 0.0 });
+        metrics::gauge!(crate::telemetry::BACKEND_EFFECTIVE_WEIGHT, "backend" => name.clone())
+            .set(b.effective_weight);
+        if let Some(lag) = b.lag_ms {
+            metrics::gauge!(crate::telemetry::BACKEND_LAG_MS, "backend" => name).set(lag as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_line_and_bearer_are_parsed() {
+        let r = parse_request(
+            "GET /backends?x=1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.path, "/backends");
+        assert_eq!(r.bearer.as_deref(), Some("s3cret"));
+        assert_eq!(parse_request("GET /healthz HTTP/1.1\r\n\r\n").unwrap().bearer, None);
+        assert!(parse_request("").is_none());
+    }
+}

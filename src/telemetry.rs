@@ -1,0 +1,137 @@
+//! Metric names and descriptions in one place, and the handles the hot
+//! path uses: created once per proxy, never looked up per statement. The
+//! Prometheus recorder is the process's one global (besides tracing).
+
+use crate::router::Reason;
+use metrics::{Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+pub const QUERIES: &str = "rwsplit_queries_total";
+pub const CLIENT_CONNECTIONS: &str = "rwsplit_client_connections";
+pub const STATEMENT_SECONDS: &str = "rwsplit_statement_duration_seconds";
+pub const BACKEND_LAG_MS: &str = "rwsplit_backend_lag_ms";
+pub const BACKEND_HEALTHY: &str = "rwsplit_backend_healthy";
+pub const BACKEND_EFFECTIVE_WEIGHT: &str = "rwsplit_backend_effective_weight";
+pub const GTID_WAITS: &str = "rwsplit_gtid_waits_total";
+pub const GTID_WAIT_SECONDS: &str = "rwsplit_gtid_wait_duration_seconds";
+pub const GTID_FALLBACKS: &str = "rwsplit_gtid_fallbacks_total";
+pub const LOGIN_FAILURES: &str = "rwsplit_login_failures_total";
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .install_recorder()
+                .expect("the metrics recorder is installed once");
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(QUERIES, "Statements routed, by target kind and routing reason");
+    metrics::describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now");
+    metrics::describe_histogram!(
+        STATEMENT_SECONDS,
+        "Time from a statement's arrival to its last response byte, by backend"
+    );
+    metrics::describe_gauge!(
+        BACKEND_LAG_MS,
+        "Replication lag of each backend in milliseconds (absent when unknown)"
+    );
+    metrics::describe_gauge!(BACKEND_HEALTHY, "1 when the monitor sees the backend healthy");
+    metrics::describe_gauge!(BACKEND_EFFECTIVE_WEIGHT, "Share of reads after lag scaling");
+    metrics::describe_counter!(
+        GTID_WAITS,
+        "Reads that waited for the session's GTID on a replica, by result"
+    );
+    metrics::describe_histogram!(
+        GTID_WAIT_SECONDS,
+        "Time reads spent waiting for a GTID on a replica"
+    );
+    metrics::describe_counter!(
+        GTID_FALLBACKS,
+        "Reads sent to the primary because no replica had the session's GTID in time"
+    );
+    metrics::describe_counter!(LOGIN_FAILURES, "Refused client logins");
+}
+
+/// Every reason a route can have, for building handles up front.
+pub const REASONS: [Reason; 21] = [
+    Reason::HintPrimary,
+    Reason::HintReplica,
+    Reason::RulePrimary,
+    Reason::RuleReplica,
+    Reason::Transaction,
+    Reason::ReadOnlyTransaction,
+    Reason::LockedTables,
+    Reason::TransactionControl,
+    Reason::SessionState,
+    Reason::Write,
+    Reason::NotPlainRead,
+    Reason::Unknown,
+    Reason::LastStatement,
+    Reason::UserVariables,
+    Reason::TemporaryTable,
+    Reason::AfterWrite,
+    Reason::SqlPrepared,
+    Reason::Read,
+    Reason::NoReplica,
+    Reason::HintIgnored,
+    Reason::Consistency,
+];
+
+/// Handles used on the statement path.
+pub struct Telemetry {
+    pub handle: PrometheusHandle,
+    routes: Vec<Counter>,
+    pub client_connections: Gauge,
+    /// Statement latency per backend index.
+    pub statement_seconds: Vec<Histogram>,
+    pub gtid_waits_caught_up: Counter,
+    pub gtid_waits_timed_out: Counter,
+    pub gtid_wait_seconds: Histogram,
+    pub gtid_fallbacks: Counter,
+    pub login_failures: Counter,
+}
+
+impl Telemetry {
+    pub fn new(backend_names: &[String]) -> Telemetry {
+        let handle = recorder();
+        Telemetry {
+            handle,
+            routes: REASONS
+                .iter()
+                .map(|r| metrics::counter!(QUERIES, "reason" => r.as_str()))
+                .collect(),
+            client_connections: metrics::gauge!(CLIENT_CONNECTIONS),
+            statement_seconds: backend_names
+                .iter()
+                .map(|n| metrics::histogram!(STATEMENT_SECONDS, "backend" => n.clone()))
+                .collect(),
+            gtid_waits_caught_up: metrics::counter!(GTID_WAITS, "result" => "caught_up"),
+            gtid_waits_timed_out: metrics::counter!(GTID_WAITS, "result" => "timed_out"),
+            gtid_wait_seconds: metrics::histogram!(GTID_WAIT_SECONDS),
+            gtid_fallbacks: metrics::counter!(GTID_FALLBACKS),
+            login_failures: metrics::counter!(LOGIN_FAILURES),
+        }
+    }
+
+    /// Counts a routing decision.
+    pub fn route(&self, reason: Reason) {
+        if let Some(i) = REASONS.iter().position(|r| *r == reason) {
+            self.routes[i].increment(1);
+        }
+    }
+
+    /// Records a statement's time on backend `idx`.
+    pub fn statement(&self, idx: usize, seconds: f64) {
+        if let Some(h) = self.statement_seconds.get(idx) {
+            h.record(seconds);
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! Which replicas may take reads, with what share, and the choice of one
+//! replica per read.
+//!
+//! Pure: [`assess_eligibility`] and [`effective_weight`] turn what the
+//! monitor measured into `eligible` / `effective_weight` of a
+//! [`BackendState`]. [`Picker`] then chooses among the eligible replicas of
+//! a topology snapshot by smooth weighted round-robin, breaking near-ties
+//! by the fewest requests in flight.
+
+use crate::monitor::{BackendState, Exclusion, Role, Topology, UnknownLag};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A replica that was excluded for lag takes reads again only once its lag
+/// is below this fraction of `max_lag`.
+pub const LAG_RECOVERY_FRACTION: f64 = 0.8;
+
+/// Share of reads of a replica with a known lag:
+///
+/// ```text
+/// effective_weight = weight × (1 − lag / max_lag)    when lag < max_lag
+///                  = 0                               when lag ≥ max_lag
+/// ```
+///
+/// So a replica at half the allowed lag gets half its configured share,
+/// and one at or beyond `max_lag` gets none. A `max_lag` of zero gives 0.
+/// A replica whose lag is unknown is handled by `unknown_lag` instead:
+/// `exclude` (default) gives it no reads, `include` gives it its configured
+/// weight, unscaled. Once a replica is excluded for lag, it becomes
+/// eligible again only when `lag < 0.8 × max_lag` (hysteresis, so a replica
+/// hovering around the limit does not flap); its weight is then given by
+/// the same formula.
+pub fn effective_weight(weight: u32, lag: Duration, max_lag: Duration) -> f64 {
+    if lag >= max_lag {
+        return 0.0;
+    }
+    f64::from(weight) * (1.0 - lag.as_secs_f64() / max_lag.as_secs_f64())
+}
+
+/// What eligibility depends on, for one backend.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplicaView {
+    pub healthy: bool,
+    pub role: Role,
+    /// Writable while another server is the primary.
+    pub writable_conflict: bool,
+    pub sql_thread_running: Option<bool>,
+    /// `Last_SQL_Error` is set.
+    pub replication_error: bool,
+    /// None when unknown.
+    pub lag: Option<Duration>,
+    /// Configured weight.
+    pub weight: u32,
+    /// The backend's own `max_lag`, or the global one.
+    pub max_lag: Duration,
+    pub unknown_lag: UnknownLag,
+    /// The exclusion of the previous publication (for lag hysteresis).
+    pub previous: Option<Exclusion>,
+}
+
+/// Whether a backend may take reads, and with what weight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Eligibility {
+    pub eligible: bool,
+    /// 0 when not eligible.
+    pub effective_weight: f64,
+    /// Why not; None when eligible.
+    pub exclusion: Option<Exclusion>,
+}
+
+impl Eligibility {
+    fn excluded(reason: Exclusion) -> Eligibility {
+        Eligibility { eligible: false, effective_weight: 0.0, exclusion: Some(reason) }
+    }
+
+    fn eligible(weight: f64) -> Eligibility {
+        Eligibility { eligible: true, effective_weight: weight, exclusion: None }
+    }
+}
+
+/// Decides eligibility, checking in this order: health, role (the primary
+/// is never a read replica here), writable conflict, replication error,
+/// SQL thread stopped (both whatever the lag), zero weight, then lag as
+/// documented on [`effective_weight`].
+pub fn assess_eligibility(view: &ReplicaView) -> Eligibility {
+    let reason = if !view.healthy {
+        Some(Exclusion::Unhealthy)
+    } else if view.role == Role::Primary {
+        Some(Exclusion::Primary)
+    } else if view.writable_conflict {
+        Some(Exclusion::WritableConflict)
+    } else if view.replication_error {
+        Some(Exclusion::ReplicationError)
+    } else if view.sql_thread_running == Some(false) {
+        Some(Exclusion::SqlThreadStopped)
+    } else if view.weight == 0 {
+        Some(Exclusion::ZeroWeight)
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        return Eligibility::excluded(reason);
+    }
+    let Some(lag) = view.lag else {
+        return match view.unknown_lag {
+            UnknownLag::Exclude => Eligibility::excluded(Exclusion::LagUnknown),
+            UnknownLag::Include => Eligibility::eligible(f64::from(view.weight)),
+        };
+    };
+    let limit = if view.previous == Some(Exclusion::LagTooHigh) {
+        view.max_lag.mul_f64(LAG_RECOVERY_FRACTION)
+    } else {
+        view.max_lag
+    };
+    let weight = effective_weight(view.weight, lag, view.max_lag);
+    if lag >= limit || weight <= 0.0 {
+        Eligibility::excluded(Exclusion::LagTooHigh)
+    } else {
+        Eligibility::eligible(weight)
+    }
+}
+
+/// Candidates whose running score is within this fraction of the total
+/// weight of the best one count as tied, and the one with the fewest
+/// requests in flight wins. Smooth round-robin repays any deviation on the
+/// next picks, so the long-run split still follows the weights.
+pub const NEAR_TIE_FRACTION: f64 = 0.05;
+
+/// Chooses a replica per read: smooth weighted round-robin (as nginx) over
+/// the eligible replicas' effective weights, deterministic for a given
+/// sequence of topologies; near-ties go to the replica with the fewest
+/// requests in flight (counted with [`InFlight`] guards).
+///
+/// State is keyed by backend name, so it survives reloads that reorder
+/// backends. One short critical section per pick (a few backends, no
+/// allocation once every name has been seen).
+#[derive(Debug, Default)]
+pub struct Picker {
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    /// The running score of smooth weighted round-robin.
+    current: f64,
+    in_flight: Arc<AtomicU64>,
+}
+
+/// One request in flight on a backend; dropping it ends the request.
+#[derive(Debug)]
+#[must_use = "the request counts as in flight only while the guard lives"]
+pub struct InFlight {
+    counter: Arc<AtomicU64>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Picker {
+    /// A picker with no history: the first picks follow the weights from scratch.
+    pub fn new() -> Picker {
+        Picker::default()
+    }
+
+    /// The index of the replica for the next read, skipping `except` (for
+    /// example a replica that just failed); None when no replica is
+    /// eligible.
+    pub fn pick(&self, topology: &Topology, except: Option<usize>) -> Option<usize> {
+        self.pick_inner(topology, except, false).map(|(index, _)| index)
+    }
+
+    /// Like [`Picker::pick`], and counts the read as in flight on the
+    /// chosen replica until the returned guard is dropped.
+    pub fn pick_in_flight(
+        &self,
+        topology: &Topology,
+        except: Option<usize>,
+    ) -> Option<(usize, InFlight)> {
+        self.pick_inner(topology, except, true)
+            .map(|(index, guard)| (index, guard.expect("guard requested")))
+    }
+
+    /// Counts a request in flight on the backend called `name` (a read the
+    /// router sent there without the picker).
+    pub fn track(&self, name: &str) -> InFlight {
+        let mut slots = self.lock();
+        let counter = slots.entry(name.to_string()).or_default().in_flight.clone();
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight { counter }
+    }
+
+    /// Requests in flight on the backend called `name`.
+    pub fn in_flight(&self, name: &str) -> u64 {
+        self.lock().get(name).map_or(0, |slot| slot.in_flight.load(Ordering::Relaxed))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        // A panic elsewhere while holding the lock leaves only scores
+        // behind; they are still usable.
+        self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn pick_inner(
+        &self,
+        topology: &Topology,
+        except: Option<usize>,
+        guard: bool,
+    ) -> Option<(usize, Option<InFlight>)> {
+        let is_candidate = |index: usize, backend: &BackendState| {
+            Some(index) != except
+                && backend.eligible
+                && backend.role == Role::Replica
+                && backend.effective_weight.is_finite()
+                && backend.effective_weight > 0.0
+        };
+        let mut slots = self.lock();
+        if slots.len() > topology.backends.len() {
+            slots.retain(|name, _| topology.backend(name).is_some());
+        }
+
+        // Pass 1: add each candidate's weight to its score.
+        let mut total = 0.0;
+        let mut best_score = f64::NEG_INFINITY;
+        for (index, backend) in topology.backends.iter().enumerate() {
+            let slot = slot_mut(&mut slots, &backend.name);
+            if !is_candidate(index, backend) {
+                if !backend.eligible {
+                    // Comes back without credit or debt from before.
+                    slot.current = 0.0;
+                }
+                continue;
+            }
+            slot.current += backend.effective_weight;
+            total += backend.effective_weight;
+            best_score = best_score.max(slot.current);
+        }
+        if total <= 0.0 {
+            return None;
+        }
+
+        // Pass 2: among near-ties with the best, fewest in flight, then
+        // highest score, then lowest index.
+        let margin = NEAR_TIE_FRACTION * total;
+        let mut chosen: Option<(usize, u64, f64)> = None;
+        for (index, backend) in topology.backends.iter().enumerate() {
+            if !is_candidate(index, backend) {
+                continue;
+            }
+            let slot = &slots[backend.name.as_str()];
+            if slot.current < best_score - margin {
+                continue;
+            }
+            let load = slot.in_flight.load(Ordering::Relaxed);
+            let better = match chosen {
+                None => true,
+                Some((_, best_load, score)) => {
+                    load < best_load || (load == best_load && slot.current > score)
+                }
+            };
+            if better {
+                chosen = Some((index, load, slot.current));
+            }
+        }
+        let (index, _, _) = chosen?;
+        let slot = slot_mut(&mut slots, &topology.backends[index].name);
+        slot.current -= total;
+        let in_flight = guard.then(|| {
+            slot.in_flight.fetch_add(1, Ordering::Relaxed);
+            InFlight { counter: slot.in_flight.clone() }
+        });
+        Some((index, in_flight))
+    }
+}
+
+fn slot_mut<'a>(slots: &'a mut HashMap<String, Slot>, name: &str) -> &'a mut Slot {
+    if !slots.contains_key(name) {
+        slots.insert(name.to_string(), Slot::default());
+    }
+    slots.get_mut(name).expect("inserted above")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::{BackendSpec, LagSource};
+    use std::collections::VecDeque;
+
+    const MAX_LAG: Duration = Duration::from_secs(1);
+
+    fn view(lag_ms: Option<u64>, previous: Option<Exclusion>) -> ReplicaView {
+        ReplicaView {
+            healthy: true,
+            role: Role::Replica,
+            writable_conflict: false,
+            sql_thread_running: Some(true),
+            replication_error: false,
+            lag: lag_ms.map(Duration::from_millis),
+            weight: 10,
+            max_lag: MAX_LAG,
+            unknown_lag: UnknownLag::Exclude,
+            previous,
+        }
+    }
+
+    fn replica(name: &str, weight: f64) -> BackendState {
+        let spec = BackendSpec {
+            name: name.into(),
+            address: format!("{name}:3306"),
+            configured_role: Role::Replica,
+            weight: 1,
+            max_lag: None,
+        };
+        BackendState {
+            healthy: true,
+            eligible: weight > 0.0,
+            effective_weight: weight,
+            exclusion: None,
+            lag_ms: Some(0),
+            lag_source: LagSource::Gtid,
+            ..BackendState::unknown(&spec)
+        }
+    }
+
+    fn topology(weights: &[f64]) -> Topology {
+        let mut backends = vec![BackendState {
+            role: Role::Primary,
+            eligible: false,
+            exclusion: Some(Exclusion::Primary),
+            ..replica("primary", 0.0)
+        }];
+        for (i, &weight) in weights.iter().enumerate() {
+            backends.push(replica(&format!("r{i}"), weight));
+        }
+        Topology { backends, primary: Some(0), ..Topology::default() }
+    }
+
+    fn counts(picks: impl Iterator<Item = usize>, len: usize) -> Vec<usize> {
+        let mut counts = vec![0; len];
+        for index in picks {
+            counts[index] += 1;
+        }
+        counts
+    }
+
+    // --- effective weight and eligibility ---
+
+    #[test]
+    fn effective_weight_scales_linearly_with_lag() {
+        assert_eq!(effective_weight(10, Duration::ZERO, MAX_LAG), 10.0);
+        assert!((effective_weight(10, Duration::from_millis(250), MAX_LAG) - 7.5).abs() < 1e-9);
+        assert_eq!(effective_weight(10, MAX_LAG, MAX_LAG), 0.0);
+        assert_eq!(effective_weight(10, Duration::from_secs(5), MAX_LAG), 0.0);
+        assert_eq!(effective_weight(10, Duration::ZERO, Duration::ZERO), 0.0);
+    }
+
+    #[test]
+    fn replica_excluded_at_max_lag() {
+        let eligibility = assess_eligibility(&view(Some(1_000), None));
+        assert!(!eligibility.eligible);
+        assert_eq!(eligibility.exclusion, Some(Exclusion::LagTooHigh));
+    }
+
+    #[test]
+    fn replica_below_max_lag_is_eligible_with_scaled_weight() {
+        let eligibility = assess_eligibility(&view(Some(900), None));
+        assert!(eligibility.eligible);
+        assert!((eligibility.effective_weight - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn replica_excluded_at_max_lag_returns_below_80_percent() {
+        let excluded = Some(Exclusion::LagTooHigh);
+        assert!(!assess_eligibility(&view(Some(900), excluded)).eligible);
+        assert!(!assess_eligibility(&view(Some(800), excluded)).eligible);
+        let back = assess_eligibility(&view(Some(799), excluded));
+        assert!(back.eligible);
+        assert!((back.effective_weight - 2.01).abs() < 1e-9);
+    }
+
+    #[test]
+    fn unknown_lag_excluded_by_default() {
+        let eligibility = assess_eligibility(&view(None, None));
+        assert_eq!(eligibility.exclusion, Some(Exclusion::LagUnknown));
+    }
+
+    #[test]
+    fn unknown_lag_included_keeps_configured_weight() {
+        let view = ReplicaView {
+            unknown_lag: UnknownLag::Include,
+            ..view(None, Some(Exclusion::LagTooHigh))
+        };
+        assert_eq!(assess_eligibility(&view), Eligibility::eligible(10.0));
+    }
+
+    #[test]
+    fn sql_thread_stopped_is_ineligible_whatever_the_lag() {
+        let view = ReplicaView { sql_thread_running: Some(false), ..view(Some(0), None) };
+        assert_eq!(assess_eligibility(&view), Eligibility::excluded(Exclusion::SqlThreadStopped));
+    }
+
+    #[test]
+    fn replication_error_is_ineligible_whatever_the_lag() {
+        let view = ReplicaView { replication_error: true, ..view(Some(0), None) };
+        assert_eq!(assess_eligibility(&view), Eligibility::excluded(Exclusion::ReplicationError));
+    }
+
+    #[test]
+    fn unhealthy_and_primary_and_zero_weight_are_ineligible() {
+        let unhealthy = ReplicaView { healthy: false, ..view(Some(0), None) };
+        let primary = ReplicaView { role: Role::Primary, ..view(Some(0), None) };
+        let zero = ReplicaView { weight: 0, ..view(Some(0), None) };
+        assert_eq!(assess_eligibility(&unhealthy).exclusion, Some(Exclusion::Unhealthy));
+        assert_eq!(assess_eligibility(&primary).exclusion, Some(Exclusion::Primary));
+        assert_eq!(assess_eligibility(&zero).exclusion, Some(Exclusion::ZeroWeight));
+    }
+
+    #[test]
+    fn unknown_sql_thread_state_does_not_exclude() {
+        let view = ReplicaView { sql_thread_running: None, ..view(Some(0), None) };
+        assert!(assess_eligibility(&view).eligible);
+    }
+
+    // --- picker ---
+
+    #[test]
+    fn weights_one_to_three_split_ten_thousand_picks() {
+        let topology = topology(&[1.0, 3.0]);
+        let picker = Picker::new();
+        let picks = (0..10_000).map(|_| picker.pick(&topology, None).unwrap());
+        assert_eq!(counts(picks, 3), vec![0, 2_500, 7_500]);
+    }
+
+    #[test]
+    fn weights_one_to_three_hold_within_five_percent_with_requests_in_flight() {
+        let topology = topology(&[1.0, 3.0]);
+        let picker = Picker::new();
+        // Requests finish out of order: a window of 8 in flight, the one
+        // picked 3 picks ago finishing first when it is on replica r1.
+        let mut outstanding: VecDeque<(usize, InFlight)> = VecDeque::new();
+        let mut counts = vec![0usize; 3];
+        for i in 0..10_000 {
+            let (index, guard) = picker.pick_in_flight(&topology, None).unwrap();
+            counts[index] += 1;
+            outstanding.push_back((index, guard));
+            if outstanding.len() > 8 {
+                let at = if i % 3 == 0 && outstanding[2].0 == 1 { 2 } else { 0 };
+                outstanding.remove(at);
+            }
+        }
+        let share = counts[2] as f64 / 10_000.0;
+        assert!((share - 0.75).abs() <= 0.75 * 0.05, "counts {counts:?}");
+    }
+
+    #[test]
+    fn near_tie_goes_to_fewest_in_flight() {
+        let topology = topology(&[1.0, 1.0]);
+        let picker = Picker::new();
+        let _busy = picker.track("r0");
+        // Both scores tie at the first pick; r0 is busier.
+        assert_eq!(picker.pick(&topology, None), Some(2));
+    }
+
+    #[test]
+    fn in_flight_guard_decrements_on_drop() {
+        let topology = topology(&[1.0]);
+        let picker = Picker::new();
+        let (index, guard) = picker.pick_in_flight(&topology, None).unwrap();
+        assert_eq!(index, 1);
+        assert_eq!(picker.in_flight("r0"), 1);
+        drop(guard);
+        assert_eq!(picker.in_flight("r0"), 0);
+    }
+
+    #[test]
+    fn pick_skips_except() {
+        let topology = topology(&[5.0, 1.0]);
+        let picker = Picker::new();
+        for _ in 0..10 {
+            assert_eq!(picker.pick(&topology, Some(1)), Some(2));
+        }
+    }
+
+    #[test]
+    fn no_eligible_replica_picks_none() {
+        let picker = Picker::new();
+        assert_eq!(picker.pick(&topology(&[]), None), None);
+        assert_eq!(picker.pick(&topology(&[0.0, 0.0]), None), None);
+        assert_eq!(picker.pick(&topology(&[2.0]), Some(1)), None);
+    }
+
+    #[test]
+    fn primary_is_never_picked_even_if_marked_eligible() {
+        let mut topology = topology(&[]);
+        topology.backends[0].eligible = true;
+        topology.backends[0].effective_weight = 1.0;
+        assert_eq!(Picker::new().pick(&topology, None), None);
+    }
+
+    #[test]
+    fn lag_scaled_weights_shift_the_split() {
+        // Lag at 3/4 of max_lag: weight 1 × 0.25 against 1 × 1.
+        let topology = topology(&[
+            effective_weight(1, Duration::from_millis(750), MAX_LAG),
+            effective_weight(1, Duration::ZERO, MAX_LAG),
+        ]);
+        let picker = Picker::new();
+        let picks = (0..1_000).map(|_| picker.pick(&topology, None).unwrap());
+        assert_eq!(counts(picks, 3), vec![0, 200, 800]);
+    }
+
+    #[test]
+    fn state_follows_names_across_reorder() {
+        let picker = Picker::new();
+        let before = topology(&[1.0, 1.0]);
+        let first = picker.pick(&before, None).unwrap();
+        let mut after = before.clone();
+        after.backends.swap(1, 2);
+        let second = picker.pick(&after, None).unwrap();
+        assert_ne!(before.backends[first].name, after.backends[second].name);
+    }
+
+    #[test]
+    fn picker_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Picker>();
+        assert_send_sync::<InFlight>();
+    }
+}

@@ -1,0 +1,82 @@
+//! The admin port: health, readiness, the backends as the monitor sees
+//! them, Prometheus metrics, and the bearer token.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+#[tokio::test]
+async fn backends_show_roles_health_lag_and_positions() {
+    let proxy = start_proxy(lab_config(MONITORED)).await;
+    let admin = proxy.admin.unwrap();
+    let json = wait_backends(admin, Duration::from_secs(10), |j| {
+        j.as_array().is_some_and(|a| {
+            a.len() == 3
+                && a.iter().all(|b| b["healthy"] == true)
+                && a[1]["lag_ms"] == 0
+                && a[2]["lag_ms"] == 0
+        })
+    })
+    .await;
+    let b = json.as_array().unwrap();
+    assert_eq!(b[0]["name"], "primary");
+    assert_eq!(b[0]["role"], "primary");
+    assert_eq!(b[0]["address"], PRIMARY);
+    assert_eq!(b[1]["role"], "replica");
+    assert_eq!(b[1]["lag_source"], "gtid");
+    assert!(b[1]["gtid_position"].as_str().is_some_and(|p| p.starts_with("0-1-")));
+    for key in ["weight", "effective_weight", "in_flight", "queries_total", "errors_total"] {
+        assert!(b[1].get(key).is_some(), "missing {key}");
+    }
+}
+
+#[tokio::test]
+async fn healthz_and_readyz_answer() {
+    let proxy = start_proxy(lab_config(MONITORED)).await;
+    let admin = proxy.admin.unwrap();
+    assert_eq!(http_get(admin, "/healthz", None).await.0, 200);
+    wait_backends(admin, Duration::from_secs(10), |j| j[0]["healthy"] == true).await;
+    assert_eq!(http_get(admin, "/readyz", None).await.0, 200);
+    assert_eq!(http_get(admin, "/nope", None).await.0, 404);
+}
+
+#[tokio::test]
+async fn metrics_count_queries_by_reason() {
+    let proxy = start_proxy(lab_config(MONITORED)).await;
+    let admin = proxy.admin.unwrap();
+    wait_backends(admin, Duration::from_secs(10), |j| {
+        j[1]["eligible"] == true || j[2]["eligible"] == true
+    })
+    .await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    c.scalar("SELECT 1").await;
+    let (status, body) = http_get(admin, "/metrics", None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("rwsplit_queries_total{reason=\"read\"}"), "{body}");
+    assert!(body.contains("rwsplit_client_connections"), "{body}");
+    assert!(body.contains("rwsplit_backend_lag_ms{backend=\"replica1\"}"), "{body}");
+    let json = wait_backends(admin, Duration::from_secs(5), |_| true).await;
+    let total: u64 =
+        json.as_array().unwrap().iter().map(|b| b["queries_total"].as_u64().unwrap()).sum();
+    assert!(total >= 1);
+}
+
+#[tokio::test]
+async fn token_protects_every_endpoint() {
+    let proxy =
+        start_proxy(lab_config("[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n")).await;
+    let admin = proxy.admin.unwrap();
+    assert_eq!(http_get(admin, "/healthz", None).await.0, 401);
+    assert_eq!(http_get(admin, "/healthz", Some("wrong")).await.0, 401);
+    assert_eq!(http_get(admin, "/healthz", Some("s3cret")).await.0, 200);
+}
+
+#[test]
+fn non_loopback_admin_without_token_is_refused() {
+    let config = rwsplit::Config::parse(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"0.0.0.0:6451\"\n[[users]]\nname = \"a\"\npassword = \"a\"\n[[backends]]\nname = \"p\"\naddress = \"127.0.0.1:3306\"\nrole = \"primary\"\n",
+    )
+    .unwrap();
+    assert!(config.validate().iter().any(|p| p.contains("admin.token")), "{:?}", config.validate());
+}
