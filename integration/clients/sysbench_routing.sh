@@ -25,9 +25,11 @@ sql() {
     mariadb --no-defaults --protocol=tcp -h"$HOST" -P"$port" -uadmin -padmin -N -B -e "$*"
 }
 
-# Statements clients ran on a server (text queries and prepared executions).
+# Prepared-statement executions on a server: sysbench runs every query of
+# these tests as one (BEGIN/COMMIT aside), while the proxy's monitor only
+# sends text queries, so its probes are not counted.
 ran() {
-    sql "$1" "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'QUESTIONS'"
+    sql "$1" "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'COM_STMT_EXECUTE'"
 }
 
 wait_replicas() {
@@ -67,7 +69,9 @@ read -r p1 r11 r21 <<<"$(ran 3306) $(ran 3307) $(ran 3308)"
 dp=$((p1 - p0)); d1=$((r11 - r10)); d2=$((r21 - r20))
 log "oltp_read_only --skip_trx=on: $queries queries; primary ran $dp, replica1 $d1, replica2 $d2"
 [ $((d1 + d2)) -ge $((queries * 95 / 100)) ] || die "the replicas ran only $((d1 + d2)) of $queries reads"
-[ "$dp" -le $((queries / 100 + 20)) ] || die "the primary ran $dp statements of a read-only run"
+# (A few first reads may run on the primary while a freshly started
+# proxy's monitor has not yet seen the replicas.)
+[ "$dp" -le $((THREADS * 2)) ] || die "the primary ran $dp statements of a read-only run"
 [ "$d1" -gt 0 ] && [ "$d2" -gt 0 ] || die "one replica got no reads"
 diff=$(( (d1 > d2 ? d1 - d2 : d2 - d1) * 1000 / (d1 + d2) ))
 log "replica split: $d1 / $d2 (difference $((diff / 10)).$((diff % 10))%)"
@@ -78,6 +82,7 @@ read -r p1 r11 r21 <<<"$(ran 3306) $(ran 3307) $(ran 3308)"
 dp=$((p1 - p0)); d1=$((r11 - r10)); d2=$((r21 - r20))
 log "oltp_read_write: $queries queries; primary ran $dp, replica1 $d1, replica2 $d2"
 # Replicas apply replicated rows without counting statements (ROW format).
-[ $((d1 + d2)) -le 20 ] || die "replicas ran $((d1 + d2)) statements of a read-write run"
-[ "$dp" -ge $((queries * 9 / 10)) ] || die "the primary ran only $dp of $queries statements"
+[ $((d1 + d2)) -eq 0 ] || die "replicas ran $((d1 + d2)) statements of a read-write run"
+# BEGIN and COMMIT (2 of each transaction's 20 queries) are text queries.
+[ "$dp" -ge $((queries * 8 / 10)) ] || die "the primary ran only $dp of $queries statements"
 echo "sysbench routing: 2 passed, 0 failed"
