@@ -116,6 +116,8 @@ pub struct BackendConn {
     /// than the session's SETs catches up before its next statement.
     pub applied_sets: usize,
     pub database: Option<Vec<u8>>,
+    /// GTID tracking is on: an OK without a GTID means nothing was logged.
+    pub tracks_gtids: bool,
     scratch: Vec<u8>,
 }
 
@@ -196,6 +198,7 @@ impl BackendConn {
             greeting,
             applied_sets: 0,
             database: login.database.clone(),
+            tracks_gtids: false,
             scratch: Vec::new(),
         };
         conn.write_payload(seq.wrapping_add(1), &body).await?;
@@ -287,24 +290,55 @@ impl BackendConn {
     /// error as `BackendError::Server`.
     pub async fn run_own(&mut self, payload: &[u8]) -> Result<Outcome, BackendError> {
         self.write_payload(0, payload).await?;
-        let mut machine = Machine::new(Expect::Result, self.caps);
+        self.read_own(Expect::Result).await.map(|(outcome, _)| outcome)
+    }
+
+    /// Reads a whole response that no client will see. Returns its outcome
+    /// and the first row of its first result set (raw), or the server's
+    /// error as `BackendError::Server`.
+    pub async fn read_own(
+        &mut self,
+        expect: Expect,
+    ) -> Result<(Outcome, Option<Vec<u8>>), BackendError> {
+        let mut machine = Machine::new(expect, self.caps);
         let mut packet = Vec::new();
+        let mut first_row = None;
+        let mut seen = 0usize;
         loop {
-            self.reader.read_packet(&mut self.stream, &mut packet, CONTROL_PACKET_LIMIT).await?;
+            let (_, seq) = self
+                .reader
+                .read_packet(&mut self.stream, &mut packet, CONTROL_PACKET_LIMIT)
+                .await?;
+            let before = machine.in_rows();
             let step = machine
                 .step(packet.len().min(relay::INSPECT_LIMIT), &packet)
                 .map_err(|e| BackendError::Protocol(e.to_string()))?;
+            seen += 1;
+            if before && first_row.is_none() && step == relay::Step::Continue {
+                first_row = Some(packet.clone());
+            }
             if machine.outcome.error.is_some() {
                 return Err(BackendError::from_err_packet(&packet));
             }
             match step {
-                relay::Step::Done => return Ok(std::mem::take(&mut machine.outcome)),
+                relay::Step::Done => return Ok((std::mem::take(&mut machine.outcome), first_row)),
                 relay::Step::Continue => {}
                 relay::Step::LocalInfile => {
-                    self.write_payload(2, b"").await?;
+                    self.write_payload(seq.wrapping_add(1), b"").await?;
                 }
             }
+            let _ = seen;
         }
+    }
+
+    /// Writes two commands in one write (each its own sequence from 0):
+    /// the proxy's GTID wait and the client's read, in one round trip.
+    pub async fn write_two(&mut self, first: &[u8], second: &[u8]) -> std::io::Result<()> {
+        self.scratch.clear();
+        put_packet(&mut self.scratch, 0, first);
+        put_packet(&mut self.scratch, 0, second);
+        self.stream.write_all(&self.scratch).await?;
+        self.stream.flush().await
     }
 
     /// Prepares a statement for the proxy's own use (the client already
@@ -346,7 +380,9 @@ impl BackendConn {
         } else {
             "SET SESSION session_track_gtids = OWN_GTID"
         };
-        self.query_own(sql).await.map(|_| ())
+        self.query_own(sql).await?;
+        self.tracks_gtids = true;
+        Ok(())
     }
 
     /// Runs a text query of the proxy's own.

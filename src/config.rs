@@ -24,6 +24,9 @@ pub struct Config {
     /// The monitor's login to the backends (health, role, lag probes).
     #[serde(default)]
     pub monitor: Option<MonitorConfig>,
+    /// Read-your-writes.
+    #[serde(default)]
+    pub consistency: ConsistencyConfig,
     /// Replica choice: lag limits and the fallback.
     #[serde(default)]
     pub routing: RoutingConfig,
@@ -62,6 +65,9 @@ pub struct ListenerConfig {
     /// Refuse clients that do not switch to TLS.
     #[serde(default)]
     pub require_tls: bool,
+    /// The consistency mode of sessions on this listener (overrides the global one).
+    #[serde(default)]
+    pub consistency: Option<ConsistencyMode>,
 }
 
 impl ListenerConfig {
@@ -113,6 +119,9 @@ pub struct UserConfig {
     /// A file holding the password (trailing newline ignored).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// This user's consistency mode (overrides the listener's and the global one).
+    #[serde(default)]
+    pub consistency: Option<ConsistencyMode>,
 }
 
 impl std::fmt::Debug for UserConfig {
@@ -257,6 +266,82 @@ pub enum UnknownLagConfig {
     #[default]
     Exclude,
     Include,
+}
+
+/// How a session's reads relate to its own writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsistencyMode {
+    /// Plain read/write split: reads may be stale.
+    Eventual,
+    /// After a write, reads go to the primary for `pin_for`.
+    Pin,
+    /// After a write, reads go to a replica that has the write's GTID
+    /// (waiting for it there, up to `gtid_wait_timeout`), else the primary.
+    #[default]
+    Gtid,
+    /// Every read waits for the primary's latest GTID: causal across
+    /// sessions and proxy instances.
+    GtidGlobal,
+}
+
+impl ConsistencyMode {
+    pub fn parse(s: &str) -> Option<ConsistencyMode> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "eventual" => Some(ConsistencyMode::Eventual),
+            "pin" => Some(ConsistencyMode::Pin),
+            "gtid" => Some(ConsistencyMode::Gtid),
+            "gtid_global" => Some(ConsistencyMode::GtidGlobal),
+            _ => None,
+        }
+    }
+}
+
+/// Read-your-writes settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyConfig {
+    /// The default mode (users and listeners may override it).
+    #[serde(default)]
+    pub mode: ConsistencyMode,
+    /// How long `pin` keeps reads on the primary after a write: a duration,
+    /// or `"session"` for the rest of the session. `gtid` also uses it when
+    /// a write's GTID is unknown.
+    #[serde(default = "default_pin_for")]
+    pub pin_for: String,
+    /// The longest a read waits on a replica for a GTID before it runs on
+    /// the primary instead.
+    #[serde(default = "default_gtid_wait", with = "duration")]
+    pub gtid_wait_timeout: Duration,
+}
+
+impl Default for ConsistencyConfig {
+    fn default() -> Self {
+        ConsistencyConfig {
+            mode: ConsistencyMode::default(),
+            pin_for: default_pin_for(),
+            gtid_wait_timeout: default_gtid_wait(),
+        }
+    }
+}
+
+impl ConsistencyConfig {
+    /// `pin_for` as a duration; `None` means the rest of the session.
+    pub fn pin_duration(&self) -> Result<Option<Duration>, String> {
+        if self.pin_for.trim() == "session" {
+            return Ok(None);
+        }
+        humantime::parse_duration(&self.pin_for)
+            .map(Some)
+            .map_err(|e| format!("consistency.pin_for: expected a duration or \"session\": {e}"))
+    }
+}
+
+fn default_pin_for() -> String {
+    "1s".into()
+}
+fn default_gtid_wait() -> Duration {
+    Duration::from_millis(500)
 }
 
 /// Where reads go when no replica may take them.
@@ -486,6 +571,9 @@ impl Config {
                     b.address
                 ));
             }
+        }
+        if let Err(e) = self.consistency.pin_duration() {
+            problems.push(e);
         }
         let mut users = HashSet::new();
         for (i, u) in self.users.iter().enumerate() {

@@ -107,6 +107,11 @@ impl Machine {
         self
     }
 
+    /// Whether the next packet is a row (or a result's end).
+    pub fn in_rows(&self) -> bool {
+        self.expect == Expect::Rows
+    }
+
     /// The replacement payload for the packet just stepped, if any.
     pub fn take_rewrite(&mut self) -> Option<Vec<u8>> {
         self.rewrite.take()

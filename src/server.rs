@@ -100,6 +100,9 @@ pub struct Shared {
     monitor: Option<Monitor>,
     pub picker: Picker,
     pub telemetry: Telemetry,
+    /// The primary's GTID position as last read for gtid_global, with the
+    /// time its read started (see `Session::primary_position`).
+    pub global_position: tokio::sync::Mutex<Option<(Instant, String)>>,
     /// Statements and errors per backend index.
     backend_stats: Vec<(AtomicU64, AtomicU64)>,
     /// Parser-tier verdicts by statement digest.
@@ -127,6 +130,7 @@ impl Shared {
             monitor,
             picker: Picker::new(),
             telemetry: Telemetry::new(&names),
+            global_position: tokio::sync::Mutex::new(None),
             backend_stats: (0..names.len().max(64))
                 .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
                 .collect(),
@@ -259,6 +263,7 @@ fn static_topology(config: &Config) -> Topology {
 pub struct ListenerCtx {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub require_tls: bool,
+    pub consistency: Option<crate::config::ConsistencyMode>,
 }
 
 /// A proxy with its listeners bound, ready to serve.
@@ -276,7 +281,7 @@ impl Proxy {
             let tls = l
                 .tls_acceptor(&config.base_dir)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-            let ctx = ListenerCtx { tls, require_tls: l.require_tls };
+            let ctx = ListenerCtx { tls, require_tls: l.require_tls, consistency: l.consistency };
             listeners.push((TcpListener::bind(&l.address).await?, ctx));
         }
         let admin = match &config.admin {

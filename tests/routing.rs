@@ -234,15 +234,44 @@ async fn temporary_tables_are_read_where_they_live() {
 }
 
 #[tokio::test]
-async fn reads_after_a_write_stay_on_the_primary() {
+async fn reads_after_a_write_see_it_and_still_use_replicas() {
     let p = proxy().await;
     let mut c = app(&p).await;
-    assert!(is_replica(c.scalar("SELECT @@server_id").await));
     let t = unique("aw");
     c.exec(&format!("CREATE TABLE {t} (id INT)")).await;
+    for i in 0..20 {
+        c.exec(&format!("INSERT INTO {t} VALUES ({i})")).await;
+        let got = c.scalar(&format!("SELECT @@server_id, (SELECT MAX(id) FROM {t})")).await;
+        assert!(is_replica(got), "gtid mode reads from replicas after a write");
+        let r = c.query(&format!("SELECT MAX(id) FROM {t}")).await;
+        assert_eq!(
+            r[r.len() - 2].1,
+            format!("\x01{i}")
+                .into_bytes()
+                .get(..)
+                .map(|_| {
+                    let mut v = vec![i.to_string().len() as u8];
+                    v.extend_from_slice(i.to_string().as_bytes());
+                    v
+                })
+                .unwrap(),
+            "read {i} sees its write"
+        );
+    }
+    c.exec(&format!("DROP TABLE {t}")).await;
+}
+
+#[tokio::test]
+async fn pin_mode_keeps_reads_after_a_write_on_the_primary() {
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    c.exec("SET @rwsplit_consistency = 'pin'").await;
+    let t = unique("pin");
+    c.exec(&format!("CREATE TABLE {t} (id INT)")).await;
     c.exec(&format!("INSERT INTO {t} VALUES (7)")).await;
-    assert_eq!(c.scalar(&format!("SELECT id FROM {t}")).await.as_deref(), Some("7"));
     assert_eq!(c.scalar("SELECT @@server_id").await.as_deref(), Some(PRIMARY_ID));
+    let r = c.query("SET @rwsplit_consistency = 'sometimes'").await;
+    assert_eq!(r[0].1[0], 0xFF, "an unknown mode is refused");
     c.exec(&format!("DROP TABLE {t}")).await;
 }
 
@@ -357,6 +386,7 @@ target = "replica"
     ))
     .await;
     let mut c = app(&p).await;
+    c.exec("SET @rwsplit_consistency = 'pin'").await;
     assert_eq!(
         c.scalar("SELECT @@server_id, 'from_rule_to_primary'").await.as_deref(),
         Some(PRIMARY_ID)

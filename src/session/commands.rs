@@ -45,6 +45,9 @@ impl Session {
             return self.on_kill(kill).await;
         }
         let sql = String::from_utf8_lossy(&self.cmd[1..]).into_owned();
+        if self.intercept_consistency_set(&sql).await? {
+            return Ok(Next::Continue);
+        }
         let info = crate::classify::classify_with_cache(&sql, &self.shared.tier2);
         self.run_routed(info, &sql).await?;
         Ok(Next::Continue)

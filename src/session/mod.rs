@@ -6,6 +6,7 @@
 //! per-command handlers). This file owns the session's state and its loop.
 
 mod commands;
+pub mod consistency;
 mod kill;
 pub mod login;
 pub mod prepared;
@@ -18,7 +19,7 @@ use crate::error::{self, ClientReply};
 use crate::protocol::auth;
 use crate::protocol::messages::build_err;
 use crate::protocol::packet::{FrameError, PacketReader, put_packet};
-use crate::protocol::session_state::{self, ClientView};
+use crate::protocol::session_state::ClientView;
 use crate::protocol::status;
 use crate::relay::{self, Expect, Machine, Outcome, RelayError};
 use crate::server::{ListenerCtx, SessionHandle, Shared};
@@ -66,6 +67,7 @@ pub async fn serve(
             return;
         }
     };
+    let user_mode = config.user(&logged_in.login.user).and_then(|u| u.consistency);
     let handle = Arc::new(SessionHandle::default());
     *handle.user.lock().expect("handle lock") = logged_in.login.user.clone();
     shared.registry.insert(id, handle.clone());
@@ -87,7 +89,10 @@ pub async fn serve(
         multi_statements_off: false,
         routing: routing::RoutingState::default(),
         client_wants_gtids: false,
-        last_gtid: None,
+        writes: consistency::WriteMemory {
+            default_mode: user_mode.or(listener.consistency).unwrap_or(config.consistency.mode),
+            ..consistency::WriteMemory::default()
+        },
         handle,
     };
     session.run().await;
@@ -137,8 +142,8 @@ pub(crate) struct Session {
     /// The client enabled GTID tracking itself, so it sees the GTIDs the
     /// proxy tracks; otherwise they are removed from OK packets.
     pub client_wants_gtids: bool,
-    /// The GTID of the session's last write, from its OK packet.
-    pub last_gtid: Option<String>,
+    /// Read-your-writes: the mode and what the session wrote.
+    pub writes: consistency::WriteMemory,
     pub handle: Arc<SessionHandle>,
 }
 
@@ -300,9 +305,6 @@ impl Session {
                 self.shared.count_statement(idx, outcome.error.is_some());
                 if outcome.error.is_none() || outcome.status != 0 {
                     self.status = outcome.status;
-                }
-                if let Some(gtid) = session_state::gtid(&outcome.session_state) {
-                    self.last_gtid = Some(gtid.to_string());
                 }
                 Ok(Some(outcome))
             }

@@ -3,6 +3,7 @@
 //! last backend), turning a [`Route`] into a backend with an open,
 //! caught-up connection, and updating that memory after each statement.
 
+use super::consistency::ReadNeed;
 use super::{Session, SessionError};
 use crate::backend::BackendError;
 use crate::classify::{self, StatementInfo, StatementKind};
@@ -18,7 +19,7 @@ pub struct RoutingState {
     /// Temporary tables by name (without database), which live on the primary.
     pub temp_tables: HashSet<String>,
     pub last_backend: Option<usize>,
-    /// The session wrote; reads stay on the primary.
+    /// The session's reads must stay on the primary (bounded SET memory).
     pub wrote: bool,
     pub sql_prepared: bool,
     /// The replica running a START TRANSACTION READ ONLY.
@@ -73,11 +74,19 @@ impl Session {
         })
     }
 
-    /// Routes a classified statement text.
-    pub(super) fn route_statement(&self, info: &StatementInfo, sql: &str) -> Route {
+    /// Routes a classified statement text; `need` is what read-your-writes
+    /// asks of a read.
+    pub(super) fn route_statement(
+        &self,
+        info: &StatementInfo,
+        sql: &str,
+        need: &ReadNeed,
+    ) -> Route {
         let config = self.config();
         let available = self.shared.replica_available(&config);
-        router::route(info, &self.view(sql), available)
+        let mut view = self.view(sql);
+        view.wrote |= *need == ReadNeed::Primary;
+        router::route(info, &view, available)
     }
 
     /// Turns a route into a backend index with an open connection that has
@@ -162,7 +171,7 @@ impl Session {
             self.routing.read_only_transaction = None;
         }
         if idx == primary && router::is_write(info) {
-            self.routing.wrote = true;
+            self.remember_write(idx, outcome);
         }
         if outcome.error.is_some() {
             return;
@@ -238,17 +247,18 @@ impl Session {
         sql: &str,
     ) -> Result<(), SessionError> {
         let started = std::time::Instant::now();
-        let route = self.route_statement(&info, sql);
+        let need = self.need_for(&info);
+        let route = self.route_statement(&info, sql, &need);
         self.shared.telemetry.route(route.reason);
         tracing::trace!(id = self.id, reason = route.reason.as_str(), "route");
-        let idx = match self.acquire(route).await {
-            Ok(idx) => idx,
-            Err((idx, e)) => {
-                self.reply_backend_error(idx, &e).await?;
-                return Ok(());
-            }
+        let ran = if route.target == Target::AnyReplica
+            && matches!(need, ReadNeed::Gtid(_) | ReadNeed::PrimaryPosition)
+        {
+            self.causal_read(need, route, crate::relay::Expect::Result).await?
+        } else {
+            self.plain_forward(route, crate::relay::Expect::Result).await?
         };
-        if let Some(outcome) = self.forward(idx, crate::relay::Expect::Result).await? {
+        if let Some((idx, outcome)) = ran {
             self.shared.telemetry.statement(idx, started.elapsed().as_secs_f64());
             self.after_statement(&info, sql, idx, &outcome);
             if outcome.error.is_none() && mentions_session_tracking(sql) {
@@ -262,6 +272,60 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Runs `self.cmd` where `route` says, with no consistency wait.
+    async fn plain_forward(
+        &mut self,
+        route: Route,
+        expect: crate::relay::Expect,
+    ) -> Result<Option<(usize, Outcome)>, SessionError> {
+        let idx = match self.acquire(route).await {
+            Ok(idx) => idx,
+            Err((idx, e)) => {
+                self.reply_backend_error(idx, &e).await?;
+                return Ok(None);
+            }
+        };
+        Ok(self.forward(idx, expect).await?.map(|o| (idx, o)))
+    }
+
+    /// Runs a read that must see a GTID: on a replica known to hold it,
+    /// else after waiting for it on the least lagging replica (one round
+    /// trip), else on the primary.
+    async fn causal_read(
+        &mut self,
+        need: ReadNeed,
+        route: Route,
+        expect: crate::relay::Expect,
+    ) -> Result<Option<(usize, Outcome)>, SessionError> {
+        let primary_route =
+            Route { target: Target::Primary, reason: crate::router::Reason::Consistency };
+        let target = match need {
+            ReadNeed::Gtid(g) => Some(g),
+            _ => self.primary_position().await,
+        };
+        let Some(target) = target.filter(|g| super::consistency::safe_gtid(g).is_some()) else {
+            // No position to wait for: nothing written yet (or unreadable).
+            return self.plain_forward(route, expect).await;
+        };
+        let Some((idx, holds)) = self.replica_for_gtid(&target) else {
+            return self.plain_forward(primary_route, expect).await;
+        };
+        if let Err(e) = self.catch_up(idx).await {
+            tracing::warn!(id = self.id, backend = idx, error = %e, "replica unusable for a causal read");
+            self.drop_backend(idx);
+            return self.plain_forward(primary_route, expect).await;
+        }
+        if holds {
+            return Ok(self.forward(idx, expect).await?.map(|o| (idx, o)));
+        }
+        if let Some(outcome) = self.waited_forward(idx, &target, expect).await? {
+            return Ok(Some((idx, outcome)));
+        }
+        self.shared.telemetry.gtid_fallbacks.increment(1);
+        self.shared.telemetry.route(crate::router::Reason::Consistency);
+        self.plain_forward(primary_route, expect).await
     }
 }
 

@@ -123,7 +123,15 @@ impl Session {
         let route = if long_data {
             Route { target: Target::Primary, reason: Reason::SessionState }
         } else {
-            self.route_statement(&info, &sql)
+            // Read-your-writes for prepared reads: only the primary when a
+            // constraint applies (the pipelined wait serves text reads).
+            let need = self.need_for(&info);
+            let need = if matches!(need, super::consistency::ReadNeed::Nothing) {
+                need
+            } else {
+                super::consistency::ReadNeed::Primary
+            };
+            self.route_statement(&info, &sql, &need)
         };
         let mut idx = match self.acquire(route).await {
             Ok(idx) => idx,

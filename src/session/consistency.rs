@@ -1,0 +1,379 @@
+//! Read-your-writes. After a write the session remembers its GTID; a
+//! later read goes to a replica already known to hold it, or waits for it
+//! on a replica in the same round trip as the read (the wait and the read
+//! pipelined on one connection), and runs on the primary when the wait
+//! times out. `pin` keeps reads on the primary for a while instead;
+//! `gtid_global` waits for the primary's latest position (causal across
+//! sessions and proxy instances); `eventual` does nothing.
+
+use super::{Session, SessionError};
+use crate::classify::{Consistency, StatementInfo};
+use crate::config::ConsistencyMode;
+use crate::monitor::gtid;
+use crate::protocol::command;
+use crate::relay::{Expect, Outcome};
+use std::time::{Duration, Instant};
+
+/// What the session remembers of its writes.
+#[derive(Debug, Default)]
+pub struct WriteMemory {
+    /// The mode set for the session (`SET @rwsplit_consistency`), if any.
+    pub session_mode: Option<ConsistencyMode>,
+    /// The mode from the listener or user.
+    pub default_mode: ConsistencyMode,
+    /// The GTID of the session's latest write.
+    pub gtid: Option<String>,
+    /// When the session last wrote without a known GTID (pin until then +
+    /// pin_for), or wrote at all in `pin` mode.
+    pub pinned_since: Option<Instant>,
+}
+
+/// What a read needs before it may run on a replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadNeed {
+    Nothing,
+    /// Only the primary is safe.
+    Primary,
+    /// A replica that has applied this GTID (or position).
+    Gtid(String),
+    /// The primary's position right now (gtid_global).
+    PrimaryPosition,
+}
+
+/// The mode a statement runs under: its hint, else the session's.
+pub fn mode_for(info: &StatementInfo, memory: &WriteMemory) -> ConsistencyMode {
+    match info.consistency {
+        Some(Consistency::Eventual) => ConsistencyMode::Eventual,
+        Some(Consistency::Pin) => ConsistencyMode::Pin,
+        Some(Consistency::Gtid) => ConsistencyMode::Gtid,
+        Some(Consistency::GtidGlobal) => ConsistencyMode::GtidGlobal,
+        None => memory.session_mode.unwrap_or(memory.default_mode),
+    }
+}
+
+/// What a read needs, from the mode and the session's writes (pure).
+pub fn read_need(
+    mode: ConsistencyMode,
+    memory: &WriteMemory,
+    pin_for: Option<Duration>,
+    now: Instant,
+) -> ReadNeed {
+    let pinned = memory
+        .pinned_since
+        .is_some_and(|since| pin_for.is_none_or(|d| now.duration_since(since) < d));
+    match mode {
+        ConsistencyMode::Eventual => ReadNeed::Nothing,
+        ConsistencyMode::Pin if pinned => ReadNeed::Primary,
+        ConsistencyMode::Pin => ReadNeed::Nothing,
+        ConsistencyMode::Gtid if pinned => ReadNeed::Primary,
+        ConsistencyMode::Gtid => memory.gtid.clone().map_or(ReadNeed::Nothing, ReadNeed::Gtid),
+        ConsistencyMode::GtidGlobal => ReadNeed::PrimaryPosition,
+    }
+}
+
+/// Only characters that GTIDs and positions use (digits, hex, '-', ':',
+/// ',', whitespace): anything else is refused rather than quoted.
+pub fn safe_gtid(g: &str) -> Option<&str> {
+    let ok = !g.is_empty()
+        && g.chars().all(|c| c.is_ascii_hexdigit() || matches!(c, '-' | ':' | ',' | ' ' | '\n'));
+    ok.then_some(g)
+}
+
+/// The wait statement for a replica: returns 0 once the GTID is applied.
+/// The timeout is never zero (MySQL would wait forever) nor negative.
+pub fn wait_statement(mariadb: bool, gtid: &str, timeout: Duration) -> String {
+    let secs = timeout.as_secs_f64().max(0.001);
+    if mariadb {
+        format!("SELECT MASTER_GTID_WAIT('{gtid}', {secs:.3})")
+    } else {
+        format!("SELECT WAIT_FOR_EXECUTED_GTID_SET('{}', {secs:.3})", gtid.replace('\n', ""))
+    }
+}
+
+/// Whether a replica's applied position already holds `target`.
+pub fn position_covers(mariadb: bool, position: &str, target: &str) -> bool {
+    if mariadb { gtid::covers(position, target) } else { gtid::contains(position, target) }
+}
+
+/// Parses the intercepted `SET @rwsplit_consistency = 'mode'`.
+pub fn parse_session_mode(sql: &str) -> Option<Result<ConsistencyMode, String>> {
+    let lower = sql.trim().trim_end_matches(';').to_ascii_lowercase();
+    let rest = lower.strip_prefix("set")?.trim_start();
+    let rest = rest.strip_prefix("@rwsplit_consistency")?.trim_start();
+    let value = rest.strip_prefix(":=").or_else(|| rest.strip_prefix('='))?.trim();
+    let value = value.trim_matches(|c| c == '\'' || c == '"');
+    Some(ConsistencyMode::parse(value).ok_or_else(|| value.to_string()))
+}
+
+impl Session {
+    /// The read need of a statement now.
+    pub(super) fn need_for(&self, info: &StatementInfo) -> ReadNeed {
+        let config = self.config();
+        let pin_for = config.consistency.pin_duration().unwrap_or(Some(Duration::from_secs(1)));
+        read_need(mode_for(info, &self.writes), &self.writes, pin_for, Instant::now())
+    }
+
+    /// Remembers a write that ran on the primary.
+    pub(super) fn remember_write(&mut self, idx: usize, outcome: &Outcome) {
+        let mode = self.writes.session_mode.unwrap_or(self.writes.default_mode);
+        if mode == ConsistencyMode::Pin {
+            self.writes.pinned_since = Some(Instant::now());
+        }
+        if let Some(g) = crate::protocol::session_state::gtid(&outcome.session_state) {
+            self.writes.gtid = Some(g.to_string());
+            return;
+        }
+        // With tracking on, an autocommit write without a GTID logged
+        // nothing, and inside a transaction the GTID comes with COMMIT.
+        // Without tracking the write cannot be followed: pin.
+        let tracked =
+            self.backends.get(idx).and_then(Option::as_ref).is_some_and(|c| c.tracks_gtids);
+        let in_transaction = outcome.status & crate::protocol::status::IN_TRANS != 0;
+        if !tracked && !in_transaction {
+            self.writes.pinned_since = Some(Instant::now());
+        }
+    }
+
+    /// The primary's current GTID position (gtid_global), read on the
+    /// session's primary connection. Reads that arrive while another
+    /// session's fetch is in flight wait for the next one, which started
+    /// after they arrived, so the position covers every write they saw.
+    pub(super) async fn primary_position(&mut self) -> Option<String> {
+        let arrived = Instant::now();
+        let shared = self.shared.clone();
+        let mut cache = shared.global_position.lock().await;
+        if let Some((started, pos)) = cache.as_ref() {
+            if *started >= arrived {
+                return Some(pos.clone());
+            }
+        }
+        let started = Instant::now();
+        let primary = self.primary();
+        let conn = self.backend(primary).await.ok()?;
+        let sql = if conn.is_mariadb() {
+            "SELECT @@global.gtid_binlog_pos"
+        } else {
+            "SELECT @@global.gtid_executed"
+        };
+        let mut payload = vec![command::QUERY];
+        payload.extend_from_slice(sql.as_bytes());
+        conn.write_payload(0, &payload).await.ok()?;
+        let (_, row) = conn.read_own(Expect::Result).await.ok()?;
+        let pos = first_text_value(&row?)?;
+        *cache = Some((started, pos.clone()));
+        Some(pos)
+    }
+
+    /// Chooses a replica for a read that needs `target`: one the monitor
+    /// already saw holding it (no wait), else the least lagging eligible one
+    /// (wait there). `None` when no replica is eligible.
+    pub(super) fn replica_for_gtid(&self, target: &str) -> Option<(usize, bool)> {
+        let topology = self.shared.topology();
+        let mut best: Option<(usize, u64)> = None;
+        let mut holding = Vec::new();
+        for (i, b) in topology.backends.iter().enumerate() {
+            if !b.eligible
+                || b.role != crate::monitor::Role::Replica
+                || self.shared.backoff.is_down(i)
+            {
+                continue;
+            }
+            let mariadb = !matches!(b.flavor, Some(crate::monitor::Flavor::MySql));
+            if b.gtid_position.as_deref().is_some_and(|p| position_covers(mariadb, p, target)) {
+                holding.push(i);
+            }
+            let lag = b.lag_ms.unwrap_or(u64::MAX);
+            if best.is_none_or(|(_, l)| lag < l) {
+                best = Some((i, lag));
+            }
+        }
+        if !holding.is_empty() {
+            // Spread reads over the replicas that hold it, by the picker.
+            let picked = self.shared.picker.pick(&topology, None).filter(|p| holding.contains(p));
+            return Some((picked.unwrap_or(holding[0]), true));
+        }
+        best.map(|(i, _)| (i, false))
+    }
+
+    /// Sends the GTID wait and then `self.cmd` to replica `idx` in one
+    /// write. When the replica reached the GTID in time, the read's
+    /// response is relayed and returned; otherwise it is discarded and
+    /// `None` is returned so the caller runs the read on the primary.
+    pub(super) async fn waited_forward(
+        &mut self,
+        idx: usize,
+        target: &str,
+        expect: Expect,
+    ) -> Result<Option<Outcome>, SessionError> {
+        let timeout = self.config().consistency.gtid_wait_timeout;
+        let started = Instant::now();
+        let Some(conn) = self.backends.get_mut(idx).and_then(Option::as_mut) else {
+            return Ok(None);
+        };
+        let mut wait = vec![command::QUERY];
+        wait.extend_from_slice(wait_statement(conn.is_mariadb(), target, timeout).as_bytes());
+        if conn.write_two(&wait, &self.cmd).await.is_err() {
+            self.drop_backend(idx);
+            return Ok(None);
+        }
+        let reached = match conn.read_own(Expect::Result).await {
+            Ok((_, Some(row))) => first_text_value(&row).as_deref() == Some("0"),
+            Ok((_, None)) => false,
+            Err(crate::backend::BackendError::Server { .. }) => false,
+            Err(_) => {
+                self.drop_backend(idx);
+                return Ok(None);
+            }
+        };
+        let telemetry = &self.shared.telemetry;
+        telemetry.gtid_wait_seconds.record(started.elapsed().as_secs_f64());
+        if reached {
+            telemetry.gtid_waits_caught_up.increment(1);
+            return self.relay_from(idx, expect).await;
+        }
+        telemetry.gtid_waits_timed_out.increment(1);
+        let conn = self.backends[idx].as_mut().expect("open");
+        match conn.read_own(expect).await {
+            Ok(_) | Err(crate::backend::BackendError::Server { .. }) => {}
+            Err(_) => self.drop_backend(idx),
+        }
+        Ok(None)
+    }
+
+    /// Handles `SET @rwsplit_consistency = '...'` (never sent to a
+    /// backend). Returns false when the statement is not that.
+    pub(super) async fn intercept_consistency_set(
+        &mut self,
+        sql: &str,
+    ) -> Result<bool, SessionError> {
+        match parse_session_mode(sql) {
+            None => Ok(false),
+            Some(Ok(mode)) => {
+                self.writes.session_mode = Some(mode);
+                let ok = crate::protocol::messages::build_ok(self.caps, 0, 0, self.status, 0);
+                self.write_reply(&ok).await?;
+                Ok(true)
+            }
+            Some(Err(value)) => {
+                let msg = format!(
+                    "Variable 'rwsplit_consistency' can't be set to the value of '{value}'"
+                );
+                self.reply_err(1231, "42000", &msg).await?;
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// The first column of a text-protocol row, as a string (None for NULL).
+pub fn first_text_value(row: &[u8]) -> Option<String> {
+    if row.first() == Some(&0xFB) {
+        return None;
+    }
+    let mut c = crate::protocol::packet::Cursor::new(row);
+    c.lenenc_bytes().map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory(gtid: Option<&str>, pinned: Option<Instant>) -> WriteMemory {
+        WriteMemory {
+            gtid: gtid.map(str::to_string),
+            pinned_since: pinned,
+            ..WriteMemory::default()
+        }
+    }
+
+    #[test]
+    fn gtid_mode_reads_need_the_last_write_gtid() {
+        let now = Instant::now();
+        let m = memory(Some("0-1-24"), None);
+        assert_eq!(
+            read_need(ConsistencyMode::Gtid, &m, Some(Duration::from_secs(1)), now),
+            ReadNeed::Gtid("0-1-24".into())
+        );
+        assert_eq!(
+            read_need(ConsistencyMode::Gtid, &memory(None, None), None, now),
+            ReadNeed::Nothing
+        );
+    }
+
+    #[test]
+    fn pin_mode_pins_for_pin_for_only() {
+        let since = Instant::now();
+        let m = memory(None, Some(since));
+        let d = Some(Duration::from_millis(100));
+        assert_eq!(read_need(ConsistencyMode::Pin, &m, d, since), ReadNeed::Primary);
+        assert_eq!(
+            read_need(ConsistencyMode::Pin, &m, d, since + Duration::from_millis(150)),
+            ReadNeed::Nothing
+        );
+        assert_eq!(
+            read_need(ConsistencyMode::Pin, &m, None, since + Duration::from_secs(3600)),
+            ReadNeed::Primary
+        );
+    }
+
+    #[test]
+    fn eventual_never_constrains_and_global_always_asks_the_primary() {
+        let m = memory(Some("0-1-5"), Some(Instant::now()));
+        assert_eq!(
+            read_need(ConsistencyMode::Eventual, &m, None, Instant::now()),
+            ReadNeed::Nothing
+        );
+        assert_eq!(
+            read_need(ConsistencyMode::GtidGlobal, &m, None, Instant::now()),
+            ReadNeed::PrimaryPosition
+        );
+    }
+
+    #[test]
+    fn wait_statements_never_wait_forever() {
+        assert_eq!(
+            wait_statement(true, "0-1-5", Duration::ZERO),
+            "SELECT MASTER_GTID_WAIT('0-1-5', 0.001)"
+        );
+        assert_eq!(
+            wait_statement(false, "u:1-5", Duration::from_millis(250)),
+            "SELECT WAIT_FOR_EXECUTED_GTID_SET('u:1-5', 0.250)"
+        );
+    }
+
+    #[test]
+    fn only_gtid_characters_are_accepted() {
+        assert_eq!(safe_gtid("0-1-24,1-2-3"), Some("0-1-24,1-2-3"));
+        assert_eq!(
+            safe_gtid("3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5"),
+            Some("3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5")
+        );
+        assert_eq!(safe_gtid("0-1-1'); DROP TABLE t; --"), None);
+        assert_eq!(safe_gtid(""), None);
+    }
+
+    #[test]
+    fn session_mode_statement_is_recognised() {
+        assert_eq!(
+            parse_session_mode("SET @rwsplit_consistency = 'pin'"),
+            Some(Ok(ConsistencyMode::Pin))
+        );
+        assert_eq!(
+            parse_session_mode("set @RWSPLIT_CONSISTENCY:='gtid_global';"),
+            Some(Ok(ConsistencyMode::GtidGlobal))
+        );
+        assert_eq!(
+            parse_session_mode("SET @rwsplit_consistency = 'nope'"),
+            Some(Err("nope".into()))
+        );
+        assert_eq!(parse_session_mode("SET @other = 'pin'"), None);
+    }
+
+    #[test]
+    fn hint_overrides_the_session_mode() {
+        let info = crate::classify::classify("SELECT 1 /* rwsplit:consistency=eventual */");
+        let m = WriteMemory { session_mode: Some(ConsistencyMode::Pin), ..WriteMemory::default() };
+        assert_eq!(mode_for(&info, &m), ConsistencyMode::Eventual);
+        assert_eq!(mode_for(&crate::classify::classify("SELECT 1"), &m), ConsistencyMode::Pin);
+    }
+}
