@@ -127,7 +127,7 @@ impl Session {
 
     /// Opens the connection to `idx` if needed and replays what it missed:
     /// the current database and the session's SET statements.
-    async fn catch_up(&mut self, idx: usize) -> Result<(), BackendError> {
+    pub(super) async fn catch_up(&mut self, idx: usize) -> Result<(), BackendError> {
         let database = self.login.database.clone();
         let sets_total = self.routing.sets.len();
         let conn = self.backend(idx).await?;

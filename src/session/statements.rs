@@ -4,6 +4,7 @@
 //! routed by the statement's kind, parameter types carried to backends
 //! that have not seen them, cursors fetched where they were opened.
 
+use super::consistency::ReadNeed;
 use super::prepared::{self, OnBackend, Stmt};
 use super::{Next, Session, SessionError};
 use crate::classify::classify_with_cache;
@@ -120,38 +121,91 @@ impl Session {
             let types = types.to_vec();
             self.stmts.get_mut(id).expect("resolved").types = Some(types);
         }
+        let need = if long_data { ReadNeed::Primary } else { self.need_for(&info) };
         let route = if long_data {
             Route { target: Target::Primary, reason: Reason::SessionState }
         } else {
-            // Read-your-writes for prepared reads: only the primary when a
-            // constraint applies (the pipelined wait serves text reads).
-            let need = self.need_for(&info);
-            let need = if matches!(need, super::consistency::ReadNeed::Nothing) {
-                need
-            } else {
-                super::consistency::ReadNeed::Primary
-            };
             self.route_statement(&info, &sql, &need)
         };
-        let mut idx = match self.acquire(route).await {
-            Ok(idx) => idx,
-            Err((idx, e)) => return self.reply_backend_error(idx, &e).await,
+        let original = self.cmd.clone();
+        let causal = route.target == Target::AnyReplica
+            && matches!(need, ReadNeed::Gtid(_) | ReadNeed::PrimaryPosition);
+        let ran = if causal {
+            self.causal_execute(id, need, route, &original).await?
+        } else {
+            let idx = match self.acquire(route).await {
+                Ok(idx) => idx,
+                Err((idx, e)) => return self.reply_backend_error(idx, &e).await,
+            };
+            self.execute_on(id, idx, &original).await?
         };
-        let backend_id = match self.prepared_on(id, idx).await {
-            Ok(b) => b,
-            Err(e) if idx != self.primary() => {
-                tracing::warn!(id = self.id, backend = idx, error = %e, "cannot prepare on replica, using the primary");
-                idx = self.primary();
-                match self.prepared_on(id, idx).await {
-                    Ok(b) => b,
-                    Err(e) => return self.reply_backend_error(idx, &e).await,
+        if let Some((idx, outcome)) = ran {
+            self.after_statement(&info, &sql, idx, &outcome);
+        }
+        Ok(Next::Continue)
+    }
+
+    /// A prepared read that must see a GTID: on a replica known to hold
+    /// it, else after waiting there (the wait pipelined with the execute),
+    /// else on the primary.
+    async fn causal_execute(
+        &mut self,
+        id: u32,
+        need: ReadNeed,
+        route: Route,
+        original: &[u8],
+    ) -> Result<Option<(usize, Outcome)>, SessionError> {
+        let target = match need {
+            ReadNeed::Gtid(g) => Some(g),
+            _ => self.primary_position().await,
+        };
+        let primary = self.primary();
+        let Some(target) = target.filter(|g| super::consistency::safe_gtid(g).is_some()) else {
+            // Nothing to wait for (nothing written yet): an ordinary read.
+            let idx = match self.acquire(route).await {
+                Ok(idx) => idx,
+                Err((idx, e)) => {
+                    self.reply_backend_error(idx, &e).await?;
+                    return Ok(None);
                 }
-            }
-            Err(e) => return self.reply_backend_error(idx, &e).await,
+            };
+            return self.execute_on(id, idx, original).await;
         };
+        let Some((idx, holds)) = self.replica_for_gtid(&target) else {
+            return self.execute_on(id, primary, original).await;
+        };
+        if holds {
+            return self.execute_on(id, idx, original).await;
+        }
+        let prepared = match self.catch_up(idx).await {
+            Ok(()) => self.map_execute(id, idx, original).await.is_ok(),
+            Err(_) => false,
+        };
+        if prepared {
+            if let Some(outcome) = self.waited_forward(idx, &target, Expect::Result).await? {
+                self.after_execute(id, idx);
+                return Ok(Some((idx, outcome)));
+            }
+            self.shared.telemetry.gtid_fallbacks.increment(1);
+        }
+        self.execute_on(id, primary, original).await
+    }
+
+    /// Prepares the statement on `idx` if needed and rewrites `self.cmd`
+    /// (from `original`) for that backend: its statement id, and the
+    /// parameter types if it has not seen them.
+    async fn map_execute(
+        &mut self,
+        id: u32,
+        idx: usize,
+        original: &[u8],
+    ) -> Result<u32, crate::backend::BackendError> {
+        let backend_id = self.prepared_on(id, idx).await?;
+        self.cmd.clear();
+        self.cmd.extend_from_slice(original);
         self.cmd[1..5].copy_from_slice(&backend_id.to_le_bytes());
         let stmt = self.stmts.get_mut(id).expect("resolved");
-        let types = stmt.types.clone();
+        let (params, types) = (stmt.params, stmt.types.clone());
         let on = stmt.on_backend(idx).expect("prepared there");
         if prepared::execute_types(&self.cmd, params).is_some() {
             on.types_sent = true;
@@ -160,18 +214,49 @@ impl Session {
                 on.types_sent = prepared::inject_types(&mut self.cmd, params, types);
             }
         }
-        let cursor = self.cmd.get(5).is_some_and(|f| f & CURSOR_READ_ONLY != 0);
+        Ok(backend_id)
+    }
+
+    /// Runs the execute in `original` on backend `idx` (the primary when
+    /// the statement cannot be prepared on a replica).
+    async fn execute_on(
+        &mut self,
+        id: u32,
+        mut idx: usize,
+        original: &[u8],
+    ) -> Result<Option<(usize, Outcome)>, SessionError> {
+        let backend_id = match self.map_execute(id, idx, original).await {
+            Ok(b) => b,
+            Err(e) if idx != self.primary() => {
+                tracing::warn!(id = self.id, backend = idx, error = %e, "cannot prepare on replica, using the primary");
+                idx = self.primary();
+                match self.map_execute(id, idx, original).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.reply_backend_error(idx, &e).await?;
+                        return Ok(None);
+                    }
+                }
+            }
+            Err(e) => {
+                self.reply_backend_error(idx, &e).await?;
+                return Ok(None);
+            }
+        };
         let outcome = self.forward_stmt(id, idx, backend_id, Expect::Result).await?;
+        self.after_execute(id, idx);
+        Ok(outcome.map(|o| (idx, o)))
+    }
+
+    /// Bookkeeping after an execute ran on `idx`.
+    fn after_execute(&mut self, id: u32, idx: usize) {
+        let cursor = self.cmd.get(5).is_some_and(|f| f & CURSOR_READ_ONLY != 0);
         if let Some(stmt) = self.stmts.get_mut(id) {
             stmt.long_data = false;
             if cursor {
                 stmt.cursor_backend = Some(idx);
             }
         }
-        if let Some(outcome) = outcome {
-            self.after_statement(&info, &sql, idx, &outcome);
-        }
-        Ok(Next::Continue)
     }
 
     /// COM_STMT_FETCH: on the backend holding the cursor.

@@ -1,0 +1,254 @@
+//! The stale-read checker: many concurrent sessions each write a fresh
+//! value and immediately read it back through the proxy while one replica
+//! lags by seconds. `pin`, `gtid` and `gtid_global` must never return a
+//! stale value; `eventual` must (proof that the checker sees stale reads).
+//! Also a cross-session check across two proxy instances for gtid_global.
+//!
+//! These tests change the lab's replication (MASTER_DELAY on replica2), so
+//! they run one at a time; the lag is removed when each ends, even on
+//! failure. Sizes: RWSPLIT_STALE_PAIRS (default 10,000 per mode).
+//! Runnable as a tool: `cargo test --test stale_reads -- --nocapture`.
+
+mod common;
+
+use common::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const WORKERS: u64 = 25;
+
+fn pairs() -> u64 {
+    std::env::var("RWSPLIT_STALE_PAIRS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
+}
+
+fn lab(args: &[&str]) {
+    let status =
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/integration/lab.sh"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run integration/lab.sh");
+    assert!(status.success(), "integration/lab.sh {args:?} failed");
+}
+
+/// Makes replica2 lag by `seconds` until dropped.
+struct Lag;
+
+impl Lag {
+    fn start(seconds: u32) -> Lag {
+        lab(&["lag", "replica2", &seconds.to_string()]);
+        Lag
+    }
+}
+
+impl Drop for Lag {
+    fn drop(&mut self) {
+        lab(&["lag", "replica2", "start"]);
+    }
+}
+
+/// The lab with a fast monitor, and a lag limit so high that the lagging
+/// replica keeps taking reads: only the consistency mode protects them.
+fn checker_config(mode: &str) -> rwsplit::Config {
+    lab_config(&format!(
+        r#"
+[monitor]
+user = "monitor"
+password = "monitor"
+interval = "100ms"
+unknown_lag = "include"
+[routing]
+max_replication_lag = "1h"
+[consistency]
+mode = "{mode}"
+gtid_wait_timeout = "300ms"
+"#
+    ))
+}
+
+/// Results of a run: pairs, stale reads, reads served by replicas.
+#[derive(Debug, Default)]
+struct Tally {
+    pairs: u64,
+    stale: u64,
+    from_replicas: u64,
+}
+
+async fn setup_table() -> String {
+    let t = unique("stale");
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!("CREATE TABLE app.{t} (k INT PRIMARY KEY, v BIGINT NOT NULL)")).await;
+    let rows: Vec<String> = (0..WORKERS).map(|k| format!("({k}, 0)")).collect();
+    a.exec(&format!("INSERT INTO app.{t} VALUES {}", rows.join(","))).await;
+    wait_replicas_caught_up().await;
+    t
+}
+
+/// `WORKERS` sessions write then read `pairs` times in all, each on its own row.
+async fn run_pairs(
+    writer: std::net::SocketAddr,
+    reader: Option<std::net::SocketAddr>,
+    table: &str,
+    total: u64,
+) -> Tally {
+    let stale = Arc::new(AtomicU64::new(0));
+    let replicas = Arc::new(AtomicU64::new(0));
+    let per_worker = total.div_ceil(WORKERS);
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..WORKERS {
+        let (stale, replicas, table) = (stale.clone(), replicas.clone(), table.to_string());
+        tasks.spawn(async move {
+            let mut w = Raw::app(&writer.to_string(), true).await;
+            let mut r = match reader {
+                Some(addr) => Some(Raw::app(&addr.to_string(), true).await),
+                None => None,
+            };
+            for n in 1..=per_worker {
+                let value = k * 1_000_000 + n;
+                w.exec(&format!("UPDATE {table} SET v = {value} WHERE k = {k}")).await;
+                let conn = r.as_mut().unwrap_or(&mut w);
+                let res =
+                    conn.query(&format!("SELECT v, @@server_id FROM {table} WHERE k = {k}")).await;
+                let row = &res[res.len() - 2].1;
+                let mut c = rwsplit::protocol::packet::Cursor::new(row);
+                let got: u64 = String::from_utf8_lossy(c.lenenc_bytes().unwrap()).parse().unwrap();
+                let server = String::from_utf8_lossy(c.lenenc_bytes().unwrap()).into_owned();
+                if got != value {
+                    stale.fetch_add(1, Ordering::Relaxed);
+                }
+                if server != "1" {
+                    replicas.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("worker");
+    }
+    Tally {
+        pairs: per_worker * WORKERS,
+        stale: stale.load(Ordering::Relaxed),
+        from_replicas: replicas.load(Ordering::Relaxed),
+    }
+}
+
+async fn check_mode(mode: &str) -> Tally {
+    let _serial = SERIAL.lock().await;
+    let table = setup_table().await;
+    let proxy = start_proxy(checker_config(mode)).await;
+    // From here on every write reaches replica2 two seconds late.
+    let _lag = Lag::start(2);
+    let tally = run_pairs(proxy.addr, None, &table, pairs()).await;
+    println!("{mode}: {tally:?}");
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!("DROP TABLE app.{table}")).await;
+    tally
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eventual_mode_shows_stale_reads() {
+    let t = check_mode("eventual").await;
+    assert!(t.stale > 0, "the checker must see stale reads in eventual mode: {t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_mode_has_no_stale_reads() {
+    let t = check_mode("pin").await;
+    assert_eq!(t.stale, 0, "{t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gtid_mode_has_no_stale_reads_and_reads_from_replicas() {
+    let t = check_mode("gtid").await;
+    assert_eq!(t.stale, 0, "{t:?}");
+    assert!(t.from_replicas * 2 > t.pairs, "gtid mode must not degrade into pinning: {t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gtid_global_mode_has_no_stale_reads() {
+    let t = check_mode("gtid_global").await;
+    assert_eq!(t.stale, 0, "{t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gtid_global_is_causal_across_proxy_instances() {
+    let _serial = SERIAL.lock().await;
+    let table = setup_table().await;
+    let writer = start_proxy(checker_config("gtid_global")).await;
+    let reader = start_proxy(checker_config("gtid_global")).await;
+    let _lag = Lag::start(2);
+    let t = run_pairs(writer.addr, Some(reader.addr), &table, pairs() / 5).await;
+    println!("cross-instance gtid_global: {t:?}");
+    assert_eq!(t.stale, 0, "{t:?}");
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
+/// Like `run_pairs`, with the read as a server-side prepared statement.
+async fn run_prepared_pairs(proxy: std::net::SocketAddr, table: &str, total: u64) -> Tally {
+    let stale = Arc::new(AtomicU64::new(0));
+    let replicas = Arc::new(AtomicU64::new(0));
+    let per_worker = total.div_ceil(WORKERS);
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..WORKERS {
+        let (stale, replicas, table) = (stale.clone(), replicas.clone(), table.to_string());
+        tasks.spawn(async move {
+            let mut c = Raw::app(&proxy.to_string(), true).await;
+            let mut prep = vec![0x16];
+            prep.extend_from_slice(
+                format!("SELECT v, @@server_id FROM {table} WHERE k = ?").as_bytes(),
+            );
+            let r = c.prepare(&prep).await;
+            let id = u32::from_le_bytes(r[0].1[1..5].try_into().unwrap());
+            for n in 1..=per_worker {
+                let value = k * 1_000_000 + n;
+                c.exec(&format!("UPDATE {table} SET v = {value} WHERE k = {k}")).await;
+                let mut e = vec![0x17];
+                e.extend_from_slice(&id.to_le_bytes());
+                e.push(0);
+                e.extend_from_slice(&1u32.to_le_bytes());
+                e.push(0);
+                e.push(u8::from(n == 1));
+                if n == 1 {
+                    e.extend_from_slice(&[0x08, 0]);
+                }
+                e.extend_from_slice(&(k as i64).to_le_bytes());
+                let res = c.command(&e, rwsplit::relay::Expect::Result).await;
+                let row = &res[res.len() - 2].1;
+                // 0x00, null bitmap (1 byte), v (BIGINT), @@server_id (BIGINT UNSIGNED)
+                let got = i64::from_le_bytes(row[2..10].try_into().unwrap()) as u64;
+                let server = u64::from_le_bytes(row[10..18].try_into().unwrap());
+                if got != value {
+                    stale.fetch_add(1, Ordering::Relaxed);
+                }
+                if server != 1 {
+                    replicas.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("worker");
+    }
+    Tally {
+        pairs: per_worker * WORKERS,
+        stale: stale.load(Ordering::Relaxed),
+        from_replicas: replicas.load(Ordering::Relaxed),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gtid_mode_prepared_reads_have_no_stale_reads() {
+    let _serial = SERIAL.lock().await;
+    let table = setup_table().await;
+    let proxy = start_proxy(checker_config("gtid")).await;
+    let _lag = Lag::start(2);
+    let t = run_prepared_pairs(proxy.addr, &table, pairs() / 2).await;
+    println!("gtid, prepared: {t:?}");
+    assert_eq!(t.stale, 0, "{t:?}");
+    assert!(t.from_replicas * 2 > t.pairs, "prepared reads after writes use replicas: {t:?}");
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!("DROP TABLE app.{table}")).await;
+}
