@@ -303,7 +303,6 @@ impl BackendConn {
         let mut machine = Machine::new(expect, self.caps);
         let mut packet = Vec::new();
         let mut first_row = None;
-        let mut seen = 0usize;
         loop {
             let (_, seq) = self
                 .reader
@@ -313,7 +312,6 @@ impl BackendConn {
             let step = machine
                 .step(packet.len().min(relay::INSPECT_LIMIT), &packet)
                 .map_err(|e| BackendError::Protocol(e.to_string()))?;
-            seen += 1;
             if before && first_row.is_none() && step == relay::Step::Continue {
                 first_row = Some(packet.clone());
             }
@@ -327,7 +325,6 @@ impl BackendConn {
                     self.write_payload(seq.wrapping_add(1), b"").await?;
                 }
             }
-            let _ = seen;
         }
     }
 

@@ -206,10 +206,10 @@ fn packet_reader_never_allocates_past_its_limit() {
 fn config_parser_never_panics() {
     let seed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/rwsplit.toml")).unwrap();
     let n = fuzz("config", &[seed], |input| {
-        if let Ok(text) = std::str::from_utf8(input) {
-            if let Ok(c) = rwsplit::Config::parse(text) {
-                let _ = c.validate();
-            }
+        if let Ok(text) = std::str::from_utf8(input)
+            && let Ok(c) = rwsplit::Config::parse(text)
+        {
+            let _ = c.validate();
         }
     });
     assert!(n > 100);

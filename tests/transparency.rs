@@ -225,13 +225,13 @@ fn mask_id(mut packets: Packets) -> Packets {
 /// An expected response with statement id `from` named as `to` in an
 /// error message.
 fn same_with_id(mut packets: Packets, from: u32, to: u32) -> Packets {
-    if let [(_, p)] = packets.as_mut_slice() {
-        if p[0] == 0xFF {
-            let text =
-                String::from_utf8_lossy(&p[9..]).replace(&format!("({from})"), &format!("({to})"));
-            p.truncate(9);
-            p.extend_from_slice(text.as_bytes());
-        }
+    if let [(_, p)] = packets.as_mut_slice()
+        && p[0] == 0xFF
+    {
+        let text =
+            String::from_utf8_lossy(&p[9..]).replace(&format!("({from})"), &format!("({to})"));
+        p.truncate(9);
+        p.extend_from_slice(text.as_bytes());
     }
     packets
 }

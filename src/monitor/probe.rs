@@ -102,12 +102,12 @@ impl Prober {
     /// connection, so the next probe starts afresh.
     pub async fn probe(&mut self) -> Result<ProbeSample, ProbeError> {
         let result = self.probe_inner().await;
-        if result.is_err() {
-            if let Some(connection) = self.connection.take() {
-                // In the background: a hung server must not delay the
-                // report of the failure.
-                tokio::spawn(disconnect(connection.conn, self.query_timeout));
-            }
+        if result.is_err()
+            && let Some(connection) = self.connection.take()
+        {
+            // In the background: a hung server must not delay the
+            // report of the failure.
+            tokio::spawn(disconnect(connection.conn, self.query_timeout));
         }
         result
     }

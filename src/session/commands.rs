@@ -91,10 +91,10 @@ impl Session {
                 if idx == target {
                     continue;
                 }
-                if let Some(conn) = self.backends[idx].as_mut() {
-                    if conn.run_own(&payload).await.is_err() {
-                        self.drop_backend(idx);
-                    }
+                if let Some(conn) = self.backends[idx].as_mut()
+                    && conn.run_own(&payload).await.is_err()
+                {
+                    self.drop_backend(idx);
                 }
             }
         }
@@ -105,10 +105,10 @@ impl Session {
     /// holds and forgets the session's prepared statements.
     async fn on_reset_connection(&mut self) -> Result<Next, SessionError> {
         for idx in 0..self.backends.len() {
-            if let Some(conn) = self.backends[idx].as_mut() {
-                if conn.run_own(&[cmd::RESET_CONNECTION]).await.is_err() {
-                    self.drop_backend(idx);
-                }
+            if let Some(conn) = self.backends[idx].as_mut()
+                && conn.run_own(&[cmd::RESET_CONNECTION]).await.is_err()
+            {
+                self.drop_backend(idx);
             }
         }
         self.stmts.clear();

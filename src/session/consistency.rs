@@ -142,10 +142,10 @@ impl Session {
         let arrived = Instant::now();
         let shared = self.shared.clone();
         let mut cache = shared.global_position.lock().await;
-        if let Some((started, pos)) = cache.as_ref() {
-            if *started >= arrived {
-                return Some(pos.clone());
-            }
+        if let Some((started, pos)) = cache.as_ref()
+            && *started >= arrived
+        {
+            return Some(pos.clone());
         }
         let started = Instant::now();
         let primary = self.primary();

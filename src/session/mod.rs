@@ -238,11 +238,11 @@ impl Session {
 
     /// Drops the connection to backend `idx` (after it failed).
     pub fn drop_backend(&mut self, idx: usize) {
-        if let Some(slot) = self.backends.get_mut(idx) {
-            if let Some(conn) = slot.take() {
-                let tid = conn.thread_id;
-                self.handle.threads.lock().expect("handle lock").retain(|t| *t != (idx, tid));
-            }
+        if let Some(slot) = self.backends.get_mut(idx)
+            && let Some(conn) = slot.take()
+        {
+            let tid = conn.thread_id;
+            self.handle.threads.lock().expect("handle lock").retain(|t| *t != (idx, tid));
         }
         self.stmts.forget_backend(idx);
     }

@@ -202,12 +202,10 @@ impl Session {
                 }
             }
             StatementKind::DropTemporaryTable | StatementKind::Ddl
-                if !self.routing.temp_tables.is_empty() =>
+                if !self.routing.temp_tables.is_empty() && sql_starts_with_drop(sql) =>
             {
-                if sql_starts_with_drop(sql) {
-                    for t in classify::tables(sql) {
-                        self.routing.temp_tables.remove(unqualified(&t));
-                    }
+                for t in classify::tables(sql) {
+                    self.routing.temp_tables.remove(unqualified(&t));
                 }
             }
             StatementKind::Prepare => self.routing.sql_prepared = true,
@@ -263,11 +261,11 @@ impl Session {
             self.after_statement(&info, sql, idx, &outcome);
             if outcome.error.is_none() && mentions_session_tracking(sql) {
                 // The client replaced the tracked variables: track GTIDs again.
-                if let Some(conn) = self.backends.get_mut(idx).and_then(Option::as_mut) {
-                    if let Err(e) = conn.enable_gtid_tracking().await {
-                        tracing::warn!(id = self.id, error = %e, "cannot re-enable GTID tracking");
-                        self.drop_backend(idx);
-                    }
+                if let Some(conn) = self.backends.get_mut(idx).and_then(Option::as_mut)
+                    && let Err(e) = conn.enable_gtid_tracking().await
+                {
+                    tracing::warn!(id = self.id, error = %e, "cannot re-enable GTID tracking");
+                    self.drop_backend(idx);
                 }
             }
         }

@@ -209,10 +209,10 @@ impl Session {
         let on = stmt.on_backend(idx).expect("prepared there");
         if prepared::execute_types(&self.cmd, params).is_some() {
             on.types_sent = true;
-        } else if !on.types_sent {
-            if let Some(types) = &types {
-                on.types_sent = prepared::inject_types(&mut self.cmd, params, types);
-            }
+        } else if !on.types_sent
+            && let Some(types) = &types
+        {
+            on.types_sent = prepared::inject_types(&mut self.cmd, params, types);
         }
         Ok(backend_id)
     }
@@ -289,10 +289,10 @@ impl Session {
         for o in others {
             let mut payload = vec![cmd::STMT_RESET];
             payload.extend_from_slice(&o.id.to_le_bytes());
-            if let Some(conn) = self.backends.get_mut(o.backend).and_then(Option::as_mut) {
-                if conn.run_own(&payload).await.is_err() {
-                    self.drop_backend(o.backend);
-                }
+            if let Some(conn) = self.backends.get_mut(o.backend).and_then(Option::as_mut)
+                && conn.run_own(&payload).await.is_err()
+            {
+                self.drop_backend(o.backend);
             }
         }
         let Some(backend_id) = self.stmts.get(id).and_then(|s| s.backend_id(main)) else {
@@ -315,10 +315,10 @@ impl Session {
         };
         self.stmts.get_mut(id).expect("resolved").long_data = true;
         self.cmd[1..5].copy_from_slice(&backend_id.to_le_bytes());
-        if let Some(conn) = self.backends.get_mut(primary).and_then(Option::as_mut) {
-            if conn.write_payload(0, &self.cmd).await.is_err() {
-                self.drop_backend(primary);
-            }
+        if let Some(conn) = self.backends.get_mut(primary).and_then(Option::as_mut)
+            && conn.write_payload(0, &self.cmd).await.is_err()
+        {
+            self.drop_backend(primary);
         }
         Ok(Next::Continue)
     }
@@ -331,10 +331,10 @@ impl Session {
         for o in stmt.on {
             let mut payload = vec![cmd::STMT_CLOSE];
             payload.extend_from_slice(&o.id.to_le_bytes());
-            if let Some(conn) = self.backends.get_mut(o.backend).and_then(Option::as_mut) {
-                if conn.write_payload(0, &payload).await.is_err() {
-                    self.drop_backend(o.backend);
-                }
+            if let Some(conn) = self.backends.get_mut(o.backend).and_then(Option::as_mut)
+                && conn.write_payload(0, &payload).await.is_err()
+            {
+                self.drop_backend(o.backend);
             }
         }
         Ok(Next::Continue)
