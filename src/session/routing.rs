@@ -249,6 +249,9 @@ impl Session {
         let route = self.route_statement(&info, sql, &need);
         self.shared.telemetry.route(route.reason);
         tracing::trace!(id = self.id, reason = route.reason.as_str(), "route");
+        if self.refuse_without_replica(route).await? {
+            return Ok(());
+        }
         let ran = if route.target == Target::AnyReplica
             && matches!(need, ReadNeed::Gtid(_) | ReadNeed::PrimaryPosition)
         {
@@ -270,6 +273,23 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// With `routing.fallback = "error"`, a read that no replica can take
+    /// is refused instead of running on the primary. Returns true when it
+    /// replied so.
+    pub(super) async fn refuse_without_replica(
+        &mut self,
+        route: Route,
+    ) -> Result<bool, SessionError> {
+        if route.reason != crate::router::Reason::NoReplica
+            || self.config().routing.fallback != crate::config::Fallback::Error
+        {
+            return Ok(false);
+        }
+        let msg = "rwsplit: no replica is eligible for reads (routing.fallback = \"error\")";
+        self.reply_err(1105, "HY000", msg).await?;
+        Ok(true)
     }
 
     /// Runs `self.cmd` where `route` says, with no consistency wait.

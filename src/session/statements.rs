@@ -127,6 +127,9 @@ impl Session {
         } else {
             self.route_statement(&info, &sql, &need)
         };
+        if self.refuse_without_replica(route).await? {
+            return Ok(Next::Continue);
+        }
         let original = self.cmd.clone();
         let causal = route.target == Target::AnyReplica
             && matches!(need, ReadNeed::Gtid(_) | ReadNeed::PrimaryPosition);

@@ -1,0 +1,264 @@
+//! The monitor against real replication faults: lag injected three ways
+//! shows up in `/backends` and moves reads away; weights split reads;
+//! all replicas lagging sends reads to the primary and back; a killed
+//! replica is marked down and rejoins. These tests change the lab, so
+//! they run one at a time and undo their change when they end.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const INTERVAL_MS: u64 = 100;
+
+fn lab(args: &[&str]) {
+    let status =
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/integration/lab.sh"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run integration/lab.sh");
+    assert!(status.success(), "integration/lab.sh {args:?} failed");
+}
+
+/// Undoes lab changes when dropped: replication restarted on both
+/// replicas, dead nodes started again.
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        lab(&["up"]);
+        lab(&["lag", "replica1", "start"]);
+        lab(&["lag", "replica2", "start"]);
+    }
+}
+
+fn monitored(extra: &str) -> rwsplit::Config {
+    lab_config(&format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n[monitor]\nuser = \"monitor\"\npassword = \"monitor\"\ninterval = \"{INTERVAL_MS}ms\"\nfail_after = 2\nrecover_after = 1\n{extra}"
+    ))
+}
+
+/// Server ids that answered `n` reads from fresh sessions.
+async fn read_servers(proxy: &TestProxy, n: usize) -> Vec<String> {
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(c.scalar("SELECT @@server_id").await.unwrap_or_default());
+    }
+    out
+}
+
+/// Writes a row every 50 ms until dropped, so that lag can build.
+fn keep_writing(table: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut a = admin(PRIMARY).await;
+        a.exec(&format!("CREATE TABLE IF NOT EXISTS app.{table} (id INT AUTO_INCREMENT PRIMARY KEY, at TIMESTAMP(3))"))
+            .await;
+        loop {
+            a.exec(&format!("INSERT INTO app.{table} (at) VALUES (NOW(3))")).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+fn replica2(json: &serde_json::Value) -> &serde_json::Value {
+    &json[2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_sql_thread_is_seen_within_two_intervals_and_avoided() {
+    let _serial = SERIAL.lock().await;
+    let _restore = Restore;
+    let proxy = start_proxy(monitored("")).await;
+    let admin_addr = proxy.admin.unwrap();
+    wait_backends(admin_addr, Duration::from_secs(10), |j| replica2(j)["eligible"] == true).await;
+    lab(&["lag", "replica2", "stop"]);
+    let stopped = Instant::now();
+    let json =
+        wait_backends(admin_addr, Duration::from_secs(5), |j| replica2(j)["eligible"] == false)
+            .await;
+    let seen_after = stopped.elapsed();
+    println!("SQL thread stop seen after {seen_after:?}");
+    assert!(
+        seen_after <= Duration::from_millis(2 * INTERVAL_MS + 300),
+        "seen after {seen_after:?}"
+    );
+    assert_eq!(replica2(&json)["sql_thread_running"], false);
+    assert!(
+        read_servers(&proxy, 30).await.iter().all(|s| s == "2"),
+        "reads avoid the stopped replica"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_delay_lag_grows_in_milliseconds_and_moves_reads_away() {
+    let _serial = SERIAL.lock().await;
+    let _restore = Restore;
+    let proxy = start_proxy(monitored("")).await;
+    let admin_addr = proxy.admin.unwrap();
+    let writer = keep_writing(unique("lagw"));
+    lab(&["lag", "replica2", "5"]);
+    let json = wait_backends(admin_addr, Duration::from_secs(10), |j| {
+        replica2(j)["lag_ms"].as_u64().is_some_and(|l| l >= 1000)
+            && replica2(j)["eligible"] == false
+    })
+    .await;
+    println!("replica2 under MASTER_DELAY: {}", replica2(&json));
+    assert!(read_servers(&proxy, 30).await.iter().all(|s| s == "2"));
+    lab(&["lag", "replica2", "start"]);
+    wait_backends(admin_addr, Duration::from_secs(15), |j| replica2(j)["eligible"] == true).await;
+    writer.abort();
+    assert!(read_servers(&proxy, 30).await.iter().any(|s| s == "3"), "back in rotation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_lock_on_a_replica_shows_as_lag() {
+    let _serial = SERIAL.lock().await;
+    let _restore = Restore;
+    let proxy = start_proxy(monitored("")).await;
+    let admin_addr = proxy.admin.unwrap();
+    let writer = keep_writing(unique("lockw"));
+    let mut holder = admin(REPLICA2).await;
+    holder.exec("FLUSH TABLES WITH READ LOCK").await;
+    let json =
+        wait_backends(admin_addr, Duration::from_secs(10), |j| replica2(j)["eligible"] == false)
+            .await;
+    println!("replica2 with a held lock: {}", replica2(&json));
+    assert!(read_servers(&proxy, 30).await.iter().all(|s| s == "2"));
+    holder.exec("UNLOCK TABLES").await;
+    wait_backends(admin_addr, Duration::from_secs(15), |j| replica2(j)["eligible"] == true).await;
+    writer.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_one_to_three_split_ten_thousand_reads() {
+    let _serial = SERIAL.lock().await;
+    let mut config = monitored("");
+    config.backends[1].weight = 1;
+    config.backends[2].weight = 3;
+    let proxy = start_proxy(config).await;
+    let admin_addr = proxy.admin.unwrap();
+    wait_backends(admin_addr, Duration::from_secs(10), |j| {
+        j[1]["eligible"] == true && j[2]["eligible"] == true
+    })
+    .await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let addr = proxy.addr.to_string();
+        tasks.spawn(async move {
+            let mut c = Raw::app(&addr, true).await;
+            let mut counts = (0u32, 0u32, 0u32);
+            for _ in 0..1000 {
+                match c.scalar("SELECT @@server_id").await.as_deref() {
+                    Some("2") => counts.0 += 1,
+                    Some("3") => counts.1 += 1,
+                    _ => counts.2 += 1,
+                }
+            }
+            counts
+        });
+    }
+    let (mut r1, mut r2, mut other) = (0, 0, 0);
+    while let Some(c) = tasks.join_next().await {
+        let c = c.unwrap();
+        r1 += c.0;
+        r2 += c.1;
+        other += c.2;
+    }
+    println!("weights 1:3 over 10,000 reads: replica1 {r1}, replica2 {r2}, primary {other}");
+    assert_eq!(other, 0);
+    let share = r1 as f64 / 10_000.0;
+    assert!((share - 0.25).abs() <= 0.25 * 0.05, "replica1 share {share}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_replicas_lagging_read_from_the_primary_then_return() {
+    let _serial = SERIAL.lock().await;
+    let _restore = Restore;
+    let proxy = start_proxy(monitored("")).await;
+    let admin_addr = proxy.admin.unwrap();
+    lab(&["lag", "replica1", "stop"]);
+    lab(&["lag", "replica2", "stop"]);
+    wait_backends(admin_addr, Duration::from_secs(5), |j| {
+        j[1]["eligible"] == false && j[2]["eligible"] == false
+    })
+    .await;
+    assert!(
+        read_servers(&proxy, 20).await.iter().all(|s| s == "1"),
+        "reads fall back to the primary without errors"
+    );
+    lab(&["lag", "replica1", "start"]);
+    lab(&["lag", "replica2", "start"]);
+    wait_backends(admin_addr, Duration::from_secs(10), |j| {
+        j[1]["eligible"] == true && j[2]["eligible"] == true
+    })
+    .await;
+    assert!(
+        read_servers(&proxy, 20).await.iter().all(|s| s == "2" || s == "3"),
+        "reads return to replicas"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_fallback_refuses_reads_when_no_replica_is_eligible() {
+    let _serial = SERIAL.lock().await;
+    let _restore = Restore;
+    let proxy = start_proxy(monitored("[routing]\nfallback = \"error\"\n")).await;
+    let admin_addr = proxy.admin.unwrap();
+    lab(&["lag", "replica1", "stop"]);
+    lab(&["lag", "replica2", "stop"]);
+    wait_backends(admin_addr, Duration::from_secs(5), |j| {
+        j[1]["eligible"] == false && j[2]["eligible"] == false
+    })
+    .await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let r = c.query("SELECT 1").await;
+    let err = rwsplit::protocol::messages::parse_err(&r[0].1).expect("an error");
+    assert!(
+        String::from_utf8_lossy(err.message).contains("no replica"),
+        "{:?}",
+        String::from_utf8_lossy(err.message)
+    );
+    // Writes still work.
+    assert_eq!(c.scalar("SELECT /* rwsplit:primary */ @@server_id").await.as_deref(), Some("1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_replica_is_marked_down_and_rejoins_after_restart() {
+    let _serial = SERIAL.lock().await;
+    let _restore = Restore;
+    let proxy = start_proxy(monitored("")).await;
+    let admin_addr = proxy.admin.unwrap();
+    wait_backends(admin_addr, Duration::from_secs(10), |j| replica2(j)["eligible"] == true).await;
+    let pid_file = "/tmp/rwsplit-lab/node3/mariadbd.pid";
+    let dir = std::env::var("RWSPLIT_LAB_DIR").unwrap_or_else(|_| "/tmp/rwsplit-lab".into());
+    let pid =
+        std::fs::read_to_string(pid_file.replace("/tmp/rwsplit-lab", &dir)).expect("replica2 pid");
+    std::process::Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
+    // Reads keep working while the monitor notices.
+    let mut errors = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let servers = read_servers(&proxy, 5).await;
+        errors += servers.iter().filter(|s| s.is_empty()).count();
+        let json = wait_backends(admin_addr, Duration::from_secs(1), |_| true).await;
+        if replica2(&json)["healthy"] == false {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica2 never marked down");
+    }
+    assert_eq!(errors, 0, "no client errors while the replica was down");
+    assert!(read_servers(&proxy, 20).await.iter().all(|s| s == "2"));
+    lab(&["up"]);
+    wait_backends(admin_addr, Duration::from_secs(20), |j| replica2(j)["eligible"] == true).await;
+    // Back in rotation once the monitor sees it (and the short back-off
+    // after the refused connections has passed).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !read_servers(&proxy, 10).await.iter().any(|s| s == "3") {
+        assert!(Instant::now() < deadline, "replica2 never came back into rotation");
+    }
+}
