@@ -107,7 +107,15 @@ async fn run_pairs(
             };
             for n in 1..=per_worker {
                 let value = k * 1_000_000 + n;
-                w.exec(&format!("UPDATE {table} SET v = {value} WHERE k = {k}")).await;
+                if n % 2 == 0 {
+                    w.exec(&format!("UPDATE {table} SET v = {value} WHERE k = {k}")).await;
+                } else {
+                    // Half the writes in explicit transactions: the GTID
+                    // arrives with COMMIT.
+                    w.exec("BEGIN").await;
+                    w.exec(&format!("UPDATE {table} SET v = {value} WHERE k = {k}")).await;
+                    w.exec("COMMIT").await;
+                }
                 let conn = r.as_mut().unwrap_or(&mut w);
                 let res =
                     conn.query(&format!("SELECT v, @@server_id FROM {table} WHERE k = {k}")).await;

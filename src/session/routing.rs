@@ -170,7 +170,11 @@ impl Session {
         {
             self.routing.read_only_transaction = None;
         }
-        if idx == primary && router::is_write(info) {
+        // Any statement on the primary may end a write: COMMIT carries the
+        // transaction's GTID, and so does an implicit commit (SET
+        // autocommit = 1, DDL).
+        let has_gtid = crate::protocol::session_state::gtid(&outcome.session_state).is_some();
+        if idx == primary && (router::is_write(info) || has_gtid) {
             self.remember_write(idx, outcome);
         }
         if outcome.error.is_some() {
