@@ -112,6 +112,11 @@ fn respond(r: &Request, shared: &Shared) -> (u16, &'static str, String) {
             }
         }
         "/backends" => (200, "application/json", backends_json(shared)),
+        "/digests" => {
+            let body = serde_json::to_string_pretty(&shared.digests.snapshot())
+                .unwrap_or_else(|_| "[]".into());
+            (200, "application/json", body + "\n")
+        }
         "/metrics" => {
             update_gauges(shared);
             (200, "text/plain; version=0.0.4", shared.telemetry.handle.render())

@@ -99,6 +99,13 @@ pub struct AdminConfig {
     /// is not a loopback address.
     #[serde(default)]
     pub token: Option<String>,
+    /// Statement shapes kept by `/digests` (beyond: one "other" entry).
+    #[serde(default = "default_max_digests")]
+    pub max_digests: usize,
+}
+
+fn default_max_digests() -> usize {
+    5000
 }
 
 /// A user allowed through the proxy. Exactly one password source.

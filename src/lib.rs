@@ -16,6 +16,7 @@ pub mod admin;
 pub mod backend;
 pub mod classify;
 pub mod config;
+pub mod digests;
 pub mod error;
 pub mod monitor;
 pub mod protocol;

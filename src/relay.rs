@@ -55,6 +55,8 @@ pub struct Outcome {
     pub result_set: bool,
     /// Session-state-change data of the last OK that carried any.
     pub session_state: Vec<u8>,
+    /// Rows sent in result sets.
+    pub rows: u64,
 }
 
 /// What the I/O side must do after a packet.
@@ -154,7 +156,10 @@ impl Machine {
             Expect::Rows | Expect::FieldList => match first {
                 Some(0xFE) if len < MAX_PAYLOAD => self.on_end(payload),
                 Some(0xFF) if len < MAX_PAYLOAD => Ok(self.on_err(payload)),
-                Some(_) => Ok(Step::Continue),
+                Some(_) => {
+                    self.outcome.rows += 1;
+                    Ok(Step::Continue)
+                }
                 None => Err(Unexpected("row")),
             },
             Expect::Prepare { left } => {

@@ -100,6 +100,7 @@ pub struct Shared {
     monitor: Option<Monitor>,
     pub picker: Picker,
     pub telemetry: Telemetry,
+    pub digests: crate::digests::Digests,
     /// The primary's GTID position as last read for gtid_global, with the
     /// time its read started (see `Session::primary_position`).
     pub global_position: tokio::sync::Mutex<Option<(Instant, String)>>,
@@ -130,6 +131,9 @@ impl Shared {
             monitor,
             picker: Picker::new(),
             telemetry: Telemetry::new(&names),
+            digests: crate::digests::Digests::new(
+                config.admin.as_ref().map_or(5000, |a| a.max_digests),
+            ),
             global_position: tokio::sync::Mutex::new(None),
             backend_stats: (0..names.len().max(64))
                 .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))

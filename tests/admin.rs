@@ -80,3 +80,26 @@ fn non_loopback_admin_without_token_is_refused() {
     .unwrap();
     assert!(config.validate().iter().any(|p| p.contains("admin.token")), "{:?}", config.validate());
 }
+
+#[tokio::test]
+async fn digests_count_statement_shapes() {
+    let proxy = start_proxy(lab_config(MONITORED)).await;
+    let admin = proxy.admin.unwrap();
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let tag = unique("dg");
+    for i in 0..5 {
+        c.scalar(&format!("SELECT {i} AS {tag}")).await;
+    }
+    let (status, body) = http_get(admin, "/digests", None).await;
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let entry = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["text"].as_str().is_some_and(|t| t.contains(&tag)))
+        .expect("the shape is listed");
+    assert_eq!(entry["count"], 5, "{entry}");
+    assert_eq!(entry["rows"], 5);
+    assert!(entry["text"].as_str().unwrap().contains('?'), "literals are normalized: {entry}");
+}

@@ -264,7 +264,21 @@ impl Session {
             self.plain_forward(route, crate::relay::Expect::Result).await?
         };
         if let Some((idx, outcome)) = ran {
-            self.shared.telemetry.statement(idx, started.elapsed().as_secs_f64());
+            let elapsed = started.elapsed();
+            self.shared.telemetry.statement(idx, elapsed.as_secs_f64());
+            let rows = if outcome.result_set { outcome.rows } else { outcome.affected_rows };
+            let on_primary = idx == self.primary();
+            self.shared.digests.record(
+                info.digest,
+                || {
+                    let mut text = String::new();
+                    crate::classify::normalize(sql, &mut text);
+                    text
+                },
+                elapsed.as_micros() as u64,
+                rows,
+                on_primary,
+            );
             self.after_statement(&info, sql, idx, &outcome);
             if outcome.error.is_none() && mentions_session_tracking(sql) {
                 // The client replaced the tracked variables: track GTIDs again.

@@ -111,6 +111,7 @@ impl Session {
 
     /// COM_STMT_EXECUTE: routed by the statement's kind.
     pub(super) async fn on_execute(&mut self) -> Result<Next, SessionError> {
+        let started = std::time::Instant::now();
         let Some(id) = self.stmt_id() else {
             return self.unknown_stmt("mysqld_stmt_execute").await;
         };
@@ -143,6 +144,19 @@ impl Session {
             self.execute_on(id, idx, &original).await?
         };
         if let Some((idx, outcome)) = ran {
+            let rows = if outcome.result_set { outcome.rows } else { outcome.affected_rows };
+            let on_primary = idx == self.primary();
+            self.shared.digests.record(
+                info.digest,
+                || {
+                    let mut text = String::new();
+                    crate::classify::normalize(&sql, &mut text);
+                    text
+                },
+                started.elapsed().as_micros() as u64,
+                rows,
+                on_primary,
+            );
             self.after_statement(&info, &sql, idx, &outcome);
         }
         Ok(Next::Continue)
