@@ -68,12 +68,22 @@ gtid_wait_timeout = "300ms"
     ))
 }
 
-/// Results of a run: pairs, stale reads, reads served by replicas.
+/// Results of a run: pairs, stale reads, reads served by replicas, and
+/// the read's latency (median and 95th percentile, microseconds).
 #[derive(Debug, Default)]
+#[allow(dead_code)] // the latencies are reported through Debug
 struct Tally {
     pairs: u64,
     stale: u64,
     from_replicas: u64,
+    read_p50_us: u64,
+    read_p95_us: u64,
+}
+
+fn percentiles(mut micros: Vec<u64>) -> (u64, u64) {
+    micros.sort_unstable();
+    let at = |q: f64| micros.get(((micros.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0);
+    (at(0.5), at(0.95))
 }
 
 async fn setup_table() -> String {
@@ -100,6 +110,7 @@ async fn run_pairs(
     for k in 0..WORKERS {
         let (stale, replicas, table) = (stale.clone(), replicas.clone(), table.to_string());
         tasks.spawn(async move {
+            let mut latencies: Vec<u64> = Vec::with_capacity(per_worker as usize);
             let mut w = Raw::app(&writer.to_string(), true).await;
             let mut r = match reader {
                 Some(addr) => Some(Raw::app(&addr.to_string(), true).await),
@@ -117,8 +128,10 @@ async fn run_pairs(
                     w.exec("COMMIT").await;
                 }
                 let conn = r.as_mut().unwrap_or(&mut w);
+                let read_started = std::time::Instant::now();
                 let res =
                     conn.query(&format!("SELECT v, @@server_id FROM {table} WHERE k = {k}")).await;
+                latencies.push(read_started.elapsed().as_micros() as u64);
                 let row = &res[res.len() - 2].1;
                 let mut c = rwsplit::protocol::packet::Cursor::new(row);
                 let got: u64 = String::from_utf8_lossy(c.lenenc_bytes().unwrap()).parse().unwrap();
@@ -130,15 +143,20 @@ async fn run_pairs(
                     replicas.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            latencies
         });
     }
+    let mut all = Vec::new();
     while let Some(r) = tasks.join_next().await {
-        r.expect("worker");
+        all.extend(r.expect("worker"));
     }
+    let (read_p50_us, read_p95_us) = percentiles(all);
     Tally {
         pairs: per_worker * WORKERS,
         stale: stale.load(Ordering::Relaxed),
         from_replicas: replicas.load(Ordering::Relaxed),
+        read_p50_us,
+        read_p95_us,
     }
 }
 
@@ -244,6 +262,7 @@ async fn run_prepared_pairs(proxy: std::net::SocketAddr, table: &str, total: u64
         pairs: per_worker * WORKERS,
         stale: stale.load(Ordering::Relaxed),
         from_replicas: replicas.load(Ordering::Relaxed),
+        ..Tally::default()
     }
 }
 
