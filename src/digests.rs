@@ -85,7 +85,7 @@ impl Digests {
         if other.count > 0 {
             all.push(other);
         }
-        all.sort_by(|a, b| b.count.cmp(&a.count));
+        all.sort_by_key(|e| std::cmp::Reverse(e.count));
         all
     }
 }
