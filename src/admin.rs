@@ -145,6 +145,11 @@ struct BackendView<'a> {
     last_error: Option<&'a str>,
     sql_thread_running: Option<bool>,
     io_thread_running: Option<bool>,
+    /// `@@read_only` as probed: two backends with `false` means two
+    /// writable servers (writes stay on the previous primary).
+    read_only: Option<bool>,
+    writable_conflict: bool,
+    consecutive_failures: u32,
 }
 
 fn backends_json(shared: &Shared) -> String {
@@ -174,6 +179,9 @@ fn backends_json(shared: &Shared) -> String {
                 last_error: b.last_error.as_deref(),
                 sql_thread_running: b.sql_thread_running,
                 io_thread_running: b.io_thread_running,
+                read_only: b.read_only,
+                writable_conflict: topology.writable_conflict,
+                consecutive_failures: b.consecutive_failures,
             }
         })
         .collect();
@@ -200,6 +208,8 @@ fn update_gauges(shared: &Shared) {
             .set(if b.healthy { 1.0 } else { 0.0 });
         metrics::gauge!(crate::telemetry::BACKEND_EFFECTIVE_WEIGHT, "backend" => name.clone())
             .set(b.effective_weight);
+        metrics::gauge!(crate::telemetry::MONITOR_FAILURES, "backend" => name.clone())
+            .set(b.consecutive_failures as f64);
         if let Some(lag) = b.lag_ms {
             metrics::gauge!(crate::telemetry::BACKEND_LAG_MS, "backend" => name).set(lag as f64);
         }

@@ -9,7 +9,7 @@ use crate::monitor::{BackendState, Monitor, Topology};
 use crate::protocol::handshake::Greeting;
 use crate::session;
 use crate::telemetry::Telemetry;
-use crate::weighting::Picker;
+use crate::weighting::{InFlight, Picker};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -206,15 +206,20 @@ impl Shared {
     /// Picks a replica by effective weight among the eligible ones,
     /// skipping `except` (a replica that just failed) and replicas that
     /// refused a connection moments ago.
-    pub fn pick_replica(&self, _config: &Config, except: Option<usize>) -> Option<usize> {
+    pub fn pick_replica(
+        &self,
+        _config: &Config,
+        except: Option<usize>,
+    ) -> Option<(usize, InFlight)> {
         let topology = self.topology.load();
-        let first = self.picker.pick(&topology, except)?;
+        let (first, guard) = self.picker.pick_in_flight(&topology, except)?;
         if !self.backoff.is_down(first) {
-            return Some(first);
+            return Some((first, guard));
         }
+        drop(guard);
         self.picker
-            .pick(&topology, Some(first))
-            .filter(|i| !self.backoff.is_down(*i) && Some(*i) != except)
+            .pick_in_flight(&topology, Some(first))
+            .filter(|(i, _)| !self.backoff.is_down(*i) && Some(*i) != except)
     }
 
     /// The primary's greeting, probing the primary when it is not known yet.

@@ -17,6 +17,7 @@ pub const GTID_WAITS: &str = "rwsplit_gtid_waits_total";
 pub const GTID_WAIT_SECONDS: &str = "rwsplit_gtid_wait_duration_seconds";
 pub const GTID_FALLBACKS: &str = "rwsplit_gtid_fallbacks_total";
 pub const LOGIN_FAILURES: &str = "rwsplit_login_failures_total";
+pub const MONITOR_FAILURES: &str = "rwsplit_monitor_consecutive_failures";
 
 /// The process-wide Prometheus recorder (installed on first use).
 pub fn recorder() -> PrometheusHandle {
@@ -58,6 +59,7 @@ fn describe() {
         "Reads sent to the primary because no replica had the session's GTID in time"
     );
     metrics::describe_counter!(LOGIN_FAILURES, "Refused client logins");
+    metrics::describe_gauge!(MONITOR_FAILURES, "Failed monitor probes in a row, by backend");
 }
 
 /// Every reason a route can have, for building handles up front.

@@ -83,13 +83,35 @@ async fn writes_and_side_effects_go_to_the_primary() {
         format!("DELETE FROM {t} WHERE id = 5 /*TAG*/"),
         format!("ALTER TABLE {t} COMMENT 'TAG'"),
         "FLUSH STATUS /*TAG*/".to_string(),
+        "GRANT SELECT ON app.* TO 'app'@'%' /*TAG*/".to_string(),
+        "XA START 'TAG'; XA END 'TAG'; XA ROLLBACK 'TAG'".to_string(),
+        "DO RELEASE_LOCK('TAG')".to_string(),
     ];
     for s in statements {
         let tag = unique("wr");
         c.exec(&s.replace("TAG", &tag)).await;
         assert_eq!(ran_on(&tag).await.first(), Some(&"primary"), "{s}");
     }
+    // CALL and LOAD DATA LOCAL INFILE.
+    let tag = unique("call");
+    c.exec(&format!("CREATE PROCEDURE {tag}() SELECT 1")).await;
+    c.exec(&format!("CALL {tag}()")).await;
+    assert_eq!(ran_on(&format!("CALL {tag}")).await.first(), Some(&"primary"));
+    c.exec(&format!("DROP PROCEDURE {tag}")).await;
+    let tag = unique("load");
+    c.local_file = b"1\t2\n".to_vec();
+    c.exec(&format!("LOAD DATA LOCAL INFILE '{tag}.tsv' INTO TABLE {t}")).await;
+    assert_eq!(ran_on(&tag).await, vec!["primary"]);
     c.exec(&format!("DROP TABLE {t}")).await;
+}
+
+#[tokio::test]
+async fn sql_level_prepared_statements_run_on_the_primary() {
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    c.exec("PREPARE s FROM 'SELECT @@server_id'").await;
+    assert_eq!(c.scalar("EXECUTE s").await.as_deref(), Some(PRIMARY_ID));
+    c.exec("DEALLOCATE PREPARE s").await;
 }
 
 #[tokio::test]

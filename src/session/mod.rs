@@ -89,6 +89,7 @@ pub async fn serve(
         multi_statements_off: false,
         routing: routing::RoutingState::default(),
         client_wants_gtids: false,
+        in_flight: None,
         writes: consistency::WriteMemory {
             default_mode: user_mode.or(listener.consistency).unwrap_or(config.consistency.mode),
             ..consistency::WriteMemory::default()
@@ -142,6 +143,8 @@ pub(crate) struct Session {
     /// The client enabled GTID tracking itself, so it sees the GTIDs the
     /// proxy tracks; otherwise they are removed from OK packets.
     pub client_wants_gtids: bool,
+    /// The current read counted as in flight on its replica.
+    pub in_flight: Option<crate::weighting::InFlight>,
     /// Read-your-writes: the mode and what the session wrote.
     pub writes: consistency::WriteMemory,
     pub handle: Arc<SessionHandle>,

@@ -100,7 +100,15 @@ impl Session {
             let idx = match route.target {
                 Target::Primary => primary,
                 Target::Backend(b) => b,
-                Target::AnyReplica => self.shared.pick_replica(&config, tried).unwrap_or(primary),
+                Target::AnyReplica => match self.shared.pick_replica(&config, tried) {
+                    // The read counts as in flight on that replica until the
+                    // statement ends (near-ties go to the least busy replica).
+                    Some((idx, guard)) => {
+                        self.in_flight = Some(guard);
+                        idx
+                    }
+                    None => primary,
+                },
             };
             match self.catch_up(idx).await {
                 Ok(()) => return Ok(idx),
@@ -263,6 +271,7 @@ impl Session {
         } else {
             self.plain_forward(route, crate::relay::Expect::Result).await?
         };
+        self.in_flight = None;
         if let Some((idx, outcome)) = ran {
             let elapsed = started.elapsed();
             self.shared.telemetry.statement(idx, elapsed.as_secs_f64());

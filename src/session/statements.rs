@@ -143,6 +143,7 @@ impl Session {
             };
             self.execute_on(id, idx, &original).await?
         };
+        self.in_flight = None;
         if let Some((idx, outcome)) = ran {
             let rows = if outcome.result_set { outcome.rows } else { outcome.affected_rows };
             let on_primary = idx == self.primary();
