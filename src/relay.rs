@@ -245,6 +245,10 @@ impl Machine {
 pub enum RelayError {
     #[error("backend connection failed: {0}")]
     Backend(FrameError),
+    /// The backend failed before any byte of its reply reached the client:
+    /// the command can be retried elsewhere, or answered with an error.
+    #[error("backend connection failed before replying: {0}")]
+    BackendBeforeReply(FrameError),
     #[error("backend protocol error: {0}")]
     Protocol(#[from] Unexpected),
     #[error("client connection failed: {0}")]
@@ -269,6 +273,8 @@ where
 {
     // Payload bytes of a large packet still to pass through unread.
     let mut skip = 0usize;
+    // Whether any byte of the reply reached the client.
+    let mut sent = false;
     loop {
         let buf = breader.buffered();
         let mut pos = 0usize;
@@ -298,6 +304,7 @@ where
                 }
                 step = machine.step(h.len, &buf[pos + HEADER..pos + HEADER + h.len])?;
                 if let Some(payload) = machine.take_rewrite() {
+                    sent = true;
                     client.write_all(&buf[written..pos]).await.map_err(RelayError::Client)?;
                     let mut out = Vec::with_capacity(payload.len() + HEADER);
                     crate::protocol::packet::put_header(&mut out, payload.len(), h.seq);
@@ -318,6 +325,7 @@ where
             }
         }
         if pos > written {
+            sent = true;
             client.write_all(&buf[written..pos]).await.map_err(RelayError::Client)?;
         }
         if pos > 0 {
@@ -330,14 +338,22 @@ where
                 return Ok(());
             }
             Step::LocalInfile => {
+                sent = true;
                 client.flush().await.map_err(RelayError::Client)?;
                 forward_local_infile(client, creader, backend).await?;
             }
             Step::Continue => {
-                if need > breader.buffered().len() {
-                    breader.fill_to(backend, need).await.map_err(RelayError::Backend)?;
+                let filled = if need > breader.buffered().len() {
+                    breader.fill_to(backend, need).await
                 } else {
-                    breader.fill(backend).await.map_err(RelayError::Backend)?;
+                    breader.fill(backend).await.map(|_| ())
+                };
+                if let Err(e) = filled {
+                    return Err(if sent {
+                        RelayError::Backend(e)
+                    } else {
+                        RelayError::BackendBeforeReply(e)
+                    });
                 }
             }
         }

@@ -238,7 +238,19 @@ async fn killed_replica_is_marked_down_and_rejoins_after_restart() {
     let dir = std::env::var("RWSPLIT_LAB_DIR").unwrap_or_else(|_| "/tmp/rwsplit-lab".into());
     let pid =
         std::fs::read_to_string(pid_file.replace("/tmp/rwsplit-lab", &dir)).expect("replica2 pid");
+    // A session with connections open to both replicas before the kill.
+    let mut long_lived = Raw::app(&proxy.addr.to_string(), true).await;
+    for _ in 0..4 {
+        long_lived.scalar("SELECT @@server_id").await;
+    }
     std::process::Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
+    for i in 0..10 {
+        let got = long_lived.scalar("SELECT @@server_id").await;
+        assert!(
+            matches!(got.as_deref(), Some("1") | Some("2")),
+            "read {i} after the kill: {got:?}"
+        );
+    }
     // Reads keep working while the monitor notices.
     let mut errors = 0;
     let deadline = Instant::now() + Duration::from_secs(5);

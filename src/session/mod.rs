@@ -116,6 +116,10 @@ pub(crate) enum SessionError {
     Client(#[from] std::io::Error),
     #[error("{0}")]
     Fatal(String),
+    /// Backend `0` failed before any reply reached the client: the command
+    /// may be retried elsewhere, or answered with an error.
+    #[error("backend {0} failed before replying")]
+    BackendBeforeReply(usize),
 }
 
 pub(crate) struct Session {
@@ -180,6 +184,14 @@ impl Session {
             match self.dispatch().await {
                 Ok(Next::Continue) => {}
                 Ok(Next::Quit) => return,
+                Err(SessionError::BackendBeforeReply(idx)) => {
+                    // Nothing of the reply was sent: the client gets a clear
+                    // error and its session goes on (state on that backend is gone).
+                    let e = BackendError::Protocol("connection lost".into());
+                    if self.reply_backend_error(idx, &e).await.is_err() {
+                        return;
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(id = self.id, error = %e, "session closed");
                     return;
@@ -274,9 +286,9 @@ impl Session {
         }
         let conn = self.backends[idx].as_mut().expect("backend open");
         if let Err(e) = conn.write_payload(0, &self.cmd).await {
-            let e = BackendError::Frame(e.into());
-            self.reply_backend_error(idx, &e).await?;
-            return Ok(None);
+            tracing::warn!(id = self.id, backend = idx, error = %e, "cannot send to backend");
+            self.drop_backend(idx);
+            return Err(SessionError::BackendBeforeReply(idx));
         }
         self.relay_from(idx, expect).await
     }
@@ -312,6 +324,11 @@ impl Session {
                 Ok(Some(outcome))
             }
             Err(RelayError::Client(e)) => Err(SessionError::Client(e)),
+            Err(RelayError::BackendBeforeReply(e)) => {
+                tracing::warn!(id = self.id, backend = idx, error = %e, "backend failed before replying");
+                self.drop_backend(idx);
+                Err(SessionError::BackendBeforeReply(idx))
+            }
             Err(e) => {
                 tracing::warn!(id = self.id, backend = idx, error = %e, "backend failed during a command");
                 self.drop_backend(idx);

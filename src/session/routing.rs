@@ -332,7 +332,21 @@ impl Session {
                 return Ok(None);
             }
         };
-        Ok(self.forward(idx, expect).await?.map(|o| (idx, o)))
+        match self.forward(idx, expect).await {
+            // A read whose replica failed before replying runs again on
+            // another replica, or the primary: the client never knows.
+            Err(SessionError::BackendBeforeReply(failed)) if route.target == Target::AnyReplica => {
+                let config = self.config();
+                self.shared.backoff.mark_down(failed, config.timeouts.backend_retry);
+                let retry = self.acquire(route).await.unwrap_or(self.primary());
+                if let Err(e) = self.catch_up(retry).await {
+                    self.reply_backend_error(retry, &e).await?;
+                    return Ok(None);
+                }
+                Ok(self.forward(retry, expect).await?.map(|o| (retry, o)))
+            }
+            other => Ok(other?.map(|o| (idx, o))),
+        }
     }
 
     /// Runs a read that must see a GTID: on a replica known to hold it,
