@@ -64,5 +64,5 @@ fi
 if [ "$cargo_rc" -ne 0 ]; then
     log "cargo test failed"; failed=$((failed + 1))
 fi
-echo "client suites: $passed passed, $failed failed"
+echo "clients: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -17,6 +17,7 @@ pub const GTID_WAITS: &str = "rwsplit_gtid_waits_total";
 pub const GTID_WAIT_SECONDS: &str = "rwsplit_gtid_wait_duration_seconds";
 pub const GTID_FALLBACKS: &str = "rwsplit_gtid_fallbacks_total";
 pub const LOGIN_FAILURES: &str = "rwsplit_login_failures_total";
+pub const SESSION_PINS: &str = "rwsplit_session_pins_total";
 pub const MONITOR_FAILURES: &str = "rwsplit_monitor_consecutive_failures";
 
 /// The process-wide Prometheus recorder (installed on first use).
@@ -59,6 +60,7 @@ fn describe() {
         "Reads sent to the primary because no replica had the session's GTID in time"
     );
     metrics::describe_counter!(LOGIN_FAILURES, "Refused client logins");
+    metrics::describe_counter!(SESSION_PINS, "Writes that pinned their session's reads to the primary (pin mode, or a write whose GTID is unknown)");
     metrics::describe_gauge!(MONITOR_FAILURES, "Failed monitor probes in a row, by backend");
 }
 
@@ -99,6 +101,7 @@ pub struct Telemetry {
     pub gtid_wait_seconds: Histogram,
     pub gtid_fallbacks: Counter,
     pub login_failures: Counter,
+    pub session_pins: Counter,
 }
 
 impl Telemetry {
@@ -120,6 +123,7 @@ impl Telemetry {
             gtid_wait_seconds: metrics::histogram!(GTID_WAIT_SECONDS),
             gtid_fallbacks: metrics::counter!(GTID_FALLBACKS),
             login_failures: metrics::counter!(LOGIN_FAILURES),
+            session_pins: metrics::counter!(SESSION_PINS),
         }
     }
 

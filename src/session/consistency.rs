@@ -118,6 +118,7 @@ impl Session {
         let mode = self.writes.session_mode.unwrap_or(self.writes.default_mode);
         if mode == ConsistencyMode::Pin {
             self.writes.pinned_since = Some(Instant::now());
+            self.shared.telemetry.session_pins.increment(1);
         }
         if let Some(g) = crate::protocol::session_state::gtid(&outcome.session_state) {
             self.writes.gtid = Some(g.to_string());
@@ -131,6 +132,7 @@ impl Session {
         let in_transaction = outcome.status & crate::protocol::status::IN_TRANS != 0;
         if !tracked && !in_transaction {
             self.writes.pinned_since = Some(Instant::now());
+            self.shared.telemetry.session_pins.increment(1);
         }
     }
 
