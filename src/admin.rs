@@ -82,6 +82,7 @@ async fn handle(
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        500 => "Internal Server Error",
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -96,6 +97,15 @@ async fn handle(
 }
 
 fn respond(r: &Request, shared: &Shared) -> (u16, &'static str, String) {
+    if r.method == "POST" && r.path == "/reload" {
+        return match shared.reload() {
+            Ok(()) => (200, "text/plain", "reloaded\n".into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "reload refused; the running configuration stays");
+                (400, "text/plain", format!("{e}\n"))
+            }
+        };
+    }
     if r.method != "GET" {
         return (405, "text/plain", "method not allowed\n".into());
     }

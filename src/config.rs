@@ -44,6 +44,9 @@ pub struct Config {
     /// The folder of the config file: relative paths are resolved from it.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The file this config was loaded from (reloads read it again).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 fn default_server_version() -> String {
@@ -159,6 +162,10 @@ pub struct BackendConfig {
     /// Overrides `routing.max_replication_lag` for this backend.
     #[serde(default, with = "opt_duration")]
     pub max_replication_lag: Option<Duration>,
+    /// Removed by a reload: kept (with no reads, never primary) so that
+    /// backend positions stay stable for connected sessions.
+    #[serde(skip)]
+    pub removed: bool,
 }
 
 fn default_weight() -> u32 {
@@ -515,6 +522,7 @@ impl Config {
         let mut config = Config::parse(&text).map_err(err)?;
         config.compile_rules().map_err(err)?;
         config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.source = Some(path.to_path_buf());
         let problems = config.validate();
         if !problems.is_empty() {
             return Err(err(problems.join("; ")));
@@ -596,7 +604,30 @@ impl Config {
 
     /// The primary backend's index.
     pub fn primary(&self) -> usize {
-        self.backends.iter().position(|b| b.role == Role::Primary).unwrap_or(0)
+        self.backends.iter().position(|b| b.role == Role::Primary && !b.removed).unwrap_or(0)
+    }
+
+    /// Keeps the backend positions of `old` in this (reloaded) config:
+    /// backends that stay keep their index, new ones are appended, and
+    /// removed ones remain as tombstones (no reads, never primary), so the
+    /// connections sessions hold stay indexed correctly.
+    pub fn keep_backend_positions(mut self, old: &Config) -> Config {
+        let mut rest = std::mem::take(&mut self.backends);
+        let mut merged = Vec::with_capacity(old.backends.len() + rest.len());
+        for o in &old.backends {
+            match rest.iter().position(|n| n.name == o.name) {
+                Some(pos) => merged.push(rest.remove(pos)),
+                None => merged.push(BackendConfig {
+                    role: Role::Replica,
+                    weight: 0,
+                    removed: true,
+                    ..o.clone()
+                }),
+            }
+        }
+        merged.extend(rest);
+        self.backends = merged;
+        self
     }
 
     /// Looks up a user by name.
@@ -758,6 +789,24 @@ mod tests {
         assert!(c.rules[0].matches("SELECT * FROM reports WHERE id = 5", &mut digest));
         assert!(c.rules[1].matches("SELECT 1 /* batch */", &mut || String::new()));
         assert!(!c.rules[1].matches("SELECT 1", &mut || String::new()));
+    }
+
+    #[test]
+    fn reload_keeps_backend_positions_and_tombstones_removed_ones() {
+        let two = format!(
+            "{MINIMAL}\n[[backends]]\nname = \"r1\"\naddress = \"127.0.0.1:3307\"\nrole = \"replica\"\n"
+        );
+        let old = Config::parse(&two).unwrap();
+        let new = Config::parse(&format!(
+            "{}\n[[backends]]\nname = \"r2\"\naddress = \"127.0.0.1:3308\"\nrole = \"replica\"\n",
+            MINIMAL.replace("name = \"primary\"", "name = \"p2\"")
+        ))
+        .unwrap()
+        .keep_backend_positions(&old);
+        let names: Vec<_> = new.backends.iter().map(|b| (b.name.as_str(), b.removed)).collect();
+        assert_eq!(names, vec![("primary", true), ("r1", true), ("p2", false), ("r2", false)]);
+        assert_eq!(new.primary(), 2);
+        assert_eq!(new.backends[0].weight, 0);
     }
 
     #[test]

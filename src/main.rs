@@ -85,8 +85,28 @@ fn run(file: PathBuf) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        rwsplit::run(config, shutdown_signal()).await.context("cannot start listeners")
+        let proxy = rwsplit::Proxy::bind(config).await.context("cannot start listeners")?;
+        for addr in proxy.local_addrs() {
+            tracing::info!(%addr, "listening for MySQL clients");
+        }
+        let shared = proxy.shared.clone();
+        tokio::spawn(reload_on_sighup(shared));
+        proxy.run(shutdown_signal()).await;
+        Ok(())
     })
+}
+
+/// SIGHUP reloads the config file; an invalid file is logged and ignored.
+async fn reload_on_sighup(shared: std::sync::Arc<rwsplit::Shared>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        if let Err(e) = shared.reload() {
+            tracing::warn!(error = %e, "reload refused; the running configuration stays");
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -157,6 +157,33 @@ impl Shared {
         }
     }
 
+    /// Reads the config file again and puts it in force: validated first
+    /// (an invalid file changes nothing and its problems are returned),
+    /// backend positions kept stable, the monitor and topology updated.
+    /// Listener changes need a restart; users, backends, weights, rules,
+    /// timeouts and consistency settings apply to the next statement.
+    pub fn reload(&self) -> Result<(), String> {
+        let old = self.config.load_full();
+        let path = old
+            .source
+            .clone()
+            .ok_or_else(|| "this proxy was not started from a file".to_string())?;
+        let new = Config::load(&path).map_err(|e| e.to_string())?.keep_backend_positions(&old);
+        let listeners =
+            |c: &Config| c.listeners.iter().map(|l| l.address.clone()).collect::<Vec<_>>();
+        if listeners(&new) != listeners(&old) {
+            tracing::warn!("listener changes take effect after a restart");
+        }
+        match (&self.monitor, new.monitor_settings()) {
+            (Some(monitor), Some(settings)) => monitor.update(new.monitor_specs(), settings),
+            (None, None) => self.topology.store(Arc::new(static_topology(&new))),
+            _ => tracing::warn!("adding or removing [monitor] takes effect after a restart"),
+        }
+        tracing::info!(file = %path.display(), backends = new.backends.len(), "configuration reloaded");
+        self.config.store(Arc::new(new));
+        Ok(())
+    }
+
     /// The monitor, when one is configured.
     pub fn monitor(&self) -> Option<&Monitor> {
         self.monitor.as_ref()
@@ -250,7 +277,7 @@ fn static_topology(config: &Config) -> Topology {
         .iter()
         .map(|spec| {
             let mut b = BackendState::unknown(spec);
-            let replica = spec.configured_role == crate::monitor::Role::Replica;
+            let replica = spec.configured_role == crate::monitor::Role::Replica && spec.weight > 0;
             b.healthy = true;
             b.eligible = replica && spec.weight > 0;
             b.effective_weight = if b.eligible { spec.weight as f64 } else { 0.0 };

@@ -60,7 +60,10 @@ fn describe() {
         "Reads sent to the primary because no replica had the session's GTID in time"
     );
     metrics::describe_counter!(LOGIN_FAILURES, "Refused client logins");
-    metrics::describe_counter!(SESSION_PINS, "Writes that pinned their session's reads to the primary (pin mode, or a write whose GTID is unknown)");
+    metrics::describe_counter!(
+        SESSION_PINS,
+        "Writes that pinned their session's reads to the primary (pin mode, or a write whose GTID is unknown)"
+    );
     metrics::describe_gauge!(MONITOR_FAILURES, "Failed monitor probes in a row, by backend");
 }
 

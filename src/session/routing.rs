@@ -24,6 +24,8 @@ pub struct RoutingState {
     pub sql_prepared: bool,
     /// The replica running a START TRANSACTION READ ONLY.
     pub read_only_transaction: Option<usize>,
+    /// The backend an open transaction runs on.
+    pub transaction_backend: Option<usize>,
     /// SET statements (COM_QUERY payloads) that succeeded on the primary and
     /// are replayed on other backends before they run the session's reads.
     pub sets: Vec<Vec<u8>>,
@@ -98,6 +100,11 @@ impl Session {
         let mut tried = None;
         loop {
             let idx = match route.target {
+                // A transaction finishes where it began, even if a reload
+                // or a failover named another primary meanwhile.
+                Target::Primary if route.reason == crate::router::Reason::Transaction => {
+                    self.routing.transaction_backend.unwrap_or(primary)
+                }
                 Target::Primary => primary,
                 Target::Backend(b) => b,
                 Target::AnyReplica => match self.shared.pick_replica(&config, tried) {
@@ -174,6 +181,9 @@ impl Session {
     ) {
         let primary = self.shared.primary_index(&self.config());
         self.routing.last_backend = Some(idx);
+        self.routing.transaction_backend = (self.status & status::IN_TRANS != 0
+            || self.status & status::AUTOCOMMIT == 0)
+            .then_some(idx);
         if self.routing.read_only_transaction == Some(idx) && outcome.status & status::IN_TRANS == 0
         {
             self.routing.read_only_transaction = None;

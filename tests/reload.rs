@@ -1,0 +1,181 @@
+//! Hot reload: the config file changes while clients keep working; an
+//! invalid file is refused and the running config stays; SIGHUP reloads
+//! the binary's config.
+
+mod common;
+
+use common::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn config_text(replica2: bool, replica1_weight: u32) -> String {
+    let mut t = format!(
+        r#"
+[[listeners]]
+address = "127.0.0.1:0"
+[admin]
+address = "127.0.0.1:0"
+[[users]]
+name = "app"
+password = "app"
+[monitor]
+user = "monitor"
+password = "monitor"
+interval = "100ms"
+[[backends]]
+name = "primary"
+address = "{PRIMARY}"
+role = "primary"
+[[backends]]
+name = "replica1"
+address = "{REPLICA1}"
+role = "replica"
+weight = {replica1_weight}
+"#
+    );
+    if replica2 {
+        t.push_str(&format!(
+            "[[backends]]\nname = \"replica2\"\naddress = \"{REPLICA2}\"\nrole = \"replica\"\n"
+        ));
+    }
+    t
+}
+
+fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("rwsplit.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn post_reload(admin: std::net::SocketAddr) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_load_adds_a_backend_and_changes_weights() {
+    let dir = std::env::temp_dir().join(unique("reload"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = write_config(&dir, &config_text(false, 1));
+    let proxy = start_proxy(rwsplit::Config::load(&path).unwrap()).await;
+    let admin = proxy.admin.unwrap();
+    wait_backends(admin, Duration::from_secs(10), |j| j[1]["eligible"] == true).await;
+
+    // Clients read and write the whole time.
+    let table = unique("reload");
+    let mut a = admin_conn().await;
+    a.exec(&format!("CREATE TABLE app.{table} (id INT AUTO_INCREMENT PRIMARY KEY)")).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (errors, on_replica2) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (stop, errors, on_replica2, addr, table) = (
+            stop.clone(),
+            errors.clone(),
+            on_replica2.clone(),
+            proxy.addr.to_string(),
+            table.clone(),
+        );
+        tasks.spawn(async move {
+            let mut c = Raw::app(&addr, true).await;
+            c.exec("SET @rwsplit_consistency = 'eventual'").await;
+            while !stop.load(Ordering::Relaxed) {
+                for sql in
+                    [format!("INSERT INTO {table} VALUES (NULL)"), "SELECT @@server_id".to_string()]
+                {
+                    let r = c.query(&sql).await;
+                    if r[0].1[0] == 0xFF {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    } else if r.len() > 2 && r[r.len() - 2].1 == b"\x013" {
+                        on_replica2.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    // Add replica2 and drain replica1 (weight 0).
+    write_config(&dir, &config_text(true, 0));
+    assert_eq!(post_reload(admin).await.0, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while on_replica2.load(Ordering::Relaxed) < 50 {
+        assert!(Instant::now() < deadline, "reads never reached the added replica");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    while let Some(r) = tasks.join_next().await {
+        r.expect("client loop");
+    }
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "no client error during the reload");
+    let json = wait_backends(admin, Duration::from_secs(5), |j| {
+        j.as_array().is_some_and(|a| a.len() == 3)
+    })
+    .await;
+    assert_eq!(json[1]["weight"], 0);
+    a.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
+async fn admin_conn() -> Raw {
+    admin(PRIMARY).await
+}
+
+#[tokio::test]
+async fn invalid_file_is_refused_and_the_running_config_stays() {
+    let dir = std::env::temp_dir().join(unique("reload-bad"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = write_config(&dir, &config_text(true, 1));
+    let proxy = start_proxy(rwsplit::Config::load(&path).unwrap()).await;
+    let admin = proxy.admin.unwrap();
+    write_config(
+        &dir,
+        &config_text(true, 1).replace("role = \"replica\"\nweight", "role = \"primary\"\nweight"),
+    );
+    let (status, body) = post_reload(admin).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("rwsplit.toml") && body.contains("exactly one backend"), "{body}");
+    write_config(&dir, "this is not toml");
+    assert_eq!(post_reload(admin).await.0, 400);
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    assert_eq!(c.scalar("SELECT 1").await.as_deref(), Some("1"));
+    assert_eq!(proxy.shared.config.load().backends.len(), 3);
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_binary() {
+    require_lab();
+    let dir = std::env::temp_dir().join(unique("reload-hup"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let admin_port =
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text =
+        |replica2| {
+            config_text(replica2, 1)
+                .replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1)
+                .replacen("127.0.0.1:0", &format!("127.0.0.1:{admin_port}"), 1)
+        };
+    let path = write_config(&dir, &text(false));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rwsplit"))
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(admin).await.is_err() {
+        assert!(Instant::now() < deadline, "proxy did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    write_config(&dir, &text(true));
+    std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    wait_backends(admin, Duration::from_secs(10), |j| j.as_array().is_some_and(|a| a.len() == 3))
+        .await;
+    let _ = child.kill();
+    let _ = child.wait();
+}
