@@ -465,6 +465,13 @@ pub struct Timeouts {
     /// How long a replica that refused a connection is avoided.
     #[serde(default = "default_backoff", with = "duration")]
     pub backend_retry: Duration,
+    /// On SIGTERM/SIGINT, how long running statements may finish.
+    #[serde(default = "default_shutdown", with = "duration")]
+    pub shutdown: Duration,
+}
+
+fn default_shutdown() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl Default for Timeouts {
@@ -473,6 +480,7 @@ impl Default for Timeouts {
             connect: default_connect(),
             client_handshake: default_handshake(),
             backend_retry: default_backoff(),
+            shutdown: default_shutdown(),
         }
     }
 }
@@ -554,6 +562,9 @@ impl Config {
         for (i, l) in self.listeners.iter().enumerate() {
             if !seen.insert(&l.address) {
                 problems.push(format!("listeners[{i}].address: duplicate listener {}", l.address));
+            }
+            if let Err(e) = l.tls_acceptor(&self.base_dir) {
+                problems.push(format!("listeners[{i}]: {e}"));
             }
         }
         if let Some(a) = &self.admin {

@@ -101,6 +101,8 @@ pub struct Shared {
     pub picker: Picker,
     pub telemetry: Telemetry,
     pub digests: crate::digests::Digests,
+    /// Set once the proxy is stopping: sessions end after their statement.
+    pub shutting_down: tokio::sync::watch::Sender<bool>,
     /// The primary's GTID position as last read for gtid_global, with the
     /// time its read started (see `Session::primary_position`).
     pub global_position: tokio::sync::Mutex<Option<(Instant, String)>>,
@@ -131,6 +133,7 @@ impl Shared {
             monitor,
             picker: Picker::new(),
             telemetry: Telemetry::new(&names),
+            shutting_down: tokio::sync::watch::channel(false).0,
             digests: crate::digests::Digests::new(
                 config.admin.as_ref().map_or(5000, |a| a.max_digests),
             ),
@@ -347,7 +350,21 @@ impl Proxy {
             tasks.spawn(crate::admin::serve(listener, self.shared.clone(), token));
         }
         shutdown.await;
+        // Stop accepting; idle sessions close now, busy ones after their
+        // statement; wait for them up to `timeouts.shutdown`.
         tasks.abort_all();
+        let _ = self.shared.shutting_down.send(true);
+        let deadline = tokio::time::Instant::now() + self.shared.config.load().timeouts.shutdown;
+        while !self.shared.registry.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let left = self.shared.registry.len();
+        if left > 0 {
+            tracing::warn!(
+                sessions = left,
+                "shutdown timeout reached; closing the remaining sessions"
+            );
+        }
     }
 }
 

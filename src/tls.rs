@@ -164,3 +164,12 @@ impl AsyncWrite for ClientStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn missing_files_are_reported() {
+        let err = super::acceptor("no/such/cert.pem".as_ref(), "no/such/key.pem".as_ref()).err();
+        assert!(err.as_deref().is_some_and(|e| e.contains("cannot read certificate")), "{err:?}");
+    }
+}

@@ -156,12 +156,17 @@ pub(crate) struct Session {
 
 impl Session {
     async fn run(&mut self) {
+        let mut stopping = self.shared.shutting_down.subscribe();
         loop {
+            if *stopping.borrow_and_update() {
+                return;
+            }
             self.creader.shrink_if_idle();
             let limit = self.shared.config.load().limits.max_packet;
             let read = tokio::select! {
                 r = self.creader.read_packet(&mut self.client, &mut self.cmd, limit) => r,
                 _ = self.handle.killed.notified() => return,
+                _ = stopping.changed() => return,
             };
             match read {
                 Ok((0, _)) if !self.cmd.is_empty() => {}
