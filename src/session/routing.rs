@@ -283,21 +283,7 @@ impl Session {
         };
         self.in_flight = None;
         if let Some((idx, outcome)) = ran {
-            let elapsed = started.elapsed();
-            self.shared.telemetry.statement(idx, elapsed.as_secs_f64());
-            let rows = if outcome.result_set { outcome.rows } else { outcome.affected_rows };
-            let on_primary = idx == self.primary();
-            self.shared.digests.record(
-                info.digest,
-                || {
-                    let mut text = String::new();
-                    crate::classify::normalize(sql, &mut text);
-                    text
-                },
-                elapsed.as_micros() as u64,
-                rows,
-                on_primary,
-            );
+            self.record_statement(&info, sql, idx, &outcome, started);
             self.after_statement(&info, sql, idx, &outcome);
             if outcome.error.is_none() && mentions_session_tracking(sql) {
                 // The client replaced the tracked variables: track GTIDs again.
@@ -310,6 +296,33 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Records a statement's time, digest statistics and route.
+    pub(super) fn record_statement(
+        &self,
+        info: &StatementInfo,
+        sql: &str,
+        idx: usize,
+        outcome: &Outcome,
+        started: std::time::Instant,
+    ) {
+        let elapsed = started.elapsed();
+        self.shared.telemetry.statement(idx, elapsed.as_secs_f64());
+        let rows = if outcome.result_set { outcome.rows } else { outcome.affected_rows };
+        let normalized = || {
+            let mut text = String::new();
+            crate::classify::normalize(sql, &mut text);
+            text
+        };
+        let on_primary = idx == self.primary();
+        self.shared.digests.record(
+            info.digest,
+            normalized,
+            elapsed.as_micros() as u64,
+            rows,
+            on_primary,
+        );
     }
 
     /// With `routing.fallback = "error"`, a read that no replica can take

@@ -145,19 +145,7 @@ impl Session {
         };
         self.in_flight = None;
         if let Some((idx, outcome)) = ran {
-            let rows = if outcome.result_set { outcome.rows } else { outcome.affected_rows };
-            let on_primary = idx == self.primary();
-            self.shared.digests.record(
-                info.digest,
-                || {
-                    let mut text = String::new();
-                    crate::classify::normalize(&sql, &mut text);
-                    text
-                },
-                started.elapsed().as_micros() as u64,
-                rows,
-                on_primary,
-            );
+            self.record_statement(&info, &sql, idx, &outcome, started);
             self.after_statement(&info, &sql, idx, &outcome);
         }
         Ok(Next::Continue)
