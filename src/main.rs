@@ -85,23 +85,28 @@ fn run(file: PathBuf) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        // Installed before the listeners open, so a SIGHUP sent as soon as
+        // the proxy answers reloads it instead of killing it.
+        use tokio::signal::unix::{SignalKind, signal};
+        let hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+        let term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+        let int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
         let proxy = rwsplit::Proxy::bind(config).await.context("cannot start listeners")?;
         for addr in proxy.local_addrs() {
             tracing::info!(%addr, "listening for MySQL clients");
         }
         let shared = proxy.shared.clone();
-        tokio::spawn(reload_on_sighup(shared));
-        proxy.run(shutdown_signal()).await;
+        tokio::spawn(reload_on_sighup(hup, shared));
+        proxy.run(shutdown_signal(term, int)).await;
         Ok(())
     })
 }
 
 /// SIGHUP reloads the config file; an invalid file is logged and ignored.
-async fn reload_on_sighup(shared: std::sync::Arc<rwsplit::Shared>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    shared: std::sync::Arc<rwsplit::Shared>,
+) {
     while hup.recv().await.is_some() {
         if let Err(e) = shared.reload() {
             tracing::warn!(error = %e, "reload refused; the running configuration stays");
@@ -109,12 +114,13 @@ async fn reload_on_sighup(shared: std::sync::Arc<rwsplit::Shared>) {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+async fn shutdown_signal(
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+) {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+        _ = int.recv() => {}
     }
     tracing::info!("shutting down");
 }
