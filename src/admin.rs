@@ -106,6 +106,11 @@ fn respond(r: &Request, shared: &Shared) -> (u16, &'static str, String) {
             }
         };
     }
+    if r.method == "POST" {
+        if let Some(rest) = r.path.strip_prefix("/backends/") {
+            return backend_action(rest, shared);
+        }
+    }
     if r.method != "GET" {
         return (405, "text/plain", "method not allowed\n".into());
     }
@@ -135,6 +140,25 @@ fn respond(r: &Request, shared: &Shared) -> (u16, &'static str, String) {
     }
 }
 
+/// `POST /backends/{name}/drain|disable|enable`.
+fn backend_action(rest: &str, shared: &Shared) -> (u16, &'static str, String) {
+    use crate::config::BackendState as S;
+    let Some((name, action)) = rest.rsplit_once('/') else {
+        return (404, "text/plain", "not found\n".into());
+    };
+    let state = match action {
+        "drain" => S::Drain,
+        "disable" => S::Disabled,
+        "enable" => S::Active,
+        _ => return (404, "text/plain", "unknown action: use drain, disable or enable\n".into()),
+    };
+    if shared.set_backend_state(name, state) {
+        (200, "text/plain", format!("{name}: {}\n", state.as_str()))
+    } else {
+        (404, "text/plain", format!("no backend named {name:?}\n"))
+    }
+}
+
 /// One backend as `/backends` shows it.
 #[derive(Serialize)]
 struct BackendView<'a> {
@@ -159,6 +183,8 @@ struct BackendView<'a> {
     /// writable servers (writes stay on the previous primary).
     read_only: Option<bool>,
     writable_conflict: bool,
+    /// "active", "drain" or "disabled".
+    state: &'static str,
     consecutive_failures: u32,
 }
 
@@ -191,6 +217,7 @@ fn backends_json(shared: &Shared) -> String {
                 io_thread_running: b.io_thread_running,
                 read_only: b.read_only,
                 writable_conflict: topology.writable_conflict,
+                state: shared.backend_state(i).as_str(),
                 consecutive_failures: b.consecutive_failures,
             }
         })

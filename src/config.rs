@@ -162,10 +162,35 @@ pub struct BackendConfig {
     /// Overrides `routing.max_replication_lag` for this backend.
     #[serde(default, with = "opt_duration")]
     pub max_replication_lag: Option<Duration>,
+    /// `"active"` (default), `"drain"` (no new reads; running work
+    /// finishes) or `"disabled"`. The admin port can change it until the
+    /// next reload.
+    #[serde(default)]
+    pub state: BackendState,
     /// Removed by a reload: kept (with no reads, never primary) so that
     /// backend positions stay stable for connected sessions.
     #[serde(skip)]
     pub removed: bool,
+}
+
+/// Whether a backend takes new reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendState {
+    #[default]
+    Active,
+    Drain,
+    Disabled,
+}
+
+impl BackendState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Active => "active",
+            BackendState::Drain => "drain",
+            BackendState::Disabled => "disabled",
+        }
+    }
 }
 
 fn default_weight() -> u32 {
@@ -502,11 +527,18 @@ pub struct Limits {
     /// Largest command a client may send (like max_allowed_packet).
     #[serde(default = "default_max_packet", with = "size")]
     pub max_packet: usize,
+    /// Client connections beyond this get ERROR 1040 (Too many connections).
+    #[serde(default = "default_max_clients")]
+    pub max_client_connections: usize,
+}
+
+fn default_max_clients() -> usize {
+    10_000
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_packet: default_max_packet() }
+        Limits { max_packet: default_max_packet(), max_client_connections: default_max_clients() }
     }
 }
 

@@ -101,6 +101,11 @@ pub struct Shared {
     pub picker: Picker,
     pub telemetry: Telemetry,
     pub digests: crate::digests::Digests,
+    /// Per backend index: 0 active, 1 drain, 2 disabled (the file's state,
+    /// changed by the admin port until the next reload).
+    admin_state: Vec<std::sync::atomic::AtomicU8>,
+    /// Client connections open now (logged in or not).
+    pub clients: std::sync::atomic::AtomicUsize,
     /// Set once the proxy is stopping: sessions end after their statement.
     pub shutting_down: tokio::sync::watch::Sender<bool>,
     /// The primary's GTID position as last read for gtid_global, with the
@@ -120,6 +125,12 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: Config) -> Arc<Shared> {
+        let shared = Self::build(config);
+        shared.apply_file_states(&shared.config.load());
+        shared
+    }
+
+    fn build(config: Config) -> Arc<Shared> {
         let (topology, monitor) = match config.monitor_settings() {
             Some(settings) => {
                 let monitor = Monitor::start(config.monitor_specs(), settings);
@@ -134,6 +145,10 @@ impl Shared {
             picker: Picker::new(),
             telemetry: Telemetry::new(&names),
             shutting_down: tokio::sync::watch::channel(false).0,
+            admin_state: (0..names.len().max(64))
+                .map(|_| std::sync::atomic::AtomicU8::new(0))
+                .collect(),
+            clients: std::sync::atomic::AtomicUsize::new(0),
             digests: crate::digests::Digests::new(
                 config.admin.as_ref().map_or(5000, |a| a.max_digests),
             ),
@@ -183,6 +198,7 @@ impl Shared {
             _ => tracing::warn!("adding or removing [monitor] takes effect after a restart"),
         }
         tracing::info!(file = %path.display(), backends = new.backends.len(), "configuration reloaded");
+        self.apply_file_states(&new);
         self.config.store(Arc::new(new));
         Ok(())
     }
@@ -229,8 +245,55 @@ impl Shared {
     pub fn replica_available(&self, _config: &Config) -> bool {
         let topology = self.topology.load();
         topology.backends.iter().enumerate().any(|(i, b)| {
-            b.eligible && b.role == crate::monitor::Role::Replica && !self.backoff.is_down(i)
+            b.eligible && b.role == crate::monitor::Role::Replica && self.takes_reads(i)
         })
+    }
+
+    /// Not avoided after a refused connection, and not drained or disabled.
+    pub fn takes_reads(&self, idx: usize) -> bool {
+        !self.backoff.is_down(idx) && self.backend_state(idx) == crate::config::BackendState::Active
+    }
+
+    /// A backend's state as set by the file or the admin port.
+    pub fn backend_state(&self, idx: usize) -> crate::config::BackendState {
+        match self.admin_state.get(idx).map(|s| s.load(Ordering::Relaxed)) {
+            Some(1) => crate::config::BackendState::Drain,
+            Some(2) => crate::config::BackendState::Disabled,
+            _ => crate::config::BackendState::Active,
+        }
+    }
+
+    /// Sets a backend's state by name (the admin port); false when unknown.
+    pub fn set_backend_state(&self, name: &str, state: crate::config::BackendState) -> bool {
+        let config = self.config.load();
+        let Some(idx) = config.backends.iter().position(|b| b.name == name && !b.removed) else {
+            return false;
+        };
+        self.store_state(idx, state);
+        tracing::info!(
+            backend = name,
+            state = state.as_str(),
+            "backend state changed from the admin port"
+        );
+        true
+    }
+
+    fn store_state(&self, idx: usize, state: crate::config::BackendState) {
+        let v = match state {
+            crate::config::BackendState::Active => 0,
+            crate::config::BackendState::Drain => 1,
+            crate::config::BackendState::Disabled => 2,
+        };
+        if let Some(slot) = self.admin_state.get(idx) {
+            slot.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Puts the file's backend states in force (at start and on reload).
+    fn apply_file_states(&self, config: &Config) {
+        for (i, b) in config.backends.iter().enumerate() {
+            self.store_state(i, b.state);
+        }
     }
 
     /// Picks a replica by effective weight among the eligible ones,
@@ -243,13 +306,13 @@ impl Shared {
     ) -> Option<(usize, InFlight)> {
         let topology = self.topology.load();
         let (first, guard) = self.picker.pick_in_flight(&topology, except)?;
-        if !self.backoff.is_down(first) {
+        if self.takes_reads(first) {
             return Some((first, guard));
         }
         drop(guard);
         self.picker
             .pick_in_flight(&topology, Some(first))
-            .filter(|(i, _)| !self.backoff.is_down(*i) && Some(*i) != except)
+            .filter(|(i, _)| self.takes_reads(*i) && Some(*i) != except)
     }
 
     /// The primary's greeting, probing the primary when it is not known yet.

@@ -103,3 +103,41 @@ async fn digests_count_statement_shapes() {
     assert_eq!(entry["rows"], 5);
     assert!(entry["text"].as_str().unwrap().contains('?'), "literals are normalized: {entry}");
 }
+
+async fn post(addr: std::net::SocketAddr, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("POST {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn drain_and_enable_a_replica_at_run_time() {
+    let proxy = start_proxy(lab_config(MONITORED)).await;
+    let admin = proxy.admin.unwrap();
+    wait_backends(admin, Duration::from_secs(10), |j| {
+        j[1]["eligible"] == true && j[2]["eligible"] == true
+    })
+    .await;
+    assert_eq!(post(admin, "/backends/replica2/drain").await, 200);
+    let json = wait_backends(admin, Duration::from_secs(5), |j| j[2]["state"] == "drain").await;
+    assert_eq!(json[1]["state"], "active");
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    for _ in 0..20 {
+        assert_eq!(
+            c.scalar("SELECT @@server_id").await.as_deref(),
+            Some("2"),
+            "no reads on a drained replica"
+        );
+    }
+    assert_eq!(post(admin, "/backends/replica2/enable").await, 200);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        seen.insert(c.scalar("SELECT @@server_id").await.unwrap());
+    }
+    assert!(seen.contains("3"), "enabled again: {seen:?}");
+    assert_eq!(post(admin, "/backends/nope/drain").await, 404);
+    assert_eq!(post(admin, "/backends/replica1/explode").await, 404);
+}

@@ -221,3 +221,40 @@ async fn many_clients_connect_at_once() {
         assert_eq!(r.unwrap().as_deref(), Some("1"));
     }
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_get_error_1040() {
+    let proxy = start_proxy(lab_config("[limits]\nmax_client_connections = 3\n")).await;
+    let addr = proxy.addr.to_string();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(Raw::app(&addr, true).await);
+    }
+    let err = Raw::connect(&addr, &login("app", "app", None, client_caps(true)))
+        .await
+        .err()
+        .expect("refused");
+    match err {
+        rwsplit::backend::BackendError::Server { code, message, .. } => {
+            assert_eq!(code, 1040);
+            assert_eq!(message, "Too many connections");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // The admitted clients are unaffected, and a slot frees when one leaves.
+    assert_eq!(held[0].scalar("SELECT 1").await.as_deref(), Some("1"));
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Raw::connect(&addr, &login("app", "app", None, client_caps(true))).await {
+            Ok(mut c) => {
+                assert_eq!(c.scalar("SELECT 2").await.as_deref(), Some("2"));
+                break;
+            }
+            Err(_) => {
+                assert!(std::time::Instant::now() < deadline, "the freed slot was never reused");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}

@@ -38,6 +38,17 @@ pub async fn serve(
     listener: ListenerCtx,
     shared: Arc<Shared>,
 ) {
+    use std::sync::atomic::Ordering;
+    let open = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
+    let _count = ClientCount(shared.clone());
+    let limit = shared.config.load().limits.max_client_connections;
+    if open > limit {
+        tracing::warn!(%peer, limit, "too many client connections");
+        let mut stream = stream;
+        let err = build_err(1040, "08004", "Too many connections");
+        let _ = crate::protocol::packet::write_packet(&mut stream, 0, &err).await;
+        return;
+    }
     let id = shared.next_connection_id();
     let config = shared.config.load_full();
     let primary = shared.greeting().await;
@@ -101,6 +112,15 @@ pub async fn serve(
     shared.registry.remove(id);
     shared.telemetry.client_connections.decrement(1.0);
     tracing::debug!(%peer, id, "session ended");
+}
+
+/// Keeps `Shared::clients` right however a session ends.
+struct ClientCount(Arc<Shared>);
+
+impl Drop for ClientCount {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What the loop does after a command.
