@@ -106,10 +106,10 @@ fn respond(r: &Request, shared: &Shared) -> (u16, &'static str, String) {
             }
         };
     }
-    if r.method == "POST" {
-        if let Some(rest) = r.path.strip_prefix("/backends/") {
-            return backend_action(rest, shared);
-        }
+    if r.method == "POST"
+        && let Some(rest) = r.path.strip_prefix("/backends/")
+    {
+        return backend_action(rest, shared);
     }
     if r.method != "GET" {
         return (405, "text/plain", "method not allowed\n".into());
