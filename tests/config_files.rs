@@ -10,6 +10,7 @@ fn check(path: &Path) -> (bool, String) {
         .arg(path)
         .env("RWSPLIT_EXAMPLE_PASSWORD", "x")
         .env("RWSPLIT_MONITOR_PASSWORD", "x")
+        .env("RWSPLIT_APP_PASSWORD", "x")
         .output()
         .expect("run rwsplit check");
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
