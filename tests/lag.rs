@@ -100,6 +100,10 @@ async fn master_delay_lag_grows_in_milliseconds_and_moves_reads_away() {
     let _restore = Restore;
     let proxy = start_proxy(monitored("")).await;
     let admin_addr = proxy.admin.unwrap();
+    wait_backends(admin_addr, Duration::from_secs(10), |j| {
+        j[1]["eligible"] == true && j[2]["eligible"] == true
+    })
+    .await;
     let writer = keep_writing(unique("lagw"));
     lab(&["lag", "replica2", "5"]);
     let json = wait_backends(admin_addr, Duration::from_secs(10), |j| {
@@ -121,6 +125,12 @@ async fn held_lock_on_a_replica_shows_as_lag() {
     let _restore = Restore;
     let proxy = start_proxy(monitored("")).await;
     let admin_addr = proxy.admin.unwrap();
+    // The monitor first sees both replicas healthy (every backend starts
+    // unknown, hence ineligible).
+    wait_backends(admin_addr, Duration::from_secs(10), |j| {
+        j[1]["eligible"] == true && j[2]["eligible"] == true
+    })
+    .await;
     let writer = keep_writing(unique("lockw"));
     let mut holder = admin(REPLICA2).await;
     holder.exec("FLUSH TABLES WITH READ LOCK").await;
