@@ -108,6 +108,25 @@ async fn text_results_are_byte_identical() {
     }
 }
 
+/// Clears the "no (good) index used" status bits of OK packets: the two
+/// sides write to two different tables, whose statistics may lead the
+/// optimizer to different plans; everything else must match.
+fn without_index_flags(mut packets: Packets) -> Packets {
+    for (_, p) in packets.iter_mut() {
+        if p.first() != Some(&0x00) {
+            continue;
+        }
+        let mut at = 1;
+        for _ in 0..2 {
+            at += rwsplit::protocol::packet::read_lenenc(&p[at..]).map_or(0, |(_, n)| n);
+        }
+        if let Some(status) = p.get_mut(at) {
+            *status &= !0x30;
+        }
+    }
+    packets
+}
+
 #[tokio::test]
 async fn writes_report_identical_ok_packets() {
     let proxy = start_proxy(lab_config("")).await;
@@ -138,8 +157,8 @@ async fn writes_report_identical_ok_packets() {
             "SELECT COUNT(*) FROM {t}",
         ];
         for s in statements {
-            let want = direct.query(&s.replace("{t}", &ta)).await;
-            let got = proxied.query(&s.replace("{t}", &tb)).await;
+            let want = without_index_flags(direct.query(&s.replace("{t}", &ta)).await);
+            let got = without_index_flags(proxied.query(&s.replace("{t}", &tb)).await);
             assert_eq!(got, want, "{s}");
         }
         for (conn, t) in [(&mut direct, &ta), (&mut proxied, &tb)] {
