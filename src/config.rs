@@ -346,8 +346,9 @@ pub struct ConsistencyConfig {
     /// How long `pin` keeps reads on the primary after a write: a duration,
     /// or `"session"` for the rest of the session. `gtid` also uses it when
     /// a write's GTID is unknown.
-    #[serde(default = "default_pin_for")]
-    pub pin_for: String,
+    /// `None` means for the rest of the session.
+    #[serde(default = "default_pin_for", with = "pin_for")]
+    pub pin_for: Option<Duration>,
     /// The longest a read waits on a replica for a GTID before it runs on
     /// the primary instead.
     #[serde(default = "default_gtid_wait", with = "duration")]
@@ -364,20 +365,24 @@ impl Default for ConsistencyConfig {
     }
 }
 
-impl ConsistencyConfig {
-    /// `pin_for` as a duration; `None` means the rest of the session.
-    pub fn pin_duration(&self) -> Result<Option<Duration>, String> {
-        if self.pin_for.trim() == "session" {
-            return Ok(None);
-        }
-        humantime::parse_duration(&self.pin_for)
-            .map(Some)
-            .map_err(|e| format!("consistency.pin_for: expected a duration or \"session\": {e}"))
-    }
+fn default_pin_for() -> Option<Duration> {
+    Some(Duration::from_secs(1))
 }
 
-fn default_pin_for() -> String {
-    "1s".into()
+/// Serde adapter for `pin_for`: a duration, or `"session"` (None).
+mod pin_for {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim() == "session" {
+            return Ok(None);
+        }
+        humantime::parse_duration(&s).map(Some).map_err(|e| {
+            serde::de::Error::custom(format!("expected a duration or \"session\", got {s:?}: {e}"))
+        })
+    }
 }
 fn default_gtid_wait() -> Duration {
     Duration::from_millis(500)
@@ -629,9 +634,6 @@ impl Config {
                     b.address
                 ));
             }
-        }
-        if let Err(e) = self.consistency.pin_duration() {
-            problems.push(e);
         }
         let mut users = HashSet::new();
         for (i, u) in self.users.iter().enumerate() {

@@ -242,7 +242,7 @@ impl Shared {
     }
 
     /// Whether any replica can take reads now.
-    pub fn replica_available(&self, _config: &Config) -> bool {
+    pub fn replica_available(&self) -> bool {
         let topology = self.topology.load();
         topology.backends.iter().enumerate().any(|(i, b)| {
             b.eligible && b.role == crate::monitor::Role::Replica && self.takes_reads(i)
@@ -299,11 +299,7 @@ impl Shared {
     /// Picks a replica by effective weight among the eligible ones,
     /// skipping `except` (a replica that just failed) and replicas that
     /// refused a connection moments ago.
-    pub fn pick_replica(
-        &self,
-        _config: &Config,
-        except: Option<usize>,
-    ) -> Option<(usize, InFlight)> {
+    pub fn pick_replica(&self, except: Option<usize>) -> Option<(usize, InFlight)> {
         let topology = self.topology.load();
         let (first, guard) = self.picker.pick_in_flight(&topology, except)?;
         if self.takes_reads(first) {

@@ -41,15 +41,37 @@ impl Session {
     }
 
     async fn on_query(&mut self) -> Result<Next, SessionError> {
-        if let Some(kill) = super::kill::parse_kill(&self.cmd[1..]) {
-            return self.on_kill(kill).await;
+        // The statement text, in a buffer the session reuses: no allocation
+        // per statement once it has grown.
+        let mut sql = std::mem::take(&mut self.sql);
+        sql.clear();
+        match std::str::from_utf8(&self.cmd[1..]) {
+            Ok(text) => sql.push_str(text),
+            Err(_) => sql.push_str(&String::from_utf8_lossy(&self.cmd[1..])),
         }
-        let sql = String::from_utf8_lossy(&self.cmd[1..]).into_owned();
-        if self.intercept_consistency_set(&sql).await? {
-            return Ok(Next::Continue);
+        let result = self.run_query(&sql).await;
+        if sql.capacity() <= 64 << 10 {
+            // Keep small buffers; give a huge statement's memory back.
+            self.sql = sql;
         }
-        let info = crate::classify::classify_with_cache(&sql, &self.shared.tier2);
-        self.run_routed(info, &sql).await?;
+        result
+    }
+
+    async fn run_query(&mut self, sql: &str) -> Result<Next, SessionError> {
+        use crate::classify::StatementKind;
+        let info = crate::classify::classify_with_cache(sql, &self.shared.tier2);
+        match info.kind {
+            StatementKind::Kill => {
+                if let Some(kill) = super::kill::parse_kill(sql.as_bytes()) {
+                    return self.on_kill(kill).await;
+                }
+            }
+            StatementKind::SetUserVar if self.intercept_consistency_set(sql).await? => {
+                return Ok(Next::Continue);
+            }
+            _ => {}
+        }
+        self.run_routed(info, sql).await?;
         Ok(Next::Continue)
     }
 

@@ -91,6 +91,7 @@ pub async fn serve(
         client: stream,
         creader: reader,
         cmd: Vec::with_capacity(256),
+        sql: String::new(),
         caps: logged_in.login.capabilities,
         login: logged_in.login,
         scramble: logged_in.scramble,
@@ -150,6 +151,8 @@ pub(crate) struct Session {
     pub creader: PacketReader,
     /// The command being handled (reused between commands).
     pub cmd: Vec<u8>,
+    /// The text of the COM_QUERY being handled (reused between commands).
+    pub sql: String,
     /// Capabilities negotiated with the client.
     pub caps: CapabilityFlags,
     /// How backends are logged in for this session (tracks the database).
@@ -251,7 +254,7 @@ impl Session {
 
     /// The primary's backend index (commands other than statements run there).
     pub fn primary(&self) -> usize {
-        self.shared.primary_index(&self.config())
+        self.shared.primary_index(&self.shared.config.load())
     }
 
     /// The open connection to backend `idx`, opened (and logged in with the

@@ -84,8 +84,7 @@ impl Session {
         sql: &str,
         need: &ReadNeed,
     ) -> Route {
-        let config = self.config();
-        let available = self.shared.replica_available(&config);
+        let available = self.shared.replica_available();
         let mut view = self.view(sql);
         view.wrote |= *need == ReadNeed::Primary;
         router::route(info, &view, available)
@@ -107,7 +106,7 @@ impl Session {
                 }
                 Target::Primary => primary,
                 Target::Backend(b) => b,
-                Target::AnyReplica => match self.shared.pick_replica(&config, tried) {
+                Target::AnyReplica => match self.shared.pick_replica(tried) {
                     // The read counts as in flight on that replica until the
                     // statement ends (near-ties go to the least busy replica).
                     Some((idx, guard)) => {
