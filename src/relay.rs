@@ -46,6 +46,9 @@ pub enum Expect {
 pub struct Outcome {
     /// Status flags of the last OK/EOF (zero when it ended in ERR).
     pub status: u16,
+    /// Whether the response carried status flags at all (a prepare
+    /// response, COM_STATISTICS or an ERR does not).
+    pub has_status: bool,
     pub warnings: u16,
     pub affected_rows: u64,
     pub last_insert_id: u64,
@@ -148,6 +151,7 @@ impl Machine {
                 let (status, _) = messages::parse_eof(payload).ok_or(Unexpected("column EOF"))?;
                 if status & status::CURSOR_EXISTS != 0 {
                     self.outcome.status = status;
+                    self.outcome.has_status = true;
                     return Ok(Step::Done);
                 }
                 self.expect = Expect::Rows;
@@ -209,10 +213,12 @@ impl Machine {
         if payload[0] == 0xFE && !self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF) {
             let (st, warnings) = messages::parse_eof(payload).ok_or(Unexpected("EOF"))?;
             o.status = st;
+            o.has_status = true;
             o.warnings = warnings;
         } else {
             let ok = messages::parse_ok(payload, self.caps).ok_or(Unexpected("OK"))?;
             o.status = ok.status;
+            o.has_status = true;
             o.warnings = ok.warnings;
             o.affected_rows = ok.affected_rows;
             o.last_insert_id = ok.last_insert_id;
@@ -234,6 +240,7 @@ impl Machine {
 
     fn on_err(&mut self, payload: &[u8]) -> Step {
         self.outcome.error = Some(messages::parse_err(payload).map_or(0, |e| e.code));
+        self.outcome.has_status = false;
         self.outcome.status &= !status::MORE_RESULTS_EXISTS;
         Step::Done
     }
@@ -518,11 +525,18 @@ mod tests {
     }
 
     #[test]
-    fn garbage_in_place_of_ok_is_an_error_not_a_panic() {
-        let mut m = Machine::new(Expect::Rows, caps(false));
-        assert!(m.step(1, &[0xFE]).is_ok() || m.step(1, &[0xFE]).is_err());
+    fn malformed_packets_are_errors_not_panics() {
+        // A lone 0xFC is a truncated length-encoded column count.
         let mut m = Machine::new(Expect::Result, caps(true));
-        assert!(m.step(1, &[0xFC]).is_err());
+        assert_eq!(m.step(1, &[0xFC]), Err(Unexpected("column count")));
+        // An OK cut after its header.
+        let mut m = Machine::new(Expect::Result, caps(true));
+        assert_eq!(m.step(1, &[0x00]), Err(Unexpected("OK")));
+        let mut m = Machine::new(Expect::ColumnsEof, caps(false));
+        assert_eq!(m.step(1, &[0x03]), Err(Unexpected("column EOF")));
+        // A prepare response with nothing left to count.
+        let mut m = Machine::new(Expect::Prepare { left: 0 }, caps(false));
+        assert!(m.step(1, &[0x03]).is_err());
     }
 
     #[tokio::test]

@@ -92,18 +92,6 @@ pub const REASONS: [Reason; 21] = [
     Reason::Consistency,
 ];
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reasons_are_listed_in_declaration_order() {
-        for (i, r) in REASONS.iter().enumerate() {
-            assert_eq!(*r as usize, i, "{r:?}");
-        }
-    }
-}
-
 /// Handles used on the statement path.
 pub struct Telemetry {
     pub handle: PrometheusHandle,
@@ -152,6 +140,18 @@ impl Telemetry {
     pub fn statement(&self, idx: usize, seconds: f64) {
         if let Some(h) = self.statement_seconds.get(idx) {
             h.record(seconds);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_listed_in_declaration_order() {
+        for (i, r) in REASONS.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
         }
     }
 }

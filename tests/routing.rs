@@ -372,11 +372,15 @@ async fn prepared_reads_run_on_replicas_and_writes_on_the_primary() {
     for i in 0..6 {
         let r = c.command(&exec(i == 0), Expect::Result).await;
         assert_ne!(r[0].1[0], 0xFF, "execute {i} failed: {:?}", String::from_utf8_lossy(&r[0].1));
-        // Binary row: header 0x00, null bitmap, then the lenenc/int values.
+        // Binary row: 0x00, null bitmap (1 byte), @@server_id and the
+        // parameter, both 8-byte integers.
         let row = &r[r.len() - 2].1;
-        servers.insert(row[3..].to_vec());
+        let server = u64::from_le_bytes(row[2..10].try_into().unwrap());
+        let param = i64::from_le_bytes(row[10..18].try_into().unwrap());
+        assert_eq!(param, 5, "execute {i}: the parameter (and its type) reached the backend");
+        servers.insert(server);
     }
-    assert!(!servers.is_empty());
+    assert_eq!(servers, [2, 3].into_iter().collect(), "prepared reads ran on both replicas");
     let t = unique("pw");
     c.exec(&format!("CREATE TABLE {t} (id INT)")).await;
     let mut prep = vec![0x16];

@@ -346,7 +346,9 @@ impl Session {
             Ok(()) => {
                 let outcome = machine.outcome;
                 self.shared.count_statement(idx, outcome.error.is_some());
-                if outcome.error.is_none() || outcome.status != 0 {
+                // Only responses that carry status flags change what the
+                // session knows (a prepare response or an ERR carries none).
+                if outcome.has_status {
                     self.status = outcome.status;
                 }
                 Ok(Some(outcome))
