@@ -12,41 +12,9 @@ use rwsplit::relay::Expect;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-#[tokio::test]
-async fn caching_sha2_fast_path_client_logs_in() {
-    let proxy = start_proxy(lab_config("")).await;
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let mut reader = PacketReader::new();
-    let mut packet = Vec::new();
-    reader.read_packet(&mut s, &mut packet, 1 << 16).await.unwrap();
-    let greeting = Greeting::parse(&packet).unwrap();
-    let response = HandshakeResponse {
-        capabilities: client_caps(true) | CapabilityFlags::CLIENT_PLUGIN_AUTH,
-        max_packet: 1 << 24,
-        collation: 45,
-        mariadb_caps: 0,
-        user: b"app".to_vec(),
-        auth_response: mysql_common::scramble::scramble_sha256(&greeting.scramble, b"app")
-            .unwrap()
-            .to_vec(),
-        database: None,
-        auth_plugin: Some(b"caching_sha2_password".to_vec()),
-        attributes: None,
-    };
-    let mut body = Vec::new();
-    response.write(&mut body);
-    let mut out = Vec::new();
-    put_packet(&mut out, 1, &body);
-    s.write_all(&out).await.unwrap();
-    reader.read_packet(&mut s, &mut packet, 1 << 16).await.unwrap();
-    assert_eq!(packet, vec![0x01, 0x03], "fast auth success");
-    reader.read_packet(&mut s, &mut packet, 1 << 16).await.unwrap();
-    assert_eq!(packet[0], 0x00, "then OK");
-}
-
-#[tokio::test]
-async fn wrong_caching_sha2_password_is_refused() {
-    let proxy = start_proxy(lab_config("")).await;
+/// Logs in as `app` with caching_sha2_password's fast path and `password`;
+/// returns the stream, its reader, and the proxy's first reply packet.
+async fn sha2_fast_login(proxy: &TestProxy, password: &[u8]) -> (TcpStream, PacketReader, Vec<u8>) {
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let mut reader = PacketReader::new();
     let mut packet = Vec::new();
@@ -57,7 +25,7 @@ async fn wrong_caching_sha2_password_is_refused() {
         max_packet: 1 << 24,
         collation: 45,
         user: b"app".to_vec(),
-        auth_response: mysql_common::scramble::scramble_sha256(&greeting.scramble, b"nope")
+        auth_response: mysql_common::scramble::scramble_sha256(&greeting.scramble, password)
             .unwrap()
             .to_vec(),
         auth_plugin: Some(b"caching_sha2_password".to_vec()),
@@ -69,7 +37,30 @@ async fn wrong_caching_sha2_password_is_refused() {
     put_packet(&mut out, 1, &body);
     s.write_all(&out).await.unwrap();
     reader.read_packet(&mut s, &mut packet, 1 << 16).await.unwrap();
-    let err = rwsplit::protocol::messages::parse_err(&packet).expect("an error");
+    (s, reader, packet)
+}
+
+#[tokio::test]
+async fn caching_sha2_fast_path_client_logs_in_and_reaches_the_backend() {
+    let proxy = start_proxy(lab_config("")).await;
+    let (mut s, mut reader, first) = sha2_fast_login(&proxy, b"app").await;
+    assert_eq!(first, vec![0x01, 0x03], "fast auth success");
+    let mut packet = Vec::new();
+    reader.read_packet(&mut s, &mut packet, 1 << 16).await.unwrap();
+    assert_eq!(packet[0], 0x00, "then OK");
+    // The backend login made from it works too.
+    let mut out = Vec::new();
+    put_packet(&mut out, 0, b"\x03SELECT CURRENT_USER()");
+    s.write_all(&out).await.unwrap();
+    reader.read_packet(&mut s, &mut packet, 1 << 16).await.unwrap();
+    assert_eq!(packet, vec![1], "a one-column result set, not an error");
+}
+
+#[tokio::test]
+async fn wrong_caching_sha2_password_is_refused() {
+    let proxy = start_proxy(lab_config("")).await;
+    let (_, _, first) = sha2_fast_login(&proxy, b"nope").await;
+    let err = rwsplit::protocol::messages::parse_err(&first).expect("an error");
     assert_eq!(err.code, 1045);
 }
 

@@ -13,17 +13,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const INTERVAL_MS: u64 = 100;
 
-fn lab(args: &[&str]) {
-    let status =
-        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/integration/lab.sh"))
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("run integration/lab.sh");
-    assert!(status.success(), "integration/lab.sh {args:?} failed");
-}
-
 /// Undoes lab changes when dropped: replication restarted on both
 /// replicas, dead nodes started again.
 struct Restore;

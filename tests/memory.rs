@@ -5,14 +5,12 @@
 mod common;
 
 use common::*;
-use std::process::{Child, Command};
-use std::time::Duration;
+use std::process::Child;
 
 /// The proxy binary running with the lab config on a free port.
 struct ProxyProcess {
     child: Child,
     addr: String,
-    _dir: std::path::PathBuf,
 }
 
 impl Drop for ProxyProcess {
@@ -22,35 +20,17 @@ impl Drop for ProxyProcess {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 async fn spawn_proxy() -> ProxyProcess {
-    require_lab();
     let port = free_port();
-    let dir = std::env::temp_dir().join(unique("rwsplit-mem"));
-    std::fs::create_dir_all(&dir).unwrap();
     let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/rwsplit.toml"))
         .unwrap()
         .replace("127.0.0.1:6450", &format!("127.0.0.1:{port}"))
         .replace("127.0.0.1:6451", &format!("127.0.0.1:{}", free_port()))
         .replace("\"tls/", concat!("\"", env!("CARGO_MANIFEST_DIR"), "/conf/tls/"));
-    let path = dir.join("rwsplit.toml");
-    std::fs::write(&path, config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_rwsplit"))
-        .arg("--config")
-        .arg(&path)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("start rwsplit");
+    let path = temp_config("rwsplit-mem", &config);
     let addr = format!("127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(&addr).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "proxy did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    ProxyProcess { child, addr, _dir: dir }
+    let child = spawn_binary(&path, &addr).await;
+    ProxyProcess { child, addr }
 }
 
 /// Resident set size of a process, in KiB.

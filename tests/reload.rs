@@ -147,31 +147,17 @@ async fn invalid_file_is_refused_and_the_running_config_stays() {
 
 #[tokio::test]
 async fn sighup_reloads_the_binary() {
-    require_lab();
-    let dir = std::env::temp_dir().join(unique("reload-hup"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let admin_port =
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (port, admin_port) = (free_port(), free_port());
     let text =
         |replica2| {
             config_text(replica2, 1)
                 .replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1)
                 .replacen("127.0.0.1:0", &format!("127.0.0.1:{admin_port}"), 1)
         };
-    let path = write_config(&dir, &text(false));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rwsplit"))
-        .arg("--config")
-        .arg(&path)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let path = temp_config("reload-hup", &text(false));
+    let dir = path.parent().unwrap().to_path_buf();
     let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(admin).await.is_err() {
-        assert!(Instant::now() < deadline, "proxy did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut child = spawn_binary(&path, &admin.to_string()).await;
     write_config(&dir, &text(true));
     std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
     wait_backends(admin, Duration::from_secs(10), |j| j.as_array().is_some_and(|a| a.len() == 3))

@@ -316,29 +316,10 @@ async fn hints_force_the_target() {
 
 #[tokio::test]
 async fn no_reachable_replica_means_reads_on_the_primary() {
-    require_lab();
-    let config = rwsplit::Config::parse(&format!(
-        r#"
-[[listeners]]
-address = "127.0.0.1:0"
-[[users]]
-name = "app"
-password = "app"
-[[backends]]
-name = "primary"
-address = "{PRIMARY}"
-role = "primary"
-[[backends]]
-name = "gone1"
-address = "127.0.0.1:1"
-role = "replica"
-[[backends]]
-name = "gone2"
-address = "127.0.0.1:2"
-role = "replica"
-"#
-    ))
-    .unwrap();
+    // Both replicas at ports where nothing listens.
+    let mut config = lab_config("");
+    config.backends[1].address = "127.0.0.1:1".into();
+    config.backends[2].address = "127.0.0.1:2".into();
     let p = start_proxy(config).await;
     let mut c = app(&p).await;
     for _ in 0..5 {

@@ -8,30 +8,15 @@ use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn sigterm_lets_a_running_statement_finish() {
-    require_lab();
-    let dir = std::env::temp_dir().join(unique("shutdown"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let path = dir.join("rwsplit.toml");
-    std::fs::write(
-        &path,
-        format!(
+    let port = free_port();
+    let path = temp_config(
+        "shutdown",
+        &format!(
             "[[listeners]]\naddress = \"127.0.0.1:{port}\"\n[[users]]\nname = \"app\"\npassword = \"app\"\n[[backends]]\nname = \"primary\"\naddress = \"{PRIMARY}\"\nrole = \"primary\"\n[timeouts]\nshutdown = \"10s\"\n"
         ),
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rwsplit"))
-        .arg("--config")
-        .arg(&path)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
+    );
     let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(&addr).await.is_err() {
-        assert!(Instant::now() < deadline, "proxy did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut child = spawn_binary(&path, &addr).await;
     let mut idle = Raw::app(&addr, true).await;
     let mut busy = Raw::app(&addr, true).await;
     let tag = unique("term");

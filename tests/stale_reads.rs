@@ -23,16 +23,6 @@ fn pairs() -> u64 {
     std::env::var("RWSPLIT_STALE_PAIRS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
 }
 
-fn lab(args: &[&str]) {
-    let status =
-        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/integration/lab.sh"))
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("run integration/lab.sh");
-    assert!(status.success(), "integration/lab.sh {args:?} failed");
-}
-
 /// Makes replica2 lag by `seconds` until dropped.
 struct Lag;
 

@@ -348,6 +348,51 @@ pub async fn wait_backends(
     }
 }
 
+/// Runs `integration/lab.sh` with `args` (lag injection, restarts); fails
+/// the test if it fails.
+pub fn lab(args: &[&str]) {
+    let status =
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/integration/lab.sh"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run integration/lab.sh");
+    assert!(status.success(), "integration/lab.sh {args:?} failed");
+}
+
+/// A TCP port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Writes `text` as `rwsplit.toml` in a fresh temporary folder.
+pub fn temp_config(prefix: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique(prefix));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("rwsplit.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts the rwsplit binary with `config` and waits (bounded) until
+/// `ready` (one of its ports) accepts connections.
+pub async fn spawn_binary(config: &std::path::Path, ready: &str) -> std::process::Child {
+    require_lab();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_rwsplit"))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("start rwsplit");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(ready).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "rwsplit did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child
+}
+
 /// A unique suffix for table names of one test run.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
