@@ -54,6 +54,15 @@ fn keep_writing(table: String) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Waits until the monitor sees both replicas eligible (every backend
+/// starts unknown, hence ineligible).
+async fn both_replicas_eligible(admin: std::net::SocketAddr) {
+    wait_backends(admin, Duration::from_secs(10), |j| {
+        j[1]["eligible"] == true && j[2]["eligible"] == true
+    })
+    .await;
+}
+
 fn replica2(json: &serde_json::Value) -> &serde_json::Value {
     &json[2]
 }
@@ -89,10 +98,7 @@ async fn master_delay_lag_grows_in_milliseconds_and_moves_reads_away() {
     let _restore = Restore;
     let proxy = start_proxy(monitored("")).await;
     let admin_addr = proxy.admin.unwrap();
-    wait_backends(admin_addr, Duration::from_secs(10), |j| {
-        j[1]["eligible"] == true && j[2]["eligible"] == true
-    })
-    .await;
+    both_replicas_eligible(admin_addr).await;
     let writer = keep_writing(unique("lagw"));
     lab(&["lag", "replica2", "5"]);
     let json = wait_backends(admin_addr, Duration::from_secs(10), |j| {
@@ -114,12 +120,7 @@ async fn held_lock_on_a_replica_shows_as_lag() {
     let _restore = Restore;
     let proxy = start_proxy(monitored("")).await;
     let admin_addr = proxy.admin.unwrap();
-    // The monitor first sees both replicas healthy (every backend starts
-    // unknown, hence ineligible).
-    wait_backends(admin_addr, Duration::from_secs(10), |j| {
-        j[1]["eligible"] == true && j[2]["eligible"] == true
-    })
-    .await;
+    both_replicas_eligible(admin_addr).await;
     let writer = keep_writing(unique("lockw"));
     let mut holder = admin(REPLICA2).await;
     holder.exec("FLUSH TABLES WITH READ LOCK").await;
@@ -141,10 +142,7 @@ async fn weights_one_to_three_split_ten_thousand_reads() {
     config.backends[2].weight = 3;
     let proxy = start_proxy(config).await;
     let admin_addr = proxy.admin.unwrap();
-    wait_backends(admin_addr, Duration::from_secs(10), |j| {
-        j[1]["eligible"] == true && j[2]["eligible"] == true
-    })
-    .await;
+    both_replicas_eligible(admin_addr).await;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..10 {
         let addr = proxy.addr.to_string();
@@ -192,10 +190,7 @@ async fn all_replicas_lagging_read_from_the_primary_then_return() {
     );
     lab(&["lag", "replica1", "start"]);
     lab(&["lag", "replica2", "start"]);
-    wait_backends(admin_addr, Duration::from_secs(10), |j| {
-        j[1]["eligible"] == true && j[2]["eligible"] == true
-    })
-    .await;
+    both_replicas_eligible(admin_addr).await;
     assert!(
         read_servers(&proxy, 20).await.iter().all(|s| s == "2" || s == "3"),
         "reads return to replicas"

@@ -188,10 +188,12 @@ impl Session {
                 best = Some((i, lag));
             }
         }
-        if !holding.is_empty() {
-            // Spread reads over the replicas that hold it, by the picker.
-            let picked = self.shared.picker.pick(&topology, None).filter(|p| holding.contains(p));
-            return Some((picked.unwrap_or(holding[0]), true));
+        // Among the replicas that hold it, the least busy one.
+        if let Some(i) = holding
+            .into_iter()
+            .min_by_key(|i| self.shared.picker.in_flight(&topology.backends[*i].name))
+        {
+            return Some((i, true));
         }
         best.map(|(i, _)| (i, false))
     }
