@@ -338,12 +338,16 @@ fn static_topology(config: &Config) -> Topology {
         .monitor_specs()
         .iter()
         .map(|spec| {
+            use crate::monitor::{Exclusion, Role};
             let mut b = BackendState::unknown(spec);
-            let replica = spec.configured_role == crate::monitor::Role::Replica && spec.weight > 0;
             b.healthy = true;
-            b.eligible = replica && spec.weight > 0;
+            b.exclusion = match (spec.configured_role, spec.weight) {
+                (Role::Primary, _) => Some(Exclusion::Primary),
+                (Role::Replica, 0) => Some(Exclusion::ZeroWeight),
+                (Role::Replica, _) => None,
+            };
+            b.eligible = b.exclusion.is_none();
             b.effective_weight = if b.eligible { spec.weight as f64 } else { 0.0 };
-            b.exclusion = if b.eligible { None } else { Some(crate::monitor::Exclusion::Primary) };
             b
         })
         .collect();
