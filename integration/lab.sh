@@ -2,6 +2,8 @@
 # Local MariaDB replication lab: a primary on 127.0.0.1:3306 and two GTID
 # replicas on :3307 and :3308, each a mariadbd started by hand (no systemd,
 # no Docker) with its datadir under ${RWSPLIT_LAB_DIR:-/tmp/rwsplit-lab}.
+# RWSPLIT_LAB_PORT moves the primary (replicas take the next two ports), so a
+# second lab (for benchmarks, say) can run beside the test lab.
 #
 #   lab.sh up                      start (and on first use create) the lab; idempotent
 #   lab.sh down [--wipe]           stop all nodes; --wipe also deletes the lab dir
@@ -37,7 +39,8 @@ START_TIMEOUT_S=60
 STOP_TIMEOUT_S=60
 SYNC_TIMEOUT_S=60
 
-node_port() { echo $((3305 + $1)); }
+PRIMARY_PORT=${RWSPLIT_LAB_PORT:-3306}
+node_port() { echo $((PRIMARY_PORT - 1 + $1)); }
 node_dir() { echo "$LAB_DIR/node$1"; }
 node_sock() { echo "$LAB_DIR/node$1/mysqld.sock"; }
 node_pidfile() { echo "$LAB_DIR/node$1/mariadbd.pid"; }
@@ -234,10 +237,10 @@ setup_primary() {
 setup_replica() {
     local n="$1"
     read_slave_status "$n"
-    if [ "${SS[Master_Port]:-}" != 3306 ] || [ "${SS[Master_Host]:-}" != 127.0.0.1 ]; then
+    if [ "${SS[Master_Port]:-}" != "$PRIMARY_PORT" ] || [ "${SS[Master_Host]:-}" != 127.0.0.1 ]; then
         log "node$n: CHANGE MASTER TO the primary (GTID slave_pos); START SLAVE"
         if [ -n "${SS[Master_Host]:-}" ]; then sql "$n" "STOP SLAVE"; fi
-        sql "$n" "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=3306,
+        sql "$n" "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$PRIMARY_PORT,
                 MASTER_USER='repl', MASTER_PASSWORD='repl',
                 MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_DELAY=0;
             START SLAVE;"
@@ -309,7 +312,7 @@ cmd_up() {
     wait_replicas_synced
     cmd_status
     echo "lab up in $(awk -v a="$t0" -v b="$(now_s)" 'BEGIN { printf "%.1f", b - a }')s:" \
-        "primary 127.0.0.1:3306, replicas :3307 :3308; dir $LAB_DIR;" \
+        "primary 127.0.0.1:$(node_port 1), replicas :$(node_port 2) :$(node_port 3); dir $LAB_DIR;" \
         "users app/app monitor/monitor repl/repl admin/admin; database app"
 }
 
@@ -391,8 +394,8 @@ cmd_lag() {
     [ $# -eq 2 ] || die "usage: lab.sh lag replica1|replica2|3307|3308 stop|start|SECONDS"
     local n
     case "$1" in
-        replica1 | 3307 | node2) n=2 ;;
-        replica2 | 3308 | node3) n=3 ;;
+        replica1 | "$(node_port 2)" | node2) n=2 ;;
+        replica2 | "$(node_port 3)" | node3) n=3 ;;
         *) die "unknown replica '$1' (use replica1, replica2, 3307 or 3308)" ;;
     esac
     node_alive "$n" || die "node$n (port $(node_port "$n")) is down; run: lab.sh up"
