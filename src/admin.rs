@@ -59,7 +59,7 @@ pub fn parse_request(head: &str) -> Option<Request> {
 
 async fn handle(
     mut stream: TcpStream,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     token: Option<&str>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
@@ -96,7 +96,7 @@ async fn handle(
     stream.shutdown().await
 }
 
-fn respond(r: &Request, shared: &Shared) -> (u16, &'static str, String) {
+fn respond(r: &Request, shared: &Arc<Shared>) -> (u16, &'static str, String) {
     if r.method == "POST" && r.path == "/reload" {
         return match shared.reload() {
             Ok(()) => (200, "text/plain", "reloaded\n".into()),

@@ -37,6 +37,9 @@ pub struct Config {
     pub timeouts: Timeouts,
     #[serde(default)]
     pub limits: Limits,
+    /// Log format, levels, session lines and the slow-statement log.
+    #[serde(default)]
+    pub log: LogConfig,
     /// Server version presented to clients when no backend can be reached
     /// to learn the primary's.
     #[serde(default = "default_server_version")]
@@ -57,8 +60,17 @@ fn default_server_version() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
-    /// `host:port` to accept MySQL clients on.
-    pub address: String,
+    /// `host:port` to accept MySQL clients on (this or `socket`).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// A unix socket path to accept local clients on (this or `address`).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from
+    /// a load balancer; its source address is the client's. Connections
+    /// without one are refused.
+    #[serde(default)]
+    pub proxy_protocol: bool,
     /// PEM certificate chain: with `tls_key`, clients may use TLS.
     #[serde(default)]
     pub tls_cert: Option<PathBuf>,
@@ -74,6 +86,16 @@ pub struct ListenerConfig {
 }
 
 impl ListenerConfig {
+    /// How the listener is named in messages and logs: its address, or
+    /// `unix:PATH`.
+    pub fn name(&self) -> String {
+        match (&self.address, &self.socket) {
+            (Some(a), _) => a.clone(),
+            (None, Some(s)) => format!("unix:{}", s.display()),
+            (None, None) => "(no address)".into(),
+        }
+    }
+
     /// The TLS acceptor of this listener, if it has TLS.
     pub fn tls_acceptor(
         &self,
@@ -132,6 +154,9 @@ pub struct UserConfig {
     /// This user's consistency mode (overrides the listener's and the global one).
     #[serde(default)]
     pub consistency: Option<ConsistencyMode>,
+    /// Sessions this user may have open at once (beyond: ERROR 1203).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
 }
 
 impl std::fmt::Debug for UserConfig {
@@ -525,6 +550,58 @@ fn default_backoff() -> Duration {
     Duration::from_secs(2)
 }
 
+/// How the log is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Logging. `format` and `level` are read at start (RUST_LOG, when set,
+/// overrides `level`); the others apply at the next reload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (one line per event) or `json` (one object per line).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Levels per module, as tracing's filter directives:
+    /// `"info"`, `"info,rwsplit::monitor=debug"`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// One info line per session start and end, with the session's
+    /// counters (otherwise those lines are debug).
+    #[serde(default = "default_true")]
+    pub sessions: bool,
+    /// Statements that take at least this long are logged (warn, with
+    /// their normalized text); `"0s"` turns the slow-statement log off.
+    #[serde(default = "default_slow_statement", with = "duration")]
+    pub slow_statement: Duration,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: default_log_level(),
+            sessions: true,
+            slow_statement: default_slow_statement(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_slow_statement() -> Duration {
+    Duration::from_secs(1)
+}
+
 /// Size limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -597,8 +674,11 @@ impl Config {
         }
         let mut seen = HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
-            if !seen.insert(&l.address) {
-                problems.push(format!("listeners[{i}].address: duplicate listener {}", l.address));
+            if l.address.is_some() == l.socket.is_some() {
+                problems.push(format!("listeners[{i}]: set exactly one of address and socket"));
+            } else if !seen.insert(l.name()) {
+                let key = if l.address.is_some() { "address" } else { "socket" };
+                problems.push(format!("listeners[{i}].{key}: duplicate listener {}", l.name()));
             }
             if let Err(e) = l.tls_acceptor(&self.base_dir) {
                 problems.push(format!("listeners[{i}]: {e}"));
@@ -634,6 +714,9 @@ impl Config {
                     b.address
                 ));
             }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            problems.push(format!("log.level: {e}"));
         }
         let mut users = HashSet::new();
         for (i, u) in self.users.iter().enumerate() {

@@ -19,6 +19,7 @@ pub mod config;
 pub mod digests;
 pub mod error;
 pub mod monitor;
+pub mod net;
 pub mod protocol;
 pub mod relay;
 pub mod router;

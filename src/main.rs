@@ -14,7 +14,8 @@ Usage:
   rwsplit --version         print the version
   rwsplit --help            print this help
 
-Logging: RUST_LOG (for example RUST_LOG=rwsplit=debug); default info.
+Logging: the [log] section of FILE; RUST_LOG (for example
+RUST_LOG=info,rwsplit::session=debug) overrides its level.
 ";
 
 enum Command {
@@ -73,13 +74,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// Starts logging as `[log]` says; returns what applies a reloaded level.
+fn init_logging(config: &rwsplit::Config) -> rwsplit::server::LogReload {
+    use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, reload, util::SubscriberInitExt};
+    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    let level = from_env.as_deref().unwrap_or(&config.log.level);
+    let filter = EnvFilter::builder().parse_lossy(level);
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    match config.log.format {
+        rwsplit::config::LogFormat::Text => registry.with(fmt::layer()).init(),
+        rwsplit::config::LogFormat::Json => registry.with(fmt::layer().json()).init(),
+    }
+    Box::new(move |new: &rwsplit::Config| {
+        if from_env.is_some() {
+            return Ok(());
+        }
+        let filter = EnvFilter::builder().parse(&new.log.level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
+}
+
 fn run(file: PathBuf) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let config = rwsplit::Config::load(&file)?;
+    let log_reload = init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -92,10 +110,8 @@ fn run(file: PathBuf) -> anyhow::Result<()> {
         let term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
         let int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
         let proxy = rwsplit::Proxy::bind(config).await.context("cannot start listeners")?;
-        for addr in proxy.local_addrs() {
-            tracing::info!(%addr, "listening for MySQL clients");
-        }
         let shared = proxy.shared.clone();
+        let _ = shared.log_reload.set(log_reload);
         tokio::spawn(reload_on_sighup(hup, shared));
         proxy.run(shutdown_signal(term, int)).await;
         Ok(())

@@ -4,7 +4,8 @@
 
 use crate::backend;
 use crate::classify::Tier2Cache;
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig};
+use crate::net;
 use crate::monitor::{BackendState, Monitor, Topology};
 use crate::protocol::handshake::Greeting;
 use crate::session;
@@ -54,6 +55,52 @@ impl Registry {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Puts a reloaded config's log level in force.
+pub type LogReload = Box<dyn Fn(&Config) -> Result<(), String> + Send + Sync>;
+
+/// Open sessions per user, for per-user connection limits.
+#[derive(Debug, Default)]
+pub struct UserSessions {
+    counts: Mutex<HashMap<Vec<u8>, usize>>,
+}
+
+impl UserSessions {
+    /// A session slot for `user`, unless it already has `limit` sessions.
+    pub fn take(self: &Arc<Self>, user: &[u8], limit: Option<usize>) -> Option<UserSlot> {
+        let mut counts = self.counts.lock().expect("user sessions lock");
+        let count = counts.entry(user.to_vec()).or_insert(0);
+        if limit.is_some_and(|limit| *count >= limit) {
+            return None;
+        }
+        *count += 1;
+        Some(UserSlot { sessions: self.clone(), user: user.to_vec() })
+    }
+
+    /// Sessions `user` has open now.
+    pub fn count(&self, user: &[u8]) -> usize {
+        self.counts.lock().expect("user sessions lock").get(user).copied().unwrap_or(0)
+    }
+}
+
+/// One session's place in its user's count, given back on drop.
+#[derive(Debug)]
+pub struct UserSlot {
+    sessions: Arc<UserSessions>,
+    user: Vec<u8>,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut counts = self.sessions.counts.lock().expect("user sessions lock");
+        if let Some(count) = counts.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.user);
+            }
+        }
     }
 }
 
@@ -120,6 +167,12 @@ pub struct Shared {
     /// proxy's own scramble and connection id) to clients.
     pub primary_greeting: ArcSwap<Option<Greeting>>,
     pub registry: Registry,
+    pub user_sessions: Arc<UserSessions>,
+    /// The client listeners in force.
+    listeners: Listeners,
+    /// Applies a reloaded config's log settings (set by the binary, which
+    /// owns the log subscriber).
+    pub log_reload: std::sync::OnceLock<LogReload>,
     next_id: AtomicU32,
 }
 
@@ -161,6 +214,9 @@ impl Shared {
             config: ArcSwap::from_pointee(config),
             primary_greeting: ArcSwap::from_pointee(None),
             registry: Registry::default(),
+            user_sessions: Arc::default(),
+            listeners: Listeners::default(),
+            log_reload: std::sync::OnceLock::new(),
             next_id: AtomicU32::new(1),
         })
     }
@@ -178,19 +234,20 @@ impl Shared {
     /// Reads the config file again and puts it in force: validated first
     /// (an invalid file changes nothing and its problems are returned),
     /// backend positions kept stable, the monitor and topology updated.
-    /// Listener changes need a restart; users, backends, weights, rules,
-    /// timeouts and consistency settings apply to the next statement.
-    pub fn reload(&self) -> Result<(), String> {
+    /// Listeners are opened, closed or given their new options (sessions
+    /// they accepted go on); users, backends, weights, rules, timeouts and
+    /// consistency settings apply to the next statement. Only the admin
+    /// address needs a restart.
+    pub fn reload(self: &Arc<Self>) -> Result<(), String> {
         let old = self.config.load_full();
         let path = old
             .source
             .clone()
             .ok_or_else(|| "this proxy was not started from a file".to_string())?;
         let new = Config::load(&path).map_err(|e| e.to_string())?.keep_backend_positions(&old);
-        let listeners =
-            |c: &Config| c.listeners.iter().map(|l| l.address.clone()).collect::<Vec<_>>();
-        if listeners(&new) != listeners(&old) {
-            tracing::warn!("listener changes take effect after a restart");
+        self.listeners.sync(&new, self)?;
+        if new.admin.as_ref().map(|a| &a.address) != old.admin.as_ref().map(|a| &a.address) {
+            tracing::warn!("admin address changes take effect after a restart");
         }
         match (&self.monitor, new.monitor_settings()) {
             (Some(monitor), Some(settings)) => monitor.update(new.monitor_specs(), settings),
@@ -199,6 +256,11 @@ impl Shared {
         }
         tracing::info!(file = %path.display(), backends = new.backends.len(), "configuration reloaded");
         self.apply_file_states(&new);
+        if let Some(apply) = self.log_reload.get()
+            && let Err(e) = apply(&new)
+        {
+            tracing::warn!(error = %e, "log level not changed");
+        }
         self.config.store(Arc::new(new));
         Ok(())
     }
@@ -366,31 +428,115 @@ pub struct ListenerCtx {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub require_tls: bool,
     pub consistency: Option<crate::config::ConsistencyMode>,
+    /// Connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
 }
 
-/// A proxy with its listeners bound, ready to serve.
+impl ListenerCtx {
+    fn from_config(l: &ListenerConfig, base_dir: &std::path::Path) -> Result<ListenerCtx, String> {
+        Ok(ListenerCtx {
+            tls: l.tls_acceptor(base_dir).map_err(|e| format!("listener {}: {e}", l.name()))?,
+            require_tls: l.require_tls,
+            consistency: l.consistency,
+            proxy_protocol: l.proxy_protocol,
+        })
+    }
+}
+
+/// One client listener that is accepting: its options (swapped by a
+/// reload) and its accept task.
+struct OpenListener {
+    name: String,
+    ctx: Arc<ArcSwap<ListenerCtx>>,
+    local: Option<SocketAddr>,
+    task: tokio::task::AbortHandle,
+}
+
+/// The client listeners in force, in config order. A reload opens the
+/// new ones, closes the removed ones (their sessions go on) and gives
+/// kept ones their new options (TLS files are read again).
+#[derive(Default)]
+pub struct Listeners {
+    open: Mutex<Vec<OpenListener>>,
+}
+
+impl Listeners {
+    /// Makes the open listeners those of `config`. Everything that can
+    /// fail (TLS files, binding) is done before anything changes, so an
+    /// error leaves the listeners as they were.
+    fn sync(&self, config: &Config, shared: &Arc<Shared>) -> Result<(), String> {
+        let mut open = self.open.lock().expect("listeners lock");
+        let mut ctxs = Vec::new();
+        let mut bound = Vec::new();
+        for l in &config.listeners {
+            let name = l.name();
+            ctxs.push(ListenerCtx::from_config(l, &config.base_dir)?);
+            if !open.iter().any(|o| o.name == name) {
+                let listener = match (&l.address, &l.socket) {
+                    (Some(address), _) => net::Listener::bind_tcp(address),
+                    (None, Some(path)) => net::Listener::bind_unix(&config.base_dir.join(path)),
+                    (None, None) => return Err(format!("listener {name}: no address")),
+                }
+                .map_err(|e| format!("cannot listen on {name}: {e}"))?;
+                bound.push((name, listener));
+            }
+        }
+        let mut kept = Vec::with_capacity(config.listeners.len());
+        for (l, ctx) in config.listeners.iter().zip(ctxs) {
+            let name = l.name();
+            if let Some(pos) = open.iter().position(|o| o.name == name) {
+                let existing = open.remove(pos);
+                existing.ctx.store(Arc::new(ctx));
+                kept.push(existing);
+                continue;
+            }
+            let pos = bound.iter().position(|(n, _)| *n == name).expect("bound above");
+            let (name, listener) = bound.remove(pos);
+            let local = listener.local_addr();
+            let ctx = Arc::new(ArcSwap::from_pointee(ctx));
+            let task = tokio::spawn(accept_loop(listener, ctx.clone(), shared.clone()));
+            tracing::info!(listener = %name, "listening for MySQL clients");
+            kept.push(OpenListener { name, ctx, local, task: task.abort_handle() });
+        }
+        for gone in open.drain(..) {
+            tracing::info!(listener = %gone.name, "listener closed");
+            gone.task.abort();
+        }
+        *open = kept;
+        Ok(())
+    }
+
+    fn close_all(&self) {
+        for l in self.open.lock().expect("listeners lock").drain(..) {
+            l.task.abort();
+        }
+    }
+
+    fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.open.lock().expect("listeners lock").iter().filter_map(|l| l.local).collect()
+    }
+}
+
+/// A proxy with its listeners bound and accepting.
 pub struct Proxy {
     pub shared: Arc<Shared>,
-    listeners: Vec<(TcpListener, ListenerCtx)>,
     admin: Option<(TcpListener, Option<String>)>,
 }
 
 impl Proxy {
-    /// Binds every configured listener.
+    /// Binds every configured listener and starts accepting.
     pub async fn bind(config: Config) -> std::io::Result<Proxy> {
-        let mut listeners = Vec::new();
-        for l in &config.listeners {
-            let tls = l
-                .tls_acceptor(&config.base_dir)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-            let ctx = ListenerCtx { tls, require_tls: l.require_tls, consistency: l.consistency };
-            listeners.push((TcpListener::bind(&l.address).await?, ctx));
-        }
         let admin = match &config.admin {
             Some(a) => Some((TcpListener::bind(&a.address).await?, a.token.clone())),
             None => None,
         };
-        Ok(Proxy { shared: Shared::new(config), listeners, admin })
+        let shared = Shared::new(config);
+        let config = shared.config.load_full();
+        shared
+            .listeners
+            .sync(&config, &shared)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        Ok(Proxy { shared, admin })
     }
 
     /// The admin port's address, if configured.
@@ -398,24 +544,23 @@ impl Proxy {
         self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
-    /// The addresses actually bound (port 0 resolved).
+    /// The TCP addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect()
+        self.shared.listeners.local_addrs()
     }
 
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        let mut tasks = tokio::task::JoinSet::new();
-        for (listener, ctx) in self.listeners {
-            tasks.spawn(accept_loop(listener, ctx, self.shared.clone()));
-        }
-        if let Some((listener, token)) = self.admin {
-            tasks.spawn(crate::admin::serve(listener, self.shared.clone(), token));
-        }
+        let admin = self.admin.map(|(listener, token)| {
+            tokio::spawn(crate::admin::serve(listener, self.shared.clone(), token))
+        });
         shutdown.await;
         // Stop accepting; idle sessions close now, busy ones after their
         // statement; wait for them up to `timeouts.shutdown`.
-        tasks.abort_all();
+        self.shared.listeners.close_all();
+        if let Some(admin) = admin {
+            admin.abort();
+        }
         let _ = self.shared.shutting_down.send(true);
         let deadline = tokio::time::Instant::now() + self.shared.config.load().timeouts.shutdown;
         while !self.shared.registry.is_empty() && tokio::time::Instant::now() < deadline {
@@ -431,18 +576,21 @@ impl Proxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: ListenerCtx, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: net::Listener,
+    ctx: Arc<ArcSwap<ListenerCtx>>,
+    shared: Arc<Shared>,
+) {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                stream.set_nodelay(true).ok();
-                let shared = shared.clone();
-                tokio::spawn(session::serve(stream, peer, ctx.clone(), shared));
+            Ok((socket, peer)) => {
+                let ctx = ListenerCtx::clone(&ctx.load());
+                tokio::spawn(session::serve(socket, peer, ctx, shared.clone()));
             }
             Err(e) => {
                 // Out of file descriptors and similar: say so and back off
                 // briefly instead of spinning.
-                tracing::error!(error = %e, "accept failed");
+                tracing::error!(listener = %listener, error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
@@ -455,9 +603,6 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let proxy = Proxy::bind(config).await?;
-    for addr in proxy.local_addrs() {
-        tracing::info!(%addr, "listening for MySQL clients");
-    }
     proxy.run(shutdown).await;
     Ok(())
 }

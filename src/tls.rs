@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use crate::net::Socket;
 use tokio_rustls::TlsAcceptor;
 
 /// Builds a TLS acceptor from PEM files (certificate chain, private key).
@@ -34,12 +34,12 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// A TCP stream that first yields bytes already read from it (the start of
+/// A client socket that first yields bytes already read from it (the start of
 /// a TLS handshake that arrived together with the SSL request).
 pub struct Prefixed {
     prefix: Vec<u8>,
     pos: usize,
-    inner: TcpStream,
+    inner: Socket,
 }
 
 impl AsyncRead for Prefixed {
@@ -79,9 +79,9 @@ impl AsyncWrite for Prefixed {
     }
 }
 
-/// The client's side of a session: plain TCP, or TLS after an upgrade.
+/// The client's side of a session: plain, or TLS after an upgrade.
 pub enum ClientStream {
-    Plain(TcpStream),
+    Plain(Socket),
     Tls(Box<tokio_rustls::server::TlsStream<Prefixed>>),
     /// Only while an upgrade is in progress.
     Detached,
@@ -96,7 +96,7 @@ impl ClientStream {
     /// read past the SSL request.
     pub async fn upgrade(&mut self, acceptor: &TlsAcceptor, early: Vec<u8>) -> io::Result<()> {
         let ClientStream::Plain(tcp) = std::mem::replace(self, ClientStream::Detached) else {
-            return Err(io::Error::other("stream is not plain TCP"));
+            return Err(io::Error::other("stream is already TLS"));
         };
         let prefixed = Prefixed { prefix: early, pos: 0, inner: tcp };
         let tls = acceptor.accept(prefixed).await?;

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod handshake;
 pub mod messages;
 pub mod packet;
+pub mod proxy_header;
 pub mod session_state;
 
 /// Command bytes (the first byte of a command packet).

@@ -170,6 +170,15 @@ impl Session {
             self.reply_err(1045, "28000", &msg).await?;
             return Ok(Next::Quit);
         };
+        let limit = config.user(&change.user).and_then(|u| u.max_connections);
+        if change.user != self.login.user {
+            let Some(slot) = self.shared.user_sessions.take(&change.user, limit) else {
+                let msg = super::login::user_limit_message(&user);
+                self.reply_err(1203, "42000", &msg).await?;
+                return Ok(Next::Quit);
+            };
+            self.user_slot = slot;
+        }
         self.close_backends().await;
         self.stmts.clear();
         self.reset_routing();

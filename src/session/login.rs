@@ -9,10 +9,11 @@ use crate::protocol::handshake::{Greeting, HandshakeResponse, build_auth_switch}
 use crate::protocol::messages::{build_err, build_ok};
 use crate::protocol::packet::{FrameError, PacketReader, write_packet};
 use crate::protocol::status;
-use crate::server::ListenerCtx;
+use crate::server::{ListenerCtx, UserSessions, UserSlot};
+use std::sync::Arc;
 use crate::tls::ClientStream;
 use mysql_common::constants::CapabilityFlags;
-use std::net::SocketAddr;
+use crate::net::ClientAddr;
 
 /// Largest packet accepted before login completes.
 const LOGIN_PACKET_LIMIT: usize = 64 << 10;
@@ -25,6 +26,8 @@ const DEFAULT_COLLATION: u8 = 45;
 pub enum LoginError {
     #[error("access denied for user {user:?}")]
     Denied { user: String },
+    #[error("user {user:?} is at its max_connections")]
+    UserLimit { user: String },
     #[error("client sent a malformed handshake")]
     Malformed,
     #[error("{0}")]
@@ -36,6 +39,8 @@ pub enum LoginError {
 /// A logged-in client.
 pub struct LoggedIn {
     pub login: Login,
+    /// The session's place in its user's connection count.
+    pub slot: UserSlot,
     pub user: String,
     pub scramble: [u8; auth::SCRAMBLE_LEN],
 }
@@ -79,8 +84,9 @@ pub async fn login(
     reader: &mut PacketReader,
     greeting: &Greeting,
     config: &Config,
-    peer: SocketAddr,
+    peer: ClientAddr,
     listener: &ListenerCtx,
+    user_sessions: &Arc<UserSessions>,
 ) -> Result<LoggedIn, LoginError> {
     let mut out = Vec::with_capacity(128);
     greeting.write(&mut out);
@@ -133,6 +139,13 @@ pub async fn login(
         write_packet(stream, next_seq, &build_err(1045, "28000", &msg)).await?;
         return Err(LoginError::Denied { user });
     };
+    let limit = config.user(&response.user).and_then(|u| u.max_connections);
+    let Some(slot) = user_sessions.take(&response.user, limit) else {
+        tracing::warn!(%peer, user = %user, "user is at its max_connections");
+        let err = build_err(1203, "42000", &user_limit_message(&user));
+        write_packet(stream, next_seq, &err).await?;
+        return Err(LoginError::UserLimit { user });
+    };
 
     let ok = build_ok(caps, 0, 0, status::AUTOCOMMIT, 0);
     write_packet(stream, next_seq, &ok).await?;
@@ -142,6 +155,7 @@ pub async fn login(
         response.mariadb_caps & greeting.mariadb_caps
     };
     Ok(LoggedIn {
+        slot,
         login: Login {
             user: response.user,
             secret: backend_secret,
@@ -159,13 +173,18 @@ pub async fn login(
 }
 
 /// MySQL's wording for a refused login.
-pub fn denied_message(user: &str, peer: SocketAddr, using_password: bool) -> String {
+pub fn denied_message(user: &str, peer: ClientAddr, using_password: bool) -> String {
     format!(
         "Access denied for user '{}'@'{}' (using password: {})",
         user,
-        peer.ip(),
+        peer.host(),
         if using_password { "YES" } else { "NO" }
     )
+}
+
+/// MySQL's wording for ER_TOO_MANY_USER_CONNECTIONS.
+pub fn user_limit_message(user: &str) -> String {
+    format!("User {user} already has more than 'max_user_connections' active connections")
 }
 
 /// The password exchange after the handshake response.
@@ -239,7 +258,7 @@ mod tests {
 
     #[test]
     fn denied_message_matches_mysql_wording() {
-        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let peer = ClientAddr::Tcp("127.0.0.1:5000".parse().unwrap());
         assert_eq!(
             denied_message("app", peer, true),
             "Access denied for user 'app'@'127.0.0.1' (using password: YES)"

@@ -26,31 +26,48 @@ use crate::server::{ListenerCtx, SessionHandle, Shared};
 use crate::tls::ClientStream;
 use mysql_common::constants::CapabilityFlags;
 use prepared::StmtTable;
-use std::net::SocketAddr;
+use crate::net::{ClientAddr, Socket};
+use crate::protocol::proxy_header;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 /// Accepts one client connection: login, then serve it until it quits.
 pub async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: Socket,
+    mut peer: ClientAddr,
     listener: ListenerCtx,
     shared: Arc<Shared>,
 ) {
     use std::sync::atomic::Ordering;
     let open = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
     let _count = ClientCount(shared.clone());
-    let limit = shared.config.load().limits.max_client_connections;
+    let config = shared.config.load_full();
+    let limit = config.limits.max_client_connections;
     if open > limit {
         tracing::warn!(%peer, limit, "too many client connections");
-        let mut stream = stream;
         let err = build_err(1040, "08004", "Too many connections");
         let _ = crate::protocol::packet::write_packet(&mut stream, 0, &err).await;
         return;
     }
+    if listener.proxy_protocol {
+        let header =
+            tokio::time::timeout(config.timeouts.client_handshake, proxy_header::read(&mut stream));
+        match header.await {
+            Ok(Ok(proxy_header::Header::Proxied(client))) => peer = ClientAddr::Tcp(client),
+            Ok(Ok(proxy_header::Header::Local)) => {}
+            outcome => {
+                let reason = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no PROXY protocol header in time".to_string(),
+                };
+                tracing::warn!(%peer, %reason, "connection refused");
+                let err = build_err(1105, "HY000", &format!("rwsplit: {reason}"));
+                let _ = crate::protocol::packet::write_packet(&mut stream, 0, &err).await;
+                return;
+            }
+        }
+    }
     let id = shared.next_connection_id();
-    let config = shared.config.load_full();
     let primary = shared.greeting().await;
     let scramble = auth::new_scramble();
     let mut greeting = login::greeting_for_client(primary.as_ref(), &config, id, &scramble);
@@ -61,7 +78,15 @@ pub async fn serve(
     let mut reader = PacketReader::new();
     let login = tokio::time::timeout(
         config.timeouts.client_handshake,
-        login::login(&mut stream, &mut reader, &greeting, &config, peer, &listener),
+        login::login(
+            &mut stream,
+            &mut reader,
+            &greeting,
+            &config,
+            peer,
+            &listener,
+            &shared.user_sessions,
+        ),
     )
     .await;
     let logged_in = match login {
@@ -83,7 +108,12 @@ pub async fn serve(
     *handle.user.lock().expect("handle lock") = logged_in.login.user.clone();
     shared.registry.insert(id, handle.clone());
     shared.telemetry.client_connections.increment(1.0);
-    tracing::debug!(%peer, id, user = %logged_in.user, "session started");
+    let user = logged_in.user.clone();
+    if config.log.sessions {
+        tracing::info!(%peer, id, %user, tls = stream.is_tls(), "session started");
+    } else {
+        tracing::debug!(%peer, id, %user, tls = stream.is_tls(), "session started");
+    }
     let mut session = Session {
         id,
         peer,
@@ -93,6 +123,8 @@ pub async fn serve(
         cmd: Vec::with_capacity(256),
         sql: String::new(),
         caps: logged_in.login.capabilities,
+        user_slot: logged_in.slot,
+        stats: SessionStats::new(),
         login: logged_in.login,
         scramble: logged_in.scramble,
         backends: Vec::new(),
@@ -112,7 +144,30 @@ pub async fn serve(
     session.close_backends().await;
     shared.registry.remove(id);
     shared.telemetry.client_connections.decrement(1.0);
-    tracing::debug!(%peer, id, "session ended");
+    let st = &session.stats;
+    let user = String::from_utf8_lossy(&session.login.user);
+    let seconds = st.started.elapsed().as_secs_f64();
+    macro_rules! session_ended {
+        ($level:ident) => {
+            tracing::$level!(
+                %peer,
+                id,
+                %user,
+                seconds,
+                statements = st.statements,
+                on_primary = st.on_primary,
+                on_replicas = st.on_replicas,
+                errors = st.errors,
+                slow = st.slow,
+                "session ended"
+            )
+        };
+    }
+    if shared.config.load().log.sessions {
+        session_ended!(info);
+    } else {
+        session_ended!(debug);
+    }
 }
 
 /// Keeps `Shared::clients` right however a session ends.
@@ -145,7 +200,7 @@ pub(crate) enum SessionError {
 
 pub(crate) struct Session {
     pub id: u32,
-    pub peer: SocketAddr,
+    pub peer: ClientAddr,
     pub shared: Arc<Shared>,
     pub client: ClientStream,
     pub creader: PacketReader,
@@ -175,6 +230,46 @@ pub(crate) struct Session {
     /// Read-your-writes: the mode and what the session wrote.
     pub writes: consistency::WriteMemory,
     pub handle: Arc<SessionHandle>,
+    /// This session's place in its user's connection count.
+    pub user_slot: crate::server::UserSlot,
+    /// Counters for the session's end-of-session log line.
+    pub stats: SessionStats,
+}
+
+/// What a session did, logged when it ends.
+#[derive(Debug)]
+pub(crate) struct SessionStats {
+    pub started: std::time::Instant,
+    pub statements: u64,
+    pub on_primary: u64,
+    pub on_replicas: u64,
+    pub errors: u64,
+    pub slow: u64,
+}
+
+impl SessionStats {
+    fn new() -> SessionStats {
+        SessionStats {
+            started: std::time::Instant::now(),
+            statements: 0,
+            on_primary: 0,
+            on_replicas: 0,
+            errors: 0,
+            slow: 0,
+        }
+    }
+
+    pub fn count(&mut self, on_primary: bool, failed: bool) {
+        self.statements += 1;
+        if on_primary {
+            self.on_primary += 1;
+        } else {
+            self.on_replicas += 1;
+        }
+        if failed {
+            self.errors += 1;
+        }
+    }
 }
 
 impl Session {

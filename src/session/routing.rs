@@ -299,7 +299,7 @@ impl Session {
 
     /// Records a statement's time, digest statistics and route.
     pub(super) fn record_statement(
-        &self,
+        &mut self,
         info: &StatementInfo,
         sql: &str,
         idx: usize,
@@ -322,6 +322,24 @@ impl Session {
             rows,
             on_primary,
         );
+        let failed = outcome.error.is_some();
+        self.stats.count(on_primary, failed);
+        let slow = self.config().log.slow_statement;
+        if !slow.is_zero() && elapsed >= slow {
+            self.stats.slow += 1;
+            let config = self.config();
+            let backend = config.backends.get(idx).map_or("?", |b| b.name.as_str());
+            tracing::warn!(
+                id = self.id,
+                user = %String::from_utf8_lossy(&self.login.user),
+                backend,
+                elapsed_ms = elapsed.as_millis() as u64,
+                rows,
+                failed,
+                statement = %normalized(),
+                "slow statement"
+            );
+        }
     }
 
     /// With `routing.fallback = "error"`, a read that no replica can take

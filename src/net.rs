@@ -1,0 +1,211 @@
+//! Client-side sockets: a listener is TCP or a unix socket, and a client
+//! is known by its address (the one a PROXY protocol header names, when
+//! the listener expects one).
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+/// Where a client connects from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAddr {
+    Tcp(SocketAddr),
+    /// A local client on a unix socket.
+    Unix,
+}
+
+impl ClientAddr {
+    /// The client's IP, if it came over TCP.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            ClientAddr::Tcp(a) => Some(a.ip()),
+            ClientAddr::Unix => None,
+        }
+    }
+
+    /// The host part MySQL puts in messages such as "Access denied for
+    /// user 'u'@'host'": the IP, or `localhost` for a unix socket.
+    pub fn host(&self) -> String {
+        match self {
+            ClientAddr::Tcp(a) => a.ip().to_string(),
+            ClientAddr::Unix => "localhost".into(),
+        }
+    }
+}
+
+impl fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientAddr::Tcp(a) => a.fmt(f),
+            ClientAddr::Unix => f.write_str("unix-socket"),
+        }
+    }
+}
+
+/// A bound client listener.
+pub enum Listener {
+    Tcp(TcpListener),
+    /// The socket file is removed when the listener is dropped.
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds a TCP address (`host:port`) from inside a runtime.
+    pub fn bind_tcp(address: &str) -> io::Result<Listener> {
+        let std = std::net::TcpListener::bind(address)?;
+        std.set_nonblocking(true)?;
+        Ok(Listener::Tcp(TcpListener::from_std(std)?))
+    }
+
+    /// Binds a unix socket at `path`. A socket file left by a proxy that
+    /// did not stop cleanly is replaced; one that a live process still
+    /// accepts on is not (binding fails with "address in use").
+    pub fn bind_unix(path: &Path) -> io::Result<Listener> {
+        use std::os::unix::fs::FileTypeExt;
+        if let Ok(meta) = std::fs::symlink_metadata(path)
+            && meta.file_type().is_socket()
+            && std::os::unix::net::UnixStream::connect(path).is_err()
+        {
+            std::fs::remove_file(path)?;
+        }
+        Ok(Listener::Unix(UnixListener::bind(path)?, path.to_path_buf()))
+    }
+
+    /// What the listener is bound to, for logs and tests.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok(),
+            Listener::Unix(..) => None,
+        }
+    }
+
+    pub async fn accept(&self) -> io::Result<(Socket, ClientAddr)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (stream, peer) = l.accept().await?;
+                stream.set_nodelay(true).ok();
+                Ok((Socket::Tcp(stream), ClientAddr::Tcp(peer)))
+            }
+            Listener::Unix(l, _) => {
+                let (stream, _) = l.accept().await?;
+                Ok((Socket::Unix(stream), ClientAddr::Unix))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(a) => a.fmt(f),
+                Err(_) => f.write_str("tcp"),
+            },
+            Listener::Unix(_, path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A client's connection, TCP or unix socket.
+pub enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Socket::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Socket::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Socket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Socket::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Socket::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Socket::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Socket::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Socket::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Socket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Socket::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_addresses_read_like_mysql_hosts() {
+        let tcp = ClientAddr::Tcp("192.0.2.7:5000".parse().unwrap());
+        assert_eq!(tcp.host(), "192.0.2.7");
+        assert_eq!(tcp.to_string(), "192.0.2.7:5000");
+        assert_eq!(ClientAddr::Unix.host(), "localhost");
+        assert_eq!(ClientAddr::Unix.ip(), None);
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_file_is_replaced_and_removed_on_drop() {
+        let dir = std::env::temp_dir().join(format!("rwsplit-net-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stale.sock");
+        // A socket file nobody accepts on any more.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let listener = Listener::bind_unix(&path).unwrap();
+        let client = UnixStream::connect(&path).await.unwrap();
+        let (_socket, addr) = listener.accept().await.unwrap();
+        assert_eq!(addr, ClientAddr::Unix);
+        drop(client);
+        // A live listener's socket is not taken over.
+        assert!(Listener::bind_unix(&path).is_err());
+        drop(listener);
+        assert!(!path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
