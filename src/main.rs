@@ -76,7 +76,9 @@ fn main() -> ExitCode {
 
 /// Starts logging as `[log]` says; returns what applies a reloaded level.
 fn init_logging(config: &rwsplit::Config) -> rwsplit::server::LogReload {
-    use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, reload, util::SubscriberInitExt};
+    use tracing_subscriber::{
+        EnvFilter, fmt, layer::SubscriberExt, reload, util::SubscriberInitExt,
+    };
     let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
     let level = from_env.as_deref().unwrap_or(&config.log.level);
     let filter = EnvFilter::builder().parse_lossy(level);

@@ -5,8 +5,8 @@
 use crate::backend;
 use crate::classify::Tier2Cache;
 use crate::config::{Config, ListenerConfig};
-use crate::net;
 use crate::monitor::{BackendState, Monitor, Topology};
+use crate::net;
 use crate::protocol::handshake::Greeting;
 use crate::session;
 use crate::telemetry::Telemetry;
@@ -576,11 +576,7 @@ impl Proxy {
     }
 }
 
-async fn accept_loop(
-    listener: net::Listener,
-    ctx: Arc<ArcSwap<ListenerCtx>>,
-    shared: Arc<Shared>,
-) {
+async fn accept_loop(listener: net::Listener, ctx: Arc<ArcSwap<ListenerCtx>>, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
             Ok((socket, peer)) => {

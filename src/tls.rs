@@ -2,6 +2,7 @@
 //! client stream that is plain TCP until the client's SSL request upgrades
 //! it in place.
 
+use crate::net::Socket;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::io;
@@ -10,7 +11,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use crate::net::Socket;
 use tokio_rustls::TlsAcceptor;
 
 /// Builds a TLS acceptor from PEM files (certificate chain, private key).

@@ -65,3 +65,80 @@ fn help_and_version_exit_zero_and_bad_arguments_exit_two() {
     assert!(String::from_utf8_lossy(&run(&["--help"]).stdout).contains("rwsplit check FILE"));
     assert_eq!(run(&["--bogus"]).status.code(), Some(2));
 }
+
+/// The fields serde accepts in the table that `probe` (TOML with a
+/// `__probe` key in that table) reaches, read from the unknown-field
+/// error that `deny_unknown_fields` gives: the structs themselves say
+/// which keys exist.
+fn struct_fields(probe: &str) -> Vec<String> {
+    let err = rwsplit::Config::parse(probe).expect_err("the probe key is unknown");
+    let expected = err.split_once("expected").map_or("", |(_, rest)| rest);
+    let fields: Vec<String> = expected.split('`').skip(1).step_by(2).map(String::from).collect();
+    assert!(!fields.is_empty(), "no field list in: {err}");
+    fields
+}
+
+/// Keys shown in `text` (set or commented out) per table, tables named
+/// by their header (`[admin]`, `[[users]]`, also commented out), the top
+/// level as "".
+fn documented_keys(text: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut keys = std::collections::BTreeMap::<String, Vec<String>>::new();
+    let mut table = String::new();
+    for line in text.lines() {
+        let line = line.trim_start_matches('#').trim();
+        if let Some(header) = line.strip_prefix('[') {
+            table = header.trim_matches(|c| c == '[' || c == ']').to_string();
+            continue;
+        }
+        let Some((key, _)) = line.split_once('=') else { continue };
+        let key = key.trim();
+        if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            keys.entry(table.clone()).or_default().push(key.to_string());
+        }
+    }
+    keys
+}
+
+#[test]
+fn shipped_config_documents_every_key_the_structs_accept() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("conf/rwsplit.toml")).unwrap();
+    let documented = documented_keys(&text);
+    let tables: Vec<(&str, String)> = vec![
+        ("", "__probe = 1\n".to_string()),
+        ("listeners", "[[listeners]]\n__probe = 1\n".into()),
+        ("admin", "[admin]\n__probe = 1\n".into()),
+        ("users", "[[users]]\n__probe = 1\n".into()),
+        ("backends", "[[backends]]\n__probe = 1\n".into()),
+        ("monitor", "[monitor]\n__probe = 1\n".into()),
+        ("routing", "[routing]\n__probe = 1\n".into()),
+        ("consistency", "[consistency]\n__probe = 1\n".into()),
+        ("rules", "[[rules]]\n__probe = 1\n".into()),
+        ("timeouts", "[timeouts]\n__probe = 1\n".into()),
+        ("limits", "[limits]\n__probe = 1\n".into()),
+        ("log", "[log]\n__probe = 1\n".into()),
+    ];
+    let mut problems = Vec::new();
+    for (table, probe) in &tables {
+        let fields = struct_fields(probe);
+        let shown = documented.get(*table).cloned().unwrap_or_default();
+        for f in &fields {
+            // Top-level keys that are tables are documented by their header.
+            let is_table = table.is_empty() && tables.iter().any(|(t, _)| t == f);
+            if !is_table && !shown.contains(f) {
+                problems.push(format!("[{table}] {f} is not in conf/rwsplit.toml"));
+            }
+        }
+        for k in &shown {
+            if !fields.contains(k) {
+                problems.push(format!("[{table}] {k} is documented but not a key"));
+            }
+        }
+    }
+    for table in documented.keys() {
+        if !tables.iter().any(|(t, _)| t == table) {
+            problems.push(format!("[{table}] is documented but not checked here"));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}

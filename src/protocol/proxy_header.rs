@@ -198,7 +198,10 @@ mod tests {
             assert!(matches!(read_all(bad).await.0, Err(HeaderError::Malformed(_))), "{bad:?}");
         }
         // IPv4 family with too short an address block; unknown command.
-        assert!(matches!(read_all(&v2(1, 0x11, &[1, 2, 3])).await.0, Err(HeaderError::Malformed(_))));
+        assert!(matches!(
+            read_all(&v2(1, 0x11, &[1, 2, 3])).await.0,
+            Err(HeaderError::Malformed(_))
+        ));
         assert!(matches!(read_all(&v2(5, 0x11, &[0; 12])).await.0, Err(HeaderError::Malformed(_))));
         // A body shorter than announced.
         let mut cut = v2(1, 0x11, &[0; 12]);

@@ -4,16 +4,16 @@
 
 use crate::backend::{Login, PASSTHROUGH_CAPS, PASSTHROUGH_MARIADB_CAPS};
 use crate::config::Config;
+use crate::net::ClientAddr;
 use crate::protocol::auth::{self, BackendSecret, Secret};
 use crate::protocol::handshake::{Greeting, HandshakeResponse, build_auth_switch};
 use crate::protocol::messages::{build_err, build_ok};
 use crate::protocol::packet::{FrameError, PacketReader, write_packet};
 use crate::protocol::status;
 use crate::server::{ListenerCtx, UserSessions, UserSlot};
-use std::sync::Arc;
 use crate::tls::ClientStream;
 use mysql_common::constants::CapabilityFlags;
-use crate::net::ClientAddr;
+use std::sync::Arc;
 
 /// Largest packet accepted before login completes.
 const LOGIN_PACKET_LIMIT: usize = 64 << 10;

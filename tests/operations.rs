@@ -1,0 +1,297 @@
+//! Listener and operations options: a unix-socket listener, the PROXY
+//! protocol, per-user connection limits, listeners changed by a reload,
+//! and the session and slow-statement log lines of the binary.
+
+mod common;
+
+use common::*;
+use rwsplit::backend::BackendError;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn expect_server_error(result: Result<Raw, BackendError>) -> (u16, String) {
+    match result {
+        Err(BackendError::Server { code, message, .. }) => (code, message),
+        Err(e) => panic!("expected a server error, got {e}"),
+        Ok(_) => panic!("expected a server error, the login succeeded"),
+    }
+}
+
+/// Runs the mariadb command-line client with `args`; (exit ok, stdout, stderr).
+async fn mariadb_cli(args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new("mariadb")
+        .arg("--no-defaults")
+        .args(args)
+        .output()
+        .await
+        .expect("run the mariadb client");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn unix_socket_listener_serves_local_clients() {
+    let dir = std::env::temp_dir().join(unique("rwsplit_sock"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("rwsplit.sock");
+    let extra = format!("[[listeners]]\nsocket = \"{}\"\n", socket.display());
+    let proxy = start_proxy(lab_config(&extra)).await;
+    let path = socket.to_str().unwrap();
+    let base = ["--protocol=socket", "--socket", path, "-N", "-B"];
+
+    let mut args = base.to_vec();
+    args.extend(["-uapp", "-papp", "app", "-e", "SELECT 6 * 7; SELECT @@read_only"]);
+    let (ok, out, err) = mariadb_cli(&args).await;
+    assert!(ok, "mariadb over the unix socket failed: {err}");
+    assert_eq!(out.lines().next(), Some("42"), "{out}");
+
+    // Refused logins name the client as MySQL does for local sockets.
+    let mut args = base.to_vec();
+    args.extend(["-uapp", "-pwrong", "-e", "SELECT 1"]);
+    let (ok, _, err) = mariadb_cli(&args).await;
+    assert!(!ok);
+    assert!(err.contains("Access denied for user 'app'@'localhost'"), "{err}");
+
+    drop(proxy);
+    // The socket file goes with the proxy.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "socket file left behind");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A stand-in load balancer: accepts on a port of its own, and for each
+/// connection sends `header` to `upstream` and then relays both ways.
+async fn balancer(upstream: std::net::SocketAddr, header: Vec<u8>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let header = header.clone();
+            tokio::spawn(async move {
+                let mut server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                server.write_all(&header).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    addr
+}
+
+fn proxy_v2_ipv4(src: [u8; 4], port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&[127, 0, 0, 1]);
+    h.extend_from_slice(&port.to_be_bytes());
+    h.extend_from_slice(&3306u16.to_be_bytes());
+    h
+}
+
+#[tokio::test]
+async fn proxy_protocol_keeps_the_client_address() {
+    let mut config = lab_config("[timeouts]\nclient_handshake = \"1s\"\n");
+    config.listeners[0].proxy_protocol = true;
+    let proxy = start_proxy(config).await;
+
+    for (header, client_ip) in [
+        (b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 6450\r\n".to_vec(), "192.0.2.7"),
+        (proxy_v2_ipv4([198, 51, 100, 23], 40001), "198.51.100.23"),
+    ] {
+        let front = balancer(proxy.addr, header).await.to_string();
+        let mut app = Raw::app(&front, true).await;
+        assert_eq!(app.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
+        let wrong = login("app", "wrong", None, client_caps(true));
+        let (code, message) = expect_server_error(Raw::connect(&front, &wrong).await);
+        assert_eq!(code, 1045);
+        assert!(message.contains(&format!("'app'@'{client_ip}'")), "{message}");
+    }
+
+    // A client that reaches the listener without a header is refused,
+    // both one that talks first and one that waits for the greeting.
+    let mut direct = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    direct.write_all(b"\x01\0\0\0\x01").await.unwrap();
+    let mut reply = Vec::new();
+    direct.read_to_end(&mut reply).await.unwrap();
+    assert_eq!(reply.get(4), Some(&0xFF), "{reply:?}");
+    assert!(String::from_utf8_lossy(&reply).contains("PROXY protocol header"), "{reply:?}");
+    let app = login("app", "app", None, client_caps(true));
+    let (code, message) = expect_server_error(Raw::connect(&proxy.addr.to_string(), &app).await);
+    assert_eq!(code, 1105);
+    assert!(message.contains("PROXY protocol header"), "{message}");
+}
+
+#[tokio::test]
+async fn per_user_connection_limit() {
+    let mut config = lab_config("");
+    config.users[0].max_connections = Some(2);
+    let proxy = start_proxy(config).await;
+    let addr = proxy.addr.to_string();
+    let first = Raw::app(&addr, true).await;
+    let mut second = Raw::app(&addr, false).await;
+    let (code, message) = expect_server_error(
+        Raw::connect(&addr, &login("app", "app", None, client_caps(true))).await,
+    );
+    assert_eq!(code, 1203);
+    assert!(message.contains("max_user_connections"), "{message}");
+    // Other users are not limited by app's sessions.
+    let mut admin_user = Raw::connect(&addr, &login("admin", "admin", None, client_caps(true)))
+        .await
+        .expect("admin logs in");
+    assert_eq!(admin_user.scalar("SELECT 1").await.as_deref(), Some("1"));
+    // A session that ends gives its place back.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut third = loop {
+        match Raw::connect(&addr, &login("app", "app", None, client_caps(true))).await {
+            Ok(raw) => break raw,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "no place freed: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(third.scalar("SELECT 2").await.as_deref(), Some("2"));
+    assert_eq!(second.scalar("SELECT 3").await.as_deref(), Some("3"));
+    assert_eq!(proxy.shared.user_sessions.count(b"app"), 2);
+}
+
+fn listeners_config(ports: &[u16], admin: u16) -> String {
+    let mut text = String::new();
+    for p in ports {
+        text.push_str(&format!("[[listeners]]\naddress = \"127.0.0.1:{p}\"\n"));
+    }
+    text.push_str(&format!(
+        r#"[admin]
+address = "127.0.0.1:{admin}"
+[[users]]
+name = "app"
+password = "app"
+[[backends]]
+name = "primary"
+address = "{PRIMARY}"
+role = "primary"
+[[backends]]
+name = "replica1"
+address = "{REPLICA1}"
+role = "replica"
+"#
+    ));
+    text
+}
+
+#[tokio::test]
+async fn reload_opens_and_closes_listeners() {
+    let (a, b, admin) = (free_port(), free_port(), free_port());
+    let path = temp_config("rwsplit_listeners", &listeners_config(&[a], admin));
+    let proxy = start_proxy(rwsplit::Config::load(&path).unwrap()).await;
+    let addr_a = format!("127.0.0.1:{a}");
+    let addr_b = format!("127.0.0.1:{b}");
+    let mut on_a = Raw::app(&addr_a, true).await;
+
+    std::fs::write(&path, listeners_config(&[b], admin)).unwrap();
+    proxy.shared.reload().expect("reload");
+    // The new listener takes clients; the old one takes no new ones, and
+    // the session it accepted goes on.
+    let mut on_b = Raw::app(&addr_b, true).await;
+    assert_eq!(on_b.scalar("SELECT 1").await.as_deref(), Some("1"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(&addr_a).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "{addr_a} still accepts");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(on_a.scalar("SELECT 2").await.as_deref(), Some("2"));
+
+    // A listener that cannot be opened refuses the whole reload.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    std::fs::write(&path, listeners_config(&[b, taken_port], admin)).unwrap();
+    let err = proxy.shared.reload().expect_err("a taken port refuses the reload");
+    assert!(err.contains(&format!("127.0.0.1:{taken_port}")), "{err}");
+    assert_eq!(Raw::app(&addr_b, true).await.scalar("SELECT 3").await.as_deref(), Some("3"));
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+/// Starts the binary with `[log]` settings and RUST_LOG unset, capturing
+/// its log on stdout.
+async fn spawn_logging(config: &std::path::Path, ready: &str) -> tokio::process::Child {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rwsplit"))
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start rwsplit");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(ready).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "rwsplit did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child
+}
+
+#[tokio::test]
+async fn json_log_has_session_lines_and_slow_statements() {
+    require_lab();
+    let (port, admin) = (free_port(), free_port());
+    let text = format!(
+        "{}[log]\nformat = \"json\"\nlevel = \"info\"\nslow_statement = \"150ms\"\n",
+        listeners_config(&[port], admin)
+    );
+    let path = temp_config("rwsplit_log", &text);
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = spawn_logging(&path, &addr).await;
+    let mut app = Raw::app(&addr, true).await;
+    app.scalar("SELECT 1").await;
+    app.scalar("SELECT SLEEP(0.3)").await;
+    app.conn.write_payload(0, &[0x01]).await.unwrap(); // COM_QUIT
+    drop(app);
+
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout);
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        use tokio::io::AsyncBufReadExt;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if lines.read_line(&mut line).await.unwrap() == 0 {
+                return;
+            }
+            let event: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            let ended = event["fields"]["message"] == "session ended";
+            events.push(event);
+            if ended {
+                return;
+            }
+        }
+    })
+    .await;
+    child.kill().await.unwrap();
+    assert!(found.is_ok(), "no session-ended line: {events:?}");
+    let message = |m: &str| events.iter().find(|e| e["fields"]["message"] == m).cloned();
+    let started = message("session started").expect("a session-started line");
+    assert_eq!(started["fields"]["user"], "app");
+    let slow = message("slow statement").expect("a slow-statement line");
+    assert_eq!(slow["level"], "WARN");
+    let statement = slow["fields"]["statement"].as_str().unwrap().to_ascii_uppercase();
+    assert!(statement.contains("SLEEP"), "{slow}");
+    assert!(slow["fields"]["elapsed_ms"].as_u64().unwrap() >= 300, "{slow}");
+    let ended = message("session ended").unwrap();
+    assert_eq!(ended["fields"]["statements"], 2, "{ended}");
+    assert_eq!(ended["fields"]["slow"], 1, "{ended}");
+    assert_eq!(ended["fields"]["errors"], 0, "{ended}");
+    assert_eq!(
+        ended["fields"]["on_primary"].as_u64().unwrap()
+            + ended["fields"]["on_replicas"].as_u64().unwrap(),
+        2
+    );
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
