@@ -85,8 +85,12 @@ fn init_logging(config: &rwsplit::Config) -> rwsplit::server::LogReload {
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
     match config.log.format {
-        rwsplit::config::LogFormat::Text => registry.with(fmt::layer()).init(),
-        rwsplit::config::LogFormat::Json => registry.with(fmt::layer().json()).init(),
+        rwsplit::config::LogFormat::Text => {
+            registry.with(fmt::layer().with_writer(std::io::stderr)).init()
+        }
+        rwsplit::config::LogFormat::Json => {
+            registry.with(fmt::layer().json().with_writer(std::io::stderr)).init()
+        }
     }
     Box::new(move |new: &rwsplit::Config| {
         if from_env.is_some() {

@@ -218,13 +218,13 @@ async fn reload_opens_and_closes_listeners() {
 }
 
 /// Starts the binary with `[log]` settings and RUST_LOG unset, capturing
-/// its log on stdout.
+/// its log (stderr).
 async fn spawn_logging(config: &std::path::Path, ready: &str) -> tokio::process::Child {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rwsplit"))
         .arg("--config")
         .arg(config)
         .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("start rwsplit");
@@ -253,8 +253,8 @@ async fn json_log_has_session_lines_and_slow_statements() {
     app.conn.write_payload(0, &[0x01]).await.unwrap(); // COM_QUIT
     drop(app);
 
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::BufReader::new(stdout);
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stderr);
     let mut events: Vec<serde_json::Value> = Vec::new();
     let found = tokio::time::timeout(Duration::from_secs(10), async {
         use tokio::io::AsyncBufReadExt;
@@ -293,5 +293,37 @@ async fn json_log_has_session_lines_and_slow_statements() {
             + ended["fields"]["on_replicas"].as_u64().unwrap(),
         2
     );
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn reload_adds_and_removes_users() {
+    let (port, admin) = (free_port(), free_port());
+    let with_admin_user = |yes: bool| {
+        let text = listeners_config(&[port], admin);
+        if yes {
+            format!("{text}[[users]]\nname = \"admin\"\npassword = \"admin\"\n")
+        } else {
+            text
+        }
+    };
+    let path = temp_config("rwsplit_users", &with_admin_user(false));
+    let proxy = start_proxy(rwsplit::Config::load(&path).unwrap()).await;
+    let addr = proxy.addr.to_string();
+    let admin_login = login("admin", "admin", None, client_caps(true));
+    let (code, _) = expect_server_error(Raw::connect(&addr, &admin_login).await);
+    assert_eq!(code, 1045, "admin is not a user yet");
+
+    std::fs::write(&path, with_admin_user(true)).unwrap();
+    proxy.shared.reload().expect("reload");
+    let mut admin_session = Raw::connect(&addr, &admin_login).await.expect("a new user logs in");
+    assert_eq!(admin_session.scalar("SELECT 1").await.as_deref(), Some("1"));
+
+    std::fs::write(&path, with_admin_user(false)).unwrap();
+    proxy.shared.reload().expect("reload");
+    let (code, _) = expect_server_error(Raw::connect(&addr, &admin_login).await);
+    assert_eq!(code, 1045, "a removed user opens no new session");
+    // The session it already had is not cut.
+    assert_eq!(admin_session.scalar("SELECT 2").await.as_deref(), Some("2"));
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
