@@ -523,7 +523,7 @@ async def idle_phase(args, host, port, pid, admin, backends):
     res["open_p50_ms"] = percentile(lat, 50) * 1000 if lat else None
     res["open_p99_ms"] = percentile(lat, 99) * 1000 if lat else None
     print(f"idle: {len(conns)} open in {res['open_seconds']:.1f} s, {len(errors)} errors "
-          f"{res['open_errors'] or ''}; holding them {args.hold} s", flush=True)
+          f"{res['open_errors'] or ''}".rstrip() + f"; holding them {args.hold} s", flush=True)
 
     await asyncio.sleep(args.hold)
     res["rss_after_kib"] = rss_kib(pid) if pid else None
@@ -547,12 +547,31 @@ async def idle_phase(args, host, port, pid, admin, backends):
     await asyncio.sleep(2)
     res["rss_after_close_kib"] = rss_kib(pid) if pid else None
     res["client_metric_after_close"] = metric(admin, "rwsplit_client_connections")
+
+    # A second round of as many connections: the RSS should stay near the
+    # first round's peak (memory reused, nothing kept per closed session).
+    again, errors2 = [], []
+
+    async def open_again(_):
+        try:
+            again.append(await asyncio.wait_for(Conn.connect(host, port, "app", "app", "app"),
+                                                args.timeout))
+        except Exception as e:  # noqa: BLE001
+            errors2.append(short_error(e))
+    await bounded(args.idle, args.concurrency, open_again)
+    await asyncio.sleep(args.hold)
+    res["round2_opened"] = len(again)
+    res["round2_errors"] = count_errors(errors2)
+    res["rss_round2_kib"] = rss_kib(pid) if pid else None
+    await bounded(len(again), args.concurrency, lambda i: again[i].close())
+    await asyncio.sleep(1)
     if pid and res["rss_after_kib"] is not None and conns:
         res["kib_per_connection"] = (res["rss_after_kib"] - res["rss_before_kib"]) / len(conns)
     else:
         res["kib_per_connection"] = None
     print(f"idle: RSS {res['rss_after_kib']} KiB held, {res['rss_after_ping_kib']} KiB after the pings, "
-          f"{res['rss_after_close_kib']} KiB after closing; backend connections held "
+          f"{res['rss_after_close_kib']} KiB after closing, {res['rss_round2_kib']} KiB holding "
+          f"{res['round2_opened']} again; backend connections held "
           f"{res['backend_held']}, after pings {res['backend_after_ping']}; ping errors "
           f"{sum(res['ping_errors'].values())}", flush=True)
     return res
@@ -609,7 +628,7 @@ async def storm_phase(args, host, port):
         "select_p99_ms": percentile(q_lat, 99) * 1000 if q_lat else None,
     }
     print(f"storm: {res['ok']} of {n} logged in and ran SELECT 1 in {wall:.2f} s; errors "
-          f"{sum(res['errors'].values())} {res['errors'] or ''}", flush=True)
+          f"{sum(res['errors'].values())} {res['errors'] or ''}".rstrip(), flush=True)
     return res
 
 
@@ -640,7 +659,7 @@ def targets(idle, storm):
         n_err = sum(storm["errors"].values())
         t.append((f"{storm['clients']:,} clients at once: all log in and run SELECT 1",
                   "PASS" if n_err == 0 and storm["ok"] == storm["clients"] else "FAIL",
-                  f"{storm['ok']:,} ok, {n_err} errors {storm['errors'] or ''}; connect p50 "
+                  f"{storm['ok']:,} ok, {n_err} errors{' ' + str(storm['errors']) if n_err else ''}; connect p50 "
                   f"{fmt_ms(storm['connect_p50_ms'])}, p99 {fmt_ms(storm['connect_p99_ms'])}, "
                   f"max {fmt_ms(storm['connect_max_ms'])}"))
     return t
@@ -655,7 +674,7 @@ def write_report(out_dir, summary):
     stem = f"connections-{date}-{summary['host']}"
     L = [f"# rwsplit connection scaling, {summary['date']}", "",
          f"Host {summary['host']} ({summary['nproc']} CPUs, {summary['cpu_model']}, "
-         f"{summary['kernel']}); rwsplit {summary['rwsplit_version']}, git {summary['rwsplit_commit']}; "
+         f"{summary['kernel']}); {summary['rwsplit_version']}, git {summary['rwsplit_commit']}; "
          f"proxy at {summary['address']}, pid {summary['pid']}, its open-files limit "
          f"{summary['proxy_nofile']}; this script's limit {summary['client_nofile']}.", ""]
     idle, storm = summary.get("idle"), summary.get("storm")
@@ -665,17 +684,19 @@ def write_report(out_dir, summary):
               f"| connections held at once | {idle['opened']:,} of {idle['connections']:,} |",
               f"| opened in | {idle['open_seconds']:.1f} s (login p50 {fmt_ms(idle['open_p50_ms'])}, "
               f"p99 {fmt_ms(idle['open_p99_ms'])}) |",
-              f"| proxy RSS before | {idle['rss_before_kib']} KiB |",
-              f"| proxy RSS holding them | {idle['rss_after_kib']} KiB |",
-              f"| proxy RSS after a COM_PING on each | {idle['rss_after_ping_kib']} KiB |",
-              f"| proxy RSS after closing them | {idle['rss_after_close_kib']} KiB |",
+              f"| proxy RSS before (after 200 warm-up logins) | {fmt_int(idle['rss_before_kib'])} KiB |",
+              f"| proxy RSS holding them | {fmt_int(idle['rss_after_kib'])} KiB |",
+              f"| proxy RSS after a COM_PING on each | {fmt_int(idle['rss_after_ping_kib'])} KiB |",
+              f"| proxy RSS after closing them | {fmt_int(idle['rss_after_close_kib'])} KiB |",
+              f"| proxy RSS holding {idle['round2_opened']:,} new ones (second round) | "
+              f"{fmt_int(idle['rss_round2_kib'])} KiB (errors {idle['round2_errors'] or 0}) |",
               f"| per connection | {fmt_kib(idle['kib_per_connection'])} |",
               f"| rwsplit_client_connections before / held / after closing | "
-              f"{idle['client_metric_before']} / {idle['client_metric_held']} / "
-              f"{idle['client_metric_after_close']} |",
-              f"| user app's backend connections before | {idle['backend_before']} |",
-              f"| ... while held | {idle['backend_held']} |",
-              f"| ... after the pings | {idle['backend_after_ping']} |",
+              f"{fmt_int(idle['client_metric_before'])} / {fmt_int(idle['client_metric_held'])} / "
+              f"{fmt_int(idle['client_metric_after_close'])} |",
+              f"| user app's backend connections before | {per_server(idle['backend_before'])} |",
+              f"| ... while held | {per_server(idle['backend_held'])} |",
+              f"| ... after the pings | {per_server(idle['backend_after_ping'])} |",
               f"| open errors | {idle['open_errors'] or 0} |",
               f"| ping errors | {idle['ping_errors'] or 0} |", ""]
     if storm:
@@ -689,6 +710,17 @@ def write_report(out_dir, summary):
               f"{fmt_ms(storm['connect_p99_ms'])} / {fmt_ms(storm['connect_max_ms'])} |",
               f"| SELECT 1 latency p50 / p99 | {fmt_ms(storm['select_p50_ms'])} / "
               f"{fmt_ms(storm['select_p99_ms'])} |", ""]
+        ref = summary.get("storm_direct")
+        if ref:
+            L += ["The same storm straight at replica1 (no proxy), for reference: "
+                  f"{ref['ok']:,} of {ref['clients']:,} ok, errors {ref['errors'] or 0}, all done after "
+                  f"{ref['wall_seconds']:.2f} s, connect + login p50 / p99 / max "
+                  f"{fmt_ms(ref['connect_p50_ms'])} / {fmt_ms(ref['connect_p99_ms'])} / "
+                  f"{fmt_ms(ref['connect_max_ms'])}, SELECT 1 p50 / p99 {fmt_ms(ref['select_p50_ms'])} / "
+                  f"{fmt_ms(ref['select_p99_ms'])}.", ""]
+        L += ["The latencies are measured by this script's single-threaded asyncio client, "
+              "which handles all the clients itself: they include its own queueing, which "
+              "the no-proxy reference shows.", ""]
     L += ["## Targets", "", "```"]
     L += [f"{v} {n}: {d}" for n, v, d in summary["targets"]]
     L += ["```", ""]
@@ -701,6 +733,14 @@ def write_report(out_dir, summary):
     with open(os.path.join(out_dir, "connections-latest.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1)
     return path
+
+
+def per_server(d):
+    return ", ".join(f"{k} {v}" for k, v in d.items())
+
+
+def fmt_int(v):
+    return "–" if v is None else f"{v:,.0f}"
 
 
 def fmt_kib(v):
@@ -740,12 +780,17 @@ def machine(binary):
 
 
 async def main_async(args, host, port, pid, admin, backends):
-    idle = storm = None
+    idle = storm = reference = None
     if args.idle > 0:
         idle = await idle_phase(args, host, port, pid, admin, backends)
     if args.storm > 0:
         storm = await storm_phase(args, host, port)
-    return idle, storm
+        if not args.no_reference:
+            # The same storm straight at replica1: what this client and
+            # machine give without the proxy.
+            print("storm reference: the same clients straight to replica1, no proxy", flush=True)
+            reference = await storm_phase(args, "127.0.0.1", backends["replica1"])
+    return idle, storm, reference
 
 
 def main():
@@ -761,6 +806,8 @@ def main():
     ap.add_argument("--concurrency", type=int, default=200,
                     help="logins in flight while opening the idle connections")
     ap.add_argument("--timeout", type=float, default=30, help="seconds per login or statement")
+    ap.add_argument("--no-reference", action="store_true",
+                    help="skip the storm straight at replica1 (the no-proxy reference)")
     ap.add_argument("--bin", default=default_bin, help="the rwsplit binary to start")
     ap.add_argument("--port-base", type=int, default=int(os.environ.get("RWSPLIT_CONN_PORT", 6464)),
                     help="listener port of the started proxy; admin on the next one")
@@ -796,7 +843,7 @@ def main():
         summary.update({"address": f"{host}:{port}", "pid": pid, "proxy_nofile": nofile_limit(pid) if pid else None,
                         "client_nofile": nofile})
         try:
-            idle, storm = asyncio.run(main_async(args, host, port, pid, admin, backends))
+            idle, storm, reference = asyncio.run(main_async(args, host, port, pid, admin, backends))
         except Exception as e:  # noqa: BLE001
             if proxy and not proxy.alive():
                 print(f"rwsplit died (status {proxy.proc.returncode}); log tail:\n{proxy.tail()}",
@@ -806,7 +853,7 @@ def main():
         if proxy and not proxy.alive():
             print(f"rwsplit exited during the run (status {proxy.proc.returncode}); log tail:\n"
                   f"{proxy.tail()}", file=sys.stderr)
-        summary["idle"], summary["storm"] = idle, storm
+        summary["idle"], summary["storm"], summary["storm_direct"] = idle, storm, reference
         summary["targets"] = targets(idle, storm)
         path = write_report(os.path.abspath(args.out), summary)
         for name, verdict, detail in summary["targets"]:

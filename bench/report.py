@@ -81,8 +81,15 @@ def aggregate(runs):
             "reconnects": sum(r.get("reconnects") or 0 for r in rs),
             "cpu_us": cpu_us,
             "busy": mean([r.get("host_busy_pct") for r in rs]),
+            "r1_share": share(sum(r.get("selects_replica1") or 0 for r in rs),
+                              sum(r.get("selects_replica2") or 0 for r in rs)),
+            "thread_cv": mean([r.get("thread_cv") for r in rs]),
         }
     return out
+
+
+def share(a, b):
+    return a / (a + b) if a + b > 0 else None
 
 
 def ratio(a, b):
@@ -97,6 +104,10 @@ def fmt(x, digits=0, none="–"):
     if digits == 0:
         return f"{x:,.0f}"
     return f"{x:,.{digits}f}"
+
+
+def pct(x):
+    return "–" if x is None else f"{100 * x:.0f} %"
 
 
 def cells(agg):
@@ -181,6 +192,7 @@ def esc(s):
 
 
 def short(v):
+    """A bar's value label."""
     if v is None:
         return ""
     if v >= 100000:
@@ -194,67 +206,93 @@ def short(v):
     return f"{v:.2f}"
 
 
+def tick(v):
+    """An axis label: 0, 0.05, 2.5, 40, 12.5k."""
+    v = round(v, 9)
+    if v >= 1000:
+        return f"{v / 1000:g}k"
+    return f"{v:g}"
+
+
 def svg(agg, meta):
-    groups = cells(agg)
-    panels = [
-        ("Throughput (queries/s, mean of runs)", "qps", TARGETS),
-        ("p95 latency (ms, mean of runs)", "p95", TARGETS),
-        ("Proxy CPU per query (µs)", "cpu_us", ("haproxy", "rwsplit")),
+    """Grouped bars: one row of panels per test (QPS, p95, proxy CPU per
+    query), in each panel one group per thread count, one bar per target."""
+    tests = []
+    for t, _ in cells(agg):
+        if t not in tests:
+            tests.append(t)
+    metrics = [
+        ("queries/s", "qps", TARGETS),
+        ("p95 latency, ms", "p95", TARGETS),
+        ("proxy CPU per query, µs", "cpu_us", ("haproxy", "rwsplit")),
     ]
-    bar_w, gap, left, right = 22, 26, 70, 20
+    bar_w, gap = 20, 18
     group_w = 3 * bar_w + gap
-    width = max(640, left + right + len(groups) * group_w)
-    panel_h, top = 210, 70
-    height = top + len(panels) * (panel_h + 70) + 10
+    n_threads = max(len([c for c in cells(agg) if c[0] == t]) for t in tests)
+    axis_w, pad = 46, 24
+    pw = max(230, axis_w + n_threads * group_w + 10)
+    ph, head = 170, 92
+    row_h = ph + 90
+    width = len(metrics) * (pw + pad) + pad
+    height = head + len(tests) * row_h + 10
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
            f'<rect width="{width}" height="{height}" fill="white"/>']
-    title = (f"rwsplit vs haproxy vs direct — {meta.get('date', '?')}, {meta.get('host', '?')}, "
-             f"{meta.get('nproc', '?')} CPUs, {meta.get('time_s', '?')} s runs")
-    out.append(f'<text x="{left}" y="22" font-size="14" font-weight="bold">{esc(title)}</text>')
-    lx = left
+    out.append(f'<text x="{pad}" y="22" font-size="14" font-weight="bold">'
+               f'rwsplit, haproxy (TCP) and the replicas directly: sysbench</text>')
+    sub = (f"{meta.get('date', '?')}, host {meta.get('host', '?')}, {meta.get('nproc', '?')} CPUs, "
+           f"{meta.get('time_s', '?')} s per run, rwsplit {meta.get('rwsplit_commit', '?')}; "
+           f"means of the runs (direct 1, proxies 2 each)")
+    out.append(f'<text x="{pad}" y="40" fill="#444">{esc(sub)}</text>')
+    lx = pad
     for t in TARGETS:
-        out.append(f'<rect x="{lx}" y="34" width="12" height="12" fill="{COLOURS[t]}"/>')
-        out.append(f'<text x="{lx + 16}" y="44">{t}</text>')
-        lx += 90
-    out.append(f'<text x="{lx}" y="44" fill="#555">(direct: sysbench on both replica ports, no proxy)</text>')
+        out.append(f'<rect x="{lx}" y="50" width="12" height="12" fill="{COLOURS[t]}"/>')
+        out.append(f'<text x="{lx + 16}" y="60">{t}</text>')
+        lx += 80
+    out.append(f'<text x="{lx}" y="60" fill="#555">direct = sysbench on both replica ports, '
+               f'no proxy (no proxy CPU)</text>')
 
-    y0 = top
-    for title, field, targets in panels:
-        vmax = max((agg[(t, th, tg)][field] or 0 for t, th in groups for tg in targets
-                    if (t, th, tg) in agg), default=0)
-        axis_max, step = nice_max(vmax * 1.08 if vmax else 1)
-        base = y0 + 20 + panel_h
-        scale = panel_h / axis_max
-        out.append(f'<text x="{left}" y="{y0 + 12}" font-size="12" font-weight="bold">{esc(title)}</text>')
-        k = 0
-        while k * step <= axis_max + step / 1000:
-            v = k * step
-            y = base - v * scale
-            out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" '
-                       f'stroke="#e3e3e3"/>')
-            out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{esc(short(v) or "0")}</text>')
-            k += 1
-        for gi, (test, threads) in enumerate(groups):
-            gx = left + gap / 2 + gi * group_w
-            for bi, tg in enumerate(TARGETS):
-                a = agg.get((test, threads, tg))
-                v = a[field] if a else None
-                x = gx + bi * bar_w
-                if tg not in targets or v is None:
-                    continue
-                h = v * scale
-                out.append(f'<rect x="{x:.1f}" y="{base - h:.1f}" width="{bar_w - 3}" height="{h:.1f}" '
-                           f'fill="{COLOURS[tg]}"><title>{esc(f"{test} {threads} threads {tg}: {v:.3f}")}'
-                           f'</title></rect>')
-                out.append(f'<text x="{x + (bar_w - 3) / 2:.1f}" y="{base - h - 3:.1f}" font-size="8" '
-                           f'text-anchor="middle">{esc(short(v))}</text>')
-            label = "point_select" if test == "oltp_point_select" else "read_only"
-            cx = gx + 1.5 * bar_w
-            out.append(f'<text x="{cx:.1f}" y="{base + 14}" text-anchor="middle">{esc(label)}</text>')
-            out.append(f'<text x="{cx:.1f}" y="{base + 27}" text-anchor="middle">{threads} thr</text>')
-        out.append(f'<line x1="{left}" y1="{base}" x2="{width - right}" y2="{base}" stroke="#333"/>')
-        y0 += panel_h + 70
+    for ri, test in enumerate(tests):
+        threads = [th for t, th in cells(agg) if t == test]
+        y_top = head + ri * row_h
+        label = test + (" (--skip_trx=on)" if test == "oltp_read_only" else " (prepared statements)")
+        out.append(f'<text x="{pad}" y="{y_top + 4}" font-size="13" font-weight="bold">'
+                   f'{esc(label)}</text>')
+        for mi, (title, field, targets) in enumerate(metrics):
+            x0 = pad + mi * (pw + pad)
+            vmax = max((agg[(test, th, tg)][field] or 0 for th in threads for tg in targets
+                        if (test, th, tg) in agg), default=0)
+            axis_max, step = nice_max(vmax * 1.1 if vmax else 1)
+            base = y_top + 36 + ph
+            scale = ph / axis_max
+            out.append(f'<text x="{x0 + axis_w}" y="{y_top + 24}" font-weight="bold">'
+                       f'{esc(title)}</text>')
+            k = 0
+            while k * step <= axis_max * (1 + 1e-9):
+                y = base - k * step * scale
+                out.append(f'<line x1="{x0 + axis_w}" y1="{y:.1f}" x2="{x0 + pw}" y2="{y:.1f}" '
+                           f'stroke="#e3e3e3"/>')
+                out.append(f'<text x="{x0 + axis_w - 5}" y="{y + 4:.1f}" text-anchor="end">'
+                           f'{esc(tick(k * step))}</text>')
+                k += 1
+            for gi, th in enumerate(threads):
+                gx = x0 + axis_w + gap / 2 + gi * group_w
+                for bi, tg in enumerate(TARGETS):
+                    a = agg.get((test, th, tg))
+                    v = a[field] if a else None
+                    if tg not in targets or v is None:
+                        continue
+                    x = gx + bi * bar_w
+                    h = v * scale
+                    out.append(f'<rect x="{x:.1f}" y="{base - h:.1f}" width="{bar_w - 3}" '
+                               f'height="{h:.1f}" fill="{COLOURS[tg]}"><title>'
+                               f'{esc(f"{test}, {th} threads, {tg}: {v:.3f}")}</title></rect>')
+                    out.append(f'<text x="{x + (bar_w - 3) / 2:.1f}" y="{base - h - 3:.1f}" '
+                               f'font-size="8" text-anchor="middle">{esc(short(v))}</text>')
+                out.append(f'<text x="{gx + 1.5 * bar_w:.1f}" y="{base + 14}" text-anchor="middle">'
+                           f'{th} threads</text>')
+            out.append(f'<line x1="{x0 + axis_w}" y1="{base}" x2="{x0 + pw}" y2="{base}" '
+                       f'stroke="#333"/>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -312,8 +350,14 @@ def markdown(meta, runs, agg, results, svg_name, raw_path, out_dir):
              "directly once, then haproxy, rwsplit, rwsplit, haproxy (A B B A). QPS and p95 "
              "are means of the runs; proxy CPU is the proxy process's utime+stime "
              "(/proc/PID/stat) over the runs divided by the queries sysbench reported; host "
-             "busy is the whole machine's CPU use during the runs. sysbench prints p95 in "
-             "steps of 0.01 ms, so p95 ratios below 1 ms are coarse.")
+             "busy is the whole machine's CPU use during the runs. Replica1 share is "
+             "replica1's part of the SELECTs the two replicas ran (Com_select); thread CV is "
+             "the spread of sysbench's per-thread event counts (stddev / mean; near 0 when "
+             "every thread made the same progress). haproxy and the direct run balance "
+             "connections, rwsplit balances statements: when one replica is slower, "
+             "connection balancing lets the faster one take more of the work (a high thread "
+             "CV and a share far from 50 % show it). sysbench prints p95 in steps of "
+             "0.01 ms, so p95 ratios below 1 ms are coarse.")
     L.append("")
     tests = []
     for t, _ in cells(agg):
@@ -324,8 +368,8 @@ def markdown(meta, runs, agg, results, svg_name, raw_path, out_dir):
                                  " (server-side prepared statements)"))
         L.append("")
         L.append("| threads | target | runs | QPS | QPS min–max | p95 ms | errors | reconnects "
-                 "| proxy CPU µs/query | host busy % |")
-        L.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+                 "| proxy CPU µs/query | host busy % | replica1 share | thread CV |")
+        L.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for t, th in cells(agg):
             if t != test:
                 continue
@@ -336,7 +380,7 @@ def markdown(meta, runs, agg, results, svg_name, raw_path, out_dir):
                 L.append(f"| {th} | {tg} | {a['runs']} | {fmt(a['qps'])} | "
                          f"{fmt(a['qps_min'])}–{fmt(a['qps_max'])} | {fmt(a['p95'], 2)} | "
                          f"{a['errors']} | {a['reconnects']} | {fmt(a['cpu_us'], 2)} | "
-                         f"{fmt(a['busy'], 1)} |")
+                         f"{fmt(a['busy'], 1)} | {pct(a['r1_share'])} | {fmt(a['thread_cv'], 2)} |")
         L.append("")
         L.append("| threads | rwsplit/haproxy QPS | rwsplit/haproxy p95 | rwsplit/haproxy CPU per query "
                  "| rwsplit/direct QPS | haproxy/direct QPS |")

@@ -300,7 +300,7 @@ fi
 json type meta stamp "$STAMP" date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" host "$MACHINE" \
     nproc "$(nproc)" cpu_model "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)" \
     kernel "$(uname -sr)" clk_tck "$CLK_TCK" \
-    haproxy_version "$(haproxy -v 2>/dev/null | head -1)" \
+    haproxy_version "$(haproxy -v 2>/dev/null | head -1 | sed "s/ - http.*//")" \
     sysbench_version "$(sysbench --version 2>/dev/null | head -1)" \
     mariadb_version "$(sql "$PRIMARY_PORT" app 'SELECT VERSION()')" \
     mariadb_client "$(mariadb --version 2>/dev/null | head -1)" \
@@ -327,10 +327,14 @@ sed -e "s/@LISTEN@/$HOST:$HA_PORT/" -e "s/@REPLICA1@/$HOST:$REPLICA1_PORT/" \
     -e "s/@REPLICA2@/$HOST:$REPLICA2_PORT/" "$HERE/haproxy.cfg" >"$LOGDIR/haproxy.cfg"
 haproxy -c -q -f "$LOGDIR/haproxy.cfg" >"$LOGDIR/haproxy.log" 2>&1 \
     || { cat "$LOGDIR/haproxy.log" >&2; die "haproxy refused $LOGDIR/haproxy.cfg"; }
-haproxy -f "$LOGDIR/haproxy.cfg" -db >>"$LOGDIR/haproxy.log" 2>&1 </dev/null &
+# Both proxies run in a session of their own (setsid), as the lab's servers
+# do: with the kernel's autogroup scheduling every session gets its own CPU
+# share, so a proxy competes with the servers, not only with sysbench.
+setsid haproxy -f "$LOGDIR/haproxy.cfg" -db >>"$LOGDIR/haproxy.log" 2>&1 </dev/null &
 HA_PID=$!
 wait_for_port "$HOST" "$HA_PORT" 10 || { cat "$LOGDIR/haproxy.log" >&2; die "haproxy did not listen on :$HA_PORT"; }
-log "haproxy (pid $HA_PID) on :$HA_PORT, $(haproxy -v | head -1)"
+[ "$(cat "/proc/$HA_PID/comm" 2>/dev/null)" = haproxy ] || die "pid $HA_PID is not haproxy (setsid forked?)"
+log "haproxy (pid $HA_PID) on :$HA_PORT, $(haproxy -v | head -1 | sed "s/ - http.*//")"
 
 # rwsplit: listener, admin port, the lab's three servers, the monitor.
 cat >"$LOGDIR/rwsplit.toml" <<EOF
@@ -372,7 +376,7 @@ EOF
 "$BIN" check "$LOGDIR/rwsplit.toml" >/dev/null 2>"$LOGDIR/rwsplit-check.log" \
     || { cat "$LOGDIR/rwsplit-check.log" >&2; die "rwsplit check refused the generated config $LOGDIR/rwsplit.toml"; }
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-"$BIN" --config "$LOGDIR/rwsplit.toml" >"$LOGDIR/rwsplit.log" 2>&1 </dev/null &
+setsid "$BIN" --config "$LOGDIR/rwsplit.toml" >"$LOGDIR/rwsplit.log" 2>&1 </dev/null &
 RW_PID=$!
 wait_for_port "$HOST" "$RW_PORT" 10 || { cat "$LOGDIR/rwsplit.log" >&2; die "rwsplit did not listen on :$RW_PORT"; }
 # Reads go to the replicas only once the monitor has seen them: wait for that.
@@ -391,6 +395,8 @@ while True:
         sys.exit("replicas not eligible after 20 s: %s" % b)
     time.sleep(0.2)
 EOF
+[ "$(cat "/proc/$RW_PID/comm" 2>/dev/null)" = "$(basename "$BIN" | cut -c1-15)" ] \
+    || die "pid $RW_PID is not $BIN (setsid forked?)"
 log "rwsplit (pid $RW_PID) on :$RW_PORT, admin :$RW_ADMIN_PORT, $("$BIN" --version | head -1), commit $git_commit"
 
 # ---------------------------------------------------------------- runs
@@ -444,6 +450,11 @@ run() {
     errors=$(awk '$1 == "ignored" && $2 == "errors:" { print $3; exit }' "$log")
     reconnects=$(awk '$1 == "reconnects:" { print $2; exit }' "$log")
     total=$(awk '/total time:/ { sub(/s$/, "", $3); print $3; exit }' "$log")
+    # Threads fairness, "events (avg/stddev): 11575.1250/12807.37": the
+    # coefficient of variation of the sysbench threads' event counts.
+    local fairness
+    fairness=$(awk '$1 == "events" && $2 == "(avg/stddev):" { split($3, a, "/");
+        if (a[1] > 0) printf "%.3f", a[2] / a[1]; exit }' "$log")
     if [ -z "$queries" ] || [ "$queries" -eq 0 ]; then
         tail -30 "$log" >&2
         die "sysbench $test via $target ran no queries; log: $log"
@@ -472,7 +483,7 @@ run() {
         started "$started" time_s "$TIME_S" total_time_s "$total" queries "$queries" qps "$qps" tps "$tps" \
         p95_ms "$p95" avg_ms "$avg" errors "$errors" reconnects "$reconnects" \
         proxy_pid "$pid" cpu_ticks "$ticks" clk_tck "$CLK_TCK" cpu_us_per_query "$cpu_us" \
-        host_busy_pct "$busy" \
+        host_busy_pct "$busy" thread_cv "$fairness" \
         selects_primary "$((c1[0] - c0[0]))" selects_replica1 "$((c1[1] - c0[1]))" \
         selects_replica2 "$((c1[2] - c0[2]))" \
         rwsplit_replica1 "$rw_r1" rwsplit_replica2 "$rw_r2" log "$log" >>"$RAW"
