@@ -346,6 +346,36 @@ def metric(admin, name):
     return None
 
 
+def listen_overflows():
+    """The kernel's TcpExtListenOverflows (system-wide): SYNs dropped because an
+    accept queue was full; each costs its client a retransmission (1 s first)."""
+    try:
+        with open("/proc/net/netstat", encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for names, values in zip(lines, lines[1:]):
+        if names.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            d = dict(zip(names.split()[1:], values.split()[1:]))
+            if "ListenOverflows" in d:
+                return int(d["ListenOverflows"])
+    return None
+
+
+def delta(a, b):
+    return None if a is None or b is None else b - a
+
+
+def listen_backlog(port):
+    """The accept-queue length of the socket listening on `port` (ss's Send-Q)."""
+    try:
+        out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True,
+                             text=True, timeout=5).stdout.split()
+        return int(out[2]) if len(out) >= 3 else None
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+
+
 def port_free(host, port):
     with socket.socket() as s:
         s.settimeout(1)
@@ -505,6 +535,7 @@ async def idle_phase(args, host, port, pid, admin, backends):
           flush=True)
 
     conns, errors, lat = [], [], []
+    ov0 = listen_overflows()
     t0 = time.monotonic()
 
     async def open_one(_):
@@ -522,6 +553,9 @@ async def idle_phase(args, host, port, pid, admin, backends):
     res["open_errors"] = count_errors(errors)
     res["open_p50_ms"] = percentile(lat, 50) * 1000 if lat else None
     res["open_p99_ms"] = percentile(lat, 99) * 1000 if lat else None
+    res["open_max_ms"] = max(lat) * 1000 if lat else None
+    res["open_slower_than_1s"] = sum(1 for x in lat if x >= 1)
+    res["listen_overflows"] = delta(ov0, listen_overflows())
     print(f"idle: {len(conns)} open in {res['open_seconds']:.1f} s, {len(errors)} errors "
           f"{res['open_errors'] or ''}".rstrip() + f"; holding them {args.hold} s", flush=True)
 
@@ -610,10 +644,12 @@ async def storm_phase(args, host, port):
 
     tasks = [asyncio.create_task(client(i)) for i in range(n)]
     await asyncio.sleep(0.5)  # every task waits on the event
+    ov0 = listen_overflows()
     t0 = time.monotonic()
     start.set()
     await done.wait()
     wall = time.monotonic() - t0
+    overflows = delta(ov0, listen_overflows())
     await asyncio.gather(*tasks)
     await bounded(len(conns), 200, lambda i: conns[i].close())
     res = {
@@ -626,8 +662,12 @@ async def storm_phase(args, host, port):
         "connect_max_ms": max(lat) * 1000 if lat else None,
         "select_p50_ms": percentile(q_lat, 50) * 1000 if q_lat else None,
         "select_p99_ms": percentile(q_lat, 99) * 1000 if q_lat else None,
+        "connect_slower_than_1s": sum(1 for x in lat if x >= 1),
+        "listen_overflows": overflows,
+        "listen_backlog": listen_backlog(port),
     }
-    print(f"storm: {res['ok']} of {n} logged in and ran SELECT 1 in {wall:.2f} s; errors "
+    print(f"storm on :{port}: {res['ok']} of {n} logged in and ran SELECT 1 in {wall:.2f} s; "
+          f"accept queue {res['listen_backlog']}, listen overflows {overflows}; errors "
           f"{sum(res['errors'].values())} {res['errors'] or ''}".rstrip(), flush=True)
     return res
 
@@ -675,15 +715,18 @@ def write_report(out_dir, summary):
     L = [f"# rwsplit connection scaling, {summary['date']}", "",
          f"Host {summary['host']} ({summary['nproc']} CPUs, {summary['cpu_model']}, "
          f"{summary['kernel']}); {summary['rwsplit_version']}, git {summary['rwsplit_commit']}; "
-         f"proxy at {summary['address']}, pid {summary['pid']}, its open-files limit "
+         f"proxy at {summary['address']}, pid {summary['pid']}, accept queue (listen backlog) "
+         f"{summary.get('listen_backlog')}, its open-files limit "
          f"{summary['proxy_nofile']}; this script's limit {summary['client_nofile']}.", ""]
     idle, storm = summary.get("idle"), summary.get("storm")
     if idle:
         L += ["## Idle connections", "",
               "| | |", "| --- | --- |",
               f"| connections held at once | {idle['opened']:,} of {idle['connections']:,} |",
-              f"| opened in | {idle['open_seconds']:.1f} s (login p50 {fmt_ms(idle['open_p50_ms'])}, "
-              f"p99 {fmt_ms(idle['open_p99_ms'])}) |",
+              f"| opened in | {idle['open_seconds']:.1f} s ({summary.get('concurrency')} logins in flight; "
+              f"login p50 {fmt_ms(idle['open_p50_ms'])}, p99 {fmt_ms(idle['open_p99_ms'])}, "
+              f"max {fmt_ms(idle['open_max_ms'])}; {idle['open_slower_than_1s']} took 1 s or more) |",
+              f"| listen queue overflows meanwhile (kernel, system-wide) | {idle['listen_overflows']} |",
               f"| proxy RSS before (after 200 warm-up logins) | {fmt_int(idle['rss_before_kib'])} KiB |",
               f"| proxy RSS holding them | {fmt_int(idle['rss_after_kib'])} KiB |",
               f"| proxy RSS after a COM_PING on each | {fmt_int(idle['rss_after_ping_kib'])} KiB |",
@@ -709,7 +752,11 @@ def write_report(out_dir, summary):
               f"| connect + login latency p50 / p99 / max | {fmt_ms(storm['connect_p50_ms'])} / "
               f"{fmt_ms(storm['connect_p99_ms'])} / {fmt_ms(storm['connect_max_ms'])} |",
               f"| SELECT 1 latency p50 / p99 | {fmt_ms(storm['select_p50_ms'])} / "
-              f"{fmt_ms(storm['select_p99_ms'])} |", ""]
+              f"{fmt_ms(storm['select_p99_ms'])} |",
+              f"| logins that took 1 s or more | {storm['connect_slower_than_1s']} |",
+              f"| the proxy's accept queue (listen backlog) | {storm['listen_backlog']} |",
+              f"| listen queue overflows meanwhile (kernel, system-wide) | {storm['listen_overflows']} |",
+              ""]
         ref = summary.get("storm_direct")
         if ref:
             L += ["The same storm straight at replica1 (no proxy), for reference: "
@@ -840,7 +887,8 @@ def main():
             print(f"started rwsplit pid {pid} on {proxy.address} (admin {admin}); "
                   f"its open-files limit {nofile_limit(pid)}", flush=True)
         summary = machine(args.bin if not args.address else None)
-        summary.update({"address": f"{host}:{port}", "pid": pid, "proxy_nofile": nofile_limit(pid) if pid else None,
+        summary.update({"address": f"{host}:{port}", "pid": pid, "concurrency": args.concurrency,
+                        "listen_backlog": listen_backlog(port), "proxy_nofile": nofile_limit(pid) if pid else None,
                         "client_nofile": nofile})
         try:
             idle, storm, reference = asyncio.run(main_async(args, host, port, pid, admin, backends))

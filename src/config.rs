@@ -157,6 +157,9 @@ pub struct UserConfig {
     /// Sessions this user may have open at once (beyond: ERROR 1203).
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// This user's statement time limit (overrides `timeouts.max_query_time`).
+    #[serde(default, with = "opt_duration")]
+    pub max_query_time: Option<Duration>,
 }
 
 impl std::fmt::Debug for UserConfig {
@@ -523,6 +526,10 @@ pub struct Timeouts {
     /// On SIGTERM/SIGINT, how long running statements may finish.
     #[serde(default = "default_shutdown", with = "duration")]
     pub shutdown: Duration,
+    /// A statement running longer is killed on its backend (KILL QUERY)
+    /// and the client gets ERROR 1969; `"0s"` = no limit.
+    #[serde(default, with = "duration")]
+    pub max_query_time: Duration,
 }
 
 fn default_shutdown() -> Duration {
@@ -536,6 +543,7 @@ impl Default for Timeouts {
             client_handshake: default_handshake(),
             backend_retry: default_backoff(),
             shutdown: default_shutdown(),
+            max_query_time: Duration::ZERO,
         }
     }
 }

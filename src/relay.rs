@@ -13,6 +13,8 @@ use crate::protocol::packet::{FrameError, HEADER, MAX_PAYLOAD, PacketReader, par
 use crate::protocol::session_state::{self, ClientView};
 use crate::protocol::status;
 use mysql_common::constants::CapabilityFlags;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// Packets up to this size are buffered whole before they are inspected;
@@ -88,7 +90,35 @@ pub struct Machine {
     client_view: Option<ClientView>,
     /// The replacement for the packet just stepped, if it must change.
     rewrite: Option<Vec<u8>>,
+    /// Set when the proxy killed the statement for running too long: the
+    /// server's "interrupted" error is then reworded to say why.
+    timeout: Option<Arc<QueryTimeout>>,
+    /// Whether any packet has been stepped (so may have reached the client).
+    started: bool,
     pub outcome: Outcome,
+}
+
+/// A statement's `max_query_time`, and whether it ran out.
+#[derive(Debug)]
+pub struct QueryTimeout {
+    pub limit: std::time::Duration,
+    pub fired: AtomicBool,
+}
+
+/// MariaDB's ER_STATEMENT_TIMEOUT, which the proxy's kill is reported as.
+pub const STATEMENT_TIMEOUT: u16 = 1969;
+/// ER_QUERY_INTERRUPTED: what a server answers a killed statement with.
+const QUERY_INTERRUPTED: u16 = 1317;
+
+impl QueryTimeout {
+    /// The error a client gets for a statement killed at `limit`.
+    pub fn error_packet(&self) -> Vec<u8> {
+        let msg = format!(
+            "Query execution was interrupted (rwsplit max_query_time of {} exceeded)",
+            humantime::format_duration(self.limit)
+        );
+        messages::build_err(STATEMENT_TIMEOUT, "70100", &msg)
+    }
 }
 
 impl Machine {
@@ -99,8 +129,22 @@ impl Machine {
             continuation: false,
             client_view: None,
             rewrite: None,
+            timeout: None,
+            started: false,
             outcome: Outcome::default(),
         }
+    }
+
+    /// Rewords the server's error for a statement killed by `timeout`.
+    pub fn with_timeout(mut self, timeout: Option<Arc<QueryTimeout>>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether any packet of the response has been seen (and so may have
+    /// been passed to the client).
+    pub fn started(&self) -> bool {
+        self.started
     }
 
     /// Rewrites OK packets for a client that sees `view` (the backend
@@ -129,6 +173,7 @@ impl Machine {
     /// Feeds one physical packet: its payload length and either the whole
     /// payload (when `len <= INSPECT_LIMIT`) or just its first byte.
     pub fn step(&mut self, len: usize, payload: &[u8]) -> Result<Step, Unexpected> {
+        self.started = true;
         let continued = std::mem::replace(&mut self.continuation, len == MAX_PAYLOAD);
         if continued {
             return Ok(Step::Continue);
@@ -239,7 +284,14 @@ impl Machine {
     }
 
     fn on_err(&mut self, payload: &[u8]) -> Step {
-        self.outcome.error = Some(messages::parse_err(payload).map_or(0, |e| e.code));
+        let code = messages::parse_err(payload).map_or(0, |e| e.code);
+        self.outcome.error = Some(code);
+        if code == QUERY_INTERRUPTED
+            && let Some(t) = self.timeout.as_ref().filter(|t| t.fired.load(Ordering::Relaxed))
+        {
+            self.rewrite = Some(t.error_packet());
+            self.outcome.error = Some(STATEMENT_TIMEOUT);
+        }
         self.outcome.has_status = false;
         self.outcome.status &= !status::MORE_RESULTS_EXISTS;
         Step::Done

@@ -170,6 +170,23 @@ pub async fn serve(
     }
 }
 
+/// Kills a statement that ran out of time, from a connection of its own
+/// (as the session's user, who may kill its own threads).
+async fn kill_query(address: String, login: Login, thread: u32, timeout: std::time::Duration) {
+    let killed = async {
+        let mut conn = BackendConn::connect(&address, &login, timeout).await?;
+        conn.run_own(format!("\x03KILL QUERY {thread}").as_bytes()).await?;
+        conn.write_payload(0, &[crate::protocol::command::QUIT]).await?;
+        Ok::<_, BackendError>(())
+    };
+    if let Err(e) = tokio::time::timeout(timeout, killed)
+        .await
+        .unwrap_or_else(|_| Err(BackendError::ConnectTimeout(address.clone())))
+    {
+        tracing::warn!(backend = %address, thread, error = %e, "KILL QUERY failed");
+    }
+}
+
 /// Keeps `Shared::clients` right however a session ends.
 struct ClientCount(Arc<Shared>);
 
@@ -428,15 +445,61 @@ impl Session {
             wants_gtids: self.client_wants_gtids,
             omit_empty_info: conn.is_mariadb(),
         };
-        let mut machine = Machine::new(expect, conn.caps).rewriting_for(Some(view));
-        let result = relay::relay(
+        let config = self.shared.config.load();
+        let limit = config
+            .user(&self.login.user)
+            .and_then(|u| u.max_query_time)
+            .unwrap_or(config.timeouts.max_query_time);
+        let timeout = (!limit.is_zero())
+            .then(|| Arc::new(relay::QueryTimeout { limit, fired: Default::default() }));
+        let mut machine =
+            Machine::new(expect, conn.caps).rewriting_for(Some(view)).with_timeout(timeout.clone());
+        let killer = timeout.as_ref().and_then(|_| {
+            let address = config.backends.get(idx)?.address.clone();
+            let login = Login { track_gtids: false, ..self.login.clone() };
+            Some((address, login, conn.thread_id, config.timeouts.connect))
+        });
+        drop(config);
+        let relay = relay::relay(
             &mut conn.stream,
             &mut conn.reader,
             &mut self.client,
             &mut self.creader,
             &mut machine,
-        )
-        .await;
+        );
+        let result = match (&timeout, killer) {
+            (Some(timeout), Some((address, login, thread, connect))) => {
+                tokio::pin!(relay);
+                tokio::select! {
+                    r = &mut relay => Some(r),
+                    _ = tokio::time::sleep(timeout.limit) => {
+                        timeout.fired.store(true, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(id = self.id, backend = idx, thread, limit = ?timeout.limit,
+                            "statement exceeded max_query_time; killing it");
+                        tokio::spawn(kill_query(address, login, thread, connect));
+                        // The server answers the killed statement with an
+                        // error; a server that cannot even do that is given
+                        // up on after the kill's own time bound.
+                        tokio::time::timeout(connect + std::time::Duration::from_secs(1), relay)
+                            .await
+                            .ok()
+                    }
+                }
+            }
+            _ => Some(relay.await),
+        };
+        let Some(result) = result else {
+            // The backend did not answer the kill: drop its connection.
+            self.drop_backend(idx);
+            self.shared.count_statement(idx, true);
+            if machine.started() {
+                return Err(SessionError::Fatal("backend stopped answering mid-reply".into()));
+            }
+            let packet = timeout.expect("only a timeout gives up").error_packet();
+            self.write_reply(&packet).await?;
+            let outcome = Outcome { error: Some(relay::STATEMENT_TIMEOUT), ..Outcome::default() };
+            return Ok(Some(outcome));
+        };
         match result {
             Ok(()) => {
                 let outcome = machine.outcome;
