@@ -620,6 +620,23 @@ pub struct Limits {
     /// Client connections beyond this get ERROR 1040 (Too many connections).
     #[serde(default = "default_max_clients")]
     pub max_client_connections: usize,
+    /// After a failed login, an address's next password checks wait this
+    /// long, doubling with each further failure; `"0s"` turns it off.
+    #[serde(default = "default_login_delay", with = "duration")]
+    pub failed_login_delay: Duration,
+    /// The longest such wait.
+    #[serde(default = "default_login_delay_max", with = "duration")]
+    pub failed_login_delay_max: Duration,
+    /// Loopback clients are slowed down too (they are exempt by default).
+    #[serde(default)]
+    pub failed_login_delay_loopback: bool,
+}
+
+fn default_login_delay() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_login_delay_max() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_max_clients() -> usize {
@@ -628,7 +645,13 @@ fn default_max_clients() -> usize {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_packet: default_max_packet(), max_client_connections: default_max_clients() }
+        Limits {
+            max_packet: default_max_packet(),
+            max_client_connections: default_max_clients(),
+            failed_login_delay: default_login_delay(),
+            failed_login_delay_max: default_login_delay_max(),
+            failed_login_delay_loopback: false,
+        }
     }
 }
 

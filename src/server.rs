@@ -104,6 +104,61 @@ impl Drop for UserSlot {
     }
 }
 
+/// Slows down password guessing: each address's failed logins in a row
+/// make its next password checks wait longer (doubling from `base` up to
+/// `max`), so one guesser is slowed while other clients are not. A good
+/// login, or `FORGET_AFTER` without failures, clears the address.
+#[derive(Debug, Default)]
+pub struct LoginThrottle {
+    failures: Mutex<HashMap<std::net::IpAddr, (u32, Instant)>>,
+}
+
+/// Failures older than this are forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// Addresses remembered at most (oldest dropped first beyond it).
+const THROTTLE_ENTRIES: usize = 100_000;
+
+impl LoginThrottle {
+    /// How long `ip`'s next password check waits.
+    pub fn delay(
+        &self,
+        ip: std::net::IpAddr,
+        base: Duration,
+        max: Duration,
+        now: Instant,
+    ) -> Duration {
+        let failures = self.failures.lock().expect("throttle lock");
+        match failures.get(&ip) {
+            Some((n, last)) if now.duration_since(*last) < FORGET_AFTER && *n > 0 => {
+                base.saturating_mul(1u32 << (n - 1).min(20)).min(max)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    pub fn failed(&self, ip: std::net::IpAddr, now: Instant) {
+        let mut failures = self.failures.lock().expect("throttle lock");
+        if failures.len() >= THROTTLE_ENTRIES {
+            failures.retain(|_, (_, last)| now.duration_since(*last) < FORGET_AFTER);
+            if failures.len() >= THROTTLE_ENTRIES
+                && let Some(oldest) = failures.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k)
+            {
+                failures.remove(&oldest);
+            }
+        }
+        let entry = failures.entry(ip).or_insert((0, now));
+        if now.duration_since(entry.1) >= FORGET_AFTER {
+            entry.0 = 0;
+        }
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now;
+    }
+
+    pub fn succeeded(&self, ip: std::net::IpAddr) {
+        self.failures.lock().expect("throttle lock").remove(&ip);
+    }
+}
+
 /// Replicas that refused a connection are avoided for a while. This is
 /// the stand-in for the monitor's health state: a time per backend, read
 /// without locks.
@@ -168,6 +223,7 @@ pub struct Shared {
     pub primary_greeting: ArcSwap<Option<Greeting>>,
     pub registry: Registry,
     pub user_sessions: Arc<UserSessions>,
+    pub login_throttle: LoginThrottle,
     /// The client listeners in force.
     listeners: Listeners,
     /// Applies a reloaded config's log settings (set by the binary, which
@@ -215,6 +271,7 @@ impl Shared {
             primary_greeting: ArcSwap::from_pointee(None),
             registry: Registry::default(),
             user_sessions: Arc::default(),
+            login_throttle: LoginThrottle::default(),
             listeners: Listeners::default(),
             log_reload: std::sync::OnceLock::new(),
             next_id: AtomicU32::new(1),
@@ -601,4 +658,33 @@ pub async fn run(
     let proxy = Proxy::bind(config).await?;
     proxy.run(shutdown).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_logins_double_the_delay_up_to_the_cap_and_a_good_one_clears_it() {
+        let t = LoginThrottle::default();
+        let (ip, other) = ("192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap());
+        let (base, max) = (Duration::from_millis(100), Duration::from_millis(700));
+        let now = Instant::now();
+        assert_eq!(t.delay(ip, base, max, now), Duration::ZERO);
+        let delays: Vec<u128> = (0..5)
+            .map(|_| {
+                t.failed(ip, now);
+                t.delay(ip, base, max, now).as_millis()
+            })
+            .collect();
+        assert_eq!(delays, [100, 200, 400, 700, 700]);
+        assert_eq!(
+            t.delay(other, base, max, now),
+            Duration::ZERO,
+            "other addresses are not slowed"
+        );
+        assert_eq!(t.delay(ip, base, max, now + FORGET_AFTER), Duration::ZERO, "forgotten");
+        t.succeeded(ip);
+        assert_eq!(t.delay(ip, base, max, now), Duration::ZERO);
+    }
 }

@@ -327,3 +327,62 @@ async fn reload_adds_and_removes_users() {
     assert_eq!(admin_session.scalar("SELECT 2").await.as_deref(), Some("2"));
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
+
+#[tokio::test]
+async fn repeated_failed_logins_from_one_address_are_slowed_down() {
+    let mut config =
+        lab_config("[limits]\nfailed_login_delay = \"300ms\"\nfailed_login_delay_max = \"2s\"\n");
+    config.listeners[0].proxy_protocol = true;
+    let proxy = start_proxy(config).await;
+    let guesser = balancer(proxy.addr, b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 6450\r\n".to_vec())
+        .await
+        .to_string();
+    let other = balancer(proxy.addr, b"PROXY TCP4 198.51.100.1 127.0.0.1 40000 6450\r\n".to_vec())
+        .await
+        .to_string();
+    let wrong = login("app", "wrong", None, client_caps(true));
+    let timed_failure = |addr: String| {
+        let wrong = wrong.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let (code, _) = expect_server_error(Raw::connect(&addr, &wrong).await);
+            assert_eq!(code, 1045);
+            started.elapsed()
+        }
+    };
+    timed_failure(guesser.clone()).await;
+    assert!(timed_failure(guesser.clone()).await >= Duration::from_millis(300));
+    assert!(timed_failure(guesser.clone()).await >= Duration::from_millis(600));
+
+    // The guesser's next check waits 1.2 s; another address logs in and
+    // works meanwhile.
+    let slow = tokio::spawn(timed_failure(guesser.clone()));
+    let mut app = Raw::app(&other, true).await;
+    assert_eq!(app.scalar("SELECT 1").await.as_deref(), Some("1"));
+    assert!(!slow.is_finished(), "the other address was not held up behind the guesser");
+    assert!(slow.await.unwrap() >= Duration::from_millis(1200));
+
+    // The right password is not answered sooner than a wrong one; once in,
+    // the address is forgiven.
+    let started = std::time::Instant::now();
+    Raw::app(&guesser, true).await;
+    assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+    let started = std::time::Instant::now();
+    Raw::app(&guesser, true).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn loopback_clients_are_not_slowed_down_by_default() {
+    let proxy = start_proxy(lab_config("")).await;
+    let addr = proxy.addr.to_string();
+    let started = std::time::Instant::now();
+    for _ in 0..4 {
+        let (code, _) = expect_server_error(
+            Raw::connect(&addr, &login("app", "x", None, client_caps(true))).await,
+        );
+        assert_eq!(code, 1045);
+    }
+    // With the default 200 ms doubling delay these would take 1.4 s.
+    assert!(started.elapsed() < Duration::from_millis(1200), "{:?}", started.elapsed());
+}

@@ -10,10 +10,9 @@ use crate::protocol::handshake::{Greeting, HandshakeResponse, build_auth_switch}
 use crate::protocol::messages::{build_err, build_ok};
 use crate::protocol::packet::{FrameError, PacketReader, write_packet};
 use crate::protocol::status;
-use crate::server::{ListenerCtx, UserSessions, UserSlot};
+use crate::server::{ListenerCtx, Shared, UserSlot};
 use crate::tls::ClientStream;
 use mysql_common::constants::CapabilityFlags;
-use std::sync::Arc;
 
 /// Largest packet accepted before login completes.
 const LOGIN_PACKET_LIMIT: usize = 64 << 10;
@@ -86,7 +85,7 @@ pub async fn login(
     config: &Config,
     peer: ClientAddr,
     listener: &ListenerCtx,
-    user_sessions: &Arc<UserSessions>,
+    shared: &Shared,
 ) -> Result<LoggedIn, LoginError> {
     let mut out = Vec::with_capacity(128);
     greeting.write(&mut out);
@@ -126,6 +125,25 @@ pub async fn login(
 
     let client_plugin = response.auth_plugin.as_deref().unwrap_or(auth::NATIVE.as_bytes());
     let mut next_seq = seq.wrapping_add(1);
+    // An address with failed logins waits before any verdict (a good
+    // password is not answered faster than a wrong one).
+    let limits = &config.limits;
+    let throttled = peer
+        .ip()
+        .filter(|ip| !ip.is_loopback() || limits.failed_login_delay_loopback)
+        .filter(|_| !limits.failed_login_delay.is_zero());
+    if let Some(ip) = throttled {
+        let delay = shared.login_throttle.delay(
+            ip,
+            limits.failed_login_delay,
+            limits.failed_login_delay_max,
+            std::time::Instant::now(),
+        );
+        if !delay.is_zero() {
+            tracing::debug!(%peer, ?delay, "slowing down a login after failed ones");
+            tokio::time::sleep(delay).await;
+        }
+    }
     let verified = match secret {
         None => None,
         Some(secret) => {
@@ -136,11 +154,17 @@ pub async fn login(
     let Some(backend_secret) = verified else {
         let msg = denied_message(&user, peer, !response.auth_response.is_empty());
         tracing::warn!(%peer, user = %user, "login failed");
+        if let Some(ip) = throttled {
+            shared.login_throttle.failed(ip, std::time::Instant::now());
+        }
         write_packet(stream, next_seq, &build_err(1045, "28000", &msg)).await?;
         return Err(LoginError::Denied { user });
     };
+    if let Some(ip) = throttled {
+        shared.login_throttle.succeeded(ip);
+    }
     let limit = config.user(&response.user).and_then(|u| u.max_connections);
-    let Some(slot) = user_sessions.take(&response.user, limit) else {
+    let Some(slot) = shared.user_sessions.take(&response.user, limit) else {
         tracing::warn!(%peer, user = %user, "user is at its max_connections");
         let err = build_err(1203, "42000", &user_limit_message(&user));
         write_packet(stream, next_seq, &err).await?;

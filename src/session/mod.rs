@@ -78,15 +78,7 @@ pub async fn serve(
     let mut reader = PacketReader::new();
     let login = tokio::time::timeout(
         config.timeouts.client_handshake,
-        login::login(
-            &mut stream,
-            &mut reader,
-            &greeting,
-            &config,
-            peer,
-            &listener,
-            &shared.user_sessions,
-        ),
+        login::login(&mut stream, &mut reader, &greeting, &config, peer, &listener, &shared),
     )
     .await;
     let logged_in = match login {
