@@ -113,3 +113,203 @@ async fn a_paused_replica_does_not_hang_the_session() {
     // The session goes on; the replica answers again once resumed.
     assert_eq!(c.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
 }
+
+/// What the writers were told, for the lost/duplicated-writes check.
+#[derive(Default)]
+struct Told {
+    /// Autocommit inserts acknowledged with OK.
+    acked: Vec<i64>,
+    /// Two-row transactions whose COMMIT was acknowledged.
+    committed: Vec<i64>,
+    /// Statements that got an error (during the outage).
+    errors: u64,
+    /// The slowest error reply.
+    slowest_error: Duration,
+}
+
+async fn connect_app(addr: &str) -> Raw {
+    Raw::app(addr, true).await
+}
+
+/// Runs `sql`; Ok(true) on OK, Ok(false) on a server error, Err on a lost
+/// connection.
+async fn run(c: &mut Raw, sql: &str) -> Result<bool, ()> {
+    let payload = [&[0x03u8][..], sql.as_bytes()].concat();
+    match c.conn.run_own(&payload).await {
+        Ok(_) => Ok(true),
+        Err(rwsplit::backend::BackendError::Server { .. }) => Ok(false),
+        Err(_) => Err(()),
+    }
+}
+
+/// Writes numbered rows until `stop`, recording what it was told.
+async fn writer(
+    addr: String,
+    table: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    told: std::sync::Arc<std::sync::Mutex<Told>>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut c = connect_app(&addr).await;
+    let mut i: i64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let started = Instant::now();
+        // Even numbers: an autocommit insert; odd: a two-row transaction
+        // (i and -i) that must be all or nothing.
+        let result = if i % 2 == 0 {
+            run(&mut c, &format!("INSERT INTO {table} (n) VALUES ({i})")).await
+        } else {
+            let mut ok = run(&mut c, "BEGIN").await;
+            for n in [i, -i] {
+                if ok == Ok(true) {
+                    ok = run(&mut c, &format!("INSERT INTO {table} (n) VALUES ({n})")).await;
+                }
+            }
+            if ok == Ok(true) {
+                ok = run(&mut c, "COMMIT").await;
+            } else if ok == Ok(false) {
+                let _ = run(&mut c, "ROLLBACK").await;
+            }
+            ok
+        };
+        {
+            let mut t = told.lock().unwrap();
+            match result {
+                Ok(true) if i % 2 == 0 => t.acked.push(i),
+                Ok(true) => t.committed.push(i),
+                Ok(false) | Err(()) => {
+                    t.errors += 1;
+                    t.slowest_error = t.slowest_error.max(started.elapsed());
+                }
+            }
+        }
+        if result.is_err() {
+            c = connect_app(&addr).await;
+        }
+        if result != Ok(true) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn primary_pid() -> i32 {
+    let pidfile = format!(
+        "{}/node1/mariadbd.pid",
+        std::env::var("RWSPLIT_LAB_DIR").unwrap_or_else(|_| "/tmp/rwsplit-lab".into())
+    );
+    std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn primary_killed_and_restarted_loses_no_acknowledged_write() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let _serial = SERIAL.lock().await;
+    let table = unique("primary_kill");
+    let mut p = admin(PRIMARY).await;
+    p.exec(&format!(
+        "CREATE TABLE app.{table} (id INT AUTO_INCREMENT PRIMARY KEY, n BIGINT NOT NULL)"
+    ))
+    .await;
+    wait_replicas_caught_up().await;
+    let config = lab_config("[consistency]\nmode = \"eventual\"\n[timeouts]\nconnect = \"1s\"\n");
+    let proxy = start_proxy(config).await;
+    let addr = proxy.addr.to_string();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let told = Arc::new(std::sync::Mutex::new(Told::default()));
+    let writer =
+        tokio::spawn(writer(addr.clone(), format!("app.{table}"), stop.clone(), told.clone()));
+    let (reads, read_errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let reader = {
+        let (stop, reads, read_errors, addr) =
+            (stop.clone(), reads.clone(), read_errors.clone(), addr.clone());
+        let sql = format!("SELECT COUNT(*) FROM app.{table}");
+        tokio::spawn(async move {
+            let mut c = connect_app(&addr).await;
+            while !stop.load(Ordering::Relaxed) {
+                match run(&mut c, &sql).await {
+                    Ok(true) => reads.fetch_add(1, Ordering::Relaxed),
+                    _ => read_errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+    let acks = || {
+        let t = told.lock().unwrap();
+        t.acked.len() + t.committed.len()
+    };
+    let wait_acks = |n: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while acks() < n {
+            assert!(Instant::now() < deadline, "writes did not reach {n} acknowledgements");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    wait_acks(100).await;
+
+    // The primary crashes; writes fail for a while, reads go on.
+    signal(primary_pid(), "-KILL");
+    let down_at = Instant::now();
+    let reads_before = reads.load(Ordering::Relaxed);
+    let errors_before = told.lock().unwrap().errors;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while told.lock().unwrap().errors < errors_before + 5 {
+        assert!(Instant::now() < deadline, "writes kept succeeding with the primary down");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let reads_while_down = reads.load(Ordering::Relaxed) - reads_before;
+    // It comes back; writes resume through the same proxy.
+    lab(&["up"]);
+    let acked_before_restart = acks();
+    wait_acks(acked_before_restart + 100).await;
+    let outage = down_at.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    reader.await.unwrap();
+
+    // Compare the primary's table with what the writers were told.
+    let mut p = admin(PRIMARY).await;
+    let rows = p.query(&format!("SELECT n FROM app.{table}")).await;
+    let mut present = std::collections::HashMap::<i64, u32>::new();
+    for (_, payload) in &rows[2..rows.len() - 1] {
+        let mut cur = rwsplit::protocol::packet::Cursor::new(payload);
+        let n: i64 = String::from_utf8_lossy(cur.lenenc_bytes().unwrap()).parse().unwrap();
+        *present.entry(n).or_default() += 1;
+    }
+    let t = told.lock().unwrap();
+    let lost: Vec<i64> = t
+        .acked
+        .iter()
+        .chain(&t.committed)
+        .chain(t.committed.iter().map(|i| -i).collect::<Vec<_>>().iter())
+        .filter(|n| !present.contains_key(n))
+        .copied()
+        .collect();
+    let duplicated: Vec<i64> = present.iter().filter(|(_, c)| **c > 1).map(|(n, _)| *n).collect();
+    let half_transactions: Vec<i64> =
+        present.keys().filter(|n| *n % 2 != 0 && !present.contains_key(&-*n)).copied().collect();
+    eprintln!(
+        "primary kill: {} autocommit writes and {} transactions acknowledged, {} errors \
+         (slowest {:?}), {reads_while_down} reads during the outage and {} read errors, \
+         outage {outage:?}; lost {}, duplicated {}, half transactions {}",
+        t.acked.len(),
+        t.committed.len(),
+        t.errors,
+        t.slowest_error,
+        read_errors.load(Ordering::Relaxed),
+        lost.len(),
+        duplicated.len(),
+        half_transactions.len()
+    );
+    assert!(lost.is_empty(), "acknowledged but missing: {lost:?}");
+    assert!(duplicated.is_empty(), "duplicated: {duplicated:?}");
+    assert!(half_transactions.is_empty(), "half-committed transactions: {half_transactions:?}");
+    assert!(t.slowest_error < Duration::from_secs(3), "a write error took {:?}", t.slowest_error);
+    assert!(reads_while_down > 0, "no read was served while the primary was down");
+    assert_eq!(read_errors.load(Ordering::Relaxed), 0, "reads failed");
+    drop(t);
+    wait_replicas_caught_up().await;
+    p.exec(&format!("DROP TABLE app.{table}")).await;
+}
