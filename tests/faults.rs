@@ -313,3 +313,76 @@ async fn primary_killed_and_restarted_loses_no_acknowledged_write() {
     wait_replicas_caught_up().await;
     p.exec(&format!("DROP TABLE app.{table}")).await;
 }
+
+fn replica1_pid() -> i32 {
+    let pidfile = format!(
+        "{}/node2/mariadbd.pid",
+        std::env::var("RWSPLIT_LAB_DIR").unwrap_or_else(|_| "/tmp/rwsplit-lab".into())
+    );
+    std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_replica_killed_under_read_load_costs_no_read() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let _serial = SERIAL.lock().await;
+    let config = lab_config(&format!("{MONITORED}[consistency]\nmode = \"eventual\"\n"));
+    let proxy = start_proxy(config).await;
+    let addr = proxy.addr.to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (reads, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut readers = Vec::new();
+    for _ in 0..8 {
+        let (stop, reads, errors, addr) =
+            (stop.clone(), reads.clone(), errors.clone(), addr.clone());
+        readers.push(tokio::spawn(async move {
+            let mut c = connect_app(&addr).await;
+            while !stop.load(Ordering::Relaxed) {
+                match run(&mut c, "SELECT COUNT(*) FROM information_schema.SCHEMATA").await {
+                    Ok(true) => reads.fetch_add(1, Ordering::Relaxed),
+                    Ok(false) => errors.fetch_add(1, Ordering::Relaxed),
+                    Err(()) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        c = connect_app(&addr).await;
+                        0
+                    }
+                };
+            }
+        }));
+    }
+    let wait_reads = |n: u64| {
+        let reads = reads.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while reads.load(Ordering::Relaxed) < n {
+                assert!(Instant::now() < deadline, "reads stalled below {n}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    wait_reads(200).await;
+    signal(replica1_pid(), "-KILL");
+    let at_kill = reads.load(Ordering::Relaxed);
+    wait_reads(at_kill + 300).await;
+    lab(&["up"]);
+    let admin_addr = proxy.admin.unwrap();
+    wait_backends(admin_addr, Duration::from_secs(20), |j| {
+        j.as_array().is_some_and(|a| a.iter().all(|b| b["healthy"] == true))
+    })
+    .await;
+    let at_restart = reads.load(Ordering::Relaxed);
+    wait_reads(at_restart + 300).await;
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.await.unwrap();
+    }
+    let (queries, _) = proxy.shared.backend_counts(1);
+    eprintln!(
+        "replica kill: {} reads, {} errors; replica1 ran {queries} statements",
+        reads.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed)
+    );
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "reads failed while a replica was killed");
+    wait_replicas_caught_up().await;
+}
