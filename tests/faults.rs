@@ -278,7 +278,7 @@ async fn primary_killed_and_restarted_loses_no_acknowledged_write() {
         let n: i64 = String::from_utf8_lossy(cur.lenenc_bytes().unwrap()).parse().unwrap();
         *present.entry(n).or_default() += 1;
     }
-    let t = told.lock().unwrap();
+    let t = std::mem::take(&mut *told.lock().unwrap());
     let lost: Vec<i64> = t
         .acked
         .iter()
@@ -309,7 +309,6 @@ async fn primary_killed_and_restarted_loses_no_acknowledged_write() {
     assert!(t.slowest_error < Duration::from_secs(3), "a write error took {:?}", t.slowest_error);
     assert!(reads_while_down > 0, "no read was served while the primary was down");
     assert_eq!(read_errors.load(Ordering::Relaxed), 0, "reads failed");
-    drop(t);
     wait_replicas_caught_up().await;
     p.exec(&format!("DROP TABLE app.{table}")).await;
 }
