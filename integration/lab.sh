@@ -32,6 +32,7 @@ RWSPLIT_LOG_PREFIX=lab
 export PATH="$PATH:/usr/sbin:/sbin"
 
 LAB_DIR=${RWSPLIT_LAB_DIR:-/tmp/rwsplit-lab}
+REPO_DIR=$(cd "$HERE/.." && pwd)
 NODES=(1 2 3)
 REPLICAS=(2 3)
 OS_USER=$(id -un)
@@ -126,6 +127,11 @@ write_config() {
         echo "performance_schema=OFF"
         echo "max_connections=3000"
         echo "max_allowed_packet=256M"
+        # TLS with the repo's test certificate (for localhost/127.0.0.1),
+        # so backend TLS and its certificate checks can be tested.
+        echo "ssl_cert=$REPO_DIR/conf/tls/server.pem"
+        echo "ssl_key=$REPO_DIR/conf/tls/server.key"
+        echo "ssl_ca=$REPO_DIR/conf/tls/ca.pem"
         echo "log_output=TABLE"
         echo "general_log=0"
     } >"$dir/my.cnf.new"

@@ -3,6 +3,7 @@
 //! sending commands, and running the proxy's own small commands whose
 //! responses never reach a client.
 
+use crate::backend_tls::{BackendStream, BackendTls};
 use crate::protocol::auth::BackendSecret;
 use crate::protocol::handshake::{Greeting, HandshakeResponse, mariadb_caps};
 use crate::protocol::messages;
@@ -64,6 +65,8 @@ pub enum BackendError {
     Protocol(String),
     #[error("authentication method {0} is not supported for this login")]
     UnsupportedAuth(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl From<std::io::Error> for BackendError {
@@ -104,7 +107,7 @@ pub struct Login {
 
 /// One authenticated connection to a backend server.
 pub struct BackendConn {
-    pub stream: TcpStream,
+    pub stream: BackendStream,
     pub reader: PacketReader,
     /// Capabilities in force on this connection.
     pub caps: CapabilityFlags,
@@ -149,13 +152,23 @@ async fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, Backend
 }
 
 impl BackendConn {
-    /// Connects and logs in, bounded by `timeout` as a whole.
+    /// Connects and logs in over plain TCP, bounded by `timeout` as a whole.
     pub async fn connect(
         addr: &str,
         login: &Login,
         timeout: Duration,
     ) -> Result<BackendConn, BackendError> {
-        tokio::time::timeout(timeout, Self::connect_inner(addr, login, timeout))
+        Self::connect_with(addr, login, timeout, None).await
+    }
+
+    /// Connects and logs in, switching to TLS first when `tls` is given.
+    pub async fn connect_with(
+        addr: &str,
+        login: &Login,
+        timeout: Duration,
+        tls: Option<&BackendTls>,
+    ) -> Result<BackendConn, BackendError> {
+        tokio::time::timeout(timeout, Self::connect_inner(addr, login, timeout, tls))
             .await
             .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))?
     }
@@ -164,8 +177,9 @@ impl BackendConn {
         addr: &str,
         login: &Login,
         timeout: Duration,
+        tls: Option<&BackendTls>,
     ) -> Result<BackendConn, BackendError> {
-        let mut stream = connect_tcp(addr, timeout).await?;
+        let mut stream = BackendStream::Tcp(connect_tcp(addr, timeout).await?);
         let mut reader = PacketReader::new();
         let mut payload = Vec::new();
         let (_, seq) = reader.read_packet(&mut stream, &mut payload, CONTROL_PACKET_LIMIT).await?;
@@ -175,10 +189,35 @@ impl BackendConn {
         let greeting = Greeting::parse(&payload)
             .ok_or_else(|| BackendError::Protocol("malformed greeting".into()))?;
         let caps = negotiate(login, &greeting);
+        let mut seq = seq;
+        if let Some(tls) = tls {
+            if !greeting.capabilities.contains(CapabilityFlags::CLIENT_SSL) {
+                return Err(BackendError::Tls(format!("{addr} does not offer TLS")));
+            }
+            let mut request = Vec::with_capacity(32);
+            request.extend_from_slice(&(caps | CapabilityFlags::CLIENT_SSL).bits().to_le_bytes());
+            request.extend_from_slice(&login.max_packet.to_le_bytes());
+            request.push(login.collation);
+            request.extend_from_slice(&[0; 19]);
+            let ext = login.mariadb_caps & greeting.mariadb_caps & PASSTHROUGH_MARIADB_CAPS;
+            let ext = if caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) { 0 } else { ext };
+            request.extend_from_slice(&ext.to_le_bytes());
+            seq = seq.wrapping_add(1);
+            let mut out = Vec::with_capacity(36);
+            put_packet(&mut out, seq, &request);
+            stream.write_all(&out).await?;
+            stream.flush().await?;
+            let tcp = stream.take_tcp().expect("plain before the upgrade");
+            stream = tls
+                .connect(addr, tcp)
+                .await
+                .map_err(|e| BackendError::Tls(format!("TLS to {addr} failed: {e}")))?;
+        }
+        let response_caps = if tls.is_some() { caps | CapabilityFlags::CLIENT_SSL } else { caps };
         let plugin = greeting.auth_plugin.clone();
         let auth_response = auth_response_for(&login.secret, &plugin, &greeting.scramble)?;
         let response = HandshakeResponse {
-            capabilities: caps,
+            capabilities: response_caps,
             max_packet: login.max_packet,
             collation: login.collation,
             mariadb_caps: login.mariadb_caps & greeting.mariadb_caps & PASSTHROUGH_MARIADB_CAPS,

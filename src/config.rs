@@ -40,6 +40,9 @@ pub struct Config {
     /// Log format, levels, session lines and the slow-statement log.
     #[serde(default)]
     pub log: LogConfig,
+    /// TLS from the proxy to its backends.
+    #[serde(default)]
+    pub backend_tls: BackendTlsConfig,
     /// Server version presented to clients when no backend can be reached
     /// to learn the primary's.
     #[serde(default = "default_server_version")]
@@ -558,6 +561,43 @@ fn default_backoff() -> Duration {
     Duration::from_secs(2)
 }
 
+/// TLS from the proxy to the backends (client sessions' connections;
+/// the monitor's probes stay plain).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTlsConfig {
+    /// Switch every backend connection to TLS (a server that does not
+    /// offer it is an error).
+    #[serde(default)]
+    pub enabled: bool,
+    /// PEM file of the CA(s) the backends' certificates must chain to.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Verify the certificate and that it names the backend's host (or
+    /// `server_name`). On by default; off encrypts without authenticating.
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    /// The name the certificates must carry, instead of each backend's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+impl BackendTlsConfig {
+    /// The connector, when enabled.
+    pub fn connector(
+        &self,
+        base_dir: &Path,
+    ) -> Result<Option<crate::backend_tls::BackendTls>, String> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let ca = self.ca.as_ref().map(|ca| base_dir.join(ca));
+        crate::backend_tls::BackendTls::new(ca.as_deref(), self.verify, self.server_name.clone())
+            .map(Some)
+            .map_err(|e| format!("backend_tls.{e}"))
+    }
+}
+
 /// How the log is written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -745,6 +785,9 @@ impl Config {
                     b.address
                 ));
             }
+        }
+        if let Err(e) = self.backend_tls.connector(&self.base_dir) {
+            problems.push(e);
         }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             problems.push(format!("log.level: {e}"));

@@ -31,6 +31,11 @@ pub fn backend_reply(e: &BackendError, name: &str, addr: &str) -> ClientReply {
             state: "28000".into(),
             message: format!("rwsplit cannot log in to backend {name}: {e}"),
         },
+        BackendError::Tls(_) => ClientReply {
+            code: 2026,
+            state: "HY000".into(),
+            message: format!("SSL connection error: rwsplit backend {name}: {e}"),
+        },
         BackendError::Frame(_) | BackendError::Protocol(_) => ClientReply {
             code: 2013,
             state: "HY000".into(),

@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod backend_tls;
 pub mod classify;
 pub mod config;
 pub mod digests;

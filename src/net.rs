@@ -11,6 +11,9 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
+/// Pending connections the kernel queues for a TCP listener.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Where a client connects from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAddr {
@@ -55,11 +58,26 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// Binds a TCP address (`host:port`) from inside a runtime.
+    /// Binds a TCP address (`host:port`) from inside a runtime, with a
+    /// listen backlog deep enough for connection storms (the usual 128
+    /// overflows when hundreds of clients connect at once, and each
+    /// dropped SYN costs that client a one-second retry).
     pub fn bind_tcp(address: &str) -> io::Result<Listener> {
-        let std = std::net::TcpListener::bind(address)?;
-        std.set_nonblocking(true)?;
-        Ok(Listener::Tcp(TcpListener::from_std(std)?))
+        use std::net::ToSocketAddrs;
+        let mut last = None;
+        for addr in address.to_socket_addrs()? {
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            match socket.bind(addr).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+                Ok(listener) => return Ok(Listener::Tcp(listener)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other(format!("{address} resolves to nothing"))))
     }
 
     /// Binds a unix socket at `path`. A socket file left by a proxy that

@@ -226,6 +226,10 @@ pub struct Shared {
     pub login_throttle: LoginThrottle,
     /// The client listeners in force.
     listeners: Listeners,
+    /// How backend connections switch to TLS (from `[backend_tls]`); an
+    /// error (a CA file that went missing) refuses backend connections
+    /// rather than falling back to plain TCP.
+    pub backend_tls: ArcSwap<Result<Option<crate::backend_tls::BackendTls>, String>>,
     /// Applies a reloaded config's log settings (set by the binary, which
     /// owns the log subscriber).
     pub log_reload: std::sync::OnceLock<LogReload>,
@@ -267,6 +271,7 @@ impl Shared {
                 .collect(),
             tier2: Tier2Cache::new(TIER2_CACHE_ENTRIES),
             backoff: Backoff::new(config.backends.len()),
+            backend_tls: ArcSwap::from_pointee(config.backend_tls.connector(&config.base_dir)),
             config: ArcSwap::from_pointee(config),
             primary_greeting: ArcSwap::from_pointee(None),
             registry: Registry::default(),
@@ -302,7 +307,9 @@ impl Shared {
             .clone()
             .ok_or_else(|| "this proxy was not started from a file".to_string())?;
         let new = Config::load(&path).map_err(|e| e.to_string())?.keep_backend_positions(&old);
+        let backend_tls = new.backend_tls.connector(&new.base_dir)?;
         self.listeners.sync(&new, self)?;
+        self.backend_tls.store(Arc::new(Ok(backend_tls)));
         if new.admin.as_ref().map(|a| &a.address) != old.admin.as_ref().map(|a| &a.address) {
             tracing::warn!("admin address changes take effect after a restart");
         }

@@ -117,6 +117,7 @@ fn shipped_config_documents_every_key_the_structs_accept() {
         ("timeouts", "[timeouts]\n__probe = 1\n".into()),
         ("limits", "[limits]\n__probe = 1\n".into()),
         ("log", "[log]\n__probe = 1\n".into()),
+        ("backend_tls", "[backend_tls]\n__probe = 1\n".into()),
     ];
     let mut problems = Vec::new();
     for (table, probe) in &tables {

@@ -11,7 +11,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Reads until the proxy closes the connection; returns what it sent.
-async fn read_until_closed(s: &mut TcpStream, within: Duration) -> Vec<u8> {
+async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    within: Duration,
+) -> Vec<u8> {
     let mut all = Vec::new();
     let mut buf = [0u8; 4096];
     let deadline = tokio::time::Instant::now() + within;
@@ -143,7 +146,10 @@ async fn hundred_megabytes_of_garbage_are_refused() {
     // Before login and after login.
     for after_login in [false, true] {
         let mut s = if after_login {
-            Raw::app(&proxy.addr.to_string(), true).await.conn.stream
+            match Raw::app(&proxy.addr.to_string(), true).await.conn.stream {
+                rwsplit::backend_tls::BackendStream::Tcp(tcp) => tcp,
+                _ => unreachable!("the test client does not use TLS"),
+            }
         } else {
             let mut s = TcpStream::connect(proxy.addr).await.unwrap();
             read_greeting(&mut s).await;

@@ -164,9 +164,15 @@ pub async fn serve(
 
 /// Kills a statement that ran out of time, from a connection of its own
 /// (as the session's user, who may kill its own threads).
-async fn kill_query(address: String, login: Login, thread: u32, timeout: std::time::Duration) {
+async fn kill_query(
+    address: String,
+    login: Login,
+    thread: u32,
+    timeout: std::time::Duration,
+    tls: Option<crate::backend_tls::BackendTls>,
+) {
     let killed = async {
-        let mut conn = BackendConn::connect(&address, &login, timeout).await?;
+        let mut conn = BackendConn::connect_with(&address, &login, timeout, tls.as_ref()).await?;
         conn.run_own(format!("\x03KILL QUERY {thread}").as_bytes()).await?;
         conn.write_payload(0, &[crate::protocol::command::QUIT]).await?;
         Ok::<_, BackendError>(())
@@ -372,8 +378,15 @@ impl Session {
             let addr = config.backends.get(idx).map(|b| b.address.clone()).ok_or_else(|| {
                 BackendError::Protocol(format!("backend {idx} is not configured"))
             })?;
-            let mut conn =
-                BackendConn::connect(&addr, &self.login, config.timeouts.connect).await?;
+            let tls = self.shared.backend_tls.load_full();
+            let tls = tls.as_ref().as_ref().map_err(|e| BackendError::Tls(e.clone()))?;
+            let mut conn = BackendConn::connect_with(
+                &addr,
+                &self.login,
+                config.timeouts.connect,
+                tls.as_ref(),
+            )
+            .await?;
             if self.multi_statements_off {
                 conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
             }
@@ -449,7 +462,8 @@ impl Session {
         let killer = timeout.as_ref().and_then(|_| {
             let address = config.backends.get(idx)?.address.clone();
             let login = Login { track_gtids: false, ..self.login.clone() };
-            Some((address, login, conn.thread_id, config.timeouts.connect))
+            let tls = self.shared.backend_tls.load().as_ref().clone().ok().flatten();
+            Some((address, login, conn.thread_id, config.timeouts.connect, tls))
         });
         drop(config);
         let relay = relay::relay(
@@ -460,7 +474,7 @@ impl Session {
             &mut machine,
         );
         let result = match (&timeout, killer) {
-            (Some(timeout), Some((address, login, thread, connect))) => {
+            (Some(timeout), Some((address, login, thread, connect, tls))) => {
                 tokio::pin!(relay);
                 tokio::select! {
                     r = &mut relay => Some(r),
@@ -468,7 +482,7 @@ impl Session {
                         timeout.fired.store(true, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(id = self.id, backend = idx, thread, limit = ?timeout.limit,
                             "statement exceeded max_query_time; killing it");
-                        tokio::spawn(kill_query(address, login, thread, connect));
+                        tokio::spawn(kill_query(address, login, thread, connect, tls));
                         // The server answers the killed statement with an
                         // error; a server that cannot even do that is given
                         // up on after the kill's own time bound.

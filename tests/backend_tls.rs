@@ -1,0 +1,62 @@
+//! TLS from the proxy to the backends: encrypted when enabled, the
+//! certificate checked against the CA and the host name by default.
+
+mod common;
+
+use common::*;
+
+const CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/tls/ca.pem");
+const CIPHER: &str = "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher'";
+
+/// The TLS cipher of the backend connection that serves a read, and of the
+/// primary's (inside a transaction).
+async fn ciphers(c: &mut Raw) -> (String, String) {
+    let read = c.scalar(CIPHER).await.unwrap_or_default();
+    c.exec("BEGIN").await;
+    let primary = c.scalar(CIPHER).await.unwrap_or_default();
+    c.exec("COMMIT").await;
+    (read, primary)
+}
+
+#[tokio::test]
+async fn backend_connections_use_verified_tls_when_enabled() {
+    let proxy =
+        start_proxy(lab_config(&format!("[backend_tls]\nenabled = true\nca = \"{CA}\"\n"))).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let (read, primary) = ciphers(&mut c).await;
+    assert!(!read.is_empty(), "the replica connection is not encrypted");
+    assert!(!primary.is_empty(), "the primary connection is not encrypted");
+    assert_eq!(c.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
+}
+
+#[tokio::test]
+async fn without_backend_tls_the_connections_are_plain() {
+    let proxy = start_proxy(lab_config("")).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    assert_eq!(ciphers(&mut c).await, (String::new(), String::new()));
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_is_refused() {
+    let config =
+        format!("[backend_tls]\nenabled = true\nca = \"{CA}\"\nserver_name = \"db.invalid\"\n");
+    let proxy = start_proxy(lab_config(&config)).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let r = c.query("SELECT 1").await;
+    let e = rwsplit::protocol::messages::parse_err(&r.last().unwrap().1).expect("an error");
+    let message = String::from_utf8_lossy(e.message);
+    assert_eq!(e.code, 2026, "{message}");
+    assert!(message.contains("certificate"), "{message}");
+    // The session goes on (and gets the same error again, not a hang).
+    let r = c.query("SELECT 1").await;
+    assert!(rwsplit::protocol::messages::parse_err(&r.last().unwrap().1).is_some());
+}
+
+#[tokio::test]
+async fn verify_off_encrypts_without_checking_the_certificate() {
+    let config = "[backend_tls]\nenabled = true\nverify = false\nserver_name = \"db.invalid\"\n";
+    let proxy = start_proxy(lab_config(config)).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let (read, primary) = ciphers(&mut c).await;
+    assert!(!read.is_empty() && !primary.is_empty());
+}
