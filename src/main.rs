@@ -104,6 +104,7 @@ fn init_logging(config: &rwsplit::Config) -> rwsplit::server::LogReload {
 fn run(file: PathBuf) -> anyhow::Result<()> {
     let config = rwsplit::Config::load(&file)?;
     let log_reload = init_logging(&config);
+    // One worker thread per CPU unless TOKIO_WORKER_THREADS says otherwise.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -20,6 +20,9 @@ pub const LOGIN_FAILURES: &str = "rwsplit_login_failures_total";
 pub const SESSION_PINS: &str = "rwsplit_session_pins_total";
 pub const MONITOR_FAILURES: &str = "rwsplit_monitor_consecutive_failures";
 
+/// How often histogram samples are folded into their summaries.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide Prometheus recorder (installed on first use).
 pub fn recorder() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -29,6 +32,18 @@ pub fn recorder() -> PrometheusHandle {
                 .install_recorder()
                 .expect("the metrics recorder is installed once");
             describe();
+            // Histogram samples pile up until they are drained: without
+            // this a proxy nobody scrapes would grow by every statement.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("rwsplit-metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                })
+                .expect("spawn the metrics upkeep thread");
             handle
         })
         .clone()

@@ -114,6 +114,7 @@ pub async fn serve(
         creader: reader,
         cmd: Vec::with_capacity(256),
         sql: String::new(),
+        exec_original: Vec::new(),
         caps: logged_in.login.capabilities,
         user_slot: logged_in.slot,
         stats: SessionStats::new(),
@@ -223,6 +224,9 @@ pub(crate) struct Session {
     pub cmd: Vec<u8>,
     /// The text of the COM_QUERY being handled (reused between commands).
     pub sql: String,
+    /// A COM_STMT_EXECUTE as the client sent it, while `cmd` is rewritten
+    /// for a backend (reused between commands).
+    pub exec_original: Vec<u8>,
     /// Capabilities negotiated with the client.
     pub caps: CapabilityFlags,
     /// How backends are logged in for this session (tracks the database).

@@ -21,7 +21,10 @@ pub struct OnBackend {
 /// One prepared statement.
 #[derive(Debug, Clone)]
 pub struct Stmt {
+    /// The statement as the client sent it (prepared again from this).
     pub sql: Vec<u8>,
+    /// Its text for routing and digests, decoded once.
+    pub text: std::sync::Arc<str>,
     pub info: StatementInfo,
     pub params: u16,
     pub columns: u16,
@@ -159,6 +162,7 @@ mod tests {
     fn stmt() -> Stmt {
         Stmt {
             sql: b"SELECT ?".to_vec(),
+            text: "SELECT ?".into(),
             info: crate::classify::classify("SELECT ?"),
             params: 1,
             columns: 1,

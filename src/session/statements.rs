@@ -55,6 +55,7 @@ impl Session {
             let info = classify_with_cache(&sql, &self.shared.tier2);
             let id = self.stmts.insert(Stmt {
                 sql: self.cmd[1..].to_vec(),
+                text: String::from_utf8_lossy(&self.cmd[1..]).into(),
                 info,
                 params,
                 columns,
@@ -117,7 +118,7 @@ impl Session {
         };
         let stmt = self.stmts.get(id).expect("resolved");
         let (info, params, long_data) = (stmt.info, stmt.params, stmt.long_data);
-        let sql = String::from_utf8_lossy(&stmt.sql).into_owned();
+        let sql = stmt.text.clone();
         if let Some(types) = prepared::execute_types(&self.cmd, params) {
             let types = types.to_vec();
             self.stmts.get_mut(id).expect("resolved").types = Some(types);
@@ -131,18 +132,26 @@ impl Session {
         if self.refuse_without_replica(route).await? {
             return Ok(Next::Continue);
         }
-        let original = self.cmd.clone();
+        // The client's execute, kept while `cmd` is rewritten per backend
+        // (in a buffer reused from one execute to the next).
+        let mut original = std::mem::take(&mut self.exec_original);
+        original.clear();
+        original.extend_from_slice(&self.cmd);
         let causal = route.target == Target::AnyReplica
             && matches!(need, ReadNeed::Gtid(_) | ReadNeed::PrimaryPosition);
         let ran = if causal {
-            self.causal_execute(id, need, route, &original).await?
+            self.causal_execute(id, need, route, &original).await
         } else {
-            let idx = match self.acquire(route).await {
-                Ok(idx) => idx,
-                Err((idx, e)) => return self.reply_backend_error(idx, &e).await,
-            };
-            self.execute_on(id, idx, &original).await?
+            match self.acquire(route).await {
+                Ok(idx) => self.execute_on(id, idx, &original).await,
+                Err((idx, e)) => {
+                    self.exec_original = original;
+                    return self.reply_backend_error(idx, &e).await;
+                }
+            }
         };
+        self.exec_original = original;
+        let ran = ran?;
         self.in_flight = None;
         if let Some((idx, outcome)) = ran {
             self.record_statement(&info, &sql, idx, &outcome, started);
@@ -211,14 +220,16 @@ impl Session {
         self.cmd.extend_from_slice(original);
         self.cmd[1..5].copy_from_slice(&backend_id.to_le_bytes());
         let stmt = self.stmts.get_mut(id).expect("resolved");
-        let (params, types) = (stmt.params, stmt.types.clone());
+        let params = stmt.params;
+        let sends_types = prepared::execute_types(&self.cmd, params).is_some();
         let on = stmt.on_backend(idx).expect("prepared there");
-        if prepared::execute_types(&self.cmd, params).is_some() {
+        if sends_types {
             on.types_sent = true;
         } else if !on.types_sent
-            && let Some(types) = &types
+            && let Some(types) = &stmt.types
         {
-            on.types_sent = prepared::inject_types(&mut self.cmd, params, types);
+            let injected = prepared::inject_types(&mut self.cmd, params, types);
+            stmt.on_backend(idx).expect("prepared there").types_sent = injected;
         }
         Ok(backend_id)
     }
