@@ -294,16 +294,24 @@ impl SessionStats {
 impl Session {
     async fn run(&mut self) {
         let mut stopping = self.shared.shutting_down.subscribe();
+        if *stopping.borrow_and_update() {
+            return;
+        }
+        // Made once and kept registered for the whole session, rather than
+        // set up and torn down around every command.
+        let stop = stopping.changed();
+        tokio::pin!(stop);
+        let handle = self.handle.clone();
+        let killed = handle.killed.notified();
+        tokio::pin!(killed);
         loop {
-            if *stopping.borrow_and_update() {
-                return;
-            }
             self.creader.shrink_if_idle();
             let limit = self.shared.config.load().limits.max_packet;
             let read = tokio::select! {
+                biased;
+                _ = &mut killed => return,
+                _ = &mut stop => return,
                 r = self.creader.read_packet(&mut self.client, &mut self.cmd, limit) => r,
-                _ = self.handle.killed.notified() => return,
-                _ = stopping.changed() => return,
             };
             match read {
                 Ok((0, _)) if !self.cmd.is_empty() => {}
