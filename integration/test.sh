@@ -30,6 +30,14 @@ log "building"
 cargo build --quiet --all-targets
 export RWSPLIT_LAB=1
 
+log "cargo deny check bans licenses sources"
+if ! command -v cargo-deny >/dev/null; then
+    log "installing cargo-deny (a few minutes, once)"
+    cargo install --quiet --locked cargo-deny@0.20.2
+fi
+deny_rc=0
+cargo deny --log-level error check bans licenses sources || deny_rc=$?
+
 log "cargo test (unit and integration)"
 cargo test --quiet --no-fail-fast 2>&1 | tee /tmp/rwsplit-cargo-test.log
 cargo_rc=${PIPESTATUS[0]}
@@ -63,6 +71,9 @@ if ! kill -0 "$proxy_pid" 2>/dev/null; then
 fi
 if [ "$cargo_rc" -ne 0 ]; then
     log "cargo test failed"; failed=$((failed + 1))
+fi
+if [ "$deny_rc" -ne 0 ]; then
+    log "cargo deny failed"; failed=$((failed + 1))
 fi
 echo "clients: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
