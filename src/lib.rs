@@ -12,6 +12,8 @@
 //! `relay` function). Pure: `protocol`, `config`, `error`, and
 //! `relay::Machine`.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod backend;
 pub mod backend_tls;
