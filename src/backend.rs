@@ -18,6 +18,10 @@ use tokio::net::TcpStream;
 /// and for its own commands.
 const CONTROL_PACKET_LIMIT: usize = 1 << 24;
 
+/// Bytes a backend connection reads at a time: most results arrive in
+/// one read (and leave in one write to the client).
+const BACKEND_READ_CHUNK: usize = 16 * 1024;
+
 /// Capabilities the proxy can pass through to a backend unchanged.
 pub const PASSTHROUGH_CAPS: CapabilityFlags = CapabilityFlags::from_bits_truncate(
     CapabilityFlags::CLIENT_LONG_PASSWORD.bits()
@@ -67,6 +71,9 @@ pub enum BackendError {
     UnsupportedAuth(String),
     #[error("{0}")]
     Tls(String),
+    /// The proxy holds `max_connections` to this backend already.
+    #[error("backend {0} is at its max_connections ({1})")]
+    AtCapacity(String, usize),
 }
 
 impl From<std::io::Error> for BackendError {
@@ -180,7 +187,7 @@ impl BackendConn {
         tls: Option<&BackendTls>,
     ) -> Result<BackendConn, BackendError> {
         let mut stream = BackendStream::Tcp(connect_tcp(addr, timeout).await?);
-        let mut reader = PacketReader::new();
+        let mut reader = PacketReader::with_capacity(BACKEND_READ_CHUNK);
         let mut payload = Vec::new();
         let (_, seq) = reader.read_packet(&mut stream, &mut payload, CONTROL_PACKET_LIMIT).await?;
         if payload.first() == Some(&0xFF) {

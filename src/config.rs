@@ -198,6 +198,12 @@ pub struct BackendConfig {
     /// next reload.
     #[serde(default)]
     pub state: BackendState,
+    /// Connections the proxy may hold to this backend at once (client
+    /// sessions' connections; the monitor's are not counted). At the cap,
+    /// reads go to another replica and the primary's work waits up to
+    /// `timeouts.connect`, then gets ERROR 1040.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
     /// Removed by a reload: kept (with no reads, never primary) so that
     /// backend positions stay stable for connected sessions.
     #[serde(skip)]

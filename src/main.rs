@@ -104,8 +104,10 @@ fn init_logging(config: &rwsplit::Config) -> rwsplit::server::LogReload {
 fn run(file: PathBuf) -> anyhow::Result<()> {
     let config = rwsplit::Config::load(&file)?;
     let log_reload = init_logging(&config);
-    // One worker thread per CPU unless TOKIO_WORKER_THREADS says otherwise.
+    // Accepting, the admin port and the monitor; sessions run on the
+    // session workers (one per CPU unless RWSPLIT_WORKER_THREADS says).
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -119,6 +121,13 @@ fn run(file: PathBuf) -> anyhow::Result<()> {
         let proxy = rwsplit::Proxy::bind(config).await.context("cannot start listeners")?;
         let shared = proxy.shared.clone();
         let _ = shared.log_reload.set(log_reload);
+        let workers = std::env::var("RWSPLIT_WORKER_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let workers = rwsplit::server::SessionWorkers::start(workers)
+            .context("cannot start the session worker threads")?;
+        let _ = shared.session_workers.set(workers);
         tokio::spawn(reload_on_sighup(hup, shared));
         proxy.run(shutdown_signal(term, int)).await;
         Ok(())

@@ -143,6 +143,31 @@ pub enum Socket {
     Unix(UnixStream),
 }
 
+/// A client connection between runtimes (not registered with any).
+pub enum StdSocket {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Socket {
+    /// Detaches the connection from this thread's runtime, to hand it to
+    /// another.
+    pub fn into_std(self) -> io::Result<StdSocket> {
+        match self {
+            Socket::Tcp(s) => s.into_std().map(StdSocket::Tcp),
+            Socket::Unix(s) => s.into_std().map(StdSocket::Unix),
+        }
+    }
+
+    /// Registers a handed-over connection with the current runtime.
+    pub fn from_std(socket: StdSocket) -> io::Result<Socket> {
+        match socket {
+            StdSocket::Tcp(s) => TcpStream::from_std(s).map(Socket::Tcp),
+            StdSocket::Unix(s) => UnixStream::from_std(s).map(Socket::Unix),
+        }
+    }
+}
+
 impl AsyncRead for Socket {
     fn poll_read(
         self: Pin<&mut Self>,

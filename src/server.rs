@@ -58,6 +58,53 @@ impl Registry {
     }
 }
 
+/// Threads that run client sessions, each with a single-threaded runtime:
+/// a session's socket readiness, timers and wake-ups stay on the thread
+/// it was handed to, so a statement costs no cross-thread wake-up (one
+/// event loop per core, as haproxy runs). Accepting, the admin port and
+/// the monitor stay on the main runtime.
+pub struct SessionWorkers {
+    handles: Vec<tokio::runtime::Handle>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl SessionWorkers {
+    /// Starts `n` worker threads (at least one).
+    pub fn start(n: usize) -> std::io::Result<SessionWorkers> {
+        let mut handles = Vec::new();
+        for i in 0..n.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            handles.push(runtime.handle().clone());
+            std::thread::Builder::new()
+                .name(format!("rwsplit-worker-{i}"))
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+        }
+        Ok(SessionWorkers { handles, next: std::sync::atomic::AtomicUsize::new(0) })
+    }
+
+    /// The next worker, round robin.
+    fn pick(&self) -> &tokio::runtime::Handle {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        &self.handles[i]
+    }
+}
+
+/// One session connection to a backend, counted against the backend's
+/// `max_connections` until dropped.
+pub struct BackendSlot {
+    shared: Arc<Shared>,
+    idx: usize,
+}
+
+impl Drop for BackendSlot {
+    fn drop(&mut self) {
+        if let Some((open, freed)) = self.shared.backend_open.get(self.idx) {
+            open.fetch_sub(1, Ordering::AcqRel);
+            freed.notify_one();
+        }
+    }
+}
+
 /// Puts a reloaded config's log level in force.
 pub type LogReload = Box<dyn Fn(&Config) -> Result<(), String> + Send + Sync>;
 
@@ -215,6 +262,9 @@ pub struct Shared {
     pub global_position: tokio::sync::Mutex<Option<(Instant, String)>>,
     /// Statements and errors per backend index.
     backend_stats: Vec<(AtomicU64, AtomicU64)>,
+    /// Connections sessions hold to each backend, and a wake-up for a
+    /// session waiting for one to close.
+    backend_open: Vec<(std::sync::atomic::AtomicUsize, Notify)>,
     /// Parser-tier verdicts by statement digest.
     pub tier2: Tier2Cache,
     pub backoff: Backoff,
@@ -230,6 +280,9 @@ pub struct Shared {
     /// error (a CA file that went missing) refuses backend connections
     /// rather than falling back to plain TCP.
     pub backend_tls: ArcSwap<Result<Option<crate::backend_tls::BackendTls>, String>>,
+    /// Where sessions run (set by the binary); without it, on the runtime
+    /// that accepted them.
+    pub session_workers: std::sync::OnceLock<SessionWorkers>,
     /// Applies a reloaded config's log settings (set by the binary, which
     /// owns the log subscriber).
     pub log_reload: std::sync::OnceLock<LogReload>,
@@ -269,6 +322,9 @@ impl Shared {
             backend_stats: (0..names.len().max(64))
                 .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
                 .collect(),
+            backend_open: (0..names.len().max(64))
+                .map(|_| (std::sync::atomic::AtomicUsize::new(0), Notify::new()))
+                .collect(),
             tier2: Tier2Cache::new(TIER2_CACHE_ENTRIES),
             backoff: Backoff::new(config.backends.len()),
             backend_tls: ArcSwap::from_pointee(config.backend_tls.connector(&config.base_dir)),
@@ -279,6 +335,7 @@ impl Shared {
             login_throttle: LoginThrottle::default(),
             listeners: Listeners::default(),
             log_reload: std::sync::OnceLock::new(),
+            session_workers: std::sync::OnceLock::new(),
             next_id: AtomicU32::new(1),
         })
     }
@@ -342,6 +399,42 @@ impl Shared {
                 e.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// A place for one more connection to backend `idx` under its
+    /// `max_connections`, waiting up to `wait` for one to free up.
+    pub async fn backend_slot(
+        self: &Arc<Self>,
+        idx: usize,
+        wait: Duration,
+    ) -> Result<BackendSlot, crate::backend::BackendError> {
+        let config = self.config.load_full();
+        let Some((open, freed)) = self.backend_open.get(idx) else {
+            return Err(crate::backend::BackendError::Protocol(format!("no backend {idx}")));
+        };
+        let cap = config.backends.get(idx).and_then(|b| b.max_connections);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let waiting = freed.notified();
+            let taken = open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                cap.is_none_or(|cap| n < cap).then_some(n + 1)
+            });
+            if taken.is_ok() {
+                return Ok(BackendSlot { shared: self.clone(), idx });
+            }
+            if tokio::time::timeout_at(deadline, waiting).await.is_err() {
+                let name = config.backends.get(idx).map_or("?", |b| b.name.as_str());
+                return Err(crate::backend::BackendError::AtCapacity(
+                    name.to_string(),
+                    cap.unwrap_or(0),
+                ));
+            }
+        }
+    }
+
+    /// Connections sessions hold to backend `idx` now.
+    pub fn backend_connections(&self, idx: usize) -> usize {
+        self.backend_open.get(idx).map_or(0, |(n, _)| n.load(Ordering::Relaxed))
     }
 
     /// (statements, errors) on backend `idx`.
@@ -645,7 +738,26 @@ async fn accept_loop(listener: net::Listener, ctx: Arc<ArcSwap<ListenerCtx>>, sh
         match listener.accept().await {
             Ok((socket, peer)) => {
                 let ctx = ListenerCtx::clone(&ctx.load());
-                tokio::spawn(session::serve(socket, peer, ctx, shared.clone()));
+                let Some(workers) = shared.session_workers.get() else {
+                    tokio::spawn(session::serve(socket, peer, ctx, shared.clone()));
+                    continue;
+                };
+                let socket = match socket.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "cannot hand a connection over");
+                        continue;
+                    }
+                };
+                let shared = shared.clone();
+                workers.pick().spawn(async move {
+                    match net::Socket::from_std(socket) {
+                        Ok(socket) => session::serve(socket, peer, ctx, shared).await,
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "cannot take a connection over")
+                        }
+                    }
+                });
             }
             Err(e) => {
                 // Out of file descriptors and similar: say so and back off

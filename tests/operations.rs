@@ -386,3 +386,51 @@ async fn loopback_clients_are_not_slowed_down_by_default() {
     // With the default 200 ms doubling delay these would take 1.4 s.
     assert!(started.elapsed() < Duration::from_millis(1200), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn backend_max_connections_caps_what_sessions_hold() {
+    // The primary takes two session connections; replica1 one, and
+    // replica2 no reads, so a read that finds replica1 full goes to the
+    // primary.
+    let mut config =
+        lab_config("[timeouts]\nconnect = \"500ms\"\n[consistency]\nmode = \"eventual\"\n");
+    config.backends[0].max_connections = Some(2);
+    config.backends[1].max_connections = Some(1);
+    config.backends[2].weight = 0;
+    let proxy = start_proxy(config).await;
+    let addr = proxy.addr.to_string();
+
+    let mut a = Raw::app(&addr, true).await;
+    let mut b = Raw::app(&addr, true).await;
+    assert_eq!(a.scalar("SELECT @@server_id").await.as_deref(), Some("2"), "a reads on replica1");
+    assert_eq!(
+        b.scalar("SELECT @@server_id").await.as_deref(),
+        Some("1"),
+        "replica1 is full: b's read goes to the primary, without an error"
+    );
+    assert_eq!(proxy.shared.backend_connections(1), 1);
+
+    // a and b hold the primary's two places; c's write waits, then fails.
+    a.exec("BEGIN").await;
+    a.scalar("SELECT @@server_id FOR UPDATE").await;
+    assert_eq!(proxy.shared.backend_connections(0), 2);
+    let mut c = Raw::app(&addr, true).await;
+    let started = std::time::Instant::now();
+    let r = c.query("SELECT @@server_id FOR UPDATE").await;
+    let e = rwsplit::protocol::messages::parse_err(&r.last().unwrap().1).expect("an error");
+    assert_eq!(e.code, 1040, "{}", String::from_utf8_lossy(e.message));
+    assert!(String::from_utf8_lossy(e.message).contains("max_connections"));
+    assert!(started.elapsed() >= Duration::from_millis(500));
+
+    // A place freed while c waits is taken.
+    let waiting = tokio::spawn(async move {
+        let got = c.scalar("SELECT @@server_id FOR UPDATE").await;
+        (c, got)
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.exec("COMMIT").await;
+    drop(a);
+    let (_c, got) = waiting.await.unwrap();
+    assert_eq!(got.as_deref(), Some("1"));
+    assert!(proxy.shared.backend_connections(0) <= 2);
+}

@@ -78,6 +78,8 @@ pub fn put_packet(out: &mut Vec<u8>, mut seq: u8, payload: &[u8]) -> u8 {
 /// A buffered packet reader over any byte stream.
 pub struct PacketReader {
     buf: BytesMut,
+    /// How much room a read gets at least (the initial capacity).
+    chunk: usize,
 }
 
 impl Default for PacketReader {
@@ -88,7 +90,13 @@ impl Default for PacketReader {
 
 impl PacketReader {
     pub fn new() -> Self {
-        PacketReader { buf: BytesMut::with_capacity(INITIAL_BUFFER) }
+        Self::with_capacity(INITIAL_BUFFER)
+    }
+
+    /// A reader whose reads take up to `chunk` bytes at a time (a backend
+    /// connection's: a typical result arrives in one read).
+    pub fn with_capacity(chunk: usize) -> Self {
+        PacketReader { buf: BytesMut::with_capacity(chunk), chunk }
     }
 
     /// Bytes received but not consumed yet.
@@ -108,7 +116,7 @@ impl PacketReader {
         stream: &mut S,
     ) -> Result<usize, FrameError> {
         if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(INITIAL_BUFFER.max(self.buf.len()));
+            self.buf.reserve(self.chunk.max(self.buf.len()));
         }
         let n = stream.read_buf(&mut self.buf).await?;
         if n == 0 {
@@ -163,8 +171,8 @@ impl PacketReader {
     /// Returns memory held by a large buffer once it is empty, so an idle
     /// session costs little.
     pub fn shrink_if_idle(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 4 * INITIAL_BUFFER {
-            self.buf = BytesMut::with_capacity(INITIAL_BUFFER);
+        if self.buf.is_empty() && self.buf.capacity() > 4 * self.chunk {
+            self.buf = BytesMut::with_capacity(self.chunk);
         }
     }
 }

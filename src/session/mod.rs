@@ -121,6 +121,7 @@ pub async fn serve(
         login: logged_in.login,
         scramble: logged_in.scramble,
         backends: Vec::new(),
+        slots: Vec::new(),
         status: status::AUTOCOMMIT,
         stmts: StmtTable::default(),
         multi_statements_off: false,
@@ -235,6 +236,8 @@ pub(crate) struct Session {
     pub scramble: [u8; auth::SCRAMBLE_LEN],
     /// Open backend connections by backend index.
     pub backends: Vec<Option<BackendConn>>,
+    /// Their places under each backend's max_connections.
+    pub slots: Vec<Option<crate::server::BackendSlot>>,
     /// Status flags of the last response the client saw.
     pub status: u16,
     pub stmts: StmtTable,
@@ -390,6 +393,14 @@ impl Session {
             let addr = config.backends.get(idx).map(|b| b.address.clone()).ok_or_else(|| {
                 BackendError::Protocol(format!("backend {idx} is not configured"))
             })?;
+            // At the backend's max_connections, the primary's work waits
+            // for a connection to close; a replica read goes elsewhere.
+            let wait = if idx == self.primary() {
+                config.timeouts.connect
+            } else {
+                std::time::Duration::ZERO
+            };
+            let slot = self.shared.backend_slot(idx, wait).await?;
             let tls = self.shared.backend_tls.load_full();
             let tls = tls.as_ref().as_ref().map_err(|e| BackendError::Tls(e.clone()))?;
             let mut conn = BackendConn::connect_with(
@@ -404,6 +415,10 @@ impl Session {
             }
             self.handle.threads.lock().expect("handle lock").push((idx, conn.thread_id));
             self.backends[idx] = Some(conn);
+            if self.slots.len() <= idx {
+                self.slots.resize_with(idx + 1, || None);
+            }
+            self.slots[idx] = Some(slot);
         }
         Ok(self.backends[idx].as_mut().expect("just opened"))
     }
@@ -415,6 +430,9 @@ impl Session {
         {
             let tid = conn.thread_id;
             self.handle.threads.lock().expect("handle lock").retain(|t| *t != (idx, tid));
+        }
+        if let Some(slot) = self.slots.get_mut(idx) {
+            *slot = None;
         }
         self.stmts.forget_backend(idx);
     }

@@ -120,7 +120,7 @@ impl Session {
                 Ok(()) => return Ok(idx),
                 Err(e) if idx != primary && route.target == Target::AnyReplica => {
                     tracing::warn!(id = self.id, backend = idx, error = %e, "replica unusable, reading elsewhere");
-                    if !matches!(e, BackendError::Server { .. }) {
+                    if !matches!(e, BackendError::Server { .. } | BackendError::AtCapacity(..)) {
                         self.shared.backoff.mark_down(idx, config.timeouts.backend_retry);
                     }
                     self.drop_backend(idx);
