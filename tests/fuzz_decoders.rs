@@ -214,3 +214,19 @@ fn config_parser_never_panics() {
     });
     assert!(n > 100);
 }
+
+#[test]
+fn proxy_protocol_header_parsers_never_panic() {
+    use rwsplit::protocol::proxy_header::{parse_v1, parse_v2};
+    let v1 = b"PROXY TCP4 192.0.2.7 10.0.0.1 51234 3306\r\n".to_vec();
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[192, 0, 2, 7, 10, 0, 0, 1, 0x1f, 0x90, 0x0c, 0xea]);
+    let n = fuzz("proxy_header", &[v1, v2], |input| {
+        let _ = parse_v1(input);
+        if input.len() >= 16 {
+            let fixed: [u8; 16] = input[..16].try_into().unwrap();
+            let _ = parse_v2(&fixed, &input[16..]);
+        }
+    });
+    assert!(n > 100);
+}
