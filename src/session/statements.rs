@@ -143,7 +143,20 @@ impl Session {
             self.causal_execute(id, need, route, &original).await
         } else {
             match self.acquire(route).await {
-                Ok(idx) => self.execute_on(id, idx, &original).await,
+                Ok(idx) => match self.execute_on(id, idx, &original).await {
+                    // A read whose replica failed before replying runs again
+                    // on another replica (prepared there first), or the
+                    // primary: the client never knows.
+                    Err(SessionError::BackendBeforeReply(failed))
+                        if route.target == Target::AnyReplica =>
+                    {
+                        let retry_after = self.config().timeouts.backend_retry;
+                        self.shared.backoff.mark_down(failed, retry_after);
+                        let retry = self.acquire(route).await.unwrap_or(self.primary());
+                        self.execute_on(id, retry, &original).await
+                    }
+                    other => other,
+                },
                 Err((idx, e)) => {
                     self.exec_original = original;
                     return self.reply_backend_error(idx, &e).await;
@@ -378,8 +391,10 @@ impl Session {
             Err(e) => Err(e.into()),
         };
         if let Err(e) = peeked {
+            // Nothing reached the client: the caller may run it elsewhere.
+            tracing::warn!(id = self.id, backend, error = %e, "backend failed before replying");
             self.drop_backend(backend);
-            return Err(SessionError::Fatal(format!("backend failed: {e}")));
+            return Err(SessionError::BackendBeforeReply(backend));
         }
         if conn.reader.buffered()[4] != 0xFF {
             return self.relay_from(backend, expect).await;
