@@ -385,3 +385,61 @@ async fn a_replica_killed_under_read_load_costs_no_read() {
     assert_eq!(errors.load(Ordering::Relaxed), 0, "reads failed while a replica was killed");
     wait_replicas_caught_up().await;
 }
+
+/// Restarts the lab and undoes lag injection, however the test ends.
+struct RestoreLab;
+
+impl Drop for RestoreLab {
+    fn drop(&mut self) {
+        lab(&["up"]);
+        lab(&["lag", "replica1", "start"]);
+    }
+}
+
+#[tokio::test]
+async fn a_replica_that_dies_while_a_read_waits_for_its_gtid_hands_the_read_to_the_primary() {
+    let _serial = SERIAL.lock().await;
+    let table = unique("causal_kill");
+    let mut p = admin(PRIMARY).await;
+    p.exec(&format!("CREATE TABLE app.{table} (id INT PRIMARY KEY, v INT)")).await;
+    wait_replicas_caught_up().await;
+    // Reads go to replica1, which applies the session's write 3 s late
+    // (MASTER_DELAY), so a read waits there for the write's GTID.
+    let mut config = lab_config(&format!(
+        "{MONITORED}[consistency]\nmode = \"gtid\"\ngtid_wait_timeout = \"5s\"\n[routing]\nmax_replication_lag = \"30s\"\n"
+    ));
+    config.backends[2].weight = 0;
+    let proxy = start_proxy(config).await;
+    let _restore = RestoreLab;
+    lab(&["lag", "replica1", "3"]);
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    c.exec(&format!("INSERT INTO app.{table} VALUES (1, 42)")).await;
+
+    let killer = tokio::spawn(async {
+        // Once the read is waiting on replica1, replica1 dies.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running_on(REPLICA1, "MASTER_GTID_WAIT").await == 0 {
+            assert!(Instant::now() < deadline, "the read never waited on replica1");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        signal(replica1_pid(), "-KILL");
+    });
+    let started = Instant::now();
+    for (sql, expected) in [(format!("SELECT v FROM app.{table} WHERE id = 1"), "42")] {
+        assert_eq!(c.scalar(&sql).await.as_deref(), Some(expected), "read its own write");
+    }
+    killer.await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    drop(_restore);
+    wait_replicas_caught_up().await;
+    p.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
+/// Statements containing `needle` running on one server now.
+async fn running_on(addr: &str, needle: &str) -> usize {
+    let mut a = admin(addr).await;
+    let sql = format!(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{needle}%' AND INFO NOT LIKE '%PROCESSLIST%'"
+    );
+    a.scalar(&sql).await.and_then(|v| v.parse().ok()).unwrap_or(0)
+}

@@ -276,7 +276,26 @@ impl Session {
         let ran = if route.target == Target::AnyReplica
             && matches!(need, ReadNeed::Gtid(_) | ReadNeed::PrimaryPosition)
         {
-            self.causal_read(need, route, crate::relay::Expect::Result).await?
+            match self.causal_read(need, route, crate::relay::Expect::Result).await {
+                // The replica failed before replying: the primary, which
+                // holds every write, answers instead.
+                Err(SessionError::BackendBeforeReply(failed)) if failed != self.primary() => {
+                    let retry_after = self.config().timeouts.backend_retry;
+                    self.shared.backoff.mark_down(failed, retry_after);
+                    let primary = self.primary();
+                    match self.catch_up(primary).await {
+                        Ok(()) => self
+                            .forward(primary, crate::relay::Expect::Result)
+                            .await?
+                            .map(|o| (primary, o)),
+                        Err(e) => {
+                            self.reply_backend_error(primary, &e).await?;
+                            None
+                        }
+                    }
+                }
+                other => other?,
+            }
         } else {
             self.plain_forward(route, crate::relay::Expect::Result).await?
         };

@@ -140,7 +140,17 @@ impl Session {
         let causal = route.target == Target::AnyReplica
             && matches!(need, ReadNeed::Gtid(_) | ReadNeed::PrimaryPosition);
         let ran = if causal {
-            self.causal_execute(id, need, route, &original).await
+            match self.causal_execute(id, need, route, &original).await {
+                // The replica failed before replying: the primary, which
+                // holds every write, answers instead.
+                Err(SessionError::BackendBeforeReply(failed)) if failed != self.primary() => {
+                    let retry_after = self.config().timeouts.backend_retry;
+                    self.shared.backoff.mark_down(failed, retry_after);
+                    let primary = self.primary();
+                    self.execute_on(id, primary, &original).await
+                }
+                other => other,
+            }
         } else {
             match self.acquire(route).await {
                 Ok(idx) => match self.execute_on(id, idx, &original).await {
