@@ -4,8 +4,8 @@
 //! `capacity` shapes are known, new shapes are counted under one "other"
 //! entry, so memory stays flat whatever the workload.
 
+use crate::intmap::IntMap;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 const SHARDS: usize = 8;
@@ -25,7 +25,7 @@ pub struct DigestStats {
 
 /// The digest table, sharded by digest so sessions rarely contend.
 pub struct Digests {
-    shards: Vec<Mutex<HashMap<u64, DigestStats>>>,
+    shards: Vec<Mutex<IntMap<u64, DigestStats>>>,
     per_shard: usize,
     other: Mutex<DigestStats>,
 }
@@ -33,7 +33,7 @@ pub struct Digests {
 impl Digests {
     pub fn new(capacity: usize) -> Digests {
         Digests {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(IntMap::default())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             other: Mutex::new(DigestStats {
                 digest: "other".into(),

@@ -21,6 +21,7 @@ pub mod classify;
 pub mod config;
 pub mod digests;
 pub mod error;
+pub mod intmap;
 pub mod monitor;
 pub mod net;
 pub mod protocol;

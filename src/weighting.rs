@@ -8,7 +8,6 @@
 //! by the fewest requests in flight.
 
 use crate::monitor::{BackendState, Exclusion, Role, Topology, UnknownLag};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -138,7 +137,9 @@ pub const NEAR_TIE_FRACTION: f64 = 0.05;
 /// allocation once every name has been seen).
 #[derive(Debug, Default)]
 pub struct Picker {
-    slots: Mutex<HashMap<String, Slot>>,
+    /// One slot per backend, in the topology's order (re-aligned by name
+    /// when the topology changes, so scores and counts carry over).
+    slots: Mutex<Vec<(String, Slot)>>,
 }
 
 #[derive(Debug, Default)]
@@ -189,17 +190,26 @@ impl Picker {
     /// router sent there without the picker).
     pub fn track(&self, name: &str) -> InFlight {
         let mut slots = self.lock();
-        let counter = slots.entry(name.to_string()).or_default().in_flight.clone();
+        let counter = match slots.iter().find(|(n, _)| n == name) {
+            Some((_, slot)) => slot.in_flight.clone(),
+            None => {
+                slots.push((name.to_string(), Slot::default()));
+                slots.last().expect("pushed").1.in_flight.clone()
+            }
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         InFlight { counter }
     }
 
     /// Requests in flight on the backend called `name`.
     pub fn in_flight(&self, name: &str) -> u64 {
-        self.lock().get(name).map_or(0, |slot| slot.in_flight.load(Ordering::Relaxed))
+        self.lock()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, slot)| slot.in_flight.load(Ordering::Relaxed))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, Slot)>> {
         // A panic elsewhere while holding the lock leaves only scores
         // behind; they are still usable.
         self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -219,15 +229,13 @@ impl Picker {
                 && backend.effective_weight > 0.0
         };
         let mut slots = self.lock();
-        if slots.len() > topology.backends.len() {
-            slots.retain(|name, _| topology.backend(name).is_some());
-        }
+        align(&mut slots, topology);
 
         // Pass 1: add each candidate's weight to its score.
         let mut total = 0.0;
         let mut best_score = f64::NEG_INFINITY;
         for (index, backend) in topology.backends.iter().enumerate() {
-            let slot = slot_mut(&mut slots, &backend.name);
+            let slot = &mut slots[index].1;
             if !is_candidate(index, backend) {
                 if !backend.eligible {
                     // Comes back without credit or debt from before.
@@ -251,7 +259,7 @@ impl Picker {
             if !is_candidate(index, backend) {
                 continue;
             }
-            let slot = &slots[backend.name.as_str()];
+            let slot = &slots[index].1;
             if slot.current < best_score - margin {
                 continue;
             }
@@ -267,7 +275,7 @@ impl Picker {
             }
         }
         let (index, _, _) = chosen?;
-        let slot = slot_mut(&mut slots, &topology.backends[index].name);
+        let slot = &mut slots[index].1;
         slot.current -= total;
         let in_flight = guard.then(|| {
             slot.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -277,11 +285,22 @@ impl Picker {
     }
 }
 
-fn slot_mut<'a>(slots: &'a mut HashMap<String, Slot>, name: &str) -> &'a mut Slot {
-    if !slots.contains_key(name) {
-        slots.insert(name.to_string(), Slot::default());
+/// Makes `slots[i]` the slot of `topology.backends[i]`, keeping each
+/// backend's slot by name (a no-op when nothing changed).
+fn align(slots: &mut Vec<(String, Slot)>, topology: &Topology) {
+    let aligned = slots.len() == topology.backends.len()
+        && slots.iter().zip(&topology.backends).all(|((name, _), b)| *name == b.name);
+    if aligned {
+        return;
     }
-    slots.get_mut(name).expect("inserted above")
+    let mut old = std::mem::take(slots);
+    for backend in &topology.backends {
+        let slot = match old.iter().position(|(name, _)| *name == backend.name) {
+            Some(pos) => old.swap_remove(pos).1,
+            None => Slot::default(),
+        };
+        slots.push((backend.name.clone(), slot));
+    }
 }
 
 #[cfg(test)]

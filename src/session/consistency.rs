@@ -108,7 +108,7 @@ pub fn parse_session_mode(sql: &str) -> Option<Result<ConsistencyMode, String>> 
 impl Session {
     /// The read need of a statement now.
     pub(super) fn need_for(&self, info: &StatementInfo) -> ReadNeed {
-        let pin_for = self.shared.config.load().consistency.pin_for;
+        let pin_for = self.view.config.consistency.pin_for;
         read_need(mode_for(info, &self.writes), &self.writes, pin_for, Instant::now())
     }
 

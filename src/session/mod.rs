@@ -118,6 +118,7 @@ pub async fn serve(
         caps: logged_in.login.capabilities,
         user_slot: logged_in.slot,
         stats: SessionStats::new(),
+        view: View { primary: shared.primary_index(&config), config: config.clone() },
         login: logged_in.login,
         scramble: logged_in.scramble,
         backends: Vec::new(),
@@ -256,6 +257,14 @@ pub(crate) struct Session {
     pub user_slot: crate::server::UserSlot,
     /// Counters for the session's end-of-session log line.
     pub stats: SessionStats,
+    /// The config and primary this command works with.
+    pub view: View,
+}
+
+/// What a command reads of the shared, reloadable state.
+pub(crate) struct View {
+    pub config: Arc<Config>,
+    pub primary: usize,
 }
 
 /// What a session did, logged when it ends.
@@ -309,7 +318,7 @@ impl Session {
         tokio::pin!(killed);
         loop {
             self.creader.shrink_if_idle();
-            let limit = self.shared.config.load().limits.max_packet;
+            let limit = self.view.config.limits.max_packet;
             let read = tokio::select! {
                 biased;
                 _ = &mut killed => return,
@@ -334,6 +343,7 @@ impl Session {
                 }
                 Err(_) => return,
             }
+            self.refresh_view();
             match self.dispatch().await {
                 Ok(Next::Continue) => {}
                 Ok(Next::Quit) => return,
@@ -374,12 +384,20 @@ impl Session {
 
     /// The config in force now.
     pub fn config(&self) -> Arc<Config> {
-        self.shared.config.load_full()
+        self.view.config.clone()
     }
 
     /// The primary's backend index (commands other than statements run there).
     pub fn primary(&self) -> usize {
-        self.shared.primary_index(&self.shared.config.load())
+        self.view.primary
+    }
+
+    /// Takes the config and primary in force now, for the next command
+    /// (one consistent view per command, read once).
+    fn refresh_view(&mut self) {
+        let config = self.shared.config.load_full();
+        self.view.primary = self.shared.primary_index(&config);
+        self.view.config = config;
     }
 
     /// The open connection to backend `idx`, opened (and logged in with the
@@ -480,7 +498,7 @@ impl Session {
             wants_gtids: self.client_wants_gtids,
             omit_empty_info: conn.is_mariadb(),
         };
-        let config = self.shared.config.load();
+        let config = self.view.config.clone();
         let limit = config
             .user(&self.login.user)
             .and_then(|u| u.max_query_time)

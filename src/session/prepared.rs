@@ -4,7 +4,7 @@
 //! backend that never saw its parameter types.
 
 use crate::classify::StatementInfo;
-use std::collections::HashMap;
+use crate::intmap::IntMap;
 
 /// The id MariaDB clients use for "the statement prepared last".
 pub const LAST_PREPARED: u32 = u32::MAX;
@@ -51,7 +51,7 @@ impl Stmt {
 /// All prepared statements of a session.
 #[derive(Debug, Default)]
 pub struct StmtTable {
-    map: HashMap<u32, Stmt>,
+    map: IntMap<u32, Stmt>,
     next: u32,
     last: Option<u32>,
 }

@@ -56,7 +56,7 @@ impl Session {
 
     /// The target of the first configured rule that matches `sql`.
     fn matching_rule(&self, sql: &str) -> Option<crate::classify::Hint> {
-        let config = self.shared.config.load();
+        let config = &self.view.config;
         if config.rules.is_empty() {
             return None;
         }
