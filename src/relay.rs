@@ -147,6 +147,13 @@ impl Machine {
         self.started
     }
 
+    /// Whether the response, cut off here, could end with an error packet
+    /// the client understands: between rows, or between the results of a
+    /// multi-result response, never inside a (continued) packet.
+    pub fn may_end_with_error(&self) -> bool {
+        !self.continuation && matches!(self.expect, Expect::Rows | Expect::Result)
+    }
+
     /// Rewrites OK packets for a client that sees `view` (the backend
     /// connection tracks session state for the proxy's own use).
     pub fn rewriting_for(mut self, view: Option<ClientView>) -> Self {
@@ -308,6 +315,11 @@ pub enum RelayError {
     /// the command can be retried elsewhere, or answered with an error.
     #[error("backend connection failed before replying: {0}")]
     BackendBeforeReply(FrameError),
+    /// The backend failed between two packets of a result the client was
+    /// receiving: an error packet with sequence id `next_seq` ends the
+    /// response cleanly, and the client's session goes on.
+    #[error("backend connection failed during a result: {source}")]
+    BackendMidResult { next_seq: u8, source: FrameError },
     #[error("backend protocol error: {0}")]
     Protocol(#[from] Unexpected),
     #[error("client connection failed: {0}")]
@@ -334,6 +346,8 @@ where
     let mut skip = 0usize;
     // Whether any byte of the reply reached the client.
     let mut sent = false;
+    // The sequence id of the last packet passed on.
+    let mut last_seq = 0u8;
     loop {
         let buf = breader.buffered();
         let mut pos = 0usize;
@@ -362,6 +376,7 @@ where
                     break;
                 }
                 step = machine.step(h.len, &buf[pos + HEADER..pos + HEADER + h.len])?;
+                last_seq = h.seq;
                 if let Some(payload) = machine.take_rewrite() {
                     sent = true;
                     client.write_all(&buf[written..pos]).await.map_err(RelayError::Client)?;
@@ -378,6 +393,7 @@ where
                     break;
                 }
                 step = machine.step(h.len, &buf[pos + HEADER..pos + HEADER + 1])?;
+                last_seq = h.seq;
                 let n = avail.min(h.len);
                 pos += HEADER + n;
                 skip = h.len - n;
@@ -408,10 +424,15 @@ where
                     breader.fill(backend).await.map(|_| ())
                 };
                 if let Err(e) = filled {
-                    return Err(if sent {
-                        RelayError::Backend(e)
-                    } else {
+                    return Err(if !sent {
                         RelayError::BackendBeforeReply(e)
+                    } else if skip == 0 && machine.may_end_with_error() {
+                        RelayError::BackendMidResult {
+                            next_seq: last_seq.wrapping_add(1),
+                            source: e,
+                        }
+                    } else {
+                        RelayError::Backend(e)
                     });
                 }
             }

@@ -443,3 +443,79 @@ async fn running_on(addr: &str, needle: &str) -> usize {
     );
     a.scalar(&sql).await.and_then(|v| v.parse().ok()).unwrap_or(0)
 }
+
+#[tokio::test]
+async fn a_transaction_whose_primary_dies_is_never_reported_committed() {
+    let _serial = SERIAL.lock().await;
+    let table = unique("lost_trx");
+    let mut p = admin(PRIMARY).await;
+    p.exec(&format!("CREATE TABLE app.{table} (id INT PRIMARY KEY)")).await;
+    let proxy = start_proxy(lab_config("[timeouts]\nconnect = \"1s\"\n")).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    c.exec("BEGIN").await;
+    c.exec(&format!("INSERT INTO app.{table} VALUES (1)")).await;
+
+    // The primary crashes and comes back while the transaction is open.
+    signal(primary_pid(), "-KILL");
+    lab(&["up"]);
+
+    // The client carries on as if nothing happened: the insert fails (its
+    // connection is gone), and so must the COMMIT: on a fresh connection
+    // it would "succeed" with the first insert lost.
+    let insert = query_error(&mut c, &format!("INSERT INTO app.{table} VALUES (2)")).await;
+    assert!(insert.is_some(), "the insert on the dead connection fails");
+    let (code, message) = query_error(&mut c, "COMMIT").await.expect("COMMIT must fail");
+    assert_eq!(code, 1213, "{message}");
+    assert!(message.contains("rolled back"), "{message}");
+
+    // The session is usable again, in autocommit.
+    c.exec(&format!("INSERT INTO app.{table} VALUES (3)")).await;
+    let mut p = admin(PRIMARY).await;
+    let ids = p.scalar(&format!("SELECT GROUP_CONCAT(id ORDER BY id) FROM app.{table}")).await;
+    assert_eq!(ids.as_deref(), Some("3"), "only the write acknowledged as committed is there");
+
+    // ROLLBACK after a loss is answered OK.
+    c.exec("BEGIN").await;
+    c.exec(&format!("INSERT INTO app.{table} VALUES (4)")).await;
+    signal(primary_pid(), "-KILL");
+    lab(&["up"]);
+    assert!(query_error(&mut c, "SELECT 1 FOR UPDATE").await.is_some());
+    assert_eq!(query_error(&mut c, "ROLLBACK").await, None, "ROLLBACK is fine");
+    assert_eq!(c.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
+    wait_replicas_caught_up().await;
+    let mut p = admin(PRIMARY).await;
+    p.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
+#[tokio::test]
+async fn a_replica_that_dies_mid_result_ends_it_with_an_error_and_the_session_goes_on() {
+    let _serial = SERIAL.lock().await;
+    // Reads on replica1 only; a result long enough to be cut.
+    let mut config = lab_config("[consistency]\nmode = \"eventual\"\n");
+    config.backends[2].weight = 0;
+    let proxy = start_proxy(config).await;
+    let _restore = RestoreLab;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let killer = tokio::spawn(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running_on(REPLICA1, "seq_1_to_").await == 0 {
+            assert!(Instant::now() < deadline, "the long read never ran on replica1");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Rows have been flowing for a while (about one per millisecond).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        signal(replica1_pid(), "-KILL");
+    });
+    let r = c.query("SELECT seq, REPEAT('x', 2000), SLEEP(0.001) FROM seq_1_to_5000").await;
+    killer.await.unwrap();
+    let last = &r.last().unwrap().1;
+    let e = rwsplit::protocol::messages::parse_err(last).expect("the result ends with an error");
+    let message = String::from_utf8_lossy(e.message).into_owned();
+    assert!(r.len() > 10, "some rows arrived first ({} packets)", r.len());
+    assert_eq!(e.code, 1105, "{message}");
+    assert!(message.contains("replica1"), "{message}");
+    // Same connection, next statement.
+    assert_eq!(c.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
+    drop(_restore);
+    wait_replicas_caught_up().await;
+}

@@ -60,6 +60,9 @@ impl Session {
     async fn run_query(&mut self, sql: &str) -> Result<Next, SessionError> {
         use crate::classify::StatementKind;
         let info = crate::classify::classify_with_cache(sql, &self.shared.tier2);
+        if self.answer_lost_transaction(info.kind).await? {
+            return Ok(Next::Continue);
+        }
         match info.kind {
             StatementKind::Kill => {
                 if let Some(kill) = super::kill::parse_kill(sql.as_bytes()) {

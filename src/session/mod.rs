@@ -350,6 +350,19 @@ impl Session {
                 Err(SessionError::BackendBeforeReply(idx)) => {
                     // Nothing of the reply was sent: the client gets a clear
                     // error and its session goes on (state on that backend is gone).
+                    // A COMMIT or ROLLBACK that failed so ended its transaction
+                    // either way: nothing stays "lost" after the error.
+                    if self.cmd.first() == Some(&crate::protocol::command::QUERY) {
+                        let sql = String::from_utf8_lossy(&self.cmd[1..]);
+                        let kind = crate::classify::classify(&sql).kind;
+                        if matches!(
+                            kind,
+                            crate::classify::StatementKind::Commit
+                                | crate::classify::StatementKind::Rollback
+                        ) {
+                            self.routing.transaction_lost = false;
+                        }
+                    }
                     let e = BackendError::Protocol("connection lost".into());
                     if self.reply_backend_error(idx, &e).await.is_err() {
                         return;
@@ -390,6 +403,35 @@ impl Session {
     /// The primary's backend index (commands other than statements run there).
     pub fn primary(&self) -> usize {
         self.view.primary
+    }
+
+    /// While a lost transaction is open: answers `kind` (ROLLBACK with OK,
+    /// anything else with an error; COMMIT and BEGIN also end it). Returns
+    /// false when no transaction is lost.
+    pub(crate) async fn answer_lost_transaction(
+        &mut self,
+        kind: crate::classify::StatementKind,
+    ) -> Result<bool, SessionError> {
+        use crate::classify::StatementKind;
+        if !self.routing.transaction_lost {
+            return Ok(false);
+        }
+        match kind {
+            StatementKind::Rollback => {
+                self.routing.transaction_lost = false;
+                let ok = crate::protocol::messages::build_ok(self.caps, 0, 0, self.status, 0);
+                self.write_reply(&ok).await?;
+            }
+            _ => {
+                if matches!(kind, StatementKind::Commit | StatementKind::Begin { .. }) {
+                    self.routing.transaction_lost = false;
+                }
+                let msg = "rwsplit: the transaction was rolled back because the connection to its \
+                           server failed; restart the transaction";
+                self.reply_err(1213, "40001", msg).await?;
+            }
+        }
+        Ok(true)
     }
 
     /// Takes the config and primary in force now, for the next command
@@ -443,6 +485,19 @@ impl Session {
 
     /// Drops the connection to backend `idx` (after it failed).
     pub fn drop_backend(&mut self, idx: usize) {
+        let in_transaction = self.status & status::IN_TRANS != 0;
+        if in_transaction
+            && self.backends.get(idx).is_some_and(Option::is_some)
+            && idx == self.routing.transaction_backend.unwrap_or(self.view.primary)
+        {
+            tracing::warn!(
+                id = self.id,
+                backend = idx,
+                "the connection holding a transaction failed; the transaction is lost"
+            );
+            self.routing.transaction_lost = true;
+            self.status &= !(status::IN_TRANS | status::IN_TRANS_READONLY);
+        }
         if let Some(slot) = self.backends.get_mut(idx)
             && let Some(conn) = slot.take()
         {
@@ -566,6 +621,21 @@ impl Session {
                 Ok(Some(outcome))
             }
             Err(RelayError::Client(e)) => Err(SessionError::Client(e)),
+            Err(RelayError::BackendMidResult { next_seq, source }) => {
+                tracing::warn!(id = self.id, backend = idx, error = %source, "backend failed during a result");
+                self.drop_backend(idx);
+                self.shared.count_statement(idx, true);
+                let name = self.view.config.backends.get(idx).map_or("?", |b| b.name.as_str());
+                let msg = format!(
+                    "rwsplit: backend {name} failed while sending this result ({source}); \
+                     the statement did not complete"
+                );
+                let mut out = Vec::new();
+                put_packet(&mut out, next_seq, &build_err(1105, "HY000", &msg));
+                self.client.write_all(&out).await?;
+                self.client.flush().await?;
+                Ok(Some(Outcome { error: Some(1105), ..Outcome::default() }))
+            }
             Err(RelayError::BackendBeforeReply(e)) => {
                 tracing::warn!(id = self.id, backend = idx, error = %e, "backend failed before replying");
                 self.drop_backend(idx);

@@ -26,6 +26,11 @@ pub struct RoutingState {
     pub read_only_transaction: Option<usize>,
     /// The backend an open transaction runs on.
     pub transaction_backend: Option<usize>,
+    /// The connection holding the open transaction failed: the server
+    /// rolled it back, so everything until COMMIT or ROLLBACK gets an
+    /// error (a COMMIT on a fresh connection would report success for
+    /// writes that are gone).
+    pub transaction_lost: bool,
     /// SET statements (COM_QUERY payloads) that succeeded on the primary and
     /// are replayed on other backends before they run the session's reads.
     pub sets: Vec<Vec<u8>>,

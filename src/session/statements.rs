@@ -119,6 +119,9 @@ impl Session {
         let stmt = self.stmts.get(id).expect("resolved");
         let (info, params, long_data) = (stmt.info, stmt.params, stmt.long_data);
         let sql = stmt.text.clone();
+        if self.answer_lost_transaction(info.kind).await? {
+            return Ok(Next::Continue);
+        }
         if let Some(types) = prepared::execute_types(&self.cmd, params) {
             let types = types.to_vec();
             self.stmts.get_mut(id).expect("resolved").types = Some(types);
