@@ -519,3 +519,47 @@ async fn a_replica_that_dies_mid_result_ends_it_with_an_error_and_the_session_go
     drop(_restore);
     wait_replicas_caught_up().await;
 }
+
+/// A server that accepts TCP connections and never says anything.
+async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_backend_that_accepts_but_never_answers_is_bounded_by_the_connect_timeout() {
+    let (silent, task) = silent_server().await;
+    // A silent replica: the read goes elsewhere once its connect times out.
+    let mut config =
+        lab_config("[timeouts]\nconnect = \"300ms\"\n[consistency]\nmode = \"eventual\"\n");
+    config.backends[1].address = silent.clone();
+    config.backends[2].weight = 0;
+    let proxy = start_proxy(config).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let started = Instant::now();
+    assert_eq!(c.scalar("SELECT @@server_id").await.as_deref(), Some("1"), "the primary answers");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+
+    // A silent primary: the write fails within the connect timeout, and the
+    // session still reads from the replicas.
+    let mut config =
+        lab_config("[timeouts]\nconnect = \"300ms\"\n[consistency]\nmode = \"eventual\"\n");
+    config.backends[0].address = silent;
+    let proxy = start_proxy(config).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let started = Instant::now();
+    let (code, message) =
+        query_error(&mut c, "CREATE TEMPORARY TABLE t (id INT)").await.expect("fails");
+    assert_eq!(code, 2003, "{message}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    let id = c.scalar("SELECT @@server_id").await;
+    assert!(matches!(id.as_deref(), Some("2" | "3")), "{id:?}");
+    task.abort();
+}
