@@ -1,25 +1,33 @@
 //! Process-wide state shared by sessions (the config snapshot, what the
 //! proxy presents to clients, the session registry for KILL) and the
 //! accept loop. `rwsplit::run` serves both `main` and the tests.
+//!
+//! Inside: `listeners` (client listeners, the accept loop, the session
+//! worker threads), `limits` (per-user and per-backend connection counts,
+//! the failed-login throttle).
+
+mod limits;
+mod listeners;
+
+pub use limits::{BackendSlot, LoginThrottle, UserSessions, UserSlot};
+pub use listeners::{ListenerCtx, Listeners, SessionWorkers};
 
 use crate::backend;
 use crate::classify::Tier2Cache;
-use crate::config::{Config, ListenerConfig};
+use crate::config::Config;
 use crate::monitor::{BackendState, Monitor, Topology};
-use crate::net;
 use crate::protocol::handshake::Greeting;
-use crate::session;
 use crate::telemetry::Telemetry;
 use crate::weighting::{InFlight, Picker};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-
-/// Statement shapes whose parser verdict is kept.
-const TIER2_CACHE_ENTRIES: usize = 10_000;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Statement shapes whose parser verdict is kept.
+const TIER2_CACHE_ENTRIES: usize = 10_000;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -58,153 +66,8 @@ impl Registry {
     }
 }
 
-/// Threads that run client sessions, each with a single-threaded runtime:
-/// a session's socket readiness, timers and wake-ups stay on the thread
-/// it was handed to, so a statement costs no cross-thread wake-up (one
-/// event loop per core, as haproxy runs). Accepting, the admin port and
-/// the monitor stay on the main runtime.
-pub struct SessionWorkers {
-    handles: Vec<tokio::runtime::Handle>,
-    next: std::sync::atomic::AtomicUsize,
-}
-
-impl SessionWorkers {
-    /// Starts `n` worker threads (at least one).
-    pub fn start(n: usize) -> std::io::Result<SessionWorkers> {
-        let mut handles = Vec::new();
-        for i in 0..n.max(1) {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            handles.push(runtime.handle().clone());
-            std::thread::Builder::new()
-                .name(format!("rwsplit-worker-{i}"))
-                .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
-        }
-        Ok(SessionWorkers { handles, next: std::sync::atomic::AtomicUsize::new(0) })
-    }
-
-    /// The next worker, round robin.
-    fn pick(&self) -> &tokio::runtime::Handle {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        &self.handles[i]
-    }
-}
-
-/// One session connection to a backend, counted against the backend's
-/// `max_connections` until dropped.
-pub struct BackendSlot {
-    shared: Arc<Shared>,
-    idx: usize,
-}
-
-impl Drop for BackendSlot {
-    fn drop(&mut self) {
-        if let Some((open, freed)) = self.shared.backend_open.get(self.idx) {
-            open.fetch_sub(1, Ordering::AcqRel);
-            freed.notify_one();
-        }
-    }
-}
-
 /// Puts a reloaded config's log level in force.
 pub type LogReload = Box<dyn Fn(&Config) -> Result<(), String> + Send + Sync>;
-
-/// Open sessions per user, for per-user connection limits.
-#[derive(Debug, Default)]
-pub struct UserSessions {
-    counts: Mutex<HashMap<Vec<u8>, usize>>,
-}
-
-impl UserSessions {
-    /// A session slot for `user`, unless it already has `limit` sessions.
-    pub fn take(self: &Arc<Self>, user: &[u8], limit: Option<usize>) -> Option<UserSlot> {
-        let mut counts = self.counts.lock().expect("user sessions lock");
-        let count = counts.entry(user.to_vec()).or_insert(0);
-        if limit.is_some_and(|limit| *count >= limit) {
-            return None;
-        }
-        *count += 1;
-        Some(UserSlot { sessions: self.clone(), user: user.to_vec() })
-    }
-
-    /// Sessions `user` has open now.
-    pub fn count(&self, user: &[u8]) -> usize {
-        self.counts.lock().expect("user sessions lock").get(user).copied().unwrap_or(0)
-    }
-}
-
-/// One session's place in its user's count, given back on drop.
-#[derive(Debug)]
-pub struct UserSlot {
-    sessions: Arc<UserSessions>,
-    user: Vec<u8>,
-}
-
-impl Drop for UserSlot {
-    fn drop(&mut self) {
-        let mut counts = self.sessions.counts.lock().expect("user sessions lock");
-        if let Some(count) = counts.get_mut(&self.user) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.user);
-            }
-        }
-    }
-}
-
-/// Slows down password guessing: each address's failed logins in a row
-/// make its next password checks wait longer (doubling from `base` up to
-/// `max`), so one guesser is slowed while other clients are not. A good
-/// login, or `FORGET_AFTER` without failures, clears the address.
-#[derive(Debug, Default)]
-pub struct LoginThrottle {
-    failures: Mutex<HashMap<std::net::IpAddr, (u32, Instant)>>,
-}
-
-/// Failures older than this are forgotten.
-const FORGET_AFTER: Duration = Duration::from_secs(600);
-/// Addresses remembered at most (oldest dropped first beyond it).
-const THROTTLE_ENTRIES: usize = 100_000;
-
-impl LoginThrottle {
-    /// How long `ip`'s next password check waits.
-    pub fn delay(
-        &self,
-        ip: std::net::IpAddr,
-        base: Duration,
-        max: Duration,
-        now: Instant,
-    ) -> Duration {
-        let failures = self.failures.lock().expect("throttle lock");
-        match failures.get(&ip) {
-            Some((n, last)) if now.duration_since(*last) < FORGET_AFTER && *n > 0 => {
-                base.saturating_mul(1u32 << (n - 1).min(20)).min(max)
-            }
-            _ => Duration::ZERO,
-        }
-    }
-
-    pub fn failed(&self, ip: std::net::IpAddr, now: Instant) {
-        let mut failures = self.failures.lock().expect("throttle lock");
-        if failures.len() >= THROTTLE_ENTRIES {
-            failures.retain(|_, (_, last)| now.duration_since(*last) < FORGET_AFTER);
-            if failures.len() >= THROTTLE_ENTRIES
-                && let Some(oldest) = failures.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k)
-            {
-                failures.remove(&oldest);
-            }
-        }
-        let entry = failures.entry(ip).or_insert((0, now));
-        if now.duration_since(entry.1) >= FORGET_AFTER {
-            entry.0 = 0;
-        }
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = now;
-    }
-
-    pub fn succeeded(&self, ip: std::net::IpAddr) {
-        self.failures.lock().expect("throttle lock").remove(&ip);
-    }
-}
 
 /// Replicas that refused a connection are avoided for a while. This is
 /// the stand-in for the monitor's health state: a time per backend, read
@@ -579,101 +442,6 @@ fn static_topology(config: &Config) -> Topology {
     }
 }
 
-/// What a session needs to know about the listener that accepted it.
-#[derive(Clone)]
-pub struct ListenerCtx {
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-    pub require_tls: bool,
-    pub consistency: Option<crate::config::ConsistencyMode>,
-    /// Connections start with a PROXY protocol header.
-    pub proxy_protocol: bool,
-}
-
-impl ListenerCtx {
-    fn from_config(l: &ListenerConfig, base_dir: &std::path::Path) -> Result<ListenerCtx, String> {
-        Ok(ListenerCtx {
-            tls: l.tls_acceptor(base_dir).map_err(|e| format!("listener {}: {e}", l.name()))?,
-            require_tls: l.require_tls,
-            consistency: l.consistency,
-            proxy_protocol: l.proxy_protocol,
-        })
-    }
-}
-
-/// One client listener that is accepting: its options (swapped by a
-/// reload) and its accept task.
-struct OpenListener {
-    name: String,
-    ctx: Arc<ArcSwap<ListenerCtx>>,
-    local: Option<SocketAddr>,
-    task: tokio::task::AbortHandle,
-}
-
-/// The client listeners in force, in config order. A reload opens the
-/// new ones, closes the removed ones (their sessions go on) and gives
-/// kept ones their new options (TLS files are read again).
-#[derive(Default)]
-pub struct Listeners {
-    open: Mutex<Vec<OpenListener>>,
-}
-
-impl Listeners {
-    /// Makes the open listeners those of `config`. Everything that can
-    /// fail (TLS files, binding) is done before anything changes, so an
-    /// error leaves the listeners as they were.
-    fn sync(&self, config: &Config, shared: &Arc<Shared>) -> Result<(), String> {
-        let mut open = self.open.lock().expect("listeners lock");
-        let mut ctxs = Vec::new();
-        let mut bound = Vec::new();
-        for l in &config.listeners {
-            let name = l.name();
-            ctxs.push(ListenerCtx::from_config(l, &config.base_dir)?);
-            if !open.iter().any(|o| o.name == name) {
-                let listener = match (&l.address, &l.socket) {
-                    (Some(address), _) => net::Listener::bind_tcp(address),
-                    (None, Some(path)) => net::Listener::bind_unix(&config.base_dir.join(path)),
-                    (None, None) => return Err(format!("listener {name}: no address")),
-                }
-                .map_err(|e| format!("cannot listen on {name}: {e}"))?;
-                bound.push((name, listener));
-            }
-        }
-        let mut kept = Vec::with_capacity(config.listeners.len());
-        for (l, ctx) in config.listeners.iter().zip(ctxs) {
-            let name = l.name();
-            if let Some(pos) = open.iter().position(|o| o.name == name) {
-                let existing = open.remove(pos);
-                existing.ctx.store(Arc::new(ctx));
-                kept.push(existing);
-                continue;
-            }
-            let pos = bound.iter().position(|(n, _)| *n == name).expect("bound above");
-            let (name, listener) = bound.remove(pos);
-            let local = listener.local_addr();
-            let ctx = Arc::new(ArcSwap::from_pointee(ctx));
-            let task = tokio::spawn(accept_loop(listener, ctx.clone(), shared.clone()));
-            tracing::info!(listener = %name, "listening for MySQL clients");
-            kept.push(OpenListener { name, ctx, local, task: task.abort_handle() });
-        }
-        for gone in open.drain(..) {
-            tracing::info!(listener = %gone.name, "listener closed");
-            gone.task.abort();
-        }
-        *open = kept;
-        Ok(())
-    }
-
-    fn close_all(&self) {
-        for l in self.open.lock().expect("listeners lock").drain(..) {
-            l.task.abort();
-        }
-    }
-
-    fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.open.lock().expect("listeners lock").iter().filter_map(|l| l.local).collect()
-    }
-}
-
 /// A proxy with its listeners bound and accepting.
 pub struct Proxy {
     pub shared: Arc<Shared>,
@@ -733,42 +501,6 @@ impl Proxy {
     }
 }
 
-async fn accept_loop(listener: net::Listener, ctx: Arc<ArcSwap<ListenerCtx>>, shared: Arc<Shared>) {
-    loop {
-        match listener.accept().await {
-            Ok((socket, peer)) => {
-                let ctx = ListenerCtx::clone(&ctx.load());
-                let Some(workers) = shared.session_workers.get() else {
-                    tokio::spawn(session::serve(socket, peer, ctx, shared.clone()));
-                    continue;
-                };
-                let socket = match socket.into_std() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(%peer, error = %e, "cannot hand a connection over");
-                        continue;
-                    }
-                };
-                let shared = shared.clone();
-                workers.pick().spawn(async move {
-                    match net::Socket::from_std(socket) {
-                        Ok(socket) => session::serve(socket, peer, ctx, shared).await,
-                        Err(e) => {
-                            tracing::warn!(%peer, error = %e, "cannot take a connection over")
-                        }
-                    }
-                });
-            }
-            Err(e) => {
-                // Out of file descriptors and similar: say so and back off
-                // briefly instead of spinning.
-                tracing::error!(listener = %listener, error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
 /// Binds and serves `config` until `shutdown` completes.
 pub async fn run(
     config: Config,
@@ -777,33 +509,4 @@ pub async fn run(
     let proxy = Proxy::bind(config).await?;
     proxy.run(shutdown).await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failed_logins_double_the_delay_up_to_the_cap_and_a_good_one_clears_it() {
-        let t = LoginThrottle::default();
-        let (ip, other) = ("192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap());
-        let (base, max) = (Duration::from_millis(100), Duration::from_millis(700));
-        let now = Instant::now();
-        assert_eq!(t.delay(ip, base, max, now), Duration::ZERO);
-        let delays: Vec<u128> = (0..5)
-            .map(|_| {
-                t.failed(ip, now);
-                t.delay(ip, base, max, now).as_millis()
-            })
-            .collect();
-        assert_eq!(delays, [100, 200, 400, 700, 700]);
-        assert_eq!(
-            t.delay(other, base, max, now),
-            Duration::ZERO,
-            "other addresses are not slowed"
-        );
-        assert_eq!(t.delay(ip, base, max, now + FORGET_AFTER), Duration::ZERO, "forgotten");
-        t.succeeded(ip);
-        assert_eq!(t.delay(ip, base, max, now), Duration::ZERO);
-    }
 }

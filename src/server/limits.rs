@@ -1,0 +1,151 @@
+//! Connection counts and limits: sessions per user, session connections
+//! per backend, and the slow-down of failed logins per client address.
+
+use super::Shared;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One session connection to a backend, counted against the backend's
+/// `max_connections` until dropped.
+pub struct BackendSlot {
+    pub(super) shared: Arc<Shared>,
+    pub(super) idx: usize,
+}
+
+impl Drop for BackendSlot {
+    fn drop(&mut self) {
+        if let Some((open, freed)) = self.shared.backend_open.get(self.idx) {
+            open.fetch_sub(1, Ordering::AcqRel);
+            freed.notify_one();
+        }
+    }
+}
+
+/// Open sessions per user, for per-user connection limits.
+#[derive(Debug, Default)]
+pub struct UserSessions {
+    counts: Mutex<HashMap<Vec<u8>, usize>>,
+}
+
+impl UserSessions {
+    /// A session slot for `user`, unless it already has `limit` sessions.
+    pub fn take(self: &Arc<Self>, user: &[u8], limit: Option<usize>) -> Option<UserSlot> {
+        let mut counts = self.counts.lock().expect("user sessions lock");
+        let count = counts.entry(user.to_vec()).or_insert(0);
+        if limit.is_some_and(|limit| *count >= limit) {
+            return None;
+        }
+        *count += 1;
+        Some(UserSlot { sessions: self.clone(), user: user.to_vec() })
+    }
+
+    /// Sessions `user` has open now.
+    pub fn count(&self, user: &[u8]) -> usize {
+        self.counts.lock().expect("user sessions lock").get(user).copied().unwrap_or(0)
+    }
+}
+
+/// One session's place in its user's count, given back on drop.
+#[derive(Debug)]
+pub struct UserSlot {
+    sessions: Arc<UserSessions>,
+    user: Vec<u8>,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut counts = self.sessions.counts.lock().expect("user sessions lock");
+        if let Some(count) = counts.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// Slows down password guessing: each address's failed logins in a row
+/// make its next password checks wait longer (doubling from `base` up to
+/// `max`), so one guesser is slowed while other clients are not. A good
+/// login, or `FORGET_AFTER` without failures, clears the address.
+#[derive(Debug, Default)]
+pub struct LoginThrottle {
+    failures: Mutex<HashMap<std::net::IpAddr, (u32, Instant)>>,
+}
+
+/// Failures older than this are forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// Addresses remembered at most (oldest dropped first beyond it).
+const THROTTLE_ENTRIES: usize = 100_000;
+
+impl LoginThrottle {
+    /// How long `ip`'s next password check waits.
+    pub fn delay(
+        &self,
+        ip: std::net::IpAddr,
+        base: Duration,
+        max: Duration,
+        now: Instant,
+    ) -> Duration {
+        let failures = self.failures.lock().expect("throttle lock");
+        match failures.get(&ip) {
+            Some((n, last)) if now.duration_since(*last) < FORGET_AFTER && *n > 0 => {
+                base.saturating_mul(1u32 << (n - 1).min(20)).min(max)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    pub fn failed(&self, ip: std::net::IpAddr, now: Instant) {
+        let mut failures = self.failures.lock().expect("throttle lock");
+        if failures.len() >= THROTTLE_ENTRIES {
+            failures.retain(|_, (_, last)| now.duration_since(*last) < FORGET_AFTER);
+            if failures.len() >= THROTTLE_ENTRIES
+                && let Some(oldest) = failures.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k)
+            {
+                failures.remove(&oldest);
+            }
+        }
+        let entry = failures.entry(ip).or_insert((0, now));
+        if now.duration_since(entry.1) >= FORGET_AFTER {
+            entry.0 = 0;
+        }
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now;
+    }
+
+    pub fn succeeded(&self, ip: std::net::IpAddr) {
+        self.failures.lock().expect("throttle lock").remove(&ip);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_logins_double_the_delay_up_to_the_cap_and_a_good_one_clears_it() {
+        let t = LoginThrottle::default();
+        let (ip, other) = ("192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap());
+        let (base, max) = (Duration::from_millis(100), Duration::from_millis(700));
+        let now = Instant::now();
+        assert_eq!(t.delay(ip, base, max, now), Duration::ZERO);
+        let delays: Vec<u128> = (0..5)
+            .map(|_| {
+                t.failed(ip, now);
+                t.delay(ip, base, max, now).as_millis()
+            })
+            .collect();
+        assert_eq!(delays, [100, 200, 400, 700, 700]);
+        assert_eq!(
+            t.delay(other, base, max, now),
+            Duration::ZERO,
+            "other addresses are not slowed"
+        );
+        assert_eq!(t.delay(ip, base, max, now + FORGET_AFTER), Duration::ZERO, "forgotten");
+        t.succeeded(ip);
+        assert_eq!(t.delay(ip, base, max, now), Duration::ZERO);
+    }
+}
