@@ -346,8 +346,10 @@ where
     let mut skip = 0usize;
     // Whether any byte of the reply reached the client.
     let mut sent = false;
-    // The sequence id of the last packet passed on.
+    // The sequence id of the last packet passed on; after a LOCAL INFILE
+    // exchange the client's packets have moved the count on (unknown here).
     let mut last_seq = 0u8;
+    let mut infile = false;
     loop {
         let buf = breader.buffered();
         let mut pos = 0usize;
@@ -414,6 +416,7 @@ where
             }
             Step::LocalInfile => {
                 sent = true;
+                infile = true;
                 client.flush().await.map_err(RelayError::Client)?;
                 forward_local_infile(client, creader, backend).await?;
             }
@@ -426,7 +429,7 @@ where
                 if let Err(e) = filled {
                     return Err(if !sent {
                         RelayError::BackendBeforeReply(e)
-                    } else if skip == 0 && machine.may_end_with_error() {
+                    } else if skip == 0 && !infile && machine.may_end_with_error() {
                         RelayError::BackendMidResult {
                             next_seq: last_seq.wrapping_add(1),
                             source: e,
