@@ -518,6 +518,22 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_response_may_end_with_an_error_only_between_rows() {
+        for deprecate in [false, true] {
+            let packets = result_set(deprecate, 2, 3, 0x0002);
+            let mut m = Machine::new(Expect::Result, caps(deprecate));
+            feed(&mut m, &packets[..2]); // column count, first column
+            assert!(!m.may_end_with_error(), "inside the column definitions");
+            let header = if deprecate { 3 } else { 4 };
+            feed(&mut m, &packets[2..header + 1]); // the rest of the header, one row
+            assert!(m.may_end_with_error(), "between rows");
+            // The first piece of a 16 MiB row: the row goes on.
+            assert_eq!(m.step(MAX_PAYLOAD, b"\xfc").unwrap(), Step::Continue);
+            assert!(!m.may_end_with_error(), "inside a continued row");
+        }
+    }
+
+    #[test]
     fn ok_ends_response_and_keeps_status() {
         let mut m = Machine::new(Expect::Result, caps(false));
         assert_eq!(feed(&mut m, &[build_ok(caps(false), 2, 7, 3, 1)]), vec![Step::Done]);
