@@ -676,6 +676,14 @@ pub struct Limits {
     /// Loopback clients are slowed down too (they are exempt by default).
     #[serde(default)]
     pub failed_login_delay_loopback: bool,
+    /// Prepared statements one session may hold (beyond: ERROR 1461). The
+    /// proxy keeps each one's text, so this bounds a session's memory.
+    #[serde(default = "default_max_prepared")]
+    pub max_prepared_statements: usize,
+}
+
+fn default_max_prepared() -> usize {
+    4096
 }
 
 fn default_login_delay() -> Duration {
@@ -697,6 +705,7 @@ impl Default for Limits {
             failed_login_delay: default_login_delay(),
             failed_login_delay_max: default_login_delay_max(),
             failed_login_delay_loopback: false,
+            max_prepared_statements: default_max_prepared(),
         }
     }
 }

@@ -434,3 +434,25 @@ async fn backend_max_connections_caps_what_sessions_hold() {
     assert_eq!(got.as_deref(), Some("1"));
     assert!(proxy.shared.backend_connections(0) <= 2);
 }
+
+#[tokio::test]
+async fn a_session_holds_at_most_max_prepared_statements() {
+    let mut config = lab_config("");
+    config.limits.max_prepared_statements = 3;
+    let proxy = start_proxy(config).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r = c.prepare(format!("\x16SELECT {i} + ?").as_bytes()).await;
+        assert_eq!(r[0].1[0], 0x00, "statement {i} is prepared");
+        ids.push(r[0].1[1..5].to_vec());
+    }
+    let r = c.prepare(b"\x16SELECT 4 + ?").await;
+    let e = rwsplit::protocol::messages::parse_err(&r[0].1).expect("the fourth is refused");
+    assert_eq!(e.code, 1461, "{}", String::from_utf8_lossy(e.message));
+    // Closing one makes room; the session is otherwise unaffected.
+    c.send_only(&[&[0x19u8][..], &ids[0]].concat()).await;
+    let r = c.prepare(b"\x16SELECT 5 + ?").await;
+    assert_eq!(r[0].1[0], 0x00, "room again after COM_STMT_CLOSE");
+    assert_eq!(c.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
+}

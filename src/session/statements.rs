@@ -25,6 +25,16 @@ impl Session {
     /// COM_STMT_PREPARE: prepared on the primary; the client gets the
     /// proxy's statement id in place of the backend's.
     pub(super) async fn on_prepare(&mut self) -> Result<Next, SessionError> {
+        // Each statement's text stays in the proxy (to prepare it again on
+        // other backends): a session may hold only so many.
+        let limit = self.view.config.limits.max_prepared_statements;
+        if self.stmts.len() >= limit {
+            let msg = format!(
+                "Can't create more than max_prepared_stmt_count statements (current value: {limit}) \
+                 (rwsplit limits.max_prepared_statements, per session)"
+            );
+            return self.reply_err(1461, "42000", &msg).await;
+        }
         let target = self.primary();
         if let Err((idx, e)) =
             self.acquire(Route { target: Target::Primary, reason: Reason::SessionState }).await
