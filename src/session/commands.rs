@@ -196,6 +196,7 @@ impl Session {
             self.login.attributes = change.attributes;
         }
         *self.handle.user.lock().expect("handle lock") = change.user;
+        self.user_changed();
         self.status = status::AUTOCOMMIT;
         let ok = build_ok(self.caps, 0, 0, self.status, 0);
         self.write_reply(&ok).await?;

@@ -118,7 +118,11 @@ pub async fn serve(
         caps: logged_in.login.capabilities,
         user_slot: logged_in.slot,
         stats: SessionStats::new(),
-        view: View { primary: shared.primary_index(&config), config: config.clone() },
+        view: View {
+            primary: shared.primary_index(&config),
+            max_query_time: max_query_time(&config, &logged_in.login.user),
+            config: config.clone(),
+        },
         login: logged_in.login,
         scramble: logged_in.scramble,
         backends: Vec::new(),
@@ -265,6 +269,13 @@ pub(crate) struct Session {
 pub(crate) struct View {
     pub config: Arc<Config>,
     pub primary: usize,
+    /// The session user's statement time limit under `config` (zero: none).
+    pub max_query_time: std::time::Duration,
+}
+
+/// `user`'s statement time limit: its own, else the global one.
+fn max_query_time(config: &Config, user: &[u8]) -> std::time::Duration {
+    config.user(user).and_then(|u| u.max_query_time).unwrap_or(config.timeouts.max_query_time)
 }
 
 /// What a session did, logged when it ends.
@@ -439,7 +450,15 @@ impl Session {
     fn refresh_view(&mut self) {
         let config = self.shared.config.load_full();
         self.view.primary = self.shared.primary_index(&config);
+        if !Arc::ptr_eq(&config, &self.view.config) {
+            self.view.max_query_time = max_query_time(&config, &self.login.user);
+        }
         self.view.config = config;
+    }
+
+    /// The session's user changed (COM_CHANGE_USER): its limits with it.
+    pub(crate) fn user_changed(&mut self) {
+        self.view.max_query_time = max_query_time(&self.view.config, &self.login.user);
     }
 
     /// The open connection to backend `idx`, opened (and logged in with the
@@ -554,10 +573,7 @@ impl Session {
             omit_empty_info: conn.is_mariadb(),
         };
         let config = self.view.config.clone();
-        let limit = config
-            .user(&self.login.user)
-            .and_then(|u| u.max_query_time)
-            .unwrap_or(config.timeouts.max_query_time);
+        let limit = self.view.max_query_time;
         let timeout = (!limit.is_zero())
             .then(|| Arc::new(relay::QueryTimeout { limit, fired: Default::default() }));
         let mut machine =
