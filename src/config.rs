@@ -43,6 +43,9 @@ pub struct Config {
     /// TLS from the proxy to its backends.
     #[serde(default)]
     pub backend_tls: BackendTlsConfig,
+    /// Backend connections kept for later sessions.
+    #[serde(default)]
+    pub pool: PoolConfig,
     /// Server version presented to clients when no backend can be reached
     /// to learn the primary's.
     #[serde(default = "default_server_version")]
@@ -565,6 +568,42 @@ fn default_handshake() -> Duration {
 }
 fn default_backoff() -> Duration {
     Duration::from_secs(2)
+}
+
+/// Backend connections kept after their session ends, reset, for the next
+/// session of the same user, database and client capabilities (kept per
+/// worker thread). Not multiplexing: a session still holds its own
+/// connections while it lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Keep connections (COM_RESET_CONNECTION, then kept) instead of
+    /// closing them when a session ends.
+    #[serde(default)]
+    pub reuse: bool,
+    /// Kept connections per worker thread at most (the oldest goes first).
+    #[serde(default = "default_pool_max_idle")]
+    pub max_idle: usize,
+    /// A kept connection unused this long is closed.
+    #[serde(default = "default_pool_idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            reuse: false,
+            max_idle: default_pool_max_idle(),
+            idle_timeout: default_pool_idle_timeout(),
+        }
+    }
+}
+
+fn default_pool_max_idle() -> usize {
+    64
+}
+fn default_pool_idle_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// TLS from the proxy to the backends (client sessions' connections;

@@ -118,6 +118,7 @@ fn shipped_config_documents_every_key_the_structs_accept() {
         ("limits", "[limits]\n__probe = 1\n".into()),
         ("log", "[log]\n__probe = 1\n".into()),
         ("backend_tls", "[backend_tls]\n__probe = 1\n".into()),
+        ("pool", "[pool]\n__probe = 1\n".into()),
     ];
     let mut problems = Vec::new();
     for (table, probe) in &tables {

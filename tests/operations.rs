@@ -456,3 +456,110 @@ async fn a_session_holds_at_most_max_prepared_statements() {
     assert_eq!(r[0].1[0], 0x00, "room again after COM_STMT_CLOSE");
     assert_eq!(c.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
 }
+
+/// The backend thread a session's primary statements run on.
+async fn primary_thread(c: &mut Raw) -> String {
+    c.exec("BEGIN").await;
+    let id = c.scalar("SELECT CONNECTION_ID()").await.unwrap();
+    c.exec("COMMIT").await;
+    id
+}
+
+#[tokio::test]
+async fn kept_connections_serve_the_next_session_with_nothing_left_of_the_last() {
+    let mut config = lab_config("[pool]\nreuse = true\n");
+    config.backends[1].weight = 0;
+    config.backends[2].weight = 0;
+    let proxy = start_proxy(config).await;
+    let addr = proxy.addr.to_string();
+
+    let mut a = Raw::app(&addr, true).await;
+    let thread = primary_thread(&mut a).await;
+    a.exec("SET @leak = 42").await;
+    a.exec("SET SESSION sql_mode = 'ANSI_QUOTES'").await;
+    a.exec("CREATE TEMPORARY TABLE leak_tmp (x INT)").await;
+    a.exec("BEGIN").await;
+    a.exec("SELECT GET_LOCK('rwsplit_leak', 0)").await;
+    a.conn.write_payload(0, &[0x01]).await.unwrap(); // COM_QUIT
+    drop(a);
+
+    // The next session of the same user gets that connection, reset.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut b = loop {
+        let mut b = Raw::app(&addr, true).await;
+        if primary_thread(&mut b).await == thread {
+            break b;
+        }
+        assert!(std::time::Instant::now() < deadline, "the connection was not kept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(b.scalar("SELECT @leak").await, None, "user variable leaked");
+    let mode = b.scalar("SELECT @@session.sql_mode").await.unwrap_or_default();
+    assert!(!mode.contains("ANSI_QUOTES"), "session variable leaked: {mode}");
+    let r = b.query("SELECT COUNT(*) FROM leak_tmp").await;
+    assert!(
+        rwsplit::protocol::messages::parse_err(&r.last().unwrap().1).is_some(),
+        "temp table leaked"
+    );
+    assert_eq!(
+        b.scalar("SELECT IS_FREE_LOCK('rwsplit_leak')").await.as_deref(),
+        Some("1"),
+        "lock leaked"
+    );
+    assert_eq!(b.scalar("SELECT DATABASE()").await.as_deref(), Some("app"));
+
+    // A session in another database does not get it.
+    b.exec("USE information_schema").await;
+    b.conn.write_payload(0, &[0x01]).await.unwrap();
+    drop(b);
+    let mut c = Raw::app(&addr, true).await;
+    assert_eq!(c.scalar("SELECT DATABASE()").await.as_deref(), Some("app"));
+    let mut d =
+        Raw::connect(&addr, &login("app", "app", Some("information_schema"), client_caps(true)))
+            .await
+            .unwrap();
+    assert_eq!(d.scalar("SELECT DATABASE()").await.as_deref(), Some("information_schema"));
+    let _ = c.scalar("SELECT 1").await;
+}
+
+#[tokio::test]
+async fn without_reuse_every_session_has_its_own_connection() {
+    let proxy = start_proxy(lab_config("")).await;
+    let addr = proxy.addr.to_string();
+    let mut a = Raw::app(&addr, true).await;
+    let first = primary_thread(&mut a).await;
+    a.conn.write_payload(0, &[0x01]).await.unwrap();
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut b = Raw::app(&addr, true).await;
+    assert_ne!(primary_thread(&mut b).await, first);
+}
+
+#[tokio::test]
+async fn a_session_that_ends_mid_result_does_not_hand_on_its_connection() {
+    let mut config = lab_config("[pool]\nreuse = true\n");
+    config.backends[1].weight = 0;
+    config.backends[2].weight = 0;
+    let proxy = start_proxy(config).await;
+    let addr = proxy.addr.to_string();
+    for _ in 0..3 {
+        // The client goes away while a large result streams to it.
+        let mut a = Raw::app(&addr, true).await;
+        a.conn
+            .write_payload(0, b"\x03SELECT seq, REPEAT('x', 2000) FROM seq_1_to_200000")
+            .await
+            .unwrap();
+        let mut first = Vec::new();
+        a.conn.reader.read_packet(&mut a.conn.stream, &mut first, 1 << 24).await.unwrap();
+        drop(a);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !proxy.shared.registry.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the session did not end");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Later sessions get working connections, whatever was kept.
+        let mut b = Raw::app(&addr, true).await;
+        assert_eq!(b.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
+        assert_eq!(b.scalar("SELECT COUNT(*) FROM seq_1_to_10").await.as_deref(), Some("10"));
+    }
+}

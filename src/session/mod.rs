@@ -10,6 +10,7 @@ pub mod consistency;
 mod kill;
 pub mod login;
 pub mod prepared;
+mod reuse;
 pub mod routing;
 mod statements;
 
@@ -118,6 +119,7 @@ pub async fn serve(
         caps: logged_in.login.capabilities,
         user_slot: logged_in.slot,
         stats: SessionStats::new(),
+        between_commands: true,
         view: View {
             primary: shared.primary_index(&config),
             max_query_time: max_query_time(&config, &logged_in.login.user),
@@ -263,6 +265,9 @@ pub(crate) struct Session {
     pub stats: SessionStats,
     /// The config and primary this command works with.
     pub view: View,
+    /// No command is running: every backend connection is idle (so it
+    /// may be kept for a later session when this one ends).
+    pub between_commands: bool,
 }
 
 /// What a command reads of the shared, reloadable state.
@@ -355,7 +360,12 @@ impl Session {
                 Err(_) => return,
             }
             self.refresh_view();
-            match self.dispatch().await {
+            self.between_commands = false;
+            let done = self.dispatch().await;
+            // Only a command that ran to its end leaves the backend
+            // connections with nothing in flight.
+            self.between_commands = done.is_ok();
+            match done {
                 Ok(Next::Continue) => {}
                 Ok(Next::Quit) => return,
                 Err(SessionError::BackendBeforeReply(idx)) => {
@@ -378,6 +388,7 @@ impl Session {
                     if self.reply_backend_error(idx, &e).await.is_err() {
                         return;
                     }
+                    self.between_commands = true;
                 }
                 Err(e) => {
                     tracing::debug!(id = self.id, error = %e, "session closed");
@@ -472,23 +483,34 @@ impl Session {
             let addr = config.backends.get(idx).map(|b| b.address.clone()).ok_or_else(|| {
                 BackendError::Protocol(format!("backend {idx} is not configured"))
             })?;
-            // At the backend's max_connections, the primary's work waits
-            // for a connection to close; a replica read goes elsewhere.
-            let wait = if idx == self.primary() {
-                config.timeouts.connect
-            } else {
-                std::time::Duration::ZERO
-            };
-            let slot = self.shared.backend_slot(idx, wait).await?;
             let tls = self.shared.backend_tls.load_full();
             let tls = tls.as_ref().as_ref().map_err(|e| BackendError::Tls(e.clone()))?;
-            let mut conn = BackendConn::connect_with(
-                &addr,
-                &self.login,
-                config.timeouts.connect,
-                tls.as_ref(),
-            )
-            .await?;
+            let kept = match config.pool.reuse {
+                true => self.kept_connection(idx, &addr, tls.is_some()).await,
+                false => None,
+            };
+            let (mut conn, slot) = match kept {
+                Some(kept) => kept,
+                None => {
+                    // At the backend's max_connections, the primary's work
+                    // waits for a connection to close; a replica read goes
+                    // elsewhere.
+                    let wait = if idx == self.primary() {
+                        config.timeouts.connect
+                    } else {
+                        std::time::Duration::ZERO
+                    };
+                    let slot = self.shared.backend_slot(idx, wait).await?;
+                    let conn = BackendConn::connect_with(
+                        &addr,
+                        &self.login,
+                        config.timeouts.connect,
+                        tls.as_ref(),
+                    )
+                    .await?;
+                    (conn, slot)
+                }
+            };
             if self.multi_statements_off {
                 conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
             }
@@ -531,12 +553,92 @@ impl Session {
 
     /// Closes every backend connection politely (COM_QUIT).
     pub async fn close_backends(&mut self) {
+        let config = self.config();
         for idx in 0..self.backends.len() {
+            if config.pool.reuse
+                && self.between_commands
+                && !self.multi_statements_off
+                && self.keep_connection(idx).await
+            {
+                continue;
+            }
             if let Some(conn) = self.backends[idx].as_mut() {
                 let _ = conn.write_payload(0, &[crate::protocol::command::QUIT]).await;
             }
             self.drop_backend(idx);
         }
+    }
+
+    /// What a kept connection to backend `idx` must match for this session.
+    fn reuse_key(
+        &self,
+        idx: usize,
+        address: &str,
+        database: Option<Vec<u8>>,
+        tls: bool,
+    ) -> reuse::Key {
+        reuse::Key {
+            backend: idx,
+            address: address.to_string(),
+            user: self.login.user.clone(),
+            database,
+            collation: self.login.collation,
+            capabilities: self.login.capabilities.bits(),
+            mariadb_caps: self.login.mariadb_caps,
+            tracks_gtids: self.login.track_gtids,
+            tls,
+        }
+    }
+
+    /// A kept connection for backend `idx`, checked alive (COM_PING).
+    async fn kept_connection(
+        &mut self,
+        idx: usize,
+        address: &str,
+        tls: bool,
+    ) -> Option<(BackendConn, crate::server::BackendSlot)> {
+        let key = self.reuse_key(idx, address, self.login.database.clone(), tls);
+        let config = self.config();
+        while let Some((mut conn, slot)) = reuse::take(&key, config.pool.idle_timeout) {
+            let ping = conn.run_own(&[crate::protocol::command::PING]);
+            if matches!(tokio::time::timeout(config.timeouts.connect, ping).await, Ok(Ok(_))) {
+                conn.applied_sets = 0;
+                return Some((conn, slot));
+            }
+        }
+        None
+    }
+
+    /// Resets the session's connection to backend `idx` and keeps it for a
+    /// later session; false when it cannot be kept (then it is closed).
+    async fn keep_connection(&mut self, idx: usize) -> bool {
+        let (Some(Some(conn)), Some(Some(_))) = (self.backends.get(idx), self.slots.get(idx))
+        else {
+            return false;
+        };
+        let config = self.config();
+        let Some(address) = config.backends.get(idx).map(|b| b.address.clone()) else {
+            return false;
+        };
+        let key = self.reuse_key(idx, &address, conn.database.clone(), conn.stream.is_tls());
+        let conn = self.backends[idx].as_mut().expect("checked above");
+        let reset = async {
+            conn.run_own(&[crate::protocol::command::RESET_CONNECTION]).await?;
+            if conn.tracks_gtids {
+                conn.enable_gtid_tracking().await?;
+            }
+            Ok::<_, BackendError>(())
+        };
+        if !matches!(tokio::time::timeout(config.timeouts.connect, reset).await, Ok(Ok(()))) {
+            return false;
+        }
+        let conn = self.backends[idx].take().expect("checked above");
+        let slot = self.slots[idx].take().expect("checked above");
+        let tid = conn.thread_id;
+        self.handle.threads.lock().expect("handle lock").retain(|t| *t != (idx, tid));
+        self.stmts.forget_backend(idx);
+        reuse::put(key, conn, slot, config.pool.max_idle);
+        true
     }
 
     /// Sends the current command (`self.cmd`) to backend `idx` and relays
