@@ -9,7 +9,8 @@
 //! prepared statements, locks and transactions all go) and pinged before
 //! it is handed out.
 
-use crate::backend::BackendConn;
+use super::Session;
+use crate::backend::{BackendConn, BackendError};
 use crate::server::BackendSlot;
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
@@ -65,4 +66,72 @@ pub fn put(key: Key, conn: BackendConn, slot: BackendSlot, max: usize) {
         }
         idle.push(Idle { key, conn, slot, since: Instant::now() });
     });
+}
+
+impl Session {
+    /// What a kept connection to backend `idx` must match for this session.
+    fn reuse_key(&self, idx: usize, address: &str, database: Option<Vec<u8>>, tls: bool) -> Key {
+        Key {
+            backend: idx,
+            address: address.to_string(),
+            user: self.login.user.clone(),
+            database,
+            collation: self.login.collation,
+            capabilities: self.login.capabilities.bits(),
+            mariadb_caps: self.login.mariadb_caps,
+            tracks_gtids: self.login.track_gtids,
+            tls,
+        }
+    }
+
+    /// A kept connection for backend `idx`, checked alive (COM_PING).
+    pub(super) async fn kept_connection(
+        &mut self,
+        idx: usize,
+        address: &str,
+        tls: bool,
+    ) -> Option<(BackendConn, crate::server::BackendSlot)> {
+        let key = self.reuse_key(idx, address, self.login.database.clone(), tls);
+        let config = self.config();
+        while let Some((mut conn, slot)) = take(&key, config.pool.idle_timeout) {
+            let ping = conn.run_own(&[crate::protocol::command::PING]);
+            if matches!(tokio::time::timeout(config.timeouts.connect, ping).await, Ok(Ok(_))) {
+                conn.applied_sets = 0;
+                return Some((conn, slot));
+            }
+        }
+        None
+    }
+
+    /// Resets the session's connection to backend `idx` and keeps it for a
+    /// later session; false when it cannot be kept (then it is closed).
+    pub(super) async fn keep_connection(&mut self, idx: usize) -> bool {
+        let (Some(Some(conn)), Some(Some(_))) = (self.backends.get(idx), self.slots.get(idx))
+        else {
+            return false;
+        };
+        let config = self.config();
+        let Some(address) = config.backends.get(idx).map(|b| b.address.clone()) else {
+            return false;
+        };
+        let key = self.reuse_key(idx, &address, conn.database.clone(), conn.stream.is_tls());
+        let conn = self.backends[idx].as_mut().expect("checked above");
+        let reset = async {
+            conn.run_own(&[crate::protocol::command::RESET_CONNECTION]).await?;
+            if conn.tracks_gtids {
+                conn.enable_gtid_tracking().await?;
+            }
+            Ok::<_, BackendError>(())
+        };
+        if !matches!(tokio::time::timeout(config.timeouts.connect, reset).await, Ok(Ok(()))) {
+            return false;
+        }
+        let conn = self.backends[idx].take().expect("checked above");
+        let slot = self.slots[idx].take().expect("checked above");
+        let tid = conn.thread_id;
+        self.handle.threads.lock().expect("handle lock").retain(|t| *t != (idx, tid));
+        self.stmts.forget_backend(idx);
+        put(key, conn, slot, config.pool.max_idle);
+        true
+    }
 }
