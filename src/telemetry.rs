@@ -19,6 +19,8 @@ pub const GTID_FALLBACKS: &str = "rwsplit_gtid_fallbacks_total";
 pub const LOGIN_FAILURES: &str = "rwsplit_login_failures_total";
 pub const SESSION_PINS: &str = "rwsplit_session_pins_total";
 pub const MONITOR_FAILURES: &str = "rwsplit_monitor_consecutive_failures";
+pub const POOL_IDLE: &str = "rwsplit_pool_idle_connections";
+pub const POOL_REUSED: &str = "rwsplit_pool_reused_total";
 
 /// How often histogram samples are folded into their summaries.
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -80,6 +82,11 @@ fn describe() {
         "Writes that pinned their session's reads to the primary (pin mode, or a write whose GTID is unknown)"
     );
     metrics::describe_gauge!(MONITOR_FAILURES, "Failed monitor probes in a row, by backend");
+    metrics::describe_gauge!(
+        POOL_IDLE,
+        "Backend connections kept for later sessions ([pool] reuse)"
+    );
+    metrics::describe_counter!(POOL_REUSED, "Sessions that got a kept backend connection");
 }
 
 /// Every reason a route can have, for building handles up front.
@@ -120,6 +127,8 @@ pub struct Telemetry {
     pub gtid_fallbacks: Counter,
     pub login_failures: Counter,
     pub session_pins: Counter,
+    pub pool_idle: Gauge,
+    pub pool_reused: Counter,
 }
 
 impl Telemetry {
@@ -142,6 +151,8 @@ impl Telemetry {
             gtid_fallbacks: metrics::counter!(GTID_FALLBACKS),
             login_failures: metrics::counter!(LOGIN_FAILURES),
             session_pins: metrics::counter!(SESSION_PINS),
+            pool_idle: metrics::gauge!(POOL_IDLE),
+            pool_reused: metrics::counter!(POOL_REUSED),
         }
     }
 

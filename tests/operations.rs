@@ -507,6 +507,13 @@ async fn kept_connections_serve_the_next_session_with_nothing_left_of_the_last()
         "lock leaked"
     );
     assert_eq!(b.scalar("SELECT DATABASE()").await.as_deref(), Some("app"));
+    let metrics = proxy.shared.telemetry.handle.render();
+    let reused: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rwsplit_pool_reused_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(reused >= 1.0, "reuse not counted: {metrics}");
 
     // A session in another database does not get it.
     b.exec("USE information_schema").await;

@@ -12,6 +12,7 @@
 use super::Session;
 use crate::backend::{BackendConn, BackendError};
 use crate::server::BackendSlot;
+use crate::telemetry::Telemetry;
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
@@ -42,20 +43,27 @@ thread_local! {
 
 /// A kept connection matching `key` and idle for less than `max_idle`;
 /// older ones are closed on the way.
-pub fn take(key: &Key, max_idle: Duration) -> Option<(BackendConn, BackendSlot)> {
+pub fn take(
+    key: &Key,
+    max_idle: Duration,
+    telemetry: &Telemetry,
+) -> Option<(BackendConn, BackendSlot)> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let now = Instant::now();
+        let before = idle.len();
         idle.retain(|i| now.duration_since(i.since) < max_idle);
+        telemetry.pool_idle.decrement((before - idle.len()) as f64);
         let pos = idle.iter().rposition(|i| i.key == *key)?;
         let found = idle.swap_remove(pos);
+        telemetry.pool_idle.decrement(1.0);
         Some((found.conn, found.slot))
     })
 }
 
 /// Keeps a reset connection for a later session (at most `max` per thread:
 /// beyond, the oldest is closed).
-pub fn put(key: Key, conn: BackendConn, slot: BackendSlot, max: usize) {
+pub fn put(key: Key, conn: BackendConn, slot: BackendSlot, max: usize, telemetry: &Telemetry) {
     if max == 0 {
         return;
     }
@@ -63,8 +71,10 @@ pub fn put(key: Key, conn: BackendConn, slot: BackendSlot, max: usize) {
         let mut idle = idle.borrow_mut();
         if idle.len() >= max {
             idle.remove(0);
+            telemetry.pool_idle.decrement(1.0);
         }
         idle.push(Idle { key, conn, slot, since: Instant::now() });
+        telemetry.pool_idle.increment(1.0);
     });
 }
 
@@ -93,10 +103,13 @@ impl Session {
     ) -> Option<(BackendConn, crate::server::BackendSlot)> {
         let key = self.reuse_key(idx, address, self.login.database.clone(), tls);
         let config = self.config();
-        while let Some((mut conn, slot)) = take(&key, config.pool.idle_timeout) {
+        while let Some((mut conn, slot)) =
+            take(&key, config.pool.idle_timeout, &self.shared.telemetry)
+        {
             let ping = conn.run_own(&[crate::protocol::command::PING]);
             if matches!(tokio::time::timeout(config.timeouts.connect, ping).await, Ok(Ok(_))) {
                 conn.applied_sets = 0;
+                self.shared.telemetry.pool_reused.increment(1);
                 return Some((conn, slot));
             }
         }
@@ -131,7 +144,7 @@ impl Session {
         let tid = conn.thread_id;
         self.handle.threads.lock().expect("handle lock").retain(|t| *t != (idx, tid));
         self.stmts.forget_backend(idx);
-        put(key, conn, slot, config.pool.max_idle);
+        put(key, conn, slot, config.pool.max_idle, &self.shared.telemetry);
         true
     }
 }
