@@ -410,6 +410,12 @@ async fn a_replica_that_dies_while_a_read_waits_for_its_gtid_hands_the_read_to_t
     ));
     config.backends[2].weight = 0;
     let proxy = start_proxy(config).await;
+    // The monitor's first view: replica1 known and taking reads.
+    wait_backends(proxy.admin.unwrap(), Duration::from_secs(10), |j| {
+        j.as_array()
+            .is_some_and(|a| a.iter().any(|b| b["name"] == "replica1" && b["eligible"] == true))
+    })
+    .await;
     let _restore = RestoreLab;
     lab(&["lag", "replica1", "3"]);
     let mut c = Raw::app(&proxy.addr.to_string(), true).await;
