@@ -39,8 +39,9 @@ deny_rc=0
 cargo deny --log-level error check bans licenses sources || deny_rc=$?
 
 log "cargo test (unit and integration)"
-cargo test --quiet --no-fail-fast 2>&1 | tee /tmp/rwsplit-cargo-test.log
-cargo_rc=${PIPESTATUS[0]}
+# A failure is counted at the end; the client tests still run.
+cargo_rc=0
+cargo test --quiet --no-fail-fast 2>&1 | tee /tmp/rwsplit-cargo-test.log || cargo_rc=$?
 reset_general_logs
 
 # Real clients through the proxy binary with the shipped config.
