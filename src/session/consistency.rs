@@ -208,7 +208,7 @@ impl Session {
         target: &str,
         expect: Expect,
     ) -> Result<Option<Outcome>, SessionError> {
-        let timeout = self.config().consistency.gtid_wait_timeout;
+        let timeout = self.view.config.consistency.gtid_wait_timeout;
         let started = Instant::now();
         let Some(conn) = self.backends.get_mut(idx).and_then(Option::as_mut) else {
             return Ok(None);

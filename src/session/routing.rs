@@ -99,8 +99,8 @@ impl Session {
     /// caught up with the session's state. A replica that cannot be used is
     /// avoided for a while and another one (or the primary) takes over.
     pub(super) async fn acquire(&mut self, route: Route) -> Result<usize, (usize, BackendError)> {
-        let config = self.config();
-        let primary = self.shared.primary_index(&config);
+        let primary = self.primary();
+        let retry_after = self.view.config.timeouts.backend_retry;
         let mut tried = None;
         loop {
             let idx = match route.target {
@@ -126,7 +126,7 @@ impl Session {
                 Err(e) if idx != primary && route.target == Target::AnyReplica => {
                     tracing::warn!(id = self.id, backend = idx, error = %e, "replica unusable, reading elsewhere");
                     if !matches!(e, BackendError::Server { .. } | BackendError::AtCapacity(..)) {
-                        self.shared.backoff.mark_down(idx, config.timeouts.backend_retry);
+                        self.shared.backoff.mark_down(idx, retry_after);
                     }
                     self.drop_backend(idx);
                     if tried.is_some() {
@@ -183,7 +183,7 @@ impl Session {
         idx: usize,
         outcome: &Outcome,
     ) {
-        let primary = self.shared.primary_index(&self.config());
+        let primary = self.primary();
         self.routing.last_backend = Some(idx);
         self.routing.transaction_backend = (self.status & status::IN_TRANS != 0
             || self.status & status::AUTOCOMMIT == 0)
@@ -285,16 +285,13 @@ impl Session {
                 // The replica failed before replying: the primary, which
                 // holds every write, answers instead.
                 Err(SessionError::BackendBeforeReply(failed)) if failed != self.primary() => {
-                    let retry_after = self.config().timeouts.backend_retry;
-                    self.shared.backoff.mark_down(failed, retry_after);
-                    let primary = self.primary();
-                    match self.catch_up(primary).await {
-                        Ok(()) => self
+                    match self.backend_for_retry(failed, None).await {
+                        Ok(primary) => self
                             .forward(primary, crate::relay::Expect::Result)
                             .await?
                             .map(|o| (primary, o)),
-                        Err(e) => {
-                            self.reply_backend_error(primary, &e).await?;
+                        Err((idx, e)) => {
+                            self.reply_backend_error(idx, &e).await?;
                             None
                         }
                     }
@@ -348,11 +345,10 @@ impl Session {
         );
         let failed = outcome.error.is_some();
         self.stats.count(on_primary, failed);
-        let slow = self.config().log.slow_statement;
+        let slow = self.view.config.log.slow_statement;
         if !slow.is_zero() && elapsed >= slow {
             self.stats.slow += 1;
-            let config = self.config();
-            let backend = config.backends.get(idx).map_or("?", |b| b.name.as_str());
+            let backend = self.view.config.backends.get(idx).map_or("?", |b| b.name.as_str());
             tracing::warn!(
                 id = self.id,
                 user = %String::from_utf8_lossy(&self.login.user),
@@ -374,13 +370,34 @@ impl Session {
         route: Route,
     ) -> Result<bool, SessionError> {
         if route.reason != crate::router::Reason::NoReplica
-            || self.config().routing.fallback != crate::config::Fallback::Error
+            || self.view.config.routing.fallback != crate::config::Fallback::Error
         {
             return Ok(false);
         }
         let msg = "rwsplit: no replica is eligible for reads (routing.fallback = \"error\")";
         self.reply_err(1105, "HY000", msg).await?;
         Ok(true)
+    }
+
+    /// Where a read runs again after backend `failed` broke before any byte
+    /// of its reply reached the client: `failed` is avoided for a while,
+    /// and the read goes to another replica (`route`), or to the primary
+    /// when it must see the session's writes (`None`) or no replica is
+    /// left. Returns the backend, caught up with the session, or the error
+    /// for the client.
+    pub(super) async fn backend_for_retry(
+        &mut self,
+        failed: usize,
+        route: Option<Route>,
+    ) -> Result<usize, (usize, BackendError)> {
+        self.shared.backoff.mark_down(failed, self.view.config.timeouts.backend_retry);
+        if let Some(route) = route
+            && let Ok(idx) = self.acquire(route).await
+        {
+            return Ok(idx);
+        }
+        let primary = self.primary();
+        self.catch_up(primary).await.map(|()| primary).map_err(|e| (primary, e))
     }
 
     /// Runs `self.cmd` where `route` says, with no consistency wait.
@@ -400,14 +417,10 @@ impl Session {
             // A read whose replica failed before replying runs again on
             // another replica, or the primary: the client never knows.
             Err(SessionError::BackendBeforeReply(failed)) if route.target == Target::AnyReplica => {
-                let config = self.config();
-                self.shared.backoff.mark_down(failed, config.timeouts.backend_retry);
-                let retry = self.acquire(route).await.unwrap_or(self.primary());
-                if let Err(e) = self.catch_up(retry).await {
-                    self.reply_backend_error(retry, &e).await?;
-                    return Ok(None);
+                match self.backend_for_retry(failed, Some(route)).await {
+                    Ok(retry) => Ok(self.forward(retry, expect).await?.map(|o| (retry, o))),
+                    Err((idx, e)) => self.reply_backend_error(idx, &e).await.map(|_| None),
                 }
-                Ok(self.forward(retry, expect).await?.map(|o| (retry, o)))
             }
             other => Ok(other?.map(|o| (idx, o))),
         }

@@ -157,10 +157,7 @@ impl Session {
                 // The replica failed before replying: the primary, which
                 // holds every write, answers instead.
                 Err(SessionError::BackendBeforeReply(failed)) if failed != self.primary() => {
-                    let retry_after = self.config().timeouts.backend_retry;
-                    self.shared.backoff.mark_down(failed, retry_after);
-                    let primary = self.primary();
-                    self.execute_on(id, primary, &original).await
+                    self.execute_retry(id, failed, None, &original).await
                 }
                 other => other,
             }
@@ -173,10 +170,7 @@ impl Session {
                     Err(SessionError::BackendBeforeReply(failed))
                         if route.target == Target::AnyReplica =>
                     {
-                        let retry_after = self.config().timeouts.backend_retry;
-                        self.shared.backoff.mark_down(failed, retry_after);
-                        let retry = self.acquire(route).await.unwrap_or(self.primary());
-                        self.execute_on(id, retry, &original).await
+                        self.execute_retry(id, failed, Some(route), &original).await
                     }
                     other => other,
                 },
@@ -194,6 +188,21 @@ impl Session {
             self.after_statement(&info, &sql, idx, &outcome);
         }
         Ok(Next::Continue)
+    }
+
+    /// Runs the execute again after backend `failed` broke before replying
+    /// (see `backend_for_retry`), preparing the statement where it lands.
+    async fn execute_retry(
+        &mut self,
+        id: u32,
+        failed: usize,
+        route: Option<Route>,
+        original: &[u8],
+    ) -> Result<Option<(usize, Outcome)>, SessionError> {
+        match self.backend_for_retry(failed, route).await {
+            Ok(retry) => self.execute_on(id, retry, original).await,
+            Err((idx, e)) => self.reply_backend_error(idx, &e).await.map(|_| None),
+        }
     }
 
     /// A prepared read that must see a GTID: on a replica known to hold
