@@ -53,7 +53,9 @@ impl Digests {
         rows: u64,
         on_primary: bool,
     ) {
-        let shard = &self.shards[(digest as usize) % SHARDS];
+        // The high bits pick the shard: the map's hash spreads keys by
+        // their low bits, which must not be the same for all of a shard.
+        let shard = &self.shards[(digest >> 61) as usize % SHARDS];
         let mut map = shard.lock().expect("digest shard");
         let full = map.len() >= self.per_shard;
         let mut other_guard;

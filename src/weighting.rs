@@ -172,7 +172,7 @@ impl Picker {
     /// example a replica that just failed); None when no replica is
     /// eligible.
     pub fn pick(&self, topology: &Topology, except: Option<usize>) -> Option<usize> {
-        self.pick_inner(topology, except, false).map(|(index, _)| index)
+        self.pick_inner(topology, &|index| Some(index) != except, false).map(|(index, _)| index)
     }
 
     /// Like [`Picker::pick`], and counts the read as in flight on the
@@ -182,7 +182,17 @@ impl Picker {
         topology: &Topology,
         except: Option<usize>,
     ) -> Option<(usize, InFlight)> {
-        self.pick_inner(topology, except, true)
+        self.pick_in_flight_where(topology, &|index| Some(index) != except)
+    }
+
+    /// Like [`Picker::pick_in_flight`], among the replicas `usable` accepts
+    /// (the others are no candidates: they neither gain nor lose score).
+    pub fn pick_in_flight_where(
+        &self,
+        topology: &Topology,
+        usable: &dyn Fn(usize) -> bool,
+    ) -> Option<(usize, InFlight)> {
+        self.pick_inner(topology, usable, true)
             .map(|(index, guard)| (index, guard.expect("guard requested")))
     }
 
@@ -218,15 +228,15 @@ impl Picker {
     fn pick_inner(
         &self,
         topology: &Topology,
-        except: Option<usize>,
+        usable: &dyn Fn(usize) -> bool,
         guard: bool,
     ) -> Option<(usize, Option<InFlight>)> {
         let is_candidate = |index: usize, backend: &BackendState| {
-            Some(index) != except
-                && backend.eligible
+            backend.eligible
                 && backend.role == Role::Replica
                 && backend.effective_weight.is_finite()
                 && backend.effective_weight > 0.0
+                && usable(index)
         };
         let mut slots = self.lock();
         align(&mut slots, topology);
@@ -493,6 +503,24 @@ mod tests {
         assert_eq!(picker.in_flight("r0"), 1);
         drop(guard);
         assert_eq!(picker.in_flight("r0"), 0);
+    }
+
+    #[test]
+    fn replicas_the_caller_cannot_use_are_no_candidates_and_keep_their_score() {
+        let topology = topology(&[1.0, 1.0, 1.0]);
+        let picker = Picker::new();
+        // Replicas 1 and 2 drained or failed: every read goes to 3.
+        for _ in 0..10 {
+            let (index, _guard) = picker.pick_in_flight_where(&topology, &|i| i == 3).unwrap();
+            assert_eq!(index, 3);
+        }
+        // Back to all three: the split is even, not skewed by those picks.
+        let mut counts = [0; 4];
+        for _ in 0..300 {
+            counts[picker.pick(&topology, None).unwrap()] += 1;
+        }
+        assert_eq!(counts[1..], [100, 100, 100]);
+        assert!(picker.pick_in_flight_where(&topology, &|_| false).is_none());
     }
 
     #[test]

@@ -320,7 +320,7 @@ impl Shared {
             .load()
             .primary
             .filter(|p| *p < config.backends.len())
-            .unwrap_or(config.primary())
+            .unwrap_or_else(|| config.primary())
     }
 
     /// Whether any replica can take reads now.
@@ -383,14 +383,7 @@ impl Shared {
     /// refused a connection moments ago.
     pub fn pick_replica(&self, except: Option<usize>) -> Option<(usize, InFlight)> {
         let topology = self.topology.load();
-        let (first, guard) = self.picker.pick_in_flight(&topology, except)?;
-        if self.takes_reads(first) {
-            return Some((first, guard));
-        }
-        drop(guard);
-        self.picker
-            .pick_in_flight(&topology, Some(first))
-            .filter(|(i, _)| self.takes_reads(*i) && Some(*i) != except)
+        self.picker.pick_in_flight_where(&topology, &|i| Some(i) != except && self.takes_reads(i))
     }
 
     /// The primary's greeting, probing the primary when it is not known yet.

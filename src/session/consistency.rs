@@ -173,9 +173,7 @@ impl Session {
         let mut best: Option<(usize, u64)> = None;
         let mut holding = Vec::new();
         for (i, b) in topology.backends.iter().enumerate() {
-            if !b.eligible
-                || b.role != crate::monitor::Role::Replica
-                || self.shared.backoff.is_down(i)
+            if !b.eligible || b.role != crate::monitor::Role::Replica || !self.shared.takes_reads(i)
             {
                 continue;
             }
