@@ -6,14 +6,23 @@ mod common;
 use common::*;
 
 const CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/tls/ca.pem");
-const CIPHER: &str = "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher'";
+/// The server answering and its TLS cipher on that connection.
+const CIPHER: &str = "SELECT CONCAT(@@server_id, ' ', VARIABLE_VALUE) \
+     FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher'";
 
-/// The TLS cipher of the backend connection that serves a read, and of the
-/// primary's (inside a transaction).
+/// The TLS cipher of the backend connection that serves a read (checked to
+/// be a replica's), and of the primary's (inside a transaction).
 async fn ciphers(c: &mut Raw) -> (String, String) {
-    let read = c.scalar(CIPHER).await.unwrap_or_default();
+    let answer = |s: Option<String>| {
+        let s = s.unwrap_or_default();
+        let (server, cipher) = s.split_once(' ').unwrap_or((&s, ""));
+        (server.to_string(), cipher.trim().to_string())
+    };
+    let (server, read) = answer(c.scalar(CIPHER).await);
+    assert!(server == "2" || server == "3", "the read ran on server {server}, not a replica");
     c.exec("BEGIN").await;
-    let primary = c.scalar(CIPHER).await.unwrap_or_default();
+    let (server, primary) = answer(c.scalar(CIPHER).await);
+    assert_eq!(server, "1", "the statement in the transaction ran on the primary");
     c.exec("COMMIT").await;
     (read, primary)
 }

@@ -178,6 +178,9 @@ async fn all_replicas_lagging_read_from_the_primary_then_return() {
     let _restore = Restore;
     let proxy = start_proxy(monitored("")).await;
     let admin_addr = proxy.admin.unwrap();
+    // Eligible first, so that "not eligible" below is the lag's doing
+    // (every replica starts unknown, and unknown lag takes no reads).
+    both_replicas_eligible(admin_addr).await;
     lab(&["lag", "replica1", "stop"]);
     lab(&["lag", "replica2", "stop"]);
     wait_backends(admin_addr, Duration::from_secs(5), |j| {
@@ -203,6 +206,9 @@ async fn error_fallback_refuses_reads_when_no_replica_is_eligible() {
     let _restore = Restore;
     let proxy = start_proxy(monitored("[routing]\nfallback = \"error\"\n")).await;
     let admin_addr = proxy.admin.unwrap();
+    // Eligible first, so that "not eligible" below is the lag's doing
+    // (every replica starts unknown, and unknown lag takes no reads).
+    both_replicas_eligible(admin_addr).await;
     lab(&["lag", "replica1", "stop"]);
     lab(&["lag", "replica2", "stop"]);
     wait_backends(admin_addr, Duration::from_secs(5), |j| {

@@ -515,18 +515,28 @@ async fn kept_connections_serve_the_next_session_with_nothing_left_of_the_last()
         .unwrap_or(0.0);
     assert!(reused >= 1.0, "reuse not counted: {metrics}");
 
-    // A session in another database does not get it.
+    // Kept under its current database: a session in another database does
+    // not get it, one in that database does.
     b.exec("USE information_schema").await;
     b.conn.write_payload(0, &[0x01]).await.unwrap();
     drop(b);
+    wait_sessions_ended(&proxy).await;
     let mut c = Raw::app(&addr, true).await;
+    assert_ne!(primary_thread(&mut c).await, thread, "handed to a session in another database");
     assert_eq!(c.scalar("SELECT DATABASE()").await.as_deref(), Some("app"));
-    let mut d =
-        Raw::connect(&addr, &login("app", "app", Some("information_schema"), client_caps(true)))
-            .await
-            .unwrap();
+    let in_schema = login("app", "app", Some("information_schema"), client_caps(true));
+    let mut d = Raw::connect(&addr, &in_schema).await.unwrap();
+    assert_eq!(primary_thread(&mut d).await, thread, "not handed to a session in its database");
     assert_eq!(d.scalar("SELECT DATABASE()").await.as_deref(), Some("information_schema"));
-    let _ = c.scalar("SELECT 1").await;
+}
+
+/// Waits (bounded) until the proxy has no session left.
+async fn wait_sessions_ended(proxy: &TestProxy) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !proxy.shared.registry.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "a session did not end");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test]
@@ -552,6 +562,7 @@ async fn a_session_that_ends_mid_result_does_not_hand_on_its_connection() {
     for _ in 0..3 {
         // The client goes away while a large result streams to it.
         let mut a = Raw::app(&addr, true).await;
+        let a_thread = primary_thread(&mut a).await;
         a.conn
             .write_payload(0, b"\x03SELECT seq, REPEAT('x', 2000) FROM seq_1_to_200000")
             .await
@@ -559,13 +570,10 @@ async fn a_session_that_ends_mid_result_does_not_hand_on_its_connection() {
         let mut first = Vec::new();
         a.conn.reader.read_packet(&mut a.conn.stream, &mut first, 1 << 24).await.unwrap();
         drop(a);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !proxy.shared.registry.is_empty() {
-            assert!(std::time::Instant::now() < deadline, "the session did not end");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        // Later sessions get working connections, whatever was kept.
+        wait_sessions_ended(&proxy).await;
         let mut b = Raw::app(&addr, true).await;
+        assert_ne!(primary_thread(&mut b).await, a_thread, "a busy connection was handed on");
+        // Later sessions get working connections.
         assert_eq!(b.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
         assert_eq!(b.scalar("SELECT COUNT(*) FROM seq_1_to_10").await.as_deref(), Some("10"));
     }

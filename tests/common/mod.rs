@@ -258,6 +258,8 @@ impl Raw {
         let cols = r[0].1[0] as usize;
         let eof = usize::from(!self.conn.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF));
         let row = &r[1 + cols + eof].1;
+        let end_of_rows = row[0] == 0xFE && row.len() < 0xFF_FFFF;
+        assert!(!end_of_rows, "{sql}: the result has no row");
         if row[0] == 0xFB {
             return None;
         }
