@@ -484,6 +484,7 @@ impl Config {
                 },
                 weight: b.weight,
                 max_lag: b.max_replication_lag,
+                removed: b.removed,
             })
             .collect()
     }

@@ -343,6 +343,7 @@ mod tests {
             configured_role: Role::Replica,
             weight: 1,
             max_lag: None,
+            removed: false,
         };
         BackendState {
             healthy: true,

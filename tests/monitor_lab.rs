@@ -35,6 +35,7 @@ fn spec(name: &str, address: &str, role: Role) -> BackendSpec {
         configured_role: role,
         weight: 1,
         max_lag: None,
+        removed: false,
     }
 }
 

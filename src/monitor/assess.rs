@@ -189,7 +189,8 @@ pub fn build_topology(
     let views: Vec<RoleView> = tracked
         .iter()
         .map(|t| RoleView {
-            healthy: t.state.healthy,
+            // A removed backend takes no part in finding the primary.
+            healthy: t.state.healthy && !t.spec.removed,
             read_only: t.state.read_only,
             configured_role: t.spec.configured_role,
         })
@@ -293,6 +294,7 @@ mod tests {
             configured_role: role,
             weight: 1,
             max_lag: None,
+            removed: false,
         }
     }
 
@@ -666,6 +668,20 @@ mod tests {
         assert_eq!(after.primary, Some(0));
         assert!(after.writable_conflict);
         assert_eq!(after.backends[1].exclusion, Some(Exclusion::WritableConflict));
+    }
+
+    #[test]
+    fn a_removed_backend_is_never_the_primary() {
+        // The old primary, removed by a reload, is still writable; the
+        // promoted replica is the primary, with no writable conflict.
+        let mut lab = Lab::new();
+        lab.specs[0].removed = true;
+        lab.specs[0].configured_role = Role::Replica;
+        lab.samples[1] = sample(false, "0-1-11", "0-1-10");
+        let topology = lab.build(&Topology::default(), &settings());
+        assert_eq!(topology.primary, Some(1));
+        assert!(!topology.writable_conflict);
+        assert!(!topology.backends[0].eligible);
     }
 
     #[test]

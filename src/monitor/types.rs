@@ -24,6 +24,9 @@ pub struct BackendSpec {
     pub weight: u32,
     /// Per-backend override of [`MonitorSettings::max_lag`].
     pub max_lag: Option<Duration>,
+    /// Removed by a reload and kept only so that backend positions stay
+    /// stable: never the primary, whatever the server says.
+    pub removed: bool,
 }
 
 /// How the primary is found.
