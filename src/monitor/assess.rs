@@ -135,11 +135,7 @@ pub struct LagInputs<'a> {
 /// 4. Otherwise unknown (`Unknown`, lag None).
 pub fn assess_lag(inputs: &LagInputs<'_>) -> (Option<u64>, LagSource) {
     if let (Some(replica), Some(primary)) = (inputs.replica_position, inputs.primary_position) {
-        let caught_up = match inputs.flavor {
-            Flavor::MariaDb => gtid::covers(replica, primary),
-            Flavor::MySql => gtid::contains(replica, primary),
-        };
-        if caught_up {
+        if gtid::position_covers(inputs.flavor, replica, primary) {
             return (Some(0), LagSource::Gtid);
         }
     }

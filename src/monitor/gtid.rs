@@ -103,6 +103,15 @@ impl std::str::FromStr for MariaDbPosition {
     }
 }
 
+/// Whether a server's applied GTID `position` holds `target`, in the
+/// server family's own notation (MariaDB positions, MySQL GTID sets).
+pub fn position_covers(flavor: super::Flavor, position: &str, target: &str) -> bool {
+    match flavor {
+        super::Flavor::MariaDb => covers(position, target),
+        super::Flavor::MySql => contains(position, target),
+    }
+}
+
 /// Whether the MariaDB `position` covers `target` (a GTID or a position).
 /// False when either does not parse.
 pub fn covers(position: &str, target: &str) -> bool {

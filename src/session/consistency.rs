@@ -90,11 +90,6 @@ pub fn wait_statement(mariadb: bool, gtid: &str, timeout: Duration) -> String {
     }
 }
 
-/// Whether a replica's applied position already holds `target`.
-pub fn position_covers(mariadb: bool, position: &str, target: &str) -> bool {
-    if mariadb { gtid::covers(position, target) } else { gtid::contains(position, target) }
-}
-
 /// Parses the intercepted `SET @rwsplit_consistency = 'mode'`.
 pub fn parse_session_mode(sql: &str) -> Option<Result<ConsistencyMode, String>> {
     let lower = sql.trim().trim_end_matches(';').to_ascii_lowercase();
@@ -177,8 +172,9 @@ impl Session {
             {
                 continue;
             }
-            let mariadb = !matches!(b.flavor, Some(crate::monitor::Flavor::MySql));
-            if b.gtid_position.as_deref().is_some_and(|p| position_covers(mariadb, p, target)) {
+            let flavor = b.flavor.unwrap_or(crate::monitor::Flavor::MariaDb);
+            if b.gtid_position.as_deref().is_some_and(|p| gtid::position_covers(flavor, p, target))
+            {
                 holding.push(i);
             }
             let lag = b.lag_ms.unwrap_or(u64::MAX);
