@@ -134,10 +134,10 @@ pub struct LagInputs<'a> {
 /// 3. `Seconds_Behind_Master` × 1000 (`SecondsBehindMaster`).
 /// 4. Otherwise unknown (`Unknown`, lag None).
 pub fn assess_lag(inputs: &LagInputs<'_>) -> (Option<u64>, LagSource) {
-    if let (Some(replica), Some(primary)) = (inputs.replica_position, inputs.primary_position) {
-        if gtid::position_covers(inputs.flavor, replica, primary) {
-            return (Some(0), LagSource::Gtid);
-        }
+    if let (Some(replica), Some(primary)) = (inputs.replica_position, inputs.primary_position)
+        && gtid::position_covers(inputs.flavor, replica, primary)
+    {
+        return (Some(0), LagSource::Gtid);
     }
     if let Some(lag) = inputs.heartbeat_ms {
         return (Some(lag), LagSource::Heartbeat);
