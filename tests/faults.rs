@@ -76,19 +76,10 @@ struct Paused(i32);
 
 impl Paused {
     fn replica1() -> Paused {
-        let pidfile = format!(
-            "{}/node2/mariadbd.pid",
-            std::env::var("RWSPLIT_LAB_DIR").unwrap_or_else(|_| "/tmp/rwsplit-lab".into())
-        );
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid = lab_pid("replica1");
         signal(pid, "-STOP");
         Paused(pid)
     }
-}
-
-fn signal(pid: i32, sig: &str) {
-    let ok = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap();
-    assert!(ok.success(), "kill {sig} {pid}");
 }
 
 impl Drop for Paused {
@@ -201,14 +192,6 @@ async fn writer(
     }
 }
 
-fn primary_pid() -> i32 {
-    let pidfile = format!(
-        "{}/node1/mariadbd.pid",
-        std::env::var("RWSPLIT_LAB_DIR").unwrap_or_else(|_| "/tmp/rwsplit-lab".into())
-    );
-    std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap()
-}
-
 #[tokio::test]
 async fn primary_killed_and_restarted_loses_no_acknowledged_write() {
     use std::sync::Arc;
@@ -258,7 +241,7 @@ async fn primary_killed_and_restarted_loses_no_acknowledged_write() {
     wait_acks(100).await;
 
     // The primary crashes; writes fail for a while, reads go on.
-    signal(primary_pid(), "-KILL");
+    signal(lab_pid("primary"), "-KILL");
     let down_at = Instant::now();
     let reads_before = reads.load(Ordering::Relaxed);
     let errors_before = told.lock().unwrap().errors;
@@ -321,14 +304,6 @@ async fn primary_killed_and_restarted_loses_no_acknowledged_write() {
     p.exec(&format!("DROP TABLE app.{table}")).await;
 }
 
-fn replica1_pid() -> i32 {
-    let pidfile = format!(
-        "{}/node2/mariadbd.pid",
-        std::env::var("RWSPLIT_LAB_DIR").unwrap_or_else(|_| "/tmp/rwsplit-lab".into())
-    );
-    std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap()
-}
-
 #[tokio::test]
 async fn a_replica_killed_under_read_load_costs_no_read() {
     use std::sync::Arc;
@@ -371,7 +346,7 @@ async fn a_replica_killed_under_read_load_costs_no_read() {
     wait_reads(200).await;
     let (before_kill, _) = proxy.shared.backend_counts(1);
     assert!(before_kill > 0, "replica1 took no reads before it was killed");
-    signal(replica1_pid(), "-KILL");
+    signal(lab_pid("replica1"), "-KILL");
     let at_kill = reads.load(Ordering::Relaxed);
     wait_reads(at_kill + 300).await;
     lab(&["up"]);
@@ -395,16 +370,6 @@ async fn a_replica_killed_under_read_load_costs_no_read() {
     );
     assert_eq!(errors.load(Ordering::Relaxed), 0, "reads failed while a replica was killed");
     wait_replicas_caught_up().await;
-}
-
-/// Restarts the lab and undoes lag injection, however the test ends.
-struct RestoreLab;
-
-impl Drop for RestoreLab {
-    fn drop(&mut self) {
-        lab(&["up"]);
-        lab(&["lag", "replica1", "start"]);
-    }
 }
 
 #[tokio::test]
@@ -439,7 +404,7 @@ async fn a_replica_that_dies_while_a_read_waits_for_its_gtid_hands_the_read_to_t
             assert!(Instant::now() < deadline, "the read never waited on replica1");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        signal(replica1_pid(), "-KILL");
+        signal(lab_pid("replica1"), "-KILL");
     });
     let started = Instant::now();
     for (sql, expected) in [(format!("SELECT v FROM app.{table} WHERE id = 1"), "42")] {
@@ -473,7 +438,7 @@ async fn a_transaction_whose_primary_dies_is_never_reported_committed() {
     c.exec(&format!("INSERT INTO app.{table} VALUES (1)")).await;
 
     // The primary crashes and comes back while the transaction is open.
-    signal(primary_pid(), "-KILL");
+    signal(lab_pid("primary"), "-KILL");
     lab(&["up"]);
 
     // The client carries on as if nothing happened: the insert fails (its
@@ -494,7 +459,7 @@ async fn a_transaction_whose_primary_dies_is_never_reported_committed() {
     // ROLLBACK after a loss is answered OK.
     c.exec("BEGIN").await;
     c.exec(&format!("INSERT INTO app.{table} VALUES (4)")).await;
-    signal(primary_pid(), "-KILL");
+    signal(lab_pid("primary"), "-KILL");
     lab(&["up"]);
     assert!(query_error(&mut c, "SELECT 1 FOR UPDATE").await.is_some());
     assert_eq!(query_error(&mut c, "ROLLBACK").await, None, "ROLLBACK is fine");
@@ -521,7 +486,7 @@ async fn a_replica_that_dies_mid_result_ends_it_with_an_error_and_the_session_go
         }
         // Rows have been flowing for a while (about one per millisecond).
         tokio::time::sleep(Duration::from_millis(300)).await;
-        signal(replica1_pid(), "-KILL");
+        signal(lab_pid("replica1"), "-KILL");
     });
     let r = c.query("SELECT seq, REPEAT('x', 2000), SLEEP(0.001) FROM seq_1_to_5000").await;
     killer.await.unwrap();

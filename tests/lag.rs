@@ -13,18 +13,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const INTERVAL_MS: u64 = 100;
 
-/// Undoes lab changes when dropped: replication restarted on both
-/// replicas, dead nodes started again.
-struct Restore;
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        lab(&["up"]);
-        lab(&["lag", "replica1", "start"]);
-        lab(&["lag", "replica2", "start"]);
-    }
-}
-
 fn monitored(extra: &str) -> rwsplit::Config {
     lab_config(&format!(
         "[admin]\naddress = \"127.0.0.1:0\"\n[monitor]\nuser = \"monitor\"\npassword = \"monitor\"\ninterval = \"{INTERVAL_MS}ms\"\nfail_after = 2\nrecover_after = 1\n{extra}"
@@ -70,7 +58,7 @@ fn replica2(json: &serde_json::Value) -> &serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_sql_thread_is_seen_within_two_intervals_and_avoided() {
     let _serial = SERIAL.lock().await;
-    let _restore = Restore;
+    let _restore = RestoreLab;
     let proxy = start_proxy(monitored("")).await;
     let admin_addr = proxy.admin.unwrap();
     wait_backends(admin_addr, Duration::from_secs(10), |j| replica2(j)["eligible"] == true).await;
@@ -95,7 +83,7 @@ async fn stopped_sql_thread_is_seen_within_two_intervals_and_avoided() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_delay_lag_grows_in_milliseconds_and_moves_reads_away() {
     let _serial = SERIAL.lock().await;
-    let _restore = Restore;
+    let _restore = RestoreLab;
     let proxy = start_proxy(monitored("")).await;
     let admin_addr = proxy.admin.unwrap();
     both_replicas_eligible(admin_addr).await;
@@ -117,7 +105,7 @@ async fn master_delay_lag_grows_in_milliseconds_and_moves_reads_away() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_lock_on_a_replica_shows_as_lag() {
     let _serial = SERIAL.lock().await;
-    let _restore = Restore;
+    let _restore = RestoreLab;
     let proxy = start_proxy(monitored("")).await;
     let admin_addr = proxy.admin.unwrap();
     both_replicas_eligible(admin_addr).await;
@@ -175,7 +163,7 @@ async fn weights_one_to_three_split_ten_thousand_reads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_replicas_lagging_read_from_the_primary_then_return() {
     let _serial = SERIAL.lock().await;
-    let _restore = Restore;
+    let _restore = RestoreLab;
     let proxy = start_proxy(monitored("")).await;
     let admin_addr = proxy.admin.unwrap();
     // Eligible first, so that "not eligible" below is the lag's doing
@@ -203,7 +191,7 @@ async fn all_replicas_lagging_read_from_the_primary_then_return() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_fallback_refuses_reads_when_no_replica_is_eligible() {
     let _serial = SERIAL.lock().await;
-    let _restore = Restore;
+    let _restore = RestoreLab;
     let proxy = start_proxy(monitored("[routing]\nfallback = \"error\"\n")).await;
     let admin_addr = proxy.admin.unwrap();
     // Eligible first, so that "not eligible" below is the lag's doing
@@ -230,20 +218,17 @@ async fn error_fallback_refuses_reads_when_no_replica_is_eligible() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_replica_is_marked_down_and_rejoins_after_restart() {
     let _serial = SERIAL.lock().await;
-    let _restore = Restore;
+    let _restore = RestoreLab;
     let proxy = start_proxy(monitored("")).await;
     let admin_addr = proxy.admin.unwrap();
     wait_backends(admin_addr, Duration::from_secs(10), |j| replica2(j)["eligible"] == true).await;
-    let pid_file = "/tmp/rwsplit-lab/node3/mariadbd.pid";
-    let dir = std::env::var("RWSPLIT_LAB_DIR").unwrap_or_else(|_| "/tmp/rwsplit-lab".into());
-    let pid =
-        std::fs::read_to_string(pid_file.replace("/tmp/rwsplit-lab", &dir)).expect("replica2 pid");
+    let pid = lab_pid("replica2");
     // A session with connections open to both replicas before the kill.
     let mut long_lived = Raw::app(&proxy.addr.to_string(), true).await;
     for _ in 0..4 {
         long_lived.scalar("SELECT @@server_id").await;
     }
-    std::process::Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
+    signal(pid, "-KILL");
     for i in 0..10 {
         let got = long_lived.scalar("SELECT @@server_id").await;
         assert!(

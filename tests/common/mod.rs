@@ -401,3 +401,35 @@ pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
+
+/// The pid of a lab server: `node` is "primary", "replica1" or "replica2".
+pub fn lab_pid(node: &str) -> i32 {
+    let n = match node {
+        "primary" => 1,
+        "replica1" => 2,
+        "replica2" => 3,
+        other => panic!("no lab node {other}"),
+    };
+    let dir = std::env::var("RWSPLIT_LAB_DIR").unwrap_or_else(|_| "/tmp/rwsplit-lab".into());
+    let pidfile = format!("{dir}/node{n}/mariadbd.pid");
+    let text = std::fs::read_to_string(&pidfile).unwrap_or_else(|e| panic!("{pidfile}: {e}"));
+    text.trim().parse().unwrap_or_else(|e| panic!("{pidfile}: {e}"))
+}
+
+/// Sends a signal (`-KILL`, `-STOP`, `-CONT`) to a process.
+pub fn signal(pid: i32, sig: &str) {
+    let ok = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap();
+    assert!(ok.success(), "kill {sig} {pid}");
+}
+
+/// Undoes lab changes when dropped, however the test ends: dead nodes
+/// started again, replication running on both replicas with no delay.
+pub struct RestoreLab;
+
+impl Drop for RestoreLab {
+    fn drop(&mut self) {
+        lab(&["up"]);
+        lab(&["lag", "replica1", "start"]);
+        lab(&["lag", "replica2", "start"]);
+    }
+}
