@@ -150,7 +150,11 @@ pub async fn probe_greeting(addr: &str, timeout: Duration) -> Result<Greeting, B
 }
 
 async fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, BackendError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    let (host, port) = crate::net::split_address(addr).ok_or_else(|| BackendError::Connect {
+        addr: addr.to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not host:port"),
+    })?;
+    let stream = tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
         .await
         .map_err(|_| BackendError::ConnectTimeout(addr.to_string()))?
         .map_err(|source| BackendError::Connect { addr: addr.to_string(), source })?;

@@ -69,11 +69,10 @@ impl BackendTls {
     /// Runs the TLS handshake on `tcp`, a connection to `addr` (`host:port`).
     pub async fn connect(&self, addr: &str, tcp: TcpStream) -> io::Result<BackendStream> {
         let host = match &self.server_name {
-            Some(name) => name.as_str(),
-            None => addr.rsplit_once(':').map_or(addr, |(h, _)| h),
+            Some(name) => name.clone(),
+            None => crate::net::split_address(addr).map_or_else(|| addr.to_string(), |(h, _)| h),
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let name = ServerName::try_from(host.to_string())
+        let name = ServerName::try_from(host)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let tls = self.connector.connect(name, tcp).await?;
         Ok(BackendStream::Tls(Box::new(tls)))

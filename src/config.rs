@@ -834,7 +834,7 @@ impl Config {
             if !names.insert(&b.name) {
                 problems.push(format!("backends[{i}].name: duplicate backend name {:?}", b.name));
             }
-            if !b.address.contains(':') {
+            if crate::net::split_address(&b.address).is_none() {
                 problems.push(format!(
                     "backends[{i}].address: expected host:port, got {:?}",
                     b.address

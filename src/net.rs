@@ -80,6 +80,29 @@ pub(crate) fn detached() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "stream detached for a TLS handshake")
 }
 
+/// A backend address: `host:port`, `[v6]:port`, a bare host or bare IPv6
+/// (port 3306). The one reading of it for connecting, probing, TLS names
+/// and validation.
+pub fn split_address(address: &str) -> Option<(String, u16)> {
+    let address = address.trim();
+    if let Some(rest) = address.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after {
+            "" => 3306,
+            _ => after.strip_prefix(':')?.parse().ok()?,
+        };
+        return (!host.is_empty()).then(|| (host.to_string(), port));
+    }
+    match address.rsplit_once(':') {
+        // Two colons or more without brackets: a bare IPv6 address.
+        Some((host, _)) if host.contains(':') => Some((address.to_string(), 3306)),
+        Some((host, port)) if !host.is_empty() => Some((host.to_string(), port.parse().ok()?)),
+        Some(_) => None,
+        None if !address.is_empty() => Some((address.to_string(), 3306)),
+        None => None,
+    }
+}
+
 /// Pending connections the kernel queues for a TCP listener.
 const LISTEN_BACKLOG: u32 = 4096;
 

@@ -69,7 +69,7 @@ impl Prober {
             }
             statement
         });
-        let opts = split_address(address).map(|(host, port)| {
+        let opts = crate::net::split_address(address).map(|(host, port)| {
             OptsBuilder::default()
                 .ip_or_hostname(host)
                 .tcp_port(port)
@@ -276,44 +276,23 @@ fn named_values(row: Row) -> Vec<(String, Value)> {
     names.into_iter().zip(row_values(row)).collect()
 }
 
-/// `host:port`, `[v6]:port`, a bare host or bare IPv6 (port 3306).
-fn split_address(address: &str) -> Option<(String, u16)> {
-    let address = address.trim();
-    if let Some(rest) = address.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        let port = match after {
-            "" => 3306,
-            _ => after.strip_prefix(':')?.parse().ok()?,
-        };
-        return (!host.is_empty()).then(|| (host.to_string(), port));
-    }
-    match address.rsplit_once(':') {
-        // Two colons or more without brackets: a bare IPv6 address.
-        Some((host, _)) if host.contains(':') => Some((address.to_string(), 3306)),
-        Some((host, port)) if !host.is_empty() => Some((host.to_string(), port.parse().ok()?)),
-        Some(_) => None,
-        None if !address.is_empty() => Some((address.to_string(), 3306)),
-        None => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn addresses_split_into_host_and_port() {
-        assert_eq!(split_address("127.0.0.1:3307"), Some(("127.0.0.1".into(), 3307)));
-        assert_eq!(split_address("db.example"), Some(("db.example".into(), 3306)));
-        assert_eq!(split_address("[::1]:3308"), Some(("::1".into(), 3308)));
-        assert_eq!(split_address("[::1]"), Some(("::1".into(), 3306)));
-        assert_eq!(split_address("::1"), Some(("::1".into(), 3306)));
+        assert_eq!(crate::net::split_address("127.0.0.1:3307"), Some(("127.0.0.1".into(), 3307)));
+        assert_eq!(crate::net::split_address("db.example"), Some(("db.example".into(), 3306)));
+        assert_eq!(crate::net::split_address("[::1]:3308"), Some(("::1".into(), 3308)));
+        assert_eq!(crate::net::split_address("[::1]"), Some(("::1".into(), 3306)));
+        assert_eq!(crate::net::split_address("::1"), Some(("::1".into(), 3306)));
     }
 
     #[test]
     fn bad_addresses_are_rejected() {
         for bad in ["", ":3306", "host:", "host:99999", "host:x", "[::1", "[]:1", "[::1]x"] {
-            assert_eq!(split_address(bad), None, "{bad}");
+            assert_eq!(crate::net::split_address(bad), None, "{bad}");
         }
     }
 
