@@ -66,6 +66,8 @@ struct Tally {
     pairs: u64,
     stale: u64,
     from_replicas: u64,
+    /// Reads answered by replica2, the one that lags.
+    from_lagging: u64,
     read_p50_us: u64,
     read_p95_us: u64,
 }
@@ -95,10 +97,12 @@ async fn run_pairs(
 ) -> Tally {
     let stale = Arc::new(AtomicU64::new(0));
     let replicas = Arc::new(AtomicU64::new(0));
+    let lagging = Arc::new(AtomicU64::new(0));
     let per_worker = total.div_ceil(WORKERS);
     let mut tasks = tokio::task::JoinSet::new();
     for k in 0..WORKERS {
-        let (stale, replicas, table) = (stale.clone(), replicas.clone(), table.to_string());
+        let (stale, replicas, lagging, table) =
+            (stale.clone(), replicas.clone(), lagging.clone(), table.to_string());
         tasks.spawn(async move {
             let mut latencies: Vec<u64> = Vec::with_capacity(per_worker as usize);
             let mut w = Raw::app(&writer.to_string(), true).await;
@@ -132,6 +136,9 @@ async fn run_pairs(
                 if server != "1" {
                     replicas.fetch_add(1, Ordering::Relaxed);
                 }
+                if server == "3" {
+                    lagging.fetch_add(1, Ordering::Relaxed);
+                }
             }
             latencies
         });
@@ -145,18 +152,23 @@ async fn run_pairs(
         pairs: per_worker * WORKERS,
         stale: stale.load(Ordering::Relaxed),
         from_replicas: replicas.load(Ordering::Relaxed),
+        from_lagging: lagging.load(Ordering::Relaxed),
         read_p50_us,
         read_p95_us,
     }
 }
 
 async fn check_mode(mode: &str) -> Tally {
+    check_config(mode, checker_config(mode), pairs()).await
+}
+
+async fn check_config(mode: &str, config: rwsplit::Config, total: u64) -> Tally {
     let _serial = SERIAL.lock().await;
     let table = setup_table().await;
-    let proxy = start_proxy(checker_config(mode)).await;
+    let proxy = start_proxy(config).await;
     // From here on every write reaches replica2 two seconds late.
     let _lag = Lag::start(2);
-    let tally = run_pairs(proxy.addr, None, &table, pairs()).await;
+    let tally = run_pairs(proxy.addr, None, &table, total).await;
     println!("{mode}: {tally:?}");
     let mut a = admin(PRIMARY).await;
     a.exec(&format!("DROP TABLE app.{table}")).await;
@@ -183,6 +195,26 @@ async fn gtid_mode_has_no_stale_reads_and_reads_from_replicas() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eventual_mode_reads_the_lagging_replica() {
+    // The lagging replica alone takes reads: eventual mode reads it (and
+    // reads stale data), so the gtid test below does meet it.
+    let mut config = checker_config("eventual");
+    config.backends[1].weight = 0;
+    let t = check_config("eventual, replica2 only", config, pairs() / 5).await;
+    assert!(t.from_lagging * 2 > t.pairs && t.stale > 0, "{t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gtid_mode_with_only_a_lagging_replica_has_no_stale_reads() {
+    let mut config = checker_config("gtid");
+    config.backends[1].weight = 0;
+    // Every read waits there for its write's GTID (300 ms at most), then
+    // the primary answers: fewer pairs.
+    let t = check_config("gtid, replica2 only", config, pairs() / 20).await;
+    assert_eq!(t.stale, 0, "{t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gtid_global_mode_has_no_stale_reads() {
     let t = check_mode("gtid_global").await;
     assert_eq!(t.stale, 0, "{t:?}");
@@ -206,10 +238,12 @@ async fn gtid_global_is_causal_across_proxy_instances() {
 async fn run_prepared_pairs(proxy: std::net::SocketAddr, table: &str, total: u64) -> Tally {
     let stale = Arc::new(AtomicU64::new(0));
     let replicas = Arc::new(AtomicU64::new(0));
+    let lagging = Arc::new(AtomicU64::new(0));
     let per_worker = total.div_ceil(WORKERS);
     let mut tasks = tokio::task::JoinSet::new();
     for k in 0..WORKERS {
-        let (stale, replicas, table) = (stale.clone(), replicas.clone(), table.to_string());
+        let (stale, replicas, lagging, table) =
+            (stale.clone(), replicas.clone(), lagging.clone(), table.to_string());
         tasks.spawn(async move {
             let mut c = Raw::app(&proxy.to_string(), true).await;
             let mut prep = vec![0x16];
@@ -242,6 +276,9 @@ async fn run_prepared_pairs(proxy: std::net::SocketAddr, table: &str, total: u64
                 if server != 1 {
                     replicas.fetch_add(1, Ordering::Relaxed);
                 }
+                if server == 3 {
+                    lagging.fetch_add(1, Ordering::Relaxed);
+                }
             }
         });
     }
@@ -252,6 +289,7 @@ async fn run_prepared_pairs(proxy: std::net::SocketAddr, table: &str, total: u64
         pairs: per_worker * WORKERS,
         stale: stale.load(Ordering::Relaxed),
         from_replicas: replicas.load(Ordering::Relaxed),
+        from_lagging: lagging.load(Ordering::Relaxed),
         ..Tally::default()
     }
 }
