@@ -247,9 +247,9 @@ fn update_gauges(shared: &Shared) {
             .set(b.effective_weight);
         metrics::gauge!(crate::telemetry::MONITOR_FAILURES, "backend" => name.clone())
             .set(b.consecutive_failures as f64);
-        if let Some(lag) = b.lag_ms {
-            metrics::gauge!(crate::telemetry::BACKEND_LAG_MS, "backend" => name).set(lag as f64);
-        }
+        // Unknown lag reads as NaN, not as the last value seen.
+        let lag = b.lag_ms.map_or(f64::NAN, |lag| lag as f64);
+        metrics::gauge!(crate::telemetry::BACKEND_LAG_MS, "backend" => name).set(lag);
     }
 }
 

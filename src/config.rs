@@ -823,6 +823,15 @@ impl Config {
                 ));
             }
         }
+        if let Some(m) = &self.monitor {
+            match (&m.password, &m.password_env) {
+                (Some(_), Some(_)) => problems
+                    .push("monitor: set one of password and password_env, not both".to_string()),
+                (None, Some(var)) if std::env::var(var).is_err() => problems
+                    .push(format!("monitor.password_env: environment variable {var} is not set")),
+                _ => {}
+            }
+        }
         let primaries = self.backends.iter().filter(|b| b.role == Role::Primary).count();
         if primaries != 1 {
             problems.push(format!(
