@@ -165,3 +165,23 @@ async fn sighup_reloads_the_binary() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn a_reload_beyond_the_backend_positions_sized_at_start_is_refused() {
+    let dir = std::env::temp_dir().join(unique("reload-room"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = write_config(&dir, &config_text(true, 1));
+    let proxy = start_proxy(rwsplit::Config::load(&path).unwrap()).await;
+    let mut text = config_text(true, 1);
+    for i in 0..70 {
+        text.push_str(&format!(
+            "[[backends]]\nname = \"extra{i}\"\naddress = \"127.0.0.1:{}\"\nrole = \"replica\"\nweight = 0\n",
+            free_port()
+        ));
+    }
+    write_config(&dir, &text);
+    let err = proxy.shared.reload().expect_err("73 positions do not fit in 64");
+    assert!(err.contains("restart"), "{err}");
+    assert_eq!(proxy.shared.config.load().backends.len(), 3, "the running config stays");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

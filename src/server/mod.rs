@@ -227,6 +227,17 @@ impl Shared {
             .clone()
             .ok_or_else(|| "this proxy was not started from a file".to_string())?;
         let new = Config::load(&path).map_err(|e| e.to_string())?.keep_backend_positions(&old);
+        // Per-backend counters are sized when the proxy starts; removed
+        // backends keep their positions, so positions only grow.
+        let room = self.backend_open.len();
+        if new.backends.len() > room {
+            return Err(format!(
+                "{}: the reload needs {} backend positions (removed backends keep theirs) \
+                 and this proxy has {room}; restart it to apply this file",
+                path.display(),
+                new.backends.len()
+            ));
+        }
         let backend_tls = new.backend_tls.connector(&new.base_dir)?;
         self.listeners.sync(&new, self)?;
         self.backend_tls.store(Arc::new(Ok(backend_tls)));
