@@ -49,6 +49,7 @@ impl Bench {
                 &mut b.client,
                 &mut b.creader,
                 &mut machine,
+                std::pin::pin!(std::future::pending()),
             ))
             .expect("relay");
         machine.outcome.rows

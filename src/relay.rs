@@ -331,16 +331,21 @@ pub enum RelayError {
 /// backend; a packet larger than [`INSPECT_LIMIT`] is streamed in pieces.
 /// A LOCAL INFILE request is answered by relaying the client's packets to
 /// the backend until the client's empty packet.
-pub async fn relay<B, C>(
+///
+/// `gone` resolves when the backend is known to be gone (the monitor lost
+/// it): waiting for its bytes then ends as if its connection had failed.
+pub async fn relay<B, C, G>(
     backend: &mut B,
     breader: &mut PacketReader,
     client: &mut C,
     creader: &mut PacketReader,
     machine: &mut Machine,
+    mut gone: std::pin::Pin<&mut G>,
 ) -> Result<(), RelayError>
 where
     B: AsyncRead + AsyncWrite + Unpin,
     C: AsyncRead + AsyncWrite + Unpin,
+    G: std::future::Future<Output = ()>,
 {
     // Payload bytes of a large packet still to pass through unread.
     let mut skip = 0usize;
@@ -421,10 +426,20 @@ where
                 forward_local_infile(client, creader, backend).await?;
             }
             Step::Continue => {
-                let filled = if need > breader.buffered().len() {
-                    breader.fill_to(backend, need).await
-                } else {
-                    breader.fill(backend).await.map(|_| ())
+                let read = async {
+                    if need > breader.buffered().len() {
+                        breader.fill_to(backend, need).await
+                    } else {
+                        breader.fill(backend).await.map(|_| ())
+                    }
+                };
+                let filled = tokio::select! {
+                    biased;
+                    r = read => r,
+                    () = &mut gone => Err(FrameError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the monitor found the backend down while waiting for its reply",
+                    ))),
                 };
                 if let Err(e) = filled {
                     return Err(if !sent {
@@ -653,6 +668,7 @@ mod tests {
             &mut client_peer,
             &mut PacketReader::new(),
             &mut m,
+            std::pin::pin!(std::future::pending()),
         )
         .await
         .unwrap();

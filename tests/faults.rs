@@ -76,7 +76,11 @@ struct Paused(i32);
 
 impl Paused {
     fn replica1() -> Paused {
-        let pid = lab_pid("replica1");
+        Paused::node("replica1")
+    }
+
+    fn node(name: &str) -> Paused {
+        let pid = lab_pid(name);
         signal(pid, "-STOP");
         Paused(pid)
     }
@@ -111,6 +115,86 @@ async fn a_paused_replica_does_not_hang_the_session() {
     assert!(took < Duration::from_secs(4), "{took:?}");
     // The session goes on, reading from replica1 again once it is resumed.
     assert_eq!(c.scalar("SELECT @@server_id").await.as_deref(), Some("2"));
+}
+
+/// A monitored proxy whose monitor gives up on a server within about a
+/// second, without `max_query_time`: what bounds a statement on a paused
+/// server is the monitor finding it down.
+fn monitored_without_query_limit() -> rwsplit::Config {
+    lab_config(
+        "[timeouts]\nconnect = \"500ms\"\n[consistency]\nmode = \"eventual\"\n\
+         [admin]\naddress = \"127.0.0.1:0\"\n\
+         [monitor]\nuser = \"monitor\"\npassword = \"monitor\"\ninterval = \"100ms\"\n\
+         connect_timeout = \"300ms\"\nquery_timeout = \"300ms\"\nfail_after = 2\n",
+    )
+}
+
+async fn all_healthy(proxy: &TestProxy) {
+    wait_backends(proxy.admin.expect("admin port"), Duration::from_secs(10), |j| {
+        (0..3).all(|i| j[i]["healthy"] == true)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_read_on_a_paused_replica_runs_elsewhere_once_the_monitor_loses_it() {
+    let _serial = SERIAL.lock().await;
+    let mut config = monitored_without_query_limit();
+    config.backends[2].weight = 0;
+    let proxy = start_proxy(config).await;
+    all_healthy(&proxy).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    assert_eq!(c.scalar("SELECT @@server_id").await.as_deref(), Some("2"));
+    let started = Instant::now();
+    let answered = {
+        let _paused = Paused::replica1();
+        c.scalar("SELECT @@server_id FROM (SELECT SLEEP(0.2)) AS t").await
+    };
+    let took = started.elapsed();
+    println!("read on a paused replica answered after {took:?}");
+    // Nothing of the reply had been sent: it ran again, on the primary
+    // (replica2 has weight 0), and the client saw no error.
+    assert_eq!(answered.as_deref(), Some("1"));
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    assert_eq!(c.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
+}
+
+#[tokio::test]
+async fn a_write_on_a_paused_primary_gets_lost_connection_and_reads_go_on() {
+    let _serial = SERIAL.lock().await;
+    let table = unique("paused_primary");
+    let mut p = admin(PRIMARY).await;
+    p.exec(&format!("CREATE TABLE app.{table} (id INT PRIMARY KEY)")).await;
+    wait_replicas_caught_up().await;
+    let proxy = start_proxy(monitored_without_query_limit()).await;
+    all_healthy(&proxy).await;
+    let addr = proxy.addr.to_string();
+    let mut c = Raw::app(&addr, true).await;
+    c.exec(&format!("INSERT INTO app.{table} VALUES (1)")).await;
+    let (outcome, took, count) = {
+        let _paused = Paused::node("primary");
+        let started = Instant::now();
+        let outcome = query_error(&mut c, &format!("INSERT INTO app.{table} VALUES (2)")).await;
+        let took = started.elapsed();
+        // Reads go on from the replicas while the primary is paused.
+        let mut reader = Raw::app(&addr, true).await;
+        (outcome, took, reader.scalar(&format!("SELECT COUNT(*) FROM app.{table}")).await)
+    };
+    println!("write on a paused primary failed after {took:?}: {outcome:?}");
+    let (code, message) = outcome.expect("the write fails instead of hanging");
+    assert_eq!(code, 2013, "{message}");
+    assert!(message.contains("primary"), "{message}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    assert_eq!(count.as_deref(), Some("1"));
+    // Once the primary is back, the same session writes again.
+    all_healthy(&proxy).await;
+    c.exec(&format!("INSERT INTO app.{table} VALUES (3)")).await;
+    assert_eq!(
+        p.scalar(&format!("SELECT GROUP_CONCAT(id ORDER BY id) FROM app.{table} WHERE id <> 2"))
+            .await
+            .as_deref(),
+        Some("1,3")
+    );
 }
 
 /// What the writers were told, for the lost/duplicated-writes check.

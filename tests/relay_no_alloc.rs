@@ -61,7 +61,14 @@ fn relay_million_rows(deprecate_eof: bool) {
     let live_before = LIVE.with(Cell::get);
     PEAK.with(|p| p.set(live_before));
     runtime
-        .block_on(relay(&mut backend, &mut breader, &mut client, &mut creader, &mut machine))
+        .block_on(relay(
+            &mut backend,
+            &mut breader,
+            &mut client,
+            &mut creader,
+            &mut machine,
+            std::pin::pin!(std::future::pending()),
+        ))
         .expect("relay");
     let allocations = ALLOCATIONS.with(Cell::get) - allocations_before;
     let peak_growth = PEAK.with(Cell::get) - live_before;

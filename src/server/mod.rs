@@ -8,6 +8,7 @@
 
 mod limits;
 mod listeners;
+mod outages;
 
 pub use limits::{BackendSlot, LoginThrottle, UserSessions, UserSlot};
 pub use listeners::{ListenerCtx, Listeners, SessionWorkers};
@@ -128,6 +129,8 @@ pub struct Shared {
     /// Connections sessions hold to each backend, and a wake-up for a
     /// session waiting for one to close.
     backend_open: Vec<(std::sync::atomic::AtomicUsize, Notify)>,
+    /// Backends the monitor found down, for statements waiting on them.
+    pub outages: Arc<outages::Outages>,
     /// Parser-tier verdicts by statement digest.
     pub tier2: Tier2Cache,
     pub backoff: Backoff,
@@ -168,7 +171,12 @@ impl Shared {
             None => (Arc::new(ArcSwap::from_pointee(static_topology(&config))), None),
         };
         let names: Vec<String> = config.backends.iter().map(|b| b.name.clone()).collect();
+        let outages = Arc::new(outages::Outages::new(names.len().max(64)));
+        if let Some(monitor) = &monitor {
+            tokio::spawn(outages.clone().follow(topology.clone(), monitor.subscribe()));
+        }
         Arc::new(Shared {
+            outages,
             topology,
             monitor,
             picker: Picker::new(),

@@ -384,7 +384,11 @@ impl Session {
                             self.routing.transaction_lost = false;
                         }
                     }
-                    let e = BackendError::Protocol("connection lost".into());
+                    let e = BackendError::Frame(crate::protocol::packet::FrameError::Io(
+                        std::io::Error::other(
+                            "connection lost before the reply; a write may or may not have been applied",
+                        ),
+                    ));
                     if self.reply_backend_error(idx, &e).await.is_err() {
                         return;
                     }
@@ -615,33 +619,38 @@ impl Session {
             Some((address, login, conn.thread_id, config.timeouts.connect, tls))
         });
         drop(config);
-        let relay = relay::relay(
-            &mut conn.stream,
-            &mut conn.reader,
-            &mut self.client,
-            &mut self.creader,
-            &mut machine,
-        );
-        let result = match (&timeout, killer) {
-            (Some(timeout), Some((address, login, thread, connect, tls))) => {
-                tokio::pin!(relay);
-                tokio::select! {
-                    r = &mut relay => Some(r),
-                    _ = tokio::time::sleep(timeout.limit) => {
-                        timeout.fired.store(true, std::sync::atomic::Ordering::Relaxed);
-                        tracing::warn!(id = self.id, backend = idx, thread, limit = ?timeout.limit,
-                            "statement exceeded max_query_time; killing it");
-                        tokio::spawn(kill_query(address, login, thread, connect, tls));
-                        // The server answers the killed statement with an
-                        // error; a server that cannot even do that is given
-                        // up on after the kill's own time bound.
-                        tokio::time::timeout(connect + std::time::Duration::from_secs(1), relay)
-                            .await
-                            .ok()
+        let result = {
+            let outages = &self.shared.outages;
+            let gone = std::pin::pin!(outages.after(idx, outages.mark(idx)));
+            let relay = relay::relay(
+                &mut conn.stream,
+                &mut conn.reader,
+                &mut self.client,
+                &mut self.creader,
+                &mut machine,
+                gone,
+            );
+            match (&timeout, killer) {
+                (Some(timeout), Some((address, login, thread, connect, tls))) => {
+                    tokio::pin!(relay);
+                    tokio::select! {
+                        r = &mut relay => Some(r),
+                        _ = tokio::time::sleep(timeout.limit) => {
+                            timeout.fired.store(true, std::sync::atomic::Ordering::Relaxed);
+                            tracing::warn!(id = self.id, backend = idx, thread, limit = ?timeout.limit,
+                                "statement exceeded max_query_time; killing it");
+                            tokio::spawn(kill_query(address, login, thread, connect, tls));
+                            // The server answers the killed statement with an
+                            // error; a server that cannot even do that is given
+                            // up on after the kill's own time bound.
+                            tokio::time::timeout(connect + std::time::Duration::from_secs(1), relay)
+                                .await
+                                .ok()
+                        }
                     }
                 }
+                _ => Some(relay.await),
             }
-            _ => Some(relay.await),
         };
         let Some(result) = result else {
             // The backend did not answer the kill: drop its connection.
