@@ -104,6 +104,7 @@ fn init_logging(config: &rwsplit::Config) -> rwsplit::server::LogReload {
 fn run(file: PathBuf) -> anyhow::Result<()> {
     let config = rwsplit::Config::load(&file)?;
     let log_reload = init_logging(&config);
+    raise_file_limit(&config);
     // Accepting, the admin port and the monitor; sessions run on the
     // session workers (one per CPU unless RWSPLIT_WORKER_THREADS says).
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -132,6 +133,34 @@ fn run(file: PathBuf) -> anyhow::Result<()> {
         proxy.run(shutdown_signal(term, int)).await;
         Ok(())
     })
+}
+
+/// Raises the soft limit on open files to the hard one (each client takes
+/// a descriptor, and one more per backend it uses) and warns when even
+/// that is short of `max_client_connections`.
+fn raise_file_limit(config: &rwsplit::Config) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit");
+            return;
+        }
+    };
+    let clients = config.limits.max_client_connections as u64;
+    // A client plus its primary and one replica connection, and room for
+    // listeners, the monitor and the admin port.
+    let wanted = clients.saturating_mul(3).saturating_add(256);
+    if limit < wanted {
+        tracing::warn!(
+            limit,
+            max_client_connections = clients,
+            wanted,
+            "the open-file limit is low for max_client_connections: once it runs out, new \
+             clients get ERROR 1040 (raise it with ulimit -n or LimitNOFILE=)"
+        );
+    } else {
+        tracing::debug!(limit, "open-file limit");
+    }
 }
 
 /// SIGHUP reloads the config file; an invalid file is logged and ignored.

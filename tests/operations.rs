@@ -578,3 +578,64 @@ async fn a_session_that_ends_mid_result_does_not_hand_on_its_connection() {
         assert_eq!(b.scalar("SELECT COUNT(*) FROM seq_1_to_10").await.as_deref(), Some("10"));
     }
 }
+
+#[tokio::test]
+async fn out_of_file_descriptors_clients_get_error_1040_and_the_proxy_recovers() {
+    require_lab();
+    let (port, admin) = (free_port(), free_port());
+    let text =
+        format!("{}[log]\nformat = \"json\"\nlevel = \"warn\"\n", listeners_config(&[port], admin));
+    let path = temp_config("rwsplit_nofile", &text);
+    let addr = format!("127.0.0.1:{port}");
+    // 64 descriptors, hard limit too: the proxy cannot raise it.
+    let mut child = tokio::process::Command::new("sh")
+        .args(["-c", "ulimit -n 64 && exec \"$0\" --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_rwsplit"))
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start rwsplit");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "rwsplit did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let app = || login("app", "app", None, client_caps(true));
+    let mut held = Vec::new();
+    let refused = loop {
+        match Raw::connect(&addr, &app()).await {
+            Ok(raw) => held.push(raw),
+            Err(e) => break e.to_string(),
+        }
+        assert!(held.len() < 100, "100 clients in under a 64-descriptor limit");
+    };
+    println!("{} clients held, then: {refused}", held.len());
+    assert!(refused.contains("1040") && refused.contains("file descriptors"), "{refused}");
+    // Clients that leave make room: the next one logs in and is served
+    // (a backend connection takes a descriptor too).
+    held.truncate(held.len().saturating_sub(5));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut next = loop {
+        match Raw::connect(&addr, &app()).await {
+            Ok(raw) => break raw,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "no room freed: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(next.scalar("SELECT 7").await.as_deref(), Some("7"));
+    assert_eq!(held[0].scalar("SELECT 8").await.as_deref(), Some("8"));
+    drop((held, next));
+
+    child.kill().await.unwrap();
+    let mut log = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut log)
+        .await
+        .unwrap();
+    assert!(log.contains("open-file limit is low"), "{log}");
+    assert!(log.contains("out of file descriptors"), "{log}");
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}

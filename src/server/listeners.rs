@@ -4,6 +4,7 @@
 use super::Shared;
 use crate::config::{Config, ListenerConfig};
 use crate::net;
+use crate::protocol::messages::build_err;
 use crate::session;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
@@ -137,6 +138,8 @@ impl Listeners {
 }
 
 async fn accept_loop(listener: net::Listener, ctx: Arc<ArcSwap<ListenerCtx>>, shared: Arc<Shared>) {
+    // Kept open to be given up when descriptors run out (see below).
+    let mut spare = std::fs::File::open("/dev/null").ok();
     loop {
         match listener.accept().await {
             Ok((socket, peer)) => {
@@ -162,12 +165,40 @@ async fn accept_loop(listener: net::Listener, ctx: Arc<ArcSwap<ListenerCtx>>, sh
                     }
                 });
             }
+            Err(e) if out_of_descriptors(&e) => {
+                // The client waits in the backlog with no answer: free the
+                // spare descriptor to take it and tell it why.
+                tracing::error!(listener = %listener, error = %e,
+                    "out of file descriptors; refusing a client with ERROR 1040");
+                drop(spare.take());
+                if let Ok((mut socket, peer)) = listener.accept().await {
+                    let err = build_err(
+                        1040,
+                        "08004",
+                        "Too many connections (rwsplit is out of file descriptors)",
+                    );
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(1),
+                        crate::protocol::packet::write_packet(&mut socket, 0, &err),
+                    )
+                    .await;
+                    tracing::debug!(%peer, "refused");
+                }
+                spare = std::fs::File::open("/dev/null").ok();
+                if spare.is_none() {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
             Err(e) => {
-                // Out of file descriptors and similar: say so and back off
-                // briefly instead of spinning.
+                // Say so and back off briefly instead of spinning.
                 tracing::error!(listener = %listener, error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
     }
+}
+
+/// EMFILE or ENFILE: the process or the system has no descriptor left.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24))
 }
