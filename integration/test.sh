@@ -67,6 +67,7 @@ run_client_test "tls and caching_sha2" python3 -m pytest -q -p no:cacheprovider 
 run_client_test "sysbench oltp_point_select" env SYSBENCH_TIME=5 integration/clients/sysbench.sh
 run_client_test "sysbench read/write split" env SYSBENCH_TIME=5 integration/clients/sysbench_routing.sh
 run_client_test "sysbench with a replica killed" integration/clients/sysbench_replica_kill.sh
+run_client_test "sysbench, 2,000 clients on a pool of 100 per server" integration/clients/sysbench_pool.sh
 
 if ! kill -0 "$proxy_pid" 2>/dev/null; then
     log "the proxy died during the client tests:"; cat "$proxy_log"; failed=$((failed + 1))

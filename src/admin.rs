@@ -127,6 +127,7 @@ fn respond(r: &Request, shared: &Arc<Shared>) -> (u16, &'static str, String) {
             }
         }
         "/backends" => (200, "application/json", backends_json(shared)),
+        "/pool" => (200, "application/json", pool_json(shared)),
         "/digests" => {
             let body = serde_json::to_string_pretty(&shared.digests.snapshot())
                 .unwrap_or_else(|_| "[]".into());
@@ -225,6 +226,47 @@ fn backends_json(shared: &Shared) -> String {
     serde_json::to_string_pretty(&views).unwrap_or_else(|_| "[]".into()) + "\n"
 }
 
+/// `GET /pool`: per backend, the connections sessions and the pool hold,
+/// and why sessions kept connections instead of sharing them.
+fn pool_json(shared: &Shared) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let config = shared.config.load();
+    let backends: Vec<serde_json::Value> = config
+        .backends
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| !b.removed)
+        .map(|(i, b)| {
+            let open = shared.backend_connections(i);
+            let stats = shared.pool.get(i);
+            let get = |f: fn(&crate::server::PoolBackend) -> u64| stats.map_or(0, f);
+            let idle = get(|s| s.idle.load(Relaxed) as u64);
+            serde_json::json!({
+                "name": b.name,
+                "connections": open,
+                "in_use": (open as u64).saturating_sub(idle),
+                "idle": idle,
+                "waiting": get(|s| s.waiting.load(Relaxed) as u64),
+                "max_connections": shared.backend_cap(&config, i),
+                "timeouts_total": get(|s| s.timeouts.load(Relaxed)),
+                "handoffs_total": get(|s| s.handoffs.load(Relaxed)),
+                "resets_total": get(|s| s.resets.load(Relaxed)),
+            })
+        })
+        .collect();
+    let bound: serde_json::Map<String, serde_json::Value> = crate::session::pool::Binding::ALL
+        .iter()
+        .map(|b| (b.as_str().to_string(), shared.pool.bound[*b as usize].load(Relaxed).into()))
+        .collect();
+    let body = serde_json::json!({
+        "multiplex": config.pool.multiplex,
+        "reuse": config.pool.keeps_connections(),
+        "backends": backends,
+        "kept_by_reason": bound,
+    });
+    serde_json::to_string_pretty(&body).unwrap_or_else(|_| "{}".into()) + "\n"
+}
+
 fn lag_source_name(source: crate::monitor::LagSource) -> &'static str {
     use crate::monitor::LagSource as L;
     match source {
@@ -251,6 +293,25 @@ fn update_gauges(shared: &Shared) {
         let lag = b.lag_ms.map_or(f64::NAN, |lag| lag as f64);
         metrics::gauge!(crate::telemetry::BACKEND_LAG_MS, "backend" => name).set(lag);
     }
+    use std::sync::atomic::Ordering::Relaxed;
+    let config = shared.config.load();
+    let mut idle_total = 0;
+    for (i, b) in config.backends.iter().enumerate() {
+        let Some(stats) = shared.pool.get(i) else { continue };
+        let idle = stats.idle.load(Relaxed);
+        idle_total += idle;
+        let in_use = shared.backend_connections(i).saturating_sub(idle);
+        let name = b.name.clone();
+        metrics::gauge!(crate::telemetry::POOL_CONNECTIONS, "backend" => name.clone(), "state" => "idle")
+            .set(idle as f64);
+        metrics::gauge!(crate::telemetry::POOL_CONNECTIONS, "backend" => name.clone(), "state" => "in_use")
+            .set(in_use as f64);
+        metrics::gauge!(crate::telemetry::POOL_WAITING, "backend" => name.clone())
+            .set(stats.waiting.load(Relaxed) as f64);
+        metrics::counter!(crate::telemetry::POOL_TIMEOUTS, "backend" => name)
+            .absolute(stats.timeouts.load(Relaxed));
+    }
+    shared.telemetry.pool_idle.set(idle_total as f64);
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use crate::protocol::messages;
 use crate::protocol::packet::{Cursor, FrameError, PacketReader, put_packet};
 use crate::relay::{self, Expect, Machine, Outcome};
 use mysql_common::constants::CapabilityFlags;
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -74,6 +75,11 @@ pub enum BackendError {
     /// The proxy holds `max_connections` to this backend already.
     #[error("backend {0} is at its max_connections ({1})")]
     AtCapacity(String, usize),
+    /// Every pooled connection to the backend stayed in use.
+    #[error(
+        "no connection to backend {backend} came free within pool_timeout ({waited:?}; {cap} connections in use)"
+    )]
+    PoolTimeout { backend: String, cap: usize, waited: Duration },
 }
 
 impl From<std::io::Error> for BackendError {
@@ -125,10 +131,70 @@ pub struct BackendConn {
     /// run, and its current database: a connection opened or used later
     /// than the session's SETs catches up before its next statement.
     pub applied_sets: usize,
+    /// Identifies those SETs (see `RoutingState::sets_hash`): a shared
+    /// connection whose SETs are not a prefix of the next session's is
+    /// reset first.
+    pub sets_hash: u64,
     pub database: Option<Vec<u8>>,
     /// GTID tracking is on: an OK without a GTID means nothing was logged.
     pub tracks_gtids: bool,
+    /// When the connection was opened (for `[pool] max_lifetime`).
+    pub opened: std::time::Instant,
+    /// Statements prepared on this connection by text, kept for every
+    /// session that uses it (multiplexing); statements not cached are the
+    /// session's own.
+    pub prepared: Option<PreparedCache>,
     scratch: Vec<u8>,
+}
+
+/// Statements prepared on one shared connection: text to the server's id,
+/// at most [`PreparedCache::MAX`], the least recently used closed first.
+#[derive(Debug, Default)]
+pub struct PreparedCache {
+    by_text: HashMap<Vec<u8>, (u32, u64)>,
+    clock: u64,
+}
+
+impl PreparedCache {
+    pub const MAX: usize = 128;
+
+    /// The server's id for `sql`, if prepared here.
+    pub fn get(&mut self, sql: &[u8]) -> Option<u32> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.by_text.get_mut(sql).map(|(id, used)| {
+            *used = clock;
+            *id
+        })
+    }
+
+    /// Records `sql` as prepared with `id`; returns ids to close: one
+    /// replaced for the same text, and the least recently used when full.
+    pub fn insert(&mut self, sql: &[u8], id: u32) -> Vec<u32> {
+        self.clock += 1;
+        let mut close = Vec::new();
+        if let Some((old, _)) = self.by_text.insert(sql.to_vec(), (id, self.clock))
+            && old != id
+        {
+            close.push(old);
+        }
+        if self.by_text.len() > Self::MAX
+            && let Some(oldest) =
+                self.by_text.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone())
+            && let Some((old, _)) = self.by_text.remove(&oldest)
+        {
+            close.push(old);
+        }
+        close
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_text.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_text.is_empty()
+    }
 }
 
 /// Reads a server greeting from `addr` without logging in: used to learn
@@ -247,8 +313,11 @@ impl BackendConn {
             thread_id: greeting.connection_id,
             greeting,
             applied_sets: 0,
+            sets_hash: 0,
             database: login.database.clone(),
             tracks_gtids: false,
+            opened: std::time::Instant::now(),
+            prepared: None,
             scratch: Vec::new(),
         };
         conn.write_payload(seq.wrapping_add(1), &body).await?;
@@ -410,6 +479,56 @@ impl BackendConn {
             self.reader.read_packet(&mut self.stream, &mut packet, CONTROL_PACKET_LIMIT).await?;
         }
         Ok(id)
+    }
+
+    /// Prepares `sql` unless this connection's cache has it; statements
+    /// the cache replaces or evicts are closed.
+    /// Returns the id and the ids closed on the way.
+    pub async fn prepare_cached(&mut self, sql: &[u8]) -> Result<(u32, Vec<u32>), BackendError> {
+        if let Some(id) = self.prepared.as_mut().and_then(|c| c.get(sql)) {
+            return Ok((id, Vec::new()));
+        }
+        let id = self.prepare_own(sql).await?;
+        let closed = self.remember_prepared(sql, id).await?;
+        Ok((id, closed))
+    }
+
+    /// Adds a statement prepared here to the cache (when there is one),
+    /// closing what it replaces or evicts; returns the closed ids.
+    pub async fn remember_prepared(
+        &mut self,
+        sql: &[u8],
+        id: u32,
+    ) -> Result<Vec<u32>, BackendError> {
+        let Some(cache) = self.prepared.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let closed = cache.insert(sql, id);
+        for old in &closed {
+            let mut close = vec![crate::protocol::command::STMT_CLOSE];
+            close.extend_from_slice(&old.to_le_bytes());
+            self.write_payload(0, &close).await?;
+        }
+        Ok(closed)
+    }
+
+    /// COM_RESET_CONNECTION: the server forgets the connection's session
+    /// state (variables, temporary tables, prepared statements, locks);
+    /// GTID tracking is turned on again.
+    pub async fn reset(&mut self) -> Result<(), BackendError> {
+        self.run_own(&[crate::protocol::command::RESET_CONNECTION]).await?;
+        self.applied_sets = 0;
+        self.sets_hash = 0;
+        // Whether the current database survives differs between servers:
+        // treat it as unknown (a session that has one selects it again).
+        self.database = None;
+        if let Some(cache) = self.prepared.as_mut() {
+            *cache = PreparedCache::default();
+        }
+        if self.tracks_gtids {
+            self.enable_gtid_tracking().await?;
+        }
+        Ok(())
     }
 
     /// Whether the server is MariaDB (GTIDs, waits and tracking differ).

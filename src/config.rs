@@ -571,35 +571,74 @@ fn default_backoff() -> Duration {
     Duration::from_secs(2)
 }
 
-/// Backend connections kept after their session ends, reset, for the next
-/// session of the same user, database and client capabilities (kept per
-/// worker thread). Not multiplexing: a session still holds its own
-/// connections while it lives.
+/// Backend connections shared between client sessions (kept per worker
+/// thread: a connection serves sessions of the thread that opened it).
+///
+/// With `multiplex`, a session gives its connections back after every
+/// command unless state lives on them (a transaction, temporary tables,
+/// locks, user variables, SQL-level prepared statements, open cursors...);
+/// with only `reuse`, it gives them back when it ends.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
+    /// Share backend connections between sessions statement by statement.
+    #[serde(default)]
+    pub multiplex: bool,
     /// Keep connections (COM_RESET_CONNECTION, then kept) instead of
-    /// closing them when a session ends.
+    /// closing them when a session ends (implied by `multiplex`).
     #[serde(default)]
     pub reuse: bool,
-    /// Kept connections per worker thread at most (the oldest goes first).
+    /// With `multiplex`: connections the proxy opens to each backend at
+    /// most, idle ones included (a backend's own `max_connections`, when
+    /// lower, wins); 0 = no limit.
+    #[serde(default = "default_pool_max_per_backend")]
+    pub max_connections_per_backend: usize,
+    /// How long a statement waits for a free connection when its backend's
+    /// connections are all in use, before ERROR 1040.
+    #[serde(default = "default_pool_timeout", with = "duration")]
+    pub pool_timeout: Duration,
+    /// Idle connections per worker thread at most (the oldest goes first);
+    /// with `multiplex`, the per-backend limit bounds them instead.
     #[serde(default = "default_pool_max_idle")]
     pub max_idle: usize,
-    /// A kept connection unused this long is closed.
+    /// An idle connection unused this long is closed.
     #[serde(default = "default_pool_idle_timeout", with = "duration")]
     pub idle_timeout: Duration,
+    /// A connection older than this is closed instead of being reused.
+    #[serde(default = "default_pool_max_lifetime", with = "duration")]
+    pub max_lifetime: Duration,
+}
+
+impl PoolConfig {
+    /// Whether connections outlive the session that opened them.
+    pub fn keeps_connections(&self) -> bool {
+        self.reuse || self.multiplex
+    }
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
+            multiplex: false,
             reuse: false,
+            max_connections_per_backend: default_pool_max_per_backend(),
+            pool_timeout: default_pool_timeout(),
             max_idle: default_pool_max_idle(),
             idle_timeout: default_pool_idle_timeout(),
+            max_lifetime: default_pool_max_lifetime(),
         }
     }
 }
 
+fn default_pool_max_per_backend() -> usize {
+    100
+}
+fn default_pool_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_pool_max_lifetime() -> Duration {
+    Duration::from_secs(3600)
+}
 fn default_pool_max_idle() -> usize {
     64
 }

@@ -31,7 +31,7 @@ pub fn backend_reply(e: &BackendError, name: &str, addr: &str) -> ClientReply {
             state: "28000".into(),
             message: format!("rwsplit cannot log in to backend {name}: {e}"),
         },
-        BackendError::AtCapacity(..) => ClientReply {
+        BackendError::AtCapacity(..) | BackendError::PoolTimeout { .. } => ClientReply {
             code: 1040,
             state: "08004".into(),
             message: format!("Too many connections (rwsplit: {e})"),

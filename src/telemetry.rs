@@ -21,6 +21,10 @@ pub const SESSION_PINS: &str = "rwsplit_session_pins_total";
 pub const MONITOR_FAILURES: &str = "rwsplit_monitor_consecutive_failures";
 pub const POOL_IDLE: &str = "rwsplit_pool_idle_connections";
 pub const POOL_REUSED: &str = "rwsplit_pool_reused_total";
+pub const POOL_BOUND: &str = "rwsplit_pool_bound_total";
+pub const POOL_CONNECTIONS: &str = "rwsplit_pool_connections";
+pub const POOL_WAITING: &str = "rwsplit_pool_waiting";
+pub const POOL_TIMEOUTS: &str = "rwsplit_pool_timeouts_total";
 
 /// How often histogram samples are folded into their summaries.
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -82,11 +86,27 @@ fn describe() {
         "Writes that pinned their session's reads to the primary (pin mode, or a write whose GTID is unknown)"
     );
     metrics::describe_gauge!(MONITOR_FAILURES, "Failed monitor probes in a row, by backend");
-    metrics::describe_gauge!(
-        POOL_IDLE,
-        "Backend connections kept for later sessions ([pool] reuse)"
+    metrics::describe_gauge!(POOL_IDLE, "Backend connections idle in the pool, all backends");
+    metrics::describe_counter!(
+        POOL_REUSED,
+        "Backend connections taken from the pool instead of opened"
     );
-    metrics::describe_counter!(POOL_REUSED, "Sessions that got a kept backend connection");
+    metrics::describe_counter!(
+        POOL_BOUND,
+        "Commands after which a session kept a connection instead of giving it back, by reason"
+    );
+    metrics::describe_gauge!(
+        POOL_CONNECTIONS,
+        "Connections the proxy's sessions and pool hold to each backend, by state (in_use, idle)"
+    );
+    metrics::describe_gauge!(
+        POOL_WAITING,
+        "Statements waiting for a pooled connection, by backend"
+    );
+    metrics::describe_counter!(
+        POOL_TIMEOUTS,
+        "Waits for a pooled connection that ended in an error after pool_timeout, by backend"
+    );
 }
 
 /// Every reason a route can have, for building handles up front.
@@ -129,6 +149,8 @@ pub struct Telemetry {
     pub session_pins: Counter,
     pub pool_idle: Gauge,
     pub pool_reused: Counter,
+    /// By [`crate::session::pool::Binding`] in `ALL` order.
+    pool_bound: Vec<Counter>,
 }
 
 impl Telemetry {
@@ -153,6 +175,10 @@ impl Telemetry {
             session_pins: metrics::counter!(SESSION_PINS),
             pool_idle: metrics::gauge!(POOL_IDLE),
             pool_reused: metrics::counter!(POOL_REUSED),
+            pool_bound: crate::session::pool::Binding::ALL
+                .iter()
+                .map(|b| metrics::counter!(POOL_BOUND, "reason" => b.as_str()))
+                .collect(),
         }
     }
 
@@ -160,6 +186,11 @@ impl Telemetry {
     pub fn route(&self, reason: Reason) {
         // REASONS lists the variants in declaration order (checked by a test).
         self.routes[reason as usize].increment(1);
+    }
+
+    /// Counts a command after which a session kept a connection.
+    pub fn pool_bound(&self, reason: crate::session::pool::Binding) {
+        self.pool_bound[reason as usize].increment(1);
     }
 
     /// Records a statement's time on backend `idx`.

@@ -435,8 +435,10 @@ async fn a_replica_killed_under_read_load_costs_no_read() {
     wait_reads(at_kill + 300).await;
     lab(&["up"]);
     let admin_addr = proxy.admin.unwrap();
+    // Healthy is not enough to take reads: its lag must be known again.
     wait_backends(admin_addr, Duration::from_secs(20), |j| {
         j.as_array().is_some_and(|a| a.iter().all(|b| b["healthy"] == true))
+            && j[1]["eligible"] == true
     })
     .await;
     let at_restart = reads.load(Ordering::Relaxed);

@@ -3,7 +3,7 @@
 
 use super::Shared;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,68 @@ use std::time::{Duration, Instant};
 pub struct BackendSlot {
     pub(super) shared: Arc<Shared>,
     pub(super) idx: usize,
+    /// The session worker whose share of the pool it counts against.
+    pub(super) worker: Option<usize>,
+}
+
+impl BackendSlot {
+    /// The proxy this place belongs to.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+/// Session workers whose pool shares are counted (beyond, they share the
+/// last count).
+pub const MAX_WORKERS: usize = 64;
+
+/// Per backend position: what the connection pool is doing.
+#[derive(Debug)]
+pub struct PoolStats {
+    backends: Vec<PoolBackend>,
+    /// Commands after which a session kept a connection, by reason (in
+    /// `Binding::ALL` order).
+    pub bound: Vec<AtomicU64>,
+}
+
+#[derive(Debug)]
+pub struct PoolBackend {
+    /// Connections idle in the pools of every worker thread.
+    pub idle: AtomicUsize,
+    /// Statements waiting for a connection.
+    pub waiting: AtomicUsize,
+    /// Waits that ended in ERROR 1040 after `pool_timeout`.
+    pub timeouts: AtomicU64,
+    /// Connections handed from one session to another.
+    pub handoffs: AtomicU64,
+    /// Connections open per session worker (each worker has its own pool,
+    /// and its share of the backend's cap).
+    pub by_worker: Vec<AtomicUsize>,
+    /// Handoffs that had to reset the connection (another session's
+    /// state on it) rather than send nothing or a few SETs.
+    pub resets: AtomicU64,
+}
+
+impl PoolStats {
+    pub fn new(positions: usize) -> PoolStats {
+        PoolStats {
+            backends: (0..positions)
+                .map(|_| PoolBackend {
+                    idle: AtomicUsize::new(0),
+                    waiting: AtomicUsize::new(0),
+                    timeouts: AtomicU64::new(0),
+                    handoffs: AtomicU64::new(0),
+                    by_worker: (0..MAX_WORKERS).map(|_| AtomicUsize::new(0)).collect(),
+                    resets: AtomicU64::new(0),
+                })
+                .collect(),
+            bound: crate::session::pool::Binding::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    pub fn get(&self, backend: usize) -> Option<&PoolBackend> {
+        self.backends.get(backend)
+    }
 }
 
 impl Drop for BackendSlot {
@@ -19,6 +81,11 @@ impl Drop for BackendSlot {
         if let Some((open, freed)) = self.shared.backend_open.get(self.idx) {
             open.fetch_sub(1, Ordering::AcqRel);
             freed.notify_one();
+        }
+        if let Some(w) = self.worker
+            && let Some(n) = self.shared.pool.get(self.idx).and_then(|s| s.by_worker.get(w))
+        {
+            n.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }

@@ -28,11 +28,20 @@ impl SessionWorkers {
         for i in 0..n.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             handles.push(runtime.handle().clone());
-            std::thread::Builder::new()
-                .name(format!("rwsplit-worker-{i}"))
-                .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+            std::thread::Builder::new().name(format!("rwsplit-worker-{i}")).spawn(move || {
+                WORKER.set(i);
+                runtime.block_on(std::future::pending::<()>())
+            })?;
         }
         Ok(SessionWorkers { handles, next: std::sync::atomic::AtomicUsize::new(0) })
+    }
+
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
     }
 
     /// The next worker, round robin.
@@ -40,6 +49,17 @@ impl SessionWorkers {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
         &self.handles[i]
     }
+}
+
+thread_local! {
+    /// The index of the session worker running on this thread (0 on any
+    /// other thread).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The index of the session worker this code runs on (0 outside workers).
+pub fn current_worker() -> usize {
+    WORKER.get()
 }
 
 /// What a session needs to know about the listener that accepted it.

@@ -10,8 +10,8 @@ mod limits;
 mod listeners;
 mod outages;
 
-pub use limits::{BackendSlot, LoginThrottle, UserSessions, UserSlot};
-pub use listeners::{ListenerCtx, Listeners, SessionWorkers};
+pub use limits::{BackendSlot, LoginThrottle, PoolBackend, PoolStats, UserSessions, UserSlot};
+pub use listeners::{ListenerCtx, Listeners, SessionWorkers, current_worker};
 
 use crate::backend;
 use crate::classify::Tier2Cache;
@@ -131,6 +131,8 @@ pub struct Shared {
     backend_open: Vec<(std::sync::atomic::AtomicUsize, Notify)>,
     /// Backends the monitor found down, for statements waiting on them.
     pub outages: Arc<outages::Outages>,
+    /// Idle, waiting and timed-out counts of the connection pool.
+    pub pool: PoolStats,
     /// Parser-tier verdicts by statement digest.
     pub tier2: Tier2Cache,
     pub backoff: Backoff,
@@ -177,6 +179,7 @@ impl Shared {
         }
         Arc::new(Shared {
             outages,
+            pool: PoolStats::new(names.len().max(64)),
             topology,
             monitor,
             picker: Picker::new(),
@@ -283,6 +286,60 @@ impl Shared {
         }
     }
 
+    /// The most connections sessions may hold to backend `idx`: its own
+    /// `max_connections` and, when multiplexing, the pool's limit.
+    pub fn backend_cap(&self, config: &Config, idx: usize) -> Option<usize> {
+        let own = config.backends.get(idx).and_then(|b| b.max_connections);
+        let pool = config.pool.max_connections_per_backend;
+        match (own, config.pool.multiplex && pool > 0) {
+            (Some(own), true) => Some(own.min(pool)),
+            (None, true) => Some(pool),
+            (own, false) => own,
+        }
+    }
+
+    /// A place for one more connection to backend `idx` now, if its cap
+    /// allows. When multiplexing, each session worker has an equal share
+    /// of the pool's cap (its connections serve only its sessions).
+    pub fn try_backend_slot(self: &Arc<Self>, idx: usize) -> Option<BackendSlot> {
+        let (open, _) = self.backend_open.get(idx)?;
+        let config = self.config.load();
+        let cap = self.backend_cap(&config, idx);
+        let share = match (config.pool.multiplex, cap) {
+            (true, Some(cap)) => {
+                let workers = self.session_workers.get().map_or(1, |w| w.len().max(1));
+                let worker = listeners::current_worker().min(limits::MAX_WORKERS - 1);
+                let counted = self.pool.get(idx)?.by_worker.get(worker)?;
+                let share = cap.div_ceil(workers);
+                counted
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < share).then_some(n + 1)
+                    })
+                    .ok()?;
+                Some(worker)
+            }
+            _ => None,
+        };
+        let taken = open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            cap.is_none_or(|cap| n < cap).then_some(n + 1)
+        });
+        if taken.is_err() {
+            // Give the worker's share back.
+            if let Some(w) = share
+                && let Some(n) = self.pool.get(idx).and_then(|s| s.by_worker.get(w))
+            {
+                n.fetch_sub(1, Ordering::AcqRel);
+            }
+            return None;
+        }
+        Some(BackendSlot { shared: self.clone(), idx, worker: share })
+    }
+
+    /// Woken when a connection to backend `idx` closes.
+    pub fn backend_freed(&self, idx: usize) -> Option<&Notify> {
+        self.backend_open.get(idx).map(|(_, freed)| freed)
+    }
+
     /// A place for one more connection to backend `idx` under its
     /// `max_connections`, waiting up to `wait` for one to free up.
     pub async fn backend_slot(
@@ -294,7 +351,7 @@ impl Shared {
         let Some((open, freed)) = self.backend_open.get(idx) else {
             return Err(crate::backend::BackendError::Protocol(format!("no backend {idx}")));
         };
-        let cap = config.backends.get(idx).and_then(|b| b.max_connections);
+        let cap = self.backend_cap(&config, idx);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let waiting = freed.notified();
@@ -302,7 +359,7 @@ impl Shared {
                 cap.is_none_or(|cap| n < cap).then_some(n + 1)
             });
             if taken.is_ok() {
-                return Ok(BackendSlot { shared: self.clone(), idx });
+                return Ok(BackendSlot { shared: self.clone(), idx, worker: None });
             }
             if tokio::time::timeout_at(deadline, waiting).await.is_err() {
                 let name = config.backends.get(idx).map_or("?", |b| b.name.as_str());

@@ -130,8 +130,10 @@ impl Session {
     /// holds and forgets the session's prepared statements.
     async fn on_reset_connection(&mut self) -> Result<Next, SessionError> {
         for idx in 0..self.backends.len() {
+            // Reset, with GTID tracking turned on again (the reset turned
+            // it off, and read-your-writes needs it).
             if let Some(conn) = self.backends[idx].as_mut()
-                && conn.run_own(&[cmd::RESET_CONNECTION]).await.is_err()
+                && conn.reset().await.is_err()
             {
                 self.drop_backend(idx);
             }

@@ -9,8 +9,8 @@ mod commands;
 pub mod consistency;
 mod kill;
 pub mod login;
+pub mod pool;
 pub mod prepared;
-mod reuse;
 pub mod routing;
 mod statements;
 
@@ -120,6 +120,7 @@ pub async fn serve(
         user_slot: logged_in.slot,
         stats: SessionStats::new(),
         between_commands: true,
+        last_threads: Vec::new(),
         view: View {
             primary: shared.primary_index(&config),
             max_query_time: max_query_time(&config, &logged_in.login.user),
@@ -268,6 +269,9 @@ pub(crate) struct Session {
     /// No command is running: every backend connection is idle (so it
     /// may be kept for a later session when this one ends).
     pub between_commands: bool,
+    /// The server thread of the connection last given back to the pool,
+    /// per backend: taken again first when still idle.
+    pub last_threads: Vec<Option<u32>>,
 }
 
 /// What a command reads of the shared, reloadable state.
@@ -360,11 +364,18 @@ impl Session {
                 Err(_) => return,
             }
             self.refresh_view();
+            let multiplex = self.view.config.pool.multiplex;
+            if multiplex {
+                self.give_back_unasked();
+            }
             self.between_commands = false;
             let done = self.dispatch().await;
             // Only a command that ran to its end leaves the backend
             // connections with nothing in flight.
             self.between_commands = done.is_ok();
+            if multiplex && self.between_commands {
+                self.give_back_unbound();
+            }
             match done {
                 Ok(Next::Continue) => {}
                 Ok(Next::Quit) => return,
@@ -489,32 +500,35 @@ impl Session {
             })?;
             let tls = self.shared.backend_tls.load_full();
             let tls = tls.as_ref().as_ref().map_err(|e| BackendError::Tls(e.clone()))?;
-            let kept = match config.pool.reuse {
-                true => self.kept_connection(idx, &addr, tls.is_some()).await,
-                false => None,
+            if config.pool.keeps_connections() {
+                // Shared connections: waiting for one is bounded by
+                // pool_timeout when multiplexing; otherwise as below.
+                let wait = if config.pool.multiplex {
+                    config.pool.pool_timeout
+                } else if idx == self.primary() {
+                    config.timeouts.connect
+                } else {
+                    std::time::Duration::ZERO
+                };
+                let conn = self.checkout(idx, &addr, tls.as_ref(), wait).await?;
+                self.backends[idx] = Some(conn);
+                return Ok(self.backends[idx].as_mut().expect("just taken"));
+            }
+            // At the backend's max_connections, the primary's work waits
+            // for a connection to close; a replica read goes elsewhere.
+            let wait = if idx == self.primary() {
+                config.timeouts.connect
+            } else {
+                std::time::Duration::ZERO
             };
-            let (mut conn, slot) = match kept {
-                Some(kept) => kept,
-                None => {
-                    // At the backend's max_connections, the primary's work
-                    // waits for a connection to close; a replica read goes
-                    // elsewhere.
-                    let wait = if idx == self.primary() {
-                        config.timeouts.connect
-                    } else {
-                        std::time::Duration::ZERO
-                    };
-                    let slot = self.shared.backend_slot(idx, wait).await?;
-                    let conn = BackendConn::connect_with(
-                        &addr,
-                        &self.login,
-                        config.timeouts.connect,
-                        tls.as_ref(),
-                    )
-                    .await?;
-                    (conn, slot)
-                }
-            };
+            let slot = self.shared.backend_slot(idx, wait).await?;
+            let mut conn = BackendConn::connect_with(
+                &addr,
+                &self.login,
+                config.timeouts.connect,
+                tls.as_ref(),
+            )
+            .await?;
             if self.multi_statements_off {
                 conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
             }
@@ -553,13 +567,19 @@ impl Session {
             *slot = None;
         }
         self.stmts.forget_backend(idx);
+        if let Some(pinned) = self.routing.pinned.get_mut(idx) {
+            *pinned = false;
+        }
+        if self.routing.next_statement == Some(idx) {
+            self.routing.next_statement = None;
+        }
     }
 
     /// Closes every backend connection politely (COM_QUIT).
     pub async fn close_backends(&mut self) {
         let config = self.config();
         for idx in 0..self.backends.len() {
-            if config.pool.reuse
+            if config.pool.keeps_connections()
                 && self.between_commands
                 && !self.multi_statements_off
                 && self.keep_connection(idx).await

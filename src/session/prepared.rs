@@ -110,6 +110,24 @@ impl StmtTable {
         }
     }
 
+    /// Forgets where statements were prepared on `backend` with the
+    /// server's id `id` (closed there).
+    pub fn forget_backend_id(&mut self, backend: usize, id: u32) {
+        for s in self.map.values_mut() {
+            s.on.retain(|o| o.backend != backend || o.id != id);
+        }
+    }
+
+    /// Whether a statement has an open cursor on `backend`.
+    pub fn holds(&self, backend: usize) -> bool {
+        !self.map.is_empty() && self.map.values().any(|s| s.cursor_backend == Some(backend))
+    }
+
+    /// Whether long data waits for a statement's next execute.
+    pub fn long_data(&self) -> bool {
+        !self.map.is_empty() && self.map.values().any(|s| s.long_data)
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -34,6 +34,25 @@ pub struct RoutingState {
     /// SET statements (COM_QUERY payloads) that succeeded on the primary and
     /// are replayed on other backends before they run the session's reads.
     pub sets: Vec<Vec<u8>>,
+    /// `set_hashes[i]` identifies `sets[..=i]` (see `pool::chain_hash`): a
+    /// shared connection carries the hash of the SETs it ran.
+    pub set_hashes: Vec<u64>,
+    /// Per backend: state the proxy does not track (user variables, user
+    /// locks...) lives on the session's connection there.
+    pub pinned: Vec<bool>,
+    /// The backend whose connection the next statement may ask about
+    /// (LAST_INSERT_ID(), warnings...).
+    pub next_statement: Option<usize>,
+}
+
+impl RoutingState {
+    /// The hash of the first `n` recorded SETs (0 for none).
+    pub fn hash_of_first(&self, n: usize) -> u64 {
+        match n {
+            0 => 0,
+            n => self.set_hashes.get(n - 1).copied().unwrap_or(u64::MAX),
+        }
+    }
 }
 
 fn unqualified(name: &str) -> &str {
@@ -125,7 +144,12 @@ impl Session {
                 Ok(()) => return Ok(idx),
                 Err(e) if idx != primary && route.target == Target::AnyReplica => {
                     tracing::warn!(id = self.id, backend = idx, error = %e, "replica unusable, reading elsewhere");
-                    if !matches!(e, BackendError::Server { .. } | BackendError::AtCapacity(..)) {
+                    if !matches!(
+                        e,
+                        BackendError::Server { .. }
+                            | BackendError::AtCapacity(..)
+                            | BackendError::PoolTimeout { .. }
+                    ) {
                         self.shared.backoff.mark_down(idx, retry_after);
                     }
                     self.drop_backend(idx);
@@ -164,9 +188,11 @@ impl Session {
             for i in start..sets_total {
                 let payload = self.routing.sets[i].clone();
                 retrack |= mentions_session_tracking(&String::from_utf8_lossy(&payload));
+                let hash = self.routing.hash_of_first(i + 1);
                 let conn = self.backends[idx].as_mut().expect("open");
                 conn.run_own(&payload).await?;
                 conn.applied_sets = i + 1;
+                conn.sets_hash = hash;
             }
             if retrack {
                 self.backends[idx].as_mut().expect("open").enable_gtid_tracking().await?;
@@ -195,6 +221,7 @@ impl Session {
         // Any statement on the primary may end a write: COMMIT carries the
         // transaction's GTID, and so does an implicit commit (SET
         // autocommit = 1, DDL).
+        self.note_connection_state(info, idx, outcome);
         let has_gtid = crate::protocol::session_state::gtid(&outcome.session_state).is_some();
         if idx == primary && (router::is_write(info) || has_gtid) {
             self.remember_write(idx, outcome);
@@ -244,14 +271,20 @@ impl Session {
     fn record_set(&mut self, idx: usize) {
         if self.routing.sets.len() >= MAX_RECORDED_SETS {
             // A session that keeps issuing SETs: keep the proxy's memory
-            // bounded by pinning its reads to the primary instead.
+            // bounded by pinning its reads to the primary instead (and its
+            // connection there, which alone has the SETs).
             self.routing.wrote = true;
+            self.pin(idx);
             return;
         }
+        let hash =
+            super::pool::chain_hash(self.routing.hash_of_first(self.routing.sets.len()), &self.cmd);
         self.routing.sets.push(self.cmd.clone());
+        self.routing.set_hashes.push(hash);
         let n = self.routing.sets.len();
         if let Some(conn) = self.backends.get_mut(idx).and_then(Option::as_mut) {
             conn.applied_sets = n;
+            conn.sets_hash = hash;
         }
     }
 
@@ -261,7 +294,47 @@ impl Session {
         self.routing = RoutingState::default();
         for conn in self.backends.iter_mut().flatten() {
             conn.applied_sets = 0;
+            conn.sets_hash = 0;
         }
+    }
+
+    /// Keeps the session's connection to `idx` for as long as it lives:
+    /// state the proxy cannot carry to another connection is on it.
+    pub(super) fn pin(&mut self, idx: usize) {
+        let pinned = &mut self.routing.pinned;
+        if pinned.len() <= idx {
+            pinned.resize(idx + 1, false);
+        }
+        pinned[idx] = true;
+    }
+
+    /// Remembers what a statement that ran on `idx` left on that
+    /// connection for the pool: untracked state pins it to the session,
+    /// and its results may be asked about by the next statement.
+    pub(super) fn note_connection_state(
+        &mut self,
+        info: &StatementInfo,
+        idx: usize,
+        outcome: &Outcome,
+    ) {
+        use crate::classify::Flags;
+        let untracked = info.flags.intersects(Flags::USER_VAR_ASSIGN | Flags::SIDE_EFFECT_FUNC)
+            || matches!(
+                info.kind,
+                StatementKind::SetUserVar
+                    | StatementKind::Handler
+                    | StatementKind::Xa
+                    | StatementKind::Unknown
+            );
+        if untracked {
+            self.pin(idx);
+        }
+        let leaves_results = outcome.warnings > 0
+            || outcome.affected_rows > 0
+            || outcome.last_insert_id != 0
+            || outcome.error.is_some()
+            || info.flags.contains(Flags::SQL_CALC_FOUND_ROWS);
+        self.routing.next_statement = leaves_results.then_some(idx);
     }
 
     /// Runs a classified COM_QUERY where the router says.

@@ -57,6 +57,7 @@ impl Session {
             }
         };
         let mut left = 0;
+        let mut pooled = None;
         if first.first() == Some(&0x00) && first.len() >= 12 {
             let backend_id = u32::from_le_bytes([first[1], first[2], first[3], first[4]]);
             let columns = u16::from_le_bytes([first[5], first[6]]);
@@ -76,6 +77,7 @@ impl Session {
             });
             first[1..5].copy_from_slice(&id.to_le_bytes());
             left = Machine::prepare_packets(params, columns, caps);
+            pooled = Some(backend_id);
         }
         let mut out = Vec::with_capacity(first.len() + 4);
         put_packet(&mut out, seq, &first);
@@ -84,6 +86,20 @@ impl Session {
             self.relay_from(target, Expect::Prepare { left }).await?;
         } else {
             self.client.flush().await?;
+        }
+        // A shared connection's cache owns the statement from now on.
+        if let Some(backend_id) = pooled
+            && let Some(conn) = self.backends.get_mut(target).and_then(Option::as_mut)
+            && conn.prepared.is_some()
+        {
+            match conn.remember_prepared(&self.cmd[1..], backend_id).await {
+                Ok(closed) => {
+                    for old in closed {
+                        self.stmts.forget_backend_id(target, old);
+                    }
+                }
+                Err(_) => self.drop_backend(target),
+            }
         }
         Ok(Next::Continue)
     }
@@ -113,7 +129,10 @@ impl Session {
         }
         let sql = self.stmts.get(id).map(|s| s.sql.clone()).unwrap_or_default();
         let conn = self.backend(idx).await?;
-        let backend_id = conn.prepare_own(&sql).await?;
+        let (backend_id, closed) = conn.prepare_cached(&sql).await?;
+        for old in closed {
+            self.stmts.forget_backend_id(idx, old);
+        }
         if let Some(s) = self.stmts.get_mut(id) {
             s.on.push(OnBackend { backend: idx, id: backend_id, types_sent: false });
         }
@@ -357,8 +376,10 @@ impl Session {
                 self.drop_backend(o.backend);
             }
         }
-        let Some(backend_id) = self.stmts.get(id).and_then(|s| s.backend_id(main)) else {
-            return self.unknown_stmt("mysqld_stmt_reset").await;
+        // A shared connection given back since has its own id for it.
+        let backend_id = match self.prepared_on(id, main).await {
+            Ok(b) => b,
+            Err(e) => return self.reply_backend_error(main, &e).await,
         };
         self.cmd[1..5].copy_from_slice(&backend_id.to_le_bytes());
         self.forward_stmt(id, main, backend_id, Expect::Result).await?;
@@ -393,7 +414,9 @@ impl Session {
         for o in stmt.on {
             let mut payload = vec![cmd::STMT_CLOSE];
             payload.extend_from_slice(&o.id.to_le_bytes());
+            // On a shared connection the statement stays in its cache.
             if let Some(conn) = self.backends.get_mut(o.backend).and_then(Option::as_mut)
+                && conn.prepared.is_none()
                 && conn.write_payload(0, &payload).await.is_err()
             {
                 self.drop_backend(o.backend);

@@ -1,0 +1,731 @@
+//! Backend connections shared between client sessions (`[pool]`).
+//!
+//! Idle connections are kept per worker thread: a connection's socket is
+//! registered with the runtime of the thread that opened it, so it only
+//! serves sessions running there. What a connection must match to serve a
+//! session is its [`Key`] (user, capabilities, collation, TLS); the rest of
+//! the session's tracked state (database, recorded SETs) travels with the
+//! connection and is brought up to date when a session takes it: nothing
+//! to send when it matches, the missing SETs when the connection's are a
+//! prefix of the session's, else COM_RESET_CONNECTION and a replay.
+//!
+//! With `multiplex`, a session gives its connections back after every
+//! command unless state that the proxy cannot carry lives on them
+//! ([`Binding`]); with only `reuse`, when it ends (reset first). The
+//! number of connections to a backend is capped (`BackendSlot`); a
+//! statement that finds them all in use waits up to `pool_timeout`.
+
+use super::Session;
+use crate::backend::{BackendConn, BackendError};
+use crate::protocol::status;
+use crate::server::BackendSlot;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// What a connection must match to serve a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    /// The proxy instance (tests run several in one process).
+    pub proxy: usize,
+    pub backend: usize,
+    pub address: String,
+    pub user: Vec<u8>,
+    pub collation: u8,
+    pub capabilities: u32,
+    pub mariadb_caps: u32,
+    pub tracks_gtids: bool,
+    pub tls: bool,
+}
+
+/// Why a session keeps a connection after a command instead of giving it
+/// back: state that lives on that connection only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    Transaction,
+    ReadOnlyTransaction,
+    LockedTables,
+    TemporaryTables,
+    /// SQL-level PREPARE.
+    SqlPrepared,
+    /// A server-side cursor is open, or long data waits for its execute.
+    Cursor,
+    /// User variables, user locks (GET_LOCK) and other state the proxy does
+    /// not track, or more SETs than it records.
+    SessionState,
+    /// COM_SET_OPTION turned multi-statements off.
+    MultiStatementsOff,
+    /// The next statement may ask about this one (LAST_INSERT_ID(),
+    /// ROW_COUNT(), FOUND_ROWS(), SHOW WARNINGS): kept until it arrives.
+    NextStatement,
+}
+
+impl Binding {
+    pub const ALL: [Binding; 9] = [
+        Binding::Transaction,
+        Binding::ReadOnlyTransaction,
+        Binding::LockedTables,
+        Binding::TemporaryTables,
+        Binding::SqlPrepared,
+        Binding::Cursor,
+        Binding::SessionState,
+        Binding::MultiStatementsOff,
+        Binding::NextStatement,
+    ];
+
+    /// Stable name for metrics and the admin port.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Binding::Transaction => "transaction",
+            Binding::ReadOnlyTransaction => "read_only_transaction",
+            Binding::LockedTables => "locked_tables",
+            Binding::TemporaryTables => "temporary_tables",
+            Binding::SqlPrepared => "sql_prepared",
+            Binding::Cursor => "cursor",
+            Binding::SessionState => "session_state",
+            Binding::MultiStatementsOff => "multi_statements_off",
+            Binding::NextStatement => "next_statement",
+        }
+    }
+}
+
+/// What decides whether a session keeps its connection to one backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BindingInputs {
+    pub in_transaction: bool,
+    /// This backend holds the open transaction.
+    pub transaction_here: bool,
+    pub read_only_transaction_here: bool,
+    pub is_primary: bool,
+    pub locked_tables: bool,
+    pub temporary_tables: bool,
+    pub sql_prepared: bool,
+    pub cursor_here: bool,
+    pub pinned_here: bool,
+    pub multi_statements_off: bool,
+    pub next_statement_here: bool,
+}
+
+/// Why the connection must stay with the session, if it must.
+pub fn binding(i: &BindingInputs) -> Option<Binding> {
+    if i.multi_statements_off {
+        return Some(Binding::MultiStatementsOff);
+    }
+    if i.in_transaction && i.transaction_here {
+        return Some(Binding::Transaction);
+    }
+    if i.read_only_transaction_here {
+        return Some(Binding::ReadOnlyTransaction);
+    }
+    if i.pinned_here {
+        return Some(Binding::SessionState);
+    }
+    if i.cursor_here {
+        return Some(Binding::Cursor);
+    }
+    if i.is_primary {
+        if i.locked_tables {
+            return Some(Binding::LockedTables);
+        }
+        if i.temporary_tables {
+            return Some(Binding::TemporaryTables);
+        }
+        if i.sql_prepared {
+            return Some(Binding::SqlPrepared);
+        }
+    }
+    i.next_statement_here.then_some(Binding::NextStatement)
+}
+
+/// Whether a command may read what the previous statement left on its
+/// connection (last insert id, row counts, warnings, diagnostics). Errs
+/// on the side of yes: a match only keeps a connection a little longer.
+pub fn asks_about_previous(command: &[u8]) -> bool {
+    const WORDS: [&[u8]; 7] = [
+        b"LAST_INSERT_ID",
+        b"ROW_COUNT",
+        b"FOUND_ROWS",
+        b"WARNING",
+        b"ERROR",
+        b"DIAGNOSTICS",
+        b"IDENTITY",
+    ];
+    match command.first() {
+        Some(&crate::protocol::command::QUERY) => {
+            let text = &command[1..];
+            WORDS.iter().any(|w| text.windows(w.len()).any(|win| win.eq_ignore_ascii_case(w)))
+        }
+        // An execute's statement text is checked by the caller.
+        Some(&crate::protocol::command::STMT_EXECUTE) => true,
+        _ => false,
+    }
+}
+
+/// A hash of a session's recorded SETs up to and including `payload`,
+/// given the hash of those before it (0 for none).
+pub fn chain_hash(previous: u64, payload: &[u8]) -> u64 {
+    let mut h = previous ^ 0x9E37_79B9_7F4A_7C15;
+    for &b in payload {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3);
+    }
+    // Never 0, which stands for "no SETs".
+    h | 1
+}
+
+struct Idle {
+    key: Key,
+    conn: BackendConn,
+    slot: BackendSlot,
+    since: Instant,
+}
+
+/// What a waiting session is handed.
+enum Handoff {
+    /// A connection matching its key.
+    Conn(Box<(BackendConn, BackendSlot)>),
+    /// A place under the cap came free: it may open a connection.
+    Place,
+}
+
+/// A session waiting for a connection, first come first served.
+struct Pending {
+    key: Key,
+    without_database: bool,
+    tx: tokio::sync::oneshot::Sender<Handoff>,
+}
+
+#[derive(Default)]
+struct Local {
+    idle: Vec<Idle>,
+    /// Waiting sessions by (proxy, backend), oldest first.
+    waiting: HashMap<(usize, usize), VecDeque<Pending>>,
+    sweeping: bool,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::default();
+}
+
+fn fits(key: &Key, without_database: bool, other: &Key, conn: &BackendConn) -> bool {
+    other == key && (!without_database || conn.database.is_none())
+}
+
+fn stats(slot: &BackendSlot, backend: usize) -> Option<&crate::server::PoolBackend> {
+    slot.shared().pool.get(backend)
+}
+
+/// An idle connection of this thread matching `key` (the one with server
+/// thread `prefer`, if idle). `without_database`: the session has no
+/// current database, so only a connection that has none either will do.
+fn take(
+    key: &Key,
+    without_database: bool,
+    prefer: Option<u32>,
+) -> Option<(BackendConn, BackendSlot)> {
+    LOCAL.with(|local| {
+        let mut local = local.borrow_mut();
+        let ok = |i: &Idle| fits(key, without_database, &i.key, &i.conn);
+        let pos = prefer
+            .and_then(|t| local.idle.iter().position(|i| ok(i) && i.conn.thread_id == t))
+            .or_else(|| local.idle.iter().rposition(ok))?;
+        let found = local.idle.swap_remove(pos);
+        if let Some(s) = stats(&found.slot, key.backend) {
+            s.idle.fetch_sub(1, Ordering::Relaxed);
+        }
+        Some((found.conn, found.slot))
+    })
+}
+
+/// Takes one idle connection of this thread to `backend` of `proxy`
+/// (whatever its key) out of the pool, to be closed; None if there is none.
+fn evict_one(proxy: usize, backend: usize) -> Option<(BackendConn, BackendSlot)> {
+    let evicted = LOCAL.with(|local| {
+        let mut local = local.borrow_mut();
+        let pos =
+            local.idle.iter().position(|i| i.key.proxy == proxy && i.key.backend == backend)?;
+        Some(local.idle.remove(pos))
+    })?;
+    if let Some(s) = stats(&evicted.slot, backend) {
+        s.idle.fetch_sub(1, Ordering::Relaxed);
+    }
+    Some((evicted.conn, evicted.slot))
+}
+
+/// Tells the oldest waiting session of this thread for `backend` of
+/// `proxy` that a place came free.
+fn wake_for_place(proxy: usize, backend: usize) {
+    LOCAL.with(|local| {
+        let mut local = local.borrow_mut();
+        if let Some(queue) = local.waiting.get_mut(&(proxy, backend)) {
+            while let Some(p) = queue.pop_front() {
+                if p.tx.send(Handoff::Place).is_ok() {
+                    break;
+                }
+            }
+        }
+    });
+}
+
+/// Gives a connection (in a state another session may take) back: to the
+/// oldest waiting session of this thread it fits, else, when sessions it
+/// does not fit wait, closed to make room for them, else kept idle.
+fn give_back(key: Key, conn: BackendConn, slot: BackendSlot, max_idle: usize) {
+    let mut handoff = Some(Handoff::Conn(Box::new((conn, slot))));
+    let mut close = None;
+    LOCAL.with(|local| {
+        let mut local = local.borrow_mut();
+        if let Some(queue) = local.waiting.get_mut(&(key.proxy, key.backend)) {
+            queue.retain(|p| !p.tx.is_closed());
+            let mut i = 0;
+            while i < queue.len() {
+                let Some(Handoff::Conn(held)) = &handoff else { break };
+                let conn = &held.0;
+                if !fits(&queue[i].key, queue[i].without_database, &key, conn) {
+                    i += 1;
+                    continue;
+                }
+                let p = queue.remove(i).expect("in range");
+                match p.tx.send(handoff.take().expect("still ours")) {
+                    Ok(()) => return,
+                    Err(back) => handoff = Some(back),
+                }
+            }
+            if !queue.is_empty() {
+                // Only sessions it does not fit wait: close it for them.
+                close = handoff.take();
+                return;
+            }
+        }
+        let Some(Handoff::Conn(held)) = handoff.take() else { return };
+        if max_idle == 0 {
+            close = Some(Handoff::Conn(held));
+            return;
+        }
+        let (conn, slot) = *held;
+        if local.idle.len() >= max_idle {
+            let old = local.idle.remove(0);
+            if let Some(s) = stats(&old.slot, old.key.backend) {
+                s.idle.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(s) = stats(&slot, key.backend) {
+            s.idle.fetch_add(1, Ordering::Relaxed);
+        }
+        local.idle.push(Idle { key: key.clone(), conn, slot, since: Instant::now() });
+        if !local.sweeping {
+            local.sweeping = true;
+            tokio::spawn(sweep());
+        }
+    });
+    if close.is_some() {
+        drop(close);
+        wake_for_place(key.proxy, key.backend);
+    }
+}
+
+/// Closes idle connections of this thread that are too old or idle too
+/// long; ends when none is left.
+async fn sweep() {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (closed, done) = LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            let now = Instant::now();
+            let mut closed = Vec::new();
+            let mut i = 0;
+            while i < local.idle.len() {
+                let idle = &local.idle[i];
+                let pool = &idle.slot.shared().config.load().pool;
+                let stale = now.duration_since(idle.since) >= pool.idle_timeout
+                    || now.duration_since(idle.conn.opened) >= pool.max_lifetime;
+                if stale {
+                    let idle = local.idle.swap_remove(i);
+                    if let Some(s) = stats(&idle.slot, idle.key.backend) {
+                        s.idle.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    closed.push(idle);
+                } else {
+                    i += 1;
+                }
+            }
+            let done = local.idle.is_empty();
+            if done {
+                local.sweeping = false;
+            }
+            (closed, done)
+        });
+        for idle in closed {
+            let (proxy, backend) = (idle.key.proxy, idle.key.backend);
+            drop(idle);
+            wake_for_place(proxy, backend);
+        }
+        if done {
+            return;
+        }
+    }
+}
+
+/// Counts a waiting session for the admin port until dropped.
+struct Waiting<'a>(&'a crate::server::PoolBackend);
+
+impl<'a> Waiting<'a> {
+    fn new(stats: &'a crate::server::PoolBackend) -> Waiting<'a> {
+        stats.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(stats)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Session {
+    /// What a shared connection to backend `idx` must match for this session.
+    fn pool_key(&self, idx: usize, address: &str, tls: bool) -> Key {
+        Key {
+            proxy: Arc::as_ptr(&self.shared) as usize,
+            backend: idx,
+            address: address.to_string(),
+            user: self.login.user.clone(),
+            collation: self.login.collation,
+            capabilities: self.login.capabilities.bits(),
+            mariadb_caps: self.login.mariadb_caps,
+            tracks_gtids: self.login.track_gtids,
+            tls,
+        }
+    }
+
+    /// A connection to backend `idx` from the pool, or a new one when the
+    /// backend's cap allows; else waits (up to `wait`, first come first
+    /// served) for one to be given back or closed.
+    pub(super) async fn checkout(
+        &mut self,
+        idx: usize,
+        address: &str,
+        tls: Option<&crate::backend_tls::BackendTls>,
+        wait: Duration,
+    ) -> Result<BackendConn, BackendError> {
+        let config = self.config();
+        let key = self.pool_key(idx, address, tls.is_some());
+        let without_database = self.login.database.is_none();
+        let prefer = self.last_threads.get(idx).copied().flatten();
+        let deadline = tokio::time::Instant::now() + wait;
+        let shared = self.shared.clone();
+        let Some(stats) = shared.pool.get(idx) else {
+            return Err(BackendError::Protocol(format!("no backend {idx}")));
+        };
+        let mut handed = None;
+        let mut counted = None;
+        let mut queued: Option<tokio::sync::oneshot::Receiver<Handoff>> = None;
+        loop {
+            let found = handed.take().or_else(|| take(&key, without_database, prefer));
+            if let Some((mut conn, slot)) = found {
+                if conn.opened.elapsed() < config.pool.max_lifetime {
+                    match self.adopt(idx, &mut conn).await {
+                        Ok(()) => {
+                            self.hold(idx, conn.thread_id, slot);
+                            return Ok(conn);
+                        }
+                        Err(e) => {
+                            tracing::debug!(id = self.id, backend = idx, error = %e, "pooled connection unusable");
+                        }
+                    }
+                }
+                drop((conn, slot));
+                continue;
+            }
+            let slot = self.shared.try_backend_slot(idx).or_else(|| {
+                // Idle connections of other users hold places: close one.
+                let evicted = evict_one(key.proxy, idx)?;
+                drop(evicted);
+                self.shared.try_backend_slot(idx)
+            });
+            if let Some(slot) = slot {
+                drop((counted, queued));
+                let mut conn =
+                    BackendConn::connect_with(address, &self.login, config.timeouts.connect, tls)
+                        .await?;
+                if config.pool.multiplex {
+                    conn.prepared = Some(Default::default());
+                }
+                if self.multi_statements_off {
+                    conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
+                }
+                self.hold(idx, conn.thread_id, slot);
+                return Ok(conn);
+            }
+            counted.get_or_insert_with(|| Waiting::new(stats));
+            let rx = queued.get_or_insert_with(|| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                LOCAL.with(|local| {
+                    local
+                        .borrow_mut()
+                        .waiting
+                        .entry((key.proxy, idx))
+                        .or_default()
+                        .push_back(Pending { key: key.clone(), without_database, tx })
+                });
+                rx
+            });
+            // Connections closed elsewhere (failures, other threads) free
+            // places without a handoff: look again now and then, keeping
+            // the place in the queue.
+            let retry = (tokio::time::Instant::now() + Duration::from_millis(50)).min(deadline);
+            match tokio::time::timeout_at(retry, rx).await {
+                Ok(Ok(Handoff::Conn(held))) => {
+                    queued = None;
+                    handed = Some(*held);
+                }
+                Ok(Ok(Handoff::Place)) | Ok(Err(_)) => queued = None,
+                Err(_) if tokio::time::Instant::now() < deadline => {}
+                Err(_) => {
+                    let name = config.backends.get(idx).map_or("?", |b| b.name.as_str());
+                    stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    let cap = self.shared.backend_cap(&config, idx).unwrap_or(0);
+                    return Err(BackendError::PoolTimeout {
+                        backend: name.to_string(),
+                        cap,
+                        waited: wait,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Records a connection as this session's (its place, and its server
+    /// thread for KILL).
+    fn hold(&mut self, idx: usize, thread: u32, slot: BackendSlot) {
+        if self.slots.len() <= idx {
+            self.slots.resize_with(idx + 1, || None);
+        }
+        self.slots[idx] = Some(slot);
+        self.handle.threads.lock().expect("handle lock").push((idx, thread));
+    }
+
+    /// Brings a connection another session used up to this session's
+    /// tracked state: it keeps the SETs it shares with this session (a
+    /// prefix of its recorded SETs); otherwise it is reset (the rest is
+    /// replayed before its first statement, see `catch_up`).
+    async fn adopt(&mut self, idx: usize, conn: &mut BackendConn) -> Result<(), BackendError> {
+        let sets = &self.routing;
+        let shares_sets = conn.applied_sets <= sets.sets.len()
+            && conn.sets_hash == sets.hash_of_first(conn.applied_sets);
+        let stats = self.shared.pool.get(idx);
+        if let Some(s) = stats {
+            s.handoffs.fetch_add(1, Ordering::Relaxed);
+        }
+        if !shares_sets {
+            if let Some(s) = stats {
+                s.resets.fetch_add(1, Ordering::Relaxed);
+            }
+            conn.reset().await?;
+        }
+        // Commands that skip `catch_up` (COM_FIELD_LIST...) still need the
+        // session's database.
+        if let Some(db) = &self.login.database
+            && conn.database.as_ref() != Some(db)
+        {
+            let mut payload = vec![crate::protocol::command::INIT_DB];
+            payload.extend_from_slice(db);
+            conn.run_own(&payload).await?;
+            conn.database = Some(db.clone());
+        }
+        if self.multi_statements_off {
+            conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
+        }
+        self.shared.telemetry.pool_reused.increment(1);
+        Ok(())
+    }
+
+    /// Why the session must keep its connection to backend `idx` after the
+    /// current command, if it must.
+    pub(super) fn binding(&self, idx: usize) -> Option<Binding> {
+        let r = &self.routing;
+        let primary = self.primary();
+        binding(&BindingInputs {
+            in_transaction: self.status & status::IN_TRANS != 0
+                || self.status & status::AUTOCOMMIT == 0,
+            transaction_here: r.transaction_backend.unwrap_or(primary) == idx,
+            read_only_transaction_here: r.read_only_transaction == Some(idx),
+            is_primary: idx == primary,
+            locked_tables: r.locked_tables,
+            temporary_tables: !r.temp_tables.is_empty(),
+            sql_prepared: r.sql_prepared,
+            cursor_here: self.stmts.holds(idx) || (idx == primary && self.stmts.long_data()),
+            pinned_here: r.pinned.get(idx).copied().unwrap_or(false),
+            multi_statements_off: self.multi_statements_off,
+            next_statement_here: r.next_statement == Some(idx),
+        })
+    }
+
+    /// Multiplexing, between commands: gives back every connection that
+    /// holds no state of this session, counting those kept by reason.
+    pub(super) fn give_back_unbound(&mut self) {
+        for idx in 0..self.backends.len() {
+            if self.backends[idx].is_none() {
+                continue;
+            }
+            match self.binding(idx) {
+                Some(reason) => {
+                    self.shared.telemetry.pool_bound(reason);
+                    self.shared.pool.bound[reason as usize].fetch_add(1, Ordering::Relaxed);
+                }
+                None => self.give_back(idx),
+            }
+        }
+    }
+
+    /// Multiplexing, as a command arrives: the connection kept for
+    /// questions about the previous statement goes back unless this
+    /// command may ask them.
+    pub(super) fn give_back_unasked(&mut self) {
+        let Some(idx) = self.routing.next_statement else {
+            return;
+        };
+        let asks = asks_about_previous(&self.cmd)
+            && (self.cmd.first() != Some(&crate::protocol::command::STMT_EXECUTE)
+                || self.execute_asks_about_previous());
+        if asks {
+            return;
+        }
+        self.routing.next_statement = None;
+        if self.backends.get(idx).is_some_and(Option::is_some) && self.binding(idx).is_none() {
+            self.give_back(idx);
+        }
+    }
+
+    /// Whether the prepared statement the current COM_STMT_EXECUTE runs
+    /// reads the previous statement's results.
+    fn execute_asks_about_previous(&self) -> bool {
+        let Some(raw) = self.cmd.get(1..5).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
+            return false;
+        };
+        self.stmts
+            .resolve(u32::from_le_bytes(raw))
+            .and_then(|id| self.stmts.get(id))
+            .is_some_and(|s| s.info.flags.contains(crate::classify::Flags::LAST_STATEMENT_FUNC))
+    }
+
+    /// Gives the connection to backend `idx` back to the pool as it is
+    /// (its tracked state goes with it).
+    pub(super) fn give_back(&mut self, idx: usize) {
+        let Some(conn) = self.backends.get_mut(idx).and_then(Option::take) else {
+            return;
+        };
+        let Some(slot) = self.slots.get_mut(idx).and_then(Option::take) else {
+            return;
+        };
+        let tid = conn.thread_id;
+        if self.last_threads.len() <= idx {
+            self.last_threads.resize(idx + 1, None);
+        }
+        self.last_threads[idx] = Some(tid);
+        self.handle.threads.lock().expect("handle lock").retain(|t| *t != (idx, tid));
+        self.stmts.forget_backend(idx);
+        if self.routing.next_statement == Some(idx) {
+            self.routing.next_statement = None;
+        }
+        let config = self.config();
+        let Some(address) = config.backends.get(idx).map(|b| b.address.clone()) else {
+            return;
+        };
+        let key = self.pool_key(idx, &address, conn.stream.is_tls());
+        let max_idle = if config.pool.multiplex { usize::MAX } else { config.pool.max_idle };
+        give_back(key, conn, slot, max_idle);
+    }
+
+    /// When the session ends between commands: gives its connection to
+    /// backend `idx` back, reset unless it holds only tracked state (when
+    /// multiplexing); false when it cannot be kept (then it is closed).
+    pub(super) async fn keep_connection(&mut self, idx: usize) -> bool {
+        let config = self.config();
+        if self.backends.get(idx).is_none_or(Option::is_none) {
+            return false;
+        }
+        let as_is = config.pool.multiplex && self.binding(idx).is_none();
+        if !as_is {
+            let conn = self.backends[idx].as_mut().expect("checked above");
+            let reset = tokio::time::timeout(config.timeouts.connect, conn.reset()).await;
+            if !matches!(reset, Ok(Ok(()))) {
+                return false;
+            }
+        }
+        self.give_back(idx);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_listed_in_declaration_order() {
+        for (i, b) in Binding::ALL.iter().enumerate() {
+            assert_eq!(*b as usize, i, "{b:?}");
+        }
+    }
+
+    #[test]
+    fn state_on_a_connection_keeps_it_by_the_first_reason_that_applies() {
+        let none = BindingInputs::default();
+        assert_eq!(binding(&none), None);
+        let tx = BindingInputs { in_transaction: true, transaction_here: true, ..none };
+        assert_eq!(binding(&tx), Some(Binding::Transaction));
+        // A transaction elsewhere does not keep this connection.
+        assert_eq!(binding(&BindingInputs { transaction_here: false, ..tx }), None);
+        // Temporary tables, locks and SQL PREPARE live on the primary only.
+        let temp = BindingInputs { temporary_tables: true, ..none };
+        assert_eq!(binding(&temp), None);
+        assert_eq!(
+            binding(&BindingInputs { is_primary: true, ..temp }),
+            Some(Binding::TemporaryTables)
+        );
+        assert_eq!(
+            binding(&BindingInputs { is_primary: true, locked_tables: true, ..none }),
+            Some(Binding::LockedTables)
+        );
+        assert_eq!(
+            binding(&BindingInputs { is_primary: true, sql_prepared: true, ..none }),
+            Some(Binding::SqlPrepared)
+        );
+        assert_eq!(
+            binding(&BindingInputs { pinned_here: true, next_statement_here: true, ..none }),
+            Some(Binding::SessionState)
+        );
+        assert_eq!(
+            binding(&BindingInputs { next_statement_here: true, ..none }),
+            Some(Binding::NextStatement)
+        );
+        assert_eq!(
+            binding(&BindingInputs { multi_statements_off: true, ..none }),
+            Some(Binding::MultiStatementsOff)
+        );
+        assert_eq!(binding(&BindingInputs { cursor_here: true, ..none }), Some(Binding::Cursor));
+    }
+
+    #[test]
+    fn questions_about_the_previous_statement_are_recognised() {
+        let q = |s: &str| [&[crate::protocol::command::QUERY][..], s.as_bytes()].concat();
+        assert!(asks_about_previous(&q("SELECT last_insert_id()")));
+        assert!(asks_about_previous(&q("show warnings")));
+        assert!(asks_about_previous(&q("SELECT ROW_COUNT()")));
+        assert!(asks_about_previous(&q("GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT")));
+        assert!(!asks_about_previous(&q("SELECT c FROM sbtest1 WHERE id = 7")));
+        assert!(!asks_about_previous(&[crate::protocol::command::PING]));
+    }
+
+    #[test]
+    fn set_hashes_tell_prefixes_apart() {
+        let a = chain_hash(0, b"SET NAMES utf8mb4");
+        let ab = chain_hash(a, b"SET sql_mode = ''");
+        assert_ne!(a, 0);
+        assert_ne!(a, ab);
+        assert_eq!(ab, chain_hash(chain_hash(0, b"SET NAMES utf8mb4"), b"SET sql_mode = ''"));
+        assert_ne!(ab, chain_hash(chain_hash(0, b"SET sql_mode = ''"), b"SET NAMES utf8mb4"));
+    }
+}

@@ -1,0 +1,316 @@
+//! Multiplexing against the lab: many sessions on a few backend
+//! connections, state that lives on a connection keeps it, nothing of one
+//! client's session reaches another, prepared statements and
+//! LAST_INSERT_ID() survive the sharing, and a full pool makes statements
+//! wait, then fail clearly.
+
+mod common;
+
+use common::*;
+use mysql_async::prelude::Queryable;
+use std::time::{Duration, Instant};
+
+/// The tests here count the lab's connections: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A multiplexing proxy with `cap` connections per backend, reads on
+/// replica1 only (so handoffs there are easy to provoke), eventual reads.
+fn pooled(cap: usize, pool_timeout: &str) -> rwsplit::Config {
+    let mut config = lab_config(&format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n[consistency]\nmode = \"eventual\"\n\
+         [pool]\nmultiplex = true\nmax_connections_per_backend = {cap}\npool_timeout = \"{pool_timeout}\"\n"
+    ));
+    config.backends[2].weight = 0;
+    config
+}
+
+async fn client(proxy: &TestProxy) -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(proxy.addr.port())
+        .user(Some("app"))
+        .pass(Some("app"))
+        .db_name(Some("app"))
+        .prefer_socket(false);
+    mysql_async::Conn::new(opts).await.expect("login through the proxy")
+}
+
+/// The proxy's connections to each backend now, from GET /pool.
+async fn pool_connections(proxy: &TestProxy) -> Vec<u64> {
+    let (status, body) = http_get(proxy.admin.expect("admin"), "/pool", None).await;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    json["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["connections"].as_u64().unwrap())
+        .collect()
+}
+
+/// Connections user app holds to each lab server, from the servers'
+/// processlists.
+async fn app_connections_on_servers() -> Vec<usize> {
+    let mut counts = Vec::new();
+    for server in [PRIMARY, REPLICA1, REPLICA2] {
+        let mut a = admin(server).await;
+        let n = a
+            .scalar("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app'")
+            .await
+            .unwrap_or_default();
+        counts.push(n.parse().unwrap());
+    }
+    counts
+}
+
+#[tokio::test]
+async fn many_sessions_share_a_few_connections_per_server() {
+    let _serial = SERIAL.lock().await;
+    let table = unique("pool_share");
+    admin(PRIMARY)
+        .await
+        .exec(&format!("CREATE TABLE app.{table} (id INT AUTO_INCREMENT PRIMARY KEY, s INT)"))
+        .await;
+    let proxy = start_proxy(pooled(4, "2s")).await;
+    let sessions = 60;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Samples the servers' processlists while the sessions run.
+    let sampler = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut most = vec![0; 3];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (m, n) in most.iter_mut().zip(app_connections_on_servers().await) {
+                    *m = (*m).max(n);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            most
+        })
+    };
+    let mut tasks = Vec::new();
+    for s in 0..sessions {
+        let mut c = client(&proxy).await;
+        let table = table.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..30 {
+                if i % 5 == 0 {
+                    c.query_drop(format!("INSERT INTO {table} (s) VALUES ({s})")).await.unwrap();
+                } else {
+                    let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+                    assert_eq!(one, Some(1));
+                }
+            }
+            c.disconnect().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.expect("session ran without errors");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = sampler.await.unwrap();
+    println!("{sessions} sessions; most app connections seen per server: {most:?}");
+    assert!(most.iter().all(|&n| n <= 4), "{most:?}");
+    assert!(pool_connections(&proxy).await.iter().all(|&n| n <= 4));
+    let rows = admin(PRIMARY).await.scalar(&format!("SELECT COUNT(*) FROM app.{table}")).await;
+    assert_eq!(rows.as_deref(), Some(&*(sessions * 6).to_string()));
+}
+
+#[tokio::test]
+async fn a_temporary_table_keeps_its_connection_while_other_sessions_churn() {
+    let _serial = SERIAL.lock().await;
+    let proxy = start_proxy(pooled(5, "2s")).await;
+    let mut owner = client(&proxy).await;
+    owner.query_drop("CREATE TEMPORARY TABLE pool_tmp (n INT)").await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churned = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut churners = Vec::new();
+    for _ in 0..100 {
+        let (stop, churned, addr) = (stop.clone(), churned.clone(), proxy.addr.port());
+        churners.push(tokio::spawn(async move {
+            let opts = mysql_async::OptsBuilder::default()
+                .ip_or_hostname("127.0.0.1")
+                .tcp_port(addr)
+                .user(Some("app"))
+                .pass(Some("app"))
+                .db_name(Some("app"))
+                .prefer_socket(false);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut c = mysql_async::Conn::new(opts.clone()).await.unwrap();
+                // None of them sees the owner's temporary table.
+                let r = c.query_drop("SELECT COUNT(*) FROM pool_tmp").await;
+                assert!(r.is_err(), "another session saw the temporary table");
+                let v: Option<i64> = c.query_first("SELECT 2").await.unwrap();
+                assert_eq!(v, Some(2));
+                c.disconnect().await.unwrap();
+                churned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
+    for i in 0..500 {
+        owner.query_drop(format!("INSERT INTO pool_tmp VALUES ({i})")).await.unwrap();
+        let n: Option<i64> = owner.query_first("SELECT COUNT(*) FROM pool_tmp").await.unwrap();
+        assert_eq!(n, Some(i + 1), "the temporary table lost rows");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in churners {
+        c.await.expect("churning session failed");
+    }
+    let churned = churned.load(std::sync::atomic::Ordering::Relaxed);
+    println!("1,000 statements on a temporary table while {churned} sessions came and went");
+    assert!(churned >= 100, "{churned}");
+    assert!(pool_connections(&proxy).await.iter().all(|&n| n <= 5));
+}
+
+#[tokio::test]
+async fn nothing_of_one_session_reaches_another_on_a_shared_connection() {
+    let _serial = SERIAL.lock().await;
+    // One connection per backend: every read of either session runs on
+    // the same replica1 connection.
+    let proxy = start_proxy(pooled(1, "2s")).await;
+    let mut a = client(&proxy).await;
+    let mut b = client(&proxy).await;
+    a.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'").await.unwrap();
+    a.query_drop("SET SESSION time_zone = '+05:00'").await.unwrap();
+    b.query_drop("SET SESSION time_zone = '-03:00'").await.unwrap();
+    let mut threads = std::collections::HashSet::new();
+    for _ in 0..50 {
+        let (ta, mode, tz): (u64, String, String) = a
+            .query_first("SELECT CONNECTION_ID(), @@session.sql_mode, @@session.time_zone")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(mode.contains("ANSI_QUOTES"), "{mode}");
+        assert_eq!(tz, "+05:00");
+        let (tb, mode, tz): (u64, String, String) = b
+            .query_first("SELECT CONNECTION_ID(), @@session.sql_mode, @@session.time_zone")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!mode.contains("ANSI_QUOTES"), "A's sql_mode reached B: {mode}");
+        assert_eq!(tz, "-03:00", "A's time zone reached B");
+        threads.insert(ta);
+        threads.insert(tb);
+    }
+    assert_eq!(threads.len(), 1, "the reads did not share one connection: {threads:?}");
+    // B's reads took A's connection: it was reset each time.
+    let resets =
+        proxy.shared.pool.get(1).unwrap().resets.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(resets > 0, "{resets}");
+}
+
+#[tokio::test]
+async fn a_user_variable_pins_its_connection_and_never_reaches_another_session() {
+    let _serial = SERIAL.lock().await;
+    let proxy = start_proxy(pooled(2, "2s")).await;
+    let mut a = client(&proxy).await;
+    let mut b = client(&proxy).await;
+    a.query_drop("SET @secret = 'only-a'").await.unwrap();
+    let a_thread: Option<u64> =
+        a.query_first("SELECT /* rwsplit:primary */ CONNECTION_ID()").await.unwrap();
+    for _ in 0..20 {
+        // B's reads of user variables run on the primary, on the other
+        // connection: A's stays with A.
+        let (v, t): (Option<String>, u64) =
+            b.query_first("SELECT @secret, CONNECTION_ID()").await.unwrap().unwrap();
+        assert_eq!(v, None, "A's user variable reached B");
+        assert_ne!(Some(t), a_thread);
+        let v: Option<Option<String>> = a.query_first("SELECT @secret").await.unwrap();
+        assert_eq!(v, Some(Some("only-a".into())), "A lost its user variable");
+    }
+    // When A ends, its connection is reset and serves B, without A's variable.
+    a.disconnect().await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !seen.contains(&a_thread.unwrap()) {
+        let (v, t): (Option<String>, u64) =
+            b.query_first("SELECT @secret, CONNECTION_ID()").await.unwrap().unwrap();
+        assert_eq!(v, None, "A's user variable reached B");
+        seen.insert(t);
+        // Another session holds the other connection now and then.
+        let mut c = client(&proxy).await;
+        c.query_drop("BEGIN").await.unwrap();
+        let (v, t): (Option<String>, u64) =
+            b.query_first("SELECT @secret, CONNECTION_ID()").await.unwrap().unwrap();
+        assert_eq!(v, None);
+        seen.insert(t);
+        c.query_drop("ROLLBACK").await.unwrap();
+        c.disconnect().await.unwrap();
+        assert!(Instant::now() < deadline, "A's connection never served B: {seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn prepared_statements_and_last_insert_id_survive_sharing() {
+    let _serial = SERIAL.lock().await;
+    let table = unique("pool_ps");
+    admin(PRIMARY)
+        .await
+        .exec(&format!("CREATE TABLE app.{table} (id INT AUTO_INCREMENT PRIMARY KEY, s INT)"))
+        .await;
+    let proxy = start_proxy(pooled(2, "2s")).await;
+    let mut tasks = Vec::new();
+    for s in 0..12i64 {
+        let mut c = client(&proxy).await;
+        let table = table.clone();
+        tasks.push(tokio::spawn(async move {
+            let read = c.prep("SELECT ? + 1, ?").await.unwrap();
+            let insert = c.prep(format!("INSERT INTO {table} (s) VALUES (?)")).await.unwrap();
+            for i in 0..40i64 {
+                let (sum, tag): (i64, String) =
+                    c.exec_first(&read, (s * 1000 + i, format!("s{s}"))).await.unwrap().unwrap();
+                assert_eq!((sum, tag), (s * 1000 + i + 1, format!("s{s}")));
+                if i % 4 == 0 {
+                    c.exec_drop(&insert, (s,)).await.unwrap();
+                    let id: Option<i64> = c.query_first("SELECT LAST_INSERT_ID()").await.unwrap();
+                    let id = id.unwrap();
+                    assert!(id > 0);
+                    // The id is this session's own row.
+                    let owner: Option<i64> = c
+                        .query_first(format!(
+                            "SELECT /* rwsplit:primary */ s FROM {table} WHERE id = {id}"
+                        ))
+                        .await
+                        .unwrap();
+                    assert_eq!(owner, Some(s), "LAST_INSERT_ID() came from another session");
+                }
+            }
+            c.disconnect().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.expect("session failed");
+    }
+    assert!(pool_connections(&proxy).await.iter().all(|&n| n <= 2));
+}
+
+#[tokio::test]
+async fn a_full_pool_makes_a_statement_wait_then_error_1040() {
+    let _serial = SERIAL.lock().await;
+    let table = unique("pool_full");
+    admin(PRIMARY).await.exec(&format!("CREATE TABLE app.{table} (id INT)")).await;
+    let proxy = start_proxy(pooled(1, "300ms")).await;
+    let mut holder = client(&proxy).await;
+    holder.query_drop("BEGIN").await.unwrap();
+    holder.query_drop(format!("INSERT INTO {table} VALUES (1)")).await.unwrap();
+    let mut waiter = client(&proxy).await;
+    let started = Instant::now();
+    let err = waiter.query_drop(format!("INSERT INTO {table} VALUES (2)")).await.unwrap_err();
+    let took = started.elapsed();
+    let text = err.to_string();
+    println!("after {took:?}: {text}");
+    assert!(text.contains("1040") && text.contains("pool_timeout"), "{text}");
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "{took:?}");
+    // Once the transaction ends, its connection serves the other session.
+    holder.query_drop("COMMIT").await.unwrap();
+    waiter.query_drop(format!("INSERT INTO {table} VALUES (3)")).await.unwrap();
+    let (_, body) = http_get(proxy.admin.unwrap(), "/pool", None).await;
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["backends"][0]["timeouts_total"], 1, "{body}");
+    assert!(json["kept_by_reason"]["transaction"].as_u64().unwrap() >= 1, "{body}");
+    let rows = admin(PRIMARY)
+        .await
+        .scalar(&format!("SELECT GROUP_CONCAT(id ORDER BY id) FROM app.{table}"))
+        .await;
+    assert_eq!(rows.as_deref(), Some("1,3"));
+}
