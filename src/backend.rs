@@ -147,7 +147,8 @@ pub struct BackendConn {
     scratch: Vec<u8>,
 }
 
-/// Statements prepared on one shared connection: text to the server's id,
+/// Statements prepared on one shared connection: text (with the database
+/// and SETs it was prepared under) to the server's id,
 /// at most [`PreparedCache::MAX`], the least recently used closed first.
 #[derive(Debug, Default)]
 pub struct PreparedCache {
@@ -485,7 +486,8 @@ impl BackendConn {
     /// the cache replaces or evicts are closed.
     /// Returns the id and the ids closed on the way.
     pub async fn prepare_cached(&mut self, sql: &[u8]) -> Result<(u32, Vec<u32>), BackendError> {
-        if let Some(id) = self.prepared.as_mut().and_then(|c| c.get(sql)) {
+        let key = self.cache_key(sql);
+        if let Some(id) = self.prepared.as_mut().and_then(|c| c.get(&key)) {
             return Ok((id, Vec::new()));
         }
         let id = self.prepare_own(sql).await?;
@@ -500,16 +502,29 @@ impl BackendConn {
         sql: &[u8],
         id: u32,
     ) -> Result<Vec<u32>, BackendError> {
-        let Some(cache) = self.prepared.as_mut() else {
+        if self.prepared.is_none() {
             return Ok(Vec::new());
-        };
-        let closed = cache.insert(sql, id);
+        }
+        let key = self.cache_key(sql);
+        let closed = self.prepared.as_mut().expect("checked above").insert(&key, id);
         for old in &closed {
             let mut close = vec![crate::protocol::command::STMT_CLOSE];
             close.extend_from_slice(&old.to_le_bytes());
             self.write_payload(0, &close).await?;
         }
         Ok(closed)
+    }
+
+    /// What a statement is cached under: its text means something else in
+    /// another database or under other session variables (sql_mode).
+    fn cache_key(&self, sql: &[u8]) -> Vec<u8> {
+        let db = self.database.as_deref().unwrap_or_default();
+        let mut key = Vec::with_capacity(sql.len() + db.len() + 9);
+        key.extend_from_slice(&self.sets_hash.to_le_bytes());
+        key.extend_from_slice(db);
+        key.push(0);
+        key.extend_from_slice(sql);
+        key
     }
 
     /// COM_RESET_CONNECTION: the server forgets the connection's session

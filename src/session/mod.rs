@@ -121,6 +121,7 @@ pub async fn serve(
         stats: SessionStats::new(),
         between_commands: true,
         last_threads: Vec::new(),
+        pool_keys: Vec::new(),
         view: View {
             primary: shared.primary_index(&config),
             max_query_time: max_query_time(&config, &logged_in.login.user),
@@ -272,6 +273,8 @@ pub(crate) struct Session {
     /// The server thread of the connection last given back to the pool,
     /// per backend: taken again first when still idle.
     pub last_threads: Vec<Option<u32>>,
+    /// What this session's shared connections must match, per backend.
+    pub pool_keys: Vec<Option<pool::Key>>,
 }
 
 /// What a command reads of the shared, reloadable state.

@@ -31,8 +31,8 @@ pub struct Key {
     /// The proxy instance (tests run several in one process).
     pub proxy: usize,
     pub backend: usize,
-    pub address: String,
-    pub user: Vec<u8>,
+    pub address: Arc<str>,
+    pub user: Arc<[u8]>,
     pub collation: u8,
     pub capabilities: u32,
     pub mariadb_caps: u32,
@@ -384,19 +384,38 @@ impl Drop for Waiting<'_> {
 }
 
 impl Session {
-    /// What a shared connection to backend `idx` must match for this session.
-    fn pool_key(&self, idx: usize, address: &str, tls: bool) -> Key {
-        Key {
+    /// What a shared connection to backend `idx` must match for this
+    /// session (kept per backend: cloning it allocates nothing).
+    fn pool_key(&mut self, idx: usize, address: &str, tls: bool) -> Key {
+        let login = &self.login;
+        let cached = self.pool_keys.get(idx).and_then(Option::as_ref).filter(|k| {
+            &*k.address == address
+                && k.tls == tls
+                && *k.user == *login.user
+                && k.collation == login.collation
+                && k.capabilities == login.capabilities.bits()
+                && k.mariadb_caps == login.mariadb_caps
+                && k.tracks_gtids == login.track_gtids
+        });
+        if let Some(key) = cached {
+            return key.clone();
+        }
+        let key = Key {
             proxy: Arc::as_ptr(&self.shared) as usize,
             backend: idx,
-            address: address.to_string(),
-            user: self.login.user.clone(),
-            collation: self.login.collation,
-            capabilities: self.login.capabilities.bits(),
-            mariadb_caps: self.login.mariadb_caps,
-            tracks_gtids: self.login.track_gtids,
+            address: address.into(),
+            user: login.user.as_slice().into(),
+            collation: login.collation,
+            capabilities: login.capabilities.bits(),
+            mariadb_caps: login.mariadb_caps,
+            tracks_gtids: login.track_gtids,
             tls,
+        };
+        if self.pool_keys.len() <= idx {
+            self.pool_keys.resize(idx + 1, None);
         }
+        self.pool_keys[idx] = Some(key.clone());
+        key
     }
 
     /// A connection to backend `idx` from the pool, or a new one when the
@@ -630,10 +649,10 @@ impl Session {
             self.routing.next_statement = None;
         }
         let config = self.config();
-        let Some(address) = config.backends.get(idx).map(|b| b.address.clone()) else {
+        let Some(backend) = config.backends.get(idx) else {
             return;
         };
-        let key = self.pool_key(idx, &address, conn.stream.is_tls());
+        let key = self.pool_key(idx, &backend.address, conn.stream.is_tls());
         let max_idle = if config.pool.multiplex { usize::MAX } else { config.pool.max_idle };
         give_back(key, conn, slot, max_idle);
     }
