@@ -251,6 +251,7 @@ fn pool_json(shared: &Shared) -> String {
                 "timeouts_total": get(|s| s.timeouts.load(Relaxed)),
                 "handoffs_total": get(|s| s.handoffs.load(Relaxed)),
                 "resets_total": get(|s| s.resets.load(Relaxed)),
+                "mean_connection_age_s": (shared.mean_connection_age(i) * 10.0).round() / 10.0,
             })
         })
         .collect();

@@ -220,24 +220,34 @@ async fn a_user_variable_pins_its_connection_and_never_reaches_another_session()
     }
     // When A ends, its connection is reset and serves B, without A's variable.
     a.disconnect().await.unwrap();
-    let mut seen = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !seen.contains(&a_thread.unwrap()) {
-        let (v, t): (Option<String>, u64) =
-            b.query_first("SELECT @secret, CONNECTION_ID()").await.unwrap().unwrap();
-        assert_eq!(v, None, "A's user variable reached B");
-        seen.insert(t);
-        // Another session holds the other connection now and then.
-        let mut c = client(&proxy).await;
-        c.query_drop("BEGIN").await.unwrap();
-        let (v, t): (Option<String>, u64) =
-            b.query_first("SELECT @secret, CONNECTION_ID()").await.unwrap().unwrap();
-        assert_eq!(v, None);
-        seen.insert(t);
-        c.query_drop("ROLLBACK").await.unwrap();
-        c.disconnect().await.unwrap();
-        assert!(Instant::now() < deadline, "A's connection never served B: {seen:?}");
+    loop {
+        let (_, body) = http_get(proxy.admin.unwrap(), "/pool", None).await;
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if json["backends"][0]["idle"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A's connection did not come back: {body}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // B holds one of the two connections in a transaction; new sessions
+    // get the other. One of them was A's.
+    b.query_drop("BEGIN").await.unwrap();
+    let b_thread = thread(&mut b).await;
+    let v: Option<Option<String>> = b.query_first("SELECT @secret").await.unwrap();
+    assert_eq!(v, Some(None), "A's user variable reached B");
+    let mut seen = std::collections::HashSet::from([b_thread]);
+    for _ in 0..10 {
+        let mut c = client(&proxy).await;
+        let (v, t): (Option<String>, u64) =
+            c.query_first("SELECT @secret, CONNECTION_ID()").await.unwrap().unwrap();
+        assert_eq!(v, None, "A's user variable reached another session");
+        assert_ne!(t, b_thread);
+        seen.insert(t);
+        c.disconnect().await.unwrap();
+    }
+    assert!(seen.contains(&a_thread.unwrap()), "A's connection served nobody: {seen:?}");
+    b.query_drop("ROLLBACK").await.unwrap();
 }
 
 #[tokio::test]
@@ -307,10 +317,101 @@ async fn a_full_pool_makes_a_statement_wait_then_error_1040() {
     let (_, body) = http_get(proxy.admin.unwrap(), "/pool", None).await;
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["backends"][0]["timeouts_total"], 1, "{body}");
+    assert_eq!(json["backends"][0]["connections"], 1, "{body}");
+    let age = json["backends"][0]["mean_connection_age_s"].as_f64().unwrap();
+    assert!((0.2..30.0).contains(&age), "{body}");
     assert!(json["kept_by_reason"]["transaction"].as_u64().unwrap() >= 1, "{body}");
     let rows = admin(PRIMARY)
         .await
         .scalar(&format!("SELECT GROUP_CONCAT(id ORDER BY id) FROM app.{table}"))
         .await;
     assert_eq!(rows.as_deref(), Some("1,3"));
+}
+
+/// The server thread of `c`'s primary connection.
+async fn thread(c: &mut mysql_async::Conn) -> u64 {
+    let sql = "SELECT /* rwsplit:primary */ CONNECTION_ID()";
+    c.query_first::<u64, _>(sql).await.unwrap().unwrap()
+}
+
+/// Other sessions run statements on the pool meanwhile.
+async fn churn(proxy: &TestProxy, sessions: usize) {
+    let mut tasks = Vec::new();
+    for i in 0..sessions {
+        let mut c = client(proxy).await;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let v: Option<i64> =
+                    c.query_first(format!("SELECT /* rwsplit:primary */ {i}")).await.unwrap();
+                assert_eq!(v, Some(i as i64));
+            }
+            c.disconnect().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.expect("churning session failed");
+    }
+}
+
+#[tokio::test]
+async fn each_kind_of_connection_state_keeps_its_connection() {
+    let _serial = SERIAL.lock().await;
+    let table = unique("pool_state");
+    admin(PRIMARY).await.exec(&format!("CREATE TABLE app.{table} (id INT)")).await;
+    let proxy = start_proxy(pooled(3, "5s")).await;
+    let mut a = client(&proxy).await;
+    // An open transaction: its uncommitted row stays visible to it.
+    a.query_drop("BEGIN").await.unwrap();
+    a.query_drop(format!("INSERT INTO {table} VALUES (1)")).await.unwrap();
+    let t = thread(&mut a).await;
+    churn(&proxy, 20).await;
+    let n: Option<i64> = a.query_first(format!("SELECT COUNT(*) FROM {table}")).await.unwrap();
+    assert_eq!(n, Some(1), "the transaction lost its connection");
+    assert_eq!(thread(&mut a).await, t);
+    a.query_drop("ROLLBACK").await.unwrap();
+
+    // A user lock (GET_LOCK) stays held by the same connection (and
+    // keeps it for the rest of the session: another session goes on).
+    let mut a = client(&proxy).await;
+    let lock = unique("pool_lock");
+    a.query_drop(format!("SELECT GET_LOCK('{lock}', 0)")).await.unwrap();
+    let t = thread(&mut a).await;
+    churn(&proxy, 20).await;
+    let holder: Option<u64> =
+        a.query_first(format!("SELECT IS_USED_LOCK('{lock}')")).await.unwrap();
+    assert_eq!(holder, Some(t), "the user lock moved");
+    a.query_drop(format!("SELECT RELEASE_LOCK('{lock}')")).await.unwrap();
+
+    // SQL-level PREPARE: EXECUTE finds the statement.
+    let mut a = client(&proxy).await;
+    a.query_drop("PREPARE pool_s FROM 'SELECT 40 + 2'").await.unwrap();
+    churn(&proxy, 20).await;
+    let v: Option<i64> = a.query_first("EXECUTE pool_s").await.unwrap();
+    assert_eq!(v, Some(42), "the SQL prepared statement was lost");
+
+    // LOCK TABLES: the locked table stays readable (elsewhere it is not).
+    a.query_drop(format!("LOCK TABLES {table} READ")).await.unwrap();
+    churn(&proxy, 20).await;
+    let n: Option<i64> = a.query_first(format!("SELECT COUNT(*) FROM {table}")).await.unwrap();
+    assert_eq!(n, Some(0));
+    a.query_drop("UNLOCK TABLES").await.unwrap();
+
+    // SQL_CALC_FOUND_ROWS, then FOUND_ROWS() on the same connection.
+    let mut b = client(&proxy).await;
+    b.query_drop(format!("INSERT INTO {table} VALUES (1), (2), (3)")).await.unwrap();
+    let _: Vec<i64> = b
+        .query(format!("SELECT /* rwsplit:primary */ SQL_CALC_FOUND_ROWS id FROM {table} LIMIT 1"))
+        .await
+        .unwrap();
+    let found: Option<i64> = b.query_first("SELECT FOUND_ROWS()").await.unwrap();
+    assert_eq!(found, Some(3));
+
+    let (_, body) = http_get(proxy.admin.unwrap(), "/pool", None).await;
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for reason in
+        ["transaction", "session_state", "sql_prepared", "locked_tables", "next_statement"]
+    {
+        assert!(json["kept_by_reason"][reason].as_u64().unwrap() > 0, "{reason}: {body}");
+    }
+    assert!(pool_connections(&proxy).await.iter().all(|&n| n <= 3));
 }

@@ -14,6 +14,14 @@ pub struct BackendSlot {
     pub(super) idx: usize,
     /// The session worker whose share of the pool it counts against.
     pub(super) worker: Option<usize>,
+    /// When it was taken, in milliseconds since [`since_start_ms`]'s epoch.
+    pub(super) opened_ms: u64,
+}
+
+/// Milliseconds since the first call (a monotonic clock for ages).
+pub fn since_start_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl BackendSlot {
@@ -49,6 +57,9 @@ pub struct PoolBackend {
     /// Connections open per session worker (each worker has its own pool,
     /// and its share of the backend's cap).
     pub by_worker: Vec<AtomicUsize>,
+    /// The sum of the open connections' opening times (see
+    /// [`since_start_ms`]), for their mean age.
+    pub opened_ms_sum: AtomicU64,
     /// Handoffs that had to reset the connection (another session's
     /// state on it) rather than send nothing or a few SETs.
     pub resets: AtomicU64,
@@ -65,6 +76,7 @@ impl PoolStats {
                     handoffs: AtomicU64::new(0),
                     by_worker: (0..MAX_WORKERS).map(|_| AtomicUsize::new(0)).collect(),
                     resets: AtomicU64::new(0),
+                    opened_ms_sum: AtomicU64::new(0),
                 })
                 .collect(),
             bound: crate::session::pool::Binding::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -82,10 +94,11 @@ impl Drop for BackendSlot {
             open.fetch_sub(1, Ordering::AcqRel);
             freed.notify_one();
         }
-        if let Some(w) = self.worker
-            && let Some(n) = self.shared.pool.get(self.idx).and_then(|s| s.by_worker.get(w))
-        {
-            n.fetch_sub(1, Ordering::AcqRel);
+        if let Some(stats) = self.shared.pool.get(self.idx) {
+            stats.opened_ms_sum.fetch_sub(self.opened_ms, Ordering::Relaxed);
+            if let Some(n) = self.worker.and_then(|w| stats.by_worker.get(w)) {
+                n.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 }

@@ -332,7 +332,27 @@ impl Shared {
             }
             return None;
         }
-        Some(BackendSlot { shared: self.clone(), idx, worker: share })
+        Some(self.new_slot(idx, share))
+    }
+
+    /// Counts a connection taken under backend `idx`'s cap.
+    fn new_slot(self: &Arc<Self>, idx: usize, worker: Option<usize>) -> BackendSlot {
+        let opened_ms = limits::since_start_ms();
+        if let Some(stats) = self.pool.get(idx) {
+            stats.opened_ms_sum.fetch_add(opened_ms, Ordering::Relaxed);
+        }
+        BackendSlot { shared: self.clone(), idx, worker, opened_ms }
+    }
+
+    /// The mean age of the connections open to backend `idx`, in seconds.
+    pub fn mean_connection_age(&self, idx: usize) -> f64 {
+        let open = self.backend_connections(idx) as u64;
+        let Some(stats) = self.pool.get(idx) else { return 0.0 };
+        if open == 0 {
+            return 0.0;
+        }
+        let sum = stats.opened_ms_sum.load(Ordering::Relaxed);
+        (limits::since_start_ms().saturating_sub(sum / open)) as f64 / 1000.0
     }
 
     /// Woken when a connection to backend `idx` closes.
@@ -359,7 +379,7 @@ impl Shared {
                 cap.is_none_or(|cap| n < cap).then_some(n + 1)
             });
             if taken.is_ok() {
-                return Ok(BackendSlot { shared: self.clone(), idx, worker: None });
+                return Ok(self.new_slot(idx, None));
             }
             if tokio::time::timeout_at(deadline, waiting).await.is_err() {
                 let name = config.backends.get(idx).map_or("?", |b| b.name.as_str());
