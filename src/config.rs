@@ -604,6 +604,12 @@ pub struct PoolConfig {
     /// An idle connection unused this long is closed.
     #[serde(default = "default_pool_idle_timeout", with = "duration")]
     pub idle_timeout: Duration,
+    /// With `multiplex`: idle connections per backend and worker thread
+    /// that `idle_timeout` leaves open (the pool does not shrink below it
+    /// once it has grown; connections are opened with a client's login, so
+    /// none are opened ahead of clients).
+    #[serde(default)]
+    pub min_idle: usize,
     /// A connection older than this is closed instead of being reused.
     #[serde(default = "default_pool_max_lifetime", with = "duration")]
     pub max_lifetime: Duration,
@@ -625,6 +631,7 @@ impl Default for PoolConfig {
             pool_timeout: default_pool_timeout(),
             max_idle: default_pool_max_idle(),
             idle_timeout: default_pool_idle_timeout(),
+            min_idle: 0,
             max_lifetime: default_pool_max_lifetime(),
         }
     }

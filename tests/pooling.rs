@@ -415,3 +415,53 @@ async fn each_kind_of_connection_state_keeps_its_connection() {
     }
     assert!(pool_connections(&proxy).await.iter().all(|&n| n <= 3));
 }
+
+#[tokio::test]
+async fn idle_connections_close_after_idle_timeout_down_to_min_idle() {
+    let _serial = SERIAL.lock().await;
+    let mut config = pooled(4, "2s");
+    config.pool.idle_timeout = Duration::from_millis(300);
+    config.pool.min_idle = 1;
+    let proxy = start_proxy(config).await;
+    // Three transactions at once need three primary connections.
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let mut c = client(&proxy).await;
+        c.query_drop("BEGIN").await.unwrap();
+        sessions.push(c);
+    }
+    let primary_idle = || async {
+        let (_, body) = http_get(proxy.admin.unwrap(), "/pool", None).await;
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        (
+            json["backends"][0]["idle"].as_u64().unwrap(),
+            json["backends"][0]["connections"].as_u64().unwrap(),
+        )
+    };
+    for mut c in sessions {
+        c.query_drop("COMMIT").await.unwrap();
+        c.disconnect().await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while primary_idle().await != (3, 3) {
+        assert!(
+            Instant::now() < deadline,
+            "connections not given back: {:?}",
+            primary_idle().await
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Past idle_timeout, all but min_idle close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while primary_idle().await != (1, 1) {
+        assert!(
+            Instant::now() < deadline,
+            "idle connections not closed: {:?}",
+            primary_idle().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And the last one stays.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(primary_idle().await, (1, 1));
+}

@@ -334,14 +334,26 @@ async fn sweep() {
             let mut local = local.borrow_mut();
             let now = Instant::now();
             let mut closed = Vec::new();
+            // Idle connections per (proxy, backend), for min_idle.
+            let mut left: HashMap<(usize, usize), usize> = HashMap::new();
+            for idle in &local.idle {
+                *left.entry((idle.key.proxy, idle.key.backend)).or_default() += 1;
+            }
+            // Oldest first, so that min_idle keeps the most recently used.
+            local.idle.sort_by_key(|i| i.since);
             let mut i = 0;
             while i < local.idle.len() {
                 let idle = &local.idle[i];
                 let pool = &idle.slot.shared().config.load().pool;
-                let stale = now.duration_since(idle.since) >= pool.idle_timeout
+                let count = left.get_mut(&(idle.key.proxy, idle.key.backend)).expect("counted");
+                let min = if pool.multiplex { pool.min_idle } else { 0 };
+                let stale = (now.duration_since(idle.since) >= pool.idle_timeout && *count > min)
                     || now.duration_since(idle.conn.opened) >= pool.max_lifetime;
                 if stale {
-                    let idle = local.idle.swap_remove(i);
+                    *count -= 1;
+                }
+                if stale {
+                    let idle = local.idle.remove(i);
                     if let Some(s) = stats(&idle.slot, idle.key.backend) {
                         s.idle.fetch_sub(1, Ordering::Relaxed);
                     }
