@@ -139,6 +139,20 @@ impl BackendStream {
         matches!(self, BackendStream::Tls(_))
     }
 
+    /// Whether an idle connection has heard from its server: its close, or
+    /// anything it said unasked (an error before closing), which leaves
+    /// the connection unusable. Reads nothing when nothing arrived; looks
+    /// only at what the runtime has already seen.
+    pub fn heard_from_peer(&self) -> bool {
+        let tcp = match self {
+            BackendStream::Tcp(tcp) => tcp,
+            BackendStream::Tls(tls) => tls.get_ref().0,
+            BackendStream::Detached => return true,
+        };
+        let mut byte = [0u8; 1];
+        !matches!(tcp.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     /// Takes the plain TCP stream out for a TLS handshake.
     pub fn take_tcp(&mut self) -> Option<TcpStream> {
         match std::mem::replace(self, BackendStream::Detached) {

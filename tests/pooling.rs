@@ -465,3 +465,41 @@ async fn idle_connections_close_after_idle_timeout_down_to_min_idle() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(primary_idle().await, (1, 1));
 }
+
+#[tokio::test]
+async fn a_pooled_connection_the_server_closed_is_not_used() {
+    let _serial = SERIAL.lock().await;
+    let table = unique("pool_closed");
+    admin(PRIMARY).await.exec(&format!("CREATE TABLE app.{table} (id INT)")).await;
+    let proxy = start_proxy(pooled(2, "2s")).await;
+    let mut c = client(&proxy).await;
+    c.query_drop(format!("INSERT INTO {table} VALUES (1)")).await.unwrap();
+    let old = thread(&mut c).await;
+    // The server ends the idle pooled connections (as a restart or
+    // wait_timeout would).
+    let mut a = admin(PRIMARY).await;
+    let ids = a
+        .scalar("SELECT GROUP_CONCAT(ID) FROM information_schema.PROCESSLIST WHERE USER = 'app'")
+        .await
+        .expect("the pool's connections");
+    for id in ids.split(',') {
+        a.exec(&format!("KILL {id}")).await;
+    }
+    // The next write gets a live connection: no error, nothing lost.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a
+        .scalar("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app'")
+        .await
+        .as_deref()
+        != Some("0")
+    {
+        assert!(Instant::now() < deadline, "the killed connections linger");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.query_drop(format!("INSERT INTO {table} VALUES (2)"))
+        .await
+        .expect("write after the server closed the pooled connection");
+    assert_ne!(thread(&mut c).await, old);
+    let rows = a.scalar(&format!("SELECT GROUP_CONCAT(id ORDER BY id) FROM app.{table}")).await;
+    assert_eq!(rows.as_deref(), Some("1,2"));
+}

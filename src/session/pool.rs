@@ -455,7 +455,12 @@ impl Session {
         loop {
             let found = handed.take().or_else(|| take(&key, without_database, prefer));
             if let Some((mut conn, slot)) = found {
-                if conn.opened.elapsed() < config.pool.max_lifetime {
+                // A server that closed an idle connection (restarted,
+                // wait_timeout) would fail the statement sent on it.
+                if conn.opened.elapsed() < config.pool.max_lifetime
+                    && conn.reader.buffered().is_empty()
+                    && !conn.stream.heard_from_peer()
+                {
                     match self.adopt(idx, &mut conn).await {
                         Ok(()) => {
                             self.hold(idx, conn.thread_id, slot);
