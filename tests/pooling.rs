@@ -503,3 +503,44 @@ async fn a_pooled_connection_the_server_closed_is_not_used() {
     let rows = a.scalar(&format!("SELECT GROUP_CONCAT(id ORDER BY id) FROM app.{table}")).await;
     assert_eq!(rows.as_deref(), Some("1,2"));
 }
+
+#[tokio::test]
+async fn idle_connections_of_one_worker_make_way_for_sessions_of_another() {
+    let _serial = SERIAL.lock().await;
+    require_lab();
+    // Two session workers and one connection to the primary in all: a
+    // session of the second worker needs the first worker's idle one gone.
+    let port = free_port();
+    let text = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:{port}\"\n[[users]]\nname = \"app\"\npassword = \"app\"\n\
+         [[backends]]\nname = \"primary\"\naddress = \"{PRIMARY}\"\nrole = \"primary\"\n\
+         [pool]\nmultiplex = true\nmax_connections_per_backend = 1\npool_timeout = \"3s\"\n"
+    );
+    let path = temp_config("rwsplit_pool_workers", &text);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rwsplit"))
+        .arg("--config")
+        .arg(&path)
+        .env("RWSPLIT_WORKER_THREADS", "2")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start rwsplit");
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        assert!(Instant::now() < deadline, "rwsplit did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Sessions are handed to the workers in turn.
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(Raw::app(&addr, true).await);
+    }
+    for (i, s) in sessions.iter_mut().enumerate() {
+        let started = Instant::now();
+        assert_eq!(s.scalar(&format!("SELECT {i}")).await.as_deref(), Some(&*i.to_string()));
+        assert!(started.elapsed() < Duration::from_secs(2), "waited {:?}", started.elapsed());
+    }
+    child.kill().await.unwrap();
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}

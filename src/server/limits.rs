@@ -50,6 +50,10 @@ pub struct PoolBackend {
     pub idle: AtomicUsize,
     /// Statements waiting for a connection.
     pub waiting: AtomicUsize,
+    /// Of those, the ones whose worker could open one were the backend's
+    /// whole cap not held (idle connections of other workers are then
+    /// closed for them).
+    pub starved: AtomicUsize,
     /// Waits that ended in ERROR 1040 after `pool_timeout`.
     pub timeouts: AtomicU64,
     /// Connections handed from one session to another.
@@ -72,6 +76,7 @@ impl PoolStats {
                 .map(|_| PoolBackend {
                     idle: AtomicUsize::new(0),
                     waiting: AtomicUsize::new(0),
+                    starved: AtomicUsize::new(0),
                     timeouts: AtomicU64::new(0),
                     handoffs: AtomicU64::new(0),
                     by_worker: (0..MAX_WORKERS).map(|_| AtomicUsize::new(0)).collect(),

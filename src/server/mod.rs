@@ -335,6 +335,21 @@ impl Shared {
         Some(self.new_slot(idx, share))
     }
 
+    /// Whether this session worker could open another connection to
+    /// backend `idx` were the backend's whole cap not held (by other
+    /// workers' connections).
+    pub fn blocked_by_other_workers(&self, idx: usize) -> bool {
+        let config = self.config.load();
+        let Some(cap) = self.backend_cap(&config, idx) else { return false };
+        if !config.pool.multiplex || self.backend_connections(idx) < cap {
+            return false;
+        }
+        let workers = self.session_workers.get().map_or(1, |w| w.len().max(1));
+        let worker = listeners::current_worker().min(limits::MAX_WORKERS - 1);
+        let mine = self.pool.get(idx).and_then(|s| s.by_worker.get(worker));
+        mine.is_some_and(|n| n.load(Ordering::Relaxed) < cap.div_ceil(workers))
+    }
+
     /// Counts a connection taken under backend `idx`'s cap.
     fn new_slot(self: &Arc<Self>, idx: usize, worker: Option<usize>) -> BackendSlot {
         let opened_ms = limits::since_start_ms();

@@ -341,13 +341,35 @@ async fn sweep() {
             }
             // Oldest first, so that min_idle keeps the most recently used.
             local.idle.sort_by_key(|i| i.since);
+            // Backends where sessions of other workers starve: one idle
+            // connection each is closed for them per round.
+            let mut starving: Vec<(usize, usize)> = Vec::new();
+            for idle in &local.idle {
+                let k = (idle.key.proxy, idle.key.backend);
+                let starved =
+                    stats(&idle.slot, k.1).is_some_and(|s| s.starved.load(Ordering::Relaxed) > 0);
+                let waits_here =
+                    local.waiting.get(&k).is_some_and(|q| q.iter().any(|p| !p.tx.is_closed()));
+                if starved && !waits_here && !starving.contains(&k) {
+                    starving.push(k);
+                }
+            }
             let mut i = 0;
             while i < local.idle.len() {
                 let idle = &local.idle[i];
                 let pool = &idle.slot.shared().config.load().pool;
-                let count = left.get_mut(&(idle.key.proxy, idle.key.backend)).expect("counted");
+                let k = (idle.key.proxy, idle.key.backend);
+                let count = left.get_mut(&k).expect("counted");
                 let min = if pool.multiplex { pool.min_idle } else { 0 };
-                let stale = (now.duration_since(idle.since) >= pool.idle_timeout && *count > min)
+                let wanted = match starving.iter().position(|s| *s == k) {
+                    Some(pos) => {
+                        starving.swap_remove(pos);
+                        true
+                    }
+                    None => false,
+                };
+                let stale = wanted
+                    || (now.duration_since(idle.since) >= pool.idle_timeout && *count > min)
                     || now.duration_since(idle.conn.opened) >= pool.max_lifetime;
                 if stale {
                     *count -= 1;
@@ -379,19 +401,34 @@ async fn sweep() {
     }
 }
 
-/// Counts a waiting session for the admin port until dropped.
-struct Waiting<'a>(&'a crate::server::PoolBackend);
+/// Counts a waiting session until dropped (and, while it is `starved`,
+/// as one that idle connections of other workers keep waiting).
+struct Waiting<'a> {
+    stats: &'a crate::server::PoolBackend,
+    starved: bool,
+}
 
 impl<'a> Waiting<'a> {
     fn new(stats: &'a crate::server::PoolBackend) -> Waiting<'a> {
         stats.waiting.fetch_add(1, Ordering::Relaxed);
-        Waiting(stats)
+        Waiting { stats, starved: false }
+    }
+
+    fn starved(&mut self, starved: bool) {
+        if starved != self.starved {
+            match starved {
+                true => self.stats.starved.fetch_add(1, Ordering::Relaxed),
+                false => self.stats.starved.fetch_sub(1, Ordering::Relaxed),
+            };
+            self.starved = starved;
+        }
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.starved(false);
+        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -494,7 +531,8 @@ impl Session {
                 self.hold(idx, conn.thread_id, slot);
                 return Ok(conn);
             }
-            counted.get_or_insert_with(|| Waiting::new(stats));
+            let blocked = self.shared.blocked_by_other_workers(idx);
+            counted.get_or_insert_with(|| Waiting::new(stats)).starved(blocked);
             let rx = queued.get_or_insert_with(|| {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 LOCAL.with(|local| {
