@@ -138,6 +138,9 @@ pub struct BackendConn {
     pub database: Option<Vec<u8>>,
     /// GTID tracking is on: an OK without a GTID means nothing was logged.
     pub tracks_gtids: bool,
+    /// The connection's autocommit, from the last status flags it sent
+    /// (None after a reset, until it says).
+    pub autocommit: Option<bool>,
     /// When the connection was opened (for `[pool] max_lifetime`).
     pub opened: std::time::Instant,
     /// Statements prepared on this connection by text, kept for every
@@ -307,6 +310,7 @@ impl BackendConn {
         };
         let mut body = Vec::with_capacity(128);
         response.write(&mut body);
+        let autocommit = greeting.status & crate::protocol::status::AUTOCOMMIT != 0;
         let mut conn = BackendConn {
             stream,
             reader,
@@ -317,6 +321,7 @@ impl BackendConn {
             sets_hash: 0,
             database: login.database.clone(),
             tracks_gtids: false,
+            autocommit: Some(autocommit),
             opened: std::time::Instant::now(),
             prepared: None,
             scratch: Vec::new(),
@@ -439,12 +444,22 @@ impl BackendConn {
                 return Err(BackendError::from_err_packet(&packet));
             }
             match step {
-                relay::Step::Done => return Ok((std::mem::take(&mut machine.outcome), first_row)),
+                relay::Step::Done => {
+                    self.note_status(&machine.outcome);
+                    return Ok((std::mem::take(&mut machine.outcome), first_row));
+                }
                 relay::Step::Continue => {}
                 relay::Step::LocalInfile => {
                     self.write_payload(seq.wrapping_add(1), b"").await?;
                 }
             }
+        }
+    }
+
+    /// Remembers what a response's status flags say of the connection.
+    pub fn note_status(&mut self, outcome: &Outcome) {
+        if outcome.has_status {
+            self.autocommit = Some(outcome.status & crate::protocol::status::AUTOCOMMIT != 0);
         }
     }
 
@@ -534,6 +549,7 @@ impl BackendConn {
         self.run_own(&[crate::protocol::command::RESET_CONNECTION]).await?;
         self.applied_sets = 0;
         self.sets_hash = 0;
+        self.autocommit = None;
         // Whether the current database survives differs between servers:
         // treat it as unknown (a session that has one selects it again).
         self.database = None;

@@ -544,3 +544,57 @@ async fn idle_connections_of_one_worker_make_way_for_sessions_of_another() {
     child.kill().await.unwrap();
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
+
+#[tokio::test]
+async fn autocommit_off_shares_connections_between_transactions_and_never_leaks() {
+    let _serial = SERIAL.lock().await;
+    let table = unique("pool_ac");
+    let mut check = admin(PRIMARY).await;
+    check.exec(&format!("CREATE TABLE app.{table} (id INT)")).await;
+    // One primary connection for everyone.
+    let proxy = start_proxy(pooled(1, "3s")).await;
+    let mut a = client(&proxy).await;
+    let mut b = client(&proxy).await;
+    // A works as DB-API drivers do (autocommit off), B with autocommit on,
+    // both on the same connection in turn.
+    a.query_drop("SET autocommit = 0").await.unwrap();
+    for i in 0..5 {
+        a.query_drop(format!("INSERT INTO {table} VALUES ({})", 100 + i)).await.unwrap();
+        a.query_drop("COMMIT").await.unwrap();
+        // B's insert commits by itself: visible at once from elsewhere.
+        b.query_drop(format!("INSERT INTO {table} VALUES ({i})")).await.unwrap();
+        let seen = check.scalar(&format!("SELECT COUNT(*) FROM app.{table} WHERE id = {i}")).await;
+        assert_eq!(seen.as_deref(), Some("1"), "B's write was left uncommitted by A's autocommit");
+    }
+    // A's uncommitted write stays A's until it commits.
+    a.query_drop(format!("INSERT INTO {table} VALUES (999)")).await.unwrap();
+    let seen = check.scalar(&format!("SELECT COUNT(*) FROM app.{table} WHERE id = 999")).await;
+    assert_eq!(seen.as_deref(), Some("0"));
+    a.query_drop("ROLLBACK").await.unwrap();
+    let ac: Option<i64> = a.query_first("SELECT /* rwsplit:primary */ @@autocommit").await.unwrap();
+    assert_eq!(ac, Some(0));
+    let ac: Option<i64> = b.query_first("SELECT /* rwsplit:primary */ @@autocommit").await.unwrap();
+    assert_eq!(ac, Some(1));
+    // Ten autocommit-off sessions, one connection: none waits for another
+    // session's idle setting, only for transactions.
+    let mut tasks = Vec::new();
+    for s in 0..10 {
+        let mut c = client(&proxy).await;
+        let table = table.clone();
+        tasks.push(tokio::spawn(async move {
+            c.query_drop("SET autocommit = 0").await.unwrap();
+            for i in 0..5 {
+                c.query_drop(format!("INSERT INTO {table} VALUES ({})", 1000 + s * 10 + i))
+                    .await
+                    .unwrap();
+                c.query_drop("COMMIT").await.unwrap();
+            }
+            c.disconnect().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.expect("autocommit-off session failed");
+    }
+    let n = check.scalar(&format!("SELECT COUNT(*) FROM app.{table} WHERE id >= 1000")).await;
+    assert_eq!(n.as_deref(), Some("50"));
+}

@@ -696,6 +696,9 @@ impl Session {
                 if outcome.has_status {
                     self.status = outcome.status;
                 }
+                if let Some(conn) = self.backends.get_mut(idx).and_then(Option::as_mut) {
+                    conn.note_status(&outcome);
+                }
                 Ok(Some(outcome))
             }
             Err(RelayError::Client(e)) => Err(SessionError::Client(e)),

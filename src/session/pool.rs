@@ -57,8 +57,8 @@ pub enum Binding {
     SessionState,
     /// COM_SET_OPTION turned multi-statements off.
     MultiStatementsOff,
-    /// The next statement may ask about this one (LAST_INSERT_ID(),
-    /// ROW_COUNT(), FOUND_ROWS(), SHOW WARNINGS): kept until it arrives.
+    /// The next statement may ask about this one (warnings, errors,
+    /// FOUND_ROWS()): kept until it arrives.
     NextStatement,
 }
 
@@ -528,6 +528,9 @@ impl Session {
                 if self.multi_statements_off {
                     conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
                 }
+                if config.pool.multiplex {
+                    self.sync_autocommit(&mut conn).await?;
+                }
                 self.hold(idx, conn.thread_id, slot);
                 return Ok(conn);
             }
@@ -608,10 +611,24 @@ impl Session {
             conn.run_own(&payload).await?;
             conn.database = Some(db.clone());
         }
+        self.sync_autocommit(conn).await?;
         if self.multi_statements_off {
             conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
         }
         self.shared.telemetry.pool_reused.increment(1);
+        Ok(())
+    }
+
+    /// Autocommit is the session's: a connection that last served a
+    /// session with the other setting, was reset, or opened with the
+    /// server's default is told.
+    async fn sync_autocommit(&self, conn: &mut BackendConn) -> Result<(), BackendError> {
+        let autocommit = self.status & status::AUTOCOMMIT != 0;
+        if conn.autocommit != Some(autocommit) {
+            let sql = if autocommit { "SET autocommit = 1" } else { "SET autocommit = 0" };
+            conn.query_own(sql).await?;
+            conn.autocommit = Some(autocommit);
+        }
         Ok(())
     }
 
@@ -620,9 +637,11 @@ impl Session {
     pub(super) fn binding(&self, idx: usize) -> Option<Binding> {
         let r = &self.routing;
         let primary = self.primary();
+        // Autocommit off is not a transaction yet: the connection carries
+        // the setting to the next session (see `adopt`), and the server
+        // says IN_TRANS once a statement starts one.
         binding(&BindingInputs {
-            in_transaction: self.status & status::IN_TRANS != 0
-                || self.status & status::AUTOCOMMIT == 0,
+            in_transaction: self.status & status::IN_TRANS != 0,
             transaction_here: r.transaction_backend.unwrap_or(primary) == idx,
             read_only_transaction_here: r.read_only_transaction == Some(idx),
             is_primary: idx == primary,
@@ -702,6 +721,13 @@ impl Session {
         self.stmts.forget_backend(idx);
         if self.routing.next_statement == Some(idx) {
             self.routing.next_statement = None;
+        }
+        // Another session may insert on it meanwhile: the id is carried
+        // to whichever connection the session asks next.
+        if let Some((b, _, id)) = self.routing.last_insert
+            && b == idx
+        {
+            self.routing.last_insert = Some((b, 0, id));
         }
         let config = self.config();
         let Some(backend) = config.backends.get(idx) else {

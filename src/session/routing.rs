@@ -41,8 +41,11 @@ pub struct RoutingState {
     /// locks...) lives on the session's connection there.
     pub pinned: Vec<bool>,
     /// The backend whose connection the next statement may ask about
-    /// (LAST_INSERT_ID(), warnings...).
+    /// (warnings, FOUND_ROWS()...).
     pub next_statement: Option<usize>,
+    /// The session's last generated insert id: (backend, server thread
+    /// of the connection that has it, id).
+    pub last_insert: Option<(usize, u32, u64)>,
 }
 
 impl RoutingState {
@@ -198,7 +201,7 @@ impl Session {
                 self.backends[idx].as_mut().expect("open").enable_gtid_tracking().await?;
             }
         }
-        Ok(())
+        self.carry_last_insert_id(idx).await
     }
 
     /// Updates the session's memory after a statement ran on `idx`.
@@ -330,11 +333,53 @@ impl Session {
             self.pin(idx);
         }
         let leaves_results = outcome.warnings > 0
-            || outcome.affected_rows > 0
-            || outcome.last_insert_id != 0
             || outcome.error.is_some()
             || info.flags.contains(Flags::SQL_CALC_FOUND_ROWS);
         self.routing.next_statement = leaves_results.then_some(idx);
+        // The last insert id moves with the session instead (see
+        // `carry_last_insert_id`): a write need not keep its connection.
+        if outcome.last_insert_id != 0
+            && let Some(conn) = self.backends.get(idx).and_then(Option::as_ref)
+        {
+            self.routing.last_insert = Some((idx, conn.thread_id, outcome.last_insert_id));
+        }
+    }
+
+    /// Before a statement that reads `LAST_INSERT_ID()` runs on backend
+    /// `idx` on a connection other than the one the session's last insert
+    /// ran on (or one that served other sessions since), that connection
+    /// is given the id (`SELECT LAST_INSERT_ID(n)`).
+    async fn carry_last_insert_id(&mut self, idx: usize) -> Result<(), BackendError> {
+        let Some((backend, thread, id)) = self.routing.last_insert else {
+            return Ok(());
+        };
+        let Some(conn) = self.backends.get_mut(idx).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        if backend != idx || conn.thread_id == thread || !self.asks_last_insert_id() {
+            return Ok(());
+        }
+        let conn = self.backends[idx].as_mut().expect("checked above");
+        conn.query_own(&format!("SELECT LAST_INSERT_ID({id})")).await?;
+        self.routing.last_insert = Some((idx, conn.thread_id, id));
+        Ok(())
+    }
+
+    /// Whether the current command reads the last insert id.
+    fn asks_last_insert_id(&self) -> bool {
+        const WORDS: [&[u8]; 2] = [b"LAST_INSERT_ID", b"IDENTITY"];
+        let text: &[u8] = match self.cmd.first() {
+            Some(&command::QUERY) => &self.cmd[1..],
+            Some(&command::STMT_EXECUTE) => {
+                let id = self.cmd.get(1..5).and_then(|b| <[u8; 4]>::try_from(b).ok());
+                match id.and_then(|id| self.stmts.resolve(u32::from_le_bytes(id))) {
+                    Some(id) => self.stmts.get(id).map_or(&[][..], |s| &s.sql[..]),
+                    None => &[],
+                }
+            }
+            _ => &[],
+        };
+        WORDS.iter().any(|w| text.windows(w.len()).any(|win| win.eq_ignore_ascii_case(w)))
     }
 
     /// Runs a classified COM_QUERY where the router says.
