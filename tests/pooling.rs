@@ -571,8 +571,20 @@ async fn autocommit_off_shares_connections_between_transactions_and_never_leaks(
     let seen = check.scalar(&format!("SELECT COUNT(*) FROM app.{table} WHERE id = 999")).await;
     assert_eq!(seen.as_deref(), Some("0"));
     a.query_drop("ROLLBACK").await.unwrap();
+    // A read under autocommit off opens a snapshot (unflagged by the
+    // server): the connection stays with A until it commits.
+    let kept = |proxy: &TestProxy| {
+        proxy.shared.pool.bound[rwsplit::session::pool::Binding::Transaction as usize]
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = kept(&proxy);
+    let _: Option<i64> = a.query_first(format!("SELECT COUNT(*) FROM {table}")).await.unwrap();
+    assert_eq!(kept(&proxy), before + 1, "the snapshot's connection was given back");
+    a.query_drop("COMMIT").await.unwrap();
+    assert_eq!(kept(&proxy), before + 1);
     let ac: Option<i64> = a.query_first("SELECT /* rwsplit:primary */ @@autocommit").await.unwrap();
     assert_eq!(ac, Some(0));
+    a.query_drop("COMMIT").await.unwrap();
     let ac: Option<i64> = b.query_first("SELECT /* rwsplit:primary */ @@autocommit").await.unwrap();
     assert_eq!(ac, Some(1));
     // Ten autocommit-off sessions, one connection: none waits for another

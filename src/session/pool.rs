@@ -637,12 +637,17 @@ impl Session {
     pub(super) fn binding(&self, idx: usize) -> Option<Binding> {
         let r = &self.routing;
         let primary = self.primary();
-        // Autocommit off is not a transaction yet: the connection carries
-        // the setting to the next session (see `adopt`), and the server
-        // says IN_TRANS once a statement starts one.
+        // Autocommit off is not a transaction by itself: the connection
+        // carries the setting to the next session (see `adopt`); a
+        // statement under it starts one (the server flags IN_TRANS for
+        // writes, not for the snapshot a read opens), ended by COMMIT or
+        // ROLLBACK.
+        let flagged =
+            self.status & status::IN_TRANS != 0 && r.transaction_backend.unwrap_or(primary) == idx;
+        let implicit = self.status & status::AUTOCOMMIT == 0 && r.implicit_transaction == Some(idx);
         binding(&BindingInputs {
-            in_transaction: self.status & status::IN_TRANS != 0,
-            transaction_here: r.transaction_backend.unwrap_or(primary) == idx,
+            in_transaction: flagged || implicit,
+            transaction_here: true,
             read_only_transaction_here: r.read_only_transaction == Some(idx),
             is_primary: idx == primary,
             locked_tables: r.locked_tables,

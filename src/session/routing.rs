@@ -46,6 +46,10 @@ pub struct RoutingState {
     /// The session's last generated insert id: (backend, server thread
     /// of the connection that has it, id).
     pub last_insert: Option<(usize, u32, u64)>,
+    /// With autocommit off, the backend where a statement may have started
+    /// a transaction the server does not flag (a read opens a snapshot
+    /// without IN_TRANS), until COMMIT or ROLLBACK.
+    pub implicit_transaction: Option<usize>,
 }
 
 impl RoutingState {
@@ -331,6 +335,21 @@ impl Session {
             );
         if untracked {
             self.pin(idx);
+        }
+        match info.kind {
+            StatementKind::Commit | StatementKind::Rollback | StatementKind::SetAutocommit(_) => {
+                self.routing.implicit_transaction = None;
+            }
+            StatementKind::SetSession
+            | StatementKind::SetNames
+            | StatementKind::SetTransaction
+            | StatementKind::SetUserVar
+            | StatementKind::Use
+            | StatementKind::Kill => {}
+            _ if self.status & crate::protocol::status::AUTOCOMMIT == 0 => {
+                self.routing.implicit_transaction = Some(idx);
+            }
+            _ => {}
         }
         let leaves_results = outcome.warnings > 0
             || outcome.error.is_some()
