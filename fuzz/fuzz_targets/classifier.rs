@@ -1,0 +1,32 @@
+//! The statement classifier on any COM_QUERY text, read lossily when it is
+//! not UTF-8 as the session reads it. No text may panic it, and what holds
+//! for any text holds: the digest does not depend on the parser-tier cache,
+//! and a plain read is a read.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use rwsplit::classify::{
+    Tier2Cache, classify, classify_with_cache, normalize, tables, temp_table_name,
+};
+use std::sync::OnceLock;
+
+/// One cache for the whole run, as the proxy has: later inputs meet the
+/// verdicts of earlier ones, and evictions happen.
+fn cache() -> &'static Tier2Cache {
+    static CACHE: OnceLock<Tier2Cache> = OnceLock::new();
+    CACHE.get_or_init(|| Tier2Cache::new(256))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let sql = String::from_utf8_lossy(data);
+    let info = classify_with_cache(&sql, cache());
+    assert_eq!(info.digest, classify(&sql).digest, "the digest depends on the cache");
+    if info.is_plain_read() {
+        assert!(info.kind.is_read(), "a plain read of kind {:?}", info.kind);
+    }
+    let mut normalized = String::new();
+    normalize(&sql, &mut normalized);
+    let _ = tables(&sql);
+    let _ = temp_table_name(&sql);
+});
