@@ -69,6 +69,11 @@ run_client_test "sysbench read/write split" env SYSBENCH_TIME=5 integration/clie
 run_client_test "sysbench with a replica killed" integration/clients/sysbench_replica_kill.sh
 run_client_test "sysbench, 2,000 clients on a pool of 100 per server" integration/clients/sysbench_pool.sh
 
+# Coverage-guided fuzzing, bounded (builds the fuzz targets once).
+log "cargo fuzz, ${RWSPLIT_FUZZ_SECONDS:-10} s per target"
+fuzz_rc=0
+RWSPLIT_FUZZ_SECONDS=${RWSPLIT_FUZZ_SECONDS:-10} integration/fuzz.sh || fuzz_rc=$?
+
 if ! kill -0 "$proxy_pid" 2>/dev/null; then
     log "the proxy died during the client tests:"; cat "$proxy_log"; failed=$((failed + 1))
 fi
@@ -77,6 +82,9 @@ if [ "$cargo_rc" -ne 0 ]; then
 fi
 if [ "$deny_rc" -ne 0 ]; then
     log "cargo deny failed"; failed=$((failed + 1))
+fi
+if [ "$fuzz_rc" -ne 0 ]; then
+    log "cargo fuzz failed"; failed=$((failed + 1))
 fi
 echo "clients: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
