@@ -610,3 +610,27 @@ async fn autocommit_off_shares_connections_between_transactions_and_never_leaks(
     let n = check.scalar(&format!("SELECT COUNT(*) FROM app.{table} WHERE id >= 1000")).await;
     assert_eq!(n.as_deref(), Some("50"));
 }
+
+#[tokio::test]
+async fn last_insert_id_is_right_after_a_read_on_a_replica_pooled_or_not() {
+    let _serial = SERIAL.lock().await;
+    let table = unique("pool_lii");
+    admin(PRIMARY)
+        .await
+        .exec(&format!("CREATE TABLE app.{table} (id INT AUTO_INCREMENT PRIMARY KEY, v INT)"))
+        .await;
+    wait_replicas_caught_up().await;
+    for config in [pooled(2, "2s"), lab_config("[consistency]\nmode = \"eventual\"\n")] {
+        let proxy = start_proxy(config).await;
+        let mut c = client(&proxy).await;
+        for i in 0..5 {
+            c.query_drop(format!("INSERT INTO {table} (v) VALUES ({i})")).await.unwrap();
+            let id = c.last_insert_id().unwrap();
+            // A read between them runs on a replica, and is the session's
+            // last statement when LAST_INSERT_ID() is asked.
+            let _: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+            let asked: Option<u64> = c.query_first("SELECT LAST_INSERT_ID()").await.unwrap();
+            assert_eq!(asked, Some(id), "LAST_INSERT_ID() after a read elsewhere");
+        }
+    }
+}

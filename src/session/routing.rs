@@ -364,10 +364,10 @@ impl Session {
         }
     }
 
-    /// Before a statement that reads `LAST_INSERT_ID()` runs on backend
-    /// `idx` on a connection other than the one the session's last insert
-    /// ran on (or one that served other sessions since), that connection
-    /// is given the id (`SELECT LAST_INSERT_ID(n)`).
+    /// Before a statement that reads `LAST_INSERT_ID()` runs on a
+    /// connection other than the one the session's last insert ran on (on
+    /// another backend, or one that served other sessions since), that
+    /// connection is given the id (`SELECT LAST_INSERT_ID(n)`).
     async fn carry_last_insert_id(&mut self, idx: usize) -> Result<(), BackendError> {
         let Some((backend, thread, id)) = self.routing.last_insert else {
             return Ok(());
@@ -375,7 +375,10 @@ impl Session {
         let Some(conn) = self.backends.get_mut(idx).and_then(Option::as_mut) else {
             return Ok(());
         };
-        if backend != idx || conn.thread_id == thread || !self.asks_last_insert_id() {
+        // The statement before it may have run elsewhere (a read on a
+        // replica), and it is routed after that one: the id is given to
+        // whichever connection it lands on.
+        if (backend == idx && conn.thread_id == thread) || !self.asks_last_insert_id() {
             return Ok(());
         }
         let conn = self.backends[idx].as_mut().expect("checked above");
