@@ -11,6 +11,11 @@ RWSPLIT_LOG_PREFIX=test
 
 ensure_apt mariadb-server mariadb-client sysbench python3-pip
 ensure_python_deps
+# Node.js for the mysql2 client test (the machine's own when it has one).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    ensure_apt nodejs npm
+fi
+(cd integration/clients/node && npm ci --silent --no-audit --no-fund) || die "npm ci failed"
 integration/lab.sh up
 
 # The routing tests turn the general log on to see where statements ran;
@@ -63,6 +68,7 @@ run_client_test() {
 }
 run_client_test "mariadb cli" integration/clients/test_cli.sh
 run_client_test "pymysql" python3 -m pytest -q -p no:cacheprovider integration/clients/test_pymysql.py
+run_client_test "mysql2 (node)" node integration/clients/node/test_mysql2.js
 run_client_test "tls and caching_sha2" python3 -m pytest -q -p no:cacheprovider integration/clients/test_tls.py
 run_client_test "sysbench oltp_point_select" env SYSBENCH_TIME=5 integration/clients/sysbench.sh
 run_client_test "sysbench read/write split" env SYSBENCH_TIME=5 integration/clients/sysbench_routing.sh
