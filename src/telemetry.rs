@@ -30,11 +30,19 @@ pub const POOL_TIMEOUTS: &str = "rwsplit_pool_timeouts_total";
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The process-wide Prometheus recorder (installed on first use).
+/// Bucket bounds of the duration histograms, in seconds.
+const DURATION_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
 pub fn recorder() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            // Fixed buckets: a sample costs a counter, not a sketch update
+            // (and histograms aggregate across proxies, summaries do not).
             let handle = PrometheusBuilder::new()
+                .set_buckets(&DURATION_BUCKETS)
+                .expect("bucket bounds are valid")
                 .install_recorder()
                 .expect("the metrics recorder is installed once");
             describe();

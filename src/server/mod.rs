@@ -100,7 +100,20 @@ impl Backoff {
     }
 
     pub fn is_down(&self, backend: usize) -> bool {
-        self.until_ms.get(backend).is_some_and(|slot| slot.load(Ordering::Relaxed) > self.now_ms())
+        // A backend never avoided costs no clock read (this runs for every
+        // replica of every read).
+        self.until_ms.get(backend).is_some_and(|slot| {
+            let until = slot.load(Ordering::Relaxed);
+            if until == 0 {
+                return false;
+            }
+            if until > self.now_ms() {
+                return true;
+            }
+            // Expired: back to the clock-free case.
+            let _ = slot.compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
+            false
+        })
     }
 }
 

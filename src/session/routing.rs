@@ -178,16 +178,16 @@ impl Session {
     /// Opens the connection to `idx` if needed and replays what it missed:
     /// the current database and the session's SET statements.
     pub(super) async fn catch_up(&mut self, idx: usize) -> Result<(), BackendError> {
-        let database = self.login.database.clone();
         let sets_total = self.routing.sets.len();
-        let conn = self.backend(idx).await?;
-        if conn.database != database {
-            if let Some(db) = &database {
+        self.backend(idx).await?;
+        let conn = self.backends[idx].as_mut().expect("just opened");
+        if conn.database != self.login.database {
+            if let Some(db) = &self.login.database {
                 let mut payload = vec![command::INIT_DB];
                 payload.extend_from_slice(db);
                 conn.run_own(&payload).await?;
             }
-            conn.database = database;
+            conn.database.clone_from(&self.login.database);
         }
         if conn.applied_sets < sets_total {
             let start = conn.applied_sets;
