@@ -5,6 +5,8 @@
 #   ensure_python_deps            pip-install pymysql and pytest when missing
 #   ensure_apt PKG...             apt-get install the missing packages (root only)
 #   wait_for_port HOST PORT SECS  bounded poll until a TCP port accepts
+#   lab_sql PORT SQL              SQL as the lab admin, rows tab-separated
+#   lab_wait_replicas             until both lab replicas hold the primary's position
 
 # Prefix for messages from the sourcing script.
 : "${RWSPLIT_LOG_PREFIX:=rwsplit}"
@@ -83,5 +85,22 @@ wait_for_port() {
             return 1
         fi
         sleep 0.1
+    done
+}
+
+# lab_sql PORT SQL...: runs SQL as the lab's admin user on 127.0.0.1:PORT,
+# printing the rows tab-separated without column names.
+lab_sql() {
+    local port="$1"; shift
+    mariadb --no-defaults --protocol=tcp -h127.0.0.1 -P"$port" -uadmin -padmin -N -B -e "$*"
+}
+
+# lab_wait_replicas: waits (up to 60 s each) until both lab replicas have
+# applied what the lab primary has logged so far.
+lab_wait_replicas() {
+    local pos port
+    pos=$(lab_sql 3306 "SELECT @@gtid_binlog_pos")
+    for port in 3307 3308; do
+        [ "$(lab_sql "$port" "SELECT MASTER_GTID_WAIT('$pos', 60)")" = 0 ] || die "replica :$port did not catch up"
     done
 }

@@ -24,8 +24,7 @@ integration/lab.sh up
 reset_general_logs() {
     local port
     for port in 3306 3307 3308; do
-        mariadb --no-defaults --protocol=tcp -h127.0.0.1 -P"$port" -uadmin -padmin -e \
-            "SET SESSION sql_log_bin = 0; SET GLOBAL general_log = 0; TRUNCATE mysql.general_log;" \
+        lab_sql "$port" "SET SESSION sql_log_bin = 0; SET GLOBAL general_log = 0; TRUNCATE mysql.general_log;" \
             || die "cannot reset the general log on :$port"
     done
 }

@@ -31,18 +31,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -gt $((READERS + WRITERS + 256)) ] \
     || die "open-file limit $(ulimit -n) is too low for $((READERS + WRITERS)) clients"
 
-sql() {
-    local port="$1"; shift
-    mariadb --no-defaults --protocol=tcp -h"$HOST" -P"$port" -uadmin -padmin -N -B -e "$*"
-}
 
-wait_replicas() {
-    local pos
-    pos=$(sql 3306 "SELECT @@gtid_binlog_pos")
-    for port in 3307 3308; do
-        [ "$(sql "$port" "SELECT MASTER_GTID_WAIT('$pos', 60)")" = 0 ] || die "replica :$port did not catch up"
-    done
-}
 
 work=$(mktemp -d)
 cleanup() {
@@ -53,7 +42,7 @@ sysbench oltp_read_only "${COMMON[@]}" --mysql-port=3306 cleanup >/dev/null 2>&1
 trap cleanup EXIT
 sysbench oltp_read_only "${COMMON[@]}" --mysql-port=3306 prepare >"$work/prepare" 2>&1 \
     || { cat "$work/prepare"; die "prepare failed"; }
-wait_replicas
+lab_wait_replicas
 
 # Most connections of user app seen on each server, sampled until told to stop.
 sample() {
@@ -61,7 +50,7 @@ sample() {
     while [ ! -e "$work/stop" ]; do
         i=0
         for port in 3306 3307 3308; do
-            n=$(sql "$port" "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app'")
+            n=$(lab_sql "$port" "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app'")
             [ "$n" -gt "${most[$i]}" ] && most[$i]=$n
             i=$((i + 1))
         done

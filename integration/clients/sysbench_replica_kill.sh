@@ -20,18 +20,7 @@ THREADS=${SYSBENCH_THREADS:-8}
 LAB_DIR=${RWSPLIT_LAB_DIR:-/tmp/rwsplit-lab}
 COMMON=(--mysql-host="$HOST" --mysql-user=app --mysql-password=app --mysql-db=app --tables=2 --table-size=1000)
 
-sql() {
-    local port="$1"; shift
-    mariadb --no-defaults --protocol=tcp -h"$HOST" -P"$port" -uadmin -padmin -N -B -e "$*"
-}
 
-wait_replicas() {
-    local pos
-    pos=$(sql 3306 "SELECT @@gtid_binlog_pos")
-    for port in 3307 3308; do
-        [ "$(sql "$port" "SELECT MASTER_GTID_WAIT('$pos', 60)")" = 0 ] || die "replica :$port did not catch up"
-    done
-}
 
 cleanup() {
     "$HERE/../lab.sh" up >/dev/null 2>&1 || log "lab.sh up failed after the run"
@@ -41,7 +30,7 @@ cleanup() {
 trap cleanup EXIT
 sysbench oltp_read_only "${COMMON[@]}" --mysql-port=3306 cleanup >/dev/null 2>&1 || true
 sysbench oltp_read_only "${COMMON[@]}" --mysql-port=3306 prepare >/dev/null
-wait_replicas
+lab_wait_replicas
 
 out=$(mktemp)
 sysbench oltp_read_only "${COMMON[@]}" --mysql-port="$PROXY_PORT" --threads="$THREADS" \

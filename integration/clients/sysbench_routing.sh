@@ -20,25 +20,14 @@ TIME_S=${SYSBENCH_TIME:-5}
 THREADS=${SYSBENCH_THREADS:-8}
 COMMON=(--mysql-host="$HOST" --mysql-user=app --mysql-password=app --mysql-db=app --tables=2 --table-size=1000)
 
-sql() {
-    local port="$1"; shift
-    mariadb --no-defaults --protocol=tcp -h"$HOST" -P"$port" -uadmin -padmin -N -B -e "$*"
-}
 
 # Prepared-statement executions on a server: sysbench runs every query of
 # these tests as one (BEGIN/COMMIT aside), while the proxy's monitor only
 # sends text queries, so its probes are not counted.
 ran() {
-    sql "$1" "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'COM_STMT_EXECUTE'"
+    lab_sql "$1" "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'COM_STMT_EXECUTE'"
 }
 
-wait_replicas() {
-    local pos
-    pos=$(sql 3306 "SELECT @@gtid_binlog_pos")
-    for port in 3307 3308; do
-        [ "$(sql "$port" "SELECT MASTER_GTID_WAIT('$pos', 60)")" = 0 ] || die "replica :$port did not catch up"
-    done
-}
 
 # run TEST MAX_ERRORS [ARGS...]: prints the number of queries. Deadlocks are
 # "ignored errors" in sysbench: a read-write run may see a few, as it does
@@ -61,7 +50,7 @@ run() {
 trap 'sysbench oltp_read_write "${COMMON[@]}" --mysql-port=3306 cleanup >/dev/null 2>&1 || true' EXIT
 sysbench oltp_read_write "${COMMON[@]}" --mysql-port=3306 cleanup >/dev/null 2>&1 || true
 sysbench oltp_read_write "${COMMON[@]}" --mysql-port=3306 prepare >/dev/null
-wait_replicas
+lab_wait_replicas
 
 read -r p0 r10 r20 <<<"$(ran 3306) $(ran 3307) $(ran 3308)"
 queries=$(run oltp_read_only 0 --skip_trx=on)
