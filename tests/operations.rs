@@ -465,12 +465,18 @@ async fn primary_thread(c: &mut Raw) -> String {
     id
 }
 
-#[tokio::test]
-async fn kept_connections_serve_the_next_session_with_nothing_left_of_the_last() {
+/// A proxy keeping connections for later sessions, all statements on the
+/// primary (so each session has one connection to look at).
+async fn primary_only_with_reuse() -> TestProxy {
     let mut config = lab_config("[pool]\nreuse = true\n");
     config.backends[1].weight = 0;
     config.backends[2].weight = 0;
-    let proxy = start_proxy(config).await;
+    start_proxy(config).await
+}
+
+#[tokio::test]
+async fn kept_connections_serve_the_next_session_with_nothing_left_of_the_last() {
+    let proxy = primary_only_with_reuse().await;
     let addr = proxy.addr.to_string();
 
     let mut a = Raw::app(&addr, true).await;
@@ -551,17 +557,14 @@ async fn without_reuse_every_session_has_its_own_connection() {
     let first = primary_thread(&mut a).await;
     a.conn.write_payload(0, &[0x01]).await.unwrap();
     drop(a);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_sessions_ended(&proxy).await;
     let mut b = Raw::app(&addr, true).await;
     assert_ne!(primary_thread(&mut b).await, first);
 }
 
 #[tokio::test]
 async fn a_session_that_ends_mid_result_does_not_hand_on_its_connection() {
-    let mut config = lab_config("[pool]\nreuse = true\n");
-    config.backends[1].weight = 0;
-    config.backends[2].weight = 0;
-    let proxy = start_proxy(config).await;
+    let proxy = primary_only_with_reuse().await;
     let addr = proxy.addr.to_string();
     for _ in 0..3 {
         // The client goes away while a large result streams to it.
