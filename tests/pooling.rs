@@ -24,22 +24,34 @@ fn pooled(cap: usize, pool_timeout: &str) -> rwsplit::Config {
     config
 }
 
-async fn client(proxy: &TestProxy) -> mysql_async::Conn {
-    let opts = mysql_async::OptsBuilder::default()
+/// Login options of user app through the proxy on `port`.
+fn app_opts(port: u16) -> mysql_async::OptsBuilder {
+    mysql_async::OptsBuilder::default()
         .ip_or_hostname("127.0.0.1")
-        .tcp_port(proxy.addr.port())
+        .tcp_port(port)
         .user(Some("app"))
         .pass(Some("app"))
         .db_name(Some("app"))
-        .prefer_socket(false);
-    mysql_async::Conn::new(opts).await.expect("login through the proxy")
+        .prefer_socket(false)
+}
+
+async fn client(proxy: &TestProxy) -> mysql_async::Conn {
+    mysql_async::Conn::new(app_opts(proxy.addr.port())).await.expect("login through the proxy")
+}
+
+/// GET /pool.
+async fn pool_json(proxy: &TestProxy) -> serde_json::Value {
+    wait_admin(proxy.admin.expect("admin"), "/pool", Duration::ZERO, |_| true).await
+}
+
+/// Waits (bounded) until GET /pool meets `condition`.
+async fn wait_pool(proxy: &TestProxy, condition: impl Fn(&serde_json::Value) -> bool) {
+    wait_admin(proxy.admin.expect("admin"), "/pool", Duration::from_secs(5), condition).await;
 }
 
 /// The proxy's connections to each backend now, from GET /pool.
 async fn pool_connections(proxy: &TestProxy) -> Vec<u64> {
-    let (status, body) = http_get(proxy.admin.expect("admin"), "/pool", None).await;
-    assert_eq!(status, 200, "{body}");
-    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let json = pool_json(proxy).await;
     json["backends"]
         .as_array()
         .unwrap()
@@ -128,13 +140,7 @@ async fn a_temporary_table_keeps_its_connection_while_other_sessions_churn() {
     for _ in 0..100 {
         let (stop, churned, addr) = (stop.clone(), churned.clone(), proxy.addr.port());
         churners.push(tokio::spawn(async move {
-            let opts = mysql_async::OptsBuilder::default()
-                .ip_or_hostname("127.0.0.1")
-                .tcp_port(addr)
-                .user(Some("app"))
-                .pass(Some("app"))
-                .db_name(Some("app"))
-                .prefer_socket(false);
+            let opts = app_opts(addr);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let mut c = mysql_async::Conn::new(opts.clone()).await.unwrap();
                 // None of them sees the owner's temporary table.
@@ -220,16 +226,7 @@ async fn a_user_variable_pins_its_connection_and_never_reaches_another_session()
     }
     // When A ends, its connection is reset and serves B, without A's variable.
     a.disconnect().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_, body) = http_get(proxy.admin.unwrap(), "/pool", None).await;
-        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-        if json["backends"][0]["idle"] == 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "A's connection did not come back: {body}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_pool(&proxy, |j| j["backends"][0]["idle"] == 2).await;
     // B holds one of the two connections in a transaction; new sessions
     // get the other. One of them was A's.
     b.query_drop("BEGIN").await.unwrap();
@@ -314,8 +311,8 @@ async fn a_full_pool_makes_a_statement_wait_then_error_1040() {
     // Once the transaction ends, its connection serves the other session.
     holder.query_drop("COMMIT").await.unwrap();
     waiter.query_drop(format!("INSERT INTO {table} VALUES (3)")).await.unwrap();
-    let (_, body) = http_get(proxy.admin.unwrap(), "/pool", None).await;
-    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let json = pool_json(&proxy).await;
+    let body = json.to_string();
     assert_eq!(json["backends"][0]["timeouts_total"], 1, "{body}");
     assert_eq!(json["backends"][0]["connections"], 1, "{body}");
     let age = json["backends"][0]["mean_connection_age_s"].as_f64().unwrap();
@@ -406,8 +403,8 @@ async fn each_kind_of_connection_state_keeps_its_connection() {
     let found: Option<i64> = b.query_first("SELECT FOUND_ROWS()").await.unwrap();
     assert_eq!(found, Some(3));
 
-    let (_, body) = http_get(proxy.admin.unwrap(), "/pool", None).await;
-    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let json = pool_json(&proxy).await;
+    let body = json.to_string();
     for reason in
         ["transaction", "session_state", "sql_prepared", "locked_tables", "next_statement"]
     {
@@ -430,40 +427,21 @@ async fn idle_connections_close_after_idle_timeout_down_to_min_idle() {
         c.query_drop("BEGIN").await.unwrap();
         sessions.push(c);
     }
-    let primary_idle = || async {
-        let (_, body) = http_get(proxy.admin.unwrap(), "/pool", None).await;
-        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-        (
-            json["backends"][0]["idle"].as_u64().unwrap(),
-            json["backends"][0]["connections"].as_u64().unwrap(),
-        )
+    let primary = |idle: u64, open: u64| {
+        move |j: &serde_json::Value| {
+            j["backends"][0]["idle"] == idle && j["backends"][0]["connections"] == open
+        }
     };
     for mut c in sessions {
         c.query_drop("COMMIT").await.unwrap();
         c.disconnect().await.unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while primary_idle().await != (3, 3) {
-        assert!(
-            Instant::now() < deadline,
-            "connections not given back: {:?}",
-            primary_idle().await
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_pool(&proxy, primary(3, 3)).await;
     // Past idle_timeout, all but min_idle close.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while primary_idle().await != (1, 1) {
-        assert!(
-            Instant::now() < deadline,
-            "idle connections not closed: {:?}",
-            primary_idle().await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // And the last one stays.
+    wait_pool(&proxy, primary(1, 1)).await;
+    // And the last one stays through more than two idle_timeouts.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(primary_idle().await, (1, 1));
+    assert!(primary(1, 1)(&pool_json(&proxy).await), "{}", pool_json(&proxy).await);
 }
 
 #[tokio::test]

@@ -335,16 +335,27 @@ pub async fn wait_backends(
     within: Duration,
     condition: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
+    wait_admin(admin, "/backends", within, condition).await
+}
+
+/// Polls the admin port's JSON endpoint `path` until `condition` holds
+/// (bounded by `within`); returns the JSON that met it.
+pub async fn wait_admin(
+    admin: SocketAddr,
+    path: &str,
+    within: Duration,
+    condition: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let (status, body) = http_get(admin, "/backends", None).await;
+        let (status, body) = http_get(admin, path, None).await;
         let json: serde_json::Value =
             serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
         if status == 200 && condition(&json) {
             return json;
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("/backends never met the condition within {within:?}: {body}");
+            panic!("{path} never met the condition within {within:?}: {body}");
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
