@@ -162,10 +162,8 @@ async fn a_read_on_a_paused_replica_runs_elsewhere_once_the_monitor_loses_it() {
 #[tokio::test]
 async fn a_write_on_a_paused_primary_gets_lost_connection_and_reads_go_on() {
     let _serial = SERIAL.lock().await;
-    let table = unique("paused_primary");
+    let table = lab_table("paused_primary", "id INT PRIMARY KEY").await;
     let mut p = admin(PRIMARY).await;
-    p.exec(&format!("CREATE TABLE app.{table} (id INT PRIMARY KEY)")).await;
-    wait_replicas_caught_up().await;
     let proxy = start_proxy(monitored_without_query_limit()).await;
     all_healthy(&proxy).await;
     let addr = proxy.addr.to_string();
@@ -461,10 +459,8 @@ async fn a_replica_killed_under_read_load_costs_no_read() {
 #[tokio::test]
 async fn a_replica_that_dies_while_a_read_waits_for_its_gtid_hands_the_read_to_the_primary() {
     let _serial = SERIAL.lock().await;
-    let table = unique("causal_kill");
+    let table = lab_table("causal_kill", "id INT PRIMARY KEY, v INT").await;
     let mut p = admin(PRIMARY).await;
-    p.exec(&format!("CREATE TABLE app.{table} (id INT PRIMARY KEY, v INT)")).await;
-    wait_replicas_caught_up().await;
     // Reads go to replica1, which applies the session's write 3 s late
     // (MASTER_DELAY), so a read waits there for the write's GTID.
     let mut config = lab_config(&format!(
@@ -515,9 +511,7 @@ async fn running_on(addr: &str, needle: &str) -> usize {
 #[tokio::test]
 async fn a_transaction_whose_primary_dies_is_never_reported_committed() {
     let _serial = SERIAL.lock().await;
-    let table = unique("lost_trx");
-    let mut p = admin(PRIMARY).await;
-    p.exec(&format!("CREATE TABLE app.{table} (id INT PRIMARY KEY)")).await;
+    let table = lab_table("lost_trx", "id INT PRIMARY KEY").await;
     let proxy = start_proxy(lab_config("[timeouts]\nconnect = \"1s\"\n")).await;
     let mut c = Raw::app(&proxy.addr.to_string(), true).await;
     c.exec("BEGIN").await;

@@ -78,11 +78,7 @@ async fn app_connections_on_servers() -> Vec<usize> {
 #[tokio::test]
 async fn many_sessions_share_a_few_connections_per_server() {
     let _serial = SERIAL.lock().await;
-    let table = unique("pool_share");
-    admin(PRIMARY)
-        .await
-        .exec(&format!("CREATE TABLE app.{table} (id INT AUTO_INCREMENT PRIMARY KEY, s INT)"))
-        .await;
+    let table = lab_table("pool_share", "id INT AUTO_INCREMENT PRIMARY KEY, s INT").await;
     let proxy = start_proxy(pooled(4, "2s")).await;
     let sessions = 60;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -250,11 +246,7 @@ async fn a_user_variable_pins_its_connection_and_never_reaches_another_session()
 #[tokio::test]
 async fn prepared_statements_and_last_insert_id_survive_sharing() {
     let _serial = SERIAL.lock().await;
-    let table = unique("pool_ps");
-    admin(PRIMARY)
-        .await
-        .exec(&format!("CREATE TABLE app.{table} (id INT AUTO_INCREMENT PRIMARY KEY, s INT)"))
-        .await;
+    let table = lab_table("pool_ps", "id INT AUTO_INCREMENT PRIMARY KEY, s INT").await;
     let proxy = start_proxy(pooled(2, "2s")).await;
     let mut tasks = Vec::new();
     for s in 0..12i64 {
@@ -294,8 +286,7 @@ async fn prepared_statements_and_last_insert_id_survive_sharing() {
 #[tokio::test]
 async fn a_full_pool_makes_a_statement_wait_then_error_1040() {
     let _serial = SERIAL.lock().await;
-    let table = unique("pool_full");
-    admin(PRIMARY).await.exec(&format!("CREATE TABLE app.{table} (id INT)")).await;
+    let table = lab_table("pool_full", "id INT").await;
     let proxy = start_proxy(pooled(1, "300ms")).await;
     let mut holder = client(&proxy).await;
     holder.query_drop("BEGIN").await.unwrap();
@@ -353,8 +344,7 @@ async fn churn(proxy: &TestProxy, sessions: usize) {
 #[tokio::test]
 async fn each_kind_of_connection_state_keeps_its_connection() {
     let _serial = SERIAL.lock().await;
-    let table = unique("pool_state");
-    admin(PRIMARY).await.exec(&format!("CREATE TABLE app.{table} (id INT)")).await;
+    let table = lab_table("pool_state", "id INT").await;
     let proxy = start_proxy(pooled(3, "5s")).await;
     let mut a = client(&proxy).await;
     // An open transaction: its uncommitted row stays visible to it.
@@ -447,8 +437,7 @@ async fn idle_connections_close_after_idle_timeout_down_to_min_idle() {
 #[tokio::test]
 async fn a_pooled_connection_the_server_closed_is_not_used() {
     let _serial = SERIAL.lock().await;
-    let table = unique("pool_closed");
-    admin(PRIMARY).await.exec(&format!("CREATE TABLE app.{table} (id INT)")).await;
+    let table = lab_table("pool_closed", "id INT").await;
     let proxy = start_proxy(pooled(2, "2s")).await;
     let mut c = client(&proxy).await;
     c.query_drop(format!("INSERT INTO {table} VALUES (1)")).await.unwrap();
@@ -526,9 +515,8 @@ async fn idle_connections_of_one_worker_make_way_for_sessions_of_another() {
 #[tokio::test]
 async fn autocommit_off_shares_connections_between_transactions_and_never_leaks() {
     let _serial = SERIAL.lock().await;
-    let table = unique("pool_ac");
+    let table = lab_table("pool_ac", "id INT").await;
     let mut check = admin(PRIMARY).await;
-    check.exec(&format!("CREATE TABLE app.{table} (id INT)")).await;
     // One primary connection for everyone.
     let proxy = start_proxy(pooled(1, "3s")).await;
     let mut a = client(&proxy).await;
@@ -592,12 +580,7 @@ async fn autocommit_off_shares_connections_between_transactions_and_never_leaks(
 #[tokio::test]
 async fn last_insert_id_is_right_after_a_read_on_a_replica_pooled_or_not() {
     let _serial = SERIAL.lock().await;
-    let table = unique("pool_lii");
-    admin(PRIMARY)
-        .await
-        .exec(&format!("CREATE TABLE app.{table} (id INT AUTO_INCREMENT PRIMARY KEY, v INT)"))
-        .await;
-    wait_replicas_caught_up().await;
+    let table = lab_table("pool_lii", "id INT AUTO_INCREMENT PRIMARY KEY, v INT").await;
     for config in [pooled(2, "2s"), lab_config("[consistency]\nmode = \"eventual\"\n")] {
         let proxy = start_proxy(config).await;
         let mut c = client(&proxy).await;

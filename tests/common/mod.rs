@@ -279,6 +279,15 @@ pub async fn admin(addr: &str) -> Raw {
         .expect("admin login")
 }
 
+/// Creates table `app.<unique name from prefix>` with `columns` on the
+/// primary and waits until the replicas have it; returns its name.
+pub async fn lab_table(prefix: &str, columns: &str) -> String {
+    let table = unique(prefix);
+    admin(PRIMARY).await.exec(&format!("CREATE TABLE app.{table} ({columns})")).await;
+    wait_replicas_caught_up().await;
+    table
+}
+
 /// Waits until both replicas have applied everything the primary has
 /// (bounded), so reads routed to them see the setup a test just wrote.
 pub async fn wait_replicas_caught_up() {
