@@ -579,39 +579,34 @@ fn default_backoff() -> Duration {
 /// locks, user variables, SQL-level prepared statements, open cursors...);
 /// with only `reuse`, it gives them back when it ends.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
     /// Share backend connections between sessions statement by statement.
-    #[serde(default)]
     pub multiplex: bool,
     /// Keep connections (COM_RESET_CONNECTION, then kept) instead of
     /// closing them when a session ends (implied by `multiplex`).
-    #[serde(default)]
     pub reuse: bool,
     /// With `multiplex`: connections the proxy opens to each backend at
     /// most, idle ones included (a backend's own `max_connections`, when
     /// lower, wins); 0 = no limit.
-    #[serde(default = "default_pool_max_per_backend")]
     pub max_connections_per_backend: usize,
     /// How long a statement waits for a free connection when its backend's
     /// connections are all in use, before ERROR 1040.
-    #[serde(default = "default_pool_timeout", with = "duration")]
+    #[serde(with = "duration")]
     pub pool_timeout: Duration,
     /// Idle connections per worker thread at most (the oldest goes first);
     /// with `multiplex`, the per-backend limit bounds them instead.
-    #[serde(default = "default_pool_max_idle")]
     pub max_idle: usize,
     /// An idle connection unused this long is closed.
-    #[serde(default = "default_pool_idle_timeout", with = "duration")]
+    #[serde(with = "duration")]
     pub idle_timeout: Duration,
     /// With `multiplex`: idle connections per backend and worker thread
     /// that `idle_timeout` leaves open (the pool does not shrink below it
     /// once it has grown; connections are opened with a client's login, so
     /// none are opened ahead of clients).
-    #[serde(default)]
     pub min_idle: usize,
     /// A connection older than this is closed instead of being reused.
-    #[serde(default = "default_pool_max_lifetime", with = "duration")]
+    #[serde(with = "duration")]
     pub max_lifetime: Duration,
 }
 
@@ -627,30 +622,14 @@ impl Default for PoolConfig {
         PoolConfig {
             multiplex: false,
             reuse: false,
-            max_connections_per_backend: default_pool_max_per_backend(),
-            pool_timeout: default_pool_timeout(),
-            max_idle: default_pool_max_idle(),
-            idle_timeout: default_pool_idle_timeout(),
+            max_connections_per_backend: 100,
+            pool_timeout: Duration::from_secs(5),
+            max_idle: 64,
+            idle_timeout: Duration::from_secs(60),
             min_idle: 0,
-            max_lifetime: default_pool_max_lifetime(),
+            max_lifetime: Duration::from_secs(3600),
         }
     }
-}
-
-fn default_pool_max_per_backend() -> usize {
-    100
-}
-fn default_pool_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_pool_max_lifetime() -> Duration {
-    Duration::from_secs(3600)
-}
-fn default_pool_max_idle() -> usize {
-    64
-}
-fn default_pool_idle_timeout() -> Duration {
-    Duration::from_secs(60)
 }
 
 /// TLS from the proxy to the backends (client sessions' connections;
@@ -1061,6 +1040,20 @@ mod tests {
         assert_eq!(c.timeouts.connect, Duration::from_secs(2));
         assert_eq!(c.limits.max_packet, 64 << 20);
         assert_eq!(c.backends[0].weight, 1);
+    }
+
+    #[test]
+    fn a_pool_section_keeps_the_defaults_of_keys_it_leaves_out() {
+        let c =
+            Config::parse(&format!("{MINIMAL}\n[pool]\nmultiplex = true\nidle_timeout = \"5s\"\n"))
+                .unwrap();
+        assert!(c.pool.multiplex && c.pool.keeps_connections());
+        assert_eq!(c.pool.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.pool.max_connections_per_backend, 100);
+        assert_eq!(c.pool.pool_timeout, Duration::from_secs(5));
+        assert_eq!(c.pool.max_lifetime, Duration::from_secs(3600));
+        let err = Config::parse(&format!("{MINIMAL}\n[pool]\nmultiplx = true\n")).unwrap_err();
+        assert!(err.contains("multiplx"), "{err}");
     }
 
     #[test]
