@@ -139,30 +139,6 @@ pub fn binding(i: &BindingInputs) -> Option<Binding> {
     i.next_statement_here.then_some(Binding::NextStatement)
 }
 
-/// Whether a command may read what the previous statement left on its
-/// connection (last insert id, row counts, warnings, diagnostics). Errs
-/// on the side of yes: a match only keeps a connection a little longer.
-pub fn asks_about_previous(command: &[u8]) -> bool {
-    const WORDS: [&[u8]; 7] = [
-        b"LAST_INSERT_ID",
-        b"ROW_COUNT",
-        b"FOUND_ROWS",
-        b"WARNING",
-        b"ERROR",
-        b"DIAGNOSTICS",
-        b"IDENTITY",
-    ];
-    match command.first() {
-        Some(&crate::protocol::command::QUERY) => {
-            let text = &command[1..];
-            WORDS.iter().any(|w| text.windows(w.len()).any(|win| win.eq_ignore_ascii_case(w)))
-        }
-        // An execute's statement text is checked by the caller.
-        Some(&crate::protocol::command::STMT_EXECUTE) => true,
-        _ => false,
-    }
-}
-
 /// A hash of a session's recorded SETs up to and including `payload`,
 /// given the hash of those before it (0 for none).
 pub fn chain_hash(previous: u64, payload: &[u8]) -> u64 {
@@ -684,10 +660,7 @@ impl Session {
         let Some(idx) = self.routing.next_statement else {
             return;
         };
-        let asks = asks_about_previous(&self.cmd)
-            && (self.cmd.first() != Some(&crate::protocol::command::STMT_EXECUTE)
-                || self.execute_asks_about_previous());
-        if asks {
+        if self.command_asks_about_previous() {
             return;
         }
         self.routing.next_statement = None;
@@ -696,16 +669,29 @@ impl Session {
         }
     }
 
-    /// Whether the prepared statement the current COM_STMT_EXECUTE runs
-    /// reads the previous statement's results.
-    fn execute_asks_about_previous(&self) -> bool {
-        let Some(raw) = self.cmd.get(1..5).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
-            return false;
+    /// Whether the command that just arrived reads the previous
+    /// statement's results, as the classifier sees it (classified here,
+    /// before routing, only while a connection is kept for the question).
+    fn command_asks_about_previous(&self) -> bool {
+        use crate::classify::Flags;
+        let info = match self.cmd.first() {
+            Some(&crate::protocol::command::QUERY) => {
+                let text = String::from_utf8_lossy(&self.cmd[1..]);
+                crate::classify::classify_with_cache(&text, &self.shared.tier2)
+            }
+            Some(&crate::protocol::command::STMT_EXECUTE) => {
+                let Some(raw) = self.cmd.get(1..5).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
+                    return false;
+                };
+                match self.stmts.resolve(u32::from_le_bytes(raw)).and_then(|id| self.stmts.get(id))
+                {
+                    Some(stmt) => stmt.info,
+                    None => return false,
+                }
+            }
+            _ => return false,
         };
-        self.stmts
-            .resolve(u32::from_le_bytes(raw))
-            .and_then(|id| self.stmts.get(id))
-            .is_some_and(|s| s.info.flags.contains(crate::classify::Flags::LAST_STATEMENT_FUNC))
+        info.flags.contains(Flags::LAST_STATEMENT_FUNC)
     }
 
     /// Gives the connection to backend `idx` back to the pool as it is
@@ -811,17 +797,6 @@ mod tests {
             Some(Binding::MultiStatementsOff)
         );
         assert_eq!(binding(&BindingInputs { cursor_here: true, ..none }), Some(Binding::Cursor));
-    }
-
-    #[test]
-    fn questions_about_the_previous_statement_are_recognised() {
-        let q = |s: &str| [&[crate::protocol::command::QUERY][..], s.as_bytes()].concat();
-        assert!(asks_about_previous(&q("SELECT last_insert_id()")));
-        assert!(asks_about_previous(&q("show warnings")));
-        assert!(asks_about_previous(&q("SELECT ROW_COUNT()")));
-        assert!(asks_about_previous(&q("GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT")));
-        assert!(!asks_about_previous(&q("SELECT c FROM sbtest1 WHERE id = 7")));
-        assert!(!asks_about_previous(&[crate::protocol::command::PING]));
     }
 
     #[test]

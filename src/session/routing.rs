@@ -46,6 +46,10 @@ pub struct RoutingState {
     /// The session's last generated insert id: (backend, server thread
     /// of the connection that has it, id).
     pub last_insert: Option<(usize, u32, u64)>,
+    /// The current statement reads the previous one's results
+    /// (`LAST_INSERT_ID()`, `ROW_COUNT()`, warnings: the classifier's
+    /// `LAST_STATEMENT_FUNC`); set for each routed statement.
+    pub asks_previous: bool,
     /// With autocommit off, the backend where a statement may have started
     /// a transaction the server does not flag (a read opens a snapshot
     /// without IN_TRANS), until COMMIT or ROLLBACK.
@@ -378,30 +382,13 @@ impl Session {
         // The statement before it may have run elsewhere (a read on a
         // replica), and it is routed after that one: the id is given to
         // whichever connection it lands on.
-        if (backend == idx && conn.thread_id == thread) || !self.asks_last_insert_id() {
+        if (backend == idx && conn.thread_id == thread) || !self.routing.asks_previous {
             return Ok(());
         }
         let conn = self.backends[idx].as_mut().expect("checked above");
         conn.query_own(&format!("SELECT LAST_INSERT_ID({id})")).await?;
         self.routing.last_insert = Some((idx, conn.thread_id, id));
         Ok(())
-    }
-
-    /// Whether the current command reads the last insert id.
-    fn asks_last_insert_id(&self) -> bool {
-        const WORDS: [&[u8]; 2] = [b"LAST_INSERT_ID", b"IDENTITY"];
-        let text: &[u8] = match self.cmd.first() {
-            Some(&command::QUERY) => &self.cmd[1..],
-            Some(&command::STMT_EXECUTE) => {
-                let id = self.cmd.get(1..5).and_then(|b| <[u8; 4]>::try_from(b).ok());
-                match id.and_then(|id| self.stmts.resolve(u32::from_le_bytes(id))) {
-                    Some(id) => self.stmts.get(id).map_or(&[][..], |s| &s.sql[..]),
-                    None => &[],
-                }
-            }
-            _ => &[],
-        };
-        WORDS.iter().any(|w| text.windows(w.len()).any(|win| win.eq_ignore_ascii_case(w)))
     }
 
     /// Runs a classified COM_QUERY where the router says.
@@ -411,6 +398,8 @@ impl Session {
         sql: &str,
     ) -> Result<(), SessionError> {
         let started = std::time::Instant::now();
+        self.routing.asks_previous =
+            info.flags.contains(crate::classify::Flags::LAST_STATEMENT_FUNC);
         let need = self.need_for(&info);
         let route = self.route_statement(&info, sql, &need);
         self.shared.telemetry.route(route.reason);

@@ -147,6 +147,8 @@ impl Session {
         };
         let stmt = self.stmts.get(id).expect("resolved");
         let (info, params, long_data) = (stmt.info, stmt.params, stmt.long_data);
+        self.routing.asks_previous =
+            info.flags.contains(crate::classify::Flags::LAST_STATEMENT_FUNC);
         let sql = stmt.text.clone();
         if self.answer_lost_transaction(info.kind).await? {
             return Ok(Next::Continue);
