@@ -54,6 +54,10 @@ pub struct StmtTable {
     map: IntMap<u32, Stmt>,
     next: u32,
     last: Option<u32>,
+    /// A cursor was opened or long data sent since the last look found
+    /// none: only then are the statements looked through (the pool asks
+    /// after every command).
+    maybe_holding: std::sync::atomic::AtomicBool,
 }
 
 impl StmtTable {
@@ -120,12 +124,38 @@ impl StmtTable {
 
     /// Whether a statement has an open cursor on `backend`.
     pub fn holds(&self, backend: usize) -> bool {
-        !self.map.is_empty() && self.map.values().any(|s| s.cursor_backend == Some(backend))
+        self.maybe_holding() && self.map.values().any(|s| s.cursor_backend == Some(backend))
     }
 
     /// Whether long data waits for a statement's next execute.
     pub fn long_data(&self) -> bool {
-        !self.map.is_empty() && self.map.values().any(|s| s.long_data)
+        self.maybe_holding() && self.map.values().any(|s| s.long_data)
+    }
+
+    /// Statement `id` has an open cursor on `backend` now.
+    pub fn opened_cursor(&mut self, id: u32, backend: usize) {
+        if let Some(s) = self.map.get_mut(&id) {
+            s.cursor_backend = Some(backend);
+            self.maybe_holding.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Long data was sent for statement `id`'s next execute.
+    pub fn sent_long_data(&mut self, id: u32) {
+        if let Some(s) = self.map.get_mut(&id) {
+            s.long_data = true;
+            self.maybe_holding.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn maybe_holding(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.maybe_holding.load(Relaxed) {
+            return false;
+        }
+        let any = self.map.values().any(|s| s.long_data || s.cursor_backend.is_some());
+        self.maybe_holding.store(any, Relaxed);
+        any
     }
 
     pub fn len(&self) -> usize {
@@ -226,6 +256,21 @@ mod tests {
         // Already bound: left alone.
         let mut bound = BOUND.to_vec();
         assert!(!inject_types(&mut bound, 1, &[8, 0]));
+    }
+
+    #[test]
+    fn cursors_and_long_data_are_seen_until_they_end() {
+        let mut t = StmtTable::default();
+        let id = t.insert(stmt());
+        assert!(!t.holds(1) && !t.long_data());
+        t.opened_cursor(id, 1);
+        assert!(t.holds(1) && !t.holds(2));
+        t.forget_backend(1);
+        assert!(!t.holds(1));
+        t.sent_long_data(id);
+        assert!(t.long_data());
+        t.get_mut(id).unwrap().long_data = false;
+        assert!(!t.long_data());
     }
 
     #[test]

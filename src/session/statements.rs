@@ -336,9 +336,9 @@ impl Session {
         let cursor = self.cmd.get(5).is_some_and(|f| f & CURSOR_READ_ONLY != 0);
         if let Some(stmt) = self.stmts.get_mut(id) {
             stmt.long_data = false;
-            if cursor {
-                stmt.cursor_backend = Some(idx);
-            }
+        }
+        if cursor {
+            self.stmts.opened_cursor(id, idx);
         }
     }
 
@@ -398,7 +398,7 @@ impl Session {
         let Ok(backend_id) = self.prepared_on(id, primary).await else {
             return Ok(Next::Continue);
         };
-        self.stmts.get_mut(id).expect("resolved").long_data = true;
+        self.stmts.sent_long_data(id);
         self.cmd[1..5].copy_from_slice(&backend_id.to_le_bytes());
         if let Some(conn) = self.backends.get_mut(primary).and_then(Option::as_mut)
             && conn.write_payload(0, &self.cmd).await.is_err()
