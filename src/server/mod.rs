@@ -395,26 +395,20 @@ impl Shared {
         idx: usize,
         wait: Duration,
     ) -> Result<BackendSlot, crate::backend::BackendError> {
-        let config = self.config.load_full();
-        let Some((open, freed)) = self.backend_open.get(idx) else {
+        let Some((_, freed)) = self.backend_open.get(idx) else {
             return Err(crate::backend::BackendError::Protocol(format!("no backend {idx}")));
         };
-        let cap = self.backend_cap(&config, idx);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let waiting = freed.notified();
-            let taken = open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                cap.is_none_or(|cap| n < cap).then_some(n + 1)
-            });
-            if taken.is_ok() {
-                return Ok(self.new_slot(idx, None));
+            if let Some(slot) = self.try_backend_slot(idx) {
+                return Ok(slot);
             }
             if tokio::time::timeout_at(deadline, waiting).await.is_err() {
+                let config = self.config.load();
                 let name = config.backends.get(idx).map_or("?", |b| b.name.as_str());
-                return Err(crate::backend::BackendError::AtCapacity(
-                    name.to_string(),
-                    cap.unwrap_or(0),
-                ));
+                let cap = self.backend_cap(&config, idx).unwrap_or(0);
+                return Err(crate::backend::BackendError::AtCapacity(name.to_string(), cap));
             }
         }
     }
