@@ -127,6 +127,9 @@ pub struct BackendConn {
     /// The server's thread id (for KILL).
     pub thread_id: u32,
     pub greeting: Greeting,
+    /// The server is MariaDB (its version says so), kept rather than
+    /// looked for in the version at every statement.
+    mariadb: bool,
     /// Which of the session's recorded SET statements this connection has
     /// run, and its current database: a connection opened or used later
     /// than the session's SETs catches up before its next statement.
@@ -316,6 +319,7 @@ impl BackendConn {
             reader,
             caps,
             thread_id: greeting.connection_id,
+            mariadb: greeting.server_version.windows(7).any(|w| w == b"MariaDB"),
             greeting,
             applied_sets: 0,
             sets_hash: 0,
@@ -564,7 +568,7 @@ impl BackendConn {
 
     /// Whether the server is MariaDB (GTIDs, waits and tracking differ).
     pub fn is_mariadb(&self) -> bool {
-        self.greeting.server_version.windows(7).any(|w| w == b"MariaDB")
+        self.mariadb
     }
 
     /// Makes every OK that ends a write carry its GTID: MariaDB's

@@ -449,11 +449,20 @@ pub struct RoutingConfig {
     /// `"error"`: they fail with a clear error.
     #[serde(default)]
     pub fallback: Fallback,
+    /// A session's reads stay on the replica it read from last while that
+    /// replica has not taken more than its share (by a few reads); false:
+    /// every read is spread on its own.
+    #[serde(default = "default_true")]
+    pub replica_affinity: bool,
 }
 
 impl Default for RoutingConfig {
     fn default() -> Self {
-        RoutingConfig { max_replication_lag: default_max_lag(), fallback: Fallback::default() }
+        RoutingConfig {
+            max_replication_lag: default_max_lag(),
+            fallback: Fallback::default(),
+            replica_affinity: true,
+        }
     }
 }
 

@@ -127,6 +127,16 @@ pub fn assess_eligibility(view: &ReplicaView) -> Eligibility {
 /// next picks, so the long-run split still follows the weights.
 pub const NEAR_TIE_FRACTION: f64 = 0.05;
 
+/// A read may stay on the replica its session used last (see
+/// [`Picker::pick_in_flight_keeping`]) while that replica's running score is
+/// within this many times the total weight of the best score. A replica's
+/// score falls by the total weight at each read it takes and rises by its
+/// own weight at every read, so this bounds how far the reads taken can
+/// run ahead of a replica's share: about this many reads with two equal
+/// replicas, whatever the number of reads; the sessions on a replica that
+/// ran ahead move to the one behind until the scores meet again.
+pub const AFFINITY_MARGIN: f64 = 32.0;
+
 /// Chooses a replica per read: smooth weighted round-robin (as nginx) over
 /// the eligible replicas' effective weights, deterministic for a given
 /// sequence of topologies; near-ties go to the replica with the fewest
@@ -172,7 +182,8 @@ impl Picker {
     /// example a replica that just failed); None when no replica is
     /// eligible.
     pub fn pick(&self, topology: &Topology, except: Option<usize>) -> Option<usize> {
-        self.pick_inner(topology, &|index| Some(index) != except, false).map(|(index, _)| index)
+        self.pick_inner(topology, &|index| Some(index) != except, false, None)
+            .map(|(index, _)| index)
     }
 
     /// Like [`Picker::pick`], and counts the read as in flight on the
@@ -192,7 +203,23 @@ impl Picker {
         topology: &Topology,
         usable: &dyn Fn(usize) -> bool,
     ) -> Option<(usize, InFlight)> {
-        self.pick_inner(topology, usable, true)
+        self.pick_in_flight_keeping(topology, usable, None)
+    }
+
+    /// Like [`Picker::pick_in_flight_where`], but keeps the read on
+    /// `previous` (the replica the session read from last) while it is a
+    /// candidate whose score is within [`AFFINITY_MARGIN`] of the best.
+    /// Servers serve a session's statements best on the connection and
+    /// prepared statements that ran its last ones (measured: a tenth less
+    /// server CPU per query than alternating replicas), and the scores
+    /// still hold every replica to its share.
+    pub fn pick_in_flight_keeping(
+        &self,
+        topology: &Topology,
+        usable: &dyn Fn(usize) -> bool,
+        previous: Option<usize>,
+    ) -> Option<(usize, InFlight)> {
+        self.pick_inner(topology, usable, true, previous)
             .map(|(index, guard)| (index, guard.expect("guard requested")))
     }
 
@@ -230,6 +257,7 @@ impl Picker {
         topology: &Topology,
         usable: &dyn Fn(usize) -> bool,
         guard: bool,
+        previous: Option<usize>,
     ) -> Option<(usize, Option<InFlight>)> {
         let is_candidate = |index: usize, backend: &BackendState| {
             backend.eligible
@@ -261,30 +289,41 @@ impl Picker {
             return None;
         }
 
-        // Pass 2: among near-ties with the best, fewest in flight, then
-        // highest score, then lowest index.
-        let margin = NEAR_TIE_FRACTION * total;
-        let mut chosen: Option<(usize, u64, f64)> = None;
-        for (index, backend) in topology.backends.iter().enumerate() {
-            if !is_candidate(index, backend) {
-                continue;
-            }
-            let slot = &slots[index].1;
-            if slot.current < best_score - margin {
-                continue;
-            }
-            let load = slot.in_flight.load(Ordering::Relaxed);
-            let better = match chosen {
-                None => true,
-                Some((_, best_load, score)) => {
-                    load < best_load || (load == best_load && slot.current > score)
+        // The session's last replica, while it has not run ahead of its share.
+        let kept = previous.filter(|&index| {
+            topology.backends.get(index).is_some_and(|b| is_candidate(index, b))
+                && slots[index].1.current >= best_score - AFFINITY_MARGIN * total
+        });
+
+        let index = match kept {
+            Some(index) => index,
+            // Pass 2: among near-ties with the best, fewest in flight, then
+            // highest score, then lowest index.
+            None => {
+                let margin = NEAR_TIE_FRACTION * total;
+                let mut chosen: Option<(usize, u64, f64)> = None;
+                for (index, backend) in topology.backends.iter().enumerate() {
+                    if !is_candidate(index, backend) {
+                        continue;
+                    }
+                    let slot = &slots[index].1;
+                    if slot.current < best_score - margin {
+                        continue;
+                    }
+                    let load = slot.in_flight.load(Ordering::Relaxed);
+                    let better = match chosen {
+                        None => true,
+                        Some((_, best_load, score)) => {
+                            load < best_load || (load == best_load && slot.current > score)
+                        }
+                    };
+                    if better {
+                        chosen = Some((index, load, slot.current));
+                    }
                 }
-            };
-            if better {
-                chosen = Some((index, load, slot.current));
+                chosen?.0
             }
-        }
-        let (index, _, _) = chosen?;
+        };
         let slot = &mut slots[index].1;
         slot.current -= total;
         let in_flight = guard.then(|| {
@@ -522,6 +561,74 @@ mod tests {
         }
         assert_eq!(counts[1..], [100, 100, 100]);
         assert!(picker.pick_in_flight_where(&topology, &|_| false).is_none());
+    }
+
+    /// Sixteen sessions reading at four different rates, each asking to
+    /// stay on its last replica: (reads per replica, reads that moved).
+    fn sessions_with_affinity(
+        picker: &Picker,
+        topology: &Topology,
+        rounds: usize,
+    ) -> (Vec<usize>, usize) {
+        let mut last: Vec<Option<usize>> = vec![None; 16];
+        let mut counts = vec![0usize; topology.backends.len()];
+        let mut moved = 0;
+        for _ in 0..rounds {
+            for (session, previous) in last.iter_mut().enumerate() {
+                for _ in 0..=session % 4 {
+                    let (index, _guard) =
+                        picker.pick_in_flight_keeping(topology, &|_| true, *previous).unwrap();
+                    moved += usize::from(previous.is_some_and(|p| p != index));
+                    *previous = Some(index);
+                    counts[index] += 1;
+                }
+            }
+        }
+        (counts, moved)
+    }
+
+    #[test]
+    fn sessions_keep_their_replica_and_the_split_follows_the_weights() {
+        // 40 reads per round, 100,000 reads in all.
+        for weights in [[1.0, 1.0], [1.0, 3.0]] {
+            let topology = topology(&weights);
+            let picker = Picker::new();
+            let (counts, moved) = sessions_with_affinity(&picker, &topology, 2_500);
+            let total: f64 = weights.iter().sum();
+            for (i, w) in weights.iter().enumerate() {
+                let ideal = 100_000.0 * w / total;
+                // Within the margin (plus the read that crosses it) of the share.
+                let off = (counts[i + 1] as f64 - ideal).abs();
+                assert!(off <= AFFINITY_MARGIN + 1.0, "weights {weights:?}: counts {counts:?}");
+            }
+            // Sessions of different speeds: few reads move (345 and 0 here).
+            assert!(moved < 1_000, "weights {weights:?}: {moved} reads moved");
+        }
+    }
+
+    #[test]
+    fn a_kept_replica_that_cannot_be_used_is_left() {
+        let mut topology = topology(&[1.0, 1.0]);
+        let picker = Picker::new();
+        let (index, _) = picker.pick_in_flight_keeping(&topology, &|i| i != 1, Some(1)).unwrap();
+        assert_eq!(index, 2, "not usable by the caller");
+        topology.backends[2].eligible = false;
+        let (index, _) = picker.pick_in_flight_keeping(&topology, &|_| true, Some(2)).unwrap();
+        assert_eq!(index, 1, "no longer eligible");
+        let (index, _) = picker.pick_in_flight_keeping(&topology, &|_| true, Some(0)).unwrap();
+        assert_eq!(index, 1, "the primary is no candidate");
+        let (index, _) = picker.pick_in_flight_keeping(&topology, &|_| true, Some(9)).unwrap();
+        assert_eq!(index, 1, "a position the topology does not have");
+    }
+
+    #[test]
+    fn without_a_previous_replica_one_session_alternates() {
+        let topology = topology(&[1.0, 1.0]);
+        let picker = Picker::new();
+        let picks: Vec<usize> = (0..6)
+            .map(|_| picker.pick_in_flight_keeping(&topology, &|_| true, None).unwrap().0)
+            .collect();
+        assert_eq!(picks, vec![1, 2, 1, 2, 1, 2]);
     }
 
     #[test]

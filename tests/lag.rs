@@ -99,7 +99,9 @@ async fn master_delay_lag_grows_in_milliseconds_and_moves_reads_away() {
     lab(&["lag", "replica2", "start"]);
     wait_backends(admin_addr, Duration::from_secs(15), |j| replica2(j)["eligible"] == true).await;
     writer.abort();
-    assert!(read_servers(&proxy, 30).await.iter().any(|s| s == "3"), "back in rotation");
+    // A session's reads stay on its replica until that one is a few
+    // dozen reads ahead of its share (routing.replica_affinity).
+    assert!(read_servers(&proxy, 100).await.iter().any(|s| s == "3"), "back in rotation");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,6 +160,61 @@ async fn weights_one_to_three_split_ten_thousand_reads() {
     assert_eq!(other, 0);
     let share = r1 as f64 / 10_000.0;
     assert!((share - 0.25).abs() <= 0.25 * 0.05, "replica1 share {share}");
+}
+
+/// Reads of `sessions` concurrent sessions, `reads` each: per session,
+/// how many ran on replica1, on replica2 (none may run elsewhere), and
+/// how many ran on another replica than the session's read before.
+async fn per_session_reads(proxy: &TestProxy, sessions: usize, reads: usize) -> Vec<[usize; 3]> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..sessions {
+        let addr = proxy.addr.to_string();
+        tasks.spawn(async move {
+            let mut c = Raw::app(&addr, true).await;
+            let mut counts = [0; 3];
+            let mut last = None;
+            for _ in 0..reads {
+                let server = c.scalar("SELECT @@server_id").await;
+                match server.as_deref() {
+                    Some("2") => counts[0] += 1,
+                    Some("3") => counts[1] += 1,
+                    other => panic!("a read ran on server {other:?}"),
+                }
+                if last.is_some() && last != server {
+                    counts[2] += 1;
+                }
+                last = server;
+            }
+            counts
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(c) = tasks.join_next().await {
+        all.push(c.unwrap());
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_keep_their_replica_while_the_split_stays_even() {
+    let _serial = SERIAL.lock().await;
+    let proxy = start_proxy(monitored("")).await;
+    both_replicas_eligible(proxy.admin.unwrap()).await;
+    let sessions = per_session_reads(&proxy, 8, 250).await;
+    let sum = |i: usize| sessions.iter().map(|s| s[i]).sum::<usize>();
+    let (r1, r2, moved) = (sum(0), sum(1), sum(2));
+    println!("8 sessions x 250 reads: replica1 {r1}, replica2 {r2}, moved {moved}; {sessions:?}");
+    assert!(r1.abs_diff(r2) <= 100, "the replicas' counts differ by more than 5%");
+    assert!(moved <= 100, "more than 5% of the reads moved to another replica");
+
+    // Without affinity, one session's reads alternate.
+    let proxy = start_proxy(monitored("[routing]\nreplica_affinity = false\n")).await;
+    both_replicas_eligible(proxy.admin.unwrap()).await;
+    let [a, b, moved] = per_session_reads(&proxy, 1, 100).await[0];
+    assert!(
+        a >= 40 && b >= 40 && moved >= 80,
+        "replica_affinity = false spreads each read: {a} / {b}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,9 +9,11 @@
 mod limits;
 mod listeners;
 mod outages;
+mod registry;
 
 pub use limits::{BackendSlot, LoginThrottle, PoolBackend, PoolStats, UserSessions, UserSlot};
 pub use listeners::{ListenerCtx, Listeners, SessionWorkers, current_worker};
+pub use registry::{KILLED, Registry, STOPPING, SessionHandle, Signal};
 
 use crate::backend;
 use crate::classify::Tier2Cache;
@@ -21,51 +23,15 @@ use crate::protocol::handshake::Greeting;
 use crate::telemetry::Telemetry;
 use crate::weighting::{InFlight, Picker};
 use arc_swap::ArcSwap;
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Statement shapes whose parser verdict is kept.
 const TIER2_CACHE_ENTRIES: usize = 10_000;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-
-/// What a session publishes about itself so that other sessions can
-/// KILL it: its user and the backend threads it has open.
-#[derive(Debug, Default)]
-pub struct SessionHandle {
-    pub user: Mutex<Vec<u8>>,
-    /// (backend index, server thread id) of each open backend connection.
-    pub threads: Mutex<Vec<(usize, u32)>>,
-    /// Woken when another session kills this one.
-    pub killed: Notify,
-}
-
-/// Sessions by the connection id their client sees.
-#[derive(Debug, Default)]
-pub struct Registry {
-    sessions: Mutex<HashMap<u32, Arc<SessionHandle>>>,
-}
-
-impl Registry {
-    pub fn insert(&self, id: u32, handle: Arc<SessionHandle>) {
-        self.sessions.lock().expect("registry lock").insert(id, handle);
-    }
-    pub fn remove(&self, id: u32) {
-        self.sessions.lock().expect("registry lock").remove(&id);
-    }
-    pub fn get(&self, id: u32) -> Option<Arc<SessionHandle>> {
-        self.sessions.lock().expect("registry lock").get(&id).cloned()
-    }
-    pub fn len(&self) -> usize {
-        self.sessions.lock().expect("registry lock").len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// Puts a reloaded config's log level in force.
 pub type LogReload = Box<dyn Fn(&Config) -> Result<(), String> + Send + Sync>;
@@ -132,8 +98,6 @@ pub struct Shared {
     admin_state: Vec<std::sync::atomic::AtomicU8>,
     /// Client connections open now (logged in or not).
     pub clients: std::sync::atomic::AtomicUsize,
-    /// Set once the proxy is stopping: sessions end after their statement.
-    pub shutting_down: tokio::sync::watch::Sender<bool>,
     /// The primary's GTID position as last read for gtid_global, with the
     /// time its read started (see `Session::primary_position`).
     pub global_position: tokio::sync::Mutex<Option<(Instant, String)>>,
@@ -152,7 +116,7 @@ pub struct Shared {
     /// The primary's greeting, learned once it answers; presented (with the
     /// proxy's own scramble and connection id) to clients.
     pub primary_greeting: ArcSwap<Option<Greeting>>,
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     pub user_sessions: Arc<UserSessions>,
     pub login_throttle: LoginThrottle,
     /// The client listeners in force.
@@ -187,8 +151,13 @@ impl Shared {
         };
         let names: Vec<String> = config.backends.iter().map(|b| b.name.clone()).collect();
         let outages = Arc::new(outages::Outages::new(names.len().max(64)));
+        let registry = Arc::new(Registry::default());
         if let Some(monitor) = &monitor {
-            tokio::spawn(outages.clone().follow(topology.clone(), monitor.subscribe()));
+            tokio::spawn(outages.clone().follow(
+                topology.clone(),
+                monitor.subscribe(),
+                registry.clone(),
+            ));
         }
         Arc::new(Shared {
             outages,
@@ -197,7 +166,6 @@ impl Shared {
             monitor,
             picker: Picker::new(),
             telemetry: Telemetry::new(&names),
-            shutting_down: tokio::sync::watch::channel(false).0,
             admin_state: (0..names.len().max(64))
                 .map(|_| std::sync::atomic::AtomicU8::new(0))
                 .collect(),
@@ -217,7 +185,7 @@ impl Shared {
             backend_tls: ArcSwap::from_pointee(config.backend_tls.connector(&config.base_dir)),
             config: ArcSwap::from_pointee(config),
             primary_greeting: ArcSwap::from_pointee(None),
-            registry: Registry::default(),
+            registry,
             user_sessions: Arc::default(),
             login_throttle: LoginThrottle::default(),
             listeners: Listeners::default(),
@@ -499,9 +467,14 @@ impl Shared {
     /// Picks a replica by effective weight among the eligible ones,
     /// skipping `except` (a replica that just failed) and replicas that
     /// refused a connection moments ago.
-    pub fn pick_replica(&self, except: Option<usize>) -> Option<(usize, InFlight)> {
+    pub fn pick_replica(
+        &self,
+        except: Option<usize>,
+        previous: Option<usize>,
+    ) -> Option<(usize, InFlight)> {
         let topology = self.topology.load();
-        self.picker.pick_in_flight_where(&topology, &|i| Some(i) != except && self.takes_reads(i))
+        let usable = |i| Some(i) != except && self.takes_reads(i);
+        self.picker.pick_in_flight_keeping(&topology, &usable, previous)
     }
 
     /// The primary's greeting, probing the primary when it is not known yet.
@@ -597,7 +570,7 @@ impl Proxy {
         if let Some(admin) = admin {
             admin.abort();
         }
-        let _ = self.shared.shutting_down.send(true);
+        self.shared.registry.stop_all();
         let deadline = tokio::time::Instant::now() + self.shared.config.load().timeouts.shutdown;
         while !self.shared.registry.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

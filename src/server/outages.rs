@@ -8,49 +8,54 @@
 //! waits gives up on its connection (a read runs again elsewhere, a write
 //! gets "lost connection", its outcome unknown as with any lost
 //! connection).
+//!
+//! A waiting session notes the backend it waits on in its own
+//! [`Signal`](super::Signal) before it reads the count; an outage raises
+//! the count before it looks for the sessions to wake. With both sides
+//! sequentially consistent, either the session sees the new count or the
+//! outage sees the session.
 
+use super::{Registry, Signal};
 use crate::monitor::Topology;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::SystemTime;
-use tokio::sync::Notify;
 
-/// Per backend position: failed probes seen while it was down, and a
-/// wake-up for statements waiting on it.
+/// Per backend position: failed probes seen while it was down.
 pub struct Outages {
-    backends: Vec<(AtomicU64, Notify)>,
+    backends: Vec<AtomicU64>,
 }
 
 impl Outages {
     pub fn new(positions: usize) -> Outages {
-        Outages { backends: (0..positions).map(|_| (AtomicU64::new(0), Notify::new())).collect() }
+        Outages { backends: (0..positions).map(|_| AtomicU64::new(0)).collect() }
     }
 
     /// The outage count of `backend` now, to compare with later.
     pub fn mark(&self, backend: usize) -> u64 {
-        self.backends.get(backend).map_or(0, |(n, _)| n.load(Ordering::Acquire))
+        self.backends.get(backend).map_or(0, |n| n.load(Ordering::SeqCst))
     }
 
     /// Resolves once `backend` has an outage event after `mark`; never
-    /// for a position the proxy does not track.
-    pub async fn after(&self, backend: usize, mark: u64) {
-        let Some((count, wake)) = self.backends.get(backend) else {
+    /// for a position the proxy does not track. The task polling it must
+    /// be the one `signal` wakes, and `signal` must have been set to wait
+    /// on `backend` (see [`Signal::wait_on`]) before `mark` was read.
+    pub async fn after(&self, backend: usize, mark: u64, signal: &Signal) {
+        let Some(count) = self.backends.get(backend) else {
             return std::future::pending().await;
         };
-        loop {
-            let woken = wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            if count.load(Ordering::Acquire) != mark {
-                return;
-            }
-            woken.await;
-        }
+        std::future::poll_fn(|cx| {
+            signal.register(cx.waker());
+            if count.load(Ordering::SeqCst) != mark { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await
     }
 
     /// Records the failed probes that `topology` shows since `seen` (the
-    /// probe time last seen per backend, updated here) and wakes the
-    /// statements waiting on those backends.
-    pub fn record(&self, topology: &Topology, seen: &mut Vec<Option<SystemTime>>) {
+    /// probe time last seen per backend, updated here) and returns the
+    /// backends that had one, whose waiting statements must be woken.
+    pub fn record(&self, topology: &Topology, seen: &mut Vec<Option<SystemTime>>) -> Vec<usize> {
+        let mut down = Vec::new();
         seen.resize(topology.backends.len(), None);
         for (i, backend) in topology.backends.iter().enumerate() {
             let new_probe = backend.checked_at.is_some() && backend.checked_at != seen[i];
@@ -58,12 +63,13 @@ impl Outages {
             if new_probe
                 && !backend.healthy
                 && backend.consecutive_failures > 0
-                && let Some((count, wake)) = self.backends.get(i)
+                && let Some(count) = self.backends.get(i)
             {
-                count.fetch_add(1, Ordering::AcqRel);
-                wake.notify_waiters();
+                count.fetch_add(1, Ordering::SeqCst);
+                down.push(i);
             }
         }
+        down
     }
 
     /// Follows the monitor's publications until it stops.
@@ -71,10 +77,13 @@ impl Outages {
         self: std::sync::Arc<Self>,
         topology: std::sync::Arc<arc_swap::ArcSwap<Topology>>,
         mut published: tokio::sync::watch::Receiver<u64>,
+        sessions: std::sync::Arc<Registry>,
     ) {
         let mut seen = Vec::new();
         while published.changed().await.is_ok() {
-            self.record(&topology.load(), &mut seen);
+            for backend in self.record(&topology.load(), &mut seen) {
+                sessions.wake_waiting_on(backend);
+            }
         }
     }
 }
@@ -128,22 +137,30 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_wakes_on_an_outage_after_its_mark_only() {
+        use crate::server::SessionHandle;
         let outages = std::sync::Arc::new(Outages::new(2));
+        let sessions = Registry::default();
+        let handle = std::sync::Arc::new(SessionHandle::default());
+        sessions.insert(1, handle.clone());
         let mut seen = Vec::new();
-        outages.record(&topology(vec![state(false, 3, 1)]), &mut seen);
+        assert_eq!(outages.record(&topology(vec![state(false, 3, 1)]), &mut seen), vec![0]);
         // An outage before the mark does not end the wait.
+        handle.signal.wait_on(Some(0));
         let mark = outages.mark(0);
         let waiting = tokio::spawn({
-            let outages = outages.clone();
-            async move { outages.after(0, mark).await }
+            let (outages, handle) = (outages.clone(), handle.clone());
+            async move { outages.after(0, mark, &handle.signal).await }
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
-        outages.record(&topology(vec![state(false, 4, 2)]), &mut seen);
+        for backend in outages.record(&topology(vec![state(false, 4, 2)]), &mut seen) {
+            sessions.wake_waiting_on(backend);
+        }
         tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
         // One that happened between the mark and the wait is not missed.
         let mark = outages.mark(0);
         outages.record(&topology(vec![state(false, 5, 3)]), &mut seen);
-        tokio::time::timeout(Duration::from_secs(5), outages.after(0, mark)).await.unwrap();
+        let signal = &handle.signal;
+        tokio::time::timeout(Duration::from_secs(5), outages.after(0, mark, signal)).await.unwrap();
     }
 }

@@ -101,10 +101,10 @@ pub fn parse_session_mode(sql: &str) -> Option<Result<ConsistencyMode, String>> 
 }
 
 impl Session {
-    /// The read need of a statement now.
-    pub(super) fn need_for(&self, info: &StatementInfo) -> ReadNeed {
+    /// What a read arriving at `now` (the statement's start) must see.
+    pub(super) fn need_for(&self, info: &StatementInfo, now: Instant) -> ReadNeed {
         let pin_for = self.view.config.consistency.pin_for;
-        read_need(mode_for(info, &self.writes), &self.writes, pin_for, Instant::now())
+        read_need(mode_for(info, &self.writes), &self.writes, pin_for, now)
     }
 
     /// Remembers a write that ran on the primary.

@@ -92,7 +92,7 @@ impl Session {
             return Ok(Next::Quit);
         }
         if !kill.query_only {
-            target.killed.notify_one();
+            target.signal.raise(crate::server::KILLED);
         }
         let ok = build_ok(self.caps, 0, 0, self.status, 0);
         self.write_reply(&ok).await?;

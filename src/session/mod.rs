@@ -328,24 +328,15 @@ impl SessionStats {
 
 impl Session {
     async fn run(&mut self) {
-        let mut stopping = self.shared.shutting_down.subscribe();
-        if *stopping.borrow_and_update() {
-            return;
-        }
-        // Made once and kept registered for the whole session, rather than
-        // set up and torn down around every command.
-        let stop = stopping.changed();
-        tokio::pin!(stop);
         let handle = self.handle.clone();
-        let killed = handle.killed.notified();
-        tokio::pin!(killed);
         loop {
             self.creader.shrink_if_idle();
             let limit = self.view.config.limits.max_packet;
+            // Killed by another session or the proxy stopping: end between
+            // commands.
             let read = tokio::select! {
                 biased;
-                _ = &mut killed => return,
-                _ = &mut stop => return,
+                _ = handle.signal.stopped() => return,
                 r = self.creader.read_packet(&mut self.client, &mut self.cmd, limit) => r,
             };
             match read {
@@ -629,22 +620,23 @@ impl Session {
             wants_gtids: self.client_wants_gtids,
             omit_empty_info: conn.is_mariadb(),
         };
-        let config = self.view.config.clone();
         let limit = self.view.max_query_time;
         let timeout = (!limit.is_zero())
             .then(|| Arc::new(relay::QueryTimeout { limit, fired: Default::default() }));
         let mut machine =
             Machine::new(expect, conn.caps).rewriting_for(Some(view)).with_timeout(timeout.clone());
         let killer = timeout.as_ref().and_then(|_| {
+            let config = &self.view.config;
             let address = config.backends.get(idx)?.address.clone();
             let login = Login { track_gtids: false, ..self.login.clone() };
             let tls = self.shared.backend_tls.load().as_ref().clone().ok().flatten();
             Some((address, login, conn.thread_id, config.timeouts.connect, tls))
         });
-        drop(config);
         let result = {
             let outages = &self.shared.outages;
-            let gone = std::pin::pin!(outages.after(idx, outages.mark(idx)));
+            let signal = &self.handle.signal;
+            signal.wait_on(Some(idx));
+            let gone = std::pin::pin!(outages.after(idx, outages.mark(idx), signal));
             let relay = relay::relay(
                 &mut conn.stream,
                 &mut conn.reader,
@@ -675,6 +667,7 @@ impl Session {
                 _ => Some(relay.await),
             }
         };
+        self.handle.signal.wait_on(None);
         let Some(result) = result else {
             // The backend did not answer the kill: drop its connection.
             self.drop_backend(idx);

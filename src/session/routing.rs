@@ -54,6 +54,9 @@ pub struct RoutingState {
     /// a transaction the server does not flag (a read opens a snapshot
     /// without IN_TRANS), until COMMIT or ROLLBACK.
     pub implicit_transaction: Option<usize>,
+    /// The replica the picker gave the session's last read: the next one
+    /// stays there while it may (`routing.replica_affinity`).
+    pub last_replica: Option<usize>,
 }
 
 impl RoutingState {
@@ -141,15 +144,20 @@ impl Session {
                 }
                 Target::Primary => primary,
                 Target::Backend(b) => b,
-                Target::AnyReplica => match self.shared.pick_replica(tried) {
-                    // The read counts as in flight on that replica until the
-                    // statement ends (near-ties go to the least busy replica).
-                    Some((idx, guard)) => {
-                        self.in_flight = Some(guard);
-                        idx
+                Target::AnyReplica => {
+                    let previous = self.routing.last_replica;
+                    let previous = previous.filter(|_| self.view.config.routing.replica_affinity);
+                    match self.shared.pick_replica(tried, previous) {
+                        // The read counts as in flight on that replica until the
+                        // statement ends (near-ties go to the least busy replica).
+                        Some((idx, guard)) => {
+                            self.in_flight = Some(guard);
+                            self.routing.last_replica = Some(idx);
+                            idx
+                        }
+                        None => primary,
                     }
-                    None => primary,
-                },
+                }
             };
             match self.catch_up(idx).await {
                 Ok(()) => return Ok(idx),
@@ -400,7 +408,7 @@ impl Session {
         let started = std::time::Instant::now();
         self.routing.asks_previous =
             info.flags.contains(crate::classify::Flags::LAST_STATEMENT_FUNC);
-        let need = self.need_for(&info);
+        let need = self.need_for(&info, started);
         let route = self.route_statement(&info, sql, &need);
         self.shared.telemetry.route(route.reason);
         tracing::trace!(id = self.id, reason = route.reason.as_str(), "route");

@@ -1,0 +1,227 @@
+//! The sessions of the proxy, by the connection id their client sees, and
+//! how one is told to stop: killed by another session, the proxy shutting
+//! down, or the backend its statement waits on found down by the monitor.
+//!
+//! A session waits on one thing at a time (its client's next command, or a
+//! backend's reply), so each session has a single [`Signal`]: a set of
+//! raised reasons and the waker of the task that serves it. Checking it is
+//! a lock of the session's own mutex, which no other thread touches unless
+//! it raises something, rather than a registration in a list shared by
+//! every session (as a `Notify` per backend or for shutdown would be).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+
+/// Another session killed this one (KILL CONNECTION).
+pub const KILLED: u8 = 1;
+/// The proxy is shutting down: the session ends between commands.
+pub const STOPPING: u8 = 2;
+
+/// Reasons raised for one session, and the waker of its task.
+#[derive(Debug, Default)]
+pub struct Signal {
+    raised: AtomicU8,
+    waker: Mutex<Option<Waker>>,
+    /// 1 + the index of the backend whose reply the session waits for; 0
+    /// when it waits for none.
+    waiting_on: AtomicUsize,
+}
+
+impl Signal {
+    /// Raises `reason` and wakes the session.
+    pub fn raise(&self, reason: u8) {
+        self.raised.fetch_or(reason, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// The reasons raised so far (0: none).
+    pub fn raised(&self) -> u8 {
+        self.raised.load(Ordering::SeqCst)
+    }
+
+    /// Wakes the session's task, which looks again at whatever it waits on.
+    pub fn wake(&self) {
+        let waker = self.lock().take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Makes the task polling now the one that [`Signal::wake`] wakes.
+    pub fn register(&self, waker: &Waker) {
+        let mut slot = self.lock();
+        match slot.as_ref() {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+    }
+
+    /// Resolves with the reasons once one is raised.
+    pub fn stopped(&self) -> impl Future<Output = u8> + '_ {
+        std::future::poll_fn(|cx: &mut Context<'_>| {
+            self.register(cx.waker());
+            match self.raised() {
+                0 => Poll::Pending,
+                r => Poll::Ready(r),
+            }
+        })
+    }
+
+    /// Notes that the session now waits for a reply of backend `idx`
+    /// (None: for no backend), so that an outage of it wakes the session.
+    /// Set before the outage count the wait compares with is read.
+    pub fn wait_on(&self, idx: Option<usize>) {
+        self.waiting_on.store(idx.map_or(0, |i| i + 1), Ordering::SeqCst);
+    }
+
+    fn waits_on(&self, idx: usize) -> bool {
+        self.waiting_on.load(Ordering::SeqCst) == idx + 1
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
+        // Only a waker lives behind the lock; a panic elsewhere leaves it usable.
+        self.waker.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// What a session publishes about itself so that other sessions can
+/// KILL it: its user and the backend threads it has open.
+#[derive(Debug, Default)]
+pub struct SessionHandle {
+    pub user: Mutex<Vec<u8>>,
+    /// (backend index, server thread id) of each open backend connection.
+    pub threads: Mutex<Vec<(usize, u32)>>,
+    /// Raised when another session kills this one or the proxy stops.
+    pub signal: Signal,
+}
+
+/// Sessions by the connection id their client sees.
+#[derive(Debug, Default)]
+pub struct Registry {
+    inner: Mutex<Sessions>,
+}
+
+#[derive(Debug, Default)]
+struct Sessions {
+    by_id: HashMap<u32, std::sync::Arc<SessionHandle>>,
+    /// Set by [`Registry::stop_all`]: a session registered later is told
+    /// at once.
+    stopping: bool,
+}
+
+impl Registry {
+    pub fn insert(&self, id: u32, handle: std::sync::Arc<SessionHandle>) {
+        let mut inner = self.lock();
+        if inner.stopping {
+            handle.signal.raise(STOPPING);
+        }
+        inner.by_id.insert(id, handle);
+    }
+    pub fn remove(&self, id: u32) {
+        self.lock().by_id.remove(&id);
+    }
+    pub fn get(&self, id: u32) -> Option<std::sync::Arc<SessionHandle>> {
+        self.lock().by_id.get(&id).cloned()
+    }
+    pub fn len(&self) -> usize {
+        self.lock().by_id.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Tells every session, and every one registered from now on, that
+    /// the proxy is stopping.
+    pub fn stop_all(&self) {
+        let mut inner = self.lock();
+        inner.stopping = true;
+        for handle in inner.by_id.values() {
+            handle.signal.raise(STOPPING);
+        }
+    }
+
+    /// Wakes the sessions waiting for a reply of backend `idx` (after its
+    /// outage count went up).
+    pub fn wake_waiting_on(&self, idx: usize) {
+        for handle in self.lock().by_id.values() {
+            if handle.signal.waits_on(idx) {
+                handle.signal.wake();
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.inner.lock().expect("registry lock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_raised_reason_ends_the_wait_whenever_it_came() {
+        let signal = Arc::new(Signal::default());
+        let waiting = tokio::spawn({
+            let signal = signal.clone();
+            async move { signal.stopped().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        signal.raise(KILLED);
+        let got = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        assert_eq!(got, KILLED);
+        // Raised before the wait: it ends at once.
+        assert_eq!(signal.stopped().await, KILLED);
+    }
+
+    #[tokio::test]
+    async fn stop_all_reaches_sessions_present_and_later() {
+        let registry = Registry::default();
+        let before = Arc::new(SessionHandle::default());
+        registry.insert(1, before.clone());
+        registry.stop_all();
+        assert_eq!(before.signal.raised(), STOPPING);
+        let after = Arc::new(SessionHandle::default());
+        registry.insert(2, after.clone());
+        assert_eq!(after.signal.raised(), STOPPING);
+    }
+
+    #[tokio::test]
+    async fn an_outage_wakes_only_sessions_waiting_on_that_backend() {
+        let registry = Registry::default();
+        let on_one = Arc::new(SessionHandle::default());
+        let on_two = Arc::new(SessionHandle::default());
+        registry.insert(1, on_one.clone());
+        registry.insert(2, on_two.clone());
+        on_one.signal.wait_on(Some(1));
+        on_two.signal.wait_on(Some(2));
+        let count = Arc::new(AtomicUsize::new(0));
+        let wait = |handle: Arc<SessionHandle>| {
+            let count = count.clone();
+            tokio::spawn(async move {
+                std::future::poll_fn(|cx| {
+                    handle.signal.register(cx.waker());
+                    if count.load(Ordering::SeqCst) > 0 { Poll::Ready(()) } else { Poll::Pending }
+                })
+                .await
+            })
+        };
+        let one = wait(on_one.clone());
+        let two = wait(on_two.clone());
+        tokio::task::yield_now().await;
+        count.store(1, Ordering::SeqCst);
+        registry.wake_waiting_on(1);
+        tokio::time::timeout(Duration::from_secs(5), one).await.unwrap().unwrap();
+        // The other was not woken, though its condition now holds.
+        tokio::task::yield_now().await;
+        assert!(!two.is_finished());
+        registry.wake_waiting_on(2);
+        tokio::time::timeout(Duration::from_secs(5), two).await.unwrap().unwrap();
+    }
+}
