@@ -450,9 +450,9 @@ pub struct RoutingConfig {
     #[serde(default)]
     pub fallback: Fallback,
     /// A session's reads stay on the replica it read from last while that
-    /// replica has not taken more than its share (by a few reads); false:
-    /// every read is spread on its own.
-    #[serde(default = "default_true")]
+    /// replica has not taken more than its share (by a few dozen reads);
+    /// false (the default): every read is spread on its own.
+    #[serde(default)]
     pub replica_affinity: bool,
 }
 
@@ -461,7 +461,7 @@ impl Default for RoutingConfig {
         RoutingConfig {
             max_replication_lag: default_max_lag(),
             fallback: Fallback::default(),
-            replica_affinity: true,
+            replica_affinity: false,
         }
     }
 }

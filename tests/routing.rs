@@ -221,13 +221,13 @@ async fn lock_tables_pins_the_session_until_unlock() {
 
 #[tokio::test]
 async fn session_settings_apply_to_replica_reads() {
-    // Each read spread on its own, so that both replicas serve some.
-    let p = start_proxy(lab_config("[routing]\nreplica_affinity = false\n")).await;
+    let p = proxy().await;
     let mut c = app(&p).await;
     c.exec("SET time_zone = '+05:30'").await;
     c.exec("SET SESSION sql_mode = 'ANSI_QUOTES'").await;
     c.exec("SET NAMES latin1").await;
     for _ in 0..4 {
+        // Several reads, so both replicas serve some.
         assert!(is_replica(c.scalar("SELECT @@server_id").await));
         assert_eq!(c.scalar("SELECT @@time_zone").await.as_deref(), Some("+05:30"));
         assert_eq!(c.scalar("SELECT @@sql_mode").await.as_deref(), Some("ANSI_QUOTES"));
@@ -329,9 +329,7 @@ async fn no_reachable_replica_means_reads_on_the_primary() {
 
 #[tokio::test]
 async fn prepared_reads_run_on_replicas_and_writes_on_the_primary() {
-    // Each read spread on its own, so that both replicas run the statement.
-    general_log_on().await;
-    let p = start_proxy(lab_config("[routing]\nreplica_affinity = false\n")).await;
+    let p = proxy().await;
     let mut c = app(&p).await;
     let mut prep = vec![0x16];
     prep.extend_from_slice(b"SELECT @@server_id, ?");
