@@ -115,6 +115,14 @@ impl PacketReader {
         &mut self,
         stream: &mut S,
     ) -> Result<usize, FrameError> {
+        if self.buf.capacity() < self.chunk {
+            // Room up to a whole chunk, so that a reply that fits one read
+            // arrives in one (a read into the few KiB left behind the last
+            // reply split range results in two reads and two writes). The
+            // bytes still buffered are few and move to the front of the
+            // same allocation.
+            self.buf.reserve(self.chunk - self.buf.len());
+        }
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(self.chunk.max(self.buf.len()));
         }
@@ -336,6 +344,23 @@ mod tests {
         put_packet(&mut out, 0, &payload);
         let trailer = &out[HEADER + MAX_PAYLOAD..];
         assert_eq!(parse_header(trailer), Some(Header { len: 0, seq: 1 }));
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_fits_the_chunk_arrives_in_one_read_whatever_came_before() {
+        const CHUNK: usize = 16 * 1024;
+        let mut r = PacketReader::with_capacity(CHUNK);
+        // A first reply of 14 KiB, read and consumed whole, with one byte
+        // of the next reply behind it.
+        let first = vec![1u8; 14 * 1024 + 1];
+        assert_eq!(r.fill(&mut first.as_slice()).await.unwrap(), first.len());
+        r.consume(14 * 1024);
+        // The rest of the next reply, 13 KiB, is there in one piece: one
+        // read takes it all (not just the 2 KiB left behind the first).
+        let second = vec![2u8; 13 * 1024];
+        assert_eq!(r.fill(&mut second.as_slice()).await.unwrap(), second.len());
+        assert_eq!(r.buffered().len(), 13 * 1024 + 1);
+        assert_eq!(r.buffered()[0], 1);
     }
 
     #[tokio::test]
