@@ -127,8 +127,8 @@ pub struct BackendConn {
     /// The server's thread id (for KILL).
     pub thread_id: u32,
     pub greeting: Greeting,
-    /// The server is MariaDB (its version says so), kept rather than
-    /// looked for in the version at every statement.
+    /// The server is MariaDB (its version says so, as the monitor reads
+    /// it), kept rather than looked for in the version at every statement.
     mariadb: bool,
     /// Which of the session's recorded SET statements this connection has
     /// run, and its current database: a connection opened or used later
@@ -319,7 +319,8 @@ impl BackendConn {
             reader,
             caps,
             thread_id: greeting.connection_id,
-            mariadb: greeting.server_version.windows(7).any(|w| w == b"MariaDB"),
+            mariadb: crate::monitor::flavor_of(&String::from_utf8_lossy(&greeting.server_version))
+                == crate::monitor::Flavor::MariaDb,
             greeting,
             applied_sets: 0,
             sets_hash: 0,

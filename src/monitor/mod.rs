@@ -25,7 +25,7 @@ pub use assess::{
     LagInputs, RoleView, Tracked, apply_probe, assess_lag, build_topology, detect_primary,
     heartbeat_lag_ms, next_health,
 };
-pub use sample::{ProbeSample, ReplicationStatus};
+pub use sample::{ProbeSample, ReplicationStatus, flavor_of};
 pub use types::{
     BackendSpec, BackendState, Exclusion, Flavor, LagSource, MonitorSettings, PrimaryDetection,
     Role, Topology, UnknownLag,
