@@ -21,6 +21,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::SystemTime;
 
+/// A session noted as waiting on a backend, until dropped.
+struct WaitingOn<'a>(&'a Signal);
+
+impl<'a> WaitingOn<'a> {
+    fn new(signal: &'a Signal, backend: usize) -> Self {
+        signal.wait_on(Some(backend));
+        WaitingOn(signal)
+    }
+}
+
+impl Drop for WaitingOn<'_> {
+    fn drop(&mut self) {
+        self.0.wait_on(None);
+    }
+}
+
 /// Per backend position: failed probes seen while it was down.
 pub struct Outages {
     backends: Vec<AtomicU64>,
@@ -32,23 +48,36 @@ impl Outages {
     }
 
     /// The outage count of `backend` now, to compare with later.
-    pub fn mark(&self, backend: usize) -> u64 {
+    fn mark(&self, backend: usize) -> u64 {
         self.backends.get(backend).map_or(0, |n| n.load(Ordering::SeqCst))
     }
 
-    /// Resolves once `backend` has an outage event after `mark`; never
-    /// for a position the proxy does not track. The task polling it must
-    /// be the one `signal` wakes, and `signal` must have been set to wait
-    /// on `backend` (see [`Signal::wait_on`]) before `mark` was read.
-    pub async fn after(&self, backend: usize, mark: u64, signal: &Signal) {
-        let Some(count) = self.backends.get(backend) else {
-            return std::future::pending().await;
-        };
-        std::future::poll_fn(|cx| {
-            signal.register(cx.waker());
-            if count.load(Ordering::SeqCst) != mark { Poll::Ready(()) } else { Poll::Pending }
-        })
-        .await
+    /// Resolves once `backend` has an outage event after this call (never
+    /// for a position the proxy does not track). While the future lives,
+    /// `signal` names `backend` as the one its session waits on, so the
+    /// task polling the future (the one `signal` wakes) is woken by an
+    /// outage; dropping the future clears that.
+    pub fn watch<'a>(
+        &'a self,
+        backend: usize,
+        signal: &'a Signal,
+    ) -> impl std::future::Future<Output = ()> + 'a {
+        // Noted before the count is read (see the module's note).
+        let waiting = WaitingOn::new(signal, backend);
+        let mark = self.mark(backend);
+        async move {
+            // Moved whole into the future (a closure using only its field
+            // would capture that alone and leave the guard to drop now).
+            let waiting = waiting;
+            let Some(count) = self.backends.get(backend) else {
+                return std::future::pending().await;
+            };
+            std::future::poll_fn(|cx| {
+                waiting.0.register(cx.waker());
+                if count.load(Ordering::SeqCst) != mark { Poll::Ready(()) } else { Poll::Pending }
+            })
+            .await
+        }
     }
 
     /// Records the failed probes that `topology` shows since `seen` (the
@@ -136,7 +165,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_waiter_wakes_on_an_outage_after_its_mark_only() {
+    async fn a_waiter_wakes_on_an_outage_after_its_wait_began_only() {
         use crate::server::SessionHandle;
         let outages = std::sync::Arc::new(Outages::new(2));
         let sessions = Registry::default();
@@ -144,23 +173,28 @@ mod tests {
         sessions.insert(1, handle.clone());
         let mut seen = Vec::new();
         assert_eq!(outages.record(&topology(vec![state(false, 3, 1)]), &mut seen), vec![0]);
-        // An outage before the mark does not end the wait.
-        handle.signal.wait_on(Some(0));
-        let mark = outages.mark(0);
+        // An outage before the wait does not end it.
         let waiting = tokio::spawn({
             let (outages, handle) = (outages.clone(), handle.clone());
-            async move { outages.after(0, mark, &handle.signal).await }
+            async move { outages.watch(0, &handle.signal).await }
         });
-        tokio::task::yield_now().await;
+        while !handle.signal.waits_on(0) {
+            tokio::task::yield_now().await;
+        }
         assert!(!waiting.is_finished());
         for backend in outages.record(&topology(vec![state(false, 4, 2)]), &mut seen) {
             sessions.wake_waiting_on(backend);
         }
         tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
-        // One that happened between the mark and the wait is not missed.
-        let mark = outages.mark(0);
-        outages.record(&topology(vec![state(false, 5, 3)]), &mut seen);
+        // Once the wait is over the session waits on no backend.
+        for backend in outages.record(&topology(vec![state(false, 5, 3)]), &mut seen) {
+            sessions.wake_waiting_on(backend);
+        }
+        assert!(!handle.signal.waits_on(0));
+        // One that happened between the call and the first poll is not missed.
         let signal = &handle.signal;
-        tokio::time::timeout(Duration::from_secs(5), outages.after(0, mark, signal)).await.unwrap();
+        let wait = outages.watch(0, signal);
+        outages.record(&topology(vec![state(false, 6, 4)]), &mut seen);
+        tokio::time::timeout(Duration::from_secs(5), wait).await.unwrap();
     }
 }

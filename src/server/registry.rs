@@ -71,13 +71,13 @@ impl Signal {
     }
 
     /// Notes that the session now waits for a reply of backend `idx`
-    /// (None: for no backend), so that an outage of it wakes the session.
-    /// Set before the outage count the wait compares with is read.
+    /// (None: for no backend), so that an outage of it wakes the session
+    /// (see `Outages::watch`, which sets and clears it).
     pub fn wait_on(&self, idx: Option<usize>) {
         self.waiting_on.store(idx.map_or(0, |i| i + 1), Ordering::SeqCst);
     }
 
-    fn waits_on(&self, idx: usize) -> bool {
+    pub(super) fn waits_on(&self, idx: usize) -> bool {
         self.waiting_on.load(Ordering::SeqCst) == idx + 1
     }
 

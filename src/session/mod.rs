@@ -633,10 +633,7 @@ impl Session {
             Some((address, login, conn.thread_id, config.timeouts.connect, tls))
         });
         let result = {
-            let outages = &self.shared.outages;
-            let signal = &self.handle.signal;
-            signal.wait_on(Some(idx));
-            let gone = std::pin::pin!(outages.after(idx, outages.mark(idx), signal));
+            let gone = std::pin::pin!(self.shared.outages.watch(idx, &self.handle.signal));
             let relay = relay::relay(
                 &mut conn.stream,
                 &mut conn.reader,
@@ -667,7 +664,6 @@ impl Session {
                 _ => Some(relay.await),
             }
         };
-        self.handle.signal.wait_on(None);
         let Some(result) = result else {
             // The backend did not answer the kill: drop its connection.
             self.drop_backend(idx);
