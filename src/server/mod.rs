@@ -13,7 +13,7 @@ mod registry;
 
 pub use limits::{BackendSlot, LoginThrottle, PoolBackend, PoolStats, UserSessions, UserSlot};
 pub use listeners::{ListenerCtx, Listeners, SessionWorkers, current_worker};
-pub use registry::{KILLED, Registry, STOPPING, SessionHandle, Signal};
+pub use registry::{Registry, SessionHandle, Signal};
 
 use crate::backend;
 use crate::classify::Tier2Cache;

@@ -3,27 +3,25 @@
 //! down, or the backend its statement waits on found down by the monitor.
 //!
 //! A session waits on one thing at a time (its client's next command, or a
-//! backend's reply), so each session has a single [`Signal`]: a set of
-//! raised reasons and the waker of the task that serves it. Checking it is
-//! a lock of the session's own mutex, which no other thread touches unless
-//! it raises something, rather than a registration in a list shared by
+//! backend's reply), so each session has a single [`Signal`]: whether it
+//! must stop, the backend it waits on, and the waker of the task that
+//! serves it. Checking it is a lock of the session's own mutex, which no
+//! other thread touches unless it wakes the session, rather than a
+//! registration in a list shared by
 //! every session (as a `Notify` per backend or for shutdown would be).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 
-/// Another session killed this one (KILL CONNECTION).
-pub const KILLED: u8 = 1;
-/// The proxy is shutting down: the session ends between commands.
-pub const STOPPING: u8 = 2;
-
-/// Reasons raised for one session, and the waker of its task.
+/// Whether one session must stop (killed by another session, or the
+/// proxy shutting down: either way it ends between commands), and the
+/// waker of its task.
 #[derive(Debug, Default)]
 pub struct Signal {
-    raised: AtomicU8,
+    stop: AtomicBool,
     waker: Mutex<Option<Waker>>,
     /// 1 + the index of the backend whose reply the session waits for; 0
     /// when it waits for none.
@@ -31,15 +29,15 @@ pub struct Signal {
 }
 
 impl Signal {
-    /// Raises `reason` and wakes the session.
-    pub fn raise(&self, reason: u8) {
-        self.raised.fetch_or(reason, Ordering::SeqCst);
+    /// Tells the session to stop and wakes it.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
         self.wake();
     }
 
-    /// The reasons raised so far (0: none).
-    pub fn raised(&self) -> u8 {
-        self.raised.load(Ordering::SeqCst)
+    /// Whether the session was told to stop.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
     }
 
     /// Wakes the session's task, which looks again at whatever it waits on.
@@ -59,14 +57,11 @@ impl Signal {
         }
     }
 
-    /// Resolves with the reasons once one is raised.
-    pub fn stopped(&self) -> impl Future<Output = u8> + '_ {
+    /// Resolves once the session was told to stop.
+    pub fn stopped(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx: &mut Context<'_>| {
             self.register(cx.waker());
-            match self.raised() {
-                0 => Poll::Pending,
-                r => Poll::Ready(r),
-            }
+            if self.stopping() { Poll::Ready(()) } else { Poll::Pending }
         })
     }
 
@@ -94,7 +89,7 @@ pub struct SessionHandle {
     pub user: Mutex<Vec<u8>>,
     /// (backend index, server thread id) of each open backend connection.
     pub threads: Mutex<Vec<(usize, u32)>>,
-    /// Raised when another session kills this one or the proxy stops.
+    /// Stops the session: another session killed it or the proxy stops.
     pub signal: Signal,
 }
 
@@ -116,7 +111,7 @@ impl Registry {
     pub fn insert(&self, id: u32, handle: std::sync::Arc<SessionHandle>) {
         let mut inner = self.lock();
         if inner.stopping {
-            handle.signal.raise(STOPPING);
+            handle.signal.stop();
         }
         inner.by_id.insert(id, handle);
     }
@@ -139,7 +134,7 @@ impl Registry {
         let mut inner = self.lock();
         inner.stopping = true;
         for handle in inner.by_id.values() {
-            handle.signal.raise(STOPPING);
+            handle.signal.stop();
         }
     }
 
@@ -165,7 +160,7 @@ mod tests {
     use std::time::Duration;
 
     #[tokio::test]
-    async fn a_raised_reason_ends_the_wait_whenever_it_came() {
+    async fn a_stop_ends_the_wait_whenever_it_came() {
         let signal = Arc::new(Signal::default());
         let waiting = tokio::spawn({
             let signal = signal.clone();
@@ -173,11 +168,10 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
-        signal.raise(KILLED);
-        let got = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
-        assert_eq!(got, KILLED);
-        // Raised before the wait: it ends at once.
-        assert_eq!(signal.stopped().await, KILLED);
+        signal.stop();
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        // Told before the wait: it ends at once.
+        tokio::time::timeout(Duration::from_secs(5), signal.stopped()).await.unwrap();
     }
 
     #[tokio::test]
@@ -186,10 +180,10 @@ mod tests {
         let before = Arc::new(SessionHandle::default());
         registry.insert(1, before.clone());
         registry.stop_all();
-        assert_eq!(before.signal.raised(), STOPPING);
+        assert!(before.signal.stopping());
         let after = Arc::new(SessionHandle::default());
         registry.insert(2, after.clone());
-        assert_eq!(after.signal.raised(), STOPPING);
+        assert!(after.signal.stopping());
     }
 
     #[tokio::test]

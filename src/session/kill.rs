@@ -92,7 +92,7 @@ impl Session {
             return Ok(Next::Quit);
         }
         if !kill.query_only {
-            target.signal.raise(crate::server::KILLED);
+            target.signal.stop();
         }
         let ok = build_ok(self.caps, 0, 0, self.status, 0);
         self.write_reply(&ok).await?;
