@@ -232,6 +232,39 @@ impl Machine {
         }
     }
 
+    /// Passes over the whole row packets at the front of `frames` (raw
+    /// frames, headers included) in one tight loop, as [`Machine::step`]
+    /// would one by one. Stops before anything else: a packet that may end
+    /// the rows (0xFE or 0xFF first), one that is empty, continued, larger
+    /// than [`INSPECT_LIMIT`] or not whole in `frames`, and whenever the
+    /// machine is not between rows. Returns the bytes passed and the
+    /// sequence id of the last row, if any.
+    pub fn step_rows(&mut self, frames: &[u8]) -> (usize, Option<u8>) {
+        if self.expect != Expect::Rows || self.continuation {
+            return (0, None);
+        }
+        let mut pos = 0;
+        let mut last_seq = None;
+        let mut rows = 0;
+        while let Some(h) = parse_header(&frames[pos..]) {
+            let end = pos + HEADER + h.len;
+            if h.len == 0 || h.len >= INSPECT_LIMIT.min(MAX_PAYLOAD) || end > frames.len() {
+                break;
+            }
+            if matches!(frames[pos + HEADER], 0xFE | 0xFF) {
+                break;
+            }
+            rows += 1;
+            last_seq = Some(h.seq);
+            pos = end;
+        }
+        if rows > 0 {
+            self.started = true;
+            self.outcome.rows += rows;
+        }
+        (pos, last_seq)
+    }
+
     /// The number of packets that follow a COM_STMT_PREPARE OK.
     pub fn prepare_packets(params: u16, columns: u16, caps: CapabilityFlags) -> u32 {
         let eof = u32::from(!caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF));
@@ -371,6 +404,12 @@ where
                     break;
                 }
                 continue;
+            }
+            // Rows, the bulk of a large result, pass in one tight loop.
+            let (rows, seq) = machine.step_rows(&buf[pos..]);
+            if let Some(seq) = seq {
+                pos += rows;
+                last_seq = seq;
             }
             let Some(h) = parse_header(&buf[pos..]) else {
                 need = pos + HEADER;
@@ -621,6 +660,79 @@ mod tests {
         // The continuation's first byte means nothing.
         assert_eq!(m.step(10, &[0xFE, 0, 0, 0, 0, 0, 0]).unwrap(), Step::Continue);
         assert_eq!(feed(&mut m, &[build_eof(caps(true), 2, 0)]), vec![Step::Done]);
+    }
+
+    #[test]
+    fn rows_passed_in_one_run_end_where_stepping_them_one_by_one_does() {
+        for deprecate in [false, true] {
+            let c = caps(deprecate);
+            let mut packets = result_set(deprecate, 2, 0, 2);
+            let end = packets.pop().expect("the final EOF");
+            // Rows of several sizes, one starting with 0xFB (NULL) and one
+            // with a 0xFC length, then the end.
+            packets.extend([b"\x011".to_vec(), vec![0xFB, 0x01, b'x'], vec![0xFC, 0x02, 0x00, 1, 2]]);
+            packets.extend((0..40).map(|i| vec![b'a'; 1 + i * 7]));
+            packets.push(end);
+            let mut wire = Vec::new();
+            for (seq, p) in packets.iter().enumerate() {
+                crate::protocol::packet::put_packet(&mut wire, seq as u8, p);
+            }
+
+            let mut one_by_one = Machine::new(Expect::Result, c);
+            assert_eq!(feed(&mut one_by_one, &packets).last(), Some(&Step::Done));
+
+            // Step the header, then let runs of rows go in one call,
+            // whatever the buffer holds: cut it at every length.
+            let header_len: usize =
+                packets[..packets.len() - 44].iter().map(|p| p.len() + HEADER).sum();
+            for cut in header_len..wire.len() {
+                let mut m = Machine::new(Expect::Result, c);
+                feed(&mut m, &packets[..packets.len() - 44]);
+                let (passed, last) = m.step_rows(&wire[header_len..cut]);
+                let rows_passed = packets[packets.len() - 44..packets.len() - 1]
+                    .iter()
+                    .scan(0, |at, p| {
+                        *at += p.len() + HEADER;
+                        Some(*at)
+                    })
+                    .take_while(|at| *at <= cut - header_len)
+                    .count();
+                assert_eq!(m.outcome.rows, rows_passed as u64, "cut at {cut}");
+                let expected_at: usize = packets[packets.len() - 44..][..rows_passed]
+                    .iter()
+                    .map(|p| p.len() + HEADER)
+                    .sum();
+                assert_eq!(passed, expected_at, "cut at {cut}");
+                assert_eq!(last.is_some(), rows_passed > 0);
+                // The rest goes packet by packet and ends the same way.
+                let rest = &packets[packets.len() - 44 + rows_passed..];
+                assert_eq!(feed(&mut m, rest).last(), Some(&Step::Done));
+                assert_eq!(m.outcome, one_by_one.outcome, "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_run_stops_at_anything_that_is_not_a_plain_row() {
+        let c = caps(true);
+        for stop in [vec![0xFE, 0, 0, 2, 0, 0, 0], vec![0xFF, 0x10, 0x04, b'#'], vec![]] {
+            let mut wire = Vec::new();
+            crate::protocol::packet::put_packet(&mut wire, 5, b"\x011");
+            crate::protocol::packet::put_packet(&mut wire, 6, &stop);
+            let mut m = Machine::new(Expect::Rows, c);
+            assert_eq!(m.step_rows(&wire), (6, Some(5)));
+            assert_eq!(m.outcome.rows, 1);
+        }
+        // Not between rows: nothing passes.
+        let mut m = Machine::new(Expect::Result, c);
+        let mut wire = Vec::new();
+        crate::protocol::packet::put_packet(&mut wire, 1, b"\x011");
+        assert_eq!(m.step_rows(&wire), (0, None));
+        // A 16 MiB piece is left to the packet-by-packet path.
+        let mut m = Machine::new(Expect::Rows, c);
+        let mut big = vec![0xFF, 0xFF, 0xFF, 1];
+        big.push(0x01);
+        assert_eq!(m.step_rows(&big), (0, None));
     }
 
     #[test]
