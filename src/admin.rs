@@ -135,7 +135,7 @@ fn respond(r: &Request, shared: &Arc<Shared>) -> (u16, &'static str, String) {
         }
         "/metrics" => {
             update_gauges(shared);
-            (200, "text/plain; version=0.0.4", shared.telemetry.handle.render())
+            (200, "text/plain; version=0.0.4", shared.telemetry.render())
         }
         _ => (404, "text/plain", "not found\n".into()),
     }

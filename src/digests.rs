@@ -1,14 +1,14 @@
 //! Query digest statistics (like ProxySQL's stats_mysql_query_digest): per
 //! normalized statement shape, how often it ran, how long it took, how many
-//! rows it returned or changed, and where it was routed. Bounded: once
-//! `capacity` shapes are known, new shapes are counted under one "other"
-//! entry, so memory stays flat whatever the workload.
+//! rows it returned or changed, and where it was routed. Bounded: once a
+//! session worker's table knows `capacity` shapes, its new shapes are
+//! counted under one "other" entry, so memory stays flat whatever the
+//! workload.
 
 use crate::intmap::IntMap;
+use crate::sharded::PerWorker;
 use serde::Serialize;
 use std::sync::Mutex;
-
-const SHARDS: usize = 8;
 
 /// Statistics of one statement shape.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -23,24 +23,25 @@ pub struct DigestStats {
     pub on_replicas: u64,
 }
 
-/// The digest table, sharded by digest so sessions rarely contend.
+/// The digest table: one per session worker, so that sessions on
+/// different cores never take the same lock (every session running the
+/// same statement would otherwise meet on one entry at every statement);
+/// [`Digests::snapshot`] adds them up. Each worker's table holds up to
+/// `capacity` shapes.
 pub struct Digests {
-    shards: Vec<Mutex<IntMap<u64, DigestStats>>>,
-    per_shard: usize,
-    other: Mutex<DigestStats>,
+    tables: PerWorker<Table>,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Table {
+    shapes: Mutex<IntMap<u64, DigestStats>>,
+    other: Mutex<Option<DigestStats>>,
 }
 
 impl Digests {
     pub fn new(capacity: usize) -> Digests {
-        Digests {
-            shards: (0..SHARDS).map(|_| Mutex::new(IntMap::default())).collect(),
-            per_shard: capacity.div_ceil(SHARDS).max(1),
-            other: Mutex::new(DigestStats {
-                digest: "other".into(),
-                text: "(statement shapes beyond the table's capacity)".into(),
-                ..DigestStats::default()
-            }),
-        }
+        Digests { tables: PerWorker::default(), capacity: capacity.max(1) }
     }
 
     /// Records one statement; `text` builds the normalized text, called
@@ -53,12 +54,9 @@ impl Digests {
         rows: u64,
         on_primary: bool,
     ) {
-        // The high bits pick the shard: the map's hash spreads keys by
-        // their low bits, which must not be the same for all of a shard.
-        let shard = &self.shards[(digest >> 61) as usize % SHARDS];
-        let mut map = shard.lock().expect("digest shard");
-        let full = map.len() >= self.per_shard;
-        let mut other_guard;
+        let table = self.tables.local();
+        let mut map = table.shapes.lock().expect("digest table");
+        let full = map.len() >= self.capacity;
         let stats = match map.get_mut(&digest) {
             Some(s) => s,
             None if !full => map.entry(digest).or_insert_with(|| DigestStats {
@@ -68,28 +66,61 @@ impl Digests {
             }),
             None => {
                 drop(map);
-                other_guard = self.other.lock().expect("digest other");
-                add(&mut other_guard, micros, rows, on_primary);
+                let mut other = table.other.lock().expect("digest other");
+                add(other.get_or_insert_with(other_entry), micros, rows, on_primary);
                 return;
             }
         };
         add(stats, micros, rows, on_primary);
     }
 
-    /// All entries, most run first.
+    /// All entries, the workers' tables added up, most run first.
     pub fn snapshot(&self) -> Vec<DigestStats> {
-        let mut all: Vec<DigestStats> = self
-            .shards
-            .iter()
-            .flat_map(|s| s.lock().expect("digest shard").values().cloned().collect::<Vec<_>>())
-            .collect();
-        let other = self.other.lock().expect("digest other").clone();
-        if other.count > 0 {
-            all.push(other);
+        let mut merged: IntMap<u64, DigestStats> = IntMap::default();
+        let mut other: Option<DigestStats> = None;
+        for table in self.tables.all() {
+            for (digest, s) in table.shapes.lock().expect("digest table").iter() {
+                match merged.get_mut(digest) {
+                    Some(into) => merge(into, s),
+                    None => {
+                        merged.insert(*digest, s.clone());
+                    }
+                }
+            }
+            if let Some(s) = table.other.lock().expect("digest other").as_ref() {
+                merge(other.get_or_insert_with(other_entry), s);
+            }
         }
+        let mut all: Vec<DigestStats> = merged.into_values().collect();
         all.sort_by_key(|e| std::cmp::Reverse(e.count));
+        // Workers may know different shapes: the table shown keeps the
+        // most run `capacity` of them, as one table would.
+        for s in all.split_off(all.len().min(self.capacity)) {
+            merge(other.get_or_insert_with(other_entry), &s);
+        }
+        if let Some(other) = other {
+            let at = all.partition_point(|e| e.count >= other.count);
+            all.insert(at, other);
+        }
         all
     }
+}
+
+fn other_entry() -> DigestStats {
+    DigestStats {
+        digest: "other".into(),
+        text: "(statement shapes beyond the table's capacity)".into(),
+        ..DigestStats::default()
+    }
+}
+
+fn merge(into: &mut DigestStats, s: &DigestStats) {
+    into.count += s.count;
+    into.total_time_us += s.total_time_us;
+    into.max_time_us = into.max_time_us.max(s.max_time_us);
+    into.rows += s.rows;
+    into.on_primary += s.on_primary;
+    into.on_replicas += s.on_replicas;
 }
 
 fn add(s: &mut DigestStats, micros: u64, rows: u64, on_primary: bool) {
@@ -126,8 +157,38 @@ mod tests {
             d.record(i, || format!("shape {i}"), 1, 0, true);
         }
         let s = d.snapshot();
-        assert!(s.len() <= 16 + SHARDS + 1, "{} entries", s.len());
+        assert_eq!(s.len(), 16 + 1, "16 shapes and the rest");
         let total: u64 = s.iter().map(|e| e.count).sum();
         assert_eq!(total, 10_000);
+    }
+
+    #[test]
+    fn the_workers_tables_add_up_by_shape() {
+        let d = std::sync::Arc::new(Digests::new(4));
+        let threads: Vec<_> = (0..3)
+            .map(|worker| {
+                let d = d.clone();
+                std::thread::spawn(move || {
+                    crate::sharded::set_worker(worker);
+                    d.record(7, || "SELECT ?".into(), 10 * (worker as u64 + 1), 1, worker == 0);
+                    for i in 0..10 {
+                        d.record(100 + i, || format!("shape {i}"), 1, 0, false);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = d.snapshot();
+        let seven = s.iter().find(|e| e.text == "SELECT ?").expect("merged shape");
+        assert_eq!((seven.count, seven.total_time_us, seven.max_time_us), (3, 60, 30));
+        assert_eq!((seven.on_primary, seven.on_replicas), (1, 2));
+        assert_eq!(s.iter().filter(|e| e.text == "SELECT ?").count(), 1);
+        let other = s.iter().find(|e| e.digest == "other").expect("beyond capacity");
+        assert_eq!(other.count, 33 - 3 - 3 * 3, "the 4 most run shapes are kept");
+        assert_eq!(s.iter().map(|e| e.count).sum::<u64>(), 33);
+        // Each worker knew 4 shapes, but only 4 in all are shown.
+        assert_eq!(s.len(), 4 + 1);
     }
 }

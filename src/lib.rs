@@ -29,6 +29,7 @@ pub mod relay;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod sharded;
 pub mod telemetry;
 pub mod tls;
 pub mod weighting;

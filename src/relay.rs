@@ -670,7 +670,11 @@ mod tests {
             let end = packets.pop().expect("the final EOF");
             // Rows of several sizes, one starting with 0xFB (NULL) and one
             // with a 0xFC length, then the end.
-            packets.extend([b"\x011".to_vec(), vec![0xFB, 0x01, b'x'], vec![0xFC, 0x02, 0x00, 1, 2]]);
+            packets.extend([
+                b"\x011".to_vec(),
+                vec![0xFB, 0x01, b'x'],
+                vec![0xFC, 0x02, 0x00, 1, 2],
+            ]);
             packets.extend((0..40).map(|i| vec![b'a'; 1 + i * 7]));
             packets.push(end);
             let mut wire = Vec::new();

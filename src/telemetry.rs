@@ -1,10 +1,14 @@
 //! Metric names and descriptions in one place, and the handles the hot
 //! path uses: created once per proxy, never looked up per statement. The
 //! Prometheus recorder is the process's one global (besides tracing).
+//! What every statement counts (its route, its latency) is kept in
+//! per-worker shards ([`crate::sharded`]) and added up when scraped.
 
 use crate::router::Reason;
+use crate::sharded;
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 pub const QUERIES: &str = "rwsplit_queries_total";
@@ -30,10 +34,6 @@ pub const POOL_TIMEOUTS: &str = "rwsplit_pool_timeouts_total";
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The process-wide Prometheus recorder (installed on first use).
-/// Bucket bounds of the duration histograms, in seconds.
-const DURATION_BUCKETS: [f64; 14] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-
 pub fn recorder() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -41,7 +41,7 @@ pub fn recorder() -> PrometheusHandle {
             // Fixed buckets: a sample costs a counter, not a sketch update
             // (and histograms aggregate across proxies, summaries do not).
             let handle = PrometheusBuilder::new()
-                .set_buckets(&DURATION_BUCKETS)
+                .set_buckets(&crate::sharded::DURATION_BOUNDS)
                 .expect("bucket bounds are valid")
                 .install_recorder()
                 .expect("the metrics recorder is installed once");
@@ -66,10 +66,6 @@ pub fn recorder() -> PrometheusHandle {
 fn describe() {
     metrics::describe_counter!(QUERIES, "Statements routed, by target kind and routing reason");
     metrics::describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now");
-    metrics::describe_histogram!(
-        STATEMENT_SECONDS,
-        "Time from a statement's arrival to its last response byte, by backend"
-    );
     metrics::describe_gauge!(
         BACKEND_LAG_MS,
         "Replication lag of each backend in milliseconds (absent when unknown)"
@@ -145,10 +141,11 @@ pub const REASONS: [Reason; 21] = [
 /// Handles used on the statement path.
 pub struct Telemetry {
     pub handle: PrometheusHandle,
-    routes: Vec<Counter>,
+    /// Statements by route reason, in [`REASONS`] order.
+    routes: Vec<sharded::Counter>,
     pub client_connections: Gauge,
-    /// Statement latency per backend index.
-    pub statement_seconds: Vec<Histogram>,
+    /// Statement latency per backend index, and the backends' names.
+    statement_seconds: Vec<(String, sharded::Histogram)>,
     pub gtid_waits_caught_up: Counter,
     pub gtid_waits_timed_out: Counter,
     pub gtid_wait_seconds: Histogram,
@@ -166,14 +163,11 @@ impl Telemetry {
         let handle = recorder();
         Telemetry {
             handle,
-            routes: REASONS
-                .iter()
-                .map(|r| metrics::counter!(QUERIES, "reason" => r.as_str()))
-                .collect(),
+            routes: REASONS.iter().map(|_| sharded::Counter::default()).collect(),
             client_connections: metrics::gauge!(CLIENT_CONNECTIONS),
             statement_seconds: backend_names
                 .iter()
-                .map(|n| metrics::histogram!(STATEMENT_SECONDS, "backend" => n.clone()))
+                .map(|n| (n.clone(), sharded::Histogram::default()))
                 .collect(),
             gtid_waits_caught_up: metrics::counter!(GTID_WAITS, "result" => "caught_up"),
             gtid_waits_timed_out: metrics::counter!(GTID_WAITS, "result" => "timed_out"),
@@ -193,7 +187,12 @@ impl Telemetry {
     /// Counts a routing decision.
     pub fn route(&self, reason: Reason) {
         // REASONS lists the variants in declaration order (checked by a test).
-        self.routes[reason as usize].increment(1);
+        self.routes[reason as usize].add(1);
+    }
+
+    /// Statements routed for `reason` so far.
+    pub fn routed(&self, reason: Reason) -> u64 {
+        self.routes[reason as usize].get()
     }
 
     /// Counts a command after which a session kept a connection.
@@ -202,16 +201,81 @@ impl Telemetry {
     }
 
     /// Records a statement's time on backend `idx`.
-    pub fn statement(&self, idx: usize, seconds: f64) {
-        if let Some(h) = self.statement_seconds.get(idx) {
-            h.record(seconds);
+    pub fn statement(&self, idx: usize, elapsed: std::time::Duration) {
+        if let Some((_, h)) = self.statement_seconds.get(idx) {
+            h.record(elapsed);
         }
+    }
+
+    /// The Prometheus text of every metric: the recorder's, and the
+    /// sharded ones added up.
+    pub fn render(&self) -> String {
+        for (reason, counter) in REASONS.iter().zip(&self.routes) {
+            metrics::counter!(QUERIES, "reason" => reason.as_str()).absolute(counter.get());
+        }
+        let mut out = self.handle.render();
+        render_histogram(
+            &mut out,
+            STATEMENT_SECONDS,
+            "Time from a statement's arrival to its last response byte, by backend",
+            self.statement_seconds.iter().map(|(name, h)| (name.as_str(), h.snapshot())),
+        );
+        out
+    }
+}
+
+/// Appends one histogram family with a `backend` label in the Prometheus
+/// text format.
+fn render_histogram<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    series: impl Iterator<Item = (&'a str, sharded::HistogramSnapshot)>,
+) {
+    if !out.is_empty() && !out.ends_with("\n\n") {
+        out.push('\n');
+    }
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (backend, s) in series {
+        let backend = backend.replace('\\', "\\\\").replace('"', "\\\"");
+        for (bound, count) in sharded::DURATION_BOUNDS.iter().zip(&s.cumulative) {
+            let _ = writeln!(out, "{name}_bucket{{backend=\"{backend}\",le=\"{bound}\"}} {count}");
+        }
+        let total = s.cumulative[s.cumulative.len() - 1];
+        let _ = writeln!(out, "{name}_bucket{{backend=\"{backend}\",le=\"+Inf\"}} {total}");
+        let _ = writeln!(out, "{name}_sum{{backend=\"{backend}\"}} {}", s.sum_seconds);
+        let _ = writeln!(out, "{name}_count{{backend=\"{backend}\"}} {total}");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statement_latency_renders_as_a_prometheus_histogram() {
+        let t = Telemetry::new(&["replica\"1".to_string()]);
+        t.statement(0, std::time::Duration::from_micros(700));
+        t.statement(0, std::time::Duration::from_millis(30));
+        t.statement(5, std::time::Duration::from_millis(1)); // no such backend
+        t.route(Reason::Read);
+        let text = t.render();
+        let series = |suffix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{STATEMENT_SECONDS}{suffix}")))
+                .map(|l| l.rsplit_once(' ').unwrap().1.to_string())
+        };
+        assert!(text.contains(&format!("# TYPE {STATEMENT_SECONDS} histogram")));
+        assert_eq!(series(r#"_bucket{backend="replica\"1",le="0.0005"}"#).as_deref(), Some("0"));
+        assert_eq!(series(r#"_bucket{backend="replica\"1",le="0.001"}"#).as_deref(), Some("1"));
+        assert_eq!(series(r#"_bucket{backend="replica\"1",le="0.05"}"#).as_deref(), Some("2"));
+        assert_eq!(series(r#"_bucket{backend="replica\"1",le="+Inf"}"#).as_deref(), Some("2"));
+        assert_eq!(series(r#"_count{backend="replica\"1"}"#).as_deref(), Some("2"));
+        let sum: f64 = series(r#"_sum{backend="replica\"1"}"#).unwrap().parse().unwrap();
+        assert!((sum - 0.0307).abs() < 1e-9, "{sum}");
+        assert_eq!(t.routed(Reason::Read), 1);
+    }
 
     #[test]
     fn reasons_are_listed_in_declaration_order() {

@@ -8,6 +8,7 @@
 //! by the fewest requests in flight.
 
 use crate::monitor::{BackendState, Exclusion, Role, Topology, UnknownLag};
+use crate::sharded::PerWorker;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -145,11 +146,17 @@ pub const AFFINITY_MARGIN: f64 = 32.0;
 /// State is keyed by backend name, so it survives reloads that reorder
 /// backends. One short critical section per pick (a few backends, no
 /// allocation once every name has been seen).
+///
+/// Each session worker has its own scores and in-flight counts (see
+/// [`crate::sharded`]): a pick never takes a lock another core holds, and
+/// since every worker's own sequence follows the weights, so does their
+/// sum. Near-ties go by the worker's own requests in flight.
 #[derive(Debug, Default)]
 pub struct Picker {
-    /// One slot per backend, in the topology's order (re-aligned by name
-    /// when the topology changes, so scores and counts carry over).
-    slots: Mutex<Vec<(String, Slot)>>,
+    /// Per worker: one slot per backend, in the topology's order
+    /// (re-aligned by name when the topology changes, so scores and
+    /// counts carry over).
+    shards: PerWorker<Mutex<Vec<(String, Slot)>>>,
 }
 
 #[derive(Debug, Default)]
@@ -238,18 +245,22 @@ impl Picker {
         InFlight { counter }
     }
 
-    /// Requests in flight on the backend called `name`.
+    /// Requests in flight on the backend called `name`, all workers'.
     pub fn in_flight(&self, name: &str) -> u64 {
-        self.lock()
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or(0, |(_, slot)| slot.in_flight.load(Ordering::Relaxed))
+        self.shards
+            .all()
+            .map(|shard| {
+                lock(shard)
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(0, |(_, slot)| slot.in_flight.load(Ordering::Relaxed))
+            })
+            .sum()
     }
 
+    /// This worker's slots.
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, Slot)>> {
-        // A panic elsewhere while holding the lock leaves only scores
-        // behind; they are still usable.
-        self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(self.shards.local())
     }
 
     fn pick_inner(
@@ -334,6 +345,12 @@ impl Picker {
     }
 }
 
+fn lock(shard: &Mutex<Vec<(String, Slot)>>) -> std::sync::MutexGuard<'_, Vec<(String, Slot)>> {
+    // A panic elsewhere while holding the lock leaves only scores behind;
+    // they are still usable.
+    shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Makes `slots[i]` the slot of `topology.backends[i]`, keeping each
 /// backend's slot by name (a no-op when nothing changed).
 fn align(slots: &mut Vec<(String, Slot)>, topology: &Topology) {
@@ -414,6 +431,33 @@ mod tests {
             counts[index] += 1;
         }
         counts
+    }
+
+    #[test]
+    fn each_worker_follows_the_weights_and_in_flight_counts_add_up() {
+        let picker = Arc::new(Picker::new());
+        let topo = Arc::new(topology(&[1.0, 2.0]));
+        let threads: Vec<_> = (0..2)
+            .map(|worker| {
+                let (picker, topo) = (picker.clone(), topo.clone());
+                std::thread::spawn(move || {
+                    crate::sharded::set_worker(worker);
+                    let picks: Vec<usize> = (0..300)
+                        .map(|_| picker.pick_in_flight(&topo, None).expect("a replica").0)
+                        .collect();
+                    // One read left in flight on r1 by each worker.
+                    let kept = picker.pick_in_flight(&topo, Some(1)).expect("r1");
+                    assert_eq!(kept.0, 2);
+                    std::mem::forget(kept.1);
+                    counts(picks.into_iter(), 3)
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), vec![0, 100, 200], "one worker's picks");
+        }
+        assert_eq!(picker.in_flight("r1"), 2, "both workers' reads in flight");
+        assert_eq!(picker.in_flight("r0"), 0);
     }
 
     // --- effective weight and eligibility ---

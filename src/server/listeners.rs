@@ -29,7 +29,7 @@ impl SessionWorkers {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             handles.push(runtime.handle().clone());
             std::thread::Builder::new().name(format!("rwsplit-worker-{i}")).spawn(move || {
-                WORKER.set(i);
+                crate::sharded::set_worker(i);
                 runtime.block_on(std::future::pending::<()>())
             })?;
         }
@@ -51,15 +51,9 @@ impl SessionWorkers {
     }
 }
 
-thread_local! {
-    /// The index of the session worker running on this thread (0 on any
-    /// other thread).
-    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
 /// The index of the session worker this code runs on (0 outside workers).
 pub fn current_worker() -> usize {
-    WORKER.get()
+    crate::sharded::worker()
 }
 
 /// What a session needs to know about the listener that accepted it.

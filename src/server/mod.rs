@@ -101,8 +101,8 @@ pub struct Shared {
     /// The primary's GTID position as last read for gtid_global, with the
     /// time its read started (see `Session::primary_position`).
     pub global_position: tokio::sync::Mutex<Option<(Instant, String)>>,
-    /// Statements and errors per backend index.
-    backend_stats: Vec<(AtomicU64, AtomicU64)>,
+    /// Statements and errors per backend index, per session worker.
+    backend_stats: crate::sharded::PerWorker<Vec<(AtomicU64, AtomicU64)>>,
     /// Connections sessions hold to each backend, and a wake-up for a
     /// session waiting for one to close.
     backend_open: Vec<(std::sync::atomic::AtomicUsize, Notify)>,
@@ -174,9 +174,9 @@ impl Shared {
                 config.admin.as_ref().map_or(5000, |a| a.max_digests),
             ),
             global_position: tokio::sync::Mutex::new(None),
-            backend_stats: (0..names.len().max(64))
-                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
-                .collect(),
+            backend_stats: crate::sharded::PerWorker::from_fn(|| {
+                (0..names.len().max(64)).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect()
+            }),
             backend_open: (0..names.len().max(64))
                 .map(|_| (std::sync::atomic::AtomicUsize::new(0), Notify::new()))
                 .collect(),
@@ -259,7 +259,7 @@ impl Shared {
 
     /// Counts a statement run on backend `idx`, and whether it failed.
     pub fn count_statement(&self, idx: usize, failed: bool) {
-        if let Some((q, e)) = self.backend_stats.get(idx) {
+        if let Some((q, e)) = self.backend_stats.local().get(idx) {
             q.fetch_add(1, Ordering::Relaxed);
             if failed {
                 e.fetch_add(1, Ordering::Relaxed);
@@ -389,8 +389,11 @@ impl Shared {
     /// (statements, errors) on backend `idx`.
     pub fn backend_counts(&self, idx: usize) -> (u64, u64) {
         self.backend_stats
-            .get(idx)
-            .map_or((0, 0), |(q, e)| (q.load(Ordering::Relaxed), e.load(Ordering::Relaxed)))
+            .all()
+            .filter_map(|shard| shard.get(idx))
+            .fold((0, 0), |(qs, es), (q, e)| {
+                (qs + q.load(Ordering::Relaxed), es + e.load(Ordering::Relaxed))
+            })
     }
 
     /// The topology in force: the monitor's latest, or the configured

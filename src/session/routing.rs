@@ -465,7 +465,7 @@ impl Session {
         started: std::time::Instant,
     ) {
         let elapsed = started.elapsed();
-        self.shared.telemetry.statement(idx, elapsed.as_secs_f64());
+        self.shared.telemetry.statement(idx, elapsed);
         let rows = if outcome.result_set { outcome.rows } else { outcome.affected_rows };
         let normalized = || {
             let mut text = String::new();
