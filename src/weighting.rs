@@ -129,7 +129,7 @@ pub fn assess_eligibility(view: &ReplicaView) -> Eligibility {
 pub const NEAR_TIE_FRACTION: f64 = 0.05;
 
 /// A read may stay on the replica its session used last (see
-/// [`Picker::pick_in_flight_keeping`]) while that replica's running score is
+/// [`Picker::pick`]) while that replica's running score is
 /// within this many times the total weight of the best score. A replica's
 /// score falls by the total weight at each read it takes and rises by its
 /// own weight at every read, so this bounds how far the reads taken can
@@ -185,51 +185,6 @@ impl Picker {
         Picker::default()
     }
 
-    /// The index of the replica for the next read, skipping `except` (for
-    /// example a replica that just failed); None when no replica is
-    /// eligible.
-    pub fn pick(&self, topology: &Topology, except: Option<usize>) -> Option<usize> {
-        self.pick_inner(topology, &|index| Some(index) != except, false, None)
-            .map(|(index, _)| index)
-    }
-
-    /// Like [`Picker::pick`], and counts the read as in flight on the
-    /// chosen replica until the returned guard is dropped.
-    pub fn pick_in_flight(
-        &self,
-        topology: &Topology,
-        except: Option<usize>,
-    ) -> Option<(usize, InFlight)> {
-        self.pick_in_flight_where(topology, &|index| Some(index) != except)
-    }
-
-    /// Like [`Picker::pick_in_flight`], among the replicas `usable` accepts
-    /// (the others are no candidates: they neither gain nor lose score).
-    pub fn pick_in_flight_where(
-        &self,
-        topology: &Topology,
-        usable: &dyn Fn(usize) -> bool,
-    ) -> Option<(usize, InFlight)> {
-        self.pick_in_flight_keeping(topology, usable, None)
-    }
-
-    /// Like [`Picker::pick_in_flight_where`], but keeps the read on
-    /// `previous` (the replica the session read from last) while it is a
-    /// candidate whose score is within [`AFFINITY_MARGIN`] of the best.
-    /// Servers serve a session's statements best on the connection and
-    /// prepared statements that ran its last ones (measured: a tenth less
-    /// server CPU per query than alternating replicas), and the scores
-    /// still hold every replica to its share.
-    pub fn pick_in_flight_keeping(
-        &self,
-        topology: &Topology,
-        usable: &dyn Fn(usize) -> bool,
-        previous: Option<usize>,
-    ) -> Option<(usize, InFlight)> {
-        self.pick_inner(topology, usable, true, previous)
-            .map(|(index, guard)| (index, guard.expect("guard requested")))
-    }
-
     /// Counts a request in flight on the backend called `name` (a read the
     /// router sent there without the picker).
     pub fn track(&self, name: &str) -> InFlight {
@@ -263,13 +218,24 @@ impl Picker {
         lock(self.shards.local())
     }
 
-    fn pick_inner(
+    /// The replica for the next read, among the eligible replicas that
+    /// `usable` accepts (the others are no candidates: they neither gain
+    /// nor lose score, so a replica that just failed can be skipped);
+    /// None when there is none. The read counts as in flight on the chosen
+    /// replica until the returned guard is dropped.
+    ///
+    /// With `previous` (the replica the session read from last, when
+    /// `replica_affinity` is on) the read stays there while it is a
+    /// candidate whose score is within [`AFFINITY_MARGIN`] of the best:
+    /// servers serve a session's statements with less CPU on the connection
+    /// and prepared statements that ran its last ones, and the scores still
+    /// hold every replica to its share.
+    pub fn pick(
         &self,
         topology: &Topology,
         usable: &dyn Fn(usize) -> bool,
-        guard: bool,
         previous: Option<usize>,
-    ) -> Option<(usize, Option<InFlight>)> {
+    ) -> Option<(usize, InFlight)> {
         let is_candidate = |index: usize, backend: &BackendState| {
             backend.eligible
                 && backend.role == Role::Replica
@@ -337,11 +303,8 @@ impl Picker {
         };
         let slot = &mut slots[index].1;
         slot.current -= total;
-        let in_flight = guard.then(|| {
-            slot.in_flight.fetch_add(1, Ordering::Relaxed);
-            InFlight { counter: slot.in_flight.clone() }
-        });
-        Some((index, in_flight))
+        slot.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some((index, InFlight { counter: slot.in_flight.clone() }))
     }
 }
 
@@ -425,6 +388,20 @@ mod tests {
         Topology { backends, primary: Some(0), ..Topology::default() }
     }
 
+    /// A read skipping `except`, its guard kept by the caller.
+    fn pick_guarded(
+        picker: &Picker,
+        topology: &Topology,
+        except: Option<usize>,
+    ) -> Option<(usize, InFlight)> {
+        picker.pick(topology, &|index| Some(index) != except, None)
+    }
+
+    /// The replica chosen for a read skipping `except` (the read ends at once).
+    fn pick_index(picker: &Picker, topology: &Topology, except: Option<usize>) -> Option<usize> {
+        pick_guarded(picker, topology, except).map(|(index, _)| index)
+    }
+
     fn counts(picks: impl Iterator<Item = usize>, len: usize) -> Vec<usize> {
         let mut counts = vec![0; len];
         for index in picks {
@@ -443,10 +420,10 @@ mod tests {
                 std::thread::spawn(move || {
                     crate::sharded::set_worker(worker);
                     let picks: Vec<usize> = (0..300)
-                        .map(|_| picker.pick_in_flight(&topo, None).expect("a replica").0)
+                        .map(|_| pick_guarded(&picker, &topo, None).expect("a replica").0)
                         .collect();
                     // One read left in flight on r1 by each worker.
-                    let kept = picker.pick_in_flight(&topo, Some(1)).expect("r1");
+                    let kept = pick_guarded(&picker, &topo, Some(1)).expect("r1");
                     assert_eq!(kept.0, 2);
                     std::mem::forget(kept.1);
                     counts(picks.into_iter(), 3)
@@ -544,7 +521,7 @@ mod tests {
     fn weights_one_to_three_split_ten_thousand_picks() {
         let topology = topology(&[1.0, 3.0]);
         let picker = Picker::new();
-        let picks = (0..10_000).map(|_| picker.pick(&topology, None).unwrap());
+        let picks = (0..10_000).map(|_| pick_index(&picker, &topology, None).unwrap());
         assert_eq!(counts(picks, 3), vec![0, 2_500, 7_500]);
     }
 
@@ -557,7 +534,7 @@ mod tests {
         let mut outstanding: VecDeque<(usize, InFlight)> = VecDeque::new();
         let mut counts = vec![0usize; 3];
         for i in 0..10_000 {
-            let (index, guard) = picker.pick_in_flight(&topology, None).unwrap();
+            let (index, guard) = pick_guarded(&picker, &topology, None).unwrap();
             counts[index] += 1;
             outstanding.push_back((index, guard));
             if outstanding.len() > 8 {
@@ -575,14 +552,14 @@ mod tests {
         let picker = Picker::new();
         let _busy = picker.track("r0");
         // Both scores tie at the first pick; r0 is busier.
-        assert_eq!(picker.pick(&topology, None), Some(2));
+        assert_eq!(pick_index(&picker, &topology, None), Some(2));
     }
 
     #[test]
     fn in_flight_guard_decrements_on_drop() {
         let topology = topology(&[1.0]);
         let picker = Picker::new();
-        let (index, guard) = picker.pick_in_flight(&topology, None).unwrap();
+        let (index, guard) = pick_guarded(&picker, &topology, None).unwrap();
         assert_eq!(index, 1);
         assert_eq!(picker.in_flight("r0"), 1);
         drop(guard);
@@ -595,16 +572,16 @@ mod tests {
         let picker = Picker::new();
         // Replicas 1 and 2 drained or failed: every read goes to 3.
         for _ in 0..10 {
-            let (index, _guard) = picker.pick_in_flight_where(&topology, &|i| i == 3).unwrap();
+            let (index, _guard) = picker.pick(&topology, &|i| i == 3, None).unwrap();
             assert_eq!(index, 3);
         }
         // Back to all three: the split is even, not skewed by those picks.
         let mut counts = [0; 4];
         for _ in 0..300 {
-            counts[picker.pick(&topology, None).unwrap()] += 1;
+            counts[pick_index(&picker, &topology, None).unwrap()] += 1;
         }
         assert_eq!(counts[1..], [100, 100, 100]);
-        assert!(picker.pick_in_flight_where(&topology, &|_| false).is_none());
+        assert!(picker.pick(&topology, &|_| false, None).is_none());
     }
 
     /// Sixteen sessions reading at four different rates, each asking to
@@ -620,8 +597,7 @@ mod tests {
         for _ in 0..rounds {
             for (session, previous) in last.iter_mut().enumerate() {
                 for _ in 0..=session % 4 {
-                    let (index, _guard) =
-                        picker.pick_in_flight_keeping(topology, &|_| true, *previous).unwrap();
+                    let (index, _guard) = picker.pick(topology, &|_| true, *previous).unwrap();
                     moved += usize::from(previous.is_some_and(|p| p != index));
                     *previous = Some(index);
                     counts[index] += 1;
@@ -654,14 +630,14 @@ mod tests {
     fn a_kept_replica_that_cannot_be_used_is_left() {
         let mut topology = topology(&[1.0, 1.0]);
         let picker = Picker::new();
-        let (index, _) = picker.pick_in_flight_keeping(&topology, &|i| i != 1, Some(1)).unwrap();
+        let (index, _) = picker.pick(&topology, &|i| i != 1, Some(1)).unwrap();
         assert_eq!(index, 2, "not usable by the caller");
         topology.backends[2].eligible = false;
-        let (index, _) = picker.pick_in_flight_keeping(&topology, &|_| true, Some(2)).unwrap();
+        let (index, _) = picker.pick(&topology, &|_| true, Some(2)).unwrap();
         assert_eq!(index, 1, "no longer eligible");
-        let (index, _) = picker.pick_in_flight_keeping(&topology, &|_| true, Some(0)).unwrap();
+        let (index, _) = picker.pick(&topology, &|_| true, Some(0)).unwrap();
         assert_eq!(index, 1, "the primary is no candidate");
-        let (index, _) = picker.pick_in_flight_keeping(&topology, &|_| true, Some(9)).unwrap();
+        let (index, _) = picker.pick(&topology, &|_| true, Some(9)).unwrap();
         assert_eq!(index, 1, "a position the topology does not have");
     }
 
@@ -669,9 +645,8 @@ mod tests {
     fn without_a_previous_replica_one_session_alternates() {
         let topology = topology(&[1.0, 1.0]);
         let picker = Picker::new();
-        let picks: Vec<usize> = (0..6)
-            .map(|_| picker.pick_in_flight_keeping(&topology, &|_| true, None).unwrap().0)
-            .collect();
+        let picks: Vec<usize> =
+            (0..6).map(|_| picker.pick(&topology, &|_| true, None).unwrap().0).collect();
         assert_eq!(picks, vec![1, 2, 1, 2, 1, 2]);
     }
 
@@ -680,16 +655,16 @@ mod tests {
         let topology = topology(&[5.0, 1.0]);
         let picker = Picker::new();
         for _ in 0..10 {
-            assert_eq!(picker.pick(&topology, Some(1)), Some(2));
+            assert_eq!(pick_index(&picker, &topology, Some(1)), Some(2));
         }
     }
 
     #[test]
     fn no_eligible_replica_picks_none() {
         let picker = Picker::new();
-        assert_eq!(picker.pick(&topology(&[]), None), None);
-        assert_eq!(picker.pick(&topology(&[0.0, 0.0]), None), None);
-        assert_eq!(picker.pick(&topology(&[2.0]), Some(1)), None);
+        assert_eq!(pick_index(&picker, &topology(&[]), None), None);
+        assert_eq!(pick_index(&picker, &topology(&[0.0, 0.0]), None), None);
+        assert_eq!(pick_index(&picker, &topology(&[2.0]), Some(1)), None);
     }
 
     #[test]
@@ -697,7 +672,7 @@ mod tests {
         let mut topology = topology(&[]);
         topology.backends[0].eligible = true;
         topology.backends[0].effective_weight = 1.0;
-        assert_eq!(Picker::new().pick(&topology, None), None);
+        assert_eq!(pick_index(&Picker::new(), &topology, None), None);
     }
 
     #[test]
@@ -708,7 +683,7 @@ mod tests {
             effective_weight(1, Duration::ZERO, MAX_LAG),
         ]);
         let picker = Picker::new();
-        let picks = (0..1_000).map(|_| picker.pick(&topology, None).unwrap());
+        let picks = (0..1_000).map(|_| pick_index(&picker, &topology, None).unwrap());
         assert_eq!(counts(picks, 3), vec![0, 200, 800]);
     }
 
@@ -716,10 +691,10 @@ mod tests {
     fn state_follows_names_across_reorder() {
         let picker = Picker::new();
         let before = topology(&[1.0, 1.0]);
-        let first = picker.pick(&before, None).unwrap();
+        let first = pick_index(&picker, &before, None).unwrap();
         let mut after = before.clone();
         after.backends.swap(1, 2);
-        let second = picker.pick(&after, None).unwrap();
+        let second = pick_index(&picker, &after, None).unwrap();
         assert_ne!(before.backends[first].name, after.backends[second].name);
     }
 

@@ -477,7 +477,7 @@ impl Shared {
     ) -> Option<(usize, InFlight)> {
         let topology = self.topology.load();
         let usable = |i| Some(i) != except && self.takes_reads(i);
-        self.picker.pick_in_flight_keeping(&topology, &usable, previous)
+        self.picker.pick(&topology, &usable, previous)
     }
 
     /// The primary's greeting, probing the primary when it is not known yet.
