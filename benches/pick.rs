@@ -10,14 +10,7 @@ use rwsplit::weighting::Picker;
 use std::hint::black_box;
 
 fn backend(name: &str, role: Role) -> BackendState {
-    let spec = BackendSpec {
-        name: name.into(),
-        address: format!("{name}:3306"),
-        configured_role: role,
-        weight: 1,
-        max_lag: None,
-        removed: false,
-    };
+    let spec = BackendSpec::new(name, &format!("{name}:3306"), role);
     let replica = role == Role::Replica;
     BackendState {
         healthy: true,

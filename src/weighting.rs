@@ -356,14 +356,7 @@ mod tests {
     }
 
     fn replica(name: &str, weight: f64) -> BackendState {
-        let spec = BackendSpec {
-            name: name.into(),
-            address: format!("{name}:3306"),
-            configured_role: Role::Replica,
-            weight: 1,
-            max_lag: None,
-            removed: false,
-        };
+        let spec = BackendSpec::new(name, &format!("{name}:3306"), Role::Replica);
         BackendState {
             healthy: true,
             eligible: weight > 0.0,

@@ -28,22 +28,11 @@ fn require_lab() {
     }
 }
 
-fn spec(name: &str, address: &str, role: Role) -> BackendSpec {
-    BackendSpec {
-        name: name.into(),
-        address: address.into(),
-        configured_role: role,
-        weight: 1,
-        max_lag: None,
-        removed: false,
-    }
-}
-
 fn lab_specs() -> Vec<BackendSpec> {
     vec![
-        spec("primary", PRIMARY, Role::Primary),
-        spec("replica1", REPLICA1, Role::Replica),
-        spec("replica2", REPLICA2, Role::Replica),
+        BackendSpec::new("primary", PRIMARY, Role::Primary),
+        BackendSpec::new("replica1", REPLICA1, Role::Replica),
+        BackendSpec::new("replica2", REPLICA2, Role::Replica),
     ]
 }
 
@@ -117,7 +106,7 @@ async fn closed_port_backend_goes_unhealthy_without_affecting_others() {
     let settings = settings(interval);
     let fail_after = settings.fail_after;
     let mut specs = lab_specs();
-    specs.push(spec("closed", "127.0.0.1:1", Role::Replica));
+    specs.push(BackendSpec::new("closed", "127.0.0.1:1", Role::Replica));
     let monitor = Monitor::start(specs, settings);
 
     let topology = monitor
@@ -146,8 +135,8 @@ async fn healthy_backend_goes_down_after_fail_after_and_recovers_after_recover_a
     let settings = settings(interval);
     let (fail_after, recover_after) = (settings.fail_after, settings.recover_after);
     let specs = vec![
-        spec("primary", PRIMARY, Role::Primary),
-        spec("replica1", &forwarder.address(), Role::Replica),
+        BackendSpec::new("primary", PRIMARY, Role::Primary),
+        BackendSpec::new("replica1", &forwarder.address(), Role::Replica),
     ];
     let monitor = Monitor::start(specs, settings);
     monitor
@@ -197,7 +186,7 @@ async fn probe_connection_is_kept_open_and_closed_on_stop() {
     require_lab();
     let forwarder = Forwarder::start(REPLICA2).await;
     let interval = Duration::from_millis(100);
-    let specs = vec![spec("replica2", &forwarder.address(), Role::Replica)];
+    let specs = vec![BackendSpec::new("replica2", &forwarder.address(), Role::Replica)];
     let monitor = Monitor::start(specs, settings(interval));
     monitor
         .wait_for(30 * interval, |t| backend(t, "replica2").consecutive_successes >= 5)
@@ -218,7 +207,7 @@ async fn silent_server_fails_probe_within_connect_timeout() {
     let interval = Duration::from_millis(100);
     let settings =
         MonitorSettings { connect_timeout: Duration::from_millis(150), ..settings(interval) };
-    let specs = vec![spec("silent", &forwarder.address(), Role::Replica)];
+    let specs = vec![BackendSpec::new("silent", &forwarder.address(), Role::Replica)];
     let monitor = Monitor::start(specs, settings);
     let topology = monitor
         .wait_for(Duration::from_secs(2), |t| backend(t, "silent").consecutive_failures >= 2)
@@ -234,7 +223,8 @@ async fn update_adds_reweights_and_removes_backends() {
     require_lab();
     let interval = Duration::from_millis(200);
     let settings = settings(interval);
-    let monitor = Monitor::start(vec![spec("primary", PRIMARY, Role::Primary)], settings.clone());
+    let monitor =
+        Monitor::start(vec![BackendSpec::new("primary", PRIMARY, Role::Primary)], settings.clone());
     monitor
         .wait_for(10 * interval, |t| t.primary == Some(0) && t.backends[0].healthy)
         .await
@@ -298,7 +288,10 @@ async fn heartbeat_table_gives_lag_when_gtid_cannot() {
         primary_detection: PrimaryDetection::Static,
         ..settings(interval)
     };
-    let monitor = Monitor::start(vec![spec("replica1", REPLICA1, Role::Replica)], settings.clone());
+    let monitor = Monitor::start(
+        vec![BackendSpec::new("replica1", REPLICA1, Role::Replica)],
+        settings.clone(),
+    );
     let lagging = monitor
         .wait_for(Duration::from_secs(5), |t| {
             backend(t, "replica1").lag_source == LagSource::Heartbeat
@@ -307,7 +300,7 @@ async fn heartbeat_table_gives_lag_when_gtid_cannot() {
 
     // Within max_lag after a reload: eligible, weight scaled by the lag.
     let relaxed = MonitorSettings { max_lag: Duration::from_secs(20), ..settings };
-    monitor.update(vec![spec("replica1", REPLICA1, Role::Replica)], relaxed);
+    monitor.update(vec![BackendSpec::new("replica1", REPLICA1, Role::Replica)], relaxed);
     let eligible =
         monitor.wait_for(Duration::from_secs(5), |t| backend(t, "replica1").eligible).await;
     monitor.stop().await;

@@ -284,14 +284,7 @@ mod tests {
     }
 
     fn spec(name: &str, role: Role) -> BackendSpec {
-        BackendSpec {
-            name: name.into(),
-            address: format!("{name}:3306"),
-            configured_role: role,
-            weight: 1,
-            max_lag: None,
-            removed: false,
-        }
+        BackendSpec::new(name, &format!("{name}:3306"), role)
     }
 
     /// A state after `n` good probes (healthy, version known).

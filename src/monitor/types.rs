@@ -29,6 +29,21 @@ pub struct BackendSpec {
     pub removed: bool,
 }
 
+impl BackendSpec {
+    /// A backend in `role` with what a config entry gets by default:
+    /// weight 1, the global `max_lag`, not removed.
+    pub fn new(name: &str, address: &str, role: Role) -> BackendSpec {
+        BackendSpec {
+            name: name.into(),
+            address: address.into(),
+            configured_role: role,
+            weight: 1,
+            max_lag: None,
+            removed: false,
+        }
+    }
+}
+
 /// How the primary is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PrimaryDetection {

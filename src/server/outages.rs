@@ -124,14 +124,7 @@ mod tests {
     use std::time::Duration;
 
     fn state(healthy: bool, failures: u32, at: u64) -> BackendState {
-        let spec = BackendSpec {
-            name: "r".into(),
-            address: "127.0.0.1:1".into(),
-            configured_role: Role::Replica,
-            weight: 1,
-            max_lag: None,
-            removed: false,
-        };
+        let spec = BackendSpec::new("r", "127.0.0.1:1", Role::Replica);
         BackendState {
             healthy,
             consecutive_failures: failures,
