@@ -165,21 +165,13 @@ mod tests {
     #[test]
     fn the_workers_tables_add_up_by_shape() {
         let d = std::sync::Arc::new(Digests::new(4));
-        let threads: Vec<_> = (0..3)
-            .map(|worker| {
-                let d = d.clone();
-                std::thread::spawn(move || {
-                    crate::sharded::set_worker(worker);
-                    d.record(7, || "SELECT ?".into(), 10 * (worker as u64 + 1), 1, worker == 0);
-                    for i in 0..10 {
-                        d.record(100 + i, || format!("shape {i}"), 1, 0, false);
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
+        let digests = d.clone();
+        crate::sharded::on_workers(3, move |worker| {
+            digests.record(7, || "SELECT ?".into(), 10 * (worker as u64 + 1), 1, worker == 0);
+            for i in 0..10 {
+                digests.record(100 + i, || format!("shape {i}"), 1, 0, false);
+            }
+        });
         let s = d.snapshot();
         let seven = s.iter().find(|e| e.text == "SELECT ?").expect("merged shape");
         assert_eq!((seven.count, seven.total_time_us, seven.max_time_us), (3, 60, 30));

@@ -143,28 +143,46 @@ impl Histogram {
     }
 }
 
+/// Runs `work` on `workers` threads at once, each marked as the session
+/// worker of its index, and returns what each returned, in index order.
+#[cfg(test)]
+pub(crate) fn on_workers<T: Send + 'static>(
+    workers: usize,
+    work: impl Fn(usize) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let work = std::sync::Arc::new(work);
+    let threads: Vec<_> = (0..workers)
+        .map(|i| {
+            let work = work.clone();
+            std::thread::spawn(move || {
+                set_worker(i);
+                work(i)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().expect("worker thread")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn counts_from_every_worker_add_up() {
+    fn each_worker_counts_in_its_own_shard_and_the_counts_add_up() {
         let c = std::sync::Arc::new(Counter::default());
-        let threads: Vec<_> = (0..SHARDS + 3)
-            .map(|i| {
-                let c = c.clone();
-                std::thread::spawn(move || {
-                    set_worker(i);
-                    for _ in 0..1000 {
-                        c.add(1);
-                    }
-                })
-            })
+        let counter = c.clone();
+        on_workers(SHARDS + 3, move |i| {
+            for _ in 0..=i {
+                counter.add(1);
+            }
+        });
+        // Worker i added i + 1; workers SHARDS.. share the first shards.
+        let shards: Vec<u64> = c.0.all().map(|n| n.load(Ordering::Relaxed)).collect();
+        let expected: Vec<u64> = (0..SHARDS)
+            .map(|s| (s as u64 + 1) + if s < 3 { (s + SHARDS) as u64 + 1 } else { 0 })
             .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        assert_eq!(c.get(), (SHARDS as u64 + 3) * 1000);
+        assert_eq!(shards, expected);
+        assert_eq!(c.get(), expected.iter().sum::<u64>());
     }
 
     #[test]

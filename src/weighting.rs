@@ -200,17 +200,16 @@ impl Picker {
         InFlight { counter }
     }
 
-    /// Requests in flight on the backend called `name`, all workers'.
+    /// Requests in flight on the backend called `name`, all workers'
+    /// (for the admin port: it takes every worker's lock).
     pub fn in_flight(&self, name: &str) -> u64 {
-        self.shards
-            .all()
-            .map(|shard| {
-                lock(shard)
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map_or(0, |(_, slot)| slot.in_flight.load(Ordering::Relaxed))
-            })
-            .sum()
+        self.shards.all().map(|shard| in_flight_in(&lock(shard), name)).sum()
+    }
+
+    /// Requests this worker has in flight on the backend called `name`:
+    /// what its picks go by, and all a statement needs to compare replicas.
+    pub fn in_flight_here(&self, name: &str) -> u64 {
+        in_flight_in(&self.lock(), name)
     }
 
     /// This worker's slots.
@@ -306,6 +305,13 @@ impl Picker {
         slot.in_flight.fetch_add(1, Ordering::Relaxed);
         Some((index, InFlight { counter: slot.in_flight.clone() }))
     }
+}
+
+fn in_flight_in(slots: &[(String, Slot)], name: &str) -> u64 {
+    slots
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or(0, |(_, slot)| slot.in_flight.load(Ordering::Relaxed))
 }
 
 fn lock(shard: &Mutex<Vec<(String, Slot)>>) -> std::sync::MutexGuard<'_, Vec<(String, Slot)>> {
@@ -404,28 +410,27 @@ mod tests {
     }
 
     #[test]
-    fn each_worker_follows_the_weights_and_in_flight_counts_add_up() {
-        let picker = Arc::new(Picker::new());
+    fn each_worker_has_its_own_sequence_and_in_flight_counts_add_up() {
         let topo = Arc::new(topology(&[1.0, 2.0]));
-        let threads: Vec<_> = (0..2)
-            .map(|worker| {
-                let (picker, topo) = (picker.clone(), topo.clone());
-                std::thread::spawn(move || {
-                    crate::sharded::set_worker(worker);
-                    let picks: Vec<usize> = (0..300)
-                        .map(|_| pick_guarded(&picker, &topo, None).expect("a replica").0)
-                        .collect();
-                    // One read left in flight on r1 by each worker.
-                    let kept = pick_guarded(&picker, &topo, Some(1)).expect("r1");
-                    assert_eq!(kept.0, 2);
-                    std::mem::forget(kept.1);
-                    counts(picks.into_iter(), 3)
-                })
-            })
-            .collect();
-        for t in threads {
-            assert_eq!(t.join().unwrap(), vec![0, 100, 200], "one worker's picks");
-        }
+        let fresh = Picker::new();
+        let from_scratch: Vec<usize> =
+            (0..4).map(|_| pick_index(&fresh, &topo, None).unwrap()).collect();
+        let picker = Arc::new(Picker::new());
+        let (p, t) = (picker.clone(), topo.clone());
+        let workers = crate::sharded::on_workers(2, move |_| {
+            // A worker's picks start from scratch whatever the other did,
+            // and follow the weights.
+            let picks: Vec<usize> =
+                (0..301).map(|_| pick_index(&p, &t, None).expect("a replica")).collect();
+            assert_eq!(picks[..4], from_scratch[..], "a worker's own sequence");
+            // One read left in flight on r1, seen by this worker alone.
+            let kept = pick_guarded(&p, &t, Some(1)).expect("r1");
+            assert_eq!(kept.0, 2);
+            std::mem::forget(kept.1);
+            assert_eq!(p.in_flight_here("r1"), 1);
+            counts(picks[..300].iter().copied(), 3)
+        });
+        assert_eq!(workers, vec![vec![0, 100, 200]; 2], "each worker's picks");
         assert_eq!(picker.in_flight("r1"), 2, "both workers' reads in flight");
         assert_eq!(picker.in_flight("r0"), 0);
     }

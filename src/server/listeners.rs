@@ -51,11 +51,6 @@ impl SessionWorkers {
     }
 }
 
-/// The index of the session worker this code runs on (0 outside workers).
-pub fn current_worker() -> usize {
-    crate::sharded::worker()
-}
-
 /// What a session needs to know about the listener that accepted it.
 #[derive(Clone)]
 pub struct ListenerCtx {

@@ -12,7 +12,7 @@ mod outages;
 mod registry;
 
 pub use limits::{BackendSlot, LoginThrottle, PoolBackend, PoolStats, UserSessions, UserSlot};
-pub use listeners::{ListenerCtx, Listeners, SessionWorkers, current_worker};
+pub use listeners::{ListenerCtx, Listeners, SessionWorkers};
 pub use registry::{Registry, SessionHandle, Signal};
 
 use crate::backend;
@@ -289,7 +289,7 @@ impl Shared {
         let share = match (config.pool.multiplex, cap) {
             (true, Some(cap)) => {
                 let workers = self.session_workers.get().map_or(1, |w| w.len().max(1));
-                let worker = listeners::current_worker().min(limits::MAX_WORKERS - 1);
+                let worker = crate::sharded::worker().min(limits::MAX_WORKERS - 1);
                 let counted = self.pool.get(idx)?.by_worker.get(worker)?;
                 let share = cap.div_ceil(workers);
                 counted
@@ -326,7 +326,7 @@ impl Shared {
             return false;
         }
         let workers = self.session_workers.get().map_or(1, |w| w.len().max(1));
-        let worker = listeners::current_worker().min(limits::MAX_WORKERS - 1);
+        let worker = crate::sharded::worker().min(limits::MAX_WORKERS - 1);
         let mine = self.pool.get(idx).and_then(|s| s.by_worker.get(worker));
         mine.is_some_and(|n| n.load(Ordering::Relaxed) < cap.div_ceil(workers))
     }

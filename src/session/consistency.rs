@@ -182,10 +182,11 @@ impl Session {
                 best = Some((i, lag));
             }
         }
-        // Among the replicas that hold it, the least busy one.
+        // Among the replicas that hold it, the least busy one (by this
+        // worker's reads, as the picker judges).
         if let Some(i) = holding
             .into_iter()
-            .min_by_key(|i| self.shared.picker.in_flight(&topology.backends[*i].name))
+            .min_by_key(|i| self.shared.picker.in_flight_here(&topology.backends[*i].name))
         {
             return Some((i, true));
         }
