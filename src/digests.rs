@@ -29,14 +29,15 @@ pub struct DigestStats {
 /// [`Digests::snapshot`] adds them up. Each worker's table holds up to
 /// `capacity` shapes.
 pub struct Digests {
-    tables: PerWorker<Table>,
+    tables: PerWorker<Mutex<Table>>,
     capacity: usize,
 }
 
 #[derive(Default)]
 struct Table {
-    shapes: Mutex<IntMap<u64, DigestStats>>,
-    other: Mutex<Option<DigestStats>>,
+    shapes: IntMap<u64, DigestStats>,
+    /// Shapes beyond the table's capacity, once there are any.
+    other: Option<DigestStats>,
 }
 
 impl Digests {
@@ -54,24 +55,19 @@ impl Digests {
         rows: u64,
         on_primary: bool,
     ) {
-        let table = self.tables.local();
-        let mut map = table.shapes.lock().expect("digest table");
-        let full = map.len() >= self.capacity;
-        let stats = match map.get_mut(&digest) {
+        let mut guard = self.tables.local().lock().expect("digest table");
+        let table = &mut *guard;
+        let full = table.shapes.len() >= self.capacity;
+        let stats = match table.shapes.get_mut(&digest) {
             Some(s) => s,
-            None if !full => map.entry(digest).or_insert_with(|| DigestStats {
+            None if !full => table.shapes.entry(digest).or_insert_with(|| DigestStats {
                 digest: format!("{digest:016x}"),
                 text: text(),
                 ..DigestStats::default()
             }),
-            None => {
-                drop(map);
-                let mut other = table.other.lock().expect("digest other");
-                add(other.get_or_insert_with(other_entry), micros, rows, on_primary);
-                return;
-            }
+            None => table.other.get_or_insert_with(other_entry),
         };
-        add(stats, micros, rows, on_primary);
+        merge(stats, &one_statement(micros, rows, on_primary));
     }
 
     /// All entries, the workers' tables added up, most run first.
@@ -79,15 +75,14 @@ impl Digests {
         let mut merged: IntMap<u64, DigestStats> = IntMap::default();
         let mut other: Option<DigestStats> = None;
         for table in self.tables.all() {
-            for (digest, s) in table.shapes.lock().expect("digest table").iter() {
-                match merged.get_mut(digest) {
-                    Some(into) => merge(into, s),
-                    None => {
-                        merged.insert(*digest, s.clone());
-                    }
-                }
+            let table = table.lock().expect("digest table");
+            for (digest, s) in &table.shapes {
+                merged
+                    .entry(*digest)
+                    .and_modify(|into| merge(into, s))
+                    .or_insert_with(|| s.clone());
             }
-            if let Some(s) = table.other.lock().expect("digest other").as_ref() {
+            if let Some(s) = &table.other {
                 merge(other.get_or_insert_with(other_entry), s);
             }
         }
@@ -106,6 +101,19 @@ impl Digests {
     }
 }
 
+/// One statement's figures, to merge into its shape's.
+fn one_statement(micros: u64, rows: u64, on_primary: bool) -> DigestStats {
+    DigestStats {
+        count: 1,
+        total_time_us: micros,
+        max_time_us: micros,
+        rows,
+        on_primary: u64::from(on_primary),
+        on_replicas: u64::from(!on_primary),
+        ..DigestStats::default()
+    }
+}
+
 fn other_entry() -> DigestStats {
     DigestStats {
         digest: "other".into(),
@@ -121,18 +129,6 @@ fn merge(into: &mut DigestStats, s: &DigestStats) {
     into.rows += s.rows;
     into.on_primary += s.on_primary;
     into.on_replicas += s.on_replicas;
-}
-
-fn add(s: &mut DigestStats, micros: u64, rows: u64, on_primary: bool) {
-    s.count += 1;
-    s.total_time_us += micros;
-    s.max_time_us = s.max_time_us.max(micros);
-    s.rows += rows;
-    if on_primary {
-        s.on_primary += 1;
-    } else {
-        s.on_replicas += 1;
-    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 /// larger ones can only be rows and are streamed through in pieces, so a
 /// huge row never sits in memory whole.
 pub const INSPECT_LIMIT: usize = 1 << 20;
+const _: () = assert!(INSPECT_LIMIT < MAX_PAYLOAD, "a continued packet is never inspected whole");
 
 /// What the next packet of a response can be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,7 +249,9 @@ impl Machine {
         let mut rows = 0;
         while let Some(h) = parse_header(&frames[pos..]) {
             let end = pos + HEADER + h.len;
-            if h.len == 0 || h.len >= INSPECT_LIMIT.min(MAX_PAYLOAD) || end > frames.len() {
+            // Beyond INSPECT_LIMIT (so also every 16 MiB piece) the
+            // packet-by-packet path streams it.
+            if h.len == 0 || h.len > INSPECT_LIMIT || end > frames.len() {
                 break;
             }
             if matches!(frames[pos + HEADER], 0xFE | 0xFF) {

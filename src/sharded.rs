@@ -39,7 +39,8 @@ pub fn set_worker(index: usize) {
 #[repr(align(128))]
 struct Padded<T>(T);
 
-/// One `T` per worker shard.
+/// One `T` per worker shard. Only the `T`s themselves are padded: heap
+/// memory a `T` owns (a `Vec`'s items) is laid out by the allocator.
 #[derive(Debug)]
 pub struct PerWorker<T> {
     shards: Box<[Padded<T>]>,
