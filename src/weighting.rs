@@ -185,19 +185,26 @@ impl Picker {
         Picker::default()
     }
 
-    /// Counts a request in flight on the backend called `name` (a read the
-    /// router sent there without the picker).
-    pub fn track(&self, name: &str) -> InFlight {
+    /// Of `candidates` (indexes into `topology.backends`), the one with the
+    /// fewest reads this worker has in flight (the first on a tie), counted
+    /// in flight until the returned guard is dropped: for a read the router
+    /// sends without a pick (read-your-writes by GTID), so that the picks
+    /// around it see it. None when there is no candidate.
+    pub fn least_busy(
+        &self,
+        topology: &Topology,
+        candidates: &[usize],
+    ) -> Option<(usize, InFlight)> {
         let mut slots = self.lock();
-        let counter = match slots.iter().find(|(n, _)| n == name) {
-            Some((_, slot)) => slot.in_flight.clone(),
-            None => {
-                slots.push((name.to_string(), Slot::default()));
-                slots.last().expect("pushed").1.in_flight.clone()
-            }
-        };
+        align(&mut slots, topology);
+        let index = candidates
+            .iter()
+            .copied()
+            .filter(|&i| i < slots.len())
+            .min_by_key(|&i| slots[i].1.in_flight.load(Ordering::Relaxed))?;
+        let counter = slots[index].1.in_flight.clone();
         counter.fetch_add(1, Ordering::Relaxed);
-        InFlight { counter }
+        Some((index, InFlight { counter }))
     }
 
     /// Requests in flight on the backend called `name`, all workers'
@@ -206,9 +213,9 @@ impl Picker {
         self.shards.all().map(|shard| in_flight_in(&lock(shard), name)).sum()
     }
 
-    /// Requests this worker has in flight on the backend called `name`:
-    /// what its picks go by, and all a statement needs to compare replicas.
-    pub fn in_flight_here(&self, name: &str) -> u64 {
+    /// Requests this worker has in flight on the backend called `name`.
+    #[cfg(test)]
+    fn in_flight_here(&self, name: &str) -> u64 {
         in_flight_in(&self.lock(), name)
     }
 
@@ -548,9 +555,25 @@ mod tests {
     fn near_tie_goes_to_fewest_in_flight() {
         let topology = topology(&[1.0, 1.0]);
         let picker = Picker::new();
-        let _busy = picker.track("r0");
+        let (busy, _guard) = picker.least_busy(&topology, &[1]).unwrap();
+        assert_eq!(busy, 1);
         // Both scores tie at the first pick; r0 is busier.
         assert_eq!(pick_index(&picker, &topology, None), Some(2));
+    }
+
+    #[test]
+    fn least_busy_counts_the_candidate_with_fewest_in_flight() {
+        let topology = topology(&[1.0, 1.0, 1.0]);
+        let picker = Picker::new();
+        let (first, a) = picker.least_busy(&topology, &[2, 3]).unwrap();
+        assert_eq!(first, 2, "a tie goes to the first candidate");
+        let (second, b) = picker.least_busy(&topology, &[2, 3]).unwrap();
+        assert_eq!(second, 3, "r1 has a read in flight");
+        assert_eq!((picker.in_flight("r1"), picker.in_flight("r2")), (1, 1));
+        drop((a, b));
+        assert_eq!((picker.in_flight("r1"), picker.in_flight("r2")), (0, 0));
+        assert!(picker.least_busy(&topology, &[]).is_none());
+        assert!(picker.least_busy(&topology, &[9]).is_none(), "not a backend");
     }
 
     #[test]

@@ -141,3 +141,36 @@ async fn drain_and_enable_a_replica_at_run_time() {
     assert_eq!(post(admin, "/backends/nope/drain").await, 404);
     assert_eq!(post(admin, "/backends/replica1/explode").await, 404);
 }
+
+/// A read after a write goes where its GTID is (not through the picker),
+/// and still counts as in flight on that replica while it runs, so the
+/// least-busy choices around it see it.
+#[tokio::test]
+async fn a_read_after_a_write_counts_as_in_flight_on_its_replica() {
+    let proxy = start_proxy(lab_config(MONITORED)).await;
+    let admin = proxy.admin.unwrap();
+    wait_backends(admin, Duration::from_secs(10), |j| {
+        j[1]["eligible"] == true && j[2]["eligible"] == true
+    })
+    .await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let t = unique("inflight");
+    c.exec(&format!("CREATE TABLE {t} (id INT)")).await;
+    c.exec(&format!("INSERT INTO {t} VALUES (1)")).await;
+    let read = tokio::spawn(async move {
+        let server = c.scalar(&format!("SELECT @@server_id + SLEEP(2) FROM {t}")).await;
+        c.exec(&format!("DROP TABLE {t}")).await;
+        server
+    });
+    let in_flight = |j: &serde_json::Value, i: usize| j[i]["in_flight"].as_u64().unwrap_or(0);
+    let busy = wait_backends(admin, Duration::from_millis(1500), |j| {
+        in_flight(j, 1) + in_flight(j, 2) == 1
+    })
+    .await;
+    let replica = if in_flight(&busy, 1) == 1 { 1 } else { 2 };
+    let server = read.await.unwrap();
+    // The lab's replica1 has server_id 2, replica2 3.
+    assert_eq!(server, Some((replica + 1).to_string()), "counted where it ran: {busy}");
+    let idle = wait_backends(admin, Duration::from_secs(5), |_| true).await;
+    assert_eq!((0..3).map(|i| in_flight(&idle, i)).sum::<u64>(), 0, "{idle}");
+}

@@ -12,6 +12,7 @@ use crate::config::ConsistencyMode;
 use crate::monitor::gtid;
 use crate::protocol::command;
 use crate::relay::{Expect, Outcome};
+use crate::weighting::InFlight;
 use std::time::{Duration, Instant};
 
 /// What the session remembers of its writes.
@@ -161,9 +162,11 @@ impl Session {
     }
 
     /// Chooses a replica for a read that needs `target`: one the monitor
-    /// already saw holding it (no wait), else the least lagging eligible one
-    /// (wait there). `None` when no replica is eligible.
-    pub(super) fn replica_for_gtid(&self, target: &str) -> Option<(usize, bool)> {
+    /// already saw holding it (no wait; the least busy of them), else the
+    /// least lagging eligible one (wait there), and whether it holds it.
+    /// The read counts as in flight there until the guard is dropped.
+    /// `None` when no replica is eligible.
+    pub(super) fn replica_for_gtid(&self, target: &str) -> Option<(usize, bool, InFlight)> {
         let topology = self.shared.topology();
         let mut best: Option<(usize, u64)> = None;
         let mut holding = Vec::new();
@@ -182,15 +185,12 @@ impl Session {
                 best = Some((i, lag));
             }
         }
-        // Among the replicas that hold it, the least busy one (by this
-        // worker's reads, as the picker judges).
-        if let Some(i) = holding
-            .into_iter()
-            .min_by_key(|i| self.shared.picker.in_flight_here(&topology.backends[*i].name))
-        {
-            return Some((i, true));
+        let picker = &self.shared.picker;
+        if let Some((i, guard)) = picker.least_busy(&topology, &holding) {
+            return Some((i, true, guard));
         }
-        best.map(|(i, _)| (i, false))
+        let (i, _) = best?;
+        picker.least_busy(&topology, &[i]).map(|(i, guard)| (i, false, guard))
     }
 
     /// Sends the GTID wait and then `self.cmd` to replica `idx` in one

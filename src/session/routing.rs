@@ -582,11 +582,13 @@ impl Session {
             // No position to wait for: nothing written yet (or unreadable).
             return self.plain_forward(route, expect).await;
         };
-        let Some((idx, holds)) = self.replica_for_gtid(&target) else {
+        let Some((idx, holds, guard)) = self.replica_for_gtid(&target) else {
             return self.plain_forward(primary_route, expect).await;
         };
+        self.in_flight = Some(guard);
         if let Err(e) = self.catch_up(idx).await {
             tracing::warn!(id = self.id, backend = idx, error = %e, "replica unusable for a causal read");
+            self.in_flight = None;
             self.drop_backend(idx);
             return self.plain_forward(primary_route, expect).await;
         }
@@ -596,6 +598,7 @@ impl Session {
         if let Some(outcome) = self.waited_forward(idx, &target, expect).await? {
             return Ok(Some((idx, outcome)));
         }
+        self.in_flight = None;
         self.shared.telemetry.gtid_fallbacks.increment(1);
         self.shared.telemetry.route(crate::router::Reason::Consistency);
         self.plain_forward(primary_route, expect).await

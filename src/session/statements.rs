@@ -252,9 +252,10 @@ impl Session {
             };
             return self.execute_on(id, idx, original).await;
         };
-        let Some((idx, holds)) = self.replica_for_gtid(&target) else {
+        let Some((idx, holds, guard)) = self.replica_for_gtid(&target) else {
             return self.execute_on(id, primary, original).await;
         };
+        self.in_flight = Some(guard);
         if holds {
             return self.execute_on(id, idx, original).await;
         }
@@ -269,6 +270,7 @@ impl Session {
             }
             self.shared.telemetry.gtid_fallbacks.increment(1);
         }
+        self.in_flight = None;
         self.execute_on(id, primary, original).await
     }
 
@@ -312,6 +314,7 @@ impl Session {
             Ok(b) => b,
             Err(e) if idx != self.primary() => {
                 tracing::warn!(id = self.id, backend = idx, error = %e, "cannot prepare on replica, using the primary");
+                self.in_flight = None;
                 idx = self.primary();
                 match self.map_execute(id, idx, original).await {
                     Ok(b) => b,
