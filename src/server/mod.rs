@@ -402,6 +402,12 @@ impl Shared {
         self.topology.load_full()
     }
 
+    /// The current topology for a moment's use (a statement's routing):
+    /// a guard that leaves the shared reference count alone.
+    pub fn topology_now(&self) -> arc_swap::Guard<Arc<Topology>> {
+        self.topology.load()
+    }
+
     /// The primary's backend index: the writable server the monitor
     /// found, or the configured primary.
     pub fn primary_index(&self, config: &Config) -> usize {

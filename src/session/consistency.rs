@@ -167,7 +167,7 @@ impl Session {
     /// The read counts as in flight there until the guard is dropped.
     /// `None` when no replica is eligible.
     pub(super) fn replica_for_gtid(&self, target: &str) -> Option<(usize, bool, InFlight)> {
-        let topology = self.shared.topology();
+        let topology = self.shared.topology_now();
         let mut best: Option<(usize, u64)> = None;
         let mut holding = Vec::new();
         for (i, b) in topology.backends.iter().enumerate() {

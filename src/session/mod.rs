@@ -468,12 +468,15 @@ impl Session {
     /// Takes the config and primary in force now, for the next command
     /// (one consistent view per command, read once).
     fn refresh_view(&mut self) {
-        let config = self.shared.config.load_full();
-        self.view.primary = self.shared.primary_index(&config);
-        if !Arc::ptr_eq(&config, &self.view.config) {
+        // A guard, not a clone: the config's reference count is shared by
+        // every session on both cores, and only changes on a reload.
+        let current = self.shared.config.load();
+        if !Arc::ptr_eq(&current, &self.view.config) {
+            let config = arc_swap::Guard::into_inner(current);
             self.view.max_query_time = max_query_time(&config, &self.login.user);
+            self.view.config = config;
         }
-        self.view.config = config;
+        self.view.primary = self.shared.primary_index(&self.view.config);
     }
 
     /// The session's user changed (COM_CHANGE_USER): its limits with it.
