@@ -34,13 +34,16 @@ pub fn set_worker(index: usize) {
 }
 
 /// A value aligned to its own cache lines (128 bytes covers the adjacent
-/// line prefetcher too), so two shards never share one.
+/// line prefetcher too), so two shards never share one. Also for items of
+/// a shard's heap memory that its worker writes (a `Vec` of them starts
+/// and ends on a line of its own).
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct Padded<T>(T);
+pub struct Padded<T>(pub T);
 
 /// One `T` per worker shard. Only the `T`s themselves are padded: heap
-/// memory a `T` owns (a `Vec`'s items) is laid out by the allocator.
+/// memory a `T` owns (a `Vec`'s items) is laid out by the allocator, so
+/// items a worker writes are [`Padded`] too.
 #[derive(Debug)]
 pub struct PerWorker<T> {
     shards: Box<[Padded<T>]>,
@@ -164,6 +167,26 @@ pub(crate) fn on_workers<T: Send + 'static>(
     threads.into_iter().map(|t| t.join().expect("worker thread")).collect()
 }
 
+/// Where a value lies: (address, size).
+#[cfg(test)]
+pub(crate) fn span<T>(value: &T) -> (usize, usize) {
+    (value as *const T as usize, std::mem::size_of::<T>())
+}
+
+/// Fails unless no 128-byte line holds spans of two different groups (each
+/// group being what one worker writes).
+#[cfg(test)]
+pub(crate) fn assert_apart(groups: &[Vec<(usize, usize)>]) {
+    let lines = |g: &Vec<(usize, usize)>| -> std::collections::HashSet<usize> {
+        g.iter().flat_map(|&(at, size)| at / 128..=(at + size.max(1) - 1) / 128).collect()
+    };
+    for (i, a) in groups.iter().enumerate() {
+        for b in &groups[i + 1..] {
+            assert!(lines(a).is_disjoint(&lines(b)), "shared cache line: {a:x?} and {b:x?}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +214,14 @@ mod tests {
         let c = Counter::default();
         let addrs: Vec<usize> = c.0.all().map(|a| a as *const AtomicU64 as usize).collect();
         assert!(addrs.windows(2).all(|w| w[1] - w[0] >= 128), "{addrs:?}");
+    }
+
+    #[test]
+    fn padded_items_of_different_shards_do_not_share_cache_lines() {
+        let stats: PerWorker<Vec<Padded<(AtomicU64, AtomicU64)>>> =
+            PerWorker::from_fn(|| (0..3).map(|_| Padded(Default::default())).collect());
+        let groups: Vec<Vec<_>> = stats.all().map(|v| v.iter().map(span).collect()).collect();
+        assert_apart(&groups);
     }
 
     #[test]

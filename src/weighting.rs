@@ -8,7 +8,7 @@
 //! by the fewest requests in flight.
 
 use crate::monitor::{BackendState, Exclusion, Role, Topology, UnknownLag};
-use crate::sharded::PerWorker;
+use crate::sharded::{Padded, PerWorker};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -159,23 +159,25 @@ pub struct Picker {
     shards: PerWorker<Mutex<Vec<(String, Slot)>>>,
 }
 
+/// Aligned to its own cache lines: its worker writes it at every pick.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 struct Slot {
     /// The running score of smooth weighted round-robin.
     current: f64,
-    in_flight: Arc<AtomicU64>,
+    in_flight: Arc<Padded<AtomicU64>>,
 }
 
 /// One request in flight on a backend; dropping it ends the request.
 #[derive(Debug)]
 #[must_use = "the request counts as in flight only while the guard lives"]
 pub struct InFlight {
-    counter: Arc<AtomicU64>,
+    counter: Arc<Padded<AtomicU64>>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.counter.fetch_sub(1, Ordering::Relaxed);
+        self.counter.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -201,9 +203,9 @@ impl Picker {
             .iter()
             .copied()
             .filter(|&i| i < slots.len())
-            .min_by_key(|&i| slots[i].1.in_flight.load(Ordering::Relaxed))?;
+            .min_by_key(|&i| slots[i].1.in_flight.0.load(Ordering::Relaxed))?;
         let counter = slots[index].1.in_flight.clone();
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.0.fetch_add(1, Ordering::Relaxed);
         Some((index, InFlight { counter }))
     }
 
@@ -293,7 +295,7 @@ impl Picker {
                     if slot.current < best_score - margin {
                         continue;
                     }
-                    let load = slot.in_flight.load(Ordering::Relaxed);
+                    let load = slot.in_flight.0.load(Ordering::Relaxed);
                     let better = match chosen {
                         None => true,
                         Some((_, best_load, score)) => {
@@ -309,7 +311,7 @@ impl Picker {
         };
         let slot = &mut slots[index].1;
         slot.current -= total;
-        slot.in_flight.fetch_add(1, Ordering::Relaxed);
+        slot.in_flight.0.fetch_add(1, Ordering::Relaxed);
         Some((index, InFlight { counter: slot.in_flight.clone() }))
     }
 }
@@ -318,7 +320,7 @@ fn in_flight_in(slots: &[(String, Slot)], name: &str) -> u64 {
     slots
         .iter()
         .find(|(n, _)| n == name)
-        .map_or(0, |(_, slot)| slot.in_flight.load(Ordering::Relaxed))
+        .map_or(0, |(_, slot)| slot.in_flight.0.load(Ordering::Relaxed))
 }
 
 fn lock(shard: &Mutex<Vec<(String, Slot)>>) -> std::sync::MutexGuard<'_, Vec<(String, Slot)>> {
@@ -559,6 +561,29 @@ mod tests {
         assert_eq!(busy, 1);
         // Both scores tie at the first pick; r0 is busier.
         assert_eq!(pick_index(&picker, &topology, None), Some(2));
+    }
+
+    #[test]
+    fn workers_write_their_scores_and_counts_on_lines_of_their_own() {
+        let topo = Arc::new(topology(&[1.0, 1.0]));
+        let picker = Arc::new(Picker::new());
+        let (p, t) = (picker.clone(), topo.clone());
+        crate::sharded::on_workers(2, move |_| pick_index(&p, &t, None));
+        let groups: Vec<Vec<_>> = picker
+            .shards
+            .all()
+            .take(2)
+            .map(|shard| {
+                let slots = lock(shard);
+                slots
+                    .iter()
+                    .flat_map(|(_, slot)| {
+                        [crate::sharded::span(slot), crate::sharded::span(&*slot.in_flight)]
+                    })
+                    .collect()
+            })
+            .collect();
+        crate::sharded::assert_apart(&groups);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::classify::Tier2Cache;
 use crate::config::Config;
 use crate::monitor::{BackendState, Monitor, Topology};
 use crate::protocol::handshake::Greeting;
+use crate::sharded::Padded;
 use crate::telemetry::Telemetry;
 use crate::weighting::{InFlight, Picker};
 use arc_swap::ArcSwap;
@@ -102,7 +103,7 @@ pub struct Shared {
     /// time its read started (see `Session::primary_position`).
     pub global_position: tokio::sync::Mutex<Option<(Instant, String)>>,
     /// Statements and errors per backend index, per session worker.
-    backend_stats: crate::sharded::PerWorker<Vec<(AtomicU64, AtomicU64)>>,
+    backend_stats: crate::sharded::PerWorker<Vec<Padded<(AtomicU64, AtomicU64)>>>,
     /// Connections sessions hold to each backend, and a wake-up for a
     /// session waiting for one to close.
     backend_open: Vec<(std::sync::atomic::AtomicUsize, Notify)>,
@@ -175,7 +176,9 @@ impl Shared {
             ),
             global_position: tokio::sync::Mutex::new(None),
             backend_stats: crate::sharded::PerWorker::from_fn(|| {
-                (0..names.len().max(64)).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect()
+                (0..names.len().max(64))
+                    .map(|_| Padded((AtomicU64::new(0), AtomicU64::new(0))))
+                    .collect()
             }),
             backend_open: (0..names.len().max(64))
                 .map(|_| (std::sync::atomic::AtomicUsize::new(0), Notify::new()))
@@ -259,7 +262,7 @@ impl Shared {
 
     /// Counts a statement run on backend `idx`, and whether it failed.
     pub fn count_statement(&self, idx: usize, failed: bool) {
-        if let Some((q, e)) = self.backend_stats.local().get(idx) {
+        if let Some(Padded((q, e))) = self.backend_stats.local().get(idx) {
             q.fetch_add(1, Ordering::Relaxed);
             if failed {
                 e.fetch_add(1, Ordering::Relaxed);
@@ -388,12 +391,12 @@ impl Shared {
 
     /// (statements, errors) on backend `idx`.
     pub fn backend_counts(&self, idx: usize) -> (u64, u64) {
-        self.backend_stats
-            .all()
-            .filter_map(|shard| shard.get(idx))
-            .fold((0, 0), |(qs, es), (q, e)| {
+        self.backend_stats.all().filter_map(|shard| shard.get(idx)).fold(
+            (0, 0),
+            |(qs, es), Padded((q, e))| {
                 (qs + q.load(Ordering::Relaxed), es + e.load(Ordering::Relaxed))
-            })
+            },
+        )
     }
 
     /// The topology in force: the monitor's latest, or the configured
