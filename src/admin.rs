@@ -240,7 +240,7 @@ fn pool_json(shared: &Shared) -> String {
             let open = shared.backend_connections(i);
             let stats = shared.pool.get(i);
             let get = |f: fn(&crate::server::PoolBackend) -> u64| stats.map_or(0, f);
-            let idle = get(|s| s.idle.load(Relaxed) as u64);
+            let idle = get(|s| s.idle.get() as u64);
             serde_json::json!({
                 "name": b.name,
                 "connections": open,
@@ -249,7 +249,7 @@ fn pool_json(shared: &Shared) -> String {
                 "waiting": get(|s| s.waiting.load(Relaxed) as u64),
                 "max_connections": shared.backend_cap(&config, i),
                 "timeouts_total": get(|s| s.timeouts.load(Relaxed)),
-                "handoffs_total": get(|s| s.handoffs.load(Relaxed)),
+                "handoffs_total": get(|s| s.handoffs.get()),
                 "resets_total": get(|s| s.resets.load(Relaxed)),
                 "mean_connection_age_s": (shared.mean_connection_age(i) * 10.0).round() / 10.0,
             })
@@ -299,7 +299,7 @@ fn update_gauges(shared: &Shared) {
     let mut idle_total = 0;
     for (i, b) in config.backends.iter().enumerate() {
         let Some(stats) = shared.pool.get(i) else { continue };
-        let idle = stats.idle.load(Relaxed);
+        let idle = stats.idle.get();
         idle_total += idle;
         let in_use = shared.backend_connections(i).saturating_sub(idle);
         let name = b.name.clone();

@@ -151,6 +151,8 @@ pub struct BackendConn {
     /// session's own.
     pub prepared: Option<PreparedCache>,
     scratch: Vec<u8>,
+    /// The buffer a prepared-statement cache lookup builds its key in.
+    key_scratch: Vec<u8>,
 }
 
 /// Statements prepared on one shared connection: text (with the database
@@ -330,6 +332,7 @@ impl BackendConn {
             opened: std::time::Instant::now(),
             prepared: None,
             scratch: Vec::new(),
+            key_scratch: Vec::new(),
         };
         conn.write_payload(seq.wrapping_add(1), &body).await?;
         conn.finish_auth(login).await?;
@@ -506,8 +509,11 @@ impl BackendConn {
     /// the cache replaces or evicts are closed.
     /// Returns the id and the ids closed on the way.
     pub async fn prepare_cached(&mut self, sql: &[u8]) -> Result<(u32, Vec<u32>), BackendError> {
-        let key = self.cache_key(sql);
-        if let Some(id) = self.prepared.as_mut().and_then(|c| c.get(&key)) {
+        let mut key = std::mem::take(&mut self.key_scratch);
+        self.cache_key(sql, &mut key);
+        let found = self.prepared.as_mut().and_then(|c| c.get(&key));
+        self.key_scratch = key;
+        if let Some(id) = found {
             return Ok((id, Vec::new()));
         }
         let id = self.prepare_own(sql).await?;
@@ -525,7 +531,8 @@ impl BackendConn {
         if self.prepared.is_none() {
             return Ok(Vec::new());
         }
-        let key = self.cache_key(sql);
+        let mut key = Vec::new();
+        self.cache_key(sql, &mut key);
         let closed = self.prepared.as_mut().expect("checked above").insert(&key, id);
         for old in &closed {
             let mut close = vec![crate::protocol::command::STMT_CLOSE];
@@ -537,14 +544,15 @@ impl BackendConn {
 
     /// What a statement is cached under: its text means something else in
     /// another database or under other session variables (sql_mode).
-    fn cache_key(&self, sql: &[u8]) -> Vec<u8> {
+    /// (Written into `key`, so that a lookup can reuse one buffer.)
+    fn cache_key(&self, sql: &[u8], key: &mut Vec<u8>) {
         let db = self.database.as_deref().unwrap_or_default();
-        let mut key = Vec::with_capacity(sql.len() + db.len() + 9);
+        key.clear();
+        key.reserve(sql.len() + db.len() + 9);
         key.extend_from_slice(&self.sets_hash.to_le_bytes());
         key.extend_from_slice(db);
         key.push(0);
         key.extend_from_slice(sql);
-        key
     }
 
     /// COM_RESET_CONNECTION: the server forgets the connection's session

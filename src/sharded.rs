@@ -10,7 +10,7 @@
 //! point select; with these shards (and the digest table's and the
 //! picker's, which use [`PerWorker`] too) the difference is about 0.5 µs.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Shards per value. Workers beyond this share shards (still correct,
@@ -83,6 +83,24 @@ impl Counter {
 
     pub fn get(&self) -> u64 {
         self.0.all().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// A level that goes up and down (connections idle in the pools): each
+/// worker adds to its own shard; a shard may go below zero when a thing
+/// counted on one worker is taken on another, and the sum is right.
+#[derive(Debug, Default)]
+pub struct Gauge(PerWorker<AtomicI64>);
+
+impl Gauge {
+    pub fn add(&self, n: i64) {
+        self.0.local().fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The sum over the workers (never below zero).
+    pub fn get(&self) -> usize {
+        let sum: i64 = self.0.all().map(|c| c.load(Ordering::Relaxed)).sum();
+        usize::try_from(sum).unwrap_or(0)
     }
 }
 
@@ -214,6 +232,18 @@ mod tests {
         let c = Counter::default();
         let addrs: Vec<usize> = c.0.all().map(|a| a as *const AtomicU64 as usize).collect();
         assert!(addrs.windows(2).all(|w| w[1] - w[0] >= 128), "{addrs:?}");
+    }
+
+    #[test]
+    fn a_gauge_adds_up_what_workers_add_and_take_across_shards() {
+        let g = std::sync::Arc::new(Gauge::default());
+        let gauge = g.clone();
+        // Worker 0 counts three in, worker 1 takes two of them out.
+        on_workers(2, move |i| gauge.add(if i == 0 { 3 } else { -2 }));
+        assert_eq!(g.get(), 1);
+        assert_eq!(g.0.all().map(|c| c.load(Ordering::Relaxed)).collect::<Vec<_>>()[..2], [3, -2]);
+        g.add(-5);
+        assert_eq!(g.get(), 0, "never below zero");
     }
 
     #[test]

@@ -153,7 +153,8 @@ pub struct Telemetry {
     pub login_failures: Counter,
     pub session_pins: Counter,
     pub pool_idle: Gauge,
-    pub pool_reused: Counter,
+    /// Connections a session took from the pool (added up at scrape).
+    pub pool_reused: sharded::Counter,
     /// By [`crate::session::pool::Binding`] in `ALL` order.
     pool_bound: Vec<Counter>,
 }
@@ -176,7 +177,7 @@ impl Telemetry {
             login_failures: metrics::counter!(LOGIN_FAILURES),
             session_pins: metrics::counter!(SESSION_PINS),
             pool_idle: metrics::gauge!(POOL_IDLE),
-            pool_reused: metrics::counter!(POOL_REUSED),
+            pool_reused: sharded::Counter::default(),
             pool_bound: crate::session::pool::Binding::ALL
                 .iter()
                 .map(|b| metrics::counter!(POOL_BOUND, "reason" => b.as_str()))
@@ -213,6 +214,7 @@ impl Telemetry {
         for (reason, counter) in REASONS.iter().zip(&self.routes) {
             metrics::counter!(QUERIES, "reason" => reason.as_str()).absolute(counter.get());
         }
+        metrics::counter!(POOL_REUSED).absolute(self.pool_reused.get());
         let mut out = self.handle.render();
         render_histogram(
             &mut out,

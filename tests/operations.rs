@@ -513,7 +513,7 @@ async fn kept_connections_serve_the_next_session_with_nothing_left_of_the_last()
         "lock leaked"
     );
     assert_eq!(b.scalar("SELECT DATABASE()").await.as_deref(), Some("app"));
-    let metrics = proxy.shared.telemetry.handle.render();
+    let metrics = proxy.shared.telemetry.render();
     let reused: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("rwsplit_pool_reused_total "))

@@ -47,7 +47,7 @@ pub struct PoolStats {
 #[derive(Debug)]
 pub struct PoolBackend {
     /// Connections idle in the pools of every worker thread.
-    pub idle: AtomicUsize,
+    pub idle: crate::sharded::Gauge,
     /// Statements waiting for a connection.
     pub waiting: AtomicUsize,
     /// Of those, the ones whose worker could open one were the backend's
@@ -57,7 +57,7 @@ pub struct PoolBackend {
     /// Waits that ended in ERROR 1040 after `pool_timeout`.
     pub timeouts: AtomicU64,
     /// Connections handed from one session to another.
-    pub handoffs: AtomicU64,
+    pub handoffs: crate::sharded::Counter,
     /// Connections open per session worker (each worker has its own pool,
     /// and its share of the backend's cap).
     pub by_worker: Vec<AtomicUsize>,
@@ -74,11 +74,11 @@ impl PoolStats {
         PoolStats {
             backends: (0..positions)
                 .map(|_| PoolBackend {
-                    idle: AtomicUsize::new(0),
+                    idle: Default::default(),
                     waiting: AtomicUsize::new(0),
                     starved: AtomicUsize::new(0),
                     timeouts: AtomicU64::new(0),
-                    handoffs: AtomicU64::new(0),
+                    handoffs: Default::default(),
                     by_worker: (0..MAX_WORKERS).map(|_| AtomicUsize::new(0)).collect(),
                     resets: AtomicU64::new(0),
                     opened_ms_sum: AtomicU64::new(0),

@@ -492,7 +492,7 @@ impl Session {
         }
         if self.backends[idx].is_none() {
             let config = self.config();
-            let addr = config.backends.get(idx).map(|b| b.address.clone()).ok_or_else(|| {
+            let addr = config.backends.get(idx).map(|b| b.address.as_str()).ok_or_else(|| {
                 BackendError::Protocol(format!("backend {idx} is not configured"))
             })?;
             let tls = self.shared.backend_tls.load_full();
@@ -507,7 +507,7 @@ impl Session {
                 } else {
                     std::time::Duration::ZERO
                 };
-                let conn = self.checkout(idx, &addr, tls.as_ref(), wait).await?;
+                let conn = self.checkout(&config, idx, addr, tls.as_ref(), wait).await?;
                 self.backends[idx] = Some(conn);
                 return Ok(self.backends[idx].as_mut().expect("just taken"));
             }
@@ -519,13 +519,9 @@ impl Session {
                 std::time::Duration::ZERO
             };
             let slot = self.shared.backend_slot(idx, wait).await?;
-            let mut conn = BackendConn::connect_with(
-                &addr,
-                &self.login,
-                config.timeouts.connect,
-                tls.as_ref(),
-            )
-            .await?;
+            let mut conn =
+                BackendConn::connect_with(addr, &self.login, config.timeouts.connect, tls.as_ref())
+                    .await?;
             if self.multi_statements_off {
                 conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
             }

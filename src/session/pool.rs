@@ -16,6 +16,7 @@
 //! statement that finds them all in use waits up to `pool_timeout`.
 
 use super::Session;
+use crate::Config;
 use crate::backend::{BackendConn, BackendError};
 use crate::protocol::status;
 use crate::server::BackendSlot;
@@ -204,11 +205,11 @@ fn take(
         let mut local = local.borrow_mut();
         let ok = |i: &Idle| fits(key, without_database, &i.key, &i.conn);
         let pos = prefer
-            .and_then(|t| local.idle.iter().position(|i| ok(i) && i.conn.thread_id == t))
+            .and_then(|t| local.idle.iter().position(|i| i.conn.thread_id == t && ok(i)))
             .or_else(|| local.idle.iter().rposition(ok))?;
         let found = local.idle.swap_remove(pos);
         if let Some(s) = stats(&found.slot, key.backend) {
-            s.idle.fetch_sub(1, Ordering::Relaxed);
+            s.idle.add(-1);
         }
         Some((found.conn, found.slot))
     })
@@ -224,7 +225,7 @@ fn evict_one(proxy: usize, backend: usize) -> Option<(BackendConn, BackendSlot)>
         Some(local.idle.remove(pos))
     })?;
     if let Some(s) = stats(&evicted.slot, backend) {
-        s.idle.fetch_sub(1, Ordering::Relaxed);
+        s.idle.add(-1);
     }
     Some((evicted.conn, evicted.slot))
 }
@@ -283,11 +284,11 @@ fn give_back(key: Key, conn: BackendConn, slot: BackendSlot, max_idle: usize) {
         if local.idle.len() >= max_idle {
             let old = local.idle.remove(0);
             if let Some(s) = stats(&old.slot, old.key.backend) {
-                s.idle.fetch_sub(1, Ordering::Relaxed);
+                s.idle.add(-1);
             }
         }
         if let Some(s) = stats(&slot, key.backend) {
-            s.idle.fetch_add(1, Ordering::Relaxed);
+            s.idle.add(1);
         }
         local.idle.push(Idle { key: key.clone(), conn, slot, since: Instant::now() });
         if !local.sweeping {
@@ -353,7 +354,7 @@ async fn sweep() {
                 if stale {
                     let idle = local.idle.remove(i);
                     if let Some(s) = stats(&idle.slot, idle.key.backend) {
-                        s.idle.fetch_sub(1, Ordering::Relaxed);
+                        s.idle.add(-1);
                     }
                     closed.push(idle);
                 } else {
@@ -448,12 +449,12 @@ impl Session {
     /// served) for one to be given back or closed.
     pub(super) async fn checkout(
         &mut self,
+        config: &Config,
         idx: usize,
         address: &str,
         tls: Option<&crate::backend_tls::BackendTls>,
         wait: Duration,
     ) -> Result<BackendConn, BackendError> {
-        let config = self.config();
         let key = self.pool_key(idx, address, tls.is_some());
         let without_database = self.login.database.is_none();
         let prefer = self.last_threads.get(idx).copied().flatten();
@@ -538,7 +539,7 @@ impl Session {
                 Err(_) => {
                     let name = config.backends.get(idx).map_or("?", |b| b.name.as_str());
                     stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                    let cap = self.shared.backend_cap(&config, idx).unwrap_or(0);
+                    let cap = self.shared.backend_cap(config, idx).unwrap_or(0);
                     return Err(BackendError::PoolTimeout {
                         backend: name.to_string(),
                         cap,
@@ -569,7 +570,7 @@ impl Session {
             && conn.sets_hash == sets.hash_of_first(conn.applied_sets);
         let stats = self.shared.pool.get(idx);
         if let Some(s) = stats {
-            s.handoffs.fetch_add(1, Ordering::Relaxed);
+            s.handoffs.add(1);
         }
         if !shares_sets {
             if let Some(s) = stats {
@@ -591,7 +592,7 @@ impl Session {
         if self.multi_statements_off {
             conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
         }
-        self.shared.telemetry.pool_reused.increment(1);
+        self.shared.telemetry.pool_reused.add(1);
         Ok(())
     }
 

@@ -22,7 +22,7 @@ pub struct OnBackend {
 #[derive(Debug, Clone)]
 pub struct Stmt {
     /// The statement as the client sent it (prepared again from this).
-    pub sql: Vec<u8>,
+    pub sql: std::sync::Arc<[u8]>,
     /// Its text for routing and digests, decoded once.
     pub text: std::sync::Arc<str>,
     pub info: StatementInfo,
@@ -209,7 +209,7 @@ mod tests {
 
     fn stmt() -> Stmt {
         Stmt {
-            sql: b"SELECT ?".to_vec(),
+            sql: b"SELECT ?".as_slice().into(),
             text: "SELECT ?".into(),
             info: crate::classify::classify("SELECT ?"),
             params: 1,

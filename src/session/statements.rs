@@ -65,7 +65,7 @@ impl Session {
             let sql = String::from_utf8_lossy(&self.cmd[1..]);
             let info = classify_with_cache(&sql, &self.shared.tier2);
             let id = self.stmts.insert(Stmt {
-                sql: self.cmd[1..].to_vec(),
+                sql: self.cmd[1..].into(),
                 text: String::from_utf8_lossy(&self.cmd[1..]).into(),
                 info,
                 params,
