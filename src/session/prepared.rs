@@ -58,6 +58,11 @@ pub struct StmtTable {
     /// none: only then are the statements looked through (the pool asks
     /// after every command).
     maybe_holding: std::sync::atomic::AtomicBool,
+    /// Per backend index, the statements mapped there (client ids; some may
+    /// be gone since): forgetting a backend's mappings, which a pooled
+    /// connection does after every command, visits these, not every
+    /// statement of the session.
+    mapped: Vec<Vec<u32>>,
 }
 
 impl StmtTable {
@@ -69,9 +74,39 @@ impl StmtTable {
                 break;
             }
         }
+        for o in &stmt.on {
+            self.note_mapped(o.backend, self.next);
+        }
         self.map.insert(self.next, stmt);
         self.last = Some(self.next);
         self.next
+    }
+
+    /// Statement `id` is prepared on a backend too: `on`.
+    pub fn map_backend(&mut self, id: u32, on: OnBackend) {
+        if let Some(s) = self.map.get_mut(&id) {
+            s.on.push(on);
+            self.note_mapped(on.backend, id);
+        }
+    }
+
+    fn note_mapped(&mut self, backend: usize, id: u32) {
+        if self.mapped.len() <= backend {
+            self.mapped.resize_with(backend + 1, Vec::new);
+        }
+        let list = &mut self.mapped[backend];
+        list.push(id);
+        // Statements closed while mapped leave their ids behind: drop them
+        // once they could outnumber the live ones.
+        if list.len() > 2 * self.map.len() + 16 {
+            let map = &self.map;
+            list.retain(|i| map.get(i).is_some_and(|s| s.on.iter().any(|o| o.backend == backend)));
+            list.sort_unstable();
+            list.dedup();
+            if !list.contains(&id) {
+                list.push(id);
+            }
+        }
     }
 
     /// Resolves a client id, including MariaDB's "last prepared" id.
@@ -101,15 +136,29 @@ impl StmtTable {
     /// COM_CHANGE_USER, which close them on the server too).
     pub fn clear(&mut self) {
         self.map.clear();
+        self.mapped.clear();
         self.last = None;
     }
 
-    /// Forgets every mapping to `backend` (its connection was lost).
+    /// Forgets every mapping to `backend` (its connection was lost, or went
+    /// back to the pool), and any cursor open there.
     pub fn forget_backend(&mut self, backend: usize) {
-        for s in self.map.values_mut() {
-            s.on.retain(|o| o.backend != backend);
-            if s.cursor_backend == Some(backend) {
-                s.cursor_backend = None;
+        let ids = self.mapped.get_mut(backend).map(std::mem::take).unwrap_or_default();
+        for id in &ids {
+            if let Some(s) = self.map.get_mut(id) {
+                s.on.retain(|o| o.backend != backend);
+            }
+        }
+        // Keep the list's memory for the next mappings.
+        if let Some(list) = self.mapped.get_mut(backend) {
+            *list = ids;
+            list.clear();
+        }
+        if self.maybe_holding() {
+            for s in self.map.values_mut() {
+                if s.cursor_backend == Some(backend) {
+                    s.cursor_backend = None;
+                }
             }
         }
     }
@@ -117,8 +166,11 @@ impl StmtTable {
     /// Forgets where statements were prepared on `backend` with the
     /// server's id `id` (closed there).
     pub fn forget_backend_id(&mut self, backend: usize, id: u32) {
-        for s in self.map.values_mut() {
-            s.on.retain(|o| o.backend != backend || o.id != id);
+        let Some(ids) = self.mapped.get(backend) else { return };
+        for client_id in ids {
+            if let Some(s) = self.map.get_mut(client_id) {
+                s.on.retain(|o| o.backend != backend || o.id != id);
+            }
         }
     }
 
@@ -279,5 +331,42 @@ mod tests {
         let a = t.insert(stmt());
         t.forget_backend(0);
         assert_eq!(t.get(a).unwrap().backend_id(0), None);
+    }
+
+    #[test]
+    fn forgetting_a_backend_leaves_the_others_and_finds_every_mapping() {
+        let mut t = StmtTable::default();
+        let a = t.insert(stmt()); // on backend 0 (id 77)
+        let b = t.insert(stmt());
+        t.map_backend(a, OnBackend { backend: 2, id: 5, types_sent: true });
+        t.map_backend(b, OnBackend { backend: 2, id: 6, types_sent: false });
+        t.forget_backend(2);
+        assert_eq!(
+            (t.get(a).unwrap().backend_id(2), t.get(b).unwrap().backend_id(2)),
+            (None, None)
+        );
+        assert_eq!(t.get(a).unwrap().backend_id(0), Some(77), "other backends kept");
+        // Mapped again after the forget (a pooled connection taken again).
+        t.map_backend(b, OnBackend { backend: 2, id: 9, types_sent: false });
+        t.forget_backend_id(2, 9);
+        assert_eq!(t.get(b).unwrap().backend_id(2), None);
+        t.map_backend(b, OnBackend { backend: 2, id: 10, types_sent: false });
+        t.forget_backend(2);
+        assert_eq!(t.get(b).unwrap().backend_id(2), None);
+    }
+
+    #[test]
+    fn prepare_and_close_churn_keeps_the_mapped_lists_bounded() {
+        let mut t = StmtTable::default();
+        let kept = t.insert(stmt());
+        for i in 0..10_000 {
+            let id = t.insert(stmt());
+            t.map_backend(id, OnBackend { backend: 1, id: i, types_sent: false });
+            t.remove(id);
+        }
+        assert!(t.mapped[0].len() <= 2 * t.len() + 20, "{}", t.mapped[0].len());
+        assert!(t.mapped[1].len() <= 2 * t.len() + 20, "{}", t.mapped[1].len());
+        t.forget_backend(0);
+        assert_eq!(t.get(kept).unwrap().backend_id(0), None, "still found after the pruning");
     }
 }

@@ -133,9 +133,7 @@ impl Session {
         for old in closed {
             self.stmts.forget_backend_id(idx, old);
         }
-        if let Some(s) = self.stmts.get_mut(id) {
-            s.on.push(OnBackend { backend: idx, id: backend_id, types_sent: false });
-        }
+        self.stmts.map_backend(id, OnBackend { backend: idx, id: backend_id, types_sent: false });
         Ok(backend_id)
     }
 
