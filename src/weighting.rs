@@ -187,22 +187,21 @@ impl Picker {
         Picker::default()
     }
 
-    /// Of `candidates` (indexes into `topology.backends`), the one with the
-    /// fewest reads this worker has in flight (the first on a tie), counted
-    /// in flight until the returned guard is dropped: for a read the router
-    /// sends without a pick (read-your-writes by GTID), so that the picks
-    /// around it see it. None when there is no candidate.
+    /// Of the backends `candidate` accepts (by index into
+    /// `topology.backends`), the one with the fewest reads this worker has
+    /// in flight (the first on a tie), counted in flight until the returned
+    /// guard is dropped: for a read the router sends without a pick
+    /// (read-your-writes by GTID), so that the picks around it see it.
+    /// None when there is no candidate.
     pub fn least_busy(
         &self,
         topology: &Topology,
-        candidates: &[usize],
+        candidate: impl Fn(usize) -> bool,
     ) -> Option<(usize, InFlight)> {
         let mut slots = self.lock();
         align(&mut slots, topology);
-        let index = candidates
-            .iter()
-            .copied()
-            .filter(|&i| i < slots.len())
+        let index = (0..slots.len())
+            .filter(|&i| candidate(i))
             .min_by_key(|&i| slots[i].1.in_flight.0.load(Ordering::Relaxed))?;
         let counter = slots[index].1.in_flight.clone();
         counter.0.fetch_add(1, Ordering::Relaxed);
@@ -557,7 +556,7 @@ mod tests {
     fn near_tie_goes_to_fewest_in_flight() {
         let topology = topology(&[1.0, 1.0]);
         let picker = Picker::new();
-        let (busy, _guard) = picker.least_busy(&topology, &[1]).unwrap();
+        let (busy, _guard) = picker.least_busy(&topology, |i| i == 1).unwrap();
         assert_eq!(busy, 1);
         // Both scores tie at the first pick; r0 is busier.
         assert_eq!(pick_index(&picker, &topology, None), Some(2));
@@ -590,15 +589,16 @@ mod tests {
     fn least_busy_counts_the_candidate_with_fewest_in_flight() {
         let topology = topology(&[1.0, 1.0, 1.0]);
         let picker = Picker::new();
-        let (first, a) = picker.least_busy(&topology, &[2, 3]).unwrap();
+        let r1_or_r2 = |i: usize| i == 2 || i == 3;
+        let (first, a) = picker.least_busy(&topology, r1_or_r2).unwrap();
         assert_eq!(first, 2, "a tie goes to the first candidate");
-        let (second, b) = picker.least_busy(&topology, &[2, 3]).unwrap();
+        let (second, b) = picker.least_busy(&topology, r1_or_r2).unwrap();
         assert_eq!(second, 3, "r1 has a read in flight");
         assert_eq!((picker.in_flight("r1"), picker.in_flight("r2")), (1, 1));
         drop((a, b));
         assert_eq!((picker.in_flight("r1"), picker.in_flight("r2")), (0, 0));
-        assert!(picker.least_busy(&topology, &[]).is_none());
-        assert!(picker.least_busy(&topology, &[9]).is_none(), "not a backend");
+        assert!(picker.least_busy(&topology, |_| false).is_none());
+        assert!(picker.least_busy(&topology, |i| i == 9).is_none(), "not a backend");
     }
 
     #[test]

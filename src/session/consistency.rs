@@ -168,29 +168,25 @@ impl Session {
     /// `None` when no replica is eligible.
     pub(super) fn replica_for_gtid(&self, target: &str) -> Option<(usize, bool, InFlight)> {
         let topology = self.shared.topology_now();
-        let mut best: Option<(usize, u64)> = None;
-        let mut holding = Vec::new();
-        for (i, b) in topology.backends.iter().enumerate() {
-            if !b.eligible || b.role != crate::monitor::Role::Replica || !self.shared.takes_reads(i)
-            {
-                continue;
-            }
+        let backends = &topology.backends;
+        let eligible = |i: usize| {
+            backends.get(i).is_some_and(|b| {
+                b.eligible && b.role == crate::monitor::Role::Replica && self.shared.takes_reads(i)
+            })
+        };
+        let holds = |i: usize| {
+            let b = &backends[i];
             let flavor = b.flavor.unwrap_or(crate::monitor::Flavor::MariaDb);
-            if b.gtid_position.as_deref().is_some_and(|p| gtid::position_covers(flavor, p, target))
-            {
-                holding.push(i);
-            }
-            let lag = b.lag_ms.unwrap_or(u64::MAX);
-            if best.is_none_or(|(_, l)| lag < l) {
-                best = Some((i, lag));
-            }
-        }
+            b.gtid_position.as_deref().is_some_and(|p| gtid::position_covers(flavor, p, target))
+        };
         let picker = &self.shared.picker;
-        if let Some((i, guard)) = picker.least_busy(&topology, &holding) {
+        if let Some((i, guard)) = picker.least_busy(&topology, |i| eligible(i) && holds(i)) {
             return Some((i, true, guard));
         }
-        let (i, _) = best?;
-        picker.least_busy(&topology, &[i]).map(|(i, guard)| (i, false, guard))
+        let least_lagging = (0..backends.len())
+            .filter(|&i| eligible(i))
+            .min_by_key(|&i| backends[i].lag_ms.unwrap_or(u64::MAX))?;
+        picker.least_busy(&topology, |i| i == least_lagging).map(|(i, guard)| (i, false, guard))
     }
 
     /// Sends the GTID wait and then `self.cmd` to replica `idx` in one
