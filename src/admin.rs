@@ -313,6 +313,10 @@ fn update_gauges(shared: &Shared) {
             .absolute(stats.timeouts.load(Relaxed));
     }
     shared.telemetry.pool_idle.set(idle_total as f64);
+    // Over every position, removed backends' included: a counter never
+    // goes down.
+    let reused = (0..).map_while(|i| shared.pool.get(i)).map(|s| s.handoffs.get()).sum();
+    metrics::counter!(crate::telemetry::POOL_REUSED).absolute(reused);
 }
 
 #[cfg(test)]

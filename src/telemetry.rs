@@ -153,8 +153,6 @@ pub struct Telemetry {
     pub login_failures: Counter,
     pub session_pins: Counter,
     pub pool_idle: Gauge,
-    /// Connections a session took from the pool (added up at scrape).
-    pub pool_reused: sharded::Counter,
     /// By [`crate::session::pool::Binding`] in `ALL` order.
     pool_bound: Vec<Counter>,
 }
@@ -177,7 +175,6 @@ impl Telemetry {
             login_failures: metrics::counter!(LOGIN_FAILURES),
             session_pins: metrics::counter!(SESSION_PINS),
             pool_idle: metrics::gauge!(POOL_IDLE),
-            pool_reused: sharded::Counter::default(),
             pool_bound: crate::session::pool::Binding::ALL
                 .iter()
                 .map(|b| metrics::counter!(POOL_BOUND, "reason" => b.as_str()))
@@ -214,7 +211,6 @@ impl Telemetry {
         for (reason, counter) in REASONS.iter().zip(&self.routes) {
             metrics::counter!(QUERIES, "reason" => reason.as_str()).absolute(counter.get());
         }
-        metrics::counter!(POOL_REUSED).absolute(self.pool_reused.get());
         let mut out = self.handle.render();
         render_histogram(
             &mut out,

@@ -468,7 +468,7 @@ async fn primary_thread(c: &mut Raw) -> String {
 /// A proxy keeping connections for later sessions, all statements on the
 /// primary (so each session has one connection to look at).
 async fn primary_only_with_reuse() -> TestProxy {
-    let mut config = lab_config("[pool]\nreuse = true\n");
+    let mut config = lab_config("[pool]\nreuse = true\n[admin]\naddress = \"127.0.0.1:0\"\n");
     config.backends[1].weight = 0;
     config.backends[2].weight = 0;
     start_proxy(config).await
@@ -513,7 +513,7 @@ async fn kept_connections_serve_the_next_session_with_nothing_left_of_the_last()
         "lock leaked"
     );
     assert_eq!(b.scalar("SELECT DATABASE()").await.as_deref(), Some("app"));
-    let metrics = proxy.shared.telemetry.render();
+    let (_, metrics) = http_get(proxy.admin.expect("admin port"), "/metrics", None).await;
     let reused: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("rwsplit_pool_reused_total "))

@@ -56,7 +56,8 @@ pub struct PoolBackend {
     pub starved: AtomicUsize,
     /// Waits that ended in ERROR 1040 after `pool_timeout`.
     pub timeouts: AtomicU64,
-    /// Connections handed from one session to another.
+    /// Connections handed from one session to another (what
+    /// `rwsplit_pool_reused_total` adds up over the backends).
     pub handoffs: crate::sharded::Counter,
     /// Connections open per session worker (each worker has its own pool,
     /// and its share of the backend's cap).

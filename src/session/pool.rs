@@ -568,12 +568,8 @@ impl Session {
         let sets = &self.routing;
         let shares_sets = conn.applied_sets <= sets.sets.len()
             && conn.sets_hash == sets.hash_of_first(conn.applied_sets);
-        let stats = self.shared.pool.get(idx);
-        if let Some(s) = stats {
-            s.handoffs.add(1);
-        }
         if !shares_sets {
-            if let Some(s) = stats {
+            if let Some(s) = self.shared.pool.get(idx) {
                 s.resets.fetch_add(1, Ordering::Relaxed);
             }
             conn.reset().await?;
@@ -592,7 +588,9 @@ impl Session {
         if self.multi_statements_off {
             conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
         }
-        self.shared.telemetry.pool_reused.add(1);
+        if let Some(s) = self.shared.pool.get(idx) {
+            s.handoffs.add(1);
+        }
         Ok(())
     }
 
