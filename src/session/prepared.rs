@@ -58,10 +58,10 @@ pub struct StmtTable {
     /// none: only then are the statements looked through (the pool asks
     /// after every command).
     maybe_holding: std::sync::atomic::AtomicBool,
-    /// Per backend index, the statements mapped there (client ids; some may
-    /// be gone since): forgetting a backend's mappings, which a pooled
-    /// connection does after every command, visits these, not every
-    /// statement of the session.
+    /// Per backend index, the statements mapped there (client ids, each
+    /// once): forgetting a backend's mappings, which a pooled connection
+    /// does after every command, visits these, not every statement of the
+    /// session.
     mapped: Vec<Vec<u32>>,
 }
 
@@ -94,19 +94,7 @@ impl StmtTable {
         if self.mapped.len() <= backend {
             self.mapped.resize_with(backend + 1, Vec::new);
         }
-        let list = &mut self.mapped[backend];
-        list.push(id);
-        // Statements closed while mapped leave their ids behind: drop them
-        // once they could outnumber the live ones.
-        if list.len() > 2 * self.map.len() + 16 {
-            let map = &self.map;
-            list.retain(|i| map.get(i).is_some_and(|s| s.on.iter().any(|o| o.backend == backend)));
-            list.sort_unstable();
-            list.dedup();
-            if !list.contains(&id) {
-                list.push(id);
-            }
-        }
+        self.mapped[backend].push(id);
     }
 
     /// Resolves a client id, including MariaDB's "last prepared" id.
@@ -129,7 +117,13 @@ impl StmtTable {
         if self.last == Some(id) {
             self.last = None;
         }
-        self.map.remove(&id)
+        let stmt = self.map.remove(&id)?;
+        for o in &stmt.on {
+            if let Some(list) = self.mapped.get_mut(o.backend) {
+                list.retain(|&i| i != id);
+            }
+        }
+        Some(stmt)
     }
 
     /// Forgets every statement (after COM_RESET_CONNECTION or
@@ -143,16 +137,12 @@ impl StmtTable {
     /// Forgets every mapping to `backend` (its connection was lost, or went
     /// back to the pool), and any cursor open there.
     pub fn forget_backend(&mut self, backend: usize) {
-        let ids = self.mapped.get_mut(backend).map(std::mem::take).unwrap_or_default();
-        for id in &ids {
-            if let Some(s) = self.map.get_mut(id) {
-                s.on.retain(|o| o.backend != backend);
-            }
-        }
-        // Keep the list's memory for the next mappings.
         if let Some(list) = self.mapped.get_mut(backend) {
-            *list = ids;
-            list.clear();
+            for id in list.drain(..) {
+                if let Some(s) = self.map.get_mut(&id) {
+                    s.on.retain(|o| o.backend != backend);
+                }
+            }
         }
         if self.maybe_holding() {
             for s in self.map.values_mut() {
@@ -166,12 +156,12 @@ impl StmtTable {
     /// Forgets where statements were prepared on `backend` with the
     /// server's id `id` (closed there).
     pub fn forget_backend_id(&mut self, backend: usize, id: u32) {
-        let Some(ids) = self.mapped.get(backend) else { return };
-        for client_id in ids {
-            if let Some(s) = self.map.get_mut(client_id) {
-                s.on.retain(|o| o.backend != backend || o.id != id);
-            }
-        }
+        let Some(list) = self.mapped.get_mut(backend) else { return };
+        list.retain(|client_id| {
+            let Some(s) = self.map.get_mut(client_id) else { return false };
+            s.on.retain(|o| o.backend != backend || o.id != id);
+            s.on.iter().any(|o| o.backend == backend)
+        });
     }
 
     /// Whether a statement has an open cursor on `backend`.
@@ -350,13 +340,14 @@ mod tests {
         t.map_backend(b, OnBackend { backend: 2, id: 9, types_sent: false });
         t.forget_backend_id(2, 9);
         assert_eq!(t.get(b).unwrap().backend_id(2), None);
+        assert!(t.mapped[2].is_empty(), "no mapping left there");
         t.map_backend(b, OnBackend { backend: 2, id: 10, types_sent: false });
         t.forget_backend(2);
         assert_eq!(t.get(b).unwrap().backend_id(2), None);
     }
 
     #[test]
-    fn prepare_and_close_churn_keeps_the_mapped_lists_bounded() {
+    fn closed_statements_leave_the_mapped_lists() {
         let mut t = StmtTable::default();
         let kept = t.insert(stmt());
         for i in 0..10_000 {
@@ -364,9 +355,8 @@ mod tests {
             t.map_backend(id, OnBackend { backend: 1, id: i, types_sent: false });
             t.remove(id);
         }
-        assert!(t.mapped[0].len() <= 2 * t.len() + 20, "{}", t.mapped[0].len());
-        assert!(t.mapped[1].len() <= 2 * t.len() + 20, "{}", t.mapped[1].len());
+        assert_eq!((t.mapped[0].as_slice(), t.mapped[1].as_slice()), (&[kept][..], &[][..]));
         t.forget_backend(0);
-        assert_eq!(t.get(kept).unwrap().backend_id(0), None, "still found after the pruning");
+        assert_eq!(t.get(kept).unwrap().backend_id(0), None);
     }
 }
