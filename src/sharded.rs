@@ -191,10 +191,15 @@ pub(crate) fn span<T>(value: &T) -> (usize, usize) {
     (value as *const T as usize, std::mem::size_of::<T>())
 }
 
-/// Fails unless no 128-byte line holds spans of two different groups (each
-/// group being what one worker writes).
+/// Fails unless each span starts a 128-byte line and no line holds spans
+/// of two different groups (each group being what one worker writes). The
+/// first check holds by layout ([`Padded`]), not by where the allocator
+/// happened to put things.
 #[cfg(test)]
 pub(crate) fn assert_apart(groups: &[Vec<(usize, usize)>]) {
+    for &(at, _) in groups.iter().flatten() {
+        assert_eq!(at % 128, 0, "not on a line of its own: {at:x}");
+    }
     let lines = |g: &Vec<(usize, usize)>| -> std::collections::HashSet<usize> {
         g.iter().flat_map(|&(at, size)| at / 128..=(at + size.max(1) - 1) / 128).collect()
     };
