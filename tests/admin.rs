@@ -117,10 +117,7 @@ async fn post(addr: std::net::SocketAddr, path: &str) -> u16 {
 async fn drain_and_enable_a_replica_at_run_time() {
     let proxy = start_proxy(lab_config(MONITORED)).await;
     let admin = proxy.admin.unwrap();
-    wait_backends(admin, Duration::from_secs(10), |j| {
-        j[1]["eligible"] == true && j[2]["eligible"] == true
-    })
-    .await;
+    both_replicas_eligible(admin).await;
     assert_eq!(post(admin, "/backends/replica2/drain").await, 200);
     let json = wait_backends(admin, Duration::from_secs(5), |j| j[2]["state"] == "drain").await;
     assert_eq!(json[1]["state"], "active");
@@ -149,10 +146,7 @@ async fn drain_and_enable_a_replica_at_run_time() {
 async fn a_read_after_a_write_counts_as_in_flight_on_its_replica() {
     let proxy = start_proxy(lab_config(MONITORED)).await;
     let admin = proxy.admin.unwrap();
-    wait_backends(admin, Duration::from_secs(10), |j| {
-        j[1]["eligible"] == true && j[2]["eligible"] == true
-    })
-    .await;
+    both_replicas_eligible(admin).await;
     let mut c = Raw::app(&proxy.addr.to_string(), true).await;
     let t = unique("inflight");
     c.exec(&format!("CREATE TABLE {t} (id INT)")).await;

@@ -42,15 +42,6 @@ fn keep_writing(table: String) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Waits until the monitor sees both replicas eligible (every backend
-/// starts unknown, hence ineligible).
-async fn both_replicas_eligible(admin: std::net::SocketAddr) {
-    wait_backends(admin, Duration::from_secs(10), |j| {
-        j[1]["eligible"] == true && j[2]["eligible"] == true
-    })
-    .await;
-}
-
 fn replica2(json: &serde_json::Value) -> &serde_json::Value {
     &json[2]
 }

@@ -338,6 +338,15 @@ pub async fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16
     (status, body)
 }
 
+/// Waits until the monitor sees both replicas eligible (every backend
+/// starts unknown, hence ineligible).
+pub async fn both_replicas_eligible(admin: SocketAddr) {
+    wait_backends(admin, Duration::from_secs(10), |j| {
+        j[1]["eligible"] == true && j[2]["eligible"] == true
+    })
+    .await;
+}
+
 /// Polls `/backends` until `condition` holds (bounded); returns the JSON.
 pub async fn wait_backends(
     admin: SocketAddr,
