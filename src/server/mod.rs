@@ -39,7 +39,8 @@ pub type LogReload = Box<dyn Fn(&Config) -> Result<(), String> + Send + Sync>;
 
 /// Replicas that refused a connection are avoided for a while. This is
 /// the stand-in for the monitor's health state: a time per backend, read
-/// without locks.
+/// without locks. The monitor's word is newer when it finds a backend up
+/// again ([`Backoff::forgive_recovered`]): the wait ends then.
 #[derive(Debug)]
 pub struct Backoff {
     epoch: Instant,
@@ -63,6 +64,24 @@ impl Backoff {
     pub fn mark_down(&self, backend: usize, for_how_long: Duration) {
         if let Some(slot) = self.until_ms.get(backend) {
             slot.store(self.now_ms() + for_how_long.as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends the avoidance of every backend `topology` shows healthy that
+    /// was not healthy in the previous publication (`was_healthy`, one
+    /// entry per backend, updated here): a replica back from an outage
+    /// takes reads as soon as the monitor has seen it answer, not
+    /// `backend_retry` after the last session failed on it.
+    pub fn forgive_recovered(&self, topology: &Topology, was_healthy: &mut Vec<bool>) {
+        was_healthy.resize(topology.backends.len(), false);
+        for (i, backend) in topology.backends.iter().enumerate() {
+            if backend.healthy
+                && !was_healthy[i]
+                && let Some(slot) = self.until_ms.get(i)
+            {
+                slot.store(0, Ordering::Relaxed);
+            }
+            was_healthy[i] = backend.healthy;
         }
     }
 
@@ -113,7 +132,7 @@ pub struct Shared {
     pub pool: PoolStats,
     /// Parser-tier verdicts by statement digest.
     pub tier2: Tier2Cache,
-    pub backoff: Backoff,
+    pub backoff: Arc<Backoff>,
     /// The primary's greeting, learned once it answers; presented (with the
     /// proxy's own scramble and connection id) to clients.
     pub primary_greeting: ArcSwap<Option<Greeting>>,
@@ -153,11 +172,13 @@ impl Shared {
         let names: Vec<String> = config.backends.iter().map(|b| b.name.clone()).collect();
         let outages = Arc::new(outages::Outages::new(names.len().max(64)));
         let registry = Arc::new(Registry::default());
+        let backoff = Arc::new(Backoff::new(config.backends.len()));
         if let Some(monitor) = &monitor {
             tokio::spawn(outages.clone().follow(
                 topology.clone(),
                 monitor.subscribe(),
                 registry.clone(),
+                backoff.clone(),
             ));
         }
         Arc::new(Shared {
@@ -184,7 +205,7 @@ impl Shared {
                 .map(|_| (std::sync::atomic::AtomicUsize::new(0), Notify::new()))
                 .collect(),
             tier2: Tier2Cache::new(TIER2_CACHE_ENTRIES),
-            backoff: Backoff::new(config.backends.len()),
+            backoff,
             backend_tls: ArcSwap::from_pointee(config.backend_tls.connector(&config.base_dir)),
             config: ArcSwap::from_pointee(config),
             primary_greeting: ArcSwap::from_pointee(None),
@@ -605,4 +626,50 @@ pub async fn run(
     let proxy = Proxy::bind(config).await?;
     proxy.run(shutdown).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::{BackendSpec, Role};
+
+    fn topology(healthy: &[bool]) -> Topology {
+        let backends = healthy
+            .iter()
+            .map(|&healthy| BackendState {
+                healthy,
+                ..BackendState::unknown(&BackendSpec::new("r", "127.0.0.1:1", Role::Replica))
+            })
+            .collect();
+        Topology { backends, ..Topology::default() }
+    }
+
+    #[test]
+    fn a_backend_the_monitor_finds_up_again_is_no_longer_avoided() {
+        let backoff = Backoff::new(2);
+        let mut was_healthy = Vec::new();
+        backoff.forgive_recovered(&topology(&[true, true]), &mut was_healthy);
+        backoff.mark_down(0, Duration::from_secs(3600));
+        backoff.mark_down(1, Duration::from_secs(3600));
+        // Down in the monitor's view, then up again: 0 is forgiven.
+        backoff.forgive_recovered(&topology(&[false, true]), &mut was_healthy);
+        assert!(backoff.is_down(0) && backoff.is_down(1));
+        backoff.forgive_recovered(&topology(&[true, true]), &mut was_healthy);
+        assert!(!backoff.is_down(0), "up again after an outage the monitor saw");
+        // 1 never left the monitor's healthy set: the session's failure is
+        // the newer news, and the wait stands.
+        assert!(backoff.is_down(1));
+    }
+
+    #[test]
+    fn a_later_failure_is_avoided_again_after_the_recovery() {
+        let backoff = Backoff::new(1);
+        let mut was_healthy = Vec::new();
+        backoff.forgive_recovered(&topology(&[false]), &mut was_healthy);
+        backoff.forgive_recovered(&topology(&[true]), &mut was_healthy);
+        backoff.mark_down(0, Duration::from_secs(3600));
+        // Further publications with it still healthy forgive nothing.
+        backoff.forgive_recovered(&topology(&[true]), &mut was_healthy);
+        assert!(backoff.is_down(0));
+    }
 }

@@ -15,7 +15,7 @@
 //! sequentially consistent, either the session sees the new count or the
 //! outage sees the session.
 
-use super::{Registry, Signal};
+use super::{Backoff, Registry, Signal};
 use crate::monitor::Topology;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
@@ -101,18 +101,23 @@ impl Outages {
         down
     }
 
-    /// Follows the monitor's publications until it stops.
+    /// Follows the monitor's publications until it stops: wakes the
+    /// statements waiting on a backend found down, and ends the sessions'
+    /// avoidance of a backend found up again.
     pub async fn follow(
         self: std::sync::Arc<Self>,
         topology: std::sync::Arc<arc_swap::ArcSwap<Topology>>,
         mut published: tokio::sync::watch::Receiver<u64>,
         sessions: std::sync::Arc<Registry>,
+        backoff: std::sync::Arc<Backoff>,
     ) {
-        let mut seen = Vec::new();
+        let (mut seen, mut was_healthy) = (Vec::new(), Vec::new());
         while published.changed().await.is_ok() {
-            for backend in self.record(&topology.load(), &mut seen) {
+            let topology = topology.load();
+            for backend in self.record(&topology, &mut seen) {
                 sessions.wake_waiting_on(backend);
             }
+            backoff.forgive_recovered(&topology, &mut was_healthy);
         }
     }
 }
