@@ -149,7 +149,7 @@ impl Session {
                     let previous = previous.filter(|_| self.view.config.routing.replica_affinity);
                     match self.shared.pick_replica(tried, previous) {
                         // The read counts as in flight on that replica until the
-                        // statement ends (near-ties go to the least busy replica).
+                        // statement ends (the least busy within the load band).
                         Some((idx, guard)) => {
                             self.in_flight = Some(guard);
                             self.routing.last_replica = Some(idx);
