@@ -146,6 +146,10 @@ pub struct BackendConn {
     pub autocommit: Option<bool>,
     /// When the connection was opened (for `[pool] max_lifetime`).
     pub opened: std::time::Instant,
+    /// The monitor's count of outages of this backend when the connection
+    /// was opened (`Outages::count`): once it moves
+    /// on, the server this connection talked to has been found down.
+    pub outages_seen: u64,
     /// Statements prepared on this connection by text, kept for every
     /// session that uses it (multiplexing); statements not cached are the
     /// session's own.
@@ -330,6 +334,7 @@ impl BackendConn {
             tracks_gtids: false,
             autocommit: Some(autocommit),
             opened: std::time::Instant::now(),
+            outages_seen: 0,
             prepared: None,
             scratch: Vec::new(),
             key_scratch: Vec::new(),

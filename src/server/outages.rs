@@ -48,7 +48,9 @@ impl Outages {
     }
 
     /// The outage count of `backend` now, to compare with later.
-    fn mark(&self, backend: usize) -> u64 {
+    /// Outages of `backend` recorded so far (0 for a position the proxy
+    /// does not track).
+    pub fn count(&self, backend: usize) -> u64 {
         self.backends.get(backend).map_or(0, |n| n.load(Ordering::SeqCst))
     }
 
@@ -64,7 +66,7 @@ impl Outages {
     ) -> impl std::future::Future<Output = ()> + 'a {
         // Noted before the count is read (see the module's note).
         let waiting = WaitingOn::new(signal, backend);
-        let mark = self.mark(backend);
+        let mark = self.count(backend);
         async move {
             // Moved whole into the future (a closure using only its field
             // would capture that alone and leave the guard to drop now).
@@ -149,17 +151,17 @@ mod tests {
         // Healthy, then one failed probe while still healthy: no outage.
         outages.record(&topology(vec![state(true, 0, 1)]), &mut seen);
         outages.record(&topology(vec![state(true, 1, 2)]), &mut seen);
-        assert_eq!(outages.mark(0), 0);
+        assert_eq!(outages.count(0), 0);
         // Down: an outage; the same probe published again is not another.
         outages.record(&topology(vec![state(false, 3, 3)]), &mut seen);
         outages.record(&topology(vec![state(false, 3, 3)]), &mut seen);
-        assert_eq!(outages.mark(0), 1);
+        assert_eq!(outages.count(0), 1);
         // Still down at the next probe: another one.
         outages.record(&topology(vec![state(false, 4, 4)]), &mut seen);
-        assert_eq!(outages.mark(0), 2);
+        assert_eq!(outages.count(0), 2);
         // Back up (a good probe while recovering is not a failure).
         outages.record(&topology(vec![state(false, 0, 5)]), &mut seen);
-        assert_eq!(outages.mark(0), 2);
+        assert_eq!(outages.count(0), 2);
     }
 
     #[tokio::test]

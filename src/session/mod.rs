@@ -490,6 +490,13 @@ impl Session {
         if self.backends.len() <= idx {
             self.backends.resize_with(idx + 1, || None);
         }
+        // A connection opened before the monitor last found the backend
+        // down talked to a server that is gone: it is replaced, and its
+        // failure is not taken for news of the backend's health.
+        let outages = self.shared.outages.count(idx);
+        if self.backends[idx].as_ref().is_some_and(|c| c.outages_seen != outages) {
+            self.drop_backend(idx);
+        }
         if self.backends[idx].is_none() {
             let config = self.config();
             let addr = config.backends.get(idx).map(|b| b.address.as_str()).ok_or_else(|| {
@@ -525,6 +532,7 @@ impl Session {
             if self.multi_statements_off {
                 conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
             }
+            conn.outages_seen = outages;
             self.handle.threads.lock().expect("handle lock").push((idx, conn.thread_id));
             self.backends[idx] = Some(conn);
             if self.slots.len() <= idx {

@@ -470,8 +470,10 @@ impl Session {
             let found = handed.take().or_else(|| take(&key, without_database, prefer));
             if let Some((mut conn, slot)) = found {
                 // A server that closed an idle connection (restarted,
-                // wait_timeout) would fail the statement sent on it.
+                // wait_timeout), or one the monitor found down since the
+                // connection was opened, would fail the statement sent on it.
                 if conn.opened.elapsed() < config.pool.max_lifetime
+                    && conn.outages_seen == self.shared.outages.count(idx)
                     && conn.reader.buffered().is_empty()
                     && !conn.stream.heard_from_peer()
                 {
@@ -496,9 +498,11 @@ impl Session {
             });
             if let Some(slot) = slot {
                 drop((counted, queued));
+                let outages = self.shared.outages.count(idx);
                 let mut conn =
                     BackendConn::connect_with(address, &self.login, config.timeouts.connect, tls)
                         .await?;
+                conn.outages_seen = outages;
                 if config.pool.multiplex {
                     conn.prepared = Some(Default::default());
                 }
