@@ -283,9 +283,9 @@ async fn json_log_has_session_lines_and_slow_statements() {
     assert_eq!(slow["level"], "WARN");
     let statement = slow["fields"]["statement"].as_str().unwrap().to_ascii_uppercase();
     assert!(statement.contains("SLEEP"), "{slow}");
-    // The server's own clock decides when SLEEP(0.3) ends, so the proxy may
-    // time it a millisecond short of 300; the threshold is what must hold.
-    assert!(slow["fields"]["elapsed_ms"].as_u64().unwrap() >= 150, "{slow}");
+    // The whole statement is timed: SLEEP(0.3), less the few milliseconds
+    // by which the server's own clock may end it early (CI saw 299).
+    assert!(slow["fields"]["elapsed_ms"].as_u64().unwrap() >= 280, "{slow}");
     let ended = message("session ended").unwrap();
     assert_eq!(ended["fields"]["statements"], 2, "{ended}");
     assert_eq!(ended["fields"]["slow"], 1, "{ended}");
