@@ -139,7 +139,8 @@ pub fn assess_eligibility(view: &ReplicaView) -> Eligibility {
 /// `oltp_point_select`, 16 threads, 8 rounds of 10 s against haproxy),
 /// the band measured p95 1.15× haproxy's (median of rounds) against 1.35×
 /// with near-ties only (5 % of the total weight), and QPS 0.914× against
-/// 0.884× (means); see bench/README.md.
+/// 0.884× (means); later sets on that machine drifted by as much, so the
+/// gain is not firmly measured (bench/README.md).
 pub const LOAD_BAND: f64 = 4.0;
 
 /// A read may stay on the replica its session used last (see
