@@ -593,7 +593,7 @@ mod tests {
     #[test]
     fn ok_ends_response_and_keeps_status() {
         let mut m = Machine::new(Expect::Result, caps(false));
-        assert_eq!(feed(&mut m, &[build_ok(caps(false), 2, 7, 3, 1)]), vec![Step::Done]);
+        assert_eq!(feed(&mut m, &[build_ok(2, 7, 3, 1)]), vec![Step::Done]);
         assert_eq!(
             (
                 m.outcome.status,
@@ -623,7 +623,7 @@ mod tests {
         let c = caps(true);
         let mut m = Machine::new(Expect::Result, c);
         let mut packets = result_set(true, 1, 1, 0x000A);
-        packets.push(build_ok(c, 1, 0, 0x0002, 0));
+        packets.push(build_ok(1, 0, 0x0002, 0));
         let steps = feed(&mut m, &packets);
         assert_eq!(steps.iter().filter(|s| **s == Step::Done).count(), 1);
         assert_eq!(steps.last(), Some(&Step::Done));
@@ -644,7 +644,7 @@ mod tests {
     fn local_infile_request_is_reported() {
         let mut m = Machine::new(Expect::Result, caps(true));
         assert_eq!(feed(&mut m, &[b"\xFB/tmp/x.csv".to_vec()]), vec![Step::LocalInfile]);
-        assert_eq!(feed(&mut m, &[build_ok(caps(true), 5, 0, 2, 0)]), vec![Step::Done]);
+        assert_eq!(feed(&mut m, &[build_ok(5, 0, 2, 0)]), vec![Step::Done]);
         assert_eq!(m.outcome.affected_rows, 5);
     }
 

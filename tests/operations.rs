@@ -462,7 +462,8 @@ async fn a_session_holds_at_most_max_prepared_statements() {
 /// The backend thread a session's primary statements run on.
 async fn primary_thread(c: &mut Raw) -> String {
     c.exec("BEGIN").await;
-    let id = c.scalar("SELECT CONNECTION_ID()").await.unwrap();
+    // (On its own, SELECT CONNECTION_ID() is the proxy's session id.)
+    let id = c.scalar("SELECT CONNECTION_ID() FROM DUAL").await.unwrap();
     c.exec("COMMIT").await;
     id
 }

@@ -455,7 +455,9 @@ async fn kill_query_uses_proxy_connection_ids() {
     let proxy = start_proxy(lab_config("")).await;
     let addr = proxy.addr.to_string();
     let mut victim = Raw::app(&addr, true).await;
-    let victim_id = victim.conn.thread_id;
+    // What the session reads from CONNECTION_ID() is what KILL takes.
+    let victim_id = victim.scalar("SELECT CONNECTION_ID()").await.expect("an id");
+    assert_eq!(victim_id, victim.conn.thread_id.to_string());
     let sleeper = tokio::spawn(async move {
         let started = std::time::Instant::now();
         let r = victim.query("SELECT SLEEP(20)").await;
@@ -469,7 +471,7 @@ async fn kill_query_uses_proxy_connection_ids() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let r = killer.query(&format!("KILL QUERY {victim_id}")).await;
-    assert_eq!(r[0].1[0], 0x00, "KILL QUERY answered OK");
+    assert_eq!(r[0].1, vec![0, 0, 0, 2, 0, 0, 0], "KILL QUERY answered with a server's OK");
     let (elapsed, r, mut victim) = sleeper.await.unwrap();
     assert!(elapsed < std::time::Duration::from_secs(15), "the sleep was interrupted");
     // MariaDB reports an interrupted SLEEP as result 1.
@@ -478,6 +480,99 @@ async fn kill_query_uses_proxy_connection_ids() {
     let r = killer.query("KILL 4000000000").await;
     let err = rwsplit::protocol::messages::parse_err(&r[0].1).expect("an error");
     assert_eq!(err.code, 1094);
+    // A session that kills its own query kills the KILL itself, as on a server.
+    let own = killer.conn.thread_id;
+    let r = killer.query(&format!("KILL QUERY {own}")).await;
+    let err = rwsplit::protocol::messages::parse_err(&r[0].1).expect("an error");
+    assert_eq!(err.code, 1317);
+    assert_eq!(killer.scalar("SELECT 'alive'").await.as_deref(), Some("alive"));
+}
+
+#[tokio::test]
+async fn select_connection_id_is_shaped_like_the_servers() {
+    let proxy = start_proxy(lab_config("")).await;
+    for deprecate_eof in [true, false] {
+        let mut direct = Raw::app(PRIMARY, deprecate_eof).await;
+        let mut proxied = Raw::app(&proxy.addr.to_string(), deprecate_eof).await;
+        for sql in ["SELECT CONNECTION_ID()", "select connection_id() AS cid"] {
+            let want = direct.query(sql).await;
+            let got = proxied.query(sql).await;
+            assert_eq!(got.len(), want.len(), "{sql}: packets");
+            for (i, ((gs, g), (ws, w))) in got.iter().zip(&want).enumerate() {
+                assert_eq!(gs, ws, "{sql}: sequence id of packet {i}");
+                let row = i == if deprecate_eof { 2 } else { 3 };
+                if !row {
+                    assert_eq!(g, w, "{sql}: packet {i} (deprecate_eof={deprecate_eof})");
+                }
+            }
+            let mut id = Vec::new();
+            put_lenenc_str(&mut id, proxied.conn.thread_id.to_string().as_bytes());
+            assert_eq!(got[if deprecate_eof { 2 } else { 3 }].1, id, "{sql}: the session's id");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_proxys_own_oks_are_the_servers_bytes() {
+    // COM_PING is answered by the proxy; after statements whose OKs carried
+    // session-state changes its OK must still be what the server sends.
+    let proxy = start_proxy(lab_config("")).await;
+    for deprecate_eof in [true, false] {
+        let mut direct = Raw::app(PRIMARY, deprecate_eof).await;
+        let mut proxied = Raw::app(&proxy.addr.to_string(), deprecate_eof).await;
+        for sql in [
+            "SET autocommit = 0",
+            "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'",
+            "SET autocommit = 1",
+            "SET SESSION sql_mode = DEFAULT",
+        ] {
+            direct.exec(sql).await;
+            proxied.exec(sql).await;
+            let want = direct.command(&[0x0E], Expect::Result).await;
+            let got = proxied.command(&[0x0E], Expect::Result).await;
+            assert_eq!(got, want, "COM_PING after {sql} (deprecate_eof={deprecate_eof})");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_prepared_statement_keeps_the_database_it_was_prepared_in() {
+    let proxy = start_proxy(lab_config("")).await;
+    let table = unique("psdb");
+    let other = unique("psother");
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!("CREATE TABLE app.{table} (id INT PRIMARY KEY)")).await;
+    a.exec(&format!("INSERT INTO app.{table} VALUES (1), (2)")).await;
+    a.exec(&format!("CREATE DATABASE {other}")).await;
+    a.exec(&format!("GRANT ALL ON {other}.* TO app")).await;
+    a.exec(&format!("CREATE TABLE {other}.{table} (id INT PRIMARY KEY)")).await;
+    a.exec(&format!("INSERT INTO {other}.{table} VALUES (1), (2), (3)")).await;
+    wait_replicas_caught_up().await;
+    // Prepared in app, executed after USE of a database with a table of
+    // the same name: the server runs it in app (the read goes to a
+    // replica, where the proxy prepares it on first use).
+    let sql = format!("SELECT DATABASE(), COUNT(*) FROM {table}");
+    let mut responses = Vec::new();
+    for addr in [PRIMARY.to_string(), proxy.addr.to_string()] {
+        let mut c = Raw::app(&addr, true).await;
+        let id = stmt_id(&c.prepare(&prepare(&sql)).await[0].1);
+        c.exec(&format!("USE {other}")).await;
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let mut r = c.command(&execute(id, 0, &[], false), Expect::Result).await;
+            // The server's last packet may report the schema it switched
+            // to and back while executing; the columns and rows must match.
+            let (_, end) = r.pop().expect("a response");
+            assert_eq!(end[0], 0xFE, "the result ends in EOF/OK, not an error");
+            got.push(r);
+        }
+        assert_eq!(c.scalar("SELECT DATABASE()").await.as_deref(), Some(other.as_str()));
+        responses.push(got);
+    }
+    assert!(responses[0][0].iter().any(|(_, p)| p.windows(3).any(|w| w == b"app")));
+    assert_eq!(responses[1], responses[0], "through the proxy as on the server");
+    a.exec(&format!("DROP DATABASE {other}")).await;
+    a.exec(&format!("DROP TABLE app.{table}")).await;
 }
 
 #[tokio::test]

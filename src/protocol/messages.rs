@@ -1,7 +1,7 @@
 //! The few response packets the proxy builds or decodes itself: OK, ERR
 //! and EOF. Everything else is relayed without being decoded.
 
-use super::packet::{Cursor, put_lenenc, put_lenenc_str};
+use super::packet::{Cursor, put_lenenc};
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 
 /// A decoded OK packet (also the OK that replaces EOF with DEPRECATE_EOF).
@@ -52,24 +52,17 @@ pub fn parse_eof(payload: &[u8]) -> Option<(u16, u16)> {
     Some((status, warnings))
 }
 
-/// Builds an OK packet payload as a server would send it to a client
-/// with capabilities `caps`.
-pub fn build_ok(
-    caps: CapabilityFlags,
-    affected_rows: u64,
-    last_insert_id: u64,
-    status: u16,
-    warnings: u16,
-) -> Vec<u8> {
+/// Builds an OK packet payload as a server sends it when it has no info
+/// message and no session state to report: the same bytes whatever the
+/// client's capabilities (with CLIENT_SESSION_TRACK the empty info string
+/// is left out, as MariaDB and MySQL servers do).
+pub fn build_ok(affected_rows: u64, last_insert_id: u64, status: u16, warnings: u16) -> Vec<u8> {
     let mut out = Vec::with_capacity(16);
     out.push(0x00);
     put_lenenc(&mut out, affected_rows);
     put_lenenc(&mut out, last_insert_id);
     out.extend_from_slice(&status.to_le_bytes());
     out.extend_from_slice(&warnings.to_le_bytes());
-    if caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK) {
-        put_lenenc_str(&mut out, b"");
-    }
     out
 }
 
@@ -77,7 +70,7 @@ pub fn build_ok(
 /// negotiated DEPRECATE_EOF.
 pub fn build_eof(caps: CapabilityFlags, status: u16, warnings: u16) -> Vec<u8> {
     if caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF) {
-        let mut ok = build_ok(caps, 0, 0, status, warnings);
+        let mut ok = build_ok(0, 0, status, warnings);
         ok[0] = 0xFE;
         ok
     } else {
@@ -147,7 +140,7 @@ mod tests {
 
     #[test]
     fn ok_without_session_track_keeps_info_as_rest() {
-        let p = build_ok(CapabilityFlags::empty(), 3, 0, 2, 1);
+        let p = build_ok(3, 0, 2, 1);
         let mut p2 = p.clone();
         p2.extend_from_slice(b"Rows matched: 3");
         let ok = parse_ok(&p2, CapabilityFlags::empty()).unwrap();

@@ -37,5 +37,10 @@ pub mod status {
     pub const MORE_RESULTS_EXISTS: u16 = 0x0008;
     pub const CURSOR_EXISTS: u16 = 0x0040;
     pub const IN_TRANS_READONLY: u16 = 0x2000;
+    pub const NO_BACKSLASH_ESCAPES: u16 = 0x0200;
     pub const SESSION_STATE_CHANGED: u16 = 0x4000;
+
+    /// The bits that describe the session rather than one reply: what an
+    /// OK the proxy writes itself may carry over from the last reply.
+    pub const OF_SESSION: u16 = IN_TRANS | AUTOCOMMIT | NO_BACKSLASH_ESCAPES | IN_TRANS_READONLY;
 }

@@ -2,10 +2,12 @@
 //! packet's payload), runs it, and leaves the client with exactly the reply
 //! the server would have sent.
 
+use super::login::{Exchange, LoginError};
 use super::{Next, Session, SessionError};
 use crate::protocol::command as cmd;
 use crate::protocol::handshake::ChangeUser;
-use crate::protocol::messages::build_ok;
+use crate::protocol::messages::build_err;
+use crate::protocol::packet::write_packet;
 use crate::protocol::{auth, status};
 use crate::relay::Expect;
 
@@ -72,6 +74,11 @@ impl Session {
             StatementKind::SetUserVar if self.intercept_consistency_set(sql).await? => {
                 return Ok(Next::Continue);
             }
+            StatementKind::Select if sql.len() < 96 => {
+                if let Some(column) = super::kill::parse_select_connection_id(sql) {
+                    return self.answer_connection_id(column).await;
+                }
+            }
             _ => {}
         }
         self.run_routed(info, sql).await?;
@@ -94,7 +101,7 @@ impl Session {
     /// Answered by the proxy itself: it is alive, and an idle client needs
     /// no backend connection for that.
     async fn on_ping(&mut self) -> Result<Next, SessionError> {
-        let ok = build_ok(self.caps, 0, 0, self.status, 0);
+        let ok = self.own_ok();
         self.write_reply(&ok).await?;
         Ok(Next::Continue)
     }
@@ -142,7 +149,7 @@ impl Session {
         self.reset_routing();
         self.multi_statements_off = false;
         self.status = status::AUTOCOMMIT;
-        let ok = build_ok(self.caps, 0, 0, self.status, 0);
+        let ok = self.own_ok();
         self.write_reply(&ok).await?;
         Ok(Next::Continue)
     }
@@ -161,25 +168,42 @@ impl Session {
         let config = self.config();
         let secret = config.user(&change.user).and_then(|u| u.secret(&config.base_dir).ok());
         let plugin = change.auth_plugin.as_deref().unwrap_or(auth::NATIVE.as_bytes());
-        let verified = match (&secret, plugin) {
-            (Some(s), b"mysql_native_password") => {
-                s.verify_native(&self.scramble, &change.auth_response)
+        // The reply (and an auth switch before it, when the client answered
+        // for a plugin the proxy does not check) follows the command's
+        // sequence ids, as at login.
+        let mut seq = 1u8;
+        let verified = match &secret {
+            None => None,
+            Some(secret) => {
+                let mut exchange = Exchange {
+                    stream: &mut self.client,
+                    reader: &mut self.creader,
+                    scramble: &self.scramble,
+                    seq: &mut seq,
+                };
+                match exchange.authenticate(secret, plugin, &change.auth_response).await {
+                    Ok(verified) => verified,
+                    Err(LoginError::Io(e)) => return Err(SessionError::Client(e)),
+                    Err(e) => {
+                        tracing::warn!(peer = %self.peer, error = %e, "COM_CHANGE_USER failed");
+                        return Ok(Next::Quit);
+                    }
+                }
             }
-            _ => None,
         };
         let user = String::from_utf8_lossy(&change.user).into_owned();
         let Some(backend_secret) = verified else {
             tracing::warn!(peer = %self.peer, user = %user, "COM_CHANGE_USER refused");
             let msg =
                 super::login::denied_message(&user, self.peer, !change.auth_response.is_empty());
-            self.reply_err(1045, "28000", &msg).await?;
+            write_packet(&mut self.client, seq, &build_err(1045, "28000", &msg)).await?;
             return Ok(Next::Quit);
         };
         let limit = config.user(&change.user).and_then(|u| u.max_connections);
         if change.user != self.login.user {
             let Some(slot) = self.shared.user_sessions.take(&change.user, limit) else {
                 let msg = super::login::user_limit_message(&user);
-                self.reply_err(1203, "42000", &msg).await?;
+                write_packet(&mut self.client, seq, &build_err(1203, "42000", &msg)).await?;
                 return Ok(Next::Quit);
             };
             self.user_slot = slot;
@@ -200,8 +224,8 @@ impl Session {
         *self.handle.user.lock().expect("handle lock") = change.user;
         self.user_changed();
         self.status = status::AUTOCOMMIT;
-        let ok = build_ok(self.caps, 0, 0, self.status, 0);
-        self.write_reply(&ok).await?;
+        let ok = self.own_ok();
+        write_packet(&mut self.client, seq, &ok).await?;
         Ok(Next::Continue)
     }
 }

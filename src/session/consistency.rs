@@ -244,7 +244,7 @@ impl Session {
             None => Ok(false),
             Some(Ok(mode)) => {
                 self.writes.session_mode = Some(mode);
-                let ok = crate::protocol::messages::build_ok(self.caps, 0, 0, self.status, 0);
+                let ok = self.own_ok();
                 self.write_reply(&ok).await?;
                 Ok(true)
             }

@@ -1,9 +1,15 @@
 //! KILL across the proxy: clients see the proxy's connection ids, so
 //! `KILL [QUERY|CONNECTION] n` and COM_PROCESS_KILL are translated to the
 //! backend threads of session `n`, run from the killer's own connections.
+//! `SELECT CONNECTION_ID()` answers with that same id (the proxy's), so
+//! that what a client reads there is what it can KILL.
 
 use super::{Next, Session, SessionError};
-use crate::protocol::messages::build_ok;
+use crate::protocol::handshake::mariadb_caps;
+use crate::protocol::messages::build_eof;
+use crate::protocol::packet::{put_lenenc_str, put_packet};
+use mysql_common::constants::CapabilityFlags;
+use tokio::io::AsyncWriteExt;
 
 /// What a KILL statement asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +51,84 @@ pub fn parse_kill(sql: &[u8]) -> Option<Kill> {
     words.next().is_none().then_some(Kill { query_only, id })
 }
 
+/// Recognises `SELECT CONNECTION_ID()`, with an optional alias (`AS x`,
+/// `x`, or quoted), and returns the result's column name: the alias, or the
+/// call as written (MariaDB names the column so). `None` for any other
+/// statement, which goes to a server as usual (there CONNECTION_ID() is
+/// the backend connection's id).
+pub fn parse_select_connection_id(sql: &str) -> Option<&str> {
+    let rest = sql.trim().trim_end_matches(';').trim_end();
+    let rest = strip_word(rest, "SELECT")?.trim_start();
+    let call_start = rest;
+    let after_name = strip_word(rest, "CONNECTION_ID")?.trim_start();
+    let after_open = after_name.strip_prefix('(')?.trim_start();
+    let after_call = after_open.strip_prefix(')')?;
+    let call = &call_start[..call_start.len() - after_call.len()];
+    let tail = after_call.trim_start();
+    if tail.is_empty() {
+        return Some(call);
+    }
+    let alias = strip_word(tail, "AS").map_or(tail, str::trim_start);
+    let quoted = ['`', '"', '\''].into_iter().find_map(|q| {
+        let inner = alias.strip_prefix(q)?.strip_suffix(q)?;
+        (!inner.is_empty() && !inner.contains(q)).then_some(inner)
+    });
+    let plain = (!alias.is_empty()
+        && alias.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+    .then_some(alias);
+    quoted.or(plain)
+}
+
+/// `text` without its leading keyword `word` (any case), when a keyword
+/// boundary follows it.
+fn strip_word<'a>(text: &'a str, word: &str) -> Option<&'a str> {
+    let head = text.get(..word.len())?;
+    let rest = &text[word.len()..];
+    let boundary = rest.chars().next().is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+    (head.eq_ignore_ascii_case(word) && boundary).then_some(rest)
+}
+
 impl Session {
+    /// Answers `SELECT CONNECTION_ID()` with the session's id, in a result
+    /// set shaped like MariaDB's (one INT UNSIGNED NOT NULL column).
+    pub(super) async fn answer_connection_id(
+        &mut self,
+        column: &str,
+    ) -> Result<Next, SessionError> {
+        let mut def = Vec::with_capacity(48 + column.len());
+        put_lenenc_str(&mut def, b"def");
+        for _ in 0..3 {
+            put_lenenc_str(&mut def, b""); // schema, table, org_table
+        }
+        put_lenenc_str(&mut def, column.as_bytes());
+        put_lenenc_str(&mut def, b""); // org_name
+        if self.login.mariadb_caps & mariadb_caps::EXTENDED_TYPE_INFO != 0 {
+            put_lenenc_str(&mut def, b"");
+        }
+        def.push(0x0c);
+        def.extend_from_slice(&63u16.to_le_bytes()); // binary
+        def.extend_from_slice(&10u32.to_le_bytes());
+        def.push(0x03); // LONG
+        def.extend_from_slice(&0x00a1u16.to_le_bytes()); // NOT NULL, UNSIGNED, BINARY
+        def.extend_from_slice(&[0, 0, 0]);
+        let mut row = Vec::with_capacity(12);
+        put_lenenc_str(&mut row, self.id.to_string().as_bytes());
+        let status = self.status & crate::protocol::status::OF_SESSION;
+        let deprecate_eof = self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+
+        let mut out = Vec::with_capacity(96 + column.len());
+        let mut seq = put_packet(&mut out, 1, &[1]);
+        seq = put_packet(&mut out, seq, &def);
+        if !deprecate_eof {
+            seq = put_packet(&mut out, seq, &build_eof(self.caps, status, 0));
+        }
+        seq = put_packet(&mut out, seq, &row);
+        put_packet(&mut out, seq, &build_eof(self.caps, status, 0));
+        self.client.write_all(&out).await?;
+        self.client.flush().await?;
+        Ok(Next::Continue)
+    }
+
     pub(super) async fn on_process_kill(&mut self) -> Result<Next, SessionError> {
         let Some(id) =
             self.cmd.get(1..5).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
@@ -91,10 +174,14 @@ impl Session {
             self.reply_err(1927, "70100", "Connection was killed").await?;
             return Ok(Next::Quit);
         }
+        if itself {
+            // The statement killed is this KILL itself, as on a server.
+            return self.reply_err(1317, "70100", "Query execution was interrupted").await;
+        }
         if !kill.query_only {
             target.signal.stop();
         }
-        let ok = build_ok(self.caps, 0, 0, self.status, 0);
+        let ok = self.own_ok();
         self.write_reply(&ok).await?;
         Ok(Next::Continue)
     }
@@ -112,6 +199,22 @@ mod tests {
             parse_kill(b" KILL HARD CONNECTION 9 "),
             Some(Kill { query_only: false, id: 9 })
         );
+    }
+
+    #[test]
+    fn select_connection_id_is_recognised_with_its_column_name() {
+        let name = parse_select_connection_id;
+        assert_eq!(name("SELECT CONNECTION_ID()"), Some("CONNECTION_ID()"));
+        assert_eq!(name("  select connection_id ( ) ; "), Some("connection_id ( )"));
+        assert_eq!(name("SELECT CONNECTION_ID() AS cid"), Some("cid"));
+        assert_eq!(name("select connection_id() `my id`"), Some("my id"));
+        assert_eq!(name("SELECT CONNECTION_ID() as 'x'"), Some("x"));
+        assert_eq!(name("SELECT CONNECTION_ID() + 1"), None);
+        assert_eq!(name("SELECT CONNECTION_ID(), 2"), None);
+        assert_eq!(name("SELECT CONNECTION_IDX()"), None);
+        assert_eq!(name("SELECTCONNECTION_ID()"), None);
+        assert_eq!(name("SELECT 1"), None);
+        assert_eq!(name("SELECT CONNECTION_ID() FROM t"), None);
     }
 
     #[test]

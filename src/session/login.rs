@@ -29,6 +29,8 @@ pub enum LoginError {
     UserLimit { user: String },
     #[error("client sent a malformed handshake")]
     Malformed,
+    #[error("client asked for {0}, which the proxy does not offer")]
+    Unsupported(&'static str),
     #[error("{0}")]
     Frame(#[from] FrameError),
     #[error("{0}")]
@@ -116,6 +118,15 @@ pub async fn login(
         return Err(LoginError::Malformed);
     }
     let response = HandshakeResponse::parse(&payload).ok_or(LoginError::Malformed)?;
+    // A client that compresses although the greeting did not offer it
+    // would send frames the proxy cannot read: refused before it starts.
+    let compress =
+        CapabilityFlags::CLIENT_COMPRESS | CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM;
+    if response.capabilities.intersects(compress & !greeting.capabilities) {
+        let msg = "rwsplit does not support the compressed protocol; connect without compression";
+        write_packet(stream, seq.wrapping_add(1), &build_err(1235, "42000", msg)).await?;
+        return Err(LoginError::Unsupported("the compressed protocol"));
+    }
     let caps = (response.capabilities & greeting.capabilities & !CapabilityFlags::CLIENT_SSL)
         | CapabilityFlags::CLIENT_PROTOCOL_41;
     let scramble: [u8; auth::SCRAMBLE_LEN] =
@@ -171,7 +182,7 @@ pub async fn login(
         return Err(LoginError::UserLimit { user });
     };
 
-    let ok = build_ok(caps, 0, 0, status::AUTOCOMMIT, 0);
+    let ok = build_ok(0, 0, status::AUTOCOMMIT, 0);
     write_packet(stream, next_seq, &ok).await?;
     let mariadb_caps = if caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
         0
@@ -211,13 +222,14 @@ pub fn user_limit_message(user: &str) -> String {
     format!("User {user} already has more than 'max_user_connections' active connections")
 }
 
-/// The password exchange after the handshake response.
-struct Exchange<'a> {
-    stream: &'a mut ClientStream,
-    reader: &'a mut PacketReader,
-    scramble: &'a [u8],
+/// The password exchange after the handshake response (or after
+/// COM_CHANGE_USER).
+pub(super) struct Exchange<'a> {
+    pub stream: &'a mut ClientStream,
+    pub reader: &'a mut PacketReader,
+    pub scramble: &'a [u8],
     /// Sequence id of the next packet the proxy sends.
-    seq: &'a mut u8,
+    pub seq: &'a mut u8,
 }
 
 impl Exchange<'_> {
@@ -235,7 +247,7 @@ impl Exchange<'_> {
 
     /// Checks the client's credentials, switching plugin when needed.
     /// Returns what to log in to backends with, or `None` when refused.
-    async fn authenticate(
+    pub(super) async fn authenticate(
         &mut self,
         secret: &Secret,
         client_plugin: &[u8],
@@ -243,7 +255,11 @@ impl Exchange<'_> {
     ) -> Result<Option<BackendSecret>, LoginError> {
         let mut plugin = std::str::from_utf8(client_plugin).unwrap_or("");
         let mut response = first_response.to_vec();
-        if !secret.supports(plugin) {
+        // An empty answer for another plugin asks to be switched (as
+        // libmysqlclient's COM_CHANGE_USER does, answering for its default
+        // plugin before it knows the account's).
+        let wants_switch = first_response.is_empty() && plugin != auth::NATIVE;
+        if !secret.supports(plugin) || (wants_switch && secret.supports(auth::NATIVE)) {
             plugin = if secret.supports(auth::NATIVE) { auth::NATIVE } else { auth::CACHING_SHA2 };
             self.send(&build_auth_switch(plugin, self.scramble)).await?;
             response = self.receive().await?;

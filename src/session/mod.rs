@@ -415,6 +415,14 @@ impl Session {
         self.client.flush().await
     }
 
+    /// An OK the proxy answers with itself (COM_PING, KILL, ...): of the
+    /// last reply's status only the bits that describe the session
+    /// ([`status::OF_SESSION`]); it carries no session-state data, and
+    /// no more results or cursor follow it.
+    pub fn own_ok(&self) -> Vec<u8> {
+        crate::protocol::messages::build_ok(0, 0, self.status & status::OF_SESSION, 0)
+    }
+
     /// Replies with an error.
     pub async fn reply_err(
         &mut self,
@@ -450,7 +458,7 @@ impl Session {
         match kind {
             StatementKind::Rollback => {
                 self.routing.transaction_lost = false;
-                let ok = crate::protocol::messages::build_ok(self.caps, 0, 0, self.status, 0);
+                let ok = self.own_ok();
                 self.write_reply(&ok).await?;
             }
             _ => {

@@ -25,6 +25,10 @@ pub struct Stmt {
     pub sql: std::sync::Arc<[u8]>,
     /// Its text for routing and digests, decoded once.
     pub text: std::sync::Arc<str>,
+    /// The session's database when it was prepared: MariaDB runs a
+    /// prepared statement in that database, so it is prepared there
+    /// elsewhere too.
+    pub database: Option<Vec<u8>>,
     pub info: StatementInfo,
     pub params: u16,
     pub columns: u16,
@@ -251,6 +255,7 @@ mod tests {
 
     fn stmt() -> Stmt {
         Stmt {
+            database: None,
             sql: b"SELECT ?".as_slice().into(),
             text: "SELECT ?".into(),
             info: crate::classify::classify("SELECT ?"),

@@ -67,6 +67,7 @@ impl Session {
             let id = self.stmts.insert(Stmt {
                 sql: self.cmd[1..].into(),
                 text: String::from_utf8_lossy(&self.cmd[1..]).into(),
+                database: self.login.database.clone(),
                 info,
                 params,
                 columns,
@@ -127,8 +128,20 @@ impl Session {
         if let Some(b) = self.stmts.get(id).and_then(|s| s.backend_id(idx)) {
             return Ok(b);
         }
-        let sql = self.stmts.get(id).map(|s| s.sql.clone()).unwrap_or_default();
+        let Some(stmt) = self.stmts.get(id) else {
+            return Err(crate::backend::BackendError::Protocol(format!("no statement {id}")));
+        };
+        let (sql, database) = (stmt.sql.clone(), stmt.database.clone());
         let conn = self.backend(idx).await?;
+        // Prepared where it was first prepared, even after a USE: the
+        // session's database comes back before its next statement
+        // (`catch_up`).
+        if database.is_some() && conn.database != database {
+            let mut init_db = vec![cmd::INIT_DB];
+            init_db.extend_from_slice(database.as_deref().unwrap_or_default());
+            conn.run_own(&init_db).await?;
+            conn.database = database;
+        }
         let (backend_id, closed) = conn.prepare_cached(&sql).await?;
         for old in closed {
             self.stmts.forget_backend_id(idx, old);
