@@ -130,9 +130,16 @@ fn without_index_flags(mut packets: Packets) -> Packets {
 #[tokio::test]
 async fn writes_report_identical_ok_packets() {
     let proxy = start_proxy(lab_config("")).await;
-    for deprecate_eof in [true, false] {
-        let mut direct = Raw::app(PRIMARY, deprecate_eof).await;
-        let mut proxied = Raw::app(&proxy.addr.to_string(), deprecate_eof).await;
+    // Clients with and without session tracking (PHP's mysqlnd has none):
+    // the OK's info ("Rows matched: ...") is length-encoded either way.
+    for (deprecate_eof, session_track) in [(true, true), (false, true), (true, false)] {
+        let mut caps = client_caps(deprecate_eof);
+        if !session_track {
+            caps.remove(mysql_common::constants::CapabilityFlags::CLIENT_SESSION_TRACK);
+        }
+        let login = login("app", "app", Some("app"), caps);
+        let mut direct = Raw::connect(PRIMARY, &login).await.unwrap();
+        let mut proxied = Raw::connect(&proxy.addr.to_string(), &login).await.unwrap();
         let (ta, tb) = (unique("w"), unique("w"));
         for (conn, t) in [(&mut direct, &ta), (&mut proxied, &tb)] {
             conn.exec(&format!(
@@ -159,7 +166,7 @@ async fn writes_report_identical_ok_packets() {
         for s in statements {
             let want = without_index_flags(direct.query(&s.replace("{t}", &ta)).await);
             let got = without_index_flags(proxied.query(&s.replace("{t}", &tb)).await);
-            assert_eq!(got, want, "{s}");
+            assert_eq!(got, want, "{s} (session_track={session_track})");
         }
         for (conn, t) in [(&mut direct, &ta), (&mut proxied, &tb)] {
             conn.exec(&format!("DROP TABLE {t}")).await;
@@ -387,6 +394,7 @@ async fn packets_over_16_mib_pass_both_ways() {
 async fn change_user_with_wrong_password_is_refused() {
     let proxy = start_proxy(lab_config("")).await;
     let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    c.exec("SET @before = 1").await;
     let scramble = c.conn.greeting.scramble.clone();
     let mut p = vec![0x11];
     p.extend_from_slice(b"admin\0");
@@ -403,6 +411,9 @@ async fn change_user_with_wrong_password_is_refused() {
         String::from_utf8_lossy(err.message),
         "Access denied for user 'admin'@'127.0.0.1' (using password: YES)"
     );
+    // As on MariaDB, the connection goes on as its user, afresh.
+    assert_eq!(c.scalar("SELECT CURRENT_USER()").await.as_deref(), Some("app@%"));
+    assert_eq!(c.scalar("SELECT @before").await, None);
 }
 
 #[tokio::test]

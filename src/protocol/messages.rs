@@ -36,7 +36,14 @@ pub fn parse_ok(payload: &[u8], caps: CapabilityFlags) -> Option<Ok<'_>> {
             ok.session_state = c.lenenc_bytes()?;
         }
     } else {
-        ok.info = c.rest();
+        // Servers write a non-empty info length-encoded; a bare tail (as
+        // the protocol's documentation has it) is taken as it is.
+        let rest = c.rest();
+        let mut lenenc = Cursor::new(rest);
+        ok.info = match lenenc.lenenc_bytes() {
+            Some(info) if lenenc.is_empty() => info,
+            _ => rest,
+        };
     }
     Some(ok)
 }
@@ -139,13 +146,17 @@ mod tests {
     }
 
     #[test]
-    fn ok_without_session_track_keeps_info_as_rest() {
+    fn ok_without_session_track_reads_the_info_length_encoded_or_as_the_tail() {
         let p = build_ok(3, 0, 2, 1);
         let mut p2 = p.clone();
+        p2.push(15);
         p2.extend_from_slice(b"Rows matched: 3");
         let ok = parse_ok(&p2, CapabilityFlags::empty()).unwrap();
         assert_eq!((ok.affected_rows, ok.status, ok.warnings), (3, 2, 1));
         assert_eq!(ok.info, b"Rows matched: 3");
+        let mut p3 = p.clone();
+        p3.extend_from_slice(b"Rows matched: 3");
+        assert_eq!(parse_ok(&p3, CapabilityFlags::empty()).unwrap().info, b"Rows matched: 3");
     }
 
     #[test]

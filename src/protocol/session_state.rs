@@ -108,8 +108,10 @@ pub fn rewrite_ok(payload: &[u8], view: ClientView) -> Option<Vec<u8>> {
         if !kept.is_empty() {
             put_lenenc_str(&mut out, &kept);
         }
-    } else {
-        out.extend_from_slice(ok.info);
+    } else if !ok.info.is_empty() {
+        // Servers write the info length-encoded whatever the client
+        // negotiated (mysqlnd and libmariadb read it so).
+        put_lenenc_str(&mut out, ok.info);
     }
     Some(out)
 }
@@ -164,11 +166,12 @@ mod tests {
         let view = ClientView { session_track: false, wants_gtids: false, omit_empty_info: true };
         let out = rewrite_ok(MARIADB_OK, view).unwrap();
         assert_eq!(out, vec![0x00, 0x01, 0x0f, 0x02, 0x00, 0x00, 0x00]);
-        // Info text survives as the packet's tail.
+        // Info text survives, length-encoded as a server writes it.
         let p = ok_with(&[sysvar(b"last_gtid", b"0-1-9")], b"Rows matched: 1");
         let out = rewrite_ok(&p, view).unwrap();
-        assert!(out.ends_with(b"Rows matched: 1"));
-        assert_eq!(out[3] & 0x40, 0);
+        assert_eq!(out, b"\x00\x00\x00\x02\x00\x00\x00\x0fRows matched: 1");
+        let ok = super::super::messages::parse_ok(&out, CapabilityFlags::empty()).unwrap();
+        assert_eq!(ok.info, b"Rows matched: 1");
     }
 
     #[test]

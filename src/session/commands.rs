@@ -157,7 +157,7 @@ impl Session {
     /// COM_CHANGE_USER: the proxy checks the new credentials itself (the
     /// response answers the greeting's scramble), then starts the session
     /// afresh: backend connections closed, statements forgotten. A refused
-    /// change closes the connection.
+    /// change leaves the session with its user, as MariaDB does.
     async fn on_change_user(&mut self) -> Result<Next, SessionError> {
         let Some(change) = ChangeUser::parse(&self.cmd[1..], self.caps) else {
             return self
@@ -172,6 +172,8 @@ impl Session {
         // for a plugin the proxy does not check) follows the command's
         // sequence ids, as at login.
         let mut seq = 1u8;
+        let throttled =
+            super::login::wait_out_failed_logins(&self.shared, &config, self.peer).await;
         let verified = match &secret {
             None => None,
             Some(secret) => {
@@ -191,27 +193,36 @@ impl Session {
                 }
             }
         };
+        // As on MariaDB, the session starts afresh whether or not the
+        // change is accepted; a refused one keeps the user it had.
+        self.close_backends().await;
+        self.stmts.clear();
+        self.reset_routing();
+        self.multi_statements_off = false;
+        self.status = status::AUTOCOMMIT;
         let user = String::from_utf8_lossy(&change.user).into_owned();
         let Some(backend_secret) = verified else {
             tracing::warn!(peer = %self.peer, user = %user, "COM_CHANGE_USER refused");
+            if let Some(ip) = throttled {
+                self.shared.login_throttle.failed(ip, std::time::Instant::now());
+            }
             let msg =
                 super::login::denied_message(&user, self.peer, !change.auth_response.is_empty());
             write_packet(&mut self.client, seq, &build_err(1045, "28000", &msg)).await?;
-            return Ok(Next::Quit);
+            return Ok(Next::Continue);
         };
+        if let Some(ip) = throttled {
+            self.shared.login_throttle.succeeded(ip);
+        }
         let limit = config.user(&change.user).and_then(|u| u.max_connections);
         if change.user != self.login.user {
             let Some(slot) = self.shared.user_sessions.take(&change.user, limit) else {
                 let msg = super::login::user_limit_message(&user);
                 write_packet(&mut self.client, seq, &build_err(1203, "42000", &msg)).await?;
-                return Ok(Next::Quit);
+                return Ok(Next::Continue);
             };
             self.user_slot = slot;
         }
-        self.close_backends().await;
-        self.stmts.clear();
-        self.reset_routing();
-        self.multi_statements_off = false;
         self.login.user = change.user.clone();
         self.login.secret = backend_secret;
         self.login.database = Some(change.database).filter(|d| !d.is_empty());
@@ -223,7 +234,6 @@ impl Session {
         }
         *self.handle.user.lock().expect("handle lock") = change.user;
         self.user_changed();
-        self.status = status::AUTOCOMMIT;
         let ok = self.own_ok();
         write_packet(&mut self.client, seq, &ok).await?;
         Ok(Next::Continue)

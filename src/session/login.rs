@@ -136,25 +136,7 @@ pub async fn login(
 
     let client_plugin = response.auth_plugin.as_deref().unwrap_or(auth::NATIVE.as_bytes());
     let mut next_seq = seq.wrapping_add(1);
-    // An address with failed logins waits before any verdict (a good
-    // password is not answered faster than a wrong one).
-    let limits = &config.limits;
-    let throttled = peer
-        .ip()
-        .filter(|ip| !ip.is_loopback() || limits.failed_login_delay_loopback)
-        .filter(|_| !limits.failed_login_delay.is_zero());
-    if let Some(ip) = throttled {
-        let delay = shared.login_throttle.delay(
-            ip,
-            limits.failed_login_delay,
-            limits.failed_login_delay_max,
-            std::time::Instant::now(),
-        );
-        if !delay.is_zero() {
-            tracing::debug!(%peer, ?delay, "slowing down a login after failed ones");
-            tokio::time::sleep(delay).await;
-        }
-    }
+    let throttled = wait_out_failed_logins(shared, config, peer).await;
     let verified = match secret {
         None => None,
         Some(secret) => {
@@ -205,6 +187,32 @@ pub async fn login(
         user,
         scramble,
     })
+}
+
+/// An address with failed logins waits before any verdict (a good
+/// password is not answered faster than a wrong one). Returns the address
+/// when it is subject to the slow-down, to report the verdict on.
+pub(super) async fn wait_out_failed_logins(
+    shared: &Shared,
+    config: &Config,
+    peer: ClientAddr,
+) -> Option<std::net::IpAddr> {
+    let limits = &config.limits;
+    let throttled = peer
+        .ip()
+        .filter(|ip| !ip.is_loopback() || limits.failed_login_delay_loopback)
+        .filter(|_| !limits.failed_login_delay.is_zero())?;
+    let delay = shared.login_throttle.delay(
+        throttled,
+        limits.failed_login_delay,
+        limits.failed_login_delay_max,
+        std::time::Instant::now(),
+    );
+    if !delay.is_zero() {
+        tracing::debug!(%peer, ?delay, "slowing down a login after failed ones");
+        tokio::time::sleep(delay).await;
+    }
+    Some(throttled)
 }
 
 /// MySQL's wording for a refused login.
