@@ -9,7 +9,7 @@ RWSPLIT_LOG_PREFIX=test
 # shellcheck source=integration/lib.sh
 . integration/lib.sh
 
-ensure_apt mariadb-server mariadb-client sysbench python3-pip
+ensure_apt mariadb-server mariadb-client sysbench python3-pip php-cli php-mysql
 ensure_python_deps
 # Node.js for the mysql2 client test (the machine's own when it has one).
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
@@ -67,7 +67,9 @@ run_client_test() {
 }
 run_client_test "mariadb cli" integration/clients/test_cli.sh
 run_client_test "pymysql" python3 -m pytest -q -p no:cacheprovider integration/clients/test_pymysql.py
+run_client_test "mysql-connector-python" python3 -m pytest -q -p no:cacheprovider integration/clients/test_connector_python.py
 run_client_test "mysql2 (node)" node integration/clients/node/test_mysql2.js
+run_client_test "php mysqli and PDO (mysqlnd)" php integration/clients/test_php.php
 run_client_test "tls and caching_sha2" python3 -m pytest -q -p no:cacheprovider integration/clients/test_tls.py
 run_client_test "sysbench oltp_point_select" env SYSBENCH_TIME=5 integration/clients/sysbench.sh
 run_client_test "sysbench read/write split" env SYSBENCH_TIME=5 integration/clients/sysbench_routing.sh

@@ -35,6 +35,7 @@ impl Session {
             );
             return self.reply_err(1461, "42000", &msg).await;
         }
+        self.rewrite_connection_id_prepare();
         let target = self.primary();
         if let Err((idx, e)) =
             self.acquire(Route { target: Target::Primary, reason: Reason::SessionState }).await
@@ -103,6 +104,24 @@ impl Session {
             }
         }
         Ok(Next::Continue)
+    }
+
+    /// `SELECT CONNECTION_ID()` prepared is prepared as the session's id
+    /// under the same column name, so that what it returns is what KILL
+    /// takes (as the same statement sent as text).
+    fn rewrite_connection_id_prepare(&mut self) {
+        if self.cmd.len() >= 96 {
+            return;
+        }
+        let Some(column) = std::str::from_utf8(&self.cmd[1..])
+            .ok()
+            .and_then(super::kill::parse_select_connection_id)
+        else {
+            return;
+        };
+        let sql = format!("SELECT {} AS `{}`", self.id, column.replace('`', "``"));
+        self.cmd.truncate(1);
+        self.cmd.extend_from_slice(sql.as_bytes());
     }
 
     /// The client's statement id in the current command, resolved.
