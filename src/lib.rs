@@ -18,6 +18,7 @@ pub mod admin;
 pub mod backend;
 pub mod backend_tls;
 pub mod classify;
+pub mod compress;
 pub mod config;
 pub mod digests;
 pub mod error;

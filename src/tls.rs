@@ -83,13 +83,26 @@ impl AsyncWrite for Prefixed {
 pub enum ClientStream {
     Plain(Socket),
     Tls(Box<tokio_rustls::server::TlsStream<Prefixed>>),
+    /// The compressed protocol, after the login of a client that asked
+    /// for it (over a plain or TLS stream).
+    Compressed(Box<crate::compress::Compressed<ClientStream>>),
     /// Only while an upgrade is in progress.
     Detached,
 }
 
 impl ClientStream {
     pub fn is_tls(&self) -> bool {
-        matches!(self, ClientStream::Tls(_))
+        match self {
+            ClientStream::Tls(_) => true,
+            ClientStream::Compressed(c) => c.get_ref().is_tls(),
+            _ => false,
+        }
+    }
+
+    /// Switches to the compressed protocol (after the login's OK).
+    pub fn compress(&mut self) {
+        let plain = std::mem::replace(self, ClientStream::Detached);
+        *self = ClientStream::Compressed(Box::new(crate::compress::Compressed::new(plain)));
     }
 
     /// Runs the TLS handshake on a plain stream; `early` are bytes already
@@ -105,7 +118,7 @@ impl ClientStream {
     }
 }
 
-crate::net::delegate_stream!(ClientStream { Plain, Tls } detached: Detached; vectored: Plain);
+crate::net::delegate_stream!(ClientStream { Plain, Tls, Compressed } detached: Detached; vectored: Plain);
 
 #[cfg(test)]
 mod tests {

@@ -152,18 +152,98 @@ async fn native_login(
     (s, reader, greeting.scramble, packet)
 }
 
+/// Reads compressed frames from `s` until `count` packets have arrived;
+/// returns the packets (sequence id, payload) and each frame's sequence id.
+async fn compressed_packets(s: &mut TcpStream, count: usize) -> (Vec<(u8, Vec<u8>)>, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let (mut plain, mut frame_seqs, mut packets) = (Vec::new(), Vec::new(), Vec::new());
+    while packets.len() < count {
+        let mut header = [0u8; 7];
+        s.read_exact(&mut header).await.unwrap();
+        let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
+        let unpacked = u32::from_le_bytes([header[4], header[5], header[6], 0]) as usize;
+        frame_seqs.push(header[3]);
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.unwrap();
+        if unpacked == 0 {
+            plain.extend_from_slice(&payload);
+        } else {
+            let mut out = Vec::with_capacity(unpacked);
+            flate2::Decompress::new(true)
+                .decompress_vec(&payload, &mut out, flate2::FlushDecompress::Finish)
+                .unwrap();
+            assert_eq!(out.len(), unpacked, "uncompressed length as announced");
+            plain.extend_from_slice(&out);
+        }
+        while plain.len() >= 4 {
+            let n = u32::from_le_bytes([plain[0], plain[1], plain[2], 0]) as usize;
+            if plain.len() < 4 + n {
+                break;
+            }
+            packets.push((plain[3], plain[4..4 + n].to_vec()));
+            plain.drain(..4 + n);
+        }
+    }
+    assert!(plain.is_empty(), "nothing after the last packet");
+    (packets, frame_seqs)
+}
+
+/// A command in one stored (uncompressed) frame with sequence id 0.
+fn stored_command(command: &[u8]) -> Vec<u8> {
+    let mut packet = Vec::new();
+    put_packet(&mut packet, 0, command);
+    let mut frame = (packet.len() as u32).to_le_bytes()[..3].to_vec();
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(&packet);
+    frame
+}
+
 #[tokio::test]
-async fn a_client_that_compresses_unasked_is_refused_with_an_error() {
+async fn a_compressing_client_gets_the_servers_packets_in_zlib_frames() {
     let proxy = start_proxy(lab_config("")).await;
-    // The greeting does not offer compression...
-    let (_, _, _, ok) = native_login(&proxy, CapabilityFlags::empty()).await;
-    assert_eq!(ok[0], 0x00, "a plain login works");
-    // ...and a client that sets it anyway (it would send compressed
-    // frames next) gets a clear error instead of a hang.
-    let (_, _, _, first) = native_login(&proxy, CapabilityFlags::CLIENT_COMPRESS).await;
+    let (mut s, _, _, ok) = native_login(&proxy, CapabilityFlags::CLIENT_COMPRESS).await;
+    assert_eq!(ok[0], 0x00, "logged in; frames start after this OK");
+    // The same query straight to the primary, without compression.
+    let mut direct = Raw::app(PRIMARY, true).await;
+    let sql = "SELECT REPEAT('compressible ', 2000) AS s, 42 AS n";
+    let want = direct.query(sql).await;
+    for round in 0..2 {
+        // Each command starts its frames at sequence 0 again.
+        let mut command = vec![0x03];
+        command.extend_from_slice(sql.as_bytes());
+        s.write_all(&stored_command(&command)).await.unwrap();
+        let (got, frame_seqs) = compressed_packets(&mut s, want.len()).await;
+        assert_eq!(got, want, "round {round}");
+        assert_eq!(frame_seqs[0], 1, "replies continue the command's frame sequence");
+    }
+    // A write and its read-your-writes read, compressed.
+    let table = unique("compressed");
+    for sql in [
+        format!("CREATE TABLE app.{table} (id INT PRIMARY KEY)"),
+        format!("INSERT INTO app.{table} VALUES (7)"),
+    ] {
+        let mut command = vec![0x03];
+        command.extend_from_slice(sql.as_bytes());
+        s.write_all(&stored_command(&command)).await.unwrap();
+        let (got, _) = compressed_packets(&mut s, 1).await;
+        assert_eq!(got[0].1[0], 0x00, "{sql}: OK");
+    }
+    let mut command = b"\x03SELECT id FROM app.".to_vec();
+    command.extend_from_slice(table.as_bytes());
+    s.write_all(&stored_command(&command)).await.unwrap();
+    let (got, _) = compressed_packets(&mut s, 4).await;
+    assert_eq!(got[2].1, b"\x017", "the row just written");
+    direct.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
+#[tokio::test]
+async fn a_client_asking_for_zstd_is_refused_with_an_error() {
+    let proxy = start_proxy(lab_config("")).await;
+    let zstd = CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM;
+    let (_, _, _, first) = native_login(&proxy, zstd).await;
     let err = rwsplit::protocol::messages::parse_err(&first).expect("an error");
     assert_eq!(err.code, 1235);
-    assert!(String::from_utf8_lossy(err.message).contains("compress"));
+    assert!(String::from_utf8_lossy(err.message).contains("zstd"));
 }
 
 #[tokio::test]

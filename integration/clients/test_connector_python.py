@@ -153,14 +153,46 @@ def test_kill_query_takes_the_id_select_connection_id_gives():
         killer.close()
 
 
-def test_a_client_that_forces_compression_gets_a_clear_error():
+def compressed_session(port, table):
+    c = connect(port, compress=True)
+    cur = c.cursor()
+    got = []
+    cur.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, s TEXT)")
+    for i in range(50):
+        cur.execute(f"INSERT INTO {table} VALUES (%s, REPEAT(%s, %s))", (i, "ab", i * 100))
+        cur.execute(f"SELECT id, LENGTH(s) FROM {table} WHERE id = %s", (i,))
+        got.append(cur.fetchall())
+    ps = c.cursor(prepared=True)
+    ps.execute(f"SELECT s FROM {table} WHERE id = ?", (49,))
+    got.append(ps.fetchall())
+    cur.execute(f"DROP TABLE {table}")
+    c.close()
+    return got
+
+
+def test_compression_carries_the_same_results():
+    table = f"mcp_zlib_{RUN}"
+    want = compressed_session(PRIMARY_PORT, table)
+    assert compressed_session(PROXY_PORT, table) == want
+    assert want[0] == [(0, 0)] and want[49] == [(49, 9800)]
+
+
+def test_a_large_result_arrives_whole_compressed():
+    # Compared with the server's uncompressed answer: Connector/Python reads
+    # a packet's header from one frame, which the proxy's frames (whole
+    # packets) always allow and a server's (cut every 16 KiB) do not.
     if PROXY_PORT == PRIMARY_PORT:
-        pytest.skip("the server itself offers compression")
-    started = time.monotonic()
-    with pytest.raises(mysql.connector.Error) as caught:
-        connect(PROXY_PORT, compress=True)
-    assert caught.value.errno == 1235
-    assert time.monotonic() - started < 4, "refused at once, not after a timeout"
+        pytest.skip("the server's frames cut packet headers apart")
+    sql = "SELECT seq, REPEAT('row', seq % 50) FROM seq_1_to_20000"
+    results = []
+    for port, compress in ((PRIMARY_PORT, False), (PROXY_PORT, True)):
+        c = connect(port, compress=compress)
+        cur = c.cursor()
+        cur.execute(sql)
+        results.append(cur.fetchall())
+        c.close()
+    assert len(results[0]) == 20000
+    assert results[1] == results[0]
 
 
 def test_transactions_commit_and_roll_back():

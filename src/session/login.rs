@@ -69,8 +69,11 @@ pub fn greeting_for_client(
         server_version: version,
         connection_id,
         scramble: scramble.to_vec(),
+        // Compression is the proxy's own (with the client; backends are
+        // never asked for it).
         capabilities: (caps & PASSTHROUGH_CAPS & !CapabilityFlags::CLIENT_LONG_PASSWORD)
-            | mysql_bit,
+            | mysql_bit
+            | CapabilityFlags::CLIENT_COMPRESS,
         collation,
         status: status::AUTOCOMMIT,
         mariadb_caps: mariadb & PASSTHROUGH_MARIADB_CAPS,
@@ -118,14 +121,14 @@ pub async fn login(
         return Err(LoginError::Malformed);
     }
     let response = HandshakeResponse::parse(&payload).ok_or(LoginError::Malformed)?;
-    // A client that compresses although the greeting did not offer it
+    // A client that compresses in a way the greeting did not offer (zstd)
     // would send frames the proxy cannot read: refused before it starts.
     let compress =
         CapabilityFlags::CLIENT_COMPRESS | CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM;
     if response.capabilities.intersects(compress & !greeting.capabilities) {
-        let msg = "rwsplit does not support the compressed protocol; connect without compression";
+        let msg = "rwsplit compresses with zlib only; connect without zstd compression";
         write_packet(stream, seq.wrapping_add(1), &build_err(1235, "42000", msg)).await?;
-        return Err(LoginError::Unsupported("the compressed protocol"));
+        return Err(LoginError::Unsupported("zstd compression"));
     }
     let caps = (response.capabilities & greeting.capabilities & !CapabilityFlags::CLIENT_SSL)
         | CapabilityFlags::CLIENT_PROTOCOL_41;
@@ -166,6 +169,9 @@ pub async fn login(
 
     let ok = build_ok(0, 0, status::AUTOCOMMIT, 0);
     write_packet(stream, next_seq, &ok).await?;
+    if caps.contains(CapabilityFlags::CLIENT_COMPRESS) {
+        stream.compress();
+    }
     let mariadb_caps = if caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
         0
     } else {
@@ -178,7 +184,7 @@ pub async fn login(
             secret: backend_secret,
             database: response.database.filter(|d| !d.is_empty()),
             collation: response.collation,
-            capabilities: caps,
+            capabilities: caps & !CapabilityFlags::CLIENT_COMPRESS,
             mariadb_caps,
             attributes: response.attributes,
             max_packet: response.max_packet,
@@ -335,7 +341,7 @@ mod tests {
         assert_eq!(g.server_version, primary.server_version);
         assert_eq!(g.connection_id, 5);
         assert_eq!(g.collation, 8);
-        assert!(!g.capabilities.contains(CapabilityFlags::CLIENT_COMPRESS));
+        assert!(g.capabilities.contains(CapabilityFlags::CLIENT_COMPRESS));
         assert!(!g.capabilities.contains(CapabilityFlags::CLIENT_LONG_PASSWORD));
         assert_eq!(g.mariadb_caps, PASSTHROUGH_MARIADB_CAPS);
     }
