@@ -130,6 +130,12 @@ pub fn route(info: &StatementInfo, session: &SessionView, replica_available: boo
         return Route::new(T::Primary, if from_rule { R::RulePrimary } else { R::HintPrimary });
     }
     if let Some(backend) = session.read_only_transaction {
+        // User locks, sequences and replication waits are the primary's and
+        // not part of any transaction: a lock taken on the replica would
+        // exclude nobody.
+        if info.flags.contains(Flags::SIDE_EFFECT_FUNC) && info.kind.is_read() {
+            return Route::new(T::Primary, R::NotPlainRead);
+        }
         return Route::new(T::Backend(backend), R::ReadOnlyTransaction);
     }
     if session.in_transaction {
@@ -362,6 +368,10 @@ mod tests {
         };
         assert_eq!(r_in("SELECT 1", s).target, Target::Backend(1));
         assert_eq!(r_in("COMMIT", s).target, Target::Backend(1));
+        // A user lock inside it is the primary's, as outside any transaction.
+        assert_eq!(r_in("SELECT GET_LOCK('m', 0)", s).target, Target::Primary);
+        assert_eq!(r_in("SELECT RELEASE_LOCK('m')", s).target, Target::Primary);
+        assert_eq!(r_in("SELECT NEXTVAL(seq)", s).target, Target::Primary);
     }
 
     #[test]

@@ -141,6 +141,8 @@ async fn native_login(
             .unwrap()
             .to_vec(),
         auth_plugin: Some(b"mysql_native_password".to_vec()),
+        // As `Raw::app` logs in (MariaDB's extended type info).
+        mariadb_caps: rwsplit::backend::PASSTHROUGH_MARIADB_CAPS,
         ..HandshakeResponse::default()
     };
     let mut body = Vec::new();

@@ -143,6 +143,14 @@ async fn last_insert_id_and_warnings_follow_the_previous_statement() {
     c.exec(&format!("INSERT INTO {t} VALUES (NULL), (NULL)")).await;
     assert_eq!(c.scalar("SELECT LAST_INSERT_ID()").await.as_deref(), Some("1"));
     assert_eq!(c.scalar("SELECT @@server_id, ROW_COUNT()").await.as_deref(), Some(PRIMARY_ID));
+    // Set by SELECT LAST_INSERT_ID(expr): no OK packet reports it, yet it
+    // holds after reads on the replicas, as on one server.
+    assert_eq!(c.scalar("SELECT LAST_INSERT_ID(777)").await.as_deref(), Some("777"));
+    assert_eq!(c.scalar("SELECT LAST_INSERT_ID()").await.as_deref(), Some("777"));
+    for _ in 0..4 {
+        assert!(is_replica(c.scalar("SELECT @@server_id").await));
+        assert_eq!(c.scalar("SELECT LAST_INSERT_ID()").await.as_deref(), Some("777"));
+    }
     c.exec(&format!("DROP TABLE {t}")).await;
 }
 
@@ -197,7 +205,15 @@ async fn read_only_transaction_runs_on_one_replica() {
     for _ in 0..5 {
         assert_eq!(c.scalar("SELECT @@server_id").await, first);
     }
+    // A user lock taken inside it is the primary's: it excludes others.
+    let lock = unique("rolock");
+    assert_eq!(c.scalar(&format!("SELECT GET_LOCK('{lock}', 0)")).await.as_deref(), Some("1"));
+    let mut other = app(&p).await;
+    assert_eq!(other.scalar(&format!("SELECT GET_LOCK('{lock}', 0)")).await.as_deref(), Some("0"));
+    assert_eq!(c.scalar("SELECT @@server_id").await, first, "still in the transaction");
     c.exec("COMMIT").await;
+    assert_eq!(c.scalar(&format!("SELECT RELEASE_LOCK('{lock}')")).await.as_deref(), Some("1"));
+    assert_eq!(other.scalar(&format!("SELECT GET_LOCK('{lock}', 0)")).await.as_deref(), Some("1"));
 }
 
 #[tokio::test]

@@ -450,6 +450,20 @@ async fn reset_connection_clears_user_variables() {
 }
 
 #[tokio::test]
+async fn refresh_and_debug_are_answered_as_by_the_server() {
+    // As app (no RELOAD, no SUPER), both refused by the server itself.
+    let proxy = start_proxy(lab_config("")).await;
+    for deprecate_eof in [true, false] {
+        assert_same(
+            &proxy,
+            deprecate_eof,
+            &[(vec![0x07, 0x01], Expect::Result), (vec![0x0D], Expect::Result), q("SELECT 1")],
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
 async fn unknown_command_gets_error_1047() {
     let proxy = start_proxy(lab_config("")).await;
     let mut c = Raw::app(&proxy.addr.to_string(), true).await;

@@ -132,8 +132,11 @@ impl Flags {
     pub const SQL_CALC_FOUND_ROWS: Flags = Flags(1 << 6);
     /// A call of a function not known to be a pure builtin (UDF or stored function).
     pub const UNKNOWN_FUNC: Flags = Flags(1 << 7);
+    /// `LAST_INSERT_ID(expr)`: sets the session's last insert id to a value
+    /// no OK packet reports (in a SELECT).
+    pub const SETS_LAST_INSERT_ID: Flags = Flags(1 << 8);
 
-    const NAMES: [(Flags, &'static str); 8] = [
+    const NAMES: [(Flags, &'static str); 9] = [
         (Flags::LOCKING_READ, "LOCKING_READ"),
         (Flags::SIDE_EFFECT_FUNC, "SIDE_EFFECT_FUNC"),
         (Flags::LAST_STATEMENT_FUNC, "LAST_STATEMENT_FUNC"),
@@ -142,6 +145,7 @@ impl Flags {
         (Flags::USER_VAR_READ, "USER_VAR_READ"),
         (Flags::SQL_CALC_FOUND_ROWS, "SQL_CALC_FOUND_ROWS"),
         (Flags::UNKNOWN_FUNC, "UNKNOWN_FUNC"),
+        (Flags::SETS_LAST_INSERT_ID, "SETS_LAST_INSERT_ID"),
     ];
 
     /// The raw bits.
@@ -252,12 +256,14 @@ const NOT_PLAIN: Flags = Flags(
         | Flags::SIDE_EFFECT_FUNC.0
         | Flags::INTO.0
         | Flags::USER_VAR_ASSIGN.0
-        | Flags::UNKNOWN_FUNC.0,
+        | Flags::UNKNOWN_FUNC.0
+        | Flags::SETS_LAST_INSERT_ID.0,
 );
 
 impl StatementInfo {
     /// A read a replica may answer: Select/Show/Describe/Explain of a read, with none of
-    /// LOCKING_READ, SIDE_EFFECT_FUNC, INTO, USER_VAR_ASSIGN, UNKNOWN_FUNC. For several
+    /// LOCKING_READ, SIDE_EFFECT_FUNC, INTO, USER_VAR_ASSIGN, UNKNOWN_FUNC,
+    /// SETS_LAST_INSERT_ID. For several
     /// statements this holds only if it holds for every one: the kind is then the first
     /// statement that is not a read and the flags are the union, so the same test works.
     /// (LAST_STATEMENT_FUNC and USER_VAR_READ do not disqualify: they say *which* server,

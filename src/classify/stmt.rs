@@ -239,6 +239,12 @@ impl StmtScan {
         }
         if next.tok == Tok::LParen {
             self.call(sql, t, func);
+            if func == Some(FuncClass::LastStatement)
+                && t.text(sql).eq_ignore_ascii_case("LAST_INSERT_ID")
+                && !sql.get(next.end..).unwrap_or("").trim_start().starts_with(')')
+            {
+                self.flags |= Flags::SETS_LAST_INSERT_ID;
+            }
         }
     }
 

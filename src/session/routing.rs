@@ -44,8 +44,9 @@ pub struct RoutingState {
     /// (warnings, FOUND_ROWS()...).
     pub next_statement: Option<usize>,
     /// The session's last generated insert id: (backend, server thread
-    /// of the connection that has it, id).
-    pub last_insert: Option<(usize, u32, u64)>,
+    /// of the connection that has it, id). The id is None after
+    /// `SELECT LAST_INSERT_ID(expr)`: only that connection knows it.
+    pub last_insert: Option<(usize, u32, Option<u64>)>,
     /// The current statement reads the previous one's results
     /// (`LAST_INSERT_ID()`, `ROW_COUNT()`, warnings: the classifier's
     /// `LAST_STATEMENT_FUNC`); set for each routed statement.
@@ -337,14 +338,15 @@ impl Session {
         outcome: &Outcome,
     ) {
         use crate::classify::Flags;
-        let untracked = info.flags.intersects(Flags::USER_VAR_ASSIGN | Flags::SIDE_EFFECT_FUNC)
-            || matches!(
-                info.kind,
-                StatementKind::SetUserVar
-                    | StatementKind::Handler
-                    | StatementKind::Xa
-                    | StatementKind::Unknown
-            );
+        let untracked = info.flags.intersects(
+            Flags::USER_VAR_ASSIGN | Flags::SIDE_EFFECT_FUNC | Flags::SETS_LAST_INSERT_ID,
+        ) || matches!(
+            info.kind,
+            StatementKind::SetUserVar
+                | StatementKind::Handler
+                | StatementKind::Xa
+                | StatementKind::Unknown
+        );
         if untracked {
             self.pin(idx);
         }
@@ -369,10 +371,15 @@ impl Session {
         self.routing.next_statement = leaves_results.then_some(idx);
         // The last insert id moves with the session instead (see
         // `carry_last_insert_id`): a write need not keep its connection.
-        if outcome.last_insert_id != 0
-            && let Some(conn) = self.backends.get(idx).and_then(Option::as_ref)
-        {
-            self.routing.last_insert = Some((idx, conn.thread_id, outcome.last_insert_id));
+        if let Some(conn) = self.backends.get(idx).and_then(Option::as_ref) {
+            if outcome.last_insert_id != 0 {
+                let id = Some(outcome.last_insert_id);
+                self.routing.last_insert = Some((idx, conn.thread_id, id));
+            } else if info.flags.contains(Flags::SETS_LAST_INSERT_ID) && outcome.error.is_none() {
+                // The value is in the result, not the OK: the connection
+                // (pinned above) is asked when another one needs it.
+                self.routing.last_insert = Some((idx, conn.thread_id, None));
+            }
         }
     }
 
@@ -393,10 +400,32 @@ impl Session {
         if (backend == idx && conn.thread_id == thread) || !self.routing.asks_previous {
             return Ok(());
         }
+        let id = match id {
+            Some(id) => id,
+            None => match self.last_insert_id_of(backend, thread).await {
+                Some(id) => id,
+                // That connection is gone: the value is lost with it.
+                None => return Ok(()),
+            },
+        };
         let conn = self.backends[idx].as_mut().expect("checked above");
         conn.query_own(&format!("SELECT LAST_INSERT_ID({id})")).await?;
-        self.routing.last_insert = Some((idx, conn.thread_id, id));
+        self.routing.last_insert = Some((idx, conn.thread_id, Some(id)));
         Ok(())
+    }
+
+    /// `LAST_INSERT_ID()` of the session's connection to `backend`, if
+    /// that is still the connection with server thread `thread`.
+    async fn last_insert_id_of(&mut self, backend: usize, thread: u32) -> Option<u64> {
+        let conn = self.backends.get_mut(backend)?.as_mut().filter(|c| c.thread_id == thread)?;
+        let mut payload = vec![command::QUERY];
+        payload.extend_from_slice(b"SELECT LAST_INSERT_ID()");
+        conn.write_payload(0, &payload).await.ok()?;
+        let (_, row) = conn.read_own(crate::relay::Expect::Result).await.ok()?;
+        // A text row of one column: its value, length-encoded.
+        let row = row?;
+        let len = *row.first()? as usize;
+        std::str::from_utf8(row.get(1..1 + len)?).ok()?.parse().ok()
     }
 
     /// Runs a classified COM_QUERY where the router says.

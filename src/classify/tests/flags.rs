@@ -81,6 +81,16 @@ fn last_insert_id_reads_last_statement() {
 #[test]
 fn last_statement_read_stays_a_plain_read() {
     assert!(plain("SELECT LAST_INSERT_ID()"));
+    assert!(plain("SELECT last_insert_id ( )"));
+}
+
+#[test]
+fn last_insert_id_with_an_argument_sets_it() {
+    assert!(has("SELECT LAST_INSERT_ID(777)", F::SETS_LAST_INSERT_ID));
+    assert!(has("select last_insert_id( id + 1 ) from t", F::SETS_LAST_INSERT_ID));
+    assert!(!plain("SELECT LAST_INSERT_ID(777)"));
+    assert!(!has("SELECT LAST_INSERT_ID()", F::SETS_LAST_INSERT_ID));
+    assert!(!has("SELECT LAST_INSERT_ID( ) + 1", F::SETS_LAST_INSERT_ID));
 }
 
 #[test]
