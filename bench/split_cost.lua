@@ -8,6 +8,8 @@
 --   alt      statement by statement, alternating, as behind a balancer of
 --            statements
 --   blockN   N statements on one server, then N on the other
+--   samealt  two connections to the thread's one server, alternating
+--            statement by statement (as alt, without changing servers)
 require("oltp_common")
 
 function prepare_statements()
@@ -27,10 +29,12 @@ function thread_init()
    local first_port = first:query_row("SELECT @@port")
    local second
    -- sysbench hands out the ports in turn across all threads: connect
-   -- again until this thread holds one connection to each server.
+   -- again until this thread holds one connection to each server (for
+   -- samealt: a second connection to the same server).
+   local want_same = os.getenv("SPLIT_MODE") == "samealt"
    for _ = 1, 20 do
       second = drv:connect()
-      if second:query_row("SELECT @@port") ~= first_port then
+      if (second:query_row("SELECT @@port") ~= first_port) ~= want_same then
          break
       end
       second:disconnect()
@@ -55,6 +59,10 @@ function thread_init()
 end
 
 local function side()
+   if mode == "samealt" then
+      turn = 3 - turn
+      return sides[turn]
+   end
    if mode == "stick" then
       return sides[home]
    end

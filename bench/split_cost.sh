@@ -6,7 +6,8 @@
 # keeps every thread on one of them ("stick", what a balancer of connections
 # such as haproxy does) or alternates statement by statement ("alt", what a
 # balancer of statements does), optionally in blocks ("block7": 7 statements
-# on one, then 7 on the other). Runs are interleaved (stick alt alt stick
+# on one, then 7 on the other), or alternates between two connections to its
+# one server ("samealt": as many connections as alt, no change of server). Runs are interleaved (stick alt alt stick
 # ...) so that drift of a shared machine cancels.
 #
 #   bench/split_cost.sh [--time S] [--rounds N] [--threads N] [--modes LIST]
