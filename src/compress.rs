@@ -35,14 +35,31 @@ const WRITE_CHUNK: usize = 64 << 10;
 /// Bytes read from the client per read call.
 const READ_CHUNK: usize = 16 << 10;
 
+/// Decoded bytes produced per step.
+const DECODE_CHUNK: usize = 64 << 10;
+
+/// What is left of the frame being decoded.
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    /// Payload bytes still to come.
+    payload_left: usize,
+    /// Uncompressed bytes still to come; None for a stored frame.
+    unpacked_left: Option<usize>,
+}
+
 /// A client stream speaking the compressed protocol.
 pub struct Compressed<S> {
     inner: S,
-    /// Frame bytes read from the client and not yet decoded.
+    /// Frame bytes read from the client and not yet decoded (at most one
+    /// read's worth: frames are decoded as they arrive).
     raw: Vec<u8>,
-    /// Decoded packet bytes not yet read by the session.
+    /// Decoded packet bytes not yet read by the session (at most
+    /// DECODE_CHUNK: a frame inflates piece by piece, so a small frame
+    /// announcing 16 MiB costs no more memory than a short one).
     plain: Vec<u8>,
     plain_pos: usize,
+    /// The frame being decoded, once its header is read.
+    frame: Option<Frame>,
     /// Packet bytes the session wrote, not yet framed.
     pending: Vec<u8>,
     /// Where the first incomplete packet in `pending` starts (the end of
@@ -63,6 +80,7 @@ impl<S> Compressed<S> {
             raw: Vec::new(),
             plain: Vec::new(),
             plain_pos: 0,
+            frame: None,
             pending: Vec::new(),
             whole: 0,
             out: Vec::new(),
@@ -76,39 +94,64 @@ impl<S> Compressed<S> {
         &self.inner
     }
 
-    /// Decodes the first whole frame in `raw` into `plain`; false when
-    /// `raw` holds no whole frame yet.
-    fn decode_frame(&mut self) -> io::Result<bool> {
-        let Some(header) = self.raw.get(..HEADER) else {
-            return Ok(false);
-        };
-        let len = u24(&header[0..3]);
-        let seq = header[3];
-        let unpacked = u24(&header[4..7]);
-        if self.raw.len() < HEADER + len {
-            return Ok(false);
-        }
-        let payload = &self.raw[HEADER..HEADER + len];
-        self.plain.drain(..self.plain_pos);
-        self.plain_pos = 0;
-        if unpacked == 0 {
-            self.plain.extend_from_slice(payload);
-        } else {
-            let start = self.plain.len();
-            self.plain.reserve_exact(unpacked);
+    /// Decodes what `raw` holds of the current frame (reading a header
+    /// first) into `plain`, at most DECODE_CHUNK bytes; false when `raw`
+    /// holds nothing more to decode.
+    fn decode(&mut self) -> io::Result<bool> {
+        let Some(frame) = self.frame else {
+            let Some(header) = self.raw.get(..HEADER) else {
+                return Ok(false);
+            };
+            let payload_left = u24(&header[0..3]);
+            let unpacked = u24(&header[4..7]);
+            // The replies to this frame continue its sequence.
+            self.seq = header[3].wrapping_add(1);
+            self.raw.drain(..HEADER);
             self.inflate.reset(true);
-            let status = self
-                .inflate
-                .decompress_vec(payload, &mut self.plain, FlushDecompress::Finish)
-                .map_err(|e| invalid(format!("bad compressed frame: {e}")))?;
-            if status != Status::StreamEnd || self.plain.len() - start != unpacked {
-                return Err(invalid("compressed frame does not match its length".into()));
+            let unpacked_left = (unpacked != 0).then_some(unpacked);
+            self.frame = Some(Frame { payload_left, unpacked_left });
+            return Ok(true);
+        };
+        self.plain.clear();
+        self.plain_pos = 0;
+        let input = &self.raw[..self.raw.len().min(frame.payload_left)];
+        let (used, made, ended) = match frame.unpacked_left {
+            None => {
+                self.plain.extend_from_slice(input);
+                (input.len(), input.len(), true)
             }
+            Some(left) => {
+                // Room for what is left of this frame only: a payload that
+                // inflates past its announced length stops short, caught below.
+                self.plain.resize(left.min(DECODE_CHUNK), 0);
+                let (in_before, out_before) = (self.inflate.total_in(), self.inflate.total_out());
+                let status = self.inflate.decompress(input, &mut self.plain, FlushDecompress::None);
+                let used = (self.inflate.total_in() - in_before) as usize;
+                let made = (self.inflate.total_out() - out_before) as usize;
+                self.plain.truncate(made);
+                let status = status.map_err(|e| invalid(format!("bad compressed frame: {e}")))?;
+                let ended = status == Status::StreamEnd;
+                if ended && (made != left || used != frame.payload_left) {
+                    return Err(invalid("compressed frame does not match its length".into()));
+                }
+                if left == 0 && used == 0 && !input.is_empty() {
+                    // More payload than the announced length inflates to.
+                    return Err(invalid("compressed frame does not match its length".into()));
+                }
+                (used, made, ended)
+            }
+        };
+        self.raw.drain(..used);
+        let payload_left = frame.payload_left - used;
+        let unpacked_left = frame.unpacked_left.map(|left| left - made);
+        let done = payload_left == 0 && unpacked_left.unwrap_or(0) == 0;
+        // The last of a compressed frame must end its zlib stream; input
+        // used up with output still owed must keep producing it.
+        if (done && !ended) || (payload_left == 0 && !done && made == 0) {
+            return Err(invalid("compressed frame does not match its length".into()));
         }
-        self.raw.drain(..HEADER + len);
-        // The replies to this frame continue its sequence.
-        self.seq = seq.wrapping_add(1);
-        Ok(true)
+        self.frame = if done { None } else { Some(Frame { payload_left, unpacked_left }) };
+        Ok(used > 0 || made > 0 || self.frame.is_none())
     }
 
     /// The end of the whole packets in `pending`.
@@ -198,7 +241,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Compressed<S> {
                 this.plain_pos += n;
                 return Poll::Ready(Ok(()));
             }
-            if this.decode_frame()? {
+            if this.decode()? {
                 continue;
             }
             let at = this.raw.len();
@@ -209,7 +252,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Compressed<S> {
             this.raw.truncate(at + n);
             ready!(polled)?;
             if n == 0 {
-                if this.raw.is_empty() {
+                if this.raw.is_empty() && this.frame.is_none() {
                     return Poll::Ready(Ok(())); // end of stream between frames
                 }
                 return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
@@ -403,15 +446,81 @@ mod tests {
         frame[4] = 0xE7; // claims 999 bytes uncompressed
         frame[5] = 0x03;
         client.write_all(&frame).await.unwrap();
-        let mut buf = [0u8; 16];
-        let err = proxy.read(&mut buf).await.unwrap_err();
+        let mut got = Vec::new();
+        let err = proxy.read_to_end(&mut got).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(got.len() <= 999, "no more than announced");
+        let mut buf = [0u8; 16];
         // Garbage that is not zlib at all.
         let (client, proxy) = tokio::io::duplex(1 << 16);
         let mut proxy = Compressed::new(proxy);
         let mut client = client;
         client.write_all(b"\x04\x00\x00\x00\x10\x00\x00junk").await.unwrap();
         assert!(proxy.read(&mut buf).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn frames_fed_a_byte_at_a_time_decode_whole() {
+        let (client, proxy) = tokio::io::duplex(64);
+        let mut proxy = Compressed::new(proxy);
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i / 1000) as u8).collect();
+        let mut sent = zlib_frame(0, &payload);
+        sent.extend(stored_frame(1, b"tail"));
+        sent.extend(zlib_frame(2, &payload[..70_000]));
+        let writer = tokio::spawn(async move {
+            let mut client = client;
+            for b in sent {
+                client.write_all(&[b]).await.unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        proxy.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        let mut want = payload.clone();
+        want.extend_from_slice(b"tail");
+        want.extend_from_slice(&payload[..70_000]);
+        assert_eq!(got.len(), want.len());
+        assert!(got == want);
+    }
+
+    #[tokio::test]
+    async fn a_frame_inflating_to_16_mib_is_decoded_in_bounded_pieces() {
+        let (client, proxy) = tokio::io::duplex(1 << 16);
+        let mut proxy = Compressed::new(proxy);
+        let zeros = vec![0u8; MAX_FRAME];
+        let frame = zlib_frame(0, &zeros);
+        assert!(frame.len() < 64 << 10, "a small frame: {} bytes", frame.len());
+        let writer = tokio::spawn(async move {
+            let mut client = client;
+            client.write_all(&frame).await.unwrap();
+        });
+        let mut buf = vec![0u8; 8 << 10];
+        let mut total = 0;
+        let mut most = 0;
+        while total < MAX_FRAME {
+            let n = proxy.read(&mut buf).await.unwrap();
+            assert!(n > 0 && buf[..n].iter().all(|&b| b == 0));
+            total += n;
+            most = most.max(proxy.plain.capacity()).max(proxy.raw.capacity());
+        }
+        writer.await.unwrap();
+        assert_eq!(total, MAX_FRAME);
+        assert!(most <= 2 * DECODE_CHUNK, "buffers stayed small: {most} bytes");
+    }
+
+    #[tokio::test]
+    async fn more_payload_than_its_length_inflates_to_is_an_error() {
+        let (client, proxy) = tokio::io::duplex(1 << 16);
+        let mut proxy = Compressed::new(proxy);
+        let mut client = client;
+        let mut frame = zlib_frame(0, &[b'q'; 5000]);
+        frame[4..7].copy_from_slice(&100u32.to_le_bytes()[..3]); // claims 100 bytes
+        client.write_all(&frame).await.unwrap();
+        drop(client);
+        let mut got = Vec::new();
+        let err = proxy.read_to_end(&mut got).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(got.len() <= 100);
     }
 
     #[tokio::test]
