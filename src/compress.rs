@@ -71,6 +71,8 @@ pub struct Compressed<S> {
     /// Sequence id of the next frame to the client.
     seq: u8,
     inflate: Decompress,
+    /// Reset for each frame: one zlib state per session, not per frame.
+    deflate: flate2::Compress,
 }
 
 impl<S> Compressed<S> {
@@ -87,6 +89,7 @@ impl<S> Compressed<S> {
             out_pos: 0,
             seq: 0,
             inflate: Decompress::new(true),
+            deflate: flate2::Compress::new(flate2::Compression::fast(), true),
         }
     }
 
@@ -178,9 +181,10 @@ impl<S> Compressed<S> {
             self.out.extend_from_slice(&[0; HEADER]);
             let mut unpacked = 0;
             if chunk.len() >= MIN_COMPRESS {
-                let mut z = flate2::Compress::new(flate2::Compression::fast(), true);
+                self.deflate.reset();
                 self.out.reserve(chunk.len() + 64);
-                let ok = z.compress_vec(chunk, &mut self.out, flate2::FlushCompress::Finish);
+                let ok =
+                    self.deflate.compress_vec(chunk, &mut self.out, flate2::FlushCompress::Finish);
                 let packed = self.out.len() - at - HEADER;
                 if matches!(ok, Ok(Status::StreamEnd)) && packed < chunk.len() {
                     unpacked = chunk.len();

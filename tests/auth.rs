@@ -15,20 +15,37 @@ use tokio::net::TcpStream;
 /// Logs in as `app` with caching_sha2_password's fast path and `password`;
 /// returns the stream, its reader, and the proxy's first reply packet.
 async fn sha2_fast_login(proxy: &TestProxy, password: &[u8]) -> (TcpStream, PacketReader, Vec<u8>) {
+    let answer = |scramble: &[u8]| {
+        mysql_common::scramble::scramble_sha256(scramble, password).unwrap().to_vec()
+    };
+    let (s, reader, _, first) =
+        login_with(proxy, CapabilityFlags::empty(), "caching_sha2_password", answer).await;
+    (s, reader, first)
+}
+
+/// Logs in as `app` with `extra` capabilities, answering the greeting's
+/// scramble for `plugin` with `answer`; returns the stream, its reader, the
+/// scramble and the proxy's first reply packet.
+async fn login_with(
+    proxy: &TestProxy,
+    extra: CapabilityFlags,
+    plugin: &str,
+    answer: impl FnOnce(&[u8]) -> Vec<u8>,
+) -> (TcpStream, PacketReader, Vec<u8>, Vec<u8>) {
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let mut reader = PacketReader::new();
     let mut packet = Vec::new();
     reader.read_packet(&mut s, &mut packet, 1 << 16).await.unwrap();
     let greeting = Greeting::parse(&packet).unwrap();
     let response = HandshakeResponse {
-        capabilities: client_caps(true) | CapabilityFlags::CLIENT_PLUGIN_AUTH,
+        capabilities: client_caps(true) | CapabilityFlags::CLIENT_PLUGIN_AUTH | extra,
         max_packet: 1 << 24,
         collation: 45,
         user: b"app".to_vec(),
-        auth_response: mysql_common::scramble::scramble_sha256(&greeting.scramble, password)
-            .unwrap()
-            .to_vec(),
-        auth_plugin: Some(b"caching_sha2_password".to_vec()),
+        auth_response: answer(&greeting.scramble),
+        auth_plugin: Some(plugin.as_bytes().to_vec()),
+        // As `Raw::app` logs in (MariaDB's extended type info).
+        mariadb_caps: rwsplit::backend::PASSTHROUGH_MARIADB_CAPS,
         ..HandshakeResponse::default()
     };
     let mut body = Vec::new();
@@ -37,7 +54,7 @@ async fn sha2_fast_login(proxy: &TestProxy, password: &[u8]) -> (TcpStream, Pack
     put_packet(&mut out, 1, &body);
     s.write_all(&out).await.unwrap();
     reader.read_packet(&mut s, &mut packet, 1 << 16).await.unwrap();
-    (s, reader, packet)
+    (s, reader, greeting.scramble, packet)
 }
 
 #[tokio::test]
@@ -121,37 +138,15 @@ async fn statistics_returns_the_servers_status_line() {
     assert!(String::from_utf8_lossy(&r[0].1).starts_with("Uptime: "), "{:?}", r);
 }
 
-/// Logs in as `app` (native password) with `extra` capabilities; returns
-/// the stream, its reader, the greeting's scramble and the first reply.
+/// Logs in as `app` with its native password and `extra` capabilities.
 async fn native_login(
     proxy: &TestProxy,
     extra: CapabilityFlags,
 ) -> (TcpStream, PacketReader, Vec<u8>, Vec<u8>) {
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let mut reader = PacketReader::new();
-    let mut packet = Vec::new();
-    reader.read_packet(&mut s, &mut packet, 1 << 16).await.unwrap();
-    let greeting = Greeting::parse(&packet).unwrap();
-    let response = HandshakeResponse {
-        capabilities: client_caps(true) | CapabilityFlags::CLIENT_PLUGIN_AUTH | extra,
-        max_packet: 1 << 24,
-        collation: 45,
-        user: b"app".to_vec(),
-        auth_response: mysql_common::scramble::scramble_native(&greeting.scramble, b"app")
-            .unwrap()
-            .to_vec(),
-        auth_plugin: Some(b"mysql_native_password".to_vec()),
-        // As `Raw::app` logs in (MariaDB's extended type info).
-        mariadb_caps: rwsplit::backend::PASSTHROUGH_MARIADB_CAPS,
-        ..HandshakeResponse::default()
+    let answer = |scramble: &[u8]| {
+        mysql_common::scramble::scramble_native(scramble, b"app").unwrap().to_vec()
     };
-    let mut body = Vec::new();
-    response.write(&mut body);
-    let mut out = Vec::new();
-    put_packet(&mut out, 1, &body);
-    s.write_all(&out).await.unwrap();
-    reader.read_packet(&mut s, &mut packet, 1 << 16).await.unwrap();
-    (s, reader, greeting.scramble, packet)
+    login_with(proxy, extra, "mysql_native_password", answer).await
 }
 
 /// Reads compressed frames from `s` until `count` packets have arrived;

@@ -424,8 +424,8 @@ impl Session {
         let (_, row) = conn.read_own(crate::relay::Expect::Result).await.ok()?;
         // A text row of one column: its value, length-encoded.
         let row = row?;
-        let len = *row.first()? as usize;
-        std::str::from_utf8(row.get(1..1 + len)?).ok()?.parse().ok()
+        let value = crate::protocol::packet::Cursor::new(&row).lenenc_bytes()?;
+        std::str::from_utf8(value).ok()?.parse().ok()
     }
 
     /// Runs a classified COM_QUERY where the router says.
