@@ -454,6 +454,12 @@ pub struct RoutingConfig {
     /// false (the default): every read is spread on its own.
     #[serde(default)]
     pub replica_affinity: bool,
+    /// How many reads a replica's count may run ahead of its weighted
+    /// share while the replica with the fewest reads in flight takes each
+    /// read (see [`crate::weighting::LOAD_BAND`], the default). Wider: reads
+    /// follow the replicas' queues more and their weights less closely.
+    #[serde(default = "default_load_band")]
+    pub load_band: f64,
 }
 
 impl Default for RoutingConfig {
@@ -462,8 +468,13 @@ impl Default for RoutingConfig {
             max_replication_lag: default_max_lag(),
             fallback: Fallback::default(),
             replica_affinity: false,
+            load_band: default_load_band(),
         }
     }
+}
+
+fn default_load_band() -> f64 {
+    crate::weighting::LOAD_BAND
 }
 
 fn default_max_lag() -> Duration {
@@ -866,6 +877,12 @@ impl Config {
                 _ => {}
             }
         }
+        let band = self.routing.load_band;
+        if !(band.is_finite() && band >= 0.0) {
+            problems.push(format!(
+                "routing.load_band: expected a number of reads, 0 or more, got {band}"
+            ));
+        }
         let primaries = self.backends.iter().filter(|b| b.role == Role::Primary).count();
         if primaries != 1 {
             problems.push(format!(
@@ -1121,6 +1138,17 @@ mod tests {
         assert_eq!(names, vec![("primary", true), ("r1", true), ("p2", false), ("r2", false)]);
         assert_eq!(new.primary(), 2);
         assert_eq!(new.backends[0].weight, 0);
+    }
+
+    #[test]
+    fn load_band_defaults_to_the_builtin_band_and_must_be_a_count() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.routing.load_band, crate::weighting::LOAD_BAND);
+        let c = Config::parse(&format!("{MINIMAL}\n[routing]\nload_band = 64\n")).unwrap();
+        assert_eq!(c.routing.load_band, 64.0);
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let c = Config::parse(&format!("{MINIMAL}\n[routing]\nload_band = -1\n")).unwrap();
+        assert!(c.validate().iter().any(|p| p.contains("routing.load_band")), "{:?}", c.validate());
     }
 
     #[test]

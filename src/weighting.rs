@@ -259,6 +259,20 @@ impl Picker {
         usable: &dyn Fn(usize) -> bool,
         previous: Option<usize>,
     ) -> Option<(usize, InFlight)> {
+        self.pick_in_band(topology, usable, previous, LOAD_BAND)
+    }
+
+    /// [`Picker::pick`] with a load band of `band` reads instead of
+    /// [`LOAD_BAND`] (`routing.load_band`): the wider the band, the more the
+    /// reads in flight decide and the further (in reads) a replica's count
+    /// may stray from its share before the round robin's order binds.
+    pub fn pick_in_band(
+        &self,
+        topology: &Topology,
+        usable: &dyn Fn(usize) -> bool,
+        previous: Option<usize>,
+        band: f64,
+    ) -> Option<(usize, InFlight)> {
         let is_candidate = |index: usize, backend: &BackendState| {
             backend.eligible
                 && backend.role == Role::Replica
@@ -300,7 +314,7 @@ impl Picker {
             // Pass 2: within the load band of the best, fewest in flight,
             // then highest score, then lowest index.
             None => {
-                let margin = LOAD_BAND * total;
+                let margin = band * total;
                 let mut chosen: Option<(usize, u64, f64)> = None;
                 for (index, backend) in topology.backends.iter().enumerate() {
                     if !is_candidate(index, backend) {
@@ -566,6 +580,21 @@ mod tests {
         }
         let share = counts[2] as f64 / 10_000.0;
         assert!((share - 0.75).abs() <= 0.75 * 0.05, "counts {counts:?}");
+    }
+
+    #[test]
+    fn a_wider_band_lets_the_shorter_queue_take_more_reads_in_a_row() {
+        let topology = topology(&[1.0, 1.0]);
+        let picker = Picker::new();
+        let _slow: Vec<InFlight> =
+            (0..3).map(|_| picker.least_busy(&topology, |i| i == 2).unwrap().1).collect();
+        let picks: Vec<usize> = (0..1_000)
+            .map(|_| picker.pick_in_band(&topology, &|_| true, None, 64.0).unwrap().0)
+            .collect();
+        let run = picks.iter().take_while(|&&i| i == 1).count();
+        assert_eq!(run, 65, "{:?}", &picks[..10]);
+        let counts = counts(picks.into_iter(), 3);
+        assert!(counts[1].abs_diff(counts[2]) <= 65, "{counts:?}");
     }
 
     #[test]

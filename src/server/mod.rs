@@ -504,10 +504,11 @@ impl Shared {
         &self,
         except: Option<usize>,
         previous: Option<usize>,
+        band: f64,
     ) -> Option<(usize, InFlight)> {
         let topology = self.topology.load();
         let usable = |i| Some(i) != except && self.takes_reads(i);
-        self.picker.pick(&topology, &usable, previous)
+        self.picker.pick_in_band(&topology, &usable, previous, band)
     }
 
     /// The primary's greeting, probing the primary when it is not known yet.

@@ -148,7 +148,8 @@ impl Session {
                 Target::AnyReplica => {
                     let previous = self.routing.last_replica;
                     let previous = previous.filter(|_| self.view.config.routing.replica_affinity);
-                    match self.shared.pick_replica(tried, previous) {
+                    let band = self.view.config.routing.load_band;
+                    match self.shared.pick_replica(tried, previous, band) {
                         // The read counts as in flight on that replica until the
                         // statement ends (the least busy within the load band).
                         Some((idx, guard)) => {
