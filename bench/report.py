@@ -337,6 +337,7 @@ def markdown(meta, runs, agg, results, svg_name, raw_path, out_dir):
         ("mariadb client", meta.get("mariadb_client")),
         ("rwsplit", f"{meta.get('rwsplit_version')}, git {meta.get('rwsplit_commit')} "
                     f"(binary built {meta.get('rwsplit_bin_mtime')})"),
+        ("rwsplit [routing]", meta.get("rwsplit_routing") or "the defaults"),
         ("workload", f"{meta.get('tables')} tables x {meta.get('table_size')} rows, "
                      f"{meta.get('time_s')} s per run, threads {meta.get('threads')}"),
     ]

@@ -6,7 +6,7 @@
 #
 #   bench/sysbench.sh [--time S] [--quick] [--threads 4,16,64] [--tests LIST]
 #                     [--out DIR] [--bin RWSPLIT] [--port-base N]
-#                     [--keep-tables] [--no-report]
+#                     [--keep-tables] [--no-report] [--routing TOML]
 #
 #   --time S        seconds per measured run (default 30)
 #   --quick         smoke test: 5 s runs at 16 threads only
@@ -20,6 +20,9 @@
 #                   (default $RWSPLIT_BENCH_PORT or 6460)
 #   --keep-tables   leave the sbtest tables in database app at the end
 #   --no-report     do not run bench/report.py at the end
+#   --routing TOML  lines added to the [routing] table of rwsplit's generated
+#                   config, e.g. 'load_band = 1024' (default: none, the
+#                   defaults); the report names them
 #
 # RWSPLIT_COMMIT names the commit the binary was built from in the report
 # (default: this checkout's HEAD, "+dirty" with uncommitted source changes).
@@ -66,6 +69,7 @@ OUT="$ROOT/bench/results"
 BIN=${RWSPLIT_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/rwsplit}
 PORT_BASE=${RWSPLIT_BENCH_PORT:-6460}
 KEEP_TABLES=0
+ROUTING=
 REPORT=1
 QUICK=0
 time_set=0
@@ -84,6 +88,7 @@ while [ $# -gt 0 ]; do
         --port-base) PORT_BASE=${2:?--port-base needs a port}; shift 2 ;;
         --keep-tables) KEEP_TABLES=1; shift ;;
         --no-report) REPORT=0; shift ;;
+        --routing) ROUTING=${2?--routing needs TOML lines}; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument '$1'" ;;
     esac
@@ -305,7 +310,7 @@ json type meta stamp "$STAMP" date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" host "$MACHI
     mariadb_version "$(sql "$PRIMARY_PORT" app 'SELECT VERSION()')" \
     mariadb_client "$(mariadb --version 2>/dev/null | head -1)" \
     rwsplit_version "$("$BIN" --version 2>/dev/null | head -1)" rwsplit_commit "$git_commit" \
-    rwsplit_bin "$BIN" rwsplit_bin_mtime "$(date -u -r "$BIN" +%Y-%m-%dT%H:%M:%SZ)" \
+    rwsplit_routing "$ROUTING" rwsplit_bin "$BIN" rwsplit_bin_mtime "$(date -u -r "$BIN" +%Y-%m-%dT%H:%M:%SZ)" \
     time_s "$TIME_S" threads "${THREADS[*]}" tests "${TESTS[*]}" tables "$TABLES" table_size "$TABLE_SIZE" \
     primary_port "$PRIMARY_PORT" replica_ports "$REPLICA1_PORT,$REPLICA2_PORT" >"$RAW"
 log "raw records: $RAW; logs: $LOGDIR"
@@ -372,6 +377,9 @@ password = "monitor"
 
 [limits]
 max_client_connections = 20000
+
+[routing]
+$ROUTING
 EOF
 "$BIN" check "$LOGDIR/rwsplit.toml" >/dev/null 2>"$LOGDIR/rwsplit-check.log" \
     || { cat "$LOGDIR/rwsplit-check.log" >&2; die "rwsplit check refused the generated config $LOGDIR/rwsplit.toml"; }
