@@ -6,7 +6,7 @@
 
 use criterion::Criterion;
 use rwsplit::monitor::{BackendSpec, BackendState, Exclusion, LagSource, Role, Topology};
-use rwsplit::weighting::Picker;
+use rwsplit::weighting::{LOAD_BAND, Picker};
 use std::hint::black_box;
 
 fn backend(name: &str, role: Role) -> BackendState {
@@ -37,7 +37,9 @@ fn main() {
         let picker = Picker::new();
         let usable = |i: usize| black_box(i) != usize::MAX;
         c.bench_function(&format!("pick among {replicas} replicas"), |b| {
-            b.iter(|| picker.pick(black_box(&topology), &usable, None).map(|(i, _guard)| i))
+            b.iter(|| {
+                picker.pick(black_box(&topology), &usable, None, LOAD_BAND).map(|(i, _guard)| i)
+            })
         });
     }
     c.final_summary();

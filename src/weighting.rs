@@ -253,20 +253,12 @@ impl Picker {
     /// servers serve a session's statements with less CPU on the connection
     /// and prepared statements that ran its last ones, and the scores still
     /// hold every replica to its share.
+    ///
+    /// `band` is the load band's width in reads ([`LOAD_BAND`] unless
+    /// `routing.load_band` says otherwise): the wider, the more the reads in
+    /// flight decide and the further a replica's count may stray from its
+    /// share before the round robin's order binds.
     pub fn pick(
-        &self,
-        topology: &Topology,
-        usable: &dyn Fn(usize) -> bool,
-        previous: Option<usize>,
-    ) -> Option<(usize, InFlight)> {
-        self.pick_in_band(topology, usable, previous, LOAD_BAND)
-    }
-
-    /// [`Picker::pick`] with a load band of `band` reads instead of
-    /// [`LOAD_BAND`] (`routing.load_band`): the wider the band, the more the
-    /// reads in flight decide and the further (in reads) a replica's count
-    /// may stray from its share before the round robin's order binds.
-    pub fn pick_in_band(
         &self,
         topology: &Topology,
         usable: &dyn Fn(usize) -> bool,
@@ -431,7 +423,7 @@ mod tests {
         topology: &Topology,
         except: Option<usize>,
     ) -> Option<(usize, InFlight)> {
-        picker.pick(topology, &|index| Some(index) != except, None)
+        picker.pick(topology, &|index| Some(index) != except, None, LOAD_BAND)
     }
 
     /// The replica chosen for a read skipping `except` (the read ends at once).
@@ -583,21 +575,6 @@ mod tests {
     }
 
     #[test]
-    fn a_wider_band_lets_the_shorter_queue_take_more_reads_in_a_row() {
-        let topology = topology(&[1.0, 1.0]);
-        let picker = Picker::new();
-        let _slow: Vec<InFlight> =
-            (0..3).map(|_| picker.least_busy(&topology, |i| i == 2).unwrap().1).collect();
-        let picks: Vec<usize> = (0..1_000)
-            .map(|_| picker.pick_in_band(&topology, &|_| true, None, 64.0).unwrap().0)
-            .collect();
-        let run = picks.iter().take_while(|&&i| i == 1).count();
-        assert_eq!(run, 65, "{:?}", &picks[..10]);
-        let counts = counts(picks.into_iter(), 3);
-        assert!(counts[1].abs_diff(counts[2]) <= 65, "{counts:?}");
-    }
-
-    #[test]
     fn tie_goes_to_fewest_in_flight() {
         let topology = topology(&[1.0, 1.0]);
         let picker = Picker::new();
@@ -609,22 +586,24 @@ mod tests {
 
     #[test]
     fn reads_follow_the_shorter_queue_until_a_replica_runs_a_band_ahead() {
-        let topology = topology(&[1.0, 1.0]);
-        let picker = Picker::new();
-        // r1 is slow: three of its reads stay in flight throughout.
-        let _slow: Vec<InFlight> =
-            (0..3).map(|_| picker.least_busy(&topology, |i| i == 2).unwrap().1).collect();
-        let picks: Vec<usize> =
-            (0..1_000).map(|_| pick_index(&picker, &topology, None).unwrap()).collect();
-        // Strict round robin would alternate; the idle r0 takes reads in a
-        // row until it is the band's width ahead of its share...
-        let run = picks.iter().take_while(|&&i| i == 1).count();
-        assert!(run > 1, "r0 took {run} read(s) in a row: {:?}", &picks[..10]);
-        assert_eq!(run, LOAD_BAND as usize + 1, "{:?}", &picks[..10]);
-        // ...and no further: over many reads the split still follows the
-        // equal weights.
-        let counts = counts(picks.into_iter(), 3);
-        assert!(counts[1].abs_diff(counts[2]) <= LOAD_BAND as usize + 1, "{counts:?}");
+        for band in [LOAD_BAND, 64.0] {
+            let topology = topology(&[1.0, 1.0]);
+            let picker = Picker::new();
+            // r1 is slow: three of its reads stay in flight throughout.
+            let _slow: Vec<InFlight> =
+                (0..3).map(|_| picker.least_busy(&topology, |i| i == 2).unwrap().1).collect();
+            let picks: Vec<usize> = (0..1_000)
+                .map(|_| picker.pick(&topology, &|_| true, None, band).unwrap().0)
+                .collect();
+            // Strict round robin would alternate; the idle r0 takes reads in
+            // a row until it is the band's width ahead of its share...
+            let run = picks.iter().take_while(|&&i| i == 1).count();
+            assert_eq!(run, band as usize + 1, "band {band}: {:?}", &picks[..10]);
+            // ...and no further: over many reads the split still follows
+            // the equal weights.
+            let counts = counts(picks.into_iter(), 3);
+            assert!(counts[1].abs_diff(counts[2]) <= band as usize + 1, "band {band}: {counts:?}");
+        }
     }
 
     #[test]
@@ -683,7 +662,7 @@ mod tests {
         let picker = Picker::new();
         // Replicas 1 and 2 drained or failed: every read goes to 3.
         for _ in 0..10 {
-            let (index, _guard) = picker.pick(&topology, &|i| i == 3, None).unwrap();
+            let (index, _guard) = picker.pick(&topology, &|i| i == 3, None, LOAD_BAND).unwrap();
             assert_eq!(index, 3);
         }
         // Back to all three: the split is even, not skewed by those picks.
@@ -692,7 +671,7 @@ mod tests {
             counts[pick_index(&picker, &topology, None).unwrap()] += 1;
         }
         assert_eq!(counts[1..], [100, 100, 100]);
-        assert!(picker.pick(&topology, &|_| false, None).is_none());
+        assert!(picker.pick(&topology, &|_| false, None, LOAD_BAND).is_none());
     }
 
     /// Sixteen sessions reading at four different rates, each asking to
@@ -708,7 +687,8 @@ mod tests {
         for _ in 0..rounds {
             for (session, previous) in last.iter_mut().enumerate() {
                 for _ in 0..=session % 4 {
-                    let (index, _guard) = picker.pick(topology, &|_| true, *previous).unwrap();
+                    let (index, _guard) =
+                        picker.pick(topology, &|_| true, *previous, LOAD_BAND).unwrap();
                     moved += usize::from(previous.is_some_and(|p| p != index));
                     *previous = Some(index);
                     counts[index] += 1;
@@ -741,14 +721,14 @@ mod tests {
     fn a_kept_replica_that_cannot_be_used_is_left() {
         let mut topology = topology(&[1.0, 1.0]);
         let picker = Picker::new();
-        let (index, _) = picker.pick(&topology, &|i| i != 1, Some(1)).unwrap();
+        let (index, _) = picker.pick(&topology, &|i| i != 1, Some(1), LOAD_BAND).unwrap();
         assert_eq!(index, 2, "not usable by the caller");
         topology.backends[2].eligible = false;
-        let (index, _) = picker.pick(&topology, &|_| true, Some(2)).unwrap();
+        let (index, _) = picker.pick(&topology, &|_| true, Some(2), LOAD_BAND).unwrap();
         assert_eq!(index, 1, "no longer eligible");
-        let (index, _) = picker.pick(&topology, &|_| true, Some(0)).unwrap();
+        let (index, _) = picker.pick(&topology, &|_| true, Some(0), LOAD_BAND).unwrap();
         assert_eq!(index, 1, "the primary is no candidate");
-        let (index, _) = picker.pick(&topology, &|_| true, Some(9)).unwrap();
+        let (index, _) = picker.pick(&topology, &|_| true, Some(9), LOAD_BAND).unwrap();
         assert_eq!(index, 1, "a position the topology does not have");
     }
 
@@ -757,7 +737,7 @@ mod tests {
         let topology = topology(&[1.0, 1.0]);
         let picker = Picker::new();
         let picks: Vec<usize> =
-            (0..6).map(|_| picker.pick(&topology, &|_| true, None).unwrap().0).collect();
+            (0..6).map(|_| picker.pick(&topology, &|_| true, None, LOAD_BAND).unwrap().0).collect();
         assert_eq!(picks, vec![1, 2, 1, 2, 1, 2]);
     }
 

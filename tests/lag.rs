@@ -206,6 +206,40 @@ async fn sessions_keep_their_replica_while_the_split_stays_even() {
     );
 }
 
+/// While one session's read is in flight on a replica, the replicas that
+/// another session's next 20 reads ran on (server ids).
+async fn reads_beside_a_long_read(proxy: &TestProxy) -> Vec<String> {
+    let mut sleeper = Raw::app(&proxy.addr.to_string(), true).await;
+    sleeper.send_only(&[b"\x03".as_slice(), b"SELECT SLEEP(5)"].concat()).await;
+    let in_flight =
+        || proxy.shared.picker.in_flight("replica1") + proxy.shared.picker.in_flight("replica2");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while in_flight() == 0 {
+        assert!(Instant::now() < deadline, "the long read never counted as in flight");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let servers = read_servers(proxy, 20).await;
+    assert_eq!(in_flight(), 1, "the long read ended before the other session's reads did");
+    servers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_band_sets_how_long_reads_avoid_a_busy_replica() {
+    let _serial = SERIAL.lock().await;
+    // A band of 64 reads: every read goes to the idle replica.
+    let proxy = start_proxy(monitored("[routing]\nload_band = 64\n")).await;
+    both_replicas_eligible(proxy.admin.unwrap()).await;
+    let servers = reads_beside_a_long_read(&proxy).await;
+    assert!(servers.iter().all(|s| *s == servers[0]), "load_band = 64: {servers:?}");
+
+    // The default band (4 reads): after a few reads in a row the round
+    // robin sends reads to the busy replica too.
+    let proxy = start_proxy(monitored("")).await;
+    both_replicas_eligible(proxy.admin.unwrap()).await;
+    let servers = reads_beside_a_long_read(&proxy).await;
+    assert!(servers.iter().any(|s| *s != servers[0]), "the default band: {servers:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_replicas_lagging_read_from_the_primary_then_return() {
     let _serial = SERIAL.lock().await;

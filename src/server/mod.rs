@@ -508,7 +508,7 @@ impl Shared {
     ) -> Option<(usize, InFlight)> {
         let topology = self.topology.load();
         let usable = |i| Some(i) != except && self.takes_reads(i);
-        self.picker.pick_in_band(&topology, &usable, previous, band)
+        self.picker.pick(&topology, &usable, previous, band)
     }
 
     /// The primary's greeting, probing the primary when it is not known yet.
