@@ -31,6 +31,10 @@ pub enum Reason {
     RuleReplica,
     Transaction,
     ReadOnlyTransaction,
+    /// A write inside a START TRANSACTION READ ONLY that runs on a
+    /// replica: refused as the primary would refuse it (ERROR 1792), not
+    /// sent to a server whose own read-only error (1290) would differ.
+    WriteInReadOnlyTransaction,
     LockedTables,
     TransactionControl,
     SessionState,
@@ -60,6 +64,7 @@ impl Reason {
             Reason::RuleReplica => "rule_replica",
             Reason::Transaction => "transaction",
             Reason::ReadOnlyTransaction => "read_only_transaction",
+            Reason::WriteInReadOnlyTransaction => "write_in_read_only_transaction",
             Reason::LockedTables => "locked_tables",
             Reason::TransactionControl => "transaction_control",
             Reason::SessionState => "session_state",
@@ -135,6 +140,17 @@ pub fn route(info: &StatementInfo, session: &SessionView, replica_available: boo
         // exclude nobody.
         if info.flags.contains(Flags::SIDE_EFFECT_FUNC) && info.kind.is_read() {
             return Route::new(T::Primary, R::NotPlainRead);
+        }
+        let changes_rows = matches!(
+            info.kind,
+            StatementKind::Insert
+                | StatementKind::Update
+                | StatementKind::Delete
+                | StatementKind::Replace
+                | StatementKind::LoadData
+        );
+        if changes_rows && !session.touches_temporary_table {
+            return Route::new(T::Backend(backend), R::WriteInReadOnlyTransaction);
         }
         return Route::new(T::Backend(backend), R::ReadOnlyTransaction);
     }
@@ -372,6 +388,20 @@ mod tests {
         assert_eq!(r_in("SELECT GET_LOCK('m', 0)", s).target, Target::Primary);
         assert_eq!(r_in("SELECT RELEASE_LOCK('m')", s).target, Target::Primary);
         assert_eq!(r_in("SELECT NEXTVAL(seq)", s).target, Target::Primary);
+        // Writes are refused as the primary would refuse them; a write to
+        // a temporary table is allowed in a read-only transaction.
+        for write in [
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "DELETE FROM t",
+            "REPLACE INTO t VALUES (1)",
+            "LOAD DATA INFILE '/tmp/x' INTO TABLE t",
+        ] {
+            assert_eq!(r_in(write, s).reason, Reason::WriteInReadOnlyTransaction, "{write}");
+        }
+        let temp = SessionView { touches_temporary_table: true, ..s };
+        assert_eq!(r_in("INSERT INTO tmp VALUES (1)", temp).reason, Reason::ReadOnlyTransaction);
+        assert_eq!(r_in("SELECT * FROM t FOR UPDATE", s).reason, Reason::ReadOnlyTransaction);
     }
 
     #[test]

@@ -217,6 +217,31 @@ async fn read_only_transaction_runs_on_one_replica() {
 }
 
 #[tokio::test]
+async fn write_in_a_read_only_transaction_gets_the_primarys_error() {
+    let p = proxy().await;
+    let t = lab_table("rotx", "id INT PRIMARY KEY").await;
+    let mut c = app(&p).await;
+    c.exec("START TRANSACTION READ ONLY").await;
+    let replica = c.scalar("SELECT @@server_id").await;
+    assert!(is_replica(replica.clone()));
+    for write in [
+        format!("INSERT INTO {t} VALUES (1)"),
+        format!("UPDATE {t} SET id = 2"),
+        format!("DELETE FROM {t}"),
+    ] {
+        let reply = c.query(&write).await;
+        let err = rwsplit::protocol::messages::parse_err(&reply.last().unwrap().1)
+            .unwrap_or_else(|| panic!("{write} succeeded in a read-only transaction"));
+        // What the primary answers; the replica itself would say 1290.
+        assert_eq!((err.code, err.state), (1792, &b"25006"[..]), "{write}");
+    }
+    assert_eq!(c.scalar("SELECT @@server_id").await, replica, "still in the transaction");
+    c.exec("COMMIT").await;
+    c.exec(&format!("INSERT INTO {t} VALUES (1)")).await;
+    assert_eq!(c.scalar(&format!("SELECT COUNT(*) FROM {t}")).await.as_deref(), Some("1"));
+}
+
+#[tokio::test]
 async fn lock_tables_pins_the_session_until_unlock() {
     let p = proxy().await;
     let mut c = app(&p).await;

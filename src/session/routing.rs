@@ -442,7 +442,7 @@ impl Session {
         let route = self.route_statement(&info, sql, &need);
         self.shared.telemetry.route(route.reason);
         tracing::trace!(id = self.id, reason = route.reason.as_str(), "route");
-        if self.refuse_without_replica(route).await? {
+        if self.refuse(route).await? {
             return Ok(());
         }
         let ran = if route.target == Target::AnyReplica
@@ -529,20 +529,26 @@ impl Session {
         }
     }
 
-    /// With `routing.fallback = "error"`, a read that no replica can take
-    /// is refused instead of running on the primary. Returns true when it
-    /// replied so.
-    pub(super) async fn refuse_without_replica(
-        &mut self,
-        route: Route,
-    ) -> Result<bool, SessionError> {
-        if route.reason != crate::router::Reason::NoReplica
-            || self.view.config.routing.fallback != crate::config::Fallback::Error
-        {
-            return Ok(false);
+    /// Answers a statement the route refuses instead of running it: with
+    /// `routing.fallback = "error"`, a read that no replica can take; a
+    /// write inside a read-only transaction held on a replica (the
+    /// primary's ERROR 1792, where the replica would say 1290). Returns
+    /// true when it replied so.
+    pub(super) async fn refuse(&mut self, route: Route) -> Result<bool, SessionError> {
+        match route.reason {
+            crate::router::Reason::NoReplica
+                if self.view.config.routing.fallback == crate::config::Fallback::Error =>
+            {
+                let msg =
+                    "rwsplit: no replica is eligible for reads (routing.fallback = \"error\")";
+                self.reply_err(1105, "HY000", msg).await?;
+            }
+            crate::router::Reason::WriteInReadOnlyTransaction => {
+                let msg = "Cannot execute statement in a READ ONLY transaction";
+                self.reply_err(1792, "25006", msg).await?;
+            }
+            _ => return Ok(false),
         }
-        let msg = "rwsplit: no replica is eligible for reads (routing.fallback = \"error\")";
-        self.reply_err(1105, "HY000", msg).await?;
         Ok(true)
     }
 

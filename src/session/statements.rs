@@ -193,7 +193,7 @@ impl Session {
         } else {
             self.route_statement(&info, &sql, &need)
         };
-        if self.refuse_without_replica(route).await? {
+        if self.refuse(route).await? {
             return Ok(Next::Continue);
         }
         // The client's execute, kept while `cmd` is rewritten per backend
