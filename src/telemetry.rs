@@ -114,13 +114,14 @@ fn describe() {
 }
 
 /// Every reason a route can have, for building handles up front.
-pub const REASONS: [Reason; 21] = [
+pub const REASONS: [Reason; 22] = [
     Reason::HintPrimary,
     Reason::HintReplica,
     Reason::RulePrimary,
     Reason::RuleReplica,
     Reason::Transaction,
     Reason::ReadOnlyTransaction,
+    Reason::WriteInReadOnlyTransaction,
     Reason::LockedTables,
     Reason::TransactionControl,
     Reason::SessionState,
@@ -184,13 +185,17 @@ impl Telemetry {
 
     /// Counts a routing decision.
     pub fn route(&self, reason: Reason) {
-        // REASONS lists the variants in declaration order (checked by a test).
-        self.routes[reason as usize].add(1);
+        // REASONS lists the variants in declaration order (checked by a
+        // test); a variant missing from it goes uncounted rather than
+        // ending the session.
+        if let Some(counter) = self.routes.get(reason as usize) {
+            counter.add(1);
+        }
     }
 
     /// Statements routed for `reason` so far.
     pub fn routed(&self, reason: Reason) -> u64 {
-        self.routes[reason as usize].get()
+        self.routes.get(reason as usize).map_or(0, sharded::Counter::get)
     }
 
     /// Counts a command after which a session kept a connection.
