@@ -250,6 +250,14 @@ fn route_by_kind(info: &StatementInfo, replica_available: bool) -> Option<Route>
     }
 }
 
+/// Whether a statement of this kind commits an open transaction before it
+/// runs (MariaDB's implicit commit): DDL, account management, LOCK TABLES,
+/// FLUSH, and a BEGIN inside a transaction.
+pub fn commits_implicitly(kind: StatementKind) -> bool {
+    use StatementKind as K;
+    matches!(kind, K::Begin { .. } | K::Ddl | K::Grant | K::LockTables | K::Flush)
+}
+
 /// Whether a statement of this kind, once it succeeded, means the session
 /// has written (so that later reads see it).
 pub fn is_write(info: &StatementInfo) -> bool {
@@ -402,6 +410,30 @@ mod tests {
         let temp = SessionView { touches_temporary_table: true, ..s };
         assert_eq!(r_in("INSERT INTO tmp VALUES (1)", temp).reason, Reason::ReadOnlyTransaction);
         assert_eq!(r_in("SELECT * FROM t FOR UPDATE", s).reason, Reason::ReadOnlyTransaction);
+    }
+
+    #[test]
+    fn implicit_commits_are_known() {
+        let commits = |sql| commits_implicitly(classify(sql).kind);
+        for sql in [
+            "CREATE TABLE t (a INT)",
+            "ALTER TABLE t ADD b INT",
+            "DROP TABLE t",
+            "TRUNCATE t",
+            "RENAME TABLE t TO u",
+            "GRANT SELECT ON *.* TO u",
+            "LOCK TABLES t READ",
+            "FLUSH TABLES",
+            "BEGIN",
+            "START TRANSACTION READ ONLY",
+        ] {
+            assert!(commits(sql), "{sql}");
+        }
+        for sql in
+            ["CREATE TEMPORARY TABLE t (a INT)", "INSERT INTO t VALUES (1)", "SELECT 1", "COMMIT"]
+        {
+            assert!(!commits(sql), "{sql}");
+        }
     }
 
     #[test]

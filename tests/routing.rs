@@ -242,6 +242,44 @@ async fn write_in_a_read_only_transaction_gets_the_primarys_error() {
 }
 
 #[tokio::test]
+async fn implicit_commit_ends_a_read_only_transaction_as_on_the_primary() {
+    let p = proxy().await;
+    let t = lab_table("roddl", "id INT PRIMARY KEY").await;
+    let mut c = app(&p).await;
+
+    // DDL commits the read-only transaction and runs on the primary.
+    c.exec("START TRANSACTION READ ONLY").await;
+    assert!(is_replica(c.scalar("SELECT @@server_id").await));
+    assert_eq!(c.scalar(&format!("SELECT COUNT(*) FROM {t}")).await.as_deref(), Some("0"));
+    let t2 = format!("{t}_2");
+    c.exec(&format!("CREATE TABLE {t2} (id INT)")).await;
+    c.exec(&format!("INSERT INTO {t2} VALUES (1)")).await;
+    c.exec(&format!("INSERT INTO {t} VALUES (1)")).await;
+    // No read meets the old transaction's snapshot on either replica.
+    for _ in 0..10 {
+        assert_eq!(c.scalar(&format!("SELECT COUNT(*) FROM {t}")).await.as_deref(), Some("1"));
+    }
+    c.exec(&format!("DELETE FROM {t}")).await;
+
+    // START TRANSACTION inside it commits it and opens a read-write one,
+    // which writes.
+    c.exec("START TRANSACTION READ ONLY").await;
+    assert!(is_replica(c.scalar("SELECT @@server_id").await));
+    c.exec("START TRANSACTION").await;
+    c.exec(&format!("INSERT INTO {t} VALUES (1)")).await;
+    assert_eq!(c.scalar("SELECT @@server_id").await.as_deref(), Some(PRIMARY_ID));
+    c.exec("ROLLBACK").await;
+    assert_eq!(c.scalar(&format!("SELECT COUNT(*) FROM {t}")).await.as_deref(), Some("0"));
+
+    // And a new read-only one goes to a replica again.
+    c.exec("START TRANSACTION READ ONLY").await;
+    c.exec("START TRANSACTION READ ONLY").await;
+    assert!(is_replica(c.scalar("SELECT @@server_id").await));
+    c.exec("COMMIT").await;
+    c.exec(&format!("DROP TABLE {t2}")).await;
+}
+
+#[tokio::test]
 async fn lock_tables_pins_the_session_until_unlock() {
     let p = proxy().await;
     let mut c = app(&p).await;

@@ -438,6 +438,7 @@ impl Session {
         let started = std::time::Instant::now();
         self.routing.asks_previous =
             info.flags.contains(crate::classify::Flags::LAST_STATEMENT_FUNC);
+        self.end_read_only_transaction_for(&info).await;
         let need = self.need_for(&info, started);
         let route = self.route_statement(&info, sql, &need);
         self.shared.telemetry.route(route.reason);
@@ -526,6 +527,38 @@ impl Session {
                 statement = %normalized(),
                 "slow statement"
             );
+        }
+    }
+
+    /// Before a statement that commits implicitly (see
+    /// [`router::commits_implicitly`]), ends a read-only transaction held on
+    /// a replica as the primary would end it: COMMIT there, so the
+    /// statement is routed as outside any transaction (a DDL to the
+    /// primary, a new START TRANSACTION where its kind says). A read-only
+    /// transaction has nothing to lose, so a replica that fails the COMMIT
+    /// is only dropped.
+    pub(super) async fn end_read_only_transaction_for(&mut self, info: &StatementInfo) {
+        let Some(idx) = self.routing.read_only_transaction else {
+            return;
+        };
+        if !router::commits_implicitly(info.kind) {
+            return;
+        }
+        self.routing.read_only_transaction = None;
+        self.routing.transaction_backend = None;
+        let committed = match self.backends.get_mut(idx).and_then(Option::as_mut) {
+            Some(conn) => match conn.write_payload(0, b"\x03COMMIT").await {
+                Ok(()) => conn.read_own(crate::relay::Expect::Result).await.ok(),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        match committed {
+            Some((outcome, _)) if outcome.has_status => self.status = outcome.status,
+            _ => {
+                self.status &= !(status::IN_TRANS | status::IN_TRANS_READONLY);
+                self.drop_backend(idx);
+            }
         }
     }
 

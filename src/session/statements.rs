@@ -187,6 +187,7 @@ impl Session {
             let types = types.to_vec();
             self.stmts.get_mut(id).expect("resolved").types = Some(types);
         }
+        self.end_read_only_transaction_for(&info).await;
         let need = if long_data { ReadNeed::Primary } else { self.need_for(&info, started) };
         let route = if long_data {
             Route { target: Target::Primary, reason: Reason::SessionState }
