@@ -141,6 +141,17 @@ pub fn route(info: &StatementInfo, session: &SessionView, replica_available: boo
         if info.flags.contains(Flags::SIDE_EFFECT_FUNC) && info.kind.is_read() {
             return Route::new(T::Primary, R::NotPlainRead);
         }
+        // User variables and temporary tables live on the primary (as
+        // outside the transaction); what sets or reads them runs there,
+        // outside the transaction's snapshot.
+        let user_variables = info.kind == StatementKind::SetUserVar
+            || info.flags.intersects(Flags::USER_VAR_READ | Flags::USER_VAR_ASSIGN | Flags::INTO);
+        if user_variables {
+            return Route::new(T::Primary, R::UserVariables);
+        }
+        if session.touches_temporary_table {
+            return Route::new(T::Primary, R::TemporaryTable);
+        }
         let changes_rows = matches!(
             info.kind,
             StatementKind::Insert
@@ -149,7 +160,7 @@ pub fn route(info: &StatementInfo, session: &SessionView, replica_available: boo
                 | StatementKind::Replace
                 | StatementKind::LoadData
         );
-        if changes_rows && !session.touches_temporary_table {
+        if changes_rows {
             return Route::new(T::Backend(backend), R::WriteInReadOnlyTransaction);
         }
         return Route::new(T::Backend(backend), R::ReadOnlyTransaction);
@@ -397,7 +408,8 @@ mod tests {
         assert_eq!(r_in("SELECT RELEASE_LOCK('m')", s).target, Target::Primary);
         assert_eq!(r_in("SELECT NEXTVAL(seq)", s).target, Target::Primary);
         // Writes are refused as the primary would refuse them; a write to
-        // a temporary table is allowed in a read-only transaction.
+        // a temporary table is allowed in a read-only transaction, on the
+        // primary where the table is.
         for write in [
             "INSERT INTO t VALUES (1)",
             "UPDATE t SET a = 1",
@@ -408,8 +420,16 @@ mod tests {
             assert_eq!(r_in(write, s).reason, Reason::WriteInReadOnlyTransaction, "{write}");
         }
         let temp = SessionView { touches_temporary_table: true, ..s };
-        assert_eq!(r_in("INSERT INTO tmp VALUES (1)", temp).reason, Reason::ReadOnlyTransaction);
+        assert_eq!(
+            r_in("INSERT INTO tmp VALUES (1)", temp),
+            Route::new(Target::Primary, Reason::TemporaryTable)
+        );
+        assert_eq!(r_in("SELECT * FROM tmp", temp).target, Target::Primary);
         assert_eq!(r_in("SELECT * FROM t FOR UPDATE", s).reason, Reason::ReadOnlyTransaction);
+        // User variables are the primary's.
+        for sql in ["SET @x = 1", "SELECT @x", "SELECT a INTO @x FROM t", "SELECT @x := a FROM t"] {
+            assert_eq!(r_in(sql, s), Route::new(Target::Primary, Reason::UserVariables), "{sql}");
+        }
     }
 
     #[test]

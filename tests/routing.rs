@@ -280,6 +280,25 @@ async fn implicit_commit_ends_a_read_only_transaction_as_on_the_primary() {
 }
 
 #[tokio::test]
+async fn user_variables_and_temporary_tables_carry_into_a_read_only_transaction() {
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    c.exec("SET @before = 5").await;
+    c.exec("CREATE TEMPORARY TABLE rotmp (id INT)").await;
+    c.exec("START TRANSACTION READ ONLY").await;
+    let replica = c.scalar("SELECT @@server_id").await;
+    assert!(is_replica(replica.clone()));
+    assert_eq!(c.scalar("SELECT @before").await.as_deref(), Some("5"));
+    c.exec("SET @inside = 6").await;
+    c.exec("SELECT 7 INTO @into").await;
+    c.exec("INSERT INTO rotmp VALUES (1)").await;
+    assert_eq!(c.scalar("SELECT COUNT(*) FROM rotmp").await.as_deref(), Some("1"));
+    assert_eq!(c.scalar("SELECT @@server_id").await, replica, "still in the transaction");
+    c.exec("COMMIT").await;
+    assert_eq!(c.scalar("SELECT CONCAT(@inside, @into)").await.as_deref(), Some("67"));
+}
+
+#[tokio::test]
 async fn lock_tables_pins_the_session_until_unlock() {
     let p = proxy().await;
     let mut c = app(&p).await;
