@@ -206,21 +206,26 @@ async fn sessions_keep_their_replica_while_the_split_stays_even() {
     );
 }
 
-/// While one session's read is in flight on a replica, the replicas that
-/// another session's next 20 reads ran on (server ids).
-async fn reads_beside_a_long_read(proxy: &TestProxy) -> Vec<String> {
+/// While one session's read is in flight on a replica: that replica's
+/// server id, and the server ids another session's next 20 reads ran on.
+async fn reads_beside_a_long_read(proxy: &TestProxy) -> (String, Vec<String>) {
     let mut sleeper = Raw::app(&proxy.addr.to_string(), true).await;
     sleeper.send_only(&[b"\x03".as_slice(), b"SELECT SLEEP(5)"].concat()).await;
-    let in_flight =
-        || proxy.shared.picker.in_flight("replica1") + proxy.shared.picker.in_flight("replica2");
+    let in_flight = |name| proxy.shared.picker.in_flight(name);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while in_flight() == 0 {
+    while in_flight("replica1") + in_flight("replica2") == 0 {
         assert!(Instant::now() < deadline, "the long read never counted as in flight");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    // The lab's replica1 is server 2, replica2 server 3.
+    let busy = if in_flight("replica1") == 1 { "2" } else { "3" }.to_string();
     let servers = read_servers(proxy, 20).await;
-    assert_eq!(in_flight(), 1, "the long read ended before the other session's reads did");
-    servers
+    assert_eq!(
+        in_flight("replica1") + in_flight("replica2"),
+        1,
+        "the long read ended before the other session's reads did"
+    );
+    (busy, servers)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,15 +234,15 @@ async fn load_band_sets_how_long_reads_avoid_a_busy_replica() {
     // A band of 64 reads: every read goes to the idle replica.
     let proxy = start_proxy(monitored("[routing]\nload_band = 64\n")).await;
     both_replicas_eligible(proxy.admin.unwrap()).await;
-    let servers = reads_beside_a_long_read(&proxy).await;
-    assert!(servers.iter().all(|s| *s == servers[0]), "load_band = 64: {servers:?}");
+    let (busy, servers) = reads_beside_a_long_read(&proxy).await;
+    assert!(servers.iter().all(|s| *s != busy), "load_band = 64, server {busy} busy: {servers:?}");
 
     // The default band (4 reads): after a few reads in a row the round
     // robin sends reads to the busy replica too.
     let proxy = start_proxy(monitored("")).await;
     both_replicas_eligible(proxy.admin.unwrap()).await;
-    let servers = reads_beside_a_long_read(&proxy).await;
-    assert!(servers.iter().any(|s| *s != servers[0]), "the default band: {servers:?}");
+    let (busy, servers) = reads_beside_a_long_read(&proxy).await;
+    assert!(servers.contains(&busy), "the default band, server {busy} busy: {servers:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

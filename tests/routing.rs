@@ -49,6 +49,15 @@ fn is_replica(server_id: Option<String>) -> bool {
     matches!(server_id.as_deref(), Some("2") | Some("3"))
 }
 
+/// Opens a START TRANSACTION READ ONLY and returns the server id of the
+/// replica it runs on.
+async fn begin_read_only(c: &mut Raw) -> Option<String> {
+    c.exec("START TRANSACTION READ ONLY").await;
+    let replica = c.scalar("SELECT @@server_id").await;
+    assert!(is_replica(replica.clone()), "a read-only transaction on {replica:?}");
+    replica
+}
+
 #[tokio::test]
 async fn autocommit_reads_go_to_replicas() {
     let p = proxy().await;
@@ -199,9 +208,7 @@ async fn autocommit_off_keeps_every_statement_on_the_primary() {
 async fn read_only_transaction_runs_on_one_replica() {
     let p = proxy().await;
     let mut c = app(&p).await;
-    c.exec("START TRANSACTION READ ONLY").await;
-    let first = c.scalar("SELECT @@server_id").await;
-    assert!(is_replica(first.clone()));
+    let first = begin_read_only(&mut c).await;
     for _ in 0..5 {
         assert_eq!(c.scalar("SELECT @@server_id").await, first);
     }
@@ -221,9 +228,7 @@ async fn write_in_a_read_only_transaction_gets_the_primarys_error() {
     let p = proxy().await;
     let t = lab_table("rotx", "id INT PRIMARY KEY").await;
     let mut c = app(&p).await;
-    c.exec("START TRANSACTION READ ONLY").await;
-    let replica = c.scalar("SELECT @@server_id").await;
-    assert!(is_replica(replica.clone()));
+    let replica = begin_read_only(&mut c).await;
     for write in [
         format!("INSERT INTO {t} VALUES (1)"),
         format!("UPDATE {t} SET id = 2"),
@@ -248,8 +253,7 @@ async fn implicit_commit_ends_a_read_only_transaction_as_on_the_primary() {
     let mut c = app(&p).await;
 
     // DDL commits the read-only transaction and runs on the primary.
-    c.exec("START TRANSACTION READ ONLY").await;
-    assert!(is_replica(c.scalar("SELECT @@server_id").await));
+    begin_read_only(&mut c).await;
     assert_eq!(c.scalar(&format!("SELECT COUNT(*) FROM {t}")).await.as_deref(), Some("0"));
     let t2 = format!("{t}_2");
     c.exec(&format!("CREATE TABLE {t2} (id INT)")).await;
@@ -263,8 +267,7 @@ async fn implicit_commit_ends_a_read_only_transaction_as_on_the_primary() {
 
     // START TRANSACTION inside it commits it and opens a read-write one,
     // which writes.
-    c.exec("START TRANSACTION READ ONLY").await;
-    assert!(is_replica(c.scalar("SELECT @@server_id").await));
+    begin_read_only(&mut c).await;
     c.exec("START TRANSACTION").await;
     c.exec(&format!("INSERT INTO {t} VALUES (1)")).await;
     assert_eq!(c.scalar("SELECT @@server_id").await.as_deref(), Some(PRIMARY_ID));
@@ -273,8 +276,7 @@ async fn implicit_commit_ends_a_read_only_transaction_as_on_the_primary() {
 
     // And a new read-only one goes to a replica again.
     c.exec("START TRANSACTION READ ONLY").await;
-    c.exec("START TRANSACTION READ ONLY").await;
-    assert!(is_replica(c.scalar("SELECT @@server_id").await));
+    begin_read_only(&mut c).await;
     c.exec("COMMIT").await;
     c.exec(&format!("DROP TABLE {t2}")).await;
 }
@@ -285,9 +287,7 @@ async fn user_variables_and_temporary_tables_carry_into_a_read_only_transaction(
     let mut c = app(&p).await;
     c.exec("SET @before = 5").await;
     c.exec("CREATE TEMPORARY TABLE rotmp (id INT)").await;
-    c.exec("START TRANSACTION READ ONLY").await;
-    let replica = c.scalar("SELECT @@server_id").await;
-    assert!(is_replica(replica.clone()));
+    let replica = begin_read_only(&mut c).await;
     assert_eq!(c.scalar("SELECT @before").await.as_deref(), Some("5"));
     c.exec("SET @inside = 6").await;
     c.exec("SELECT 7 INTO @into").await;

@@ -547,14 +547,11 @@ impl Session {
         self.routing.read_only_transaction = None;
         self.routing.transaction_backend = None;
         let committed = match self.backends.get_mut(idx).and_then(Option::as_mut) {
-            Some(conn) => match conn.write_payload(0, b"\x03COMMIT").await {
-                Ok(()) => conn.read_own(crate::relay::Expect::Result).await.ok(),
-                Err(_) => None,
-            },
+            Some(conn) => conn.query_own("COMMIT").await.ok(),
             None => None,
         };
         match committed {
-            Some((outcome, _)) if outcome.has_status => self.status = outcome.status,
+            Some(outcome) if outcome.has_status => self.status = outcome.status,
             _ => {
                 self.status &= !(status::IN_TRANS | status::IN_TRANS_READONLY);
                 self.drop_backend(idx);
