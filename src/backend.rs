@@ -144,6 +144,8 @@ pub struct BackendConn {
     /// The connection's autocommit, from the last status flags it sent
     /// (None after a reset, until it says).
     pub autocommit: Option<bool>,
+    /// The connection's last status flags said a transaction is open.
+    pub in_transaction: bool,
     /// When the connection was opened (for `[pool] max_lifetime`).
     pub opened: std::time::Instant,
     /// The monitor's count of outages of this backend when the connection
@@ -333,6 +335,7 @@ impl BackendConn {
             database: login.database.clone(),
             tracks_gtids: false,
             autocommit: Some(autocommit),
+            in_transaction: false,
             opened: std::time::Instant::now(),
             outages_seen: 0,
             prepared: None,
@@ -473,6 +476,7 @@ impl BackendConn {
     pub fn note_status(&mut self, outcome: &Outcome) {
         if outcome.has_status {
             self.autocommit = Some(outcome.status & crate::protocol::status::AUTOCOMMIT != 0);
+            self.in_transaction = outcome.status & crate::protocol::status::IN_TRANS != 0;
         }
     }
 

@@ -61,6 +61,10 @@ pub struct Outcome {
     pub result_set: bool,
     /// Session-state-change data of the last OK that carried any.
     pub session_state: Vec<u8>,
+    /// The response ended in an EOF packet (a result set for a client
+    /// without DEPRECATE_EOF), which carries no session state: what the
+    /// statement changed there, a write's GTID included, went unreported.
+    pub state_unreported: bool,
     /// Rows sent in result sets.
     pub rows: u64,
 }
@@ -303,6 +307,7 @@ impl Machine {
             o.status = st;
             o.has_status = true;
             o.warnings = warnings;
+            o.state_unreported = true;
         } else {
             let ok = messages::parse_ok(payload, self.caps).ok_or(Unexpected("OK"))?;
             o.status = ok.status;
@@ -310,6 +315,7 @@ impl Machine {
             o.warnings = ok.warnings;
             o.affected_rows = ok.affected_rows;
             o.last_insert_id = ok.last_insert_id;
+            o.state_unreported = false;
             if !ok.session_state.is_empty() {
                 o.session_state.clear();
                 o.session_state.extend_from_slice(ok.session_state);
@@ -615,7 +621,18 @@ mod tests {
             assert!(steps[..steps.len() - 1].iter().all(|s| *s == Step::Continue));
             assert_eq!(m.outcome.status, 0x0003);
             assert!(m.outcome.result_set);
+            // Only an EOF leaves the session state unreported.
+            assert_eq!(m.outcome.state_unreported, !deprecate);
         }
+    }
+
+    #[test]
+    fn an_ok_after_a_result_set_reports_the_session_state_again() {
+        let mut m = Machine::new(Expect::Result, caps(false));
+        let mut packets = result_set(false, 1, 1, 0x000A);
+        packets.push(build_ok(1, 0, 0x0002, 0));
+        feed(&mut m, &packets);
+        assert!(m.outcome.result_set && !m.outcome.state_unreported);
     }
 
     #[test]

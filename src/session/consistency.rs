@@ -24,6 +24,10 @@ pub struct WriteMemory {
     pub default_mode: ConsistencyMode,
     /// The GTID of the session's latest write.
     pub gtid: Option<String>,
+    /// The session's latest write may have a GTID the primary did not
+    /// report (its response ended in an EOF): the next read waits for the
+    /// primary's position instead, which then stands in for `gtid`.
+    pub gtid_unreported: bool,
     /// When the session last wrote without a known GTID (pin until then +
     /// pin_for), or wrote at all in `pin` mode.
     pub pinned_since: Option<Instant>,
@@ -67,6 +71,7 @@ pub fn read_need(
         ConsistencyMode::Pin if pinned => ReadNeed::Primary,
         ConsistencyMode::Pin => ReadNeed::Nothing,
         ConsistencyMode::Gtid if pinned => ReadNeed::Primary,
+        ConsistencyMode::Gtid if memory.gtid_unreported => ReadNeed::PrimaryPosition,
         ConsistencyMode::Gtid => memory.gtid.clone().map_or(ReadNeed::Nothing, ReadNeed::Gtid),
         ConsistencyMode::GtidGlobal => ReadNeed::PrimaryPosition,
     }
@@ -115,6 +120,14 @@ impl Session {
             self.writes.pinned_since = Some(Instant::now());
             self.shared.telemetry.session_pins.increment(1);
         }
+        let in_transaction = outcome.status & crate::protocol::status::IN_TRANS != 0;
+        // A write that returned rows (INSERT ... RETURNING, a SELECT of a
+        // function that writes) to a client without DEPRECATE_EOF: its
+        // result ended in an EOF, so its GTID, if it committed one, never
+        // came. Inside a transaction the GTID comes with COMMIT.
+        if outcome.state_unreported && !in_transaction {
+            self.writes.gtid_unreported = true;
+        }
         if let Some(g) = crate::protocol::session_state::gtid(&outcome.session_state) {
             self.writes.gtid = Some(g.to_string());
             return;
@@ -124,11 +137,31 @@ impl Session {
         // Without tracking the write cannot be followed: pin.
         let tracked =
             self.backends.get(idx).and_then(Option::as_ref).is_some_and(|c| c.tracks_gtids);
-        let in_transaction = outcome.status & crate::protocol::status::IN_TRANS != 0;
         if !tracked && !in_transaction {
             self.writes.pinned_since = Some(Instant::now());
             self.shared.telemetry.session_pins.increment(1);
         }
+    }
+
+    /// What a causal read waits for: the GTID it needs or the primary's
+    /// position (None: nothing written yet, or unreadable). `Err` when
+    /// only the primary is safe: the session's last write went unreported
+    /// and the primary's position cannot be read.
+    pub(super) async fn causal_target(&mut self, need: ReadNeed) -> Result<Option<String>, ()> {
+        let unreported = need == ReadNeed::PrimaryPosition && self.writes.gtid_unreported;
+        let target = match need {
+            ReadNeed::Gtid(g) => Some(g),
+            _ => self.primary_position().await,
+        }
+        .filter(|g| safe_gtid(g).is_some());
+        if unreported {
+            // Read after the write's reply, the position covers the write:
+            // later reads wait for it as for the write's own GTID.
+            let pos = target.as_ref().ok_or(())?;
+            self.writes.gtid = Some(pos.clone());
+            self.writes.gtid_unreported = false;
+        }
+        Ok(target)
     }
 
     /// The primary's current GTID position (gtid_global), read on the
@@ -227,9 +260,15 @@ impl Session {
         }
         telemetry.gtid_waits_timed_out.increment(1);
         let conn = self.backends[idx].as_mut().expect("open");
-        match conn.read_own(expect).await {
-            Ok(_) | Err(crate::backend::BackendError::Server { .. }) => {}
-            Err(_) => self.drop_backend(idx),
+        let usable = match conn.read_own(expect).await {
+            // The discarded statement opened a transaction there (START
+            // TRANSACTION READ ONLY): its snapshot must not outlive it.
+            Ok(_) if conn.in_transaction => conn.query_own("ROLLBACK").await.is_ok(),
+            Ok(_) | Err(crate::backend::BackendError::Server { .. }) => true,
+            Err(_) => false,
+        };
+        if !usable {
+            self.drop_backend(idx);
         }
         Ok(None)
     }
@@ -292,6 +331,16 @@ mod tests {
             read_need(ConsistencyMode::Gtid, &memory(None, None), None, now),
             ReadNeed::Nothing
         );
+    }
+
+    #[test]
+    fn an_unreported_gtid_makes_the_read_wait_for_the_primarys_position() {
+        let now = Instant::now();
+        for gtid in [None, Some("0-1-24")] {
+            let m = WriteMemory { gtid_unreported: true, ..memory(gtid, None) };
+            assert_eq!(read_need(ConsistencyMode::Gtid, &m, None, now), ReadNeed::PrimaryPosition);
+            assert_eq!(read_need(ConsistencyMode::Eventual, &m, None, now), ReadNeed::Nothing);
+        }
     }
 
     #[test]

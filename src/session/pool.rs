@@ -700,6 +700,18 @@ impl Session {
     /// Gives the connection to backend `idx` back to the pool as it is
     /// (its tracked state goes with it).
     pub(super) fn give_back(&mut self, idx: usize) {
+        if self.backends.get(idx).and_then(Option::as_ref).is_some_and(|c| c.in_transaction) {
+            // A transaction the session does not hold there (it did not
+            // see the reply that opened it) goes with the connection,
+            // never to another session.
+            tracing::warn!(
+                id = self.id,
+                backend = idx,
+                "closing a connection left in a transaction"
+            );
+            self.drop_backend(idx);
+            return;
+        }
         let Some(conn) = self.backends.get_mut(idx).and_then(Option::take) else {
             return;
         };

@@ -640,11 +640,10 @@ impl Session {
     ) -> Result<Option<(usize, Outcome)>, SessionError> {
         let primary_route =
             Route { target: Target::Primary, reason: crate::router::Reason::Consistency };
-        let target = match need {
-            ReadNeed::Gtid(g) => Some(g),
-            _ => self.primary_position().await,
+        let Ok(target) = self.causal_target(need).await else {
+            return self.plain_forward(primary_route, expect).await;
         };
-        let Some(target) = target.filter(|g| super::consistency::safe_gtid(g).is_some()) else {
+        let Some(target) = target else {
             // No position to wait for: nothing written yet (or unreadable).
             return self.plain_forward(route, expect).await;
         };

@@ -267,12 +267,11 @@ impl Session {
         route: Route,
         original: &[u8],
     ) -> Result<Option<(usize, Outcome)>, SessionError> {
-        let target = match need {
-            ReadNeed::Gtid(g) => Some(g),
-            _ => self.primary_position().await,
-        };
         let primary = self.primary();
-        let Some(target) = target.filter(|g| super::consistency::safe_gtid(g).is_some()) else {
+        let Ok(target) = self.causal_target(need).await else {
+            return self.execute_on(id, primary, original).await;
+        };
+        let Some(target) = target else {
             // Nothing to wait for (nothing written yet): an ordinary read.
             let idx = match self.acquire(route).await {
                 Ok(idx) => idx,
