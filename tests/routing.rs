@@ -114,6 +114,40 @@ async fn writes_and_side_effects_go_to_the_primary() {
     c.exec(&format!("DROP TABLE {t}")).await;
 }
 
+/// The proxy presents itself as the primary: what only the primary
+/// answers for it (its binary log and GTID position, whether it takes
+/// writes, whether it replicates) is asked there; other server variables
+/// and SHOWs stay on the replicas.
+#[tokio::test]
+async fn the_primarys_own_state_is_asked_on_the_primary() {
+    let p = proxy().await;
+    let mut c =
+        Raw::connect(&p.addr.to_string(), &login("admin", "admin", Some("app"), client_caps(true)))
+            .await
+            .unwrap();
+    for sql in [
+        "SHOW MASTER STATUS /*TAG*/",
+        "SHOW BINARY LOGS /*TAG*/",
+        "SHOW BINLOG EVENTS LIMIT 1 /*TAG*/",
+        "SHOW SLAVE STATUS /*TAG*/",
+        "SHOW SLAVE HOSTS /*TAG*/",
+        "SELECT @@global.read_only, @@gtid_binlog_pos /*TAG*/",
+        "SELECT @@gtid_current_pos /*TAG*/",
+    ] {
+        let tag = unique("ps");
+        c.exec(&sql.replace("TAG", &tag)).await;
+        assert_eq!(ran_on(&tag).await, vec!["primary"], "{sql}");
+    }
+    // The writable server answers, as a client connected to it would see.
+    assert_eq!(c.scalar("SELECT @@read_only").await.as_deref(), Some("0"));
+    for sql in ["SHOW GLOBAL STATUS LIKE 'Uptime' /*TAG*/", "SELECT @@server_id /*TAG*/"] {
+        let tag = unique("rs");
+        c.exec(&sql.replace("TAG", &tag)).await;
+        let on = ran_on(&tag).await;
+        assert!(on.len() == 1 && on[0].starts_with("replica"), "{sql}: ran on {on:?}");
+    }
+}
+
 #[tokio::test]
 async fn sql_level_prepared_statements_run_on_the_primary() {
     let p = proxy().await;

@@ -135,8 +135,14 @@ impl Flags {
     /// `LAST_INSERT_ID(expr)`: sets the session's last insert id to a value
     /// no OK packet reports (in a SELECT).
     pub const SETS_LAST_INSERT_ID: Flags = Flags(1 << 8);
+    /// Asks what only the primary answers for the proxy, which presents
+    /// itself as the primary: its binary log and GTID position (SHOW
+    /// MASTER STATUS, SHOW BINARY LOGS, SHOW BINLOG EVENTS, SHOW SLAVE
+    /// HOSTS, `@@gtid_binlog_pos`, `@@gtid_current_pos`), whether it
+    /// takes writes (`@@read_only`) or replicates (SHOW SLAVE STATUS).
+    pub const PRIMARY_STATE: Flags = Flags(1 << 9);
 
-    const NAMES: [(Flags, &'static str); 9] = [
+    const NAMES: [(Flags, &'static str); 10] = [
         (Flags::LOCKING_READ, "LOCKING_READ"),
         (Flags::SIDE_EFFECT_FUNC, "SIDE_EFFECT_FUNC"),
         (Flags::LAST_STATEMENT_FUNC, "LAST_STATEMENT_FUNC"),
@@ -146,6 +152,7 @@ impl Flags {
         (Flags::SQL_CALC_FOUND_ROWS, "SQL_CALC_FOUND_ROWS"),
         (Flags::UNKNOWN_FUNC, "UNKNOWN_FUNC"),
         (Flags::SETS_LAST_INSERT_ID, "SETS_LAST_INSERT_ID"),
+        (Flags::PRIMARY_STATE, "PRIMARY_STATE"),
     ];
 
     /// The raw bits.
@@ -257,13 +264,14 @@ const NOT_PLAIN: Flags = Flags(
         | Flags::INTO.0
         | Flags::USER_VAR_ASSIGN.0
         | Flags::UNKNOWN_FUNC.0
-        | Flags::SETS_LAST_INSERT_ID.0,
+        | Flags::SETS_LAST_INSERT_ID.0
+        | Flags::PRIMARY_STATE.0,
 );
 
 impl StatementInfo {
     /// A read a replica may answer: Select/Show/Describe/Explain of a read, with none of
     /// LOCKING_READ, SIDE_EFFECT_FUNC, INTO, USER_VAR_ASSIGN, UNKNOWN_FUNC,
-    /// SETS_LAST_INSERT_ID. For several
+    /// SETS_LAST_INSERT_ID, PRIMARY_STATE. For several
     /// statements this holds only if it holds for every one: the kind is then the first
     /// statement that is not a read and the flags are the union, so the same test works.
     /// (LAST_STATEMENT_FUNC and USER_VAR_READ do not disqualify: they say *which* server,

@@ -139,7 +139,7 @@ fn shape_at(l: &Lead, sql: &str, i: usize) -> (Shape, Flags) {
     };
     match kw {
         Kw::SELECT | Kw::VALUES | Kw::TABLE | Kw::WITH => (Shape::Query, Flags::EMPTY),
-        Kw::SHOW => show_shape(l, i + 1),
+        Kw::SHOW => show_shape(l, sql, i + 1),
         Kw::DESC | Kw::DESCRIBE | Kw::EXPLAIN => explain_shape(l, sql, i + 1),
         Kw::ANALYZE => analyze_shape(l, sql, i + 1),
         Kw::SET => (Shape::Set, Flags::EMPTY),
@@ -305,14 +305,36 @@ fn start_transaction(l: &Lead, i: usize) -> K {
     K::Begin { read_only }
 }
 
-fn show_shape(l: &Lead, i: usize) -> (Shape, Flags) {
+fn show_shape(l: &Lead, sql: &str, i: usize) -> (Shape, Flags) {
     let last_statement = match l.kw(i) {
         Some(Kw::WARNINGS | Kw::ERRORS | Kw::PROFILE | Kw::PROFILES) => true,
         Some(Kw::COUNT) => matches!(l.kw(i + 4), Some(Kw::WARNINGS | Kw::ERRORS)),
         _ => false,
     };
-    let flags = if last_statement { Flags::LAST_STATEMENT_FUNC } else { Flags::EMPTY };
+    let mut flags = if last_statement { Flags::LAST_STATEMENT_FUNC } else { Flags::EMPTY };
+    if shows_replication_state(l, sql, i) {
+        flags |= Flags::PRIMARY_STATE;
+    }
     (Shape::Fixed(K::Show), flags)
+}
+
+/// SHOW MASTER/BINLOG STATUS, SHOW BINARY/MASTER LOGS, SHOW BINLOG EVENTS,
+/// SHOW SLAVE/REPLICA HOSTS, SHOW [ALL] SLAVE/REPLICA [name] STATUS, from
+/// the word after SHOW.
+fn shows_replication_state(l: &Lead, sql: &str, i: usize) -> bool {
+    let word = |j: usize, w: &str| l.word_is(sql, j, w);
+    let replica = |j: usize| ["SLAVE", "SLAVES", "REPLICA", "REPLICAS"].iter().any(|w| word(j, w));
+    if word(i, "MASTER") || word(i, "BINLOG") {
+        return word(i + 1, "STATUS") || word(i + 1, "LOGS") || word(i + 1, "EVENTS");
+    }
+    if word(i, "BINARY") {
+        return word(i + 1, "LOGS");
+    }
+    let i = if word(i, "ALL") { i + 1 } else { i };
+    replica(i)
+        && (word(i + 1, "HOSTS")
+            || word(i + 1, "STATUS")
+            || (l.tok(i + 1) != Tok::End && word(i + 2, "STATUS")))
 }
 
 /// Skips EXPLAIN/ANALYZE options; returns where the statement starts and whether it runs.

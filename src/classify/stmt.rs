@@ -346,12 +346,25 @@ impl StmtScan {
     }
 
     fn sys_var(&mut self, text: &str) {
+        // What only the primary answers for the proxy (see Flags::PRIMARY_STATE).
+        const PRIMARY_STATE: [&str; 7] = [
+            "read_only",
+            "super_read_only",
+            "innodb_read_only",
+            "gtid_binlog_pos",
+            "gtid_binlog_state",
+            "gtid_current_pos",
+            "gtid_executed",
+        ];
         const LAST: [&str; 5] =
             ["warning_count", "error_count", "identity", "last_insert_id", "last_gtid"];
         let name = text.get(2..).unwrap_or("");
         let name = name.rsplit_once('.').map_or(name, |(_, n)| n);
         if LAST.iter().any(|v| name.eq_ignore_ascii_case(v)) {
             self.flags |= Flags::LAST_STATEMENT_FUNC;
+        }
+        if PRIMARY_STATE.iter().any(|v| name.eq_ignore_ascii_case(v)) {
+            self.flags |= Flags::PRIMARY_STATE;
         }
     }
 

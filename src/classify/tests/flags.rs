@@ -257,3 +257,45 @@ fn quantified_subquery_is_not_a_call() {
 fn insert_values_are_not_checked_for_calls() {
     assert!(!has("INSERT INTO t VALUE (1)", F::UNKNOWN_FUNC));
 }
+
+#[test]
+fn replication_state_shows_need_the_primary() {
+    for sql in [
+        "SHOW MASTER STATUS",
+        "show binlog status",
+        "SHOW BINARY LOGS",
+        "SHOW MASTER LOGS",
+        "SHOW BINLOG EVENTS IN 'mariadb-bin.000001' LIMIT 5",
+        "SHOW SLAVE HOSTS",
+        "SHOW REPLICA HOSTS",
+        "SHOW SLAVE STATUS",
+        "SHOW REPLICA STATUS",
+        "SHOW ALL SLAVES STATUS",
+        "SHOW SLAVE 'conn1' STATUS",
+    ] {
+        assert!(has(sql, F::PRIMARY_STATE), "{sql}");
+        assert!(!plain(sql), "{sql}");
+    }
+    for sql in ["SHOW TABLES", "SHOW STATUS", "SHOW PROCESSLIST", "SHOW RELAYLOG EVENTS"] {
+        assert!(!has(sql, F::PRIMARY_STATE), "{sql}");
+        assert!(plain(sql), "{sql}");
+    }
+}
+
+#[test]
+fn position_and_writability_variables_need_the_primary() {
+    for sql in [
+        "SELECT @@read_only",
+        "SELECT @@global.read_only, @@innodb_read_only",
+        "SELECT @@GTID_BINLOG_POS",
+        "SELECT @@global.gtid_current_pos",
+        "SELECT @@global.gtid_executed",
+    ] {
+        assert!(has(sql, F::PRIMARY_STATE), "{sql}");
+        assert!(!plain(sql), "{sql}");
+    }
+    for sql in ["SELECT @@server_id", "SELECT @@version_comment LIMIT 1", "SELECT @@gtid_slave_pos"]
+    {
+        assert!(plain(sql), "{sql}");
+    }
+}
