@@ -197,6 +197,30 @@ async fn last_insert_id_and_warnings_follow_the_previous_statement() {
     c.exec(&format!("DROP TABLE {t}")).await;
 }
 
+/// The session's last insert ran on the primary; FOUND_ROWS() and SHOW
+/// WARNINGS after a read on a replica answer for that read (the proxy
+/// gives a connection the insert id only for a statement that reads it).
+#[tokio::test]
+async fn found_rows_and_warnings_after_an_insert_answer_for_the_replica_read() {
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    let t = unique("fr");
+    c.exec(&format!("CREATE TABLE {t} (id INT AUTO_INCREMENT PRIMARY KEY)")).await;
+    c.exec(&format!("INSERT INTO {t} VALUES (NULL), (NULL), (NULL)")).await;
+    wait_replicas_caught_up().await;
+    for _ in 0..4 {
+        let server =
+            c.scalar(&format!("SELECT SQL_CALC_FOUND_ROWS @@server_id FROM {t} LIMIT 1")).await;
+        assert!(is_replica(server.clone()), "the read ran on {server:?}");
+        assert_eq!(c.scalar("SELECT FOUND_ROWS()").await.as_deref(), Some("3"));
+        c.query("SELECT CAST('x' AS SIGNED)").await;
+        let warnings = c.query("SHOW WARNINGS").await;
+        assert!(warnings.len() > 3, "the replica read's warning: {warnings:?}");
+    }
+    assert_eq!(c.scalar("SELECT LAST_INSERT_ID()").await.as_deref(), Some("1"));
+    c.exec(&format!("DROP TABLE {t}")).await;
+}
+
 #[tokio::test]
 async fn user_variables_are_seen_where_they_were_set() {
     let p = proxy().await;

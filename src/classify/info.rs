@@ -141,8 +141,11 @@ impl Flags {
     /// HOSTS, `@@gtid_binlog_pos`, `@@gtid_current_pos`), whether it
     /// takes writes (`@@read_only`) or replicates (SHOW SLAVE STATUS).
     pub const PRIMARY_STATE: Flags = Flags(1 << 9);
+    /// Reads the session's last insert id: `LAST_INSERT_ID()`,
+    /// `@@identity`, `@@last_insert_id` (also LAST_STATEMENT_FUNC).
+    pub const READS_LAST_INSERT_ID: Flags = Flags(1 << 10);
 
-    const NAMES: [(Flags, &'static str); 10] = [
+    const NAMES: [(Flags, &'static str); 11] = [
         (Flags::LOCKING_READ, "LOCKING_READ"),
         (Flags::SIDE_EFFECT_FUNC, "SIDE_EFFECT_FUNC"),
         (Flags::LAST_STATEMENT_FUNC, "LAST_STATEMENT_FUNC"),
@@ -153,6 +156,7 @@ impl Flags {
         (Flags::UNKNOWN_FUNC, "UNKNOWN_FUNC"),
         (Flags::SETS_LAST_INSERT_ID, "SETS_LAST_INSERT_ID"),
         (Flags::PRIMARY_STATE, "PRIMARY_STATE"),
+        (Flags::READS_LAST_INSERT_ID, "READS_LAST_INSERT_ID"),
     ];
 
     /// The raw bits.

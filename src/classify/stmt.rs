@@ -241,9 +241,12 @@ impl StmtScan {
             self.call(sql, t, func);
             if func == Some(FuncClass::LastStatement)
                 && t.text(sql).eq_ignore_ascii_case("LAST_INSERT_ID")
-                && !sql.get(next.end..).unwrap_or("").trim_start().starts_with(')')
             {
-                self.flags |= Flags::SETS_LAST_INSERT_ID;
+                if sql.get(next.end..).unwrap_or("").trim_start().starts_with(')') {
+                    self.flags |= Flags::READS_LAST_INSERT_ID;
+                } else {
+                    self.flags |= Flags::SETS_LAST_INSERT_ID;
+                }
             }
         }
     }
@@ -362,6 +365,9 @@ impl StmtScan {
         let name = name.rsplit_once('.').map_or(name, |(_, n)| n);
         if LAST.iter().any(|v| name.eq_ignore_ascii_case(v)) {
             self.flags |= Flags::LAST_STATEMENT_FUNC;
+        }
+        if ["identity", "last_insert_id"].iter().any(|v| name.eq_ignore_ascii_case(v)) {
+            self.flags |= Flags::READS_LAST_INSERT_ID;
         }
         if PRIMARY_STATE.iter().any(|v| name.eq_ignore_ascii_case(v)) {
             self.flags |= Flags::PRIMARY_STATE;

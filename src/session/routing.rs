@@ -47,10 +47,9 @@ pub struct RoutingState {
     /// of the connection that has it, id). The id is None after
     /// `SELECT LAST_INSERT_ID(expr)`: only that connection knows it.
     pub last_insert: Option<(usize, u32, Option<u64>)>,
-    /// The current statement reads the previous one's results
-    /// (`LAST_INSERT_ID()`, `ROW_COUNT()`, warnings: the classifier's
-    /// `LAST_STATEMENT_FUNC`); set for each routed statement.
-    pub asks_previous: bool,
+    /// The current statement reads the session's last insert id (the
+    /// classifier's `READS_LAST_INSERT_ID`); set for each routed statement.
+    pub reads_insert_id: bool,
     /// With autocommit off, the backend where a statement may have started
     /// a transaction the server does not flag (a read opens a snapshot
     /// without IN_TRANS), until COMMIT or ROLLBACK.
@@ -397,8 +396,10 @@ impl Session {
         };
         // The statement before it may have run elsewhere (a read on a
         // replica), and it is routed after that one: the id is given to
-        // whichever connection it lands on.
-        if (backend == idx && conn.thread_id == thread) || !self.routing.asks_previous {
+        // whichever connection it lands on. Only a statement that reads
+        // the id: the carrying SELECT replaces what FOUND_ROWS(),
+        // ROW_COUNT() and SHOW WARNINGS report.
+        if (backend == idx && conn.thread_id == thread) || !self.routing.reads_insert_id {
             return Ok(());
         }
         let id = match id {
@@ -436,8 +437,8 @@ impl Session {
         sql: &str,
     ) -> Result<(), SessionError> {
         let started = std::time::Instant::now();
-        self.routing.asks_previous =
-            info.flags.contains(crate::classify::Flags::LAST_STATEMENT_FUNC);
+        self.routing.reads_insert_id =
+            info.flags.contains(crate::classify::Flags::READS_LAST_INSERT_ID);
         self.end_read_only_transaction_for(&info).await;
         let need = self.need_for(&info, started);
         let route = self.route_statement(&info, sql, &need);

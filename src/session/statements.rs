@@ -177,8 +177,8 @@ impl Session {
         };
         let stmt = self.stmts.get(id).expect("resolved");
         let (info, params, long_data) = (stmt.info, stmt.params, stmt.long_data);
-        self.routing.asks_previous =
-            info.flags.contains(crate::classify::Flags::LAST_STATEMENT_FUNC);
+        self.routing.reads_insert_id =
+            info.flags.contains(crate::classify::Flags::READS_LAST_INSERT_ID);
         let sql = stmt.text.clone();
         if self.answer_lost_transaction(info.kind).await? {
             return Ok(Next::Continue);

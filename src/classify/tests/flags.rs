@@ -299,3 +299,15 @@ fn position_and_writability_variables_need_the_primary() {
         assert!(plain(sql), "{sql}");
     }
 }
+
+#[test]
+fn reading_the_last_insert_id_is_told_apart_from_other_last_statement_reads() {
+    for sql in ["SELECT LAST_INSERT_ID()", "SELECT @@identity", "SELECT @@session.last_insert_id"] {
+        assert!(has(sql, F::READS_LAST_INSERT_ID | F::LAST_STATEMENT_FUNC), "{sql}");
+    }
+    for sql in
+        ["SELECT FOUND_ROWS()", "SELECT ROW_COUNT()", "SHOW WARNINGS", "SELECT LAST_INSERT_ID(5)"]
+    {
+        assert!(!has(sql, F::READS_LAST_INSERT_ID), "{sql}");
+    }
+}
