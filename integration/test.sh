@@ -76,6 +76,7 @@ run_client_test "mysql-connector-python" python3 -m pytest -q -p no:cacheprovide
 run_client_test "mysql2 (node)" node integration/clients/node/test_mysql2.js
 run_client_test "mysql and mariadb (node)" node integration/clients/node/test_drivers.js
 run_client_test "go-sql-driver/mysql" integration/clients/test_go.sh
+run_client_test "rust mysql_async and sqlx" integration/clients/test_rust.sh
 run_client_test "ruby mysql2" ruby integration/clients/test_ruby.rb
 run_client_test "mariadb connector/j" integration/clients/test_java.sh
 run_client_test "php mysqli and PDO (mysqlnd)" php integration/clients/test_php.php

@@ -144,8 +144,11 @@ impl Flags {
     /// Reads the session's last insert id: `LAST_INSERT_ID()`,
     /// `@@identity`, `@@last_insert_id` (also LAST_STATEMENT_FUNC).
     pub const READS_LAST_INSERT_ID: Flags = Flags(1 << 10);
+    /// Reads a server variable the proxy answers itself (`@@socket`: see
+    /// [`crate::classify::answer_proxy_variables`]).
+    pub const PROXY_VARIABLE: Flags = Flags(1 << 11);
 
-    const NAMES: [(Flags, &'static str); 11] = [
+    const NAMES: [(Flags, &'static str); 12] = [
         (Flags::LOCKING_READ, "LOCKING_READ"),
         (Flags::SIDE_EFFECT_FUNC, "SIDE_EFFECT_FUNC"),
         (Flags::LAST_STATEMENT_FUNC, "LAST_STATEMENT_FUNC"),
@@ -157,6 +160,7 @@ impl Flags {
         (Flags::SETS_LAST_INSERT_ID, "SETS_LAST_INSERT_ID"),
         (Flags::PRIMARY_STATE, "PRIMARY_STATE"),
         (Flags::READS_LAST_INSERT_ID, "READS_LAST_INSERT_ID"),
+        (Flags::PROXY_VARIABLE, "PROXY_VARIABLE"),
     ];
 
     /// The raw bits.

@@ -16,7 +16,9 @@
 //! - `scan`: the single pass over a text; `stmt`: one statement's flags and kind;
 //!   `lead`: kinds from the leading keywords; `set`: SET statements.
 //! - `tier2`: the parser tier and its cache; `tables`: table names for temporary tables.
+//! - `answers`: server variables the proxy answers itself (`@@socket`), written into the text.
 
+mod answers;
 mod builtins;
 mod digest;
 mod hints;
@@ -33,6 +35,7 @@ mod words;
 #[cfg(test)]
 mod tests;
 
+pub use answers::answer_proxy_variables;
 pub use info::{Consistency, Flags, Hint, StatementInfo, StatementKind, Tier};
 pub use tables::{tables, temp_table_name};
 pub use tier2::{CacheStats, Tier2Cache};

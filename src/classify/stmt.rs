@@ -372,6 +372,9 @@ impl StmtScan {
         if PRIMARY_STATE.iter().any(|v| name.eq_ignore_ascii_case(v)) {
             self.flags |= Flags::PRIMARY_STATE;
         }
+        if name.eq_ignore_ascii_case("socket") {
+            self.flags |= Flags::PROXY_VARIABLE;
+        }
     }
 
     /// Makes the scanner ready for the next statement, in place.

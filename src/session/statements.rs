@@ -7,7 +7,7 @@
 use super::consistency::ReadNeed;
 use super::prepared::{self, OnBackend, Stmt};
 use super::{Next, Session, SessionError};
-use crate::classify::classify_with_cache;
+use crate::classify::{StatementKind, classify_with_cache};
 use crate::protocol::command as cmd;
 use crate::protocol::messages::{build_err, parse_err};
 use crate::protocol::packet::put_packet;
@@ -36,6 +36,15 @@ impl Session {
             return self.reply_err(1461, "42000", &msg).await;
         }
         self.rewrite_connection_id_prepare();
+        if let Ok(text) = std::str::from_utf8(&self.cmd[1..])
+            && text.as_bytes().windows(6).any(|w| w.eq_ignore_ascii_case(b"socket"))
+        {
+            let info = classify_with_cache(text, &self.shared.tier2);
+            if info.flags.contains(crate::classify::Flags::PROXY_VARIABLE) {
+                let text = text.to_owned();
+                self.answer_proxy_variables(info.kind, &text);
+            }
+        }
         let target = self.primary();
         if let Err((idx, e)) =
             self.acquire(Route { target: Target::Primary, reason: Reason::SessionState }).await
@@ -122,6 +131,18 @@ impl Session {
         let sql = format!("SELECT {} AS `{}`", self.id, column.replace('`', "``"));
         self.cmd.truncate(1);
         self.cmd.extend_from_slice(sql.as_bytes());
+    }
+
+    /// Writes what the proxy answers itself (`@@socket`) into the text of
+    /// the command, a SELECT, before a server sees it.
+    pub(super) fn answer_proxy_variables(&mut self, kind: StatementKind, sql: &str) {
+        if kind != StatementKind::Select {
+            return;
+        }
+        if let Some(text) = crate::classify::answer_proxy_variables(sql) {
+            self.cmd.truncate(1);
+            self.cmd.extend_from_slice(text.as_bytes());
+        }
     }
 
     /// The client's statement id in the current command, resolved.

@@ -311,3 +311,18 @@ fn reading_the_last_insert_id_is_told_apart_from_other_last_statement_reads() {
         assert!(!has(sql, F::READS_LAST_INSERT_ID), "{sql}");
     }
 }
+
+#[test]
+fn the_socket_variable_is_answered_by_the_proxy_and_stays_a_plain_read() {
+    for sql in [
+        "SELECT @@socket",
+        "SELECT @@max_allowed_packet,@@wait_timeout,@@socket",
+        "SELECT @@GLOBAL.socket",
+    ] {
+        assert!(has(sql, F::PROXY_VARIABLE), "{sql}");
+        assert!(plain(sql), "{sql}");
+    }
+    for sql in ["SELECT @@port", "SELECT '@@socket'", "SELECT socket FROM t"] {
+        assert!(!has(sql, F::PROXY_VARIABLE), "{sql}");
+    }
+}
