@@ -283,6 +283,36 @@ async fn prepared_statements_and_last_insert_id_survive_sharing() {
     assert!(pool_connections(&proxy).await.iter().all(|&n| n <= 2));
 }
 
+/// `SET insert_id` is used up by the next insert: replayed on another
+/// connection when the session moved, it gave a later insert the same id
+/// again (ERROR 1062). Such a SET keeps its connection instead.
+#[tokio::test]
+async fn a_set_insert_id_applies_once_when_other_sessions_take_the_connections() {
+    let _serial = SERIAL.lock().await;
+    let table = lab_table("pool_insert_id", "id INT AUTO_INCREMENT PRIMARY KEY, s INT").await;
+    let proxy = start_proxy(pooled(4, "2s")).await;
+    let mut a = client(&proxy).await;
+    a.query_drop("SET insert_id = 5000").await.unwrap();
+    a.query_drop(format!("INSERT INTO {table} (s) VALUES (0)")).await.unwrap();
+    assert_eq!(a.last_insert_id(), Some(5000));
+    // Other sessions pin connections (user variables) while A is idle.
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let mut o = client(&proxy).await;
+        o.query_drop("SET @mine = 1").await.unwrap();
+        others.push(o);
+    }
+    for i in 1..4 {
+        a.query_drop(format!("INSERT INTO {table} (s) VALUES ({i})"))
+            .await
+            .unwrap_or_else(|e| panic!("insert {i} after SET insert_id: {e}"));
+        assert_eq!(a.last_insert_id(), Some(5000 + i));
+    }
+    for o in others {
+        o.disconnect().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_full_pool_makes_a_statement_wait_then_error_1040() {
     let _serial = SERIAL.lock().await;

@@ -147,8 +147,12 @@ impl Flags {
     /// Reads a server variable the proxy answers itself (`@@socket`: see
     /// [`crate::classify::answer_proxy_variables`]).
     pub const PROXY_VARIABLE: Flags = Flags(1 << 11);
+    /// A SET of a session variable the server uses up with a later
+    /// statement (`insert_id`, `last_insert_id`, `gtid_seq_no`, the random
+    /// seeds): replayed on another connection it would apply again.
+    pub const ONE_SHOT_SET: Flags = Flags(1 << 12);
 
-    const NAMES: [(Flags, &'static str); 12] = [
+    const NAMES: [(Flags, &'static str); 13] = [
         (Flags::LOCKING_READ, "LOCKING_READ"),
         (Flags::SIDE_EFFECT_FUNC, "SIDE_EFFECT_FUNC"),
         (Flags::LAST_STATEMENT_FUNC, "LAST_STATEMENT_FUNC"),
@@ -161,6 +165,7 @@ impl Flags {
         (Flags::PRIMARY_STATE, "PRIMARY_STATE"),
         (Flags::READS_LAST_INSERT_ID, "READS_LAST_INSERT_ID"),
         (Flags::PROXY_VARIABLE, "PROXY_VARIABLE"),
+        (Flags::ONE_SHOT_SET, "ONE_SHOT_SET"),
     ];
 
     /// The raw bits.

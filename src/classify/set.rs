@@ -55,6 +55,20 @@ pub(super) struct SetScan {
     /// The statement's only meaningful assignment so far is autocommit to this value.
     autocommit: Option<bool>,
     autocommit_unclear: bool,
+    /// A session variable the server consumes with a later statement is
+    /// assigned (see [`ONE_SHOT`]).
+    pub one_shot: bool,
+}
+
+/// Session variables whose value the server uses up: the next insert takes
+/// `insert_id` (and the next transaction `gtid_seq_no`), `last_insert_id`
+/// and `identity` hold until the next insert, the random seeds move with
+/// each RAND(). Run again on another connection, they would apply twice.
+const ONE_SHOT: [&str; 6] =
+    ["insert_id", "last_insert_id", "identity", "gtid_seq_no", "rand_seed1", "rand_seed2"];
+
+fn is_one_shot(name: &str) -> bool {
+    ONE_SHOT.iter().any(|v| name.eq_ignore_ascii_case(v))
 }
 
 impl SetScan {
@@ -73,6 +87,7 @@ impl SetScan {
             value_bool: None,
             autocommit: None,
             autocommit_unclear: false,
+            one_shot: false,
         }
     }
 
@@ -114,6 +129,7 @@ impl SetScan {
             }
             (Tok::SysVar, _) => self.system_variable(t.text(sql)),
             (Tok::Word | Tok::QuotedIdent, _) => {
+                self.one_shot |= !self.global_scope && is_one_shot(t.text(sql).trim_matches('`'));
                 let autocommit = t.kw == Some(Kw::AUTOCOMMIT);
                 self.variable(self.global_scope, autocommit);
             }
@@ -135,6 +151,7 @@ impl SetScan {
         };
         let global =
             ["global", "persist", "persist_only"].iter().any(|s| scope.eq_ignore_ascii_case(s));
+        self.one_shot |= !global && is_one_shot(name);
         self.variable(global, name.eq_ignore_ascii_case("autocommit"));
     }
 

@@ -400,7 +400,12 @@ impl StmtScan {
                 Shape::ExplainQuery => {
                     Some(K::Explain { of_read: self.query_kind() == Some(K::Select) })
                 }
-                Shape::Set => Some(self.set.as_ref().map_or(K::SetSession, SetScan::finish)),
+                Shape::Set => {
+                    if self.set.as_ref().is_some_and(|set| set.one_shot) {
+                        flags |= Flags::ONE_SHOT_SET;
+                    }
+                    Some(self.set.as_ref().map_or(K::SetSession, SetScan::finish))
+                }
                 Shape::Compound => Some(K::Unknown),
                 Shape::Unsure => None,
             }

@@ -339,7 +339,10 @@ impl Session {
     ) {
         use crate::classify::Flags;
         let untracked = info.flags.intersects(
-            Flags::USER_VAR_ASSIGN | Flags::SIDE_EFFECT_FUNC | Flags::SETS_LAST_INSERT_ID,
+            Flags::USER_VAR_ASSIGN
+                | Flags::SIDE_EFFECT_FUNC
+                | Flags::SETS_LAST_INSERT_ID
+                | Flags::ONE_SHOT_SET,
         ) || matches!(
             info.kind,
             StatementKind::SetUserVar

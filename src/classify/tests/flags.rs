@@ -326,3 +326,26 @@ fn the_socket_variable_is_answered_by_the_proxy_and_stays_a_plain_read() {
         assert!(!has(sql, F::PROXY_VARIABLE), "{sql}");
     }
 }
+
+#[test]
+fn a_set_of_a_variable_the_server_uses_up_is_told_apart() {
+    for sql in [
+        "SET insert_id = 100",
+        "SET INSERT_ID=5/*!*/",
+        "SET @@session.insert_id = 7",
+        "SET sql_mode = '', last_insert_id = 9",
+        "SET SESSION gtid_seq_no = 100",
+        "SET @@rand_seed1 = 1, @@rand_seed2 = 2",
+    ] {
+        assert!(has(sql, F::ONE_SHOT_SET), "{sql}");
+    }
+    for sql in [
+        "SET sql_mode = 'ANSI'",
+        "SET timestamp = 1000",
+        "SET @insert_id = 5",
+        "SET time_zone = '+00:00', @x = 1",
+        "SELECT @@insert_id",
+    ] {
+        assert!(!has(sql, F::ONE_SHOT_SET), "{sql}");
+    }
+}
