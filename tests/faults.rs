@@ -559,6 +559,65 @@ async fn a_transaction_whose_primary_dies_is_never_reported_committed() {
     p.exec(&format!("DROP TABLE app.{table}")).await;
 }
 
+/// Ends every connection of user app on the three servers (as KILL,
+/// wait_timeout or a restart would) and waits until they are gone.
+async fn kill_app_connections() {
+    for addr in [PRIMARY, REPLICA1, REPLICA2] {
+        let mut a = admin(addr).await;
+        let ids = a
+            .scalar(
+                "SELECT GROUP_CONCAT(ID) FROM information_schema.PROCESSLIST WHERE USER = 'app'",
+            )
+            .await
+            .unwrap_or_default();
+        for id in ids.split(',').filter(|id| !id.is_empty()) {
+            let _ = a.query(&format!("KILL {id}")).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while a
+            .scalar("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app'")
+            .await
+            .as_deref()
+            != Some("0")
+        {
+            assert!(Instant::now() < deadline, "killed connections linger on {addr}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Without multiplexing a session holds its own connections: when their
+/// servers end them while the session idles, the next statements run on
+/// new connections with the session's database and SETs, with no error.
+/// A connection holding state that lives only there (a user variable) is
+/// not replaced silently: the statement on it fails, and the session goes on.
+#[tokio::test]
+async fn connections_their_servers_closed_while_the_session_idled_are_replaced() {
+    let _serial = SERIAL.lock().await;
+    let table = lab_table("idle_closed", "id INT PRIMARY KEY").await;
+    let proxy = start_proxy(lab_config("")).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    c.exec("SET SESSION sql_mode = 'ANSI_QUOTES'").await;
+    c.exec(&format!("INSERT INTO {table} VALUES (1)")).await;
+    for _ in 0..4 {
+        assert_eq!(c.scalar("SELECT @@sql_mode").await.as_deref(), Some("ANSI_QUOTES"));
+    }
+    kill_app_connections().await;
+    c.exec(&format!("INSERT INTO {table} VALUES (2)")).await;
+    for _ in 0..4 {
+        assert_eq!(c.scalar("SELECT @@sql_mode").await.as_deref(), Some("ANSI_QUOTES"));
+    }
+    let ids = c.scalar(&format!("SELECT GROUP_CONCAT(id ORDER BY id) FROM {table}")).await;
+    assert_eq!(ids.as_deref(), Some("1,2"));
+
+    c.exec("SET @mine = 1").await;
+    kill_app_connections().await;
+    assert!(query_error(&mut c, "SELECT @mine").await.is_some(), "the user variable is gone");
+    assert_eq!(c.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
+    let mut p = admin(PRIMARY).await;
+    p.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
 #[tokio::test]
 async fn a_replica_that_dies_mid_result_ends_it_with_an_error_and_the_session_goes_on() {
     let _serial = SERIAL.lock().await;

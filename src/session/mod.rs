@@ -122,6 +122,7 @@ pub async fn serve(
         between_commands: true,
         last_threads: Vec::new(),
         pool_keys: Vec::new(),
+        idle_since: std::time::Instant::now(),
         view: View {
             primary: shared.primary_index(&config),
             max_query_time: max_query_time(&config, &logged_in.login.user),
@@ -275,7 +276,14 @@ pub(crate) struct Session {
     pub last_threads: Vec<Option<u32>>,
     /// What this session's shared connections must match, per backend.
     pub pool_keys: Vec<Option<pool::Key>>,
+    /// When the previous command ended.
+    pub idle_since: std::time::Instant,
 }
+
+/// A session idle at least this long has its connections looked at for a
+/// close by their server before the next command uses them (a read of the
+/// socket: not done between a busy client's back-to-back commands).
+const IDLE_CHECK_AFTER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// What a command reads of the shared, reloadable state.
 pub(crate) struct View {
@@ -358,6 +366,9 @@ impl Session {
                 Err(_) => return,
             }
             self.refresh_view();
+            if self.idle_since.elapsed() >= IDLE_CHECK_AFTER {
+                self.drop_connections_closed_while_idle();
+            }
             let multiplex = self.view.config.pool.multiplex;
             if multiplex {
                 self.give_back_unasked();
@@ -367,6 +378,7 @@ impl Session {
             // Only a command that ran to its end leaves the backend
             // connections with nothing in flight.
             self.between_commands = done.is_ok();
+            self.idle_since = std::time::Instant::now();
             if multiplex && self.between_commands {
                 self.give_back_unbound();
             }

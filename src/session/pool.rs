@@ -639,6 +639,37 @@ impl Session {
         })
     }
 
+    /// Drops the connections whose server closed them (KILL, wait_timeout,
+    /// a restart) or said something unasked while the session was idle,
+    /// when nothing of the session lives only there: the next command then
+    /// opens a new one and its database, SETs and prepared statements are
+    /// carried to it, instead of the command failing with "lost
+    /// connection". A connection holding a transaction, user variables,
+    /// temporary tables or locks is left for the command to fail on, as
+    /// that state is gone.
+    pub(super) fn drop_connections_closed_while_idle(&mut self) {
+        for idx in 0..self.backends.len() {
+            let closed = self.backends[idx]
+                .as_ref()
+                .is_some_and(|c| c.reader.buffered().is_empty() && c.stream.heard_from_peer());
+            if !closed {
+                continue;
+            }
+            let replaceable = matches!(
+                self.binding(idx),
+                None | Some(Binding::MultiStatementsOff | Binding::NextStatement)
+            );
+            if replaceable {
+                tracing::debug!(
+                    id = self.id,
+                    backend = idx,
+                    "connection closed by its server while idle; replaced"
+                );
+                self.drop_backend(idx);
+            }
+        }
+    }
+
     /// Multiplexing, between commands: gives back every connection that
     /// holds no state of this session, counting those kept by reason.
     pub(super) fn give_back_unbound(&mut self) {
