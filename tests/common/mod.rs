@@ -394,7 +394,22 @@ pub fn lab(args: &[&str]) {
 
 /// A TCP port free on loopback right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    // Below the kernel's ephemeral range (32768 and up): a port the kernel
+    // handed out could be taken again as the source port of any outgoing
+    // connection before the proxy listens on it. Each call takes the next
+    // port of a sequence that starts at a place of its own per process.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {}", LOW + SPAN);
 }
 
 /// Writes `text` as `rwsplit.toml` in a fresh temporary folder.
