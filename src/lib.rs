@@ -26,6 +26,7 @@ pub mod intmap;
 pub mod monitor;
 pub mod net;
 pub mod protocol;
+pub mod recent_writes;
 pub mod relay;
 pub mod router;
 pub mod server;

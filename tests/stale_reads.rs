@@ -214,6 +214,34 @@ async fn gtid_mode_with_only_a_lagging_replica_has_no_stale_reads() {
     assert_eq!(t.stale, 0, "{t:?}");
 }
 
+/// A client that writes, disconnects and connects again to read (a script
+/// running the command-line client once per statement) reads its write in
+/// `gtid` mode, while the only replica taking reads lags by 2 s: its new
+/// session starts with the causal position of its earlier one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gtid_mode_reads_back_a_write_made_on_an_earlier_connection() {
+    let _serial = SERIAL.lock().await;
+    let table = setup_table().await;
+    let mut config = checker_config("gtid");
+    config.backends[1].weight = 0;
+    let proxy = start_proxy(config).await;
+    let _lag = Lag::start(2);
+    let mut stale = Vec::new();
+    for n in 1..=20u64 {
+        let mut w = Raw::app(&proxy.addr.to_string(), true).await;
+        w.exec(&format!("UPDATE {table} SET v = {n} WHERE k = 0")).await;
+        drop(w);
+        let mut r = Raw::app(&proxy.addr.to_string(), true).await;
+        let got = r.scalar(&format!("SELECT v FROM {table} WHERE k = 0")).await;
+        if got.as_deref() != Some(n.to_string().as_str()) {
+            stale.push((n, got));
+        }
+    }
+    assert!(stale.is_empty(), "stale reads on a new connection: {stale:?}");
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gtid_global_mode_has_no_stale_reads() {
     let t = check_mode("gtid_global").await;

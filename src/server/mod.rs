@@ -121,6 +121,8 @@ pub struct Shared {
     /// The primary's GTID position as last read for gtid_global, with the
     /// time its read started (see `Session::primary_position`).
     pub global_position: tokio::sync::Mutex<Option<(Instant, String)>>,
+    /// Each client's last write, for its next sessions' reads.
+    pub recent_writes: crate::recent_writes::RecentWrites,
     /// Statements and errors per backend index, per session worker.
     backend_stats: crate::sharded::PerWorker<Vec<Padded<(AtomicU64, AtomicU64)>>>,
     /// Connections sessions hold to each backend, and a wake-up for a
@@ -196,6 +198,7 @@ impl Shared {
                 config.admin.as_ref().map_or(5000, |a| a.max_digests),
             ),
             global_position: tokio::sync::Mutex::new(None),
+            recent_writes: crate::recent_writes::RecentWrites::default(),
             backend_stats: crate::sharded::PerWorker::from_fn(|| {
                 (0..names.len().max(64))
                     .map(|_| Padded((AtomicU64::new(0), AtomicU64::new(0))))

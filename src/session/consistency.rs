@@ -11,6 +11,7 @@ use crate::classify::{Consistency, StatementInfo};
 use crate::config::ConsistencyMode;
 use crate::monitor::gtid;
 use crate::protocol::command;
+use crate::recent_writes::Carried;
 use crate::relay::{Expect, Outcome};
 use crate::weighting::InFlight;
 use std::time::{Duration, Instant};
@@ -31,6 +32,38 @@ pub struct WriteMemory {
     /// When the session last wrote without a known GTID (pin until then +
     /// pin_for), or wrote at all in `pin` mode.
     pub pinned_since: Option<Instant>,
+}
+
+impl WriteMemory {
+    /// A new session's memory: what the client's earlier sessions wrote
+    /// (a GTID every replica taking reads has applied is left out: the
+    /// session's reads need nothing for it).
+    pub fn carried(carried: Option<Carried>, shared: &crate::server::Shared) -> WriteMemory {
+        let carried = carried.unwrap_or_default();
+        WriteMemory {
+            gtid: carried.gtid.filter(|g| !applied_everywhere(shared, g)),
+            gtid_unreported: carried.gtid_unreported,
+            pinned_since: carried.pinned_since,
+            ..WriteMemory::default()
+        }
+    }
+}
+
+/// Whether every replica taking reads has applied `target`, as the
+/// monitor last saw (false when none does, or none is known).
+fn applied_everywhere(shared: &crate::server::Shared, target: &str) -> bool {
+    let topology = shared.topology_now();
+    let mut replicas = topology
+        .backends
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| b.role == crate::monitor::Role::Replica && shared.takes_reads(*i))
+        .peekable();
+    replicas.peek().is_some()
+        && replicas.all(|(_, b)| {
+            let flavor = b.flavor.unwrap_or(crate::monitor::Flavor::MariaDb);
+            b.gtid_position.as_deref().is_some_and(|p| gtid::position_covers(flavor, p, target))
+        })
 }
 
 /// What a read needs before it may run on a replica.
@@ -130,17 +163,32 @@ impl Session {
         }
         if let Some(g) = crate::protocol::session_state::gtid(&outcome.session_state) {
             self.writes.gtid = Some(g.to_string());
+        } else {
+            // With tracking on, an autocommit write without a GTID logged
+            // nothing, and inside a transaction the GTID comes with COMMIT.
+            // Without tracking the write cannot be followed: pin.
+            let tracked =
+                self.backends.get(idx).and_then(Option::as_ref).is_some_and(|c| c.tracks_gtids);
+            if !tracked && !in_transaction {
+                self.writes.pinned_since = Some(Instant::now());
+                self.shared.telemetry.session_pins.increment(1);
+            }
+        }
+        self.pass_on_writes(mode);
+    }
+
+    /// Leaves what the session wrote for the client's next sessions (see
+    /// `crate::recent_writes`).
+    fn pass_on_writes(&self, mode: ConsistencyMode) {
+        if mode == ConsistencyMode::Eventual {
             return;
         }
-        // With tracking on, an autocommit write without a GTID logged
-        // nothing, and inside a transaction the GTID comes with COMMIT.
-        // Without tracking the write cannot be followed: pin.
-        let tracked =
-            self.backends.get(idx).and_then(Option::as_ref).is_some_and(|c| c.tracks_gtids);
-        if !tracked && !in_transaction {
-            self.writes.pinned_since = Some(Instant::now());
-            self.shared.telemetry.session_pins.increment(1);
-        }
+        let carried = Carried {
+            gtid: self.writes.gtid.clone(),
+            gtid_unreported: self.writes.gtid_unreported,
+            pinned_since: self.writes.pinned_since,
+        };
+        self.shared.recent_writes.record(&self.login.user, self.peer.ip(), carried);
     }
 
     /// What a causal read waits for: the GTID it needs or the primary's
@@ -160,6 +208,7 @@ impl Session {
             let pos = target.as_ref().ok_or(())?;
             self.writes.gtid = Some(pos.clone());
             self.writes.gtid_unreported = false;
+            self.pass_on_writes(self.writes.session_mode.unwrap_or(self.writes.default_mode));
         }
         Ok(target)
     }

@@ -97,6 +97,7 @@ pub async fn serve(
         }
     };
     let user_mode = config.user(&logged_in.login.user).and_then(|u| u.consistency);
+    let carried = shared.recent_writes.get(&logged_in.login.user, peer.ip());
     let handle = Arc::new(SessionHandle::default());
     *handle.user.lock().expect("handle lock") = logged_in.login.user.clone();
     shared.registry.insert(id, handle.clone());
@@ -140,7 +141,7 @@ pub async fn serve(
         in_flight: None,
         writes: consistency::WriteMemory {
             default_mode: user_mode.or(listener.consistency).unwrap_or(config.consistency.mode),
-            ..consistency::WriteMemory::default()
+            ..consistency::WriteMemory::carried(carried, &shared)
         },
         handle,
     };
