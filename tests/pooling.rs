@@ -283,6 +283,34 @@ async fn prepared_statements_and_last_insert_id_survive_sharing() {
     assert!(pool_connections(&proxy).await.iter().all(|&n| n <= 2));
 }
 
+/// A warning stays readable by the next statement when a statement close
+/// (no reply) and a ping (answered by the proxy) come between, as on the
+/// server: the connection was given back at the close, and SHOW WARNINGS
+/// then ran on another one and found none (seen with Connector/Python,
+/// whose prepared cursors close when dropped).
+#[tokio::test]
+async fn warnings_survive_a_statement_close_and_a_ping_while_others_take_connections() {
+    let _serial = SERIAL.lock().await;
+    let table = lab_table("pool_warn", "c CHAR(3)").await;
+    let proxy = start_proxy(pooled(2, "2s")).await;
+    let mut a = Raw::app(&proxy.addr.to_string(), true).await;
+    for round in 0..5 {
+        let mut prepare = vec![0x16];
+        prepare.extend_from_slice(b"SELECT /* rwsplit:primary */ 1");
+        let prepared = a.prepare(&prepare).await;
+        let id = prepared[0].1[1..5].to_vec();
+        a.exec(&format!("INSERT IGNORE INTO app.{table} VALUES ('abcdef')")).await;
+        let mut close = vec![0x19];
+        close.extend_from_slice(&id);
+        a.send_only(&close).await;
+        a.command(&[0x0E], rwsplit::relay::Expect::Result).await;
+        churn(&proxy, 6).await;
+        let (packets, _) = a.query_counted("SHOW WARNINGS").await;
+        // Column count, 3 columns, one row, EOF/OK: 6 packets for one warning.
+        assert_eq!(packets, 6, "round {round}: the insert's warning is gone");
+    }
+}
+
 /// `SET insert_id` is used up by the next insert: replayed on another
 /// connection when the session moved, it gave a later insert the same id
 /// again (ERROR 1062). Such a SET keeps its connection instead.

@@ -694,6 +694,13 @@ impl Session {
         let Some(idx) = self.routing.next_statement else {
             return;
         };
+        // A statement close (no reply) and a ping (answered by the proxy)
+        // leave the server's warnings as they are: the statement after
+        // them may still ask.
+        let between = [crate::protocol::command::STMT_CLOSE, crate::protocol::command::PING];
+        if self.cmd.first().is_some_and(|c| between.contains(c)) {
+            return;
+        }
         if self.command_asks_about_previous() {
             return;
         }
