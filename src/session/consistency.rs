@@ -36,8 +36,8 @@ pub struct WriteMemory {
 
 impl WriteMemory {
     /// A new session's memory: what the client's earlier sessions wrote
-    /// (a GTID every replica taking reads has applied is left out: the
-    /// session's reads need nothing for it).
+    /// (a GTID every replica has applied is left out: the session's reads
+    /// need nothing for it).
     pub fn carried(carried: Option<Carried>, shared: &crate::server::Shared) -> WriteMemory {
         let carried = carried.unwrap_or_default();
         WriteMemory {
@@ -49,18 +49,15 @@ impl WriteMemory {
     }
 }
 
-/// Whether every replica taking reads has applied `target`, as the
-/// monitor last saw (false when none does, or none is known).
+/// Whether every replica, taking reads or not (one out of the rotation
+/// may come back), has applied `target`, as the monitor last saw (false
+/// when there is none, or a position is not known).
 fn applied_everywhere(shared: &crate::server::Shared, target: &str) -> bool {
     let topology = shared.topology_now();
-    let mut replicas = topology
-        .backends
-        .iter()
-        .enumerate()
-        .filter(|(i, b)| b.role == crate::monitor::Role::Replica && shared.takes_reads(*i))
-        .peekable();
+    let mut replicas =
+        topology.backends.iter().filter(|b| b.role == crate::monitor::Role::Replica).peekable();
     replicas.peek().is_some()
-        && replicas.all(|(_, b)| {
+        && replicas.all(|b| {
             let flavor = b.flavor.unwrap_or(crate::monitor::Flavor::MariaDb);
             b.gtid_position.as_deref().is_some_and(|p| gtid::position_covers(flavor, p, target))
         })
@@ -144,6 +141,28 @@ impl Session {
     pub(super) fn need_for(&self, info: &StatementInfo, now: Instant) -> ReadNeed {
         let pin_for = self.view.config.consistency.pin_for;
         read_need(mode_for(info, &self.writes), &self.writes, pin_for, now)
+    }
+
+    /// A read that needs the session's last write, which every replica has
+    /// applied by now (as the monitor saw), needs nothing: the write is
+    /// forgotten, and the session's later reads skip the check (a GTID
+    /// parsed per replica per read).
+    pub(super) fn forget_applied_write(
+        &mut self,
+        route: crate::router::Route,
+        need: ReadNeed,
+    ) -> ReadNeed {
+        let ReadNeed::Gtid(g) = &need else {
+            return need;
+        };
+        if route.target != crate::router::Target::AnyReplica
+            || self.writes.gtid.as_deref() != Some(g.as_str())
+            || !applied_everywhere(&self.shared, g)
+        {
+            return need;
+        }
+        self.writes.gtid = None;
+        ReadNeed::Nothing
     }
 
     /// Remembers a write that ran on the primary.

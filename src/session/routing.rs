@@ -450,6 +450,7 @@ impl Session {
         if self.refuse(route).await? {
             return Ok(());
         }
+        let need = self.forget_applied_write(route, need);
         let ran = if route.target == Target::AnyReplica
             && matches!(need, ReadNeed::Gtid(_) | ReadNeed::PrimaryPosition)
         {

@@ -223,6 +223,7 @@ impl Session {
         let mut original = std::mem::take(&mut self.exec_original);
         original.clear();
         original.extend_from_slice(&self.cmd);
+        let need = self.forget_applied_write(route, need);
         let causal = route.target == Target::AnyReplica
             && matches!(need, ReadNeed::Gtid(_) | ReadNeed::PrimaryPosition);
         let ran = if causal {
