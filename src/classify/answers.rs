@@ -37,9 +37,7 @@ fn is_socket(tok: &Token, sql: &str) -> bool {
     if tok.tok != Tok::SysVar {
         return false;
     }
-    let name = tok.text(sql).get(2..).unwrap_or("");
-    let name = name.rsplit_once('.').map_or(name, |(_, n)| n);
-    name.eq_ignore_ascii_case("socket")
+    tok.sys_var(sql).1.eq_ignore_ascii_case("socket")
 }
 
 /// `sql` with every read of `@@socket` replaced by the proxy's answer, or

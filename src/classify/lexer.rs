@@ -56,6 +56,13 @@ impl Token {
         sql.get(self.start..self.end).unwrap_or("")
     }
 
+    /// For a `Tok::SysVar` token, its scope (`""` when none was written)
+    /// and the variable's name: `@@global.read_only` is ("global", "read_only").
+    pub fn sys_var<'a>(&self, sql: &'a str) -> (&'a str, &'a str) {
+        let text = self.text(sql).get(2..).unwrap_or("");
+        text.split_once('.').unwrap_or(("", text))
+    }
+
     /// True for an operator token with exactly this text.
     pub fn is_op(&self, sql: &str, op: &str) -> bool {
         self.tok == Tok::Op && self.text(sql) == op

@@ -127,7 +127,7 @@ impl SetScan {
                 self.variable(false, false);
                 return SetEvent::UserTarget;
             }
-            (Tok::SysVar, _) => self.system_variable(t.text(sql)),
+            (Tok::SysVar, _) => self.system_variable(sql, t),
             (Tok::Word | Tok::QuotedIdent, _) => {
                 self.one_shot |= !self.global_scope && is_one_shot(t.text(sql).trim_matches('`'));
                 let autocommit = t.kw == Some(Kw::AUTOCOMMIT);
@@ -143,12 +143,8 @@ impl SetScan {
         self.state = State::Target;
     }
 
-    fn system_variable(&mut self, text: &str) {
-        let name = text.get(2..).unwrap_or("");
-        let (scope, name) = match name.split_once('.') {
-            Some((scope, name)) => (scope, name),
-            None => ("", name),
-        };
+    fn system_variable(&mut self, sql: &str, t: &Token) {
+        let (scope, name) = t.sys_var(sql);
         let global =
             ["global", "persist", "persist_only"].iter().any(|s| scope.eq_ignore_ascii_case(s));
         self.one_shot |= !global && is_one_shot(name);

@@ -206,7 +206,7 @@ impl StmtScan {
             Tok::Word => self.word(sql, t, next, func),
             Tok::QuotedIdent if next.tok == Tok::LParen => self.call(sql, t, None),
             Tok::UserVar => self.user_var(sql, next, set),
-            Tok::SysVar => self.sys_var(t.text(sql)),
+            Tok::SysVar => self.sys_var(t.sys_var(sql).1),
             _ => {}
         }
     }
@@ -348,7 +348,8 @@ impl StmtScan {
         }
     }
 
-    fn sys_var(&mut self, text: &str) {
+    /// Flags for a system variable, by `name` (its scope left out).
+    fn sys_var(&mut self, name: &str) {
         // What only the primary answers for the proxy (see Flags::PRIMARY_STATE).
         const PRIMARY_STATE: [&str; 7] = [
             "read_only",
@@ -361,8 +362,6 @@ impl StmtScan {
         ];
         const LAST: [&str; 5] =
             ["warning_count", "error_count", "identity", "last_insert_id", "last_gtid"];
-        let name = text.get(2..).unwrap_or("");
-        let name = name.rsplit_once('.').map_or(name, |(_, n)| n);
         if LAST.iter().any(|v| name.eq_ignore_ascii_case(v)) {
             self.flags |= Flags::LAST_STATEMENT_FUNC;
         }
