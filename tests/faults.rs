@@ -559,33 +559,6 @@ async fn a_transaction_whose_primary_dies_is_never_reported_committed() {
     p.exec(&format!("DROP TABLE app.{table}")).await;
 }
 
-/// Ends every connection of user app on the three servers (as KILL,
-/// wait_timeout or a restart would) and waits until they are gone.
-async fn kill_app_connections() {
-    for addr in [PRIMARY, REPLICA1, REPLICA2] {
-        let mut a = admin(addr).await;
-        let ids = a
-            .scalar(
-                "SELECT GROUP_CONCAT(ID) FROM information_schema.PROCESSLIST WHERE USER = 'app'",
-            )
-            .await
-            .unwrap_or_default();
-        for id in ids.split(',').filter(|id| !id.is_empty()) {
-            let _ = a.query(&format!("KILL {id}")).await;
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while a
-            .scalar("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app'")
-            .await
-            .as_deref()
-            != Some("0")
-        {
-            assert!(Instant::now() < deadline, "killed connections linger on {addr}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
 /// Without multiplexing a session holds its own connections: when their
 /// servers end them while the session idles, the next statements run on
 /// new connections with the session's database and SETs, with no error.
@@ -602,7 +575,7 @@ async fn connections_their_servers_closed_while_the_session_idled_are_replaced()
     for _ in 0..4 {
         assert_eq!(c.scalar("SELECT @@sql_mode").await.as_deref(), Some("ANSI_QUOTES"));
     }
-    kill_app_connections().await;
+    kill_app_connections(&[PRIMARY, REPLICA1, REPLICA2]).await;
     c.exec(&format!("INSERT INTO {table} VALUES (2)")).await;
     for _ in 0..4 {
         assert_eq!(c.scalar("SELECT @@sql_mode").await.as_deref(), Some("ANSI_QUOTES"));
@@ -611,7 +584,7 @@ async fn connections_their_servers_closed_while_the_session_idled_are_replaced()
     assert_eq!(ids.as_deref(), Some("1,2"));
 
     c.exec("SET @mine = 1").await;
-    kill_app_connections().await;
+    kill_app_connections(&[PRIMARY, REPLICA1, REPLICA2]).await;
     assert!(query_error(&mut c, "SELECT @mine").await.is_some(), "the user variable is gone");
     assert_eq!(c.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
     let mut p = admin(PRIMARY).await;
