@@ -96,13 +96,9 @@ impl RecentWrites {
     }
 
     /// Clients remembered now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
-    }
-
-    /// True when no client is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -41,7 +41,7 @@ impl WriteMemory {
     pub fn carried(carried: Option<Carried>, shared: &crate::server::Shared) -> WriteMemory {
         let carried = carried.unwrap_or_default();
         WriteMemory {
-            gtid: carried.gtid.filter(|g| !applied_everywhere(shared, g)),
+            gtid: carried.gtid.filter(|g| !applied_everywhere(&shared.topology_now(), g)),
             gtid_unreported: carried.gtid_unreported,
             pinned_since: carried.pinned_since,
             ..WriteMemory::default()
@@ -52,8 +52,7 @@ impl WriteMemory {
 /// Whether every replica, taking reads or not (one out of the rotation
 /// may come back), has applied `target`, as the monitor last saw (false
 /// when there is none, or a position is not known).
-fn applied_everywhere(shared: &crate::server::Shared, target: &str) -> bool {
-    let topology = shared.topology_now();
+fn applied_everywhere(topology: &crate::monitor::Topology, target: &str) -> bool {
     let mut replicas =
         topology.backends.iter().filter(|b| b.role == crate::monitor::Role::Replica).peekable();
     replicas.peek().is_some()
@@ -157,7 +156,7 @@ impl Session {
         };
         if route.target != crate::router::Target::AnyReplica
             || self.writes.gtid.as_deref() != Some(g.as_str())
-            || !applied_everywhere(&self.shared, g)
+            || !applied_everywhere(&self.shared.topology_now(), g)
         {
             return need;
         }
@@ -486,5 +485,37 @@ mod tests {
         let m = WriteMemory { session_mode: Some(ConsistencyMode::Pin), ..WriteMemory::default() };
         assert_eq!(mode_for(&info, &m), ConsistencyMode::Eventual);
         assert_eq!(mode_for(&crate::classify::classify("SELECT 1"), &m), ConsistencyMode::Pin);
+    }
+
+    use crate::monitor::{BackendSpec, BackendState, Role, Topology};
+
+    fn topology(servers: &[(Role, Option<&str>)]) -> Topology {
+        let backends = servers
+            .iter()
+            .map(|(role, position)| BackendState {
+                gtid_position: position.map(str::to_string),
+                ..BackendState::unknown(&BackendSpec::new("b", "127.0.0.1:1", *role))
+            })
+            .collect();
+        Topology { backends, ..Topology::default() }
+    }
+
+    #[test]
+    fn a_write_is_applied_everywhere_when_every_replica_holds_it() {
+        let both = topology(&[
+            (Role::Primary, Some("0-1-12")),
+            (Role::Replica, Some("0-1-12")),
+            (Role::Replica, Some("0-1-15")),
+        ]);
+        assert!(applied_everywhere(&both, "0-1-12"));
+        assert!(!applied_everywhere(&both, "0-1-13"), "one replica is behind");
+    }
+
+    #[test]
+    fn an_unknown_position_or_no_replica_is_not_everywhere() {
+        let unknown = topology(&[(Role::Primary, None), (Role::Replica, None)]);
+        assert!(!applied_everywhere(&unknown, "0-1-1"));
+        let none = topology(&[(Role::Primary, Some("0-1-9"))]);
+        assert!(!applied_everywhere(&none, "0-1-1"));
     }
 }
