@@ -2,7 +2,7 @@
 # Helpers shared by the integration scripts. Source it; it defines functions
 # only and changes no shell options.
 #
-#   ensure_python_deps            pip-install pymysql, mysql-connector-python, pytest when missing
+#   ensure_python_deps            pip-install the Python drivers and pytest when missing
 #   ensure_apt PKG...             apt-get install the missing packages (root only)
 #   wait_for_port HOST PORT SECS  bounded poll until a TCP port accepts
 #   lab_sql PORT SQL              SQL as the lab admin, rows tab-separated
@@ -25,13 +25,15 @@ deadline_in() { awk -v s="$1" -v n="$(now_s)" 'BEGIN { printf "%.3f", n + s }'; 
 
 ensure_python_deps() {
     local py="${PYTHON:-python3}"
-    if "$py" -c 'import pymysql, pytest, mysql.connector' >/dev/null 2>&1; then
+    # mysqlclient builds against the MariaDB C connector (libmariadb-dev,
+    # pkg-config); pyodbc needs unixODBC.
+    local pkgs=(pymysql mysql-connector-python pytest mysqlclient pyodbc sqlalchemy)
+    if "$py" -c 'import pymysql, pytest, mysql.connector, MySQLdb, pyodbc, sqlalchemy' >/dev/null 2>&1; then
         return 0
     fi
-    log "installing pymysql, mysql-connector-python and pytest with pip"
-    PIP_ROOT_USER_ACTION=ignore "$py" -m pip install --quiet --disable-pip-version-check \
-        pymysql mysql-connector-python pytest \
-        || die "pip install pymysql mysql-connector-python pytest failed"
+    log "installing ${pkgs[*]} with pip"
+    PIP_ROOT_USER_ACTION=ignore "$py" -m pip install --quiet --disable-pip-version-check "${pkgs[@]}" \
+        || die "pip install ${pkgs[*]} failed"
 }
 
 _RWSPLIT_APT_UPDATED=${_RWSPLIT_APT_UPDATED:-0}

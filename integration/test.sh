@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of rwsplit: unit tests, integration tests against the
 # local MariaDB replication lab (started here), and real clients (the
-# mariadb command-line client, PyMySQL, mysql-connector-python, three Node.js
-# drivers, PHP, Go, Ruby, Connector/J, sysbench) through the proxy binary.
+# mariadb command-line client, PyMySQL, mysql-connector-python, mysqlclient,
+# SQLAlchemy, MariaDB ODBC, three Node.js drivers, PHP, Go, Rust, Ruby, Perl,
+# Connector/J, sysbench) through the proxy binary.
 # Installs what it needs (apt packages as root, pip packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,9 @@ ensure_apt mariadb-server mariadb-client sysbench python3-pip php-cli php-mysql
 # More drivers, all from Debian's packages: Go's go-sql-driver/mysql, Ruby's
 # mysql2 (on the MariaDB C connector), MariaDB Connector/J.
 ensure_apt golang-go golang-github-go-sql-driver-mysql-dev ruby-mysql2 libmariadb-java
+# Perl's DBI drivers, MariaDB's ODBC driver, and what mysqlclient (pip)
+# builds against.
+ensure_apt libdbd-mysql-perl libdbd-mariadb-perl odbc-mariadb unixodbc libmariadb-dev pkg-config
 command -v java >/dev/null || ensure_apt default-jre-headless
 ensure_python_deps
 # Node.js for the mysql2 client test (the machine's own when it has one).
@@ -73,11 +77,13 @@ run_client_test() {
 run_client_test "mariadb cli" integration/clients/test_cli.sh
 run_client_test "pymysql" python3 -m pytest -q -p no:cacheprovider integration/clients/test_pymysql.py
 run_client_test "mysql-connector-python" python3 -m pytest -q -p no:cacheprovider integration/clients/test_connector_python.py
+run_client_test "mariadb odbc, mysqlclient and sqlalchemy" python3 -m pytest -q -p no:cacheprovider integration/clients/test_odbc_mysqlclient.py
 run_client_test "mysql2 (node)" node integration/clients/node/test_mysql2.js
 run_client_test "mysql and mariadb (node)" node integration/clients/node/test_drivers.js
 run_client_test "go-sql-driver/mysql" integration/clients/test_go.sh
 run_client_test "rust mysql_async and sqlx" integration/clients/test_rust.sh
 run_client_test "ruby mysql2" ruby integration/clients/test_ruby.rb
+run_client_test "perl dbi (DBD::mysql and DBD::MariaDB)" perl integration/clients/test_perl.pl
 run_client_test "mariadb connector/j" integration/clients/test_java.sh
 run_client_test "php mysqli and PDO (mysqlnd)" php integration/clients/test_php.php
 run_client_test "tls and caching_sha2" python3 -m pytest -q -p no:cacheprovider integration/clients/test_tls.py

@@ -514,6 +514,25 @@ impl BackendConn {
         Ok(id)
     }
 
+    /// Runs a prepared statement whose reply no client sees: prepares
+    /// `sql`, executes it with the parameters of `execute` (a
+    /// COM_STMT_EXECUTE payload, its statement id replaced) and closes it.
+    pub async fn run_prepared_own(
+        &mut self,
+        sql: &[u8],
+        execute: &[u8],
+    ) -> Result<Outcome, BackendError> {
+        let id = self.prepare_own(sql).await?.to_le_bytes();
+        let mut payload = execute.to_vec();
+        if let Some(slot) = payload.get_mut(1..5) {
+            slot.copy_from_slice(&id);
+        }
+        let outcome = self.run_own(&payload).await;
+        let close = [crate::protocol::command::STMT_CLOSE, id[0], id[1], id[2], id[3]];
+        self.write_payload(0, &close).await?;
+        outcome
+    }
+
     /// Prepares `sql` unless this connection's cache has it; statements
     /// the cache replaces or evicts are closed.
     /// Returns the id and the ids closed on the way.

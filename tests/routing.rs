@@ -399,6 +399,62 @@ async fn session_settings_apply_to_replica_reads() {
     assert_eq!(c.scalar("SELECT @@sql_mode").await.as_deref(), Some("ANSI_QUOTES"));
 }
 
+/// COM_STMT_EXECUTE of statement `id` with one string parameter, its type
+/// sent or left to what the server saw before.
+fn execute_string(id: u32, value: &str, with_types: bool) -> Vec<u8> {
+    let mut p = vec![0x17];
+    p.extend_from_slice(&id.to_le_bytes());
+    p.push(0);
+    p.extend_from_slice(&1u32.to_le_bytes());
+    p.push(0); // null bitmap
+    p.push(u8::from(with_types));
+    if with_types {
+        p.extend_from_slice(&[0xFD, 0]); // VAR_STRING
+    }
+    p.push(value.len() as u8);
+    p.extend_from_slice(value.as_bytes());
+    p
+}
+
+#[tokio::test]
+async fn prepared_session_settings_apply_to_replica_reads() {
+    // Drivers that prepare every statement (Perl's DBI with server-side
+    // prepares, PDO without emulation) send their SETs as COM_STMT_EXECUTE.
+    general_log_on().await;
+    for multiplex in [false, true] {
+        let p = start_proxy(lab_config(&format!("[pool]\nmultiplex = {multiplex}\n"))).await;
+        let mut c = app(&p).await;
+        let r = c.prepare(b"\x16SET time_zone = ?").await;
+        let id = u32::from_le_bytes(r[0].1[1..5].try_into().unwrap());
+        // The second execute leaves the parameter's type out, as clients
+        // may: the replicas still get it.
+        for (value, with_types) in [("+01:00", true), ("+05:30", false)] {
+            let r = c.command(&execute_string(id, value, with_types), Expect::Result).await;
+            assert_eq!(r[0].1[0], 0x00, "SET failed: {:?}", String::from_utf8_lossy(&r[0].1));
+        }
+        let r = c.prepare(b"\x16SET SESSION sql_mode = 'ANSI_QUOTES'").await;
+        let id = u32::from_le_bytes(r[0].1[1..5].try_into().unwrap());
+        let mut e = vec![0x17];
+        e.extend_from_slice(&id.to_le_bytes());
+        e.push(0);
+        e.extend_from_slice(&1u32.to_le_bytes());
+        assert_eq!(c.command(&e, Expect::Result).await[0].1[0], 0x00);
+        let mut servers = std::collections::HashSet::new();
+        for i in 0..6 {
+            let got = c.scalar("SELECT CONCAT_WS(' ', @@server_id, @@time_zone, @@sql_mode)").await;
+            let got = got.unwrap_or_default();
+            let (server, settings) = got.split_once(' ').unwrap_or_default();
+            assert!(
+                is_replica(Some(server.into())),
+                "multiplex {multiplex}, read {i} on server {got}"
+            );
+            assert_eq!(settings, "+05:30 ANSI_QUOTES", "multiplex {multiplex}, read {i}");
+            servers.insert(server.to_string());
+        }
+        assert_eq!(servers.len(), 2, "multiplex {multiplex}: reads on both replicas");
+    }
+}
+
 #[tokio::test]
 async fn temporary_tables_are_read_where_they_live() {
     let p = proxy().await;

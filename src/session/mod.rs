@@ -117,6 +117,7 @@ pub async fn serve(
         cmd: Vec::with_capacity(256),
         sql: String::new(),
         exec_original: Vec::new(),
+        exec_long_data: false,
         caps: logged_in.login.capabilities,
         user_slot: logged_in.slot,
         stats: SessionStats::new(),
@@ -239,6 +240,9 @@ pub(crate) struct Session {
     /// A COM_STMT_EXECUTE as the client sent it, while `cmd` is rewritten
     /// for a backend (reused between commands).
     pub exec_original: Vec<u8>,
+    /// The execute in `exec_original` took parameters sent as long data,
+    /// which it does not carry.
+    pub exec_long_data: bool,
     /// Capabilities negotiated with the client.
     pub caps: CapabilityFlags,
     /// How backends are logged in for this session (tracks the database).

@@ -31,9 +31,9 @@ pub struct RoutingState {
     /// error (a COMMIT on a fresh connection would report success for
     /// writes that are gone).
     pub transaction_lost: bool,
-    /// SET statements (COM_QUERY payloads) that succeeded on the primary and
-    /// are replayed on other backends before they run the session's reads.
-    pub sets: Vec<Vec<u8>>,
+    /// SET statements that succeeded on the primary, replayed on other
+    /// backends before they run the session's reads.
+    pub sets: Vec<RecordedSet>,
     /// `set_hashes[i]` identifies `sets[..=i]` (see `pool::chain_hash`): a
     /// shared connection carries the hash of the SETs it ran.
     pub set_hashes: Vec<u64>,
@@ -57,6 +57,42 @@ pub struct RoutingState {
     /// The replica the picker gave the session's last read: the next one
     /// stays there while it may (`routing.replica_affinity`).
     pub last_replica: Option<usize>,
+}
+
+/// A SET that succeeded, kept to run again on the session's other
+/// connections.
+#[derive(Debug, Clone)]
+pub enum RecordedSet {
+    /// Sent as text: its COM_QUERY payload.
+    Query(Vec<u8>),
+    /// Sent as a prepared statement: its text, and the client's
+    /// COM_STMT_EXECUTE carrying every parameter with its type. It runs
+    /// elsewhere as a statement prepared for the purpose (the execute's
+    /// statement id replaced) and closed after.
+    Execute { sql: std::sync::Arc<[u8]>, execute: Vec<u8> },
+}
+
+impl RecordedSet {
+    /// The hash of the SETs up to this one, given the hash of those
+    /// before it.
+    fn chain_hash(&self, previous: u64) -> u64 {
+        use super::pool::chain_hash;
+        match self {
+            RecordedSet::Query(payload) => chain_hash(previous, payload),
+            // Without the statement id, which differs per connection.
+            RecordedSet::Execute { sql, execute } => {
+                chain_hash(chain_hash(previous, sql), execute.get(5..).unwrap_or_default())
+            }
+        }
+    }
+
+    /// The statement's text (a COM_QUERY payload starts with its command byte).
+    fn text(&self) -> &[u8] {
+        match self {
+            RecordedSet::Query(payload) => payload.get(1..).unwrap_or_default(),
+            RecordedSet::Execute { sql, .. } => sql,
+        }
+    }
 }
 
 impl RoutingState {
@@ -206,11 +242,16 @@ impl Session {
             let start = conn.applied_sets;
             let mut retrack = false;
             for i in start..sets_total {
-                let payload = self.routing.sets[i].clone();
-                retrack |= mentions_session_tracking(&String::from_utf8_lossy(&payload));
+                let set = &self.routing.sets[i];
+                retrack |= mentions_session_tracking(&String::from_utf8_lossy(set.text()));
                 let hash = self.routing.hash_of_first(i + 1);
                 let conn = self.backends[idx].as_mut().expect("open");
-                conn.run_own(&payload).await?;
+                match set {
+                    RecordedSet::Query(payload) => conn.run_own(payload).await?,
+                    RecordedSet::Execute { sql, execute } => {
+                        conn.run_prepared_own(sql, execute).await?
+                    }
+                };
                 conn.applied_sets = i + 1;
                 conn.sets_hash = hash;
             }
@@ -289,17 +330,21 @@ impl Session {
     /// Records the current command (a SET that succeeded on `idx`) for
     /// replay on the session's other backends.
     fn record_set(&mut self, idx: usize) {
-        if self.routing.sets.len() >= MAX_RECORDED_SETS {
-            // A session that keeps issuing SETs: keep the proxy's memory
-            // bounded by pinning its reads to the primary instead (and its
-            // connection there, which alone has the SETs).
+        let set = match self.cmd.first() {
+            Some(&command::STMT_EXECUTE) => self.replayable_execute(),
+            _ => Some(RecordedSet::Query(self.cmd.clone())),
+        };
+        let Some(set) = set.filter(|_| self.routing.sets.len() < MAX_RECORDED_SETS) else {
+            // A session that keeps issuing SETs, or one whose parameters
+            // came as long data: its reads stay on the primary instead
+            // (and its connection there, which alone has the SETs), which
+            // also keeps the proxy's memory bounded.
             self.routing.wrote = true;
             self.pin(idx);
             return;
-        }
-        let hash =
-            super::pool::chain_hash(self.routing.hash_of_first(self.routing.sets.len()), &self.cmd);
-        self.routing.sets.push(self.cmd.clone());
+        };
+        let hash = set.chain_hash(self.routing.hash_of_first(self.routing.sets.len()));
+        self.routing.sets.push(set);
         self.routing.set_hashes.push(hash);
         let n = self.routing.sets.len();
         if let Some(conn) = self.backends.get_mut(idx).and_then(Option::as_mut) {

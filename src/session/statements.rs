@@ -198,6 +198,7 @@ impl Session {
         };
         let stmt = self.stmts.get(id).expect("resolved");
         let (info, params, long_data) = (stmt.info, stmt.params, stmt.long_data);
+        self.exec_long_data = long_data;
         self.routing.reads_insert_id =
             info.flags.contains(crate::classify::Flags::READS_LAST_INSERT_ID);
         let sql = stmt.text.clone();
@@ -262,6 +263,29 @@ impl Session {
             self.after_statement(&info, &sql, idx, &outcome);
         }
         Ok(Next::Continue)
+    }
+
+    /// The execute that just ran (a SET), as it can run again on another
+    /// connection: the statement's text and the client's execute, given
+    /// the parameter types the server used if the client left them out.
+    /// None when parameters came as long data, outside the execute.
+    pub(super) fn replayable_execute(&self) -> Option<super::routing::RecordedSet> {
+        let packet = &self.exec_original;
+        if self.exec_long_data || packet.len() < 10 {
+            return None;
+        }
+        let raw = u32::from_le_bytes(packet[1..5].try_into().ok()?);
+        let stmt = self.stmts.get(self.stmts.resolve(raw)?)?;
+        let mut execute = packet.clone();
+        if stmt.params > 0 && prepared::execute_types(&execute, stmt.params).is_none() {
+            let types = stmt.types.as_deref()?;
+            if !prepared::inject_types(&mut execute, stmt.params, types) {
+                return None;
+            }
+        }
+        // No cursor where it runs again: nobody fetches from it.
+        execute[5] = 0;
+        Some(super::routing::RecordedSet::Execute { sql: stmt.sql.clone(), execute })
     }
 
     /// Runs the execute again after backend `failed` broke before replying
