@@ -399,9 +399,9 @@ async fn session_settings_apply_to_replica_reads() {
     assert_eq!(c.scalar("SELECT @@sql_mode").await.as_deref(), Some("ANSI_QUOTES"));
 }
 
-/// COM_STMT_EXECUTE of statement `id` with one string parameter, its type
-/// sent or left to what the server saw before.
-fn execute_string(id: u32, value: &str, with_types: bool) -> Vec<u8> {
+/// COM_STMT_EXECUTE of statement `id` with one parameter (its binary
+/// value), its type sent or left to what the server saw before.
+fn execute_one(id: u32, param_type: u8, value: &[u8], with_types: bool) -> Vec<u8> {
     let mut p = vec![0x17];
     p.extend_from_slice(&id.to_le_bytes());
     p.push(0);
@@ -409,11 +409,17 @@ fn execute_string(id: u32, value: &str, with_types: bool) -> Vec<u8> {
     p.push(0); // null bitmap
     p.push(u8::from(with_types));
     if with_types {
-        p.extend_from_slice(&[0xFD, 0]); // VAR_STRING
+        p.extend_from_slice(&[param_type, 0]);
     }
-    p.push(value.len() as u8);
-    p.extend_from_slice(value.as_bytes());
+    p.extend_from_slice(value);
     p
+}
+
+/// A short string as a binary protocol value (VAR_STRING).
+fn short_string(value: &str) -> Vec<u8> {
+    let mut v = vec![value.len() as u8];
+    v.extend_from_slice(value.as_bytes());
+    v
 }
 
 #[tokio::test]
@@ -429,7 +435,8 @@ async fn prepared_session_settings_apply_to_replica_reads() {
         // The second execute leaves the parameter's type out, as clients
         // may: the replicas still get it.
         for (value, with_types) in [("+01:00", true), ("+05:30", false)] {
-            let r = c.command(&execute_string(id, value, with_types), Expect::Result).await;
+            let execute = execute_one(id, 0xFD, &short_string(value), with_types);
+            let r = c.command(&execute, Expect::Result).await;
             assert_eq!(r[0].1[0], 0x00, "SET failed: {:?}", String::from_utf8_lossy(&r[0].1));
         }
         let r = c.prepare(b"\x16SET SESSION sql_mode = 'ANSI_QUOTES'").await;
@@ -547,19 +554,7 @@ async fn prepared_reads_run_on_replicas_and_writes_on_the_primary() {
     prep.extend_from_slice(b"SELECT @@server_id, ?");
     let r = c.prepare(&prep).await;
     let id = u32::from_le_bytes(r[0].1[1..5].try_into().unwrap());
-    let exec = |with_types: bool| {
-        let mut p = vec![0x17];
-        p.extend_from_slice(&id.to_le_bytes());
-        p.push(0);
-        p.extend_from_slice(&1u32.to_le_bytes());
-        p.push(0); // null bitmap
-        p.push(u8::from(with_types));
-        if with_types {
-            p.extend_from_slice(&[0x08, 0]);
-        }
-        p.extend_from_slice(&5i64.to_le_bytes());
-        p
-    };
+    let exec = |with_types: bool| execute_one(id, 0x08, &5i64.to_le_bytes(), with_types);
     // First with types, then without: each replica gets the types it needs.
     let mut servers = std::collections::HashSet::new();
     for i in 0..6 {
