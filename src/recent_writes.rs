@@ -1,31 +1,36 @@
-//! What each client last wrote, carried to its next sessions.
+//! What each client last wrote, shared by its sessions.
 //!
-//! A client that writes, disconnects and connects again to read (a shell
+//! A client expects to read its writes, as it would on one server, whether
+//! it writes and reads on one connection, reconnects to read (a shell
 //! script running the command-line client once per statement, a web
-//! request per connection) expects to read its write, as it would on one
-//! server. Read-your-writes follows a session's own writes; so that it also
-//! holds across such reconnections, each write's causal position (its GTID,
-//! a pin window, or "wait for the primary's position") is kept here under
-//! the client's user and address, and a new session of that user from that
-//! address starts with it. Sessions open side by side (a pool) learn of each
-//! other's writes only when they start: for those, `gtid_global`.
+//! request per connection) or reads on one pooled connection what it wrote
+//! on another. Read-your-writes follows a session's own writes; so that it
+//! also holds across a client's connections, each write's causal position
+//! (its GTID, a pin window, or "wait for the primary's position") is kept
+//! here under the client's user and address, and every session of that
+//! user from that address, open already or later, reads after it. A
+//! session sees at a glance (one atomic load per read) whether another
+//! wrote since it last looked.
 //!
-//! Bounded: at most [`CAPACITY`] clients, each remembered for [`KEEP`]
-//! (a write that old is on every replica eligible for reads, unless
-//! `max_replication_lag` allows minutes of lag).
+//! Bounded: at most [`CAPACITY`] clients; one with no session open is
+//! forgotten [`KEEP`] after its last write (a write that old is on every
+//! replica eligible for reads, unless `max_replication_lag` allows minutes
+//! of lag).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Clients remembered at most.
 pub const CAPACITY: usize = 65_536;
 
-/// How long a client's last write is remembered.
+/// How long a client with no session open is remembered after its last
+/// write.
 pub const KEEP: Duration = Duration::from_secs(60);
 
-/// The causal position a session's writes left (see `WriteMemory`).
+/// The causal position a client's writes left (see `WriteMemory`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Carried {
     /// The GTID (or position) reads must see.
@@ -37,18 +42,63 @@ pub struct Carried {
     pub pinned_since: Option<Instant>,
 }
 
+impl Carried {
+    /// Takes in a later write: the later GTID of a domain (whatever order
+    /// the two arrive in), the later pin, and the newer unreported flag.
+    pub fn merge(&mut self, newer: Carried) {
+        self.gtid = later(self.gtid.as_deref(), newer.gtid);
+        self.gtid_unreported = newer.gtid_unreported;
+        self.pinned_since = self.pinned_since.max(newer.pinned_since);
+    }
+}
+
 /// A client: its user and address (None: a unix socket, this host).
 type Key = (Box<[u8]>, Option<IpAddr>);
 
-struct Entry {
-    carried: Carried,
-    at: Instant,
+/// One client's writes, shared by its sessions.
+#[derive(Debug, Default)]
+pub struct ClientWrites {
+    /// How many writes were recorded: a session compares it with the
+    /// count it last took in.
+    version: AtomicU64,
+    /// The writes, and when the last one was recorded.
+    last: Mutex<(Carried, Option<Instant>)>,
 }
 
-/// The last writes of recent clients.
+impl ClientWrites {
+    fn lock(&self) -> MutexGuard<'_, (Carried, Option<Instant>)> {
+        self.last.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records what one of the client's sessions has written so far.
+    pub fn record(&self, carried: Carried) {
+        let mut last = self.lock();
+        last.0.merge(carried);
+        last.1 = Some(Instant::now());
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// The number of writes recorded so far.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// What the client's sessions wrote, with the version it includes.
+    pub fn snapshot(&self) -> (Carried, u64) {
+        let last = self.lock();
+        (last.0.clone(), self.version.load(Ordering::Acquire))
+    }
+
+    /// Whether the client wrote within `keep` of `now`.
+    fn wrote_within(&self, keep: Duration, now: Instant) -> bool {
+        self.lock().1.is_some_and(|at| now.duration_since(at) < keep)
+    }
+}
+
+/// The recent clients' writes.
 #[derive(Default)]
 pub struct RecentWrites {
-    map: Mutex<HashMap<Key, Entry>>,
+    map: Mutex<HashMap<Key, Arc<ClientWrites>>>,
 }
 
 /// The later of two causal positions: `newer` unless `older` already
@@ -67,38 +117,35 @@ fn covers(position: &str, target: &str) -> bool {
 }
 
 impl RecentWrites {
-    /// Remembers what a session of `user` from `ip` has written so far.
-    pub fn record(&self, user: &[u8], ip: Option<IpAddr>, carried: Carried) {
-        let now = Instant::now();
-        let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= CAPACITY && !map.contains_key(&(Box::from(user), ip)) {
-            map.retain(|_, e| now.duration_since(e.at) < KEEP);
+    /// The writes of `user` from `ip`, shared with that client's other
+    /// sessions (a session holds it for as long as it lives).
+    pub fn client(&self, user: &[u8], ip: Option<IpAddr>) -> Arc<ClientWrites> {
+        let key = (Box::from(user), ip);
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = map.get(&key) {
+            return client.clone();
+        }
+        if map.len() >= CAPACITY {
+            // Forget clients with no session open that have not written
+            // lately.
+            let now = Instant::now();
+            map.retain(|_, c| Arc::strong_count(c) > 1 || c.wrote_within(KEEP, now));
             if map.len() >= CAPACITY {
-                map.clear();
+                map.retain(|_, c| Arc::strong_count(c) > 1);
+            }
+            if map.len() >= CAPACITY {
+                // As many clients connected at once: this one's sessions
+                // each follow their own writes only.
+                return Arc::default();
             }
         }
-        let entry = map
-            .entry((Box::from(user), ip))
-            .or_insert_with(|| Entry { carried: Carried::default(), at: now });
-        let merged = Carried {
-            gtid: later(entry.carried.gtid.as_deref(), carried.gtid),
-            gtid_unreported: carried.gtid_unreported,
-            pinned_since: entry.carried.pinned_since.max(carried.pinned_since),
-        };
-        *entry = Entry { carried: merged, at: now };
-    }
-
-    /// What earlier sessions of `user` from `ip` wrote, if recent.
-    pub fn get(&self, user: &[u8], ip: Option<IpAddr>) -> Option<Carried> {
-        let map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = map.get(&(Box::from(user), ip))?;
-        (entry.at.elapsed() < KEEP).then(|| entry.carried.clone())
+        map.entry(key).or_default().clone()
     }
 
     /// Clients remembered now.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+        self.map.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }
 
@@ -115,53 +162,64 @@ mod tests {
     #[test]
     fn a_client_is_its_user_and_address() {
         let recent = RecentWrites::default();
-        recent.record(b"app", HOST, gtid("0-1-10"));
-        assert_eq!(recent.get(b"app", HOST), Some(gtid("0-1-10")));
-        assert_eq!(recent.get(b"other", HOST), None);
-        assert_eq!(recent.get(b"app", None), None);
+        let app = recent.client(b"app", HOST);
+        app.record(gtid("0-1-10"));
+        assert_eq!(recent.client(b"app", HOST).snapshot(), (gtid("0-1-10"), 1));
+        assert_eq!(recent.client(b"other", HOST).snapshot(), (Carried::default(), 0));
+        assert_eq!(recent.client(b"app", None).version(), 0);
         let elsewhere = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)));
-        assert_eq!(recent.get(b"app", elsewhere), None);
+        assert_eq!(recent.client(b"app", elsewhere).version(), 0);
+    }
+
+    #[test]
+    fn sessions_open_at_once_see_each_others_writes() {
+        let recent = RecentWrites::default();
+        let (a, b) = (recent.client(b"app", HOST), recent.client(b"app", HOST));
+        let seen = b.version();
+        a.record(gtid("0-1-7"));
+        assert_ne!(b.version(), seen, "b sees that a wrote");
+        assert_eq!(b.snapshot().0.gtid.as_deref(), Some("0-1-7"));
     }
 
     #[test]
     fn the_later_gtid_of_a_domain_stays_whatever_the_order_of_records() {
         let recent = RecentWrites::default();
-        recent.record(b"app", HOST, gtid("0-1-12"));
-        recent.record(b"app", HOST, gtid("0-1-11"));
-        assert_eq!(recent.get(b"app", HOST).unwrap().gtid.as_deref(), Some("0-1-12"));
-        recent.record(b"app", HOST, gtid("0-1-13"));
-        assert_eq!(recent.get(b"app", HOST).unwrap().gtid.as_deref(), Some("0-1-13"));
+        let app = recent.client(b"app", HOST);
+        app.record(gtid("0-1-12"));
+        app.record(gtid("0-1-11"));
+        assert_eq!(app.snapshot().0.gtid.as_deref(), Some("0-1-12"));
+        app.record(gtid("0-1-13"));
+        assert_eq!(app.snapshot().0.gtid.as_deref(), Some("0-1-13"));
         // Another domain, or another notation: the newest.
-        recent.record(b"app", HOST, gtid("1-1-2"));
-        assert_eq!(recent.get(b"app", HOST).unwrap().gtid.as_deref(), Some("1-1-2"));
+        app.record(gtid("1-1-2"));
+        assert_eq!(app.snapshot().0.gtid.as_deref(), Some("1-1-2"));
     }
 
     #[test]
     fn a_pin_and_an_unreported_write_are_carried() {
         let recent = RecentWrites::default();
+        let app = recent.client(b"app", HOST);
         let at = Instant::now();
-        recent.record(
-            b"app",
-            HOST,
-            Carried { gtid: None, gtid_unreported: true, pinned_since: Some(at) },
-        );
-        let got = recent.get(b"app", HOST).unwrap();
+        app.record(Carried { gtid: None, gtid_unreported: true, pinned_since: Some(at) });
+        let (got, _) = app.snapshot();
         assert!(got.gtid_unreported);
         assert_eq!(got.pinned_since, Some(at));
         // A later record without a pin keeps the pin; without a GTID keeps the GTID.
-        recent.record(b"app", HOST, gtid("0-1-5"));
-        recent.record(b"app", HOST, Carried::default());
-        let got = recent.get(b"app", HOST).unwrap();
-        assert_eq!((got.gtid.as_deref(), got.pinned_since), (Some("0-1-5"), Some(at)));
+        app.record(gtid("0-1-5"));
+        app.record(Carried::default());
+        let (got, version) = app.snapshot();
+        assert_eq!((got.gtid.as_deref(), got.pinned_since, version), (Some("0-1-5"), Some(at), 3));
     }
 
     #[test]
-    fn memory_stays_bounded() {
+    fn memory_stays_bounded_and_keeps_clients_with_sessions_open() {
         let recent = RecentWrites::default();
+        let open = recent.client(b"open", HOST);
+        open.record(gtid("0-1-1"));
         for i in 0..(CAPACITY + 10) {
-            recent.record(format!("u{i}").as_bytes(), HOST, gtid("0-1-1"));
+            recent.client(format!("u{i}").as_bytes(), HOST).record(gtid("0-1-1"));
         }
         assert!(recent.len() <= CAPACITY);
-        assert!(recent.get(format!("u{}", CAPACITY + 9).as_bytes(), HOST).is_some());
+        assert_eq!(recent.client(b"open", HOST).version(), 1, "a client with a session open stays");
     }
 }

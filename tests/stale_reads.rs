@@ -2,7 +2,8 @@
 //! value and immediately read it back through the proxy while one replica
 //! lags by seconds. `pin`, `gtid` and `gtid_global` must never return a
 //! stale value; `eventual` must (proof that the checker sees stale reads).
-//! Also a cross-session check across two proxy instances for gtid_global.
+//! Also writes and reads on two connections of one client (gtid), and a
+//! cross-session check across two proxy instances for gtid_global.
 //!
 //! These tests change the lab's replication (MASTER_DELAY on replica2), so
 //! they run one at a time; the lag is removed when each ends, even on
@@ -238,6 +239,24 @@ async fn gtid_mode_reads_back_a_write_made_on_an_earlier_connection() {
         }
     }
     assert!(stale.is_empty(), "stale reads on a new connection: {stale:?}");
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
+/// A client that writes on one connection and reads on another open
+/// beside it (a pool) reads its writes in `gtid` mode: its sessions share
+/// what it wrote. Each of the 25 workers writes on one connection and
+/// reads on a second, all as one client (user app from 127.0.0.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gtid_mode_reads_on_one_connection_what_another_of_the_client_wrote() {
+    let _serial = SERIAL.lock().await;
+    let table = setup_table().await;
+    let proxy = start_proxy(checker_config("gtid")).await;
+    let _lag = Lag::start(2);
+    let t = run_pairs(proxy.addr, Some(proxy.addr), &table, pairs() / 5).await;
+    println!("gtid, write and read on two connections: {t:?}");
+    assert_eq!(t.stale, 0, "{t:?}");
+    assert!(t.from_replicas * 2 > t.pairs, "reads must still go to replicas: {t:?}");
     let mut a = admin(PRIMARY).await;
     a.exec(&format!("DROP TABLE app.{table}")).await;
 }

@@ -228,6 +228,11 @@ impl Session {
             };
             self.user_slot = slot;
         }
+        if change.user != self.login.user {
+            // Read-your-writes follows the new user's writes from now on.
+            self.writes.client = self.shared.recent_writes.client(&change.user, self.peer.ip());
+            self.writes.seen = 0;
+        }
         self.login.user = change.user.clone();
         self.login.secret = backend_secret;
         self.login.database = Some(change.database).filter(|d| !d.is_empty());

@@ -11,9 +11,10 @@ use crate::classify::{Consistency, StatementInfo};
 use crate::config::ConsistencyMode;
 use crate::monitor::gtid;
 use crate::protocol::command;
-use crate::recent_writes::Carried;
+use crate::recent_writes::{Carried, ClientWrites};
 use crate::relay::{Expect, Outcome};
 use crate::weighting::InFlight;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the session remembers of its writes.
@@ -32,20 +33,33 @@ pub struct WriteMemory {
     /// When the session last wrote without a known GTID (pin until then +
     /// pin_for), or wrote at all in `pin` mode.
     pub pinned_since: Option<Instant>,
+    /// What the client's sessions (this one, those open beside it, those
+    /// before it) wrote: see `crate::recent_writes`.
+    pub client: Arc<ClientWrites>,
+    /// The client's write count this session last took in.
+    pub seen: u64,
 }
 
 impl WriteMemory {
-    /// A new session's memory: what the client's earlier sessions wrote
-    /// (a GTID every replica has applied is left out: the session's reads
-    /// need nothing for it).
-    pub fn carried(carried: Option<Carried>, shared: &crate::server::Shared) -> WriteMemory {
-        let carried = carried.unwrap_or_default();
-        WriteMemory {
-            gtid: carried.gtid.filter(|g| !applied_everywhere(&shared.topology_now(), g)),
-            gtid_unreported: carried.gtid_unreported,
-            pinned_since: carried.pinned_since,
-            ..WriteMemory::default()
+    /// Takes in the writes of the client's other sessions, if any wrote
+    /// since the session last looked.
+    fn take_in_client_writes(&mut self) {
+        if self.client.version() == self.seen {
+            return;
         }
+        let (carried, version) = self.client.snapshot();
+        let mut mine = Carried {
+            gtid: self.gtid.take(),
+            gtid_unreported: self.gtid_unreported,
+            pinned_since: self.pinned_since,
+        };
+        // The session's own unreported write stays unreported.
+        let unreported = mine.gtid_unreported;
+        mine.merge(carried);
+        self.gtid = mine.gtid;
+        self.gtid_unreported = unreported || mine.gtid_unreported;
+        self.pinned_since = mine.pinned_since;
+        self.seen = version;
     }
 }
 
@@ -137,9 +151,13 @@ pub fn parse_session_mode(sql: &str) -> Option<Result<ConsistencyMode, String>> 
 
 impl Session {
     /// What a read arriving at `now` (the statement's start) must see.
-    pub(super) fn need_for(&self, info: &StatementInfo, now: Instant) -> ReadNeed {
+    pub(super) fn need_for(&mut self, info: &StatementInfo, now: Instant) -> ReadNeed {
         let pin_for = self.view.config.consistency.pin_for;
-        read_need(mode_for(info, &self.writes), &self.writes, pin_for, now)
+        let mode = mode_for(info, &self.writes);
+        if mode != ConsistencyMode::Eventual {
+            self.writes.take_in_client_writes();
+        }
+        read_need(mode, &self.writes, pin_for, now)
     }
 
     /// A read that needs the session's last write, which every replica has
@@ -195,18 +213,17 @@ impl Session {
         self.pass_on_writes(mode);
     }
 
-    /// Leaves what the session wrote for the client's next sessions (see
+    /// Leaves what the session wrote for the client's other sessions (see
     /// `crate::recent_writes`).
     fn pass_on_writes(&self, mode: ConsistencyMode) {
         if mode == ConsistencyMode::Eventual {
             return;
         }
-        let carried = Carried {
+        self.writes.client.record(Carried {
             gtid: self.writes.gtid.clone(),
             gtid_unreported: self.writes.gtid_unreported,
             pinned_since: self.writes.pinned_since,
-        };
-        self.shared.recent_writes.record(&self.login.user, self.peer.ip(), carried);
+        });
     }
 
     /// What a causal read waits for: the GTID it needs or the primary's

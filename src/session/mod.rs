@@ -97,7 +97,7 @@ pub async fn serve(
         }
     };
     let user_mode = config.user(&logged_in.login.user).and_then(|u| u.consistency);
-    let carried = shared.recent_writes.get(&logged_in.login.user, peer.ip());
+    let client_writes = shared.recent_writes.client(&logged_in.login.user, peer.ip());
     let handle = Arc::new(SessionHandle::default());
     *handle.user.lock().expect("handle lock") = logged_in.login.user.clone();
     shared.registry.insert(id, handle.clone());
@@ -142,7 +142,8 @@ pub async fn serve(
         in_flight: None,
         writes: consistency::WriteMemory {
             default_mode: user_mode.or(listener.consistency).unwrap_or(config.consistency.mode),
-            ..consistency::WriteMemory::carried(carried, &shared)
+            client: client_writes,
+            ..consistency::WriteMemory::default()
         },
         handle,
     };
