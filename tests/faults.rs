@@ -591,6 +591,34 @@ async fn connections_their_servers_closed_while_the_session_idled_are_replaced()
     p.exec(&format!("DROP TABLE app.{table}")).await;
 }
 
+/// `SET TRANSACTION` without a scope applies to the next transaction only:
+/// once that transaction is over, a connection the session opens later
+/// (here after the server ended the first one) does not get it.
+#[tokio::test]
+async fn a_set_transaction_for_the_next_transaction_is_not_run_again_on_a_new_connection() {
+    let _serial = SERIAL.lock().await;
+    let table = lab_table("next_tx", "id INT PRIMARY KEY").await;
+    let proxy = start_proxy(lab_config("")).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    c.exec("SET TRANSACTION READ ONLY").await;
+    c.exec("BEGIN").await;
+    let refused = query_error(&mut c, &format!("INSERT INTO {table} VALUES (1)")).await;
+    assert_eq!(refused.map(|e| e.0), Some(1792), "the next transaction is read-only");
+    c.exec("COMMIT").await;
+    kill_app_connections(&[PRIMARY]).await;
+    // The connection the SET ran on is gone: its session may be told so
+    // once, then goes on.
+    if query_error(&mut c, "BEGIN").await.is_some() {
+        c.exec("BEGIN").await;
+    }
+    let error = query_error(&mut c, &format!("INSERT INTO {table} VALUES (2)")).await;
+    assert_eq!(error, None, "a later transaction is read-write");
+    c.exec("COMMIT").await;
+    let mut p = admin(PRIMARY).await;
+    assert_eq!(p.scalar(&format!("SELECT COUNT(*) FROM app.{table}")).await.as_deref(), Some("1"));
+    p.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
 #[tokio::test]
 async fn a_replica_that_dies_mid_result_ends_it_with_an_error_and_the_session_goes_on() {
     let _serial = SERIAL.lock().await;

@@ -56,8 +56,11 @@ pub(super) struct SetScan {
     autocommit: Option<bool>,
     autocommit_unclear: bool,
     /// A session variable the server consumes with a later statement is
-    /// assigned (see [`ONE_SHOT`]).
+    /// assigned (see [`ONE_SHOT`]), or `SET TRANSACTION` without a scope
+    /// sets the next transaction's characteristics.
     pub one_shot: bool,
+    /// A scope keyword (SESSION, GLOBAL...) came before the current target.
+    scoped: bool,
 }
 
 /// Session variables whose value the server uses up: the next insert takes
@@ -88,6 +91,7 @@ impl SetScan {
             autocommit: None,
             autocommit_unclear: false,
             one_shot: false,
+            scoped: false,
         }
     }
 
@@ -113,6 +117,7 @@ impl SetScan {
             (_, Some(Kw::SESSION | Kw::LOCAL)) => self.scope(false),
             (_, Some(Kw::TRANSACTION)) => {
                 self.transaction = true;
+                self.one_shot |= !self.scoped;
                 self.state = State::SkipToEnd;
             }
             (_, Some(Kw::NAMES | Kw::CHARACTER | Kw::CHARSET)) => self.names = true,
@@ -140,6 +145,7 @@ impl SetScan {
 
     fn scope(&mut self, global: bool) {
         self.global_scope = global;
+        self.scoped = true;
         self.state = State::Target;
     }
 

@@ -294,6 +294,10 @@ impl Session {
             StatementKind::Begin { read_only: true } if idx != primary => {
                 self.routing.read_only_transaction = Some(idx);
             }
+            // The next transaction's characteristics live on the (pinned)
+            // connection that transaction will run on, and nowhere else.
+            StatementKind::SetTransaction
+                if info.flags.contains(crate::classify::Flags::ONE_SHOT_SET) => {}
             StatementKind::SetSession | StatementKind::SetNames | StatementKind::SetTransaction => {
                 self.record_set(idx);
                 if mentions_session_tracking(sql) {

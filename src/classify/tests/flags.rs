@@ -336,10 +336,16 @@ fn a_set_of_a_variable_the_server_uses_up_is_told_apart() {
         "SET sql_mode = '', last_insert_id = 9",
         "SET SESSION gtid_seq_no = 100",
         "SET @@rand_seed1 = 1, @@rand_seed2 = 2",
+        // The next transaction's characteristics.
+        "SET TRANSACTION READ ONLY",
+        "set transaction isolation level serializable, read write",
     ] {
         assert!(has(sql, F::ONE_SHOT_SET), "{sql}");
     }
     for sql in [
+        "SET SESSION TRANSACTION READ ONLY",
+        "SET LOCAL TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        "SET GLOBAL TRANSACTION ISOLATION LEVEL READ COMMITTED",
         "SET sql_mode = 'ANSI'",
         "SET timestamp = 1000",
         "SET @insert_id = 5",
