@@ -111,6 +111,18 @@ $pdo->rollBack();
 check((int) $pdo->query("SELECT COUNT(*) FROM $table")->fetchColumn() === 20, "rollback kept the rows");
 $pdo->exec("DROP TABLE $table");
 
+// A SET sent as a native prepared statement applies to reads on the
+// replicas too, and they still go there.
+$pdo = pdo_to($proxy);
+$pdo->prepare("SET time_zone = ?")->execute(['+05:30']);
+$ports = [];
+for ($i = 0; $i < 6; $i++) {
+    [$tz, $port] = $pdo->query("SELECT @@time_zone, @@port")->fetch(PDO::FETCH_NUM);
+    check($tz === '+05:30', "time zone of read $i: $tz");
+    $ports[$port] = true;
+}
+check($proxy === $primary || !isset($ports[$primary]), "reads after a prepared SET on the replicas: " . json_encode(array_keys($ports)));
+
 // KILL QUERY with the id SELECT CONNECTION_ID() gives (PDO has no other).
 $victim = pdo_to($proxy);
 $id = (int) $victim->query("SELECT CONNECTION_ID()")->fetchColumn();
