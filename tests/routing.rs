@@ -517,6 +517,40 @@ async fn pin_mode_keeps_reads_after_a_write_on_the_primary() {
 }
 
 #[tokio::test]
+async fn the_consistency_mode_is_set_by_a_prepared_statement_too() {
+    // Drivers that prepare every statement send the SET as an execute,
+    // the mode written in or bound to a parameter.
+    let p = proxy().await;
+    let t = unique("pinprep");
+    for (text, value) in
+        [("SET @rwsplit_consistency = 'pin'", None), ("SET @rwsplit_consistency = ?", Some("PIN"))]
+    {
+        let mut c = app(&p).await;
+        let mut prep = vec![0x16];
+        prep.extend_from_slice(text.as_bytes());
+        let r = c.prepare(&prep).await;
+        let id = u32::from_le_bytes(r[0].1[1..5].try_into().unwrap());
+        let execute = match value {
+            Some(v) => execute_one(id, 0xFD, &short_string(v), true),
+            // No parameters: the execute ends after its iteration count.
+            None => execute_one(id, 0, &[], false)[..10].to_vec(),
+        };
+        let r = c.command(&execute, Expect::Result).await;
+        assert_eq!(r[0].1[0], 0x00, "{text}: {:?}", String::from_utf8_lossy(&r[0].1));
+        c.exec(&format!("CREATE TABLE IF NOT EXISTS {t} (id INT)")).await;
+        c.exec(&format!("INSERT INTO {t} VALUES (7)")).await;
+        assert_eq!(c.scalar("SELECT @@server_id").await.as_deref(), Some(PRIMARY_ID), "{text}");
+        if value.is_some() {
+            let bad = execute_one(id, 0xFD, &short_string("sometimes"), true);
+            let r = c.command(&bad, Expect::Result).await;
+            assert_eq!(r[0].1[0], 0xFF, "an unknown mode is refused");
+        }
+    }
+    let mut c = app(&p).await;
+    c.exec(&format!("DROP TABLE {t}")).await;
+}
+
+#[tokio::test]
 async fn hints_force_the_target() {
     let p = proxy().await;
     let mut c = app(&p).await;

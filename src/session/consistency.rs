@@ -363,7 +363,39 @@ impl Session {
         &mut self,
         sql: &str,
     ) -> Result<bool, SessionError> {
-        match parse_session_mode(sql) {
+        self.answer_consistency_set(parse_session_mode(sql)).await
+    }
+
+    /// The same, prepared (drivers that prepare every statement): the
+    /// mode written in the statement, or bound to its one parameter as a
+    /// string (the execute in `self.cmd`; `types` the parameter types the
+    /// server has, if this execute leaves them out).
+    pub(super) async fn intercept_prepared_consistency_set(
+        &mut self,
+        sql: &str,
+        params: u16,
+        types: Option<&[u8]>,
+    ) -> Result<bool, SessionError> {
+        let parsed = match params {
+            0 => parse_session_mode(sql),
+            1 if parse_session_mode(&sql.replacen('?', "''", 1)).is_some() => {
+                let value = super::prepared::only_string_param(&self.cmd, types)
+                    .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase())
+                    .unwrap_or_default();
+                Some(ConsistencyMode::parse(&value).ok_or(value))
+            }
+            _ => None,
+        };
+        self.answer_consistency_set(parsed).await
+    }
+
+    /// Answers an intercepted consistency SET (true), or leaves the
+    /// statement to run (false: it is not one).
+    async fn answer_consistency_set(
+        &mut self,
+        parsed: Option<Result<ConsistencyMode, String>>,
+    ) -> Result<bool, SessionError> {
+        match parsed {
             None => Ok(false),
             Some(Ok(mode)) => {
                 self.writes.session_mode = Some(mode);

@@ -234,6 +234,26 @@ pub fn execute_types(payload: &[u8], params: u16) -> Option<&[u8]> {
     payload.get(offset + 1..offset + 1 + 2 * params as usize)
 }
 
+/// The value of a one-parameter execute's parameter, when it is sent as a
+/// string (None when it is NULL, of another type, or cut short). `types`
+/// are the types the server has, for an execute that leaves them out.
+pub fn only_string_param<'a>(payload: &'a [u8], types: Option<&[u8]>) -> Option<&'a [u8]> {
+    // command(1) stmt_id(4) flags(1) iteration_count(4) null_bitmap(1)
+    // new_params_bound(1) [types(2)] value
+    if payload.get(10)? & 1 != 0 {
+        return None;
+    }
+    let (param_type, at) = match payload.get(11)? {
+        1 => (*payload.get(12)?, 14),
+        _ => (*types?.first()?, 12),
+    };
+    // VARCHAR, JSON, ENUM, SET, the BLOBs, VAR_STRING, STRING.
+    if !matches!(param_type, 0x0F | 0xF5 | 0xF7..=0xFE) {
+        return None;
+    }
+    crate::protocol::packet::Cursor::new(payload.get(at..)?).lenenc_bytes()
+}
+
 /// Turns an execute without types into one that carries `types`, for a
 /// backend that has not seen them. Returns false when the payload is not
 /// shaped as expected (then it is sent unchanged).
@@ -303,6 +323,25 @@ mod tests {
         // Already bound: left alone.
         let mut bound = BOUND.to_vec();
         assert!(!inject_types(&mut bound, 1, &[8, 0]));
+    }
+
+    #[test]
+    fn a_string_parameter_is_read_with_its_type_sent_or_known() {
+        // cmd, id, flags, iteration, bitmap(1), bound=1, VAR_STRING, "pin"
+        let mut bound = BOUND[..12].to_vec();
+        bound.extend_from_slice(&[0xFD, 0, 3, b'p', b'i', b'n']);
+        assert_eq!(only_string_param(&bound, None), Some(&b"pin"[..]));
+        let mut unbound = BOUND[..12].to_vec();
+        unbound[11] = 0;
+        unbound.extend_from_slice(&[3, b'p', b'i', b'n']);
+        assert_eq!(only_string_param(&unbound, Some(&[0xFE, 0])), Some(&b"pin"[..]));
+        assert_eq!(only_string_param(&unbound, None), None, "type unknown");
+        // An integer, a NULL, a value cut short.
+        assert_eq!(only_string_param(&BOUND, None), None);
+        let mut null = bound.clone();
+        null[10] = 1;
+        assert_eq!(only_string_param(&null, None), None);
+        assert_eq!(only_string_param(&bound[..bound.len() - 1], None), None);
     }
 
     #[test]

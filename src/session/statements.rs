@@ -209,6 +209,12 @@ impl Session {
             let types = types.to_vec();
             self.stmts.get_mut(id).expect("resolved").types = Some(types);
         }
+        if info.kind == StatementKind::SetUserVar {
+            let types = self.stmts.get(id).and_then(|s| s.types.clone());
+            if self.intercept_prepared_consistency_set(&sql, params, types.as_deref()).await? {
+                return Ok(Next::Continue);
+            }
+        }
         self.end_read_only_transaction_for(&info).await;
         let need = if long_data { ReadNeed::Primary } else { self.need_for(&info, started) };
         let route = if long_data {
