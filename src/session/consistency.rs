@@ -47,19 +47,23 @@ impl WriteMemory {
         if self.client.version() == self.seen {
             return;
         }
-        let (carried, version) = self.client.snapshot();
-        let mut mine = Carried {
-            gtid: self.gtid.take(),
+        let (theirs, version) = self.client.snapshot();
+        let mut merged = self.as_carried();
+        merged.merge(theirs);
+        self.gtid = merged.gtid;
+        // The session's own unreported write stays unreported.
+        self.gtid_unreported |= merged.gtid_unreported;
+        self.pinned_since = merged.pinned_since;
+        self.seen = version;
+    }
+
+    /// The session's writes, as the client's other sessions take them in.
+    fn as_carried(&self) -> Carried {
+        Carried {
+            gtid: self.gtid.clone(),
             gtid_unreported: self.gtid_unreported,
             pinned_since: self.pinned_since,
-        };
-        // The session's own unreported write stays unreported.
-        let unreported = mine.gtid_unreported;
-        mine.merge(carried);
-        self.gtid = mine.gtid;
-        self.gtid_unreported = unreported || mine.gtid_unreported;
-        self.pinned_since = mine.pinned_since;
-        self.seen = version;
+        }
     }
 }
 
@@ -140,13 +144,38 @@ pub fn wait_statement(mariadb: bool, gtid: &str, timeout: Duration) -> String {
 }
 
 /// Parses the intercepted `SET @rwsplit_consistency = 'mode'`.
+/// Nothing is allocated for any other statement (every `SET @...` of a
+/// session is asked). The value of a prepared one may be its parameter,
+/// `?`, which fails to parse as a mode.
 pub fn parse_session_mode(sql: &str) -> Option<Result<ConsistencyMode, String>> {
-    let lower = sql.trim().trim_end_matches(';').to_ascii_lowercase();
-    let rest = lower.strip_prefix("set")?.trim_start();
-    let rest = rest.strip_prefix("@rwsplit_consistency")?.trim_start();
+    fn strip<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        let head = text.get(..prefix.len())?;
+        head.eq_ignore_ascii_case(prefix).then(|| &text[prefix.len()..])
+    }
+    let rest = strip(sql.trim().trim_end_matches(';'), "set")?.trim_start();
+    let rest = strip(rest, "@rwsplit_consistency")?.trim_start();
     let value = rest.strip_prefix(":=").or_else(|| rest.strip_prefix('='))?.trim();
-    let value = value.trim_matches(|c| c == '\'' || c == '"');
-    Some(ConsistencyMode::parse(value).ok_or_else(|| value.to_string()))
+    let value = value.trim_matches(|c| c == '\'' || c == '"').to_ascii_lowercase();
+    Some(ConsistencyMode::parse(&value).ok_or(value))
+}
+
+/// A prepared `SET @rwsplit_consistency` (drivers that prepare every
+/// statement): the mode written in it, or bound to its one parameter as a
+/// string in `execute` (`types`: those the server has, for an execute that
+/// leaves them out).
+pub fn parse_prepared_session_mode(
+    sql: &str,
+    execute: &[u8],
+    types: Option<&[u8]>,
+) -> Option<Result<ConsistencyMode, String>> {
+    match parse_session_mode(sql)? {
+        Err(value) if value == "?" => {
+            let bound = super::prepared::only_string_param(execute, types).unwrap_or_default();
+            let value = String::from_utf8_lossy(bound).to_ascii_lowercase();
+            Some(ConsistencyMode::parse(&value).ok_or(value))
+        }
+        parsed => Some(parsed),
+    }
 }
 
 impl Session {
@@ -219,11 +248,7 @@ impl Session {
         if mode == ConsistencyMode::Eventual {
             return;
         }
-        self.writes.client.record(Carried {
-            gtid: self.writes.gtid.clone(),
-            gtid_unreported: self.writes.gtid_unreported,
-            pinned_since: self.writes.pinned_since,
-        });
+        self.writes.client.record(self.writes.as_carried());
     }
 
     /// What a causal read waits for: the GTID it needs or the primary's
@@ -366,32 +391,9 @@ impl Session {
         self.answer_consistency_set(parse_session_mode(sql)).await
     }
 
-    /// The same, prepared (drivers that prepare every statement): the
-    /// mode written in the statement, or bound to its one parameter as a
-    /// string (the execute in `self.cmd`; `types` the parameter types the
-    /// server has, if this execute leaves them out).
-    pub(super) async fn intercept_prepared_consistency_set(
-        &mut self,
-        sql: &str,
-        params: u16,
-        types: Option<&[u8]>,
-    ) -> Result<bool, SessionError> {
-        let parsed = match params {
-            0 => parse_session_mode(sql),
-            1 if parse_session_mode(&sql.replacen('?', "''", 1)).is_some() => {
-                let value = super::prepared::only_string_param(&self.cmd, types)
-                    .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase())
-                    .unwrap_or_default();
-                Some(ConsistencyMode::parse(&value).ok_or(value))
-            }
-            _ => None,
-        };
-        self.answer_consistency_set(parsed).await
-    }
-
     /// Answers an intercepted consistency SET (true), or leaves the
     /// statement to run (false: it is not one).
-    async fn answer_consistency_set(
+    pub(super) async fn answer_consistency_set(
         &mut self,
         parsed: Option<Result<ConsistencyMode, String>>,
     ) -> Result<bool, SessionError> {
@@ -526,6 +528,31 @@ mod tests {
             Some(Err("nope".into()))
         );
         assert_eq!(parse_session_mode("SET @other = 'pin'"), None);
+        assert_eq!(parse_session_mode("SE"), None);
+    }
+
+    #[test]
+    fn a_prepared_session_mode_is_written_in_or_bound() {
+        // COM_STMT_EXECUTE: id 1, no flags, 1 iteration, null bitmap,
+        // types sent (VAR_STRING), "GTID".
+        let execute = [0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0xFD, 0, 4, b'G', b'T', b'I', b'D'];
+        let bound = "SET @rwsplit_consistency = ?";
+        assert_eq!(
+            parse_prepared_session_mode(bound, &execute, None),
+            Some(Ok(ConsistencyMode::Gtid))
+        );
+        let written = "SET @rwsplit_consistency = 'eventual'";
+        assert_eq!(
+            parse_prepared_session_mode(written, &execute[..10], None),
+            Some(Ok(ConsistencyMode::Eventual))
+        );
+        let mut sometimes = execute[..14].to_vec();
+        sometimes.extend_from_slice(b"\x09sometimes");
+        assert_eq!(
+            parse_prepared_session_mode(bound, &sometimes, None),
+            Some(Err("sometimes".into()))
+        );
+        assert_eq!(parse_prepared_session_mode("SET @x = ?", &execute, None), None);
     }
 
     #[test]

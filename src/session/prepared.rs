@@ -238,20 +238,20 @@ pub fn execute_types(payload: &[u8], params: u16) -> Option<&[u8]> {
 /// string (None when it is NULL, of another type, or cut short). `types`
 /// are the types the server has, for an execute that leaves them out.
 pub fn only_string_param<'a>(payload: &'a [u8], types: Option<&[u8]>) -> Option<&'a [u8]> {
-    // command(1) stmt_id(4) flags(1) iteration_count(4) null_bitmap(1)
-    // new_params_bound(1) [types(2)] value
-    if payload.get(10)? & 1 != 0 {
+    let bound_flag = execute_types_offset(payload, 1)?;
+    // The null bitmap is the byte before the new-params-bound flag.
+    if payload[bound_flag - 1] & 1 != 0 {
         return None;
     }
-    let (param_type, at) = match payload.get(11)? {
-        1 => (*payload.get(12)?, 14),
-        _ => (*types?.first()?, 12),
+    let (param_type, value) = match execute_types(payload, 1) {
+        Some(sent) => (sent[0], bound_flag + 3),
+        None => (*types?.first()?, bound_flag + 1),
     };
     // VARCHAR, JSON, ENUM, SET, the BLOBs, VAR_STRING, STRING.
     if !matches!(param_type, 0x0F | 0xF5 | 0xF7..=0xFE) {
         return None;
     }
-    crate::protocol::packet::Cursor::new(payload.get(at..)?).lenenc_bytes()
+    crate::protocol::packet::Cursor::new(payload.get(value..)?).lenenc_bytes()
 }
 
 /// Turns an execute without types into one that carries `types`, for a

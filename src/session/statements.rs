@@ -210,8 +210,9 @@ impl Session {
             self.stmts.get_mut(id).expect("resolved").types = Some(types);
         }
         if info.kind == StatementKind::SetUserVar {
-            let types = self.stmts.get(id).and_then(|s| s.types.clone());
-            if self.intercept_prepared_consistency_set(&sql, params, types.as_deref()).await? {
+            let types = self.stmts.get(id).and_then(|s| s.types.as_deref());
+            let parsed = super::consistency::parse_prepared_session_mode(&sql, &self.cmd, types);
+            if self.answer_consistency_set(parsed).await? {
                 return Ok(Next::Continue);
             }
         }
