@@ -50,6 +50,7 @@ impl Bench {
                 &mut b.creader,
                 &mut machine,
                 std::pin::pin!(std::future::pending()),
+                None::<fn(&rwsplit::relay::Outcome)>,
             ))
             .expect("relay");
         machine.outcome.rows

@@ -376,18 +376,23 @@ pub enum RelayError {
 ///
 /// `gone` resolves when the backend is known to be gone (the monitor lost
 /// it): waiting for its bytes then ends as if its connection had failed.
-pub async fn relay<B, C, G>(
+/// `at_end` runs once the response's last packet is read, before any of
+/// it is written to the client: what it records is in place by the time
+/// the client can act on the reply.
+pub async fn relay<B, C, G, E>(
     backend: &mut B,
     breader: &mut PacketReader,
     client: &mut C,
     creader: &mut PacketReader,
     machine: &mut Machine,
     mut gone: std::pin::Pin<&mut G>,
+    mut at_end: Option<E>,
 ) -> Result<(), RelayError>
 where
     B: AsyncRead + AsyncWrite + Unpin,
     C: AsyncRead + AsyncWrite + Unpin,
     G: std::future::Future<Output = ()>,
+    E: FnOnce(&Outcome),
 {
     // Payload bytes of a large packet still to pass through unread.
     let mut skip = 0usize;
@@ -432,6 +437,11 @@ where
                 }
                 step = machine.step(h.len, &buf[pos + HEADER..pos + HEADER + h.len])?;
                 last_seq = h.seq;
+                if step == Step::Done
+                    && let Some(at_end) = at_end.take()
+                {
+                    at_end(&machine.outcome);
+                }
                 if let Some(payload) = machine.take_rewrite() {
                     sent = true;
                     client.write_all(&buf[written..pos]).await.map_err(RelayError::Client)?;
@@ -449,6 +459,11 @@ where
                 }
                 step = machine.step(h.len, &buf[pos + HEADER..pos + HEADER + 1])?;
                 last_seq = h.seq;
+                if step == Step::Done
+                    && let Some(at_end) = at_end.take()
+                {
+                    at_end(&machine.outcome);
+                }
                 let n = avail.min(h.len);
                 pos += HEADER + n;
                 skip = h.len - n;
@@ -805,6 +820,7 @@ mod tests {
             &mut PacketReader::new(),
             &mut m,
             std::pin::pin!(std::future::pending()),
+            None::<fn(&Outcome)>,
         )
         .await
         .unwrap();
@@ -813,5 +829,95 @@ mod tests {
         let mut got = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut client, &mut got).await.unwrap();
         assert_eq!(got, wire);
+    }
+
+    /// A client connection that keeps what it is sent, in `seen`.
+    struct Seen(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl AsyncRead for Seen {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Seen {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// What the end of a reply records (a write's GTID, for the client's
+    /// other connections) is recorded before the reply's last packet
+    /// reaches the client, in one read or over several, so a client acting
+    /// on the reply at once finds it recorded.
+    #[tokio::test]
+    async fn the_end_of_a_reply_is_seen_before_the_client_gets_its_last_packet() {
+        for (name, packets) in [
+            ("an OK", vec![build_ok(1, 0, 2, 0)]),
+            ("a result set", result_set(true, 3, 50, 2)),
+            ("a result set ending in EOF", result_set(false, 2, 10, 2)),
+        ] {
+            let deprecate_eof = name != "a result set ending in EOF";
+            let mut wire = Vec::new();
+            let mut seq = 1u8;
+            for p in &packets {
+                seq = crate::protocol::packet::put_packet(&mut wire, seq, p);
+            }
+            let last = packets.last().expect("a packet").len() + HEADER;
+            for backend_buffer in [16, 1 << 16] {
+                let (mut server_side, mut backend) = tokio::io::duplex(backend_buffer);
+                let w = wire.clone();
+                let writer = tokio::spawn(async move {
+                    server_side.write_all(&w).await.unwrap();
+                    server_side
+                });
+                let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+                let mut client = Seen(seen.clone());
+                let mut at_end = None;
+                let mut m = Machine::new(Expect::Result, caps(deprecate_eof));
+                relay(
+                    &mut backend,
+                    &mut PacketReader::new(),
+                    &mut client,
+                    &mut PacketReader::new(),
+                    &mut m,
+                    std::pin::pin!(std::future::pending()),
+                    Some(|o: &Outcome| at_end = Some((o.status, seen.lock().unwrap().len()))),
+                )
+                .await
+                .unwrap();
+                let _keep = writer.await.unwrap();
+                let (status, sent_before) = at_end.expect("at_end ran");
+                assert_eq!(status, 2, "{name}: the reply's end was parsed");
+                assert!(
+                    sent_before <= wire.len() - last,
+                    "{name}, backend buffer {backend_buffer}: {sent_before} of {} bytes \
+                     reached the client before the end was recorded",
+                    wire.len()
+                );
+                assert_eq!(*seen.lock().unwrap(), wire, "{name}: the reply passes unchanged");
+            }
+        }
     }
 }

@@ -14,6 +14,7 @@ use crate::relay::Expect;
 impl Session {
     /// Runs the command in `self.cmd`.
     pub(super) async fn dispatch(&mut self) -> Result<Next, SessionError> {
+        self.routing.statement_writes = false;
         match self.cmd[0] {
             cmd::QUIT => Ok(Next::Quit),
             cmd::QUERY => self.on_query().await,

@@ -143,6 +143,57 @@ pub fn wait_statement(mariadb: bool, gtid: &str, timeout: Duration) -> String {
     }
 }
 
+/// What a reply from the primary adds to the session's writes (pure):
+/// its GTID, a write that went unreported (its reply ended in an EOF,
+/// which carries no session state), and a pin (`pin` mode, or a write on a
+/// connection that does not report GTIDs). None when the statement wrote
+/// nothing reads must follow: not a write (`write`) and no GTID reported
+/// (COMMIT and implicit commits report one).
+pub fn reply_writes(
+    mode: ConsistencyMode,
+    write: bool,
+    tracked: bool,
+    outcome: &Outcome,
+    now: Instant,
+) -> Option<Carried> {
+    let gtid = crate::protocol::session_state::gtid(&outcome.session_state);
+    if !write && gtid.is_none() {
+        return None;
+    }
+    // Inside a transaction the GTID comes with COMMIT.
+    let in_transaction = outcome.status & crate::protocol::status::IN_TRANS != 0;
+    // With tracking on, an autocommit write without a GTID logged nothing;
+    // without tracking the write cannot be followed: pin.
+    let untracked = gtid.is_none() && !tracked && !in_transaction;
+    Some(Carried {
+        gtid: gtid.map(str::to_string),
+        gtid_unreported: outcome.state_unreported && !in_transaction,
+        pinned_since: (mode == ConsistencyMode::Pin || untracked).then_some(now),
+    })
+}
+
+/// A session's writes as the relay passes them on before the reply
+/// reaches the client (see `Session::early_pass_on`).
+pub struct EarlyPassOn {
+    client: Arc<ClientWrites>,
+    mode: ConsistencyMode,
+    write: bool,
+    tracked: bool,
+    unreported_before: bool,
+}
+
+impl EarlyPassOn {
+    /// Records what the reply that just ended (`outcome`) wrote.
+    pub fn record(self, outcome: &Outcome) {
+        if let Some(mut added) =
+            reply_writes(self.mode, self.write, self.tracked, outcome, Instant::now())
+        {
+            added.gtid_unreported |= self.unreported_before;
+            self.client.record(added);
+        }
+    }
+}
+
 /// Parses the intercepted `SET @rwsplit_consistency = 'mode'`.
 /// Nothing is allocated for any other statement (every `SET @...` of a
 /// session is asked). The value of a prepared one may be its parameter,
@@ -211,35 +262,49 @@ impl Session {
         ReadNeed::Nothing
     }
 
-    /// Remembers a write that ran on the primary.
+    /// Remembers a statement that ran on the primary: what it wrote, if
+    /// anything, joins the session's writes.
     pub(super) fn remember_write(&mut self, idx: usize, outcome: &Outcome) {
         let mode = self.writes.session_mode.unwrap_or(self.writes.default_mode);
-        if mode == ConsistencyMode::Pin {
-            self.writes.pinned_since = Some(Instant::now());
+        let write = self.routing.statement_writes;
+        let tracked =
+            self.backends.get(idx).and_then(Option::as_ref).is_some_and(|c| c.tracks_gtids);
+        let Some(added) = reply_writes(mode, write, tracked, outcome, Instant::now()) else {
+            return;
+        };
+        if added.pinned_since.is_some() {
+            self.writes.pinned_since = added.pinned_since;
             self.shared.telemetry.session_pins.increment(1);
         }
-        let in_transaction = outcome.status & crate::protocol::status::IN_TRANS != 0;
-        // A write that returned rows (INSERT ... RETURNING, a SELECT of a
-        // function that writes) to a client without DEPRECATE_EOF: its
-        // result ended in an EOF, so its GTID, if it committed one, never
-        // came. Inside a transaction the GTID comes with COMMIT.
-        if outcome.state_unreported && !in_transaction {
-            self.writes.gtid_unreported = true;
+        if added.gtid.is_some() {
+            self.writes.gtid = added.gtid;
         }
-        if let Some(g) = crate::protocol::session_state::gtid(&outcome.session_state) {
-            self.writes.gtid = Some(g.to_string());
-        } else {
-            // With tracking on, an autocommit write without a GTID logged
-            // nothing, and inside a transaction the GTID comes with COMMIT.
-            // Without tracking the write cannot be followed: pin.
-            let tracked =
-                self.backends.get(idx).and_then(Option::as_ref).is_some_and(|c| c.tracks_gtids);
-            if !tracked && !in_transaction {
-                self.writes.pinned_since = Some(Instant::now());
-                self.shared.telemetry.session_pins.increment(1);
-            }
-        }
+        self.writes.gtid_unreported |= added.gtid_unreported;
         self.pass_on_writes(mode);
+    }
+
+    /// What the reply now coming from `idx` leaves for the client's other
+    /// sessions, recorded by the relay the moment the reply's last packet
+    /// is read and before it reaches the client: a read the client sends
+    /// on another connection as soon as the write is acknowledged already
+    /// follows it. (`remember_write` records it again after the reply, with
+    /// the session's own memory.) None: not the primary, or `eventual`.
+    pub(super) fn early_pass_on(&self, idx: usize) -> Option<EarlyPassOn> {
+        let mode = self.writes.session_mode.unwrap_or(self.writes.default_mode);
+        if idx != self.primary() || mode == ConsistencyMode::Eventual {
+            return None;
+        }
+        Some(EarlyPassOn {
+            client: self.writes.client.clone(),
+            mode,
+            write: self.routing.statement_writes,
+            tracked: self
+                .backends
+                .get(idx)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.tracks_gtids),
+            unreported_before: self.writes.gtid_unreported,
+        })
     }
 
     /// Leaves what the session wrote for the client's other sessions (see
@@ -459,6 +524,47 @@ mod tests {
             assert_eq!(read_need(ConsistencyMode::Gtid, &m, None, now), ReadNeed::PrimaryPosition);
             assert_eq!(read_need(ConsistencyMode::Eventual, &m, None, now), ReadNeed::Nothing);
         }
+    }
+
+    /// A session-state block reporting MariaDB's `last_gtid`.
+    fn last_gtid_state(gtid: &str) -> Vec<u8> {
+        let mut data = vec![9];
+        data.extend_from_slice(b"last_gtid");
+        data.push(gtid.len() as u8);
+        data.extend_from_slice(gtid.as_bytes());
+        let mut state = vec![0, data.len() as u8];
+        state.extend_from_slice(&data);
+        state
+    }
+
+    #[test]
+    fn a_reply_from_the_primary_adds_its_gtid_an_unreported_write_or_a_pin() {
+        use ConsistencyMode::{Gtid, Pin};
+        let now = Instant::now();
+        let ok = |state: Vec<u8>, status: u16| Outcome {
+            status,
+            session_state: state,
+            ..Outcome::default()
+        };
+        let reported = ok(last_gtid_state("0-1-24"), 2);
+        let added = reply_writes(Gtid, true, true, &reported, now).expect("a write");
+        assert_eq!(added, Carried { gtid: Some("0-1-24".into()), ..Carried::default() });
+        // COMMIT is no write, but its GTID is.
+        assert!(reply_writes(Gtid, false, true, &reported, now).is_some());
+        // A read adds nothing; nor does a write inside a transaction.
+        assert_eq!(reply_writes(Gtid, false, true, &ok(Vec::new(), 2), now), None);
+        assert_eq!(
+            reply_writes(Gtid, true, true, &ok(Vec::new(), 3), now),
+            Some(Carried::default())
+        );
+        // Untracked, the write is followed by pinning; in pin mode always.
+        let untracked = reply_writes(Gtid, true, false, &ok(Vec::new(), 2), now).expect("a write");
+        assert_eq!(untracked.pinned_since, Some(now));
+        let pinned = reply_writes(Pin, true, true, &reported, now).expect("a write");
+        assert_eq!(pinned.pinned_since, Some(now));
+        // A write whose reply ended in an EOF: its GTID went unreported.
+        let eof = Outcome { state_unreported: true, ..ok(Vec::new(), 2) };
+        assert!(reply_writes(Gtid, true, true, &eof, now).expect("a write").gtid_unreported);
     }
 
     #[test]

@@ -665,6 +665,8 @@ impl Session {
             let tls = self.shared.backend_tls.load().as_ref().clone().ok().flatten();
             Some((address, login, conn.thread_id, config.timeouts.connect, tls))
         });
+        let pass_on = self.early_pass_on(idx);
+        let conn = self.backends[idx].as_mut().expect("backend open");
         let result = {
             let gone = std::pin::pin!(self.shared.outages.watch(idx, &self.handle.signal));
             let relay = relay::relay(
@@ -674,6 +676,7 @@ impl Session {
                 &mut self.creader,
                 &mut machine,
                 gone,
+                pass_on.map(|p| move |outcome: &Outcome| p.record(outcome)),
             );
             match (&timeout, killer) {
                 (Some(timeout), Some((address, login, thread, connect, tls))) => {

@@ -50,6 +50,10 @@ pub struct RoutingState {
     /// The current statement reads the session's last insert id (the
     /// classifier's `READS_LAST_INSERT_ID`); set for each routed statement.
     pub reads_insert_id: bool,
+    /// The current statement writes (the router's `is_write`): its reply
+    /// from the primary is a write the session's reads must follow. Set
+    /// for each routed statement, false for other commands.
+    pub statement_writes: bool,
     /// With autocommit off, the backend where a statement may have started
     /// a transaction the server does not flag (a read opens a snapshot
     /// without IN_TRANS), until COMMIT or ROLLBACK.
@@ -491,6 +495,7 @@ impl Session {
         let started = std::time::Instant::now();
         self.routing.reads_insert_id =
             info.flags.contains(crate::classify::Flags::READS_LAST_INSERT_ID);
+        self.routing.statement_writes = router::is_write(&info);
         self.end_read_only_transaction_for(&info).await;
         let need = self.need_for(&info, started);
         let route = self.route_statement(&info, sql, &need);

@@ -201,6 +201,7 @@ impl Session {
         self.exec_long_data = long_data;
         self.routing.reads_insert_id =
             info.flags.contains(crate::classify::Flags::READS_LAST_INSERT_ID);
+        self.routing.statement_writes = crate::router::is_write(&info);
         let sql = stmt.text.clone();
         if self.answer_lost_transaction(info.kind).await? {
             return Ok(Next::Continue);
