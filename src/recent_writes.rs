@@ -44,10 +44,12 @@ pub struct Carried {
 
 impl Carried {
     /// Takes in a later write: the later GTID of a domain (whatever order
-    /// the two arrive in), the later pin, and the newer unreported flag.
+    /// the two arrive in), the later pin, and an unreported write until a
+    /// later GTID (the primary's position read after it) stands for it.
     pub fn merge(&mut self, newer: Carried) {
+        self.gtid_unreported =
+            newer.gtid_unreported || (self.gtid_unreported && newer.gtid.is_none());
         self.gtid = later(self.gtid.as_deref(), newer.gtid);
-        self.gtid_unreported = newer.gtid_unreported;
         self.pinned_since = self.pinned_since.max(newer.pinned_since);
     }
 }
@@ -204,11 +206,18 @@ mod tests {
         let (got, _) = app.snapshot();
         assert!(got.gtid_unreported);
         assert_eq!(got.pinned_since, Some(at));
-        // A later record without a pin keeps the pin; without a GTID keeps the GTID.
+        // Another session's write with nothing to report (an UPDATE that
+        // changed no row) leaves the unreported write to be waited for.
+        app.record(Carried::default());
+        assert!(app.snapshot().0.gtid_unreported);
+        // A later record without a pin keeps the pin; without a GTID keeps
+        // the GTID; one with a GTID (the position read after the
+        // unreported write) stands for the unreported write.
         app.record(gtid("0-1-5"));
         app.record(Carried::default());
         let (got, version) = app.snapshot();
-        assert_eq!((got.gtid.as_deref(), got.pinned_since, version), (Some("0-1-5"), Some(at), 3));
+        assert_eq!((got.gtid.as_deref(), got.pinned_since, version), (Some("0-1-5"), Some(at), 4));
+        assert!(!got.gtid_unreported);
     }
 
     #[test]
