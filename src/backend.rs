@@ -609,14 +609,18 @@ impl BackendConn {
     }
 
     /// Makes every OK that ends a write carry its GTID: MariaDB's
-    /// `last_gtid` system variable, MySQL's own-GTID tracker.
+    /// `last_gtid` system variable, MySQL's own-GTID tracker; and every OK
+    /// say whether the statement changed the session's state
+    /// (`session_track_state_change`), which keeps a pooled connection
+    /// with its session. The client sees neither unless it asks.
     pub async fn enable_gtid_tracking(&mut self) -> Result<(), BackendError> {
         let sql = if self.is_mariadb() {
             "SET SESSION session_track_system_variables = \
              IF(FIND_IN_SET('last_gtid', @@session.session_track_system_variables) OR @@session.session_track_system_variables = '*', \
-             @@session.session_track_system_variables, CONCAT_WS(',', NULLIF(@@session.session_track_system_variables, ''), 'last_gtid'))"
+             @@session.session_track_system_variables, CONCAT_WS(',', NULLIF(@@session.session_track_system_variables, ''), 'last_gtid')), \
+             session_track_state_change = ON"
         } else {
-            "SET SESSION session_track_gtids = OWN_GTID"
+            "SET SESSION session_track_gtids = OWN_GTID, session_track_state_change = ON"
         };
         self.query_own(sql).await?;
         self.tracks_gtids = true;

@@ -67,6 +67,10 @@ pub struct Outcome {
     pub state_unreported: bool,
     /// Rows sent in result sets.
     pub rows: u64,
+    /// The statement changed the session's state (any of its OKs carried a
+    /// `session_track_state_change` entry), or may have (an EOF flagged a
+    /// state change without saying which).
+    pub state_changed: bool,
 }
 
 /// What the I/O side must do after a packet.
@@ -308,6 +312,7 @@ impl Machine {
             o.has_status = true;
             o.warnings = warnings;
             o.state_unreported = true;
+            o.state_changed |= st & status::SESSION_STATE_CHANGED != 0;
         } else {
             let ok = messages::parse_ok(payload, self.caps).ok_or(Unexpected("OK"))?;
             o.status = ok.status;
@@ -317,6 +322,7 @@ impl Machine {
             o.last_insert_id = ok.last_insert_id;
             o.state_unreported = false;
             if !ok.session_state.is_empty() {
+                o.state_changed |= session_state::changes_state(ok.session_state);
                 o.session_state.clear();
                 o.session_state.extend_from_slice(ok.session_state);
             }

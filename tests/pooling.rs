@@ -461,6 +461,67 @@ async fn each_kind_of_connection_state_keeps_its_connection() {
     assert!(pool_connections(&proxy).await.iter().all(|&n| n <= 3));
 }
 
+/// State a stored procedure leaves in the session (a user variable, a
+/// temporary table), which the proxy cannot see in the statement, keeps
+/// the connection: the server reports the change (the proxy tracks
+/// `session_track_state_change`), so later statements find it, and another
+/// session running beside it on the primary never sees it.
+#[tokio::test]
+async fn a_procedure_that_changes_the_session_keeps_its_connection() {
+    let _serial = SERIAL.lock().await;
+    let (var_proc, tmp_proc) = (unique("pool_var"), unique("pool_tmp"));
+    let mut admin_conn = admin(PRIMARY).await;
+    admin_conn
+        .exec(&format!("CREATE PROCEDURE app.{var_proc}() BEGIN SET @pool_v = 42; END"))
+        .await;
+    admin_conn
+        .exec(&format!(
+            "CREATE PROCEDURE app.{tmp_proc}() BEGIN \
+             CREATE TEMPORARY TABLE pool_proc_tmp (n INT); INSERT INTO pool_proc_tmp VALUES (1), (2); END"
+        ))
+        .await;
+    wait_replicas_caught_up().await;
+    let proxy = start_proxy(pooled(2, "5s")).await;
+    let mut a = client(&proxy).await;
+    let mut b = client(&proxy).await;
+    a.query_drop(format!("CALL {var_proc}()")).await.unwrap();
+    a.query_drop(format!("CALL {tmp_proc}()")).await.unwrap();
+    let a_thread = thread(&mut a).await;
+    for _ in 0..20 {
+        // B runs on the primary too, on the other connection: A's stays
+        // with A, and what the procedures left there never reaches B.
+        let (v, t): (Option<i64>, u64) =
+            b.query_first("SELECT @pool_v, CONNECTION_ID()").await.unwrap().unwrap();
+        assert_eq!(v, None, "A's variable reached B");
+        assert_ne!(t, a_thread, "B ran on A's connection");
+        let r = b.query_drop("SELECT /* rwsplit:primary */ COUNT(*) FROM pool_proc_tmp").await;
+        assert!(r.is_err(), "A's temporary table reached B");
+        let v: Option<i64> = a.query_first("SELECT @pool_v").await.unwrap();
+        assert_eq!(v, Some(42), "the variable the procedure set was lost");
+        let n: Option<i64> = a
+            .query_first("SELECT /* rwsplit:primary */ COUNT(*) FROM pool_proc_tmp")
+            .await
+            .unwrap();
+        assert_eq!(n, Some(2), "the temporary table the procedure created was lost");
+    }
+    a.disconnect().await.unwrap();
+    b.disconnect().await.unwrap();
+    // A procedure that changes nothing in the session leaves the
+    // connection to the pool.
+    let plain = unique("pool_plain");
+    admin_conn.exec(&format!("CREATE PROCEDURE app.{plain}() BEGIN SELECT 1; END")).await;
+    wait_replicas_caught_up().await;
+    let before = pool_json(&proxy).await["kept_by_reason"]["session_state"].as_u64().unwrap();
+    let mut c = client(&proxy).await;
+    let _: Vec<i64> = c.query(format!("CALL {plain}()")).await.unwrap();
+    churn(&proxy, 5).await;
+    let after = pool_json(&proxy).await["kept_by_reason"]["session_state"].as_u64().unwrap();
+    assert_eq!(after, before, "a procedure that changed nothing kept its connection");
+    for p in [var_proc, tmp_proc, plain] {
+        admin_conn.exec(&format!("DROP PROCEDURE app.{p}")).await;
+    }
+}
+
 #[tokio::test]
 async fn idle_connections_close_after_idle_timeout_down_to_min_idle() {
     let _serial = SERIAL.lock().await;

@@ -676,3 +676,39 @@ async fn idle_client_holds_no_backend_connection() {
     drop(c);
     a.exec(&format!("DROP USER '{user}'@'%'")).await;
 }
+
+/// Statements that change the session's state (a SET, the database, a
+/// temporary table, a user variable, a procedure that sets one, a SQL
+/// prepared statement) get the OK packets the server sends: the proxy's
+/// own state change tracking (`session_track_state_change`) stays out of
+/// sight, unless the client turns that tracking on itself; then it sees
+/// the entries as from the server, and not after it turns it off.
+#[tokio::test]
+async fn session_state_changes_report_the_servers_ok_packets() {
+    let proc = unique("state_proc");
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!("CREATE PROCEDURE app.{proc}() BEGIN SET @tr_v = 7; END")).await;
+    wait_replicas_caught_up().await;
+    let proxy = start_proxy(lab_config("")).await;
+    let changes = [
+        "SET SESSION sql_mode = 'STRICT_ALL_TABLES'",
+        "USE app",
+        "CREATE TEMPORARY TABLE tr_tmp (n INT)",
+        "INSERT INTO tr_tmp VALUES (1)",
+        "SET @tr_u = 1",
+        "CALL {proc}()",
+        "PREPARE tr_s FROM 'SELECT 1'",
+        "DEALLOCATE PREPARE tr_s",
+        "DROP TEMPORARY TABLE tr_tmp",
+    ];
+    let mut script: Vec<String> = changes.iter().map(|s| s.replace("{proc}", &proc)).collect();
+    script.push("SET SESSION session_track_state_change = ON".into());
+    script.extend(changes.iter().map(|s| s.replace("{proc}", &proc)));
+    script.push("SET SESSION session_track_state_change = OFF".into());
+    script.extend(changes.iter().map(|s| s.replace("{proc}", &proc)));
+    for deprecate_eof in [true, false] {
+        let commands: Vec<_> = script.iter().map(|s| q(s)).collect();
+        assert_same(&proxy, deprecate_eof, &commands).await;
+    }
+    a.exec(&format!("DROP PROCEDURE app.{proc}")).await;
+}

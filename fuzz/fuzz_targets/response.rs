@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let view = ClientView {
         session_track: flags & 2 != 0,
         wants_gtids: flags & 4 != 0,
+        wants_state_change: flags & 32 != 0,
         omit_empty_info: flags & 8 != 0,
     };
     let timeout = Arc::new(QueryTimeout {

@@ -6,12 +6,18 @@
 //! (system variables) holds `lenenc(name) lenenc(value)`; MariaDB reports
 //! a write's GTID as the variable `last_gtid`. Type 3 (GTIDs, MySQL's
 //! `session_track_gtids = OWN_GTID`) holds `spec(1) lenenc(gtid set)`.
+//! Type 2 (`session_track_state_change`) says the statement changed the
+//! session's state: variables, temporary tables, prepared statements,
+//! the database (MariaDB reports it for those changed inside a stored
+//! procedure too); the proxy tracks it to keep such a connection with its
+//! session.
 
 use super::packet::{Cursor, put_lenenc, put_lenenc_str};
 use super::status;
 use mysql_common::constants::CapabilityFlags;
 
 pub const TRACK_SYSTEM_VARIABLES: u8 = 0;
+pub const TRACK_STATE_CHANGE: u8 = 2;
 pub const TRACK_GTIDS: u8 = 3;
 
 /// The entries of a session-state block; stops at the first malformed one.
@@ -50,14 +56,25 @@ pub fn gtid(state: &[u8]) -> Option<&str> {
     found
 }
 
-/// Removes the proxy's own tracking (the `last_gtid` variable and GTID
-/// entries) from a block; returns the entries that remain.
-pub fn without_gtids(state: &[u8]) -> Vec<u8> {
+/// Whether the block reports that the statement changed the session's
+/// state (a `session_track_state_change` entry).
+pub fn changes_state(state: &[u8]) -> bool {
+    entries(state).any(|(kind, _)| kind == TRACK_STATE_CHANGE)
+}
+
+/// Removes the proxy's own tracking the client did not ask for (the
+/// `last_gtid` variable and GTID entries, unless it wants GTIDs; state
+/// change entries, unless it wants those) from a block; returns the
+/// entries that remain.
+pub fn without_own(state: &[u8], view: ClientView) -> Vec<u8> {
     let mut out = Vec::with_capacity(state.len());
     for (kind, data) in entries(state) {
         let ours = match kind {
-            TRACK_SYSTEM_VARIABLES => Cursor::new(data).lenenc_bytes() == Some(b"last_gtid"),
-            TRACK_GTIDS => true,
+            TRACK_SYSTEM_VARIABLES => {
+                !view.wants_gtids && Cursor::new(data).lenenc_bytes() == Some(b"last_gtid")
+            }
+            TRACK_GTIDS => !view.wants_gtids,
+            TRACK_STATE_CHANGE => !view.wants_state_change,
             _ => false,
         };
         if !ours {
@@ -75,6 +92,8 @@ pub struct ClientView {
     pub session_track: bool,
     /// The client asked for GTID tracking itself.
     pub wants_gtids: bool,
+    /// The client turned `session_track_state_change` on itself.
+    pub wants_state_change: bool,
     /// The server omits an empty info string when no state follows
     /// (MariaDB does; MySQL always writes it): rewritten packets match.
     pub omit_empty_info: bool,
@@ -86,15 +105,21 @@ pub struct ClientView {
 pub fn rewrite_ok(payload: &[u8], view: ClientView) -> Option<Vec<u8>> {
     let ok = super::messages::parse_ok(payload, CapabilityFlags::CLIENT_SESSION_TRACK)?;
     let has_state = ok.status & status::SESSION_STATE_CHANGED != 0;
-    if view.session_track && (view.wants_gtids || !has_state || gtid(ok.session_state).is_none()) {
+    let ours = |s: &[u8]| {
+        (!view.wants_gtids && gtid(s).is_some()) || (!view.wants_state_change && changes_state(s))
+    };
+    if view.session_track && (!has_state || !ours(ok.session_state)) {
         return None;
     }
     let mut out = Vec::with_capacity(payload.len());
     out.push(payload[0]);
     put_lenenc(&mut out, ok.affected_rows);
     put_lenenc(&mut out, ok.last_insert_id);
-    let kept =
-        if view.session_track && has_state { without_gtids(ok.session_state) } else { Vec::new() };
+    let kept = if view.session_track && has_state {
+        without_own(ok.session_state, view)
+    } else {
+        Vec::new()
+    };
     let mut st = ok.status;
     if kept.is_empty() {
         st &= !status::SESSION_STATE_CHANGED;
@@ -163,7 +188,12 @@ mod tests {
 
     #[test]
     fn client_without_session_track_gets_a_plain_ok() {
-        let view = ClientView { session_track: false, wants_gtids: false, omit_empty_info: true };
+        let view = ClientView {
+            session_track: false,
+            wants_gtids: false,
+            wants_state_change: false,
+            omit_empty_info: true,
+        };
         let out = rewrite_ok(MARIADB_OK, view).unwrap();
         assert_eq!(out, vec![0x00, 0x01, 0x0f, 0x02, 0x00, 0x00, 0x00]);
         // Info text survives, length-encoded as a server writes it.
@@ -176,7 +206,12 @@ mod tests {
 
     #[test]
     fn other_tracked_variables_are_kept_for_a_tracking_client() {
-        let view = ClientView { session_track: true, wants_gtids: false, omit_empty_info: true };
+        let view = ClientView {
+            session_track: true,
+            wants_gtids: false,
+            wants_state_change: false,
+            omit_empty_info: true,
+        };
         let p = ok_with(&[sysvar(b"autocommit", b"ON"), sysvar(b"last_gtid", b"0-1-9")], b"");
         let out = rewrite_ok(&p, view).unwrap();
         let ok =
@@ -189,7 +224,12 @@ mod tests {
 
     #[test]
     fn state_holding_only_the_gtid_disappears_with_its_flag() {
-        let view = ClientView { session_track: true, wants_gtids: false, omit_empty_info: true };
+        let view = ClientView {
+            session_track: true,
+            wants_gtids: false,
+            wants_state_change: false,
+            omit_empty_info: true,
+        };
         let out = rewrite_ok(MARIADB_OK, view).unwrap();
         assert_eq!(out, b"\x00\x01\x0f\x02\x00\x00\x00", "as MariaDB sends an OK without state");
         let ok =
@@ -201,8 +241,53 @@ mod tests {
 
     #[test]
     fn tracking_client_that_asked_for_gtids_sees_them_unchanged() {
-        let view = ClientView { session_track: true, wants_gtids: true, omit_empty_info: true };
+        let view = ClientView {
+            session_track: true,
+            wants_gtids: true,
+            wants_state_change: false,
+            omit_empty_info: true,
+        };
         assert_eq!(rewrite_ok(MARIADB_OK, view), None);
+    }
+
+    /// The entry MariaDB adds with `session_track_state_change = ON`.
+    fn state_change() -> (u8, Vec<u8>) {
+        (TRACK_STATE_CHANGE, b"\x011".to_vec())
+    }
+
+    #[test]
+    fn the_proxys_state_change_tracking_is_seen_only_by_a_client_that_asked_for_it() {
+        let view = ClientView {
+            session_track: true,
+            wants_gtids: false,
+            wants_state_change: false,
+            omit_empty_info: true,
+        };
+        // A SET: the entry goes, and the flag with it.
+        let p = ok_with(&[state_change()], b"");
+        let ok =
+            super::super::messages::parse_ok(&p, CapabilityFlags::CLIENT_SESSION_TRACK).unwrap();
+        assert!(changes_state(ok.session_state));
+        let out = rewrite_ok(&p, view).unwrap();
+        assert_eq!(out, b"\x00\x00\x00\x02\x00\x00\x00", "as MariaDB sends an OK without state");
+        // A client's own tracked variable stays beside it.
+        let p = ok_with(&[sysvar(b"autocommit", b"ON"), state_change()], b"");
+        let out = rewrite_ok(&p, view).unwrap();
+        let ok =
+            super::super::messages::parse_ok(&out, CapabilityFlags::CLIENT_SESSION_TRACK).unwrap();
+        let kinds: Vec<_> = entries(ok.session_state).map(|(k, _)| k).collect();
+        assert_eq!(kinds, vec![TRACK_SYSTEM_VARIABLES]);
+        // A client that turned it on sees it unchanged.
+        let wants = ClientView { wants_state_change: true, ..view };
+        assert_eq!(rewrite_ok(&ok_with(&[state_change()], b""), wants), None);
+        // Both the GTID and the state change go for a client that asked
+        // for neither; only the GTID for one that asked for state changes.
+        let p = ok_with(&[sysvar(b"last_gtid", b"0-1-9"), state_change()], b"");
+        assert_eq!(rewrite_ok(&p, view).unwrap(), b"\x00\x00\x00\x02\x00\x00\x00");
+        let out = rewrite_ok(&p, wants).unwrap();
+        let ok =
+            super::super::messages::parse_ok(&out, CapabilityFlags::CLIENT_SESSION_TRACK).unwrap();
+        assert!(changes_state(ok.session_state) && gtid(ok.session_state).is_none());
     }
 
     #[test]
@@ -210,10 +295,22 @@ mod tests {
         for n in 0..MARIADB_OK.len() {
             let _ = rewrite_ok(
                 &MARIADB_OK[..n],
-                ClientView { session_track: false, wants_gtids: false, omit_empty_info: false },
+                ClientView {
+                    session_track: false,
+                    wants_gtids: false,
+                    wants_state_change: false,
+                    omit_empty_info: false,
+                },
             );
             let _ = gtid(&MARIADB_OK[n..]);
-            let _ = without_gtids(&MARIADB_OK[n..]);
+            let view = ClientView {
+                session_track: true,
+                wants_gtids: false,
+                wants_state_change: false,
+                omit_empty_info: false,
+            };
+            let _ = without_own(&MARIADB_OK[n..], view);
+            let _ = changes_state(&MARIADB_OK[n..]);
         }
     }
 }

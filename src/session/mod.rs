@@ -139,6 +139,7 @@ pub async fn serve(
         multi_statements_off: false,
         routing: routing::RoutingState::default(),
         client_wants_gtids: false,
+        client_wants_state_change: false,
         in_flight: None,
         writes: consistency::WriteMemory {
             default_mode: user_mode.or(listener.consistency).unwrap_or(config.consistency.mode),
@@ -263,6 +264,9 @@ pub(crate) struct Session {
     /// The client enabled GTID tracking itself, so it sees the GTIDs the
     /// proxy tracks; otherwise they are removed from OK packets.
     pub client_wants_gtids: bool,
+    /// The client turned `session_track_state_change` on itself: it sees
+    /// the state change entries the proxy's own tracking adds.
+    pub client_wants_state_change: bool,
     /// The current read counted as in flight on its replica.
     pub in_flight: Option<crate::weighting::InFlight>,
     /// Read-your-writes: the mode and what the session wrote.
@@ -651,6 +655,7 @@ impl Session {
         let view = ClientView {
             session_track: self.caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK),
             wants_gtids: self.client_wants_gtids,
+            wants_state_change: self.client_wants_state_change,
             omit_empty_info: conn.is_mariadb(),
         };
         let limit = self.view.max_query_time;

@@ -365,6 +365,10 @@ impl Session {
     /// COM_CHANGE_USER ends.
     pub(super) fn reset_routing(&mut self) {
         self.routing = RoutingState::default();
+        // The server's tracking is back to its defaults: the client's own
+        // asks are gone with the rest of its session state.
+        self.client_wants_gtids = false;
+        self.client_wants_state_change = false;
         for conn in self.backends.iter_mut().flatten() {
             conn.applied_sets = 0;
             conn.sets_hash = 0;
@@ -402,7 +406,7 @@ impl Session {
                 | StatementKind::Handler
                 | StatementKind::Xa
                 | StatementKind::Unknown
-        );
+        ) || (outcome.state_changed && !state_followed_by_kind(info.kind));
         if untracked {
             self.pin(idx);
         }
@@ -505,6 +509,12 @@ impl Session {
             return Ok(());
         }
         let need = self.forget_applied_write(route, need);
+        // The OK of a SET that turns the client's own state change
+        // tracking on already reports the change: the client sees it.
+        let wanted_state_change = self.client_wants_state_change;
+        if info.kind == StatementKind::SetSession && mentions_session_tracking(sql) {
+            self.client_wants_state_change = wants_state_change(sql, wanted_state_change);
+        }
         let ran = if route.target == Target::AnyReplica
             && matches!(need, ReadNeed::Gtid(_) | ReadNeed::PrimaryPosition)
         {
@@ -529,6 +539,9 @@ impl Session {
             self.plain_forward(route, crate::relay::Expect::Result).await?
         };
         self.in_flight = None;
+        if ran.as_ref().is_none_or(|(_, o)| o.error.is_some()) {
+            self.client_wants_state_change = wanted_state_change;
+        }
         if let Some((idx, outcome)) = ran {
             self.record_statement(&info, sql, idx, &outcome, started);
             self.after_statement(&info, sql, idx, &outcome);
@@ -730,7 +743,48 @@ impl Session {
 }
 
 fn mentions_session_tracking(sql: &str) -> bool {
-    sql.to_ascii_lowercase().contains("session_track_")
+    const NEEDLE: &[u8] = b"session_track_";
+    sql.as_bytes().windows(NEEDLE.len()).any(|w| w.eq_ignore_ascii_case(NEEDLE))
+}
+
+/// Whether the proxy follows what a statement of this kind changes in
+/// the session (SETs, the database, temporary tables, SQL prepared
+/// statements, locks, transactions): any other statement the server says
+/// changed the session's state (a procedure that sets a variable or
+/// creates a temporary table, a function that sets a variable) keeps its
+/// connection with the session.
+fn state_followed_by_kind(kind: StatementKind) -> bool {
+    matches!(
+        kind,
+        StatementKind::SetAutocommit(_)
+            | StatementKind::SetTransaction
+            | StatementKind::SetNames
+            | StatementKind::SetSession
+            | StatementKind::Use
+            | StatementKind::CreateTemporaryTable
+            | StatementKind::DropTemporaryTable
+            | StatementKind::Prepare
+            | StatementKind::Deallocate
+            | StatementKind::LockTables
+            | StatementKind::UnlockTables
+            | StatementKind::Begin { .. }
+            | StatementKind::Commit
+            | StatementKind::Rollback
+    )
+}
+
+/// Whether, after a SET of session tracking, the client asked for its own
+/// state change tracking (`session_track_state_change`).
+fn wants_state_change(sql: &str, before: bool) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    let Some(at) = lower.find("session_track_state_change") else {
+        return before;
+    };
+    let value = lower[at + "session_track_state_change".len()..]
+        .trim_start()
+        .trim_start_matches([':', '='])
+        .trim_start();
+    !(value.starts_with("off") || value.starts_with('0') || value.starts_with("false"))
 }
 
 /// Whether, after a SET of session tracking, the client asked for GTIDs.
@@ -777,5 +831,22 @@ mod tests {
         assert_eq!(use_database("  use `my db`;").as_deref(), Some("my db"));
         assert_eq!(use_database("USE `a``b`").as_deref(), Some("a`b"));
         assert_eq!(use_database("SELECT 1"), None);
+    }
+
+    #[test]
+    fn a_client_turns_its_own_state_change_tracking_on_and_off() {
+        assert!(mentions_session_tracking("SET SESSION_TRACK_state_change = 1"));
+        assert!(!mentions_session_tracking("SET sql_mode = ''"));
+        for on in
+            ["SET session_track_state_change = ON", "set @@session.SESSION_TRACK_STATE_CHANGE=1"]
+        {
+            assert!(wants_state_change(on, false), "{on}");
+        }
+        for off in ["SET session_track_state_change = OFF", "SET session_track_state_change:=0"] {
+            assert!(!wants_state_change(off, true), "{off}");
+        }
+        // Another tracking variable leaves it as it was.
+        assert!(wants_state_change("SET session_track_gtids = OFF", true));
+        assert!(!wants_state_change("SET session_track_gtids = OWN_GTID", false));
     }
 }
