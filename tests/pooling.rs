@@ -522,6 +522,54 @@ async fn a_procedure_that_changes_the_session_keeps_its_connection() {
     }
 }
 
+/// `ROW_COUNT()` as a statement of its own reads what the session's
+/// previous statement left, though the connection that ran it served
+/// another session in between (one connection per server here, so each
+/// statement of B runs on the connection A's write ran on).
+#[tokio::test]
+async fn row_count_reads_the_sessions_previous_statement_on_a_shared_connection() {
+    let _serial = SERIAL.lock().await;
+    let table = lab_table("pool_rc", "id INT PRIMARY KEY, v INT").await;
+    let proxy = start_proxy(pooled(1, "5s")).await;
+    let mut a = client(&proxy).await;
+    let mut b = client(&proxy).await;
+    let steps = [
+        (format!("INSERT INTO {table} VALUES (1, 0), (2, 0), (3, 0)"), 3),
+        (format!("UPDATE {table} SET v = 1 WHERE id < 3"), 2),
+        (format!("UPDATE {table} SET v = 1 WHERE id < 3"), 0),
+        (format!("SELECT /* rwsplit:primary */ * FROM {table}"), -1),
+        (format!("DELETE FROM {table} WHERE id = 3"), 1),
+        (format!("INSERT INTO {table} VALUES (1, 0)"), -1),
+    ];
+    for (statement, want) in steps {
+        let failed = a.query_drop(&statement).await.is_err();
+        // B's statements on the primary change what the server's
+        // ROW_COUNT() says on that connection. (After an error A keeps
+        // its connection until its next command, which may ask about it.)
+        if !failed {
+            b.query_drop(format!("DELETE FROM {table} WHERE id > 100")).await.unwrap();
+            let _: Vec<i64> = b.query("SELECT /* rwsplit:primary */ 7").await.unwrap();
+        }
+        let got: Option<i64> = a.query_first("SELECT ROW_COUNT()").await.unwrap();
+        assert_eq!(got, Some(want), "ROW_COUNT() after {statement}");
+    }
+    // The column keeps the name the server gives it.
+    a.query_drop(format!("UPDATE {table} SET v = 2 WHERE id = 1")).await.unwrap();
+    let row: mysql_async::Row = a.query_first("SELECT ROW_COUNT()").await.unwrap().unwrap();
+    assert_eq!(row.columns_ref()[0].name_str(), "ROW_COUNT()");
+    assert_eq!(row.get::<i64, _>(0), Some(1));
+    // Inside one multi-statement command the server answers.
+    let mut results =
+        a.query_iter(format!("UPDATE {table} SET v = 3; SELECT ROW_COUNT()")).await.unwrap();
+    let update: Vec<mysql_async::Row> = results.collect().await.unwrap();
+    assert!(update.is_empty());
+    let n: Vec<i64> = results.collect().await.unwrap();
+    assert_eq!(n, vec![2]);
+    drop(results);
+    let mut admin_conn = admin(PRIMARY).await;
+    admin_conn.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
 #[tokio::test]
 async fn idle_connections_close_after_idle_timeout_down_to_min_idle() {
     let _serial = SERIAL.lock().await;

@@ -44,43 +44,94 @@ fn is_socket(tok: &Token, sql: &str) -> bool {
 /// `None` when it reads none. A variable that is a whole item of a select
 /// list keeps its column name (`'' AS `@@socket``).
 pub fn answer_proxy_variables(sql: &str) -> Option<String> {
+    answer_reads(sql, SOCKET, |tokens| usize::from(is_socket(&tokens[0], sql)))
+}
+
+/// `sql` with every call of `ROW_COUNT()` replaced by `value` (what the
+/// session's previous statement left, when the statement runs on another
+/// connection than that one), or `None` when it calls none. A call that is
+/// a whole item of a select list keeps its column name.
+pub fn answer_row_count(sql: &str, value: i64) -> Option<String> {
+    // In a multi-statement, a call may read a statement of the same
+    // command: it is left to the server.
     let mut lx = Lexer::new(sql);
+    let mut after_semi = false;
+    loop {
+        match lx.next().tok {
+            Tok::End => break,
+            Tok::Semi => after_semi = true,
+            _ if after_semi => return None,
+            _ => {}
+        }
+    }
+    // A negative value in parentheses: `5-ROW_COUNT()` stays a subtraction.
+    let value = if value < 0 { format!("({value})") } else { value.to_string() };
+    answer_reads(sql, &value, |tokens| match tokens {
+        [name, open, close, ..]
+            if name.tok == Tok::Word
+                && !name.after_dot
+                && name.text(sql).eq_ignore_ascii_case("ROW_COUNT")
+                && open.tok == Tok::LParen
+                && close.tok == Tok::RParen =>
+        {
+            3
+        }
+        _ => 0,
+    })
+}
+
+/// `sql` with every read `span` finds replaced by `value`: given the
+/// tokens from one on (the last is the end), `span` says how many the
+/// read covers (0: none starts there). A read that is a whole item of a
+/// select list keeps its text as its column name.
+fn answer_reads(sql: &str, value: &str, span: impl Fn(&[Token]) -> usize) -> Option<String> {
+    let mut lx = Lexer::new(sql);
+    let mut tokens = Vec::new();
+    loop {
+        let tok = lx.next();
+        tokens.push(tok);
+        if tok.tok == Tok::End {
+            break;
+        }
+    }
     let mut out = String::new();
     let mut copied = 0;
     let mut depth = 0usize;
     let mut select_depth = None;
-    let mut prev: Option<Token> = None;
-    let mut tok = lx.next();
-    while tok.tok != Tok::End {
-        let next = lx.next();
+    let mut i = 0;
+    while tokens[i].tok != Tok::End {
+        let tok = tokens[i];
         match tok.tok {
             Tok::LParen => depth += 1,
             Tok::RParen => depth = depth.saturating_sub(1),
             Tok::Word if tok.kw == Some(Kw::SELECT) => select_depth = Some(depth),
             _ => {}
         }
-        if is_socket(&tok, sql) {
-            let starts_item = prev.is_none_or(|p| {
-                matches!(p.kw, Some(Kw::SELECT | Kw::DISTINCT | Kw::ALL))
-                    || (p.tok == Tok::Comma && select_depth == Some(depth))
-            });
-            let ends_item = match next.tok {
-                Tok::Comma | Tok::Semi | Tok::End => true,
-                Tok::RParen => select_depth == Some(depth),
-                Tok::Word => next.kw.is_some_and(|k| ITEM_END.contains(&k)),
-                _ => false,
-            };
-            out.push_str(&sql[copied..tok.start]);
-            out.push_str(SOCKET);
-            if starts_item && ends_item {
-                out.push_str(" AS `");
-                out.push_str(&tok.text(sql).replace('`', "``"));
-                out.push('`');
-            }
-            copied = tok.end;
+        let n = span(&tokens[i..]);
+        if n == 0 {
+            i += 1;
+            continue;
         }
-        prev = Some(tok);
-        tok = next;
+        let (last, next) = (tokens[i + n - 1], tokens[i + n]);
+        let starts_item = i.checked_sub(1).map(|p| tokens[p]).is_none_or(|p| {
+            matches!(p.kw, Some(Kw::SELECT | Kw::DISTINCT | Kw::ALL))
+                || (p.tok == Tok::Comma && select_depth == Some(depth))
+        });
+        let ends_item = match next.tok {
+            Tok::Comma | Tok::Semi | Tok::End => true,
+            Tok::RParen => select_depth == Some(depth),
+            Tok::Word => next.kw.is_some_and(|k| ITEM_END.contains(&k)),
+            _ => false,
+        };
+        out.push_str(&sql[copied..tok.start]);
+        out.push_str(value);
+        if starts_item && ends_item {
+            out.push_str(" AS `");
+            out.push_str(&sql[tok.start..last.end].replace('`', "``"));
+            out.push('`');
+        }
+        copied = last.end;
+        i += n;
     }
     if copied == 0 {
         return None;
@@ -92,6 +143,31 @@ pub fn answer_proxy_variables(sql: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::answer_proxy_variables as answer;
+    use super::answer_row_count;
+
+    #[test]
+    fn row_count_calls_get_the_value_and_keep_their_column_name() {
+        let a = |sql| answer_row_count(sql, 3);
+        assert_eq!(a("SELECT ROW_COUNT()").as_deref(), Some("SELECT 3 AS `ROW_COUNT()`"));
+        assert_eq!(a("select row_count( ) ;").as_deref(), Some("select 3 AS `row_count( )` ;"));
+        assert_eq!(a("SELECT ROW_COUNT() AS n").as_deref(), Some("SELECT 3 AS n"));
+        assert_eq!(
+            a("SELECT ROW_COUNT(), LAST_INSERT_ID()").as_deref(),
+            Some("SELECT 3 AS `ROW_COUNT()`, LAST_INSERT_ID()")
+        );
+        assert_eq!(a("SELECT ROW_COUNT() > 0").as_deref(), Some("SELECT 3 > 0"));
+        assert_eq!(
+            answer_row_count("SELECT ROW_COUNT()", -1).as_deref(),
+            Some("SELECT (-1) AS `ROW_COUNT()`")
+        );
+        assert_eq!(answer_row_count("SELECT 5-ROW_COUNT()", -1).as_deref(), Some("SELECT 5-(-1)"));
+        assert_eq!(a("UPDATE t SET a = 1; SELECT ROW_COUNT()"), None);
+        // Not a call of the function: left alone.
+        assert_eq!(
+            a("SELECT 'ROW_COUNT()', t.ROW_COUNT, row_count FROM t /* ROW_COUNT() */"),
+            None
+        );
+    }
 
     #[test]
     fn a_whole_select_item_keeps_its_column_name() {

@@ -35,7 +35,7 @@ mod words;
 #[cfg(test)]
 mod tests;
 
-pub use answers::answer_proxy_variables;
+pub use answers::{answer_proxy_variables, answer_row_count};
 pub use info::{Consistency, Flags, Hint, StatementInfo, StatementKind, Tier};
 pub use tables::{tables, temp_table_name};
 pub use tier2::{CacheStats, Tier2Cache};

@@ -15,6 +15,7 @@ impl Session {
     /// Runs the command in `self.cmd`.
     pub(super) async fn dispatch(&mut self) -> Result<Next, SessionError> {
         self.routing.statement_writes = false;
+        self.routing.reads_row_count = false;
         match self.cmd[0] {
             cmd::QUIT => Ok(Next::Quit),
             cmd::QUERY => self.on_query().await,

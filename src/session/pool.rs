@@ -773,6 +773,11 @@ impl Session {
         {
             self.routing.last_insert = Some((b, 0, id));
         }
+        if let Some((b, _, n)) = self.routing.last_row_count
+            && b == idx
+        {
+            self.routing.last_row_count = Some((b, 0, n));
+        }
         let config = self.config();
         let Some(backend) = config.backends.get(idx) else {
             return;

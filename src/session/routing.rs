@@ -54,6 +54,13 @@ pub struct RoutingState {
     /// from the primary is a write the session's reads must follow. Set
     /// for each routed statement, false for other commands.
     pub statement_writes: bool,
+    /// The current statement reads `ROW_COUNT()` (text only); set for
+    /// each routed statement, false for other commands.
+    pub reads_row_count: bool,
+    /// What `ROW_COUNT()` returns after the session's previous statement:
+    /// (backend, server thread of the connection that ran it, value).
+    /// None when the proxy cannot tell (a CALL, a failed connection).
+    pub last_row_count: Option<(usize, u32, i64)>,
     /// With autocommit off, the backend where a statement may have started
     /// a transaction the server does not flag (a read opens a snapshot
     /// without IN_TRANS), until COMMIT or ROLLBACK.
@@ -263,7 +270,33 @@ impl Session {
                 self.backends[idx].as_mut().expect("open").enable_gtid_tracking().await?;
             }
         }
+        self.carry_row_count(idx);
         self.carry_last_insert_id(idx).await
+    }
+
+    /// A statement reading `ROW_COUNT()` about to run on another connection
+    /// than the session's previous statement (given back to the pool in
+    /// between, or lost) gets the value that statement left written in.
+    fn carry_row_count(&mut self, idx: usize) {
+        if !self.routing.reads_row_count || self.cmd.first() != Some(&command::QUERY) {
+            return;
+        }
+        let Some((backend, thread, value)) = self.routing.last_row_count else {
+            return;
+        };
+        let Some(conn) = self.backends.get(idx).and_then(Option::as_ref) else {
+            return;
+        };
+        if backend == idx && conn.thread_id == thread {
+            return;
+        }
+        let Ok(sql) = std::str::from_utf8(&self.cmd[1..]) else {
+            return;
+        };
+        if let Some(text) = classify::answer_row_count(sql, value) {
+            self.cmd.truncate(1);
+            self.cmd.extend_from_slice(text.as_bytes());
+        }
     }
 
     /// Updates the session's memory after a statement ran on `idx`.
@@ -425,6 +458,11 @@ impl Session {
             }
             _ => {}
         }
+        self.routing.last_row_count = match self.backends.get(idx).and_then(Option::as_ref) {
+            Some(_) if info.kind == StatementKind::Call => None,
+            Some(conn) => Some((idx, conn.thread_id, row_count(outcome))),
+            None => None,
+        };
         let leaves_results = outcome.warnings > 0
             || outcome.error.is_some()
             || info.flags.contains(Flags::SQL_CALC_FOUND_ROWS);
@@ -500,6 +538,9 @@ impl Session {
         self.routing.reads_insert_id =
             info.flags.contains(crate::classify::Flags::READS_LAST_INSERT_ID);
         self.routing.statement_writes = router::is_write(&info);
+        self.routing.reads_row_count =
+            info.flags.contains(crate::classify::Flags::LAST_STATEMENT_FUNC)
+                && sql.as_bytes().windows(9).any(|w| w.eq_ignore_ascii_case(b"row_count"));
         self.end_read_only_transaction_for(&info).await;
         let need = self.need_for(&info, started);
         let route = self.route_statement(&info, sql, &need);
@@ -745,6 +786,16 @@ impl Session {
 fn mentions_session_tracking(sql: &str) -> bool {
     const NEEDLE: &[u8] = b"session_track_";
     sql.as_bytes().windows(NEEDLE.len()).any(|w| w.eq_ignore_ascii_case(NEEDLE))
+}
+
+/// What `ROW_COUNT()` returns after a statement that ended so: the rows
+/// its OK reports as affected, -1 after a result set or an error.
+fn row_count(outcome: &Outcome) -> i64 {
+    if outcome.error.is_some() || outcome.result_set {
+        -1
+    } else {
+        i64::try_from(outcome.affected_rows).unwrap_or(i64::MAX)
+    }
 }
 
 /// Whether the proxy follows what a statement of this kind changes in
