@@ -151,8 +151,11 @@ impl Flags {
     /// statement (`insert_id`, `last_insert_id`, `gtid_seq_no`, the random
     /// seeds): replayed on another connection it would apply again.
     pub const ONE_SHOT_SET: Flags = Flags(1 << 12);
+    /// `SET STATEMENT var = value ... FOR <stmt>`: variables set for this
+    /// statement only (the server reports a session state change for it).
+    pub const STATEMENT_SETS: Flags = Flags(1 << 13);
 
-    const NAMES: [(Flags, &'static str); 13] = [
+    const NAMES: [(Flags, &'static str); 14] = [
         (Flags::LOCKING_READ, "LOCKING_READ"),
         (Flags::SIDE_EFFECT_FUNC, "SIDE_EFFECT_FUNC"),
         (Flags::LAST_STATEMENT_FUNC, "LAST_STATEMENT_FUNC"),
@@ -166,6 +169,7 @@ impl Flags {
         (Flags::READS_LAST_INSERT_ID, "READS_LAST_INSERT_ID"),
         (Flags::PROXY_VARIABLE, "PROXY_VARIABLE"),
         (Flags::ONE_SHOT_SET, "ONE_SHOT_SET"),
+        (Flags::STATEMENT_SETS, "STATEMENT_SETS"),
     ];
 
     /// The raw bits.

@@ -166,6 +166,7 @@ impl StmtScan {
         };
         self.token(sql, t, next, func, set_event);
         if set_event == SetEvent::Restart {
+            self.flags |= Flags::STATEMENT_SETS;
             self.lead.clear();
             self.set = None;
         }

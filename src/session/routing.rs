@@ -439,7 +439,10 @@ impl Session {
                 | StatementKind::Handler
                 | StatementKind::Xa
                 | StatementKind::Unknown
-        ) || (outcome.state_changed && !state_followed_by_kind(info.kind));
+        ) || (outcome.state_changed
+            && !state_followed_by_kind(info.kind)
+            // The variables of SET STATEMENT ... FOR last for the statement.
+            && !(info.flags.contains(Flags::STATEMENT_SETS) && info.kind != StatementKind::Call));
         if untracked {
             self.pin(idx);
         }

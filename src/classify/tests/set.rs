@@ -108,4 +108,8 @@ fn set_role_is_session() {
 fn set_statement_for_takes_the_inner_kind() {
     assert_eq!(kind("SET STATEMENT max_statement_time=60 FOR SELECT * FROM t"), K::Select);
     assert_eq!(kind("SET STATEMENT sql_mode='' FOR UPDATE t SET a = 1"), K::Update);
+    let info = classify("SET STATEMENT max_statement_time=60 FOR SELECT 1");
+    assert!(info.flags.contains(Flags::STATEMENT_SETS));
+    assert!(!classify("SET sql_mode = ''").flags.contains(Flags::STATEMENT_SETS));
+    assert!(!classify("SELECT 1").flags.contains(Flags::STATEMENT_SETS));
 }
