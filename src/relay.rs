@@ -71,6 +71,9 @@ pub struct Outcome {
     /// `session_track_state_change` entry), or may have (an EOF flagged a
     /// state change without saying which).
     pub state_changed: bool,
+    /// The response was only the error the machine was told to hold
+    /// (`Machine::holding_error`): nothing of it reached the client.
+    pub withheld: bool,
 }
 
 /// What the I/O side must do after a packet.
@@ -104,6 +107,12 @@ pub struct Machine {
     timeout: Option<Arc<QueryTimeout>>,
     /// Whether any packet has been stepped (so may have reached the client).
     started: bool,
+    /// The packet being stepped is the response's first.
+    first_packet: bool,
+    /// A response that is only this server error is withheld from the
+    /// client (`Outcome::withheld`): the caller runs the statement again
+    /// elsewhere.
+    hold_error: Option<u16>,
     pub outcome: Outcome,
 }
 
@@ -140,8 +149,17 @@ impl Machine {
             rewrite: None,
             timeout: None,
             started: false,
+            first_packet: false,
+            hold_error: None,
             outcome: Outcome::default(),
         }
+    }
+
+    /// Withholds a response that is only the server error `code` (see
+    /// `Outcome::withheld`).
+    pub fn holding_error(mut self, code: Option<u16>) -> Self {
+        self.hold_error = code;
+        self
     }
 
     /// Rewords the server's error for a statement killed by `timeout`.
@@ -189,6 +207,7 @@ impl Machine {
     /// Feeds one physical packet: its payload length and either the whole
     /// payload (when `len <= INSPECT_LIMIT`) or just its first byte.
     pub fn step(&mut self, len: usize, payload: &[u8]) -> Result<Step, Unexpected> {
+        self.first_packet = !self.started;
         self.started = true;
         let continued = std::mem::replace(&mut self.continuation, len == MAX_PAYLOAD);
         if continued {
@@ -341,6 +360,11 @@ impl Machine {
     fn on_err(&mut self, payload: &[u8]) -> Step {
         let code = messages::parse_err(payload).map_or(0, |e| e.code);
         self.outcome.error = Some(code);
+        if self.first_packet && self.hold_error == Some(code) {
+            self.outcome.withheld = true;
+            self.outcome.has_status = false;
+            return Step::Done;
+        }
         if code == QUERY_INTERRUPTED
             && let Some(t) = self.timeout.as_ref().filter(|t| t.fired.load(Ordering::Relaxed))
         {
@@ -444,6 +468,7 @@ where
                 step = machine.step(h.len, &buf[pos + HEADER..pos + HEADER + h.len])?;
                 last_seq = h.seq;
                 if step == Step::Done
+                    && !machine.outcome.withheld
                     && let Some(at_end) = at_end.take()
                 {
                     at_end(&machine.outcome);
@@ -466,6 +491,7 @@ where
                 step = machine.step(h.len, &buf[pos + HEADER..pos + HEADER + 1])?;
                 last_seq = h.seq;
                 if step == Step::Done
+                    && !machine.outcome.withheld
                     && let Some(at_end) = at_end.take()
                 {
                     at_end(&machine.outcome);
@@ -474,6 +500,10 @@ where
                 pos += HEADER + n;
                 skip = h.len - n;
             }
+        }
+        if machine.outcome.withheld {
+            breader.consume(pos);
+            return Ok(());
         }
         if pos > written {
             sent = true;
@@ -835,6 +865,56 @@ mod tests {
         let mut got = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut client, &mut got).await.unwrap();
         assert_eq!(got, wire);
+    }
+
+    #[test]
+    fn only_a_response_that_is_just_the_held_error_is_withheld() {
+        let no_table = build_err(1146, "42S02", "Table 'app.t' doesn't exist");
+        let m = |code| Machine::new(Expect::Result, caps(true)).holding_error(code);
+        let mut held = m(Some(1146));
+        assert_eq!(feed(&mut held, std::slice::from_ref(&no_table)), vec![Step::Done]);
+        assert!(held.outcome.withheld);
+        assert_eq!(held.outcome.error, Some(1146));
+        // Another error, or no error held: passed on.
+        let mut other = m(Some(1146));
+        feed(&mut other, &[build_err(1064, "42000", "syntax")]);
+        assert!(!other.outcome.withheld);
+        let mut not_held = m(None);
+        feed(&mut not_held, std::slice::from_ref(&no_table));
+        assert!(!not_held.outcome.withheld);
+        // After a first result (a multi-statement), the error is the
+        // client's: part of the reply has reached it.
+        let mut later = m(Some(1146));
+        let mut packets = vec![build_ok(0, 0, status::MORE_RESULTS_EXISTS | 2, 0)];
+        packets.push(no_table);
+        feed(&mut later, &packets);
+        assert!(!later.outcome.withheld);
+    }
+
+    #[tokio::test]
+    async fn a_withheld_error_never_reaches_the_client() {
+        let mut wire = Vec::new();
+        crate::protocol::packet::put_packet(&mut wire, 1, &build_err(1146, "42S02", "no table"));
+        let (mut server_side, mut backend) = tokio::io::duplex(1 << 16);
+        server_side.write_all(&wire).await.unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut client = Seen(seen.clone());
+        let mut breader = PacketReader::new();
+        let mut m = Machine::new(Expect::Result, caps(true)).holding_error(Some(1146));
+        relay(
+            &mut backend,
+            &mut breader,
+            &mut client,
+            &mut PacketReader::new(),
+            &mut m,
+            std::pin::pin!(std::future::pending()),
+            None::<fn(&Outcome)>,
+        )
+        .await
+        .unwrap();
+        assert!(m.outcome.withheld);
+        assert!(seen.lock().unwrap().is_empty(), "the held error reached the client");
+        assert!(breader.buffered().is_empty(), "the error was consumed");
     }
 
     /// A client connection that keeps what it is sent, in `seen`.

@@ -646,3 +646,44 @@ target = "replica"
     assert!(is_replica(c.scalar("SELECT @@server_id, 42 AS always_replica").await));
     c.exec(&format!("DROP TABLE {t}")).await;
 }
+
+/// A read of a table a replica does not have (a temporary table a
+/// procedure created, which the proxy cannot see in the CALL) is answered
+/// by the primary: the replica's "no such table" never reaches the client.
+/// A table that exists nowhere gets the primary's error; reads of other
+/// tables stay on the replicas. With and without multiplexing.
+#[tokio::test]
+async fn a_table_a_replica_does_not_have_is_read_on_the_primary() {
+    let proc = unique("mk_tmp");
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!(
+        "CREATE PROCEDURE app.{proc}() BEGIN \
+         CREATE TEMPORARY TABLE proc_tmp (n INT); INSERT INTO proc_tmp VALUES (1), (2), (3); END"
+    ))
+    .await;
+    wait_replicas_caught_up().await;
+    general_log_on().await;
+    for multiplex in [false, true] {
+        let config = lab_config(&format!("[pool]\nmultiplex = {multiplex}\n"));
+        let p = start_proxy(config).await;
+        let mut c = app(&p).await;
+        c.exec(&format!("CALL {proc}()")).await;
+        let tag = unique("tmpread");
+        let n = c.scalar(&format!("SELECT COUNT(*) FROM proc_tmp /*{tag}*/")).await;
+        assert_eq!(n.as_deref(), Some("3"), "multiplex={multiplex}");
+        let on = ran_on(&tag).await;
+        assert!(on.contains(&"primary"), "multiplex={multiplex}: ran on {on:?}");
+        // A table that exists nowhere: the primary's error, and the
+        // session goes on.
+        let r = c.query("SELECT * FROM app.no_such_table_anywhere").await;
+        let last = &r.last().unwrap().1;
+        let e = rwsplit::protocol::messages::parse_err(last).expect("an error");
+        assert_eq!(e.code, 1146);
+        assert_eq!(
+            String::from_utf8_lossy(e.message),
+            "Table 'app.no_such_table_anywhere' doesn't exist"
+        );
+        assert!(is_replica(c.scalar("SELECT @@server_id").await), "multiplex={multiplex}");
+    }
+    a.exec(&format!("DROP PROCEDURE app.{proc}")).await;
+}

@@ -4,6 +4,9 @@
 use super::packet::{Cursor, put_lenenc};
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 
+/// ER_NO_SUCH_TABLE: "Table 'db.t' doesn't exist".
+pub const NO_SUCH_TABLE: u16 = 1146;
+
 /// A decoded OK packet (also the OK that replaces EOF with DEPRECATE_EOF).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ok<'a> {

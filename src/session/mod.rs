@@ -661,8 +661,13 @@ impl Session {
         let limit = self.view.max_query_time;
         let timeout = (!limit.is_zero())
             .then(|| Arc::new(relay::QueryTimeout { limit, fired: Default::default() }));
-        let mut machine =
-            Machine::new(expect, conn.caps).rewriting_for(Some(view)).with_timeout(timeout.clone());
+        let hold = (self.routing.hold_missing_table && idx != self.primary())
+            .then_some(crate::protocol::messages::NO_SUCH_TABLE);
+        let conn = self.backends[idx].as_mut().expect("backend open");
+        let mut machine = Machine::new(expect, conn.caps)
+            .rewriting_for(Some(view))
+            .with_timeout(timeout.clone())
+            .holding_error(hold);
         let killer = timeout.as_ref().and_then(|_| {
             let config = &self.view.config;
             let address = config.backends.get(idx)?.address.clone();

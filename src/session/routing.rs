@@ -57,6 +57,9 @@ pub struct RoutingState {
     /// The current statement reads `ROW_COUNT()` (text only); set for
     /// each routed statement, false for other commands.
     pub reads_row_count: bool,
+    /// The current read runs on a replica, outside a transaction: a
+    /// replica's "no such table" is withheld, and the primary answers.
+    pub hold_missing_table: bool,
     /// What `ROW_COUNT()` returns after the session's previous statement:
     /// (backend, server thread of the connection that ran it, value).
     /// None when the proxy cannot tell (a CALL, a failed connection).
@@ -732,7 +735,22 @@ impl Session {
                 return Ok(None);
             }
         };
-        match self.forward(idx, expect).await {
+        self.routing.hold_missing_table = route.target == Target::AnyReplica
+            && self.status & (status::IN_TRANS | status::AUTOCOMMIT) == status::AUTOCOMMIT;
+        let forwarded = self.forward(idx, expect).await;
+        self.routing.hold_missing_table = false;
+        match forwarded {
+            // A table the replica does not have: a temporary table a
+            // procedure created, a table whose creation has not reached the
+            // replica yet. The primary answers (with its own error if it
+            // has none either).
+            Ok(Some(outcome)) if outcome.withheld => {
+                let primary = Route { target: Target::Primary, reason: route.reason };
+                match self.acquire(primary).await {
+                    Ok(p) => Ok(self.forward(p, expect).await?.map(|o| (p, o))),
+                    Err((p, e)) => self.reply_backend_error(p, &e).await.map(|_| None),
+                }
+            }
             // A read whose replica failed before replying runs again on
             // another replica, or the primary: the client never knows.
             Err(SessionError::BackendBeforeReply(failed)) if route.target == Target::AnyReplica => {
