@@ -895,26 +895,48 @@ mod tests {
     async fn a_withheld_error_never_reaches_the_client() {
         let mut wire = Vec::new();
         crate::protocol::packet::put_packet(&mut wire, 1, &build_err(1146, "42S02", "no table"));
-        let (mut server_side, mut backend) = tokio::io::duplex(1 << 16);
-        server_side.write_all(&wire).await.unwrap();
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut client = Seen(seen.clone());
-        let mut breader = PacketReader::new();
+        let seen = Kept::default();
         let mut m = Machine::new(Expect::Result, caps(true)).holding_error(Some(1146));
+        let breader = relay_to(&wire, 1 << 16, &mut m, &seen, None::<fn(&Outcome)>).await;
+        assert!(m.outcome.withheld);
+        assert!(seen.lock().unwrap().is_empty(), "the held error reached the client");
+        assert!(breader.buffered().is_empty(), "the error was consumed");
+    }
+
+    type Kept = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+    /// Relays `wire`, which the backend sends `backend_buffer` bytes at a
+    /// time, through `m` to a client that keeps what it gets in `seen`;
+    /// returns the backend reader as the relay left it.
+    async fn relay_to(
+        wire: &[u8],
+        backend_buffer: usize,
+        m: &mut Machine,
+        seen: &Kept,
+        at_end: Option<impl FnOnce(&Outcome)>,
+    ) -> PacketReader {
+        let (mut server_side, mut backend) = tokio::io::duplex(backend_buffer);
+        let w = wire.to_vec();
+        let writer = tokio::spawn(async move {
+            server_side.write_all(&w).await.unwrap();
+            server_side
+        });
+        let mut breader = PacketReader::new();
+        let pending = std::pin::pin!(std::future::pending());
+        let mut client = Seen(seen.clone());
         relay(
             &mut backend,
             &mut breader,
             &mut client,
             &mut PacketReader::new(),
-            &mut m,
-            std::pin::pin!(std::future::pending()),
-            None::<fn(&Outcome)>,
+            m,
+            pending,
+            at_end,
         )
         .await
         .unwrap();
-        assert!(m.outcome.withheld);
-        assert!(seen.lock().unwrap().is_empty(), "the held error reached the client");
-        assert!(breader.buffered().is_empty(), "the error was consumed");
+        let _keep = writer.await.unwrap();
+        breader
     }
 
     /// A client connection that keeps what it is sent, in `seen`.
@@ -972,28 +994,11 @@ mod tests {
             }
             let last = packets.last().expect("a packet").len() + HEADER;
             for backend_buffer in [16, 1 << 16] {
-                let (mut server_side, mut backend) = tokio::io::duplex(backend_buffer);
-                let w = wire.clone();
-                let writer = tokio::spawn(async move {
-                    server_side.write_all(&w).await.unwrap();
-                    server_side
-                });
-                let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-                let mut client = Seen(seen.clone());
+                let seen = Kept::default();
                 let mut at_end = None;
                 let mut m = Machine::new(Expect::Result, caps(deprecate_eof));
-                relay(
-                    &mut backend,
-                    &mut PacketReader::new(),
-                    &mut client,
-                    &mut PacketReader::new(),
-                    &mut m,
-                    std::pin::pin!(std::future::pending()),
-                    Some(|o: &Outcome| at_end = Some((o.status, seen.lock().unwrap().len()))),
-                )
-                .await
-                .unwrap();
-                let _keep = writer.await.unwrap();
+                let record = |o: &Outcome| at_end = Some((o.status, seen.lock().unwrap().len()));
+                relay_to(&wire, backend_buffer, &mut m, &seen, Some(record)).await;
                 let (status, sent_before) = at_end.expect("at_end ran");
                 assert_eq!(status, 2, "{name}: the reply's end was parsed");
                 assert!(
