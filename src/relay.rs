@@ -71,8 +71,9 @@ pub struct Outcome {
     /// `session_track_state_change` entry), or may have (an EOF flagged a
     /// state change without saying which).
     pub state_changed: bool,
-    /// The response was only the error the machine was told to hold
-    /// (`Machine::holding_error`): nothing of it reached the client.
+    /// The response was only a server error, and the machine was told to
+    /// hold one (`Machine::holding_first_error`): nothing of it reached
+    /// the client, and the relay left it unread in the backend's reader.
     pub withheld: bool,
 }
 
@@ -109,10 +110,9 @@ pub struct Machine {
     started: bool,
     /// The packet being stepped is the response's first.
     first_packet: bool,
-    /// A response that is only this server error is withheld from the
-    /// client (`Outcome::withheld`): the caller runs the statement again
-    /// elsewhere.
-    hold_error: Option<u16>,
+    /// A response that is only a server error is withheld from the client
+    /// (`Outcome::withheld`): the caller decides what the client gets.
+    hold_first_error: bool,
     pub outcome: Outcome,
 }
 
@@ -150,15 +150,15 @@ impl Machine {
             timeout: None,
             started: false,
             first_packet: false,
-            hold_error: None,
+            hold_first_error: false,
             outcome: Outcome::default(),
         }
     }
 
-    /// Withholds a response that is only the server error `code` (see
+    /// Withholds a response that is only a server error (see
     /// `Outcome::withheld`).
-    pub fn holding_error(mut self, code: Option<u16>) -> Self {
-        self.hold_error = code;
+    pub fn holding_first_error(mut self, hold: bool) -> Self {
+        self.hold_first_error = hold;
         self
     }
 
@@ -360,16 +360,13 @@ impl Machine {
     fn on_err(&mut self, payload: &[u8]) -> Step {
         let code = messages::parse_err(payload).map_or(0, |e| e.code);
         self.outcome.error = Some(code);
-        if self.first_packet && self.hold_error == Some(code) {
-            self.outcome.withheld = true;
-            self.outcome.has_status = false;
-            return Step::Done;
-        }
         if code == QUERY_INTERRUPTED
             && let Some(t) = self.timeout.as_ref().filter(|t| t.fired.load(Ordering::Relaxed))
         {
             self.rewrite = Some(t.error_packet());
             self.outcome.error = Some(STATEMENT_TIMEOUT);
+        } else if self.first_packet && self.hold_first_error {
+            self.outcome.withheld = true;
         }
         self.outcome.has_status = false;
         self.outcome.status &= !status::MORE_RESULTS_EXISTS;
@@ -502,7 +499,6 @@ where
             }
         }
         if machine.outcome.withheld {
-            breader.consume(pos);
             return Ok(());
         }
         if pos > written {
@@ -868,27 +864,32 @@ mod tests {
     }
 
     #[test]
-    fn only_a_response_that_is_just_the_held_error_is_withheld() {
+    fn only_a_response_that_is_just_an_error_is_withheld() {
         let no_table = build_err(1146, "42S02", "Table 'app.t' doesn't exist");
-        let m = |code| Machine::new(Expect::Result, caps(true)).holding_error(code);
-        let mut held = m(Some(1146));
+        let m = |hold| Machine::new(Expect::Result, caps(true)).holding_first_error(hold);
+        let mut held = m(true);
         assert_eq!(feed(&mut held, std::slice::from_ref(&no_table)), vec![Step::Done]);
         assert!(held.outcome.withheld);
         assert_eq!(held.outcome.error, Some(1146));
-        // Another error, or no error held: passed on.
-        let mut other = m(Some(1146));
-        feed(&mut other, &[build_err(1064, "42000", "syntax")]);
-        assert!(!other.outcome.withheld);
-        let mut not_held = m(None);
+        let mut not_held = m(false);
         feed(&mut not_held, std::slice::from_ref(&no_table));
         assert!(!not_held.outcome.withheld);
         // After a first result (a multi-statement), the error is the
         // client's: part of the reply has reached it.
-        let mut later = m(Some(1146));
+        let mut later = m(true);
         let mut packets = vec![build_ok(0, 0, status::MORE_RESULTS_EXISTS | 2, 0)];
         packets.push(no_table);
         feed(&mut later, &packets);
         assert!(!later.outcome.withheld);
+        // The proxy's own kill is reworded for the client, never held.
+        let fired = Arc::new(QueryTimeout {
+            limit: std::time::Duration::from_secs(1),
+            fired: AtomicBool::new(true),
+        });
+        let mut killed = m(true).with_timeout(Some(fired));
+        feed(&mut killed, &[build_err(QUERY_INTERRUPTED, "70100", "interrupted")]);
+        assert!(!killed.outcome.withheld);
+        assert_eq!(killed.outcome.error, Some(STATEMENT_TIMEOUT));
     }
 
     #[tokio::test]
@@ -896,11 +897,11 @@ mod tests {
         let mut wire = Vec::new();
         crate::protocol::packet::put_packet(&mut wire, 1, &build_err(1146, "42S02", "no table"));
         let seen = Kept::default();
-        let mut m = Machine::new(Expect::Result, caps(true)).holding_error(Some(1146));
+        let mut m = Machine::new(Expect::Result, caps(true)).holding_first_error(true);
         let breader = relay_to(&wire, 1 << 16, &mut m, &seen, None::<fn(&Outcome)>).await;
         assert!(m.outcome.withheld);
         assert!(seen.lock().unwrap().is_empty(), "the held error reached the client");
-        assert!(breader.buffered().is_empty(), "the error was consumed");
+        assert_eq!(breader.buffered(), wire, "the error is left for the caller to read");
     }
 
     type Kept = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;

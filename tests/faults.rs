@@ -695,3 +695,33 @@ async fn a_backend_that_accepts_but_never_answers_is_bounded_by_the_connect_time
     assert!(matches!(id.as_deref(), Some("2" | "3")), "{id:?}");
     task.abort();
 }
+
+/// `max_query_time` bounds a prepared statement (COM_STMT_EXECUTE) too,
+/// from the moment it is sent: before, the proxy waited for the first
+/// bytes of the reply before starting the clock.
+#[tokio::test]
+async fn max_query_time_kills_a_prepared_statement() {
+    use mysql_async::prelude::Queryable;
+    let _serial = SERIAL.lock().await;
+    let proxy = start_proxy(lab_config("[timeouts]\nmax_query_time = \"400ms\"\n")).await;
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(proxy.addr.port())
+        .user(Some("app"))
+        .pass(Some("app"))
+        .db_name(Some("app"))
+        .prefer_socket(false);
+    let mut c = mysql_async::Conn::new(opts).await.expect("login through the proxy");
+    let tag = unique("mqtp");
+    let started = Instant::now();
+    let r = c.exec_first::<i64, _, _>(format!("SELECT SLEEP(?) AS {tag}"), (20,)).await;
+    let took = started.elapsed();
+    match r {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1969, "{}", e.message),
+        other => panic!("the slow prepared statement must fail with 1969: {other:?}"),
+    }
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    wait_not_running(&tag).await;
+    let v: Option<i64> = c.exec_first("SELECT ? * 7", (6,)).await.unwrap();
+    assert_eq!(v, Some(42));
+}

@@ -632,6 +632,17 @@ impl Session {
         idx: usize,
         expect: Expect,
     ) -> Result<Option<Outcome>, SessionError> {
+        self.forward_holding(idx, expect, false).await
+    }
+
+    /// `forward`, withholding a reply that is only a server error when
+    /// `hold_error` (see `relay_holding`).
+    pub async fn forward_holding(
+        &mut self,
+        idx: usize,
+        expect: Expect,
+        hold_error: bool,
+    ) -> Result<Option<Outcome>, SessionError> {
         if let Err(e) = self.backend(idx).await {
             self.reply_backend_error(idx, &e).await?;
             return Ok(None);
@@ -642,7 +653,7 @@ impl Session {
             self.drop_backend(idx);
             return Err(SessionError::BackendBeforeReply(idx));
         }
-        self.relay_from(idx, expect).await
+        self.relay_holding(idx, expect, hold_error).await
     }
 
     /// Relays a response already requested from backend `idx`.
@@ -650,6 +661,18 @@ impl Session {
         &mut self,
         idx: usize,
         expect: Expect,
+    ) -> Result<Option<Outcome>, SessionError> {
+        self.relay_holding(idx, expect, false).await
+    }
+
+    /// `relay_from`; with `hold_error`, a reply that is only a server error
+    /// is not passed on: the outcome says `withheld`, and the error packet
+    /// waits in the connection's reader for the caller (`take_held_error`).
+    pub async fn relay_holding(
+        &mut self,
+        idx: usize,
+        expect: Expect,
+        hold_error: bool,
     ) -> Result<Option<Outcome>, SessionError> {
         let conn = self.backends[idx].as_mut().expect("backend open");
         let view = ClientView {
@@ -661,13 +684,10 @@ impl Session {
         let limit = self.view.max_query_time;
         let timeout = (!limit.is_zero())
             .then(|| Arc::new(relay::QueryTimeout { limit, fired: Default::default() }));
-        let hold = (self.routing.hold_missing_table && idx != self.primary())
-            .then_some(crate::protocol::messages::NO_SUCH_TABLE);
-        let conn = self.backends[idx].as_mut().expect("backend open");
         let mut machine = Machine::new(expect, conn.caps)
             .rewriting_for(Some(view))
             .with_timeout(timeout.clone())
-            .holding_error(hold);
+            .holding_first_error(hold_error);
         let killer = timeout.as_ref().and_then(|_| {
             let config = &self.view.config;
             let address = config.backends.get(idx)?.address.clone();
@@ -765,6 +785,19 @@ impl Session {
                 Err(SessionError::Fatal(e.to_string()))
             }
         }
+    }
+
+    /// The error packet a held reply left in backend `idx`'s reader (see
+    /// `relay_holding`), taken out of it.
+    pub(super) async fn take_held_error(&mut self, idx: usize) -> Result<Vec<u8>, SessionError> {
+        let conn = self.backends[idx].as_mut().expect("backend open");
+        let mut err = Vec::new();
+        // Already buffered: an error packet is far below the limit.
+        if let Err(e) = conn.reader.read_packet(&mut conn.stream, &mut err, 1 << 24).await {
+            self.drop_backend(idx);
+            return Err(SessionError::Fatal(format!("backend failed: {e}")));
+        }
+        Ok(err)
     }
 
     /// Tells the client why a backend could not serve its command.

@@ -57,9 +57,6 @@ pub struct RoutingState {
     /// The current statement reads `ROW_COUNT()` (text only); set for
     /// each routed statement, false for other commands.
     pub reads_row_count: bool,
-    /// The current read runs on a replica, outside a transaction: a
-    /// replica's "no such table" is withheld, and the primary answers.
-    pub hold_missing_table: bool,
     /// What `ROW_COUNT()` returns after the session's previous statement:
     /// (backend, server thread of the connection that ran it, value).
     /// None when the proxy cannot tell (a CALL, a failed connection).
@@ -735,16 +732,22 @@ impl Session {
                 return Ok(None);
             }
         };
-        self.routing.hold_missing_table = route.target == Target::AnyReplica
+        // A replica's error is looked at before the client gets it.
+        let hold = route.target == Target::AnyReplica
+            && idx != self.primary()
             && self.status & (status::IN_TRANS | status::AUTOCOMMIT) == status::AUTOCOMMIT;
-        let forwarded = self.forward(idx, expect).await;
-        self.routing.hold_missing_table = false;
-        match forwarded {
-            // A table the replica does not have: a temporary table a
-            // procedure created, a table whose creation has not reached the
-            // replica yet. The primary answers (with its own error if it
-            // has none either).
-            Ok(Some(outcome)) if outcome.withheld => {
+        match self.forward_holding(idx, expect, hold).await {
+            Ok(Some(mut outcome)) if outcome.withheld => {
+                let err = self.take_held_error(idx).await?;
+                outcome.withheld = false;
+                if outcome.error != Some(crate::protocol::messages::NO_SUCH_TABLE) {
+                    self.write_reply(&err).await?;
+                    return Ok(Some((idx, outcome)));
+                }
+                // A table the replica does not have: a temporary table a
+                // procedure created, a table whose creation has not reached
+                // the replica yet. The primary answers (with its own error
+                // if it has none either).
                 let primary = Route { target: Target::Primary, reason: route.reason };
                 match self.acquire(primary).await {
                     Ok(p) => Ok(self.forward(p, expect).await?.map(|o| (p, o))),

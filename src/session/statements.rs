@@ -529,28 +529,22 @@ impl Session {
             return Ok(None);
         }
         let conn = self.backends[backend].as_mut().expect("backend open");
-        let sent = conn.write_payload(0, &self.cmd).await;
-        let peeked = match sent {
-            Ok(()) => conn.reader.fill_to(&mut conn.stream, 5).await,
-            Err(e) => Err(e.into()),
-        };
-        if let Err(e) = peeked {
+        if let Err(e) = conn.write_payload(0, &self.cmd).await {
             // Nothing reached the client: the caller may run it elsewhere.
-            tracing::warn!(id = self.id, backend, error = %e, "backend failed before replying");
+            tracing::warn!(id = self.id, backend, error = %e, "cannot send to backend");
             self.drop_backend(backend);
             return Err(SessionError::BackendBeforeReply(backend));
         }
-        if conn.reader.buffered()[4] != 0xFF {
-            return self.relay_from(backend, expect).await;
-        }
-        let mut err = Vec::new();
-        if let Err(e) = conn.reader.read_packet(&mut conn.stream, &mut err, CONTROL_LIMIT).await {
-            self.drop_backend(backend);
-            return Err(SessionError::Fatal(format!("backend failed: {e}")));
-        }
-        let code = parse_err(&err).map_or(0, |e| e.code);
+        // The reply is relayed as any other (bounded by max_query_time and
+        // by the monitor); an error alone is held, to name the client's
+        // statement id.
+        let outcome = match self.relay_holding(backend, expect, true).await? {
+            Some(o) if o.withheld => o,
+            other => return Ok(other),
+        };
+        let err = self.take_held_error(backend).await?;
         self.write_reply(&reword_stmt_id(&err, backend_id, client_id)).await?;
-        Ok(Some(Outcome { error: Some(code), status: self.status, ..Outcome::default() }))
+        Ok(Some(Outcome { error: outcome.error, status: self.status, ..Outcome::default() }))
     }
 }
 
