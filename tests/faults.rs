@@ -159,6 +159,44 @@ async fn a_read_on_a_paused_replica_runs_elsewhere_once_the_monitor_loses_it() {
     assert_eq!(c.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
 }
 
+/// The same with a prepared statement: its execute on the paused replica
+/// is given up once the monitor loses the replica, and runs on the
+/// primary (before, the proxy waited for the replica's first byte without
+/// watching the monitor, until the replica came back).
+#[tokio::test]
+async fn a_prepared_read_on_a_paused_replica_runs_elsewhere_once_the_monitor_loses_it() {
+    use mysql_async::prelude::Queryable;
+    let _serial = SERIAL.lock().await;
+    let mut config = monitored_without_query_limit();
+    config.backends[2].weight = 0;
+    let proxy = start_proxy(config).await;
+    all_healthy(&proxy).await;
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(proxy.addr.port())
+        .user(Some("app"))
+        .pass(Some("app"))
+        .db_name(Some("app"))
+        .prefer_socket(false);
+    let mut c = mysql_async::Conn::new(opts).await.expect("login through the proxy");
+    let sql = "SELECT @@server_id FROM (SELECT SLEEP(?)) AS t";
+    // Prepared on replica1 by its first execute.
+    let first: Option<i64> = c.exec_first(sql, (0.0,)).await.unwrap();
+    assert_eq!(first, Some(2));
+    let started = Instant::now();
+    let answered = {
+        let _paused = Paused::replica1();
+        tokio::time::timeout(Duration::from_secs(10), c.exec_first::<i64, _, _>(sql, (0.2,)))
+            .await
+            .expect("the execute was not given up while the replica was paused")
+    };
+    let took = started.elapsed();
+    println!("prepared read on a paused replica answered after {took:?}");
+    assert_eq!(answered.unwrap(), Some(1));
+    let v: Option<i64> = c.exec_first("SELECT ? * 7", (6,)).await.unwrap();
+    assert_eq!(v, Some(42));
+}
+
 #[tokio::test]
 async fn a_write_on_a_paused_primary_gets_lost_connection_and_reads_go_on() {
     let _serial = SERIAL.lock().await;
