@@ -71,6 +71,19 @@ async fn max_query_time_per_user_overrides_the_global_one() {
     assert_eq!(code, 1969);
 }
 
+/// A mysql_async connection as user app through `proxy` (prepared
+/// statements are the driver's).
+async fn driver_client(proxy: &TestProxy) -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(proxy.addr.port())
+        .user(Some("app"))
+        .pass(Some("app"))
+        .db_name(Some("app"))
+        .prefer_socket(false);
+    mysql_async::Conn::new(opts).await.expect("login through the proxy")
+}
+
 /// Pauses a lab server until dropped.
 struct Paused(i32);
 
@@ -129,6 +142,16 @@ fn monitored_without_query_limit() -> rwsplit::Config {
     )
 }
 
+/// A monitored proxy whose reads go to replica1 alone (replica2 has
+/// weight 0), every server seen healthy.
+async fn monitored_replica1_only() -> TestProxy {
+    let mut config = monitored_without_query_limit();
+    config.backends[2].weight = 0;
+    let proxy = start_proxy(config).await;
+    all_healthy(&proxy).await;
+    proxy
+}
+
 async fn all_healthy(proxy: &TestProxy) {
     wait_backends(proxy.admin.expect("admin port"), Duration::from_secs(10), |j| {
         (0..3).all(|i| j[i]["healthy"] == true)
@@ -139,10 +162,7 @@ async fn all_healthy(proxy: &TestProxy) {
 #[tokio::test]
 async fn a_read_on_a_paused_replica_runs_elsewhere_once_the_monitor_loses_it() {
     let _serial = SERIAL.lock().await;
-    let mut config = monitored_without_query_limit();
-    config.backends[2].weight = 0;
-    let proxy = start_proxy(config).await;
-    all_healthy(&proxy).await;
+    let proxy = monitored_replica1_only().await;
     let mut c = Raw::app(&proxy.addr.to_string(), true).await;
     assert_eq!(c.scalar("SELECT @@server_id").await.as_deref(), Some("2"));
     let started = Instant::now();
@@ -167,18 +187,8 @@ async fn a_read_on_a_paused_replica_runs_elsewhere_once_the_monitor_loses_it() {
 async fn a_prepared_read_on_a_paused_replica_runs_elsewhere_once_the_monitor_loses_it() {
     use mysql_async::prelude::Queryable;
     let _serial = SERIAL.lock().await;
-    let mut config = monitored_without_query_limit();
-    config.backends[2].weight = 0;
-    let proxy = start_proxy(config).await;
-    all_healthy(&proxy).await;
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(proxy.addr.port())
-        .user(Some("app"))
-        .pass(Some("app"))
-        .db_name(Some("app"))
-        .prefer_socket(false);
-    let mut c = mysql_async::Conn::new(opts).await.expect("login through the proxy");
+    let proxy = monitored_replica1_only().await;
+    let mut c = driver_client(&proxy).await;
     let sql = "SELECT @@server_id FROM (SELECT SLEEP(?)) AS t";
     // Prepared on replica1 by its first execute.
     let first: Option<i64> = c.exec_first(sql, (0.0,)).await.unwrap();
@@ -195,6 +205,47 @@ async fn a_prepared_read_on_a_paused_replica_runs_elsewhere_once_the_monitor_los
     assert_eq!(answered.unwrap(), Some(1));
     let v: Option<i64> = c.exec_first("SELECT ? * 7", (6,)).await.unwrap();
     assert_eq!(v, Some(42));
+}
+
+/// The proxy's own work on a paused replica before a read (replaying the
+/// session's SETs on its connection there, preparing a statement there) is
+/// given up once the monitor loses the replica, and the read runs on the
+/// primary; before, the session waited until the replica came back.
+#[tokio::test]
+async fn replaying_sets_or_preparing_on_a_paused_replica_gives_way_to_the_primary() {
+    use mysql_async::prelude::Queryable;
+    let _serial = SERIAL.lock().await;
+    let proxy = monitored_replica1_only().await;
+    let mut c = driver_client(&proxy).await;
+    // The session's connection to replica1 is open, then a SET it has not
+    // run yet is recorded.
+    let on: Option<i64> = c.query_first("SELECT @@server_id").await.unwrap();
+    assert_eq!(on, Some(2));
+    c.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'").await.unwrap();
+    let started = Instant::now();
+    let answered = {
+        let _paused = Paused::replica1();
+        let read = c.query_first::<(i64, String), _>("SELECT @@server_id, @@sql_mode");
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("the SET replay was not given up while the replica was paused")
+    };
+    println!("read after a SET, replica paused: answered after {:?}", started.elapsed());
+    assert_eq!(answered.unwrap(), Some((1, "ANSI_QUOTES".to_string())));
+    all_healthy(&proxy).await;
+    // A statement never executed on replica1: its prepare there.
+    let on: Option<i64> = c.query_first("SELECT @@server_id").await.unwrap();
+    assert_eq!(on, Some(2), "replica1 takes reads again");
+    let started = Instant::now();
+    let answered = {
+        let _paused = Paused::replica1();
+        let read = c.exec_first::<i64, _, _>("SELECT @@server_id + ?", (0,));
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("the prepare was not given up while the replica was paused")
+    };
+    println!("first execute, replica paused: answered after {:?}", started.elapsed());
+    assert_eq!(answered.unwrap(), Some(1));
 }
 
 #[tokio::test]
@@ -742,14 +793,7 @@ async fn max_query_time_kills_a_prepared_statement() {
     use mysql_async::prelude::Queryable;
     let _serial = SERIAL.lock().await;
     let proxy = start_proxy(lab_config("[timeouts]\nmax_query_time = \"400ms\"\n")).await;
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(proxy.addr.port())
-        .user(Some("app"))
-        .pass(Some("app"))
-        .db_name(Some("app"))
-        .prefer_socket(false);
-    let mut c = mysql_async::Conn::new(opts).await.expect("login through the proxy");
+    let mut c = driver_client(&proxy).await;
     let tag = unique("mqtp");
     let started = Instant::now();
     let r = c.exec_first::<i64, _, _>(format!("SELECT SLEEP(?) AS {tag}"), (20,)).await;

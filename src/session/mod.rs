@@ -303,6 +303,16 @@ pub(crate) struct View {
     pub max_query_time: std::time::Duration,
 }
 
+/// The error for the proxy's own work on a backend that the monitor found
+/// down meanwhile.
+fn backend_gone() -> crate::backend::BackendError {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the monitor found the backend down while the proxy waited for it",
+    )
+    .into()
+}
+
 /// `user`'s statement time limit: its own, else the global one.
 fn max_query_time(config: &Config, user: &[u8]) -> std::time::Duration {
     config.user(user).and_then(|u| u.max_query_time).unwrap_or(config.timeouts.max_query_time)

@@ -236,8 +236,41 @@ impl Session {
     }
 
     /// Opens the connection to `idx` if needed and replays what it missed:
-    /// the current database and the session's SET statements.
+    /// the current database and the session's SET statements. That work is
+    /// bounded by the monitor as a statement is: once it finds `idx` down,
+    /// the work is given up and the connection dropped.
     pub(super) async fn catch_up(&mut self, idx: usize) -> Result<(), BackendError> {
+        if self.catch_up_due(idx) {
+            let (shared, handle) = (self.shared.clone(), self.handle.clone());
+            let gone = shared.outages.watch(idx, &handle.signal);
+            let done = tokio::select! {
+                biased;
+                r = self.catch_up_unwatched(idx) => Some(r),
+                () = gone => None,
+            };
+            match done {
+                Some(r) => r?,
+                None => {
+                    self.drop_backend(idx);
+                    return Err(super::backend_gone());
+                }
+            }
+        }
+        self.carry_row_count(idx);
+        Ok(())
+    }
+
+    /// Whether `catch_up` has anything to send to `idx`.
+    fn catch_up_due(&self, idx: usize) -> bool {
+        let Some(conn) = self.backends.get(idx).and_then(Option::as_ref) else {
+            return true;
+        };
+        conn.database != self.login.database
+            || conn.applied_sets < self.routing.sets.len()
+            || (self.routing.reads_insert_id && self.routing.last_insert.is_some())
+    }
+
+    async fn catch_up_unwatched(&mut self, idx: usize) -> Result<(), BackendError> {
         let sets_total = self.routing.sets.len();
         self.backend(idx).await?;
         let conn = self.backends[idx].as_mut().expect("just opened");
@@ -270,7 +303,6 @@ impl Session {
                 self.backends[idx].as_mut().expect("open").enable_gtid_tracking().await?;
             }
         }
-        self.carry_row_count(idx);
         self.carry_last_insert_id(idx).await
     }
 

@@ -168,6 +168,26 @@ impl Session {
         if let Some(b) = self.stmts.get(id).and_then(|s| s.backend_id(idx)) {
             return Ok(b);
         }
+        // Bounded by the monitor, as a statement is (see `catch_up`).
+        let (shared, handle) = (self.shared.clone(), self.handle.clone());
+        let gone = shared.outages.watch(idx, &handle.signal);
+        let done = tokio::select! {
+            biased;
+            r = self.prepare_on(id, idx) => Some(r),
+            () = gone => None,
+        };
+        done.unwrap_or_else(|| {
+            self.drop_backend(idx);
+            Err(super::backend_gone())
+        })
+    }
+
+    /// Prepares statement `id` on backend `idx` (see `prepared_on`).
+    async fn prepare_on(
+        &mut self,
+        id: u32,
+        idx: usize,
+    ) -> Result<u32, crate::backend::BackendError> {
         let Some(stmt) = self.stmts.get(id) else {
             return Err(crate::backend::BackendError::Protocol(format!("no statement {id}")));
         };
