@@ -248,6 +248,43 @@ async fn replaying_sets_or_preparing_on_a_paused_replica_gives_way_to_the_primar
     assert_eq!(answered.unwrap(), Some(1));
 }
 
+/// A read waiting on a lagging replica for the session's write (the GTID
+/// wait pipelined with the read), when that replica is paused, is given
+/// up once the monitor loses the replica, and the primary answers it with
+/// the write; before, the session waited until the replica came back.
+#[tokio::test]
+async fn a_gtid_wait_on_a_paused_replica_gives_way_to_the_primary() {
+    let _serial = SERIAL.lock().await;
+    let table = lab_table("gtid_pause", "id INT PRIMARY KEY, v INT").await;
+    let mut config = lab_config(
+        "[timeouts]\nconnect = \"500ms\"\n\
+         [monitor]\nuser = \"monitor\"\npassword = \"monitor\"\ninterval = \"100ms\"\n\
+         connect_timeout = \"300ms\"\nquery_timeout = \"300ms\"\nfail_after = 2\n\
+         unknown_lag = \"include\"\n[admin]\naddress = \"127.0.0.1:0\"\n\
+         [routing]\nmax_replication_lag = \"1h\"\n\
+         [consistency]\nmode = \"gtid\"\ngtid_wait_timeout = \"20s\"\n",
+    );
+    config.backends[2].weight = 0;
+    let proxy = start_proxy(config).await;
+    all_healthy(&proxy).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    assert_eq!(c.scalar("SELECT @@server_id").await.as_deref(), Some("2"));
+    lab(&["lag", "replica1", "30"]);
+    c.exec(&format!("INSERT INTO {table} VALUES (1, 42)")).await;
+    let started = Instant::now();
+    let answered = {
+        let _paused = Paused::replica1();
+        let sql = format!("SELECT CONCAT(v, ' on ', @@server_id) FROM {table} WHERE id = 1");
+        tokio::time::timeout(Duration::from_secs(10), c.scalar(&sql)).await
+    };
+    println!("read waiting for its GTID, replica paused: answered after {:?}", started.elapsed());
+    lab(&["lag", "replica1", "start"]);
+    let got = answered.expect("the GTID wait was not given up while the replica was paused");
+    assert_eq!(got.as_deref(), Some("42 on 1"), "the primary answers, with the write");
+    wait_replicas_caught_up().await;
+    admin(PRIMARY).await.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
 #[tokio::test]
 async fn a_write_on_a_paused_primary_gets_lost_connection_and_reads_go_on() {
     let _serial = SERIAL.lock().await;

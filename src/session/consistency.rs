@@ -417,11 +417,19 @@ impl Session {
             self.drop_backend(idx);
             return Ok(None);
         }
-        let reached = match conn.read_own(Expect::Result).await {
-            Ok((_, Some(row))) => first_text_value(&row).as_deref() == Some("0"),
-            Ok((_, None)) => false,
-            Err(crate::backend::BackendError::Server { .. }) => false,
-            Err(_) => {
+        // The wait is bounded by the monitor as a statement is: a replica
+        // found down meanwhile is given up on, and the primary answers.
+        let (shared, handle) = (self.shared.clone(), self.handle.clone());
+        let waited = tokio::select! {
+            biased;
+            r = conn.read_own(Expect::Result) => Some(r),
+            () = shared.outages.watch(idx, &handle.signal) => None,
+        };
+        let reached = match waited {
+            Some(Ok((_, Some(row)))) => first_text_value(&row).as_deref() == Some("0"),
+            Some(Ok((_, None))) => false,
+            Some(Err(crate::backend::BackendError::Server { .. })) => false,
+            Some(Err(_)) | None => {
                 self.drop_backend(idx);
                 return Ok(None);
             }
@@ -434,12 +442,19 @@ impl Session {
         }
         telemetry.gtid_waits_timed_out.increment(1);
         let conn = self.backends[idx].as_mut().expect("open");
-        let usable = match conn.read_own(expect).await {
-            // The discarded statement opened a transaction there (START
-            // TRANSACTION READ ONLY): its snapshot must not outlive it.
-            Ok(_) if conn.in_transaction => conn.query_own("ROLLBACK").await.is_ok(),
-            Ok(_) | Err(crate::backend::BackendError::Server { .. }) => true,
-            Err(_) => false,
+        let discard = async {
+            match conn.read_own(expect).await {
+                // The discarded statement opened a transaction there (START
+                // TRANSACTION READ ONLY): its snapshot must not outlive it.
+                Ok(_) if conn.in_transaction => conn.query_own("ROLLBACK").await.is_ok(),
+                Ok(_) | Err(crate::backend::BackendError::Server { .. }) => true,
+                Err(_) => false,
+            }
+        };
+        let usable = tokio::select! {
+            biased;
+            usable = discard => usable,
+            () = shared.outages.watch(idx, &handle.signal) => false,
         };
         if !usable {
             self.drop_backend(idx);
