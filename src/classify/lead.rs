@@ -319,8 +319,8 @@ fn show_shape(l: &Lead, sql: &str, i: usize) -> (Shape, Flags) {
 }
 
 /// SHOW MASTER/BINLOG STATUS, SHOW BINARY/MASTER LOGS, SHOW BINLOG EVENTS,
-/// SHOW SLAVE/REPLICA HOSTS, SHOW [ALL] SLAVE/REPLICA [name] STATUS, from
-/// the word after SHOW.
+/// SHOW SLAVE/REPLICA HOSTS, SHOW REPLICAS (the same list), SHOW [ALL]
+/// SLAVE/REPLICA [name] STATUS, from the word after SHOW.
 fn shows_replication_state(l: &Lead, sql: &str, i: usize) -> bool {
     let word = |j: usize, w: &str| l.word_is(sql, j, w);
     let replica = |j: usize| ["SLAVE", "SLAVES", "REPLICA", "REPLICAS"].iter().any(|w| word(j, w));
@@ -329,6 +329,9 @@ fn shows_replication_state(l: &Lead, sql: &str, i: usize) -> bool {
     }
     if word(i, "BINARY") {
         return word(i + 1, "LOGS");
+    }
+    if word(i, "REPLICAS") && l.tok(i + 1) == Tok::End {
+        return true;
     }
     let i = if word(i, "ALL") { i + 1 } else { i };
     replica(i)
