@@ -2,7 +2,7 @@
 //! password check (with auth switch when the client chose another plugin),
 //! and the exact MySQL wording when access is denied.
 
-use crate::backend::{Login, PASSTHROUGH_CAPS, PASSTHROUGH_MARIADB_CAPS};
+use crate::backend::{BackendError, Login, PASSTHROUGH_CAPS, PASSTHROUGH_MARIADB_CAPS};
 use crate::config::Config;
 use crate::net::ClientAddr;
 use crate::protocol::auth::{self, BackendSecret, Secret};
@@ -13,6 +13,12 @@ use crate::protocol::status;
 use crate::server::{ListenerCtx, Shared, UserSlot};
 use crate::tls::ClientStream;
 use mysql_common::constants::CapabilityFlags;
+use std::time::Duration;
+
+/// The server's errors for a database a client may not use (access denied
+/// to it, unknown database).
+const ER_DBACCESS_DENIED: u16 = 1044;
+const ER_BAD_DB: u16 = 1049;
 
 /// Largest packet accepted before login completes.
 const LOGIN_PACKET_LIMIT: usize = 64 << 10;
@@ -44,6 +50,11 @@ pub struct LoggedIn {
     pub slot: UserSlot,
     pub user: String,
     pub scramble: [u8; auth::SCRAMBLE_LEN],
+    /// The sequence number of the packet that ends the login (OK, or the
+    /// error of a database the client may not use): see `Session::welcome`.
+    pub reply_seq: u8,
+    /// Compression starts after that packet.
+    pub compress: bool,
 }
 
 /// Builds the greeting presented to a client.
@@ -81,8 +92,9 @@ pub fn greeting_for_client(
     }
 }
 
-/// Runs the connection phase on `stream`. On success the client has been
-/// sent OK and the returned login is what backends are logged in with.
+/// Runs the connection phase on `stream` up to the verdict on the client's
+/// credentials. On success the returned login is what backends are logged
+/// in with, and the client waits for the packet that ends its login.
 pub async fn login(
     stream: &mut ClientStream,
     reader: &mut PacketReader,
@@ -167,11 +179,6 @@ pub async fn login(
         return Err(LoginError::UserLimit { user });
     };
 
-    let ok = build_ok(0, 0, status::AUTOCOMMIT, 0);
-    write_packet(stream, next_seq, &ok).await?;
-    if caps.contains(CapabilityFlags::CLIENT_COMPRESS) {
-        stream.compress();
-    }
     let mariadb_caps = if caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
         0
     } else {
@@ -192,7 +199,63 @@ pub async fn login(
         },
         user,
         scramble,
+        reply_seq: next_seq,
+        compress: caps.contains(CapabilityFlags::CLIENT_COMPRESS),
     })
+}
+
+impl super::Session {
+    /// Ends the login with OK, or with the error the server gives a client
+    /// that names a database it cannot use (ERROR 1049, unknown database;
+    /// ERROR 1044, access denied to it), as a server would at login rather
+    /// than at the first statement. The primary decides, on the connection
+    /// the session would use there (with multiplexing, one from the pool,
+    /// given back: usually already on that database, so no round trip),
+    /// had without waiting.
+    /// When the primary is down, or answers anything else, the login goes
+    /// on as before. Returns whether the session goes on.
+    pub(super) async fn welcome(&mut self, seq: u8, compress: bool) -> bool {
+        if let Some(err) = self.database_refused().await {
+            tracing::debug!(id = self.id, "login refused: the client's database");
+            let _ = write_packet(&mut self.client, seq, &err).await;
+            return false;
+        }
+        let ok = build_ok(0, 0, status::AUTOCOMMIT, 0);
+        if write_packet(&mut self.client, seq, &ok).await.is_err() {
+            return false;
+        }
+        if compress {
+            self.client.compress();
+        }
+        true
+    }
+
+    /// The error packet for a database the primary says the session cannot use.
+    async fn database_refused(&mut self) -> Option<Vec<u8>> {
+        self.login.database.as_ref()?;
+        let primary = self.primary();
+        let up = self.shared.topology_now().backends.get(primary).is_some_and(|b| b.healthy);
+        if !up || self.shared.backoff.is_down(primary) {
+            return None;
+        }
+        // The login does not wait for a connection: with every one in use
+        // (or none to be opened now), the first statement finds out.
+        let checked = match self.backend_within(primary, Some(Duration::ZERO)).await {
+            Ok(_) => self.catch_up(primary).await,
+            Err(e) => Err(e),
+        };
+        if self.view.config.pool.multiplex {
+            self.give_back_unbound();
+        }
+        match checked {
+            Err(BackendError::Server {
+                code: code @ (ER_DBACCESS_DENIED | ER_BAD_DB),
+                state,
+                message,
+            }) => Some(build_err(code, &state, &message)),
+            _ => None,
+        }
+    }
 }
 
 /// An address with failed logins waits before any verdict (a good

@@ -96,6 +96,7 @@ pub async fn serve(
             return;
         }
     };
+    let (reply_seq, compress) = (logged_in.reply_seq, logged_in.compress);
     let user_mode = config.user(&logged_in.login.user).and_then(|u| u.consistency);
     let client_writes = shared.recent_writes.client(&logged_in.login.user, peer.ip());
     let handle = Arc::new(SessionHandle::default());
@@ -148,7 +149,9 @@ pub async fn serve(
         },
         handle,
     };
-    session.run().await;
+    if session.welcome(reply_seq, compress).await {
+        session.run().await;
+    }
     session.close_backends().await;
     shared.registry.remove(id);
     shared.telemetry.client_connections.decrement(1.0);
@@ -527,6 +530,17 @@ impl Session {
     /// The open connection to backend `idx`, opened (and logged in with the
     /// session's current database) when the session first needs it.
     pub async fn backend(&mut self, idx: usize) -> Result<&mut BackendConn, BackendError> {
+        self.backend_within(idx, None).await
+    }
+
+    /// As `backend`; `wait` (when given) bounds the wait for a place under
+    /// the backend's connection cap instead of the configured one. With
+    /// zero, a connection is had now or not at all.
+    pub async fn backend_within(
+        &mut self,
+        idx: usize,
+        wait: Option<std::time::Duration>,
+    ) -> Result<&mut BackendConn, BackendError> {
         if self.backends.len() <= idx {
             self.backends.resize_with(idx + 1, || None);
         }
@@ -547,24 +561,24 @@ impl Session {
             if config.pool.keeps_connections() {
                 // Shared connections: waiting for one is bounded by
                 // pool_timeout when multiplexing; otherwise as below.
-                let wait = if config.pool.multiplex {
+                let wait = wait.unwrap_or(if config.pool.multiplex {
                     config.pool.pool_timeout
                 } else if idx == self.primary() {
                     config.timeouts.connect
                 } else {
                     std::time::Duration::ZERO
-                };
+                });
                 let conn = self.checkout(&config, idx, addr, tls.as_ref(), wait).await?;
                 self.backends[idx] = Some(conn);
                 return Ok(self.backends[idx].as_mut().expect("just taken"));
             }
             // At the backend's max_connections, the primary's work waits
             // for a connection to close; a replica read goes elsewhere.
-            let wait = if idx == self.primary() {
+            let wait = wait.unwrap_or(if idx == self.primary() {
                 config.timeouts.connect
             } else {
                 std::time::Duration::ZERO
-            };
+            });
             let slot = self.shared.backend_slot(idx, wait).await?;
             let mut conn =
                 BackendConn::connect_with(addr, &self.login, config.timeouts.connect, tls.as_ref())

@@ -515,6 +515,16 @@ impl Session {
                 self.hold(idx, conn.thread_id, slot);
                 return Ok(conn);
             }
+            if wait.is_zero() {
+                // Nobody waited: no timeout to count.
+                let name = config.backends.get(idx).map_or("?", |b| b.name.as_str());
+                let cap = self.shared.backend_cap(config, idx).unwrap_or(0);
+                return Err(BackendError::PoolTimeout {
+                    backend: name.to_string(),
+                    cap,
+                    waited: wait,
+                });
+            }
             let blocked = self.shared.blocked_by_other_workers(idx);
             counted.get_or_insert_with(|| Waiting::new(stats)).starved(blocked);
             let rx = queued.get_or_insert_with(|| {
