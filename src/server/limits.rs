@@ -207,9 +207,61 @@ impl LoginThrottle {
     }
 }
 
+/// The databases each user was recently let use at login (see
+/// `Session::welcome`): a login naming one of them is not checked again
+/// for `USABLE_FOR`, so a connection storm costs the primary one check per
+/// user and database. A database dropped or a grant revoked within that
+/// time is found by the session's first statement, as without the check.
+#[derive(Debug, Default)]
+pub struct UsableDatabases {
+    seen: Mutex<HashMap<(Vec<u8>, Vec<u8>), Instant>>,
+}
+
+/// How long a database found usable at a login stays so for later logins.
+const USABLE_FOR: Duration = Duration::from_secs(60);
+/// Pairs remembered at most (the expired ones go first beyond it).
+const USABLE_ENTRIES: usize = 10_000;
+
+impl UsableDatabases {
+    /// Whether `user` was let use `db` within `USABLE_FOR` before `now`.
+    pub fn known(&self, user: &[u8], db: &[u8], now: Instant) -> bool {
+        let seen = self.seen.lock().expect("databases lock");
+        let key = (user.to_vec(), db.to_vec());
+        seen.get(&key).is_some_and(|at| now.duration_since(*at) < USABLE_FOR)
+    }
+
+    /// `user` was let use `db` at `now`.
+    pub fn usable(&self, user: &[u8], db: &[u8], now: Instant) {
+        let mut seen = self.seen.lock().expect("databases lock");
+        if seen.len() >= USABLE_ENTRIES {
+            seen.retain(|_, at| now.duration_since(*at) < USABLE_FOR);
+            if seen.len() >= USABLE_ENTRIES {
+                seen.clear();
+            }
+        }
+        seen.insert((user.to_vec(), db.to_vec()), now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_usable_database_is_known_per_user_for_a_while() {
+        let d = UsableDatabases::default();
+        let now = Instant::now();
+        assert!(!d.known(b"app", b"app", now));
+        d.usable(b"app", b"app", now);
+        assert!(d.known(b"app", b"app", now + Duration::from_secs(1)));
+        assert!(!d.known(b"other", b"app", now), "per user");
+        assert!(!d.known(b"app", b"app2", now), "per database");
+        assert!(!d.known(b"app", b"app", now + USABLE_FOR), "forgotten");
+        for i in 0..USABLE_ENTRIES + 5 {
+            d.usable(b"app", format!("db{i}").as_bytes(), now);
+        }
+        assert!(d.seen.lock().unwrap().len() <= USABLE_ENTRIES, "bounded");
+    }
 
     #[test]
     fn failed_logins_double_the_delay_up_to_the_cap_and_a_good_one_clears_it() {

@@ -11,7 +11,9 @@ mod listeners;
 mod outages;
 mod registry;
 
-pub use limits::{BackendSlot, LoginThrottle, PoolBackend, PoolStats, UserSessions, UserSlot};
+pub use limits::{
+    BackendSlot, LoginThrottle, PoolBackend, PoolStats, UsableDatabases, UserSessions, UserSlot,
+};
 pub use listeners::{ListenerCtx, Listeners, SessionWorkers};
 pub use registry::{Registry, SessionHandle, Signal};
 
@@ -141,6 +143,7 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub user_sessions: Arc<UserSessions>,
     pub login_throttle: LoginThrottle,
+    pub usable_databases: UsableDatabases,
     /// The client listeners in force.
     listeners: Listeners,
     /// How backend connections switch to TLS (from `[backend_tls]`); an
@@ -215,6 +218,7 @@ impl Shared {
             registry,
             user_sessions: Arc::default(),
             login_throttle: LoginThrottle::default(),
+            usable_databases: UsableDatabases::default(),
             listeners: Listeners::default(),
             log_reload: std::sync::OnceLock::new(),
             session_workers: std::sync::OnceLock::new(),

@@ -13,7 +13,7 @@ use crate::protocol::status;
 use crate::server::{ListenerCtx, Shared, UserSlot};
 use crate::tls::ClientStream;
 use mysql_common::constants::CapabilityFlags;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The server's errors for a database a client may not use (access denied
 /// to it, unknown database).
@@ -211,7 +211,8 @@ impl super::Session {
     /// than at the first statement. The primary decides, on the connection
     /// the session would use there (with multiplexing, one from the pool,
     /// given back: usually already on that database, so no round trip),
-    /// had without waiting.
+    /// had without waiting. A database the user was let use at a login in
+    /// the last minute is not checked again (`UsableDatabases`).
     /// When the primary is down, or answers anything else, the login goes
     /// on as before. Returns whether the session goes on.
     pub(super) async fn welcome(&mut self, seq: u8, compress: bool) -> bool {
@@ -232,7 +233,11 @@ impl super::Session {
 
     /// The error packet for a database the primary says the session cannot use.
     async fn database_refused(&mut self) -> Option<Vec<u8>> {
-        self.login.database.as_ref()?;
+        let db = self.login.database.as_ref()?;
+        let usable = &self.shared.usable_databases;
+        if usable.known(&self.login.user, db, Instant::now()) {
+            return None;
+        }
         let primary = self.primary();
         let up = self.shared.topology_now().backends.get(primary).is_some_and(|b| b.healthy);
         if !up || self.shared.backoff.is_down(primary) {
@@ -248,6 +253,11 @@ impl super::Session {
             self.give_back_unbound();
         }
         match checked {
+            Ok(()) => {
+                let db = self.login.database.as_deref().unwrap_or_default();
+                self.shared.usable_databases.usable(&self.login.user, db, Instant::now());
+                None
+            }
             Err(BackendError::Server {
                 code: code @ (ER_DBACCESS_DENIED | ER_BAD_DB),
                 state,
