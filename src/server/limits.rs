@@ -214,8 +214,11 @@ impl LoginThrottle {
 /// time is found by the session's first statement, as without the check.
 #[derive(Debug, Default)]
 pub struct UsableDatabases {
-    seen: Mutex<HashMap<(Vec<u8>, Vec<u8>), Instant>>,
+    seen: Mutex<HashMap<UserDatabase, Instant>>,
 }
+
+/// A user name and a database name, as the client sent them.
+type UserDatabase = (Vec<u8>, Vec<u8>);
 
 /// How long a database found usable at a login stays so for later logins.
 const USABLE_FOR: Duration = Duration::from_secs(60);
