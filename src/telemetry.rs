@@ -149,6 +149,9 @@ pub struct Telemetry {
     statement_seconds: Vec<(String, sharded::Histogram)>,
     pub gtid_waits_caught_up: Counter,
     pub gtid_waits_timed_out: Counter,
+    /// Reads that needed a GTID no replica was close enough to reach within
+    /// the wait timeout: the primary answered without a wait.
+    pub gtid_waits_skipped: Counter,
     pub gtid_wait_seconds: Histogram,
     pub gtid_fallbacks: Counter,
     pub login_failures: Counter,
@@ -171,6 +174,7 @@ impl Telemetry {
                 .collect(),
             gtid_waits_caught_up: metrics::counter!(GTID_WAITS, "result" => "caught_up"),
             gtid_waits_timed_out: metrics::counter!(GTID_WAITS, "result" => "timed_out"),
+            gtid_waits_skipped: metrics::counter!(GTID_WAITS, "result" => "skipped"),
             gtid_wait_seconds: metrics::histogram!(GTID_WAIT_SECONDS),
             gtid_fallbacks: metrics::counter!(GTID_FALLBACKS),
             login_failures: metrics::counter!(LOGIN_FAILURES),

@@ -520,3 +520,73 @@ async fn a_read_only_transaction_that_fell_back_leaves_no_transaction_on_the_rep
     let mut a = admin(PRIMARY).await;
     a.exec(&format!("DROP TABLE app.{table}")).await;
 }
+
+/// `rwsplit_gtid_waits_total{result}` as the admin port shows it.
+async fn gtid_waits(admin: std::net::SocketAddr, result: &str) -> u64 {
+    let (_, body) = http_get(admin, "/metrics", None).await;
+    let prefix = format!("rwsplit_gtid_waits_total{{result=\"{result}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse::<f64>().unwrap_or(0.0) as u64)
+}
+
+/// The only replica taking reads is 2 s behind and a GTID wait may last
+/// 300 ms: once the monitor has measured the lag, a read after a write no
+/// longer waits there for a wait that would run out; the primary answers
+/// it at once, with the write. Before, each such read waited 300 ms first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gtid_mode_does_not_wait_on_a_replica_further_behind_than_the_wait_may_last() {
+    let _serial = SERIAL.lock().await;
+    let table = setup_table().await;
+    let mut config = lab_config(
+        r#"
+[admin]
+address = "127.0.0.1:0"
+[monitor]
+user = "monitor"
+password = "monitor"
+interval = "100ms"
+[routing]
+max_replication_lag = "1h"
+[consistency]
+mode = "gtid"
+gtid_wait_timeout = "300ms"
+"#,
+    );
+    config.backends[1].weight = 0;
+    let proxy = start_proxy(config).await;
+    let admin_addr = proxy.admin.unwrap();
+    let _lag = Lag::start(2);
+    // Writes make the lag show: replica2 applies each 2 s late.
+    let mut w = Raw::app(&proxy.addr.to_string(), true).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        w.exec(&format!("UPDATE {table} SET v = v + 1 WHERE k = 1")).await;
+        let (_, body) = http_get(admin_addr, "/backends", None).await;
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if json[2]["lag_ms"].as_u64().is_some_and(|l| l >= 1000) && json[2]["eligible"] == true {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "replica2's lag never showed: {json}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let skipped_before = gtid_waits(admin_addr, "skipped").await;
+    let started = std::time::Instant::now();
+    for n in 1..=10u64 {
+        w.exec(&format!("UPDATE {table} SET v = {n} WHERE k = 0")).await;
+        let got = w
+            .scalar(&format!("SELECT CONCAT(v, ' on ', @@server_id) FROM {table} WHERE k = 0"))
+            .await;
+        assert_eq!(got, Some(format!("{n} on 1")), "the primary answers with the write");
+    }
+    let took = started.elapsed();
+    let skipped = gtid_waits(admin_addr, "skipped").await - skipped_before;
+    println!(
+        "10 writes and reads with the only replica 2 s behind: {took:?}, {skipped} waits skipped"
+    );
+    assert!(skipped >= 10, "{skipped} of 10 reads skipped the wait");
+    // Ten waits that ran out would take 3 s at least.
+    assert!(took < std::time::Duration::from_millis(1500), "{took:?}");
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!("DROP TABLE app.{table}")).await;
+}

@@ -370,9 +370,11 @@ impl Session {
 
     /// Chooses a replica for a read that needs `target`: one the monitor
     /// already saw holding it (no wait; the least busy of them), else the
-    /// least lagging eligible one (wait there), and whether it holds it.
-    /// The read counts as in flight there until the guard is dropped.
-    /// `None` when no replica is eligible.
+    /// least lagging eligible one (wait there, see `replica_to_wait_on`),
+    /// and whether it holds it. The read counts as in flight there until
+    /// the guard is dropped. `None` (the primary answers) when no replica
+    /// is eligible, or when even the least lagging one is further behind
+    /// than the wait may last.
     pub(super) fn replica_for_gtid(&self, target: &str) -> Option<(usize, bool, InFlight)> {
         let topology = self.shared.topology_now();
         let backends = &topology.backends;
@@ -390,10 +392,18 @@ impl Session {
         if let Some((i, guard)) = picker.least_busy(&topology, |i| eligible(i) && holds(i)) {
             return Some((i, true, guard));
         }
-        let least_lagging = (0..backends.len())
-            .filter(|&i| eligible(i))
-            .min_by_key(|&i| backends[i].lag_ms.unwrap_or(u64::MAX))?;
-        picker.least_busy(&topology, |i| i == least_lagging).map(|(i, guard)| (i, false, guard))
+        let timeout = self.view.config.consistency.gtid_wait_timeout;
+        let wait_on = match replica_to_wait_on(backends, eligible, timeout) {
+            WaitOn::Replica(i) => i,
+            WaitOn::NoReplica => return None,
+            WaitOn::AllTooFarBehind => {
+                let telemetry = &self.shared.telemetry;
+                telemetry.gtid_waits_skipped.increment(1);
+                telemetry.gtid_fallbacks.increment(1);
+                return None;
+            }
+        };
+        picker.least_busy(&topology, |i| i == wait_on).map(|(i, guard)| (i, false, guard))
     }
 
     /// Sends the GTID wait and then `self.cmd` to replica `idx` in one
@@ -497,6 +507,39 @@ impl Session {
 }
 
 /// The first column of a text-protocol row, as a string (None for NULL).
+/// Where a read waits for its write's GTID.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WaitOn {
+    Replica(usize),
+    NoReplica,
+    /// Every eligible replica was, when the monitor last looked, further
+    /// behind the primary than the wait may last: it would run out.
+    AllTooFarBehind,
+}
+
+/// The least lagging of the `eligible` replicas, unless its lag as the
+/// monitor last measured it is longer than `timeout`: a wait there would
+/// most likely run out, costing the read `timeout` before the primary
+/// answers it, so the primary answers at once. A replica whose lag is
+/// unknown (taking reads under `unknown_lag = "include"`) is waited on
+/// only when none with a known lag is eligible.
+pub fn replica_to_wait_on(
+    backends: &[crate::monitor::BackendState],
+    eligible: impl Fn(usize) -> bool,
+    timeout: Duration,
+) -> WaitOn {
+    let least_lagging = (0..backends.len())
+        .filter(|&i| eligible(i))
+        .min_by_key(|&i| backends[i].lag_ms.unwrap_or(u64::MAX));
+    match least_lagging {
+        None => WaitOn::NoReplica,
+        Some(i) if backends[i].lag_ms.is_some_and(|lag| u128::from(lag) > timeout.as_millis()) => {
+            WaitOn::AllTooFarBehind
+        }
+        Some(i) => WaitOn::Replica(i),
+    }
+}
+
 pub fn first_text_value(row: &[u8]) -> Option<String> {
     if row.first() == Some(&0xFB) {
         return None;
@@ -714,5 +757,34 @@ mod tests {
         assert!(!applied_everywhere(&unknown, "0-1-1"));
         let none = topology(&[(Role::Primary, Some("0-1-9"))]);
         assert!(!applied_everywhere(&none, "0-1-1"));
+    }
+
+    fn lagging(lags: &[Option<u64>]) -> Vec<BackendState> {
+        lags.iter()
+            .map(|lag| BackendState {
+                lag_ms: *lag,
+                ..BackendState::unknown(&BackendSpec::new("r", "127.0.0.1:1", Role::Replica))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_read_waits_on_the_least_lagging_replica_unless_the_wait_would_run_out() {
+        let timeout = Duration::from_millis(500);
+        let all = |_: usize| true;
+        let backends = lagging(&[Some(900), Some(120), None]);
+        assert_eq!(replica_to_wait_on(&backends, all, timeout), WaitOn::Replica(1));
+        assert_eq!(
+            replica_to_wait_on(&backends, |i| i != 1, timeout),
+            WaitOn::AllTooFarBehind,
+            "the least lagging of the others is 900 ms behind: the primary answers at once"
+        );
+        assert_eq!(
+            replica_to_wait_on(&backends, |i| i == 2, timeout),
+            WaitOn::Replica(2),
+            "an unknown lag may be small"
+        );
+        assert_eq!(replica_to_wait_on(&lagging(&[Some(500)]), all, timeout), WaitOn::Replica(0));
+        assert_eq!(replica_to_wait_on(&backends, |_| false, timeout), WaitOn::NoReplica);
     }
 }
