@@ -844,3 +844,66 @@ async fn max_query_time_kills_a_prepared_statement() {
     let v: Option<i64> = c.exec_first("SELECT ? * 7", (6,)).await.unwrap();
     assert_eq!(v, Some(42));
 }
+
+/// Sets `@@global.read_only` on a lab server (as the lab's admin user).
+fn set_read_only(port: u16, on: bool) {
+    let value = if on { "ON" } else { "OFF" };
+    let status = std::process::Command::new("mariadb")
+        .args(["--no-defaults", "--protocol=tcp", "-h127.0.0.1", "-uadmin", "-padmin"])
+        .arg(format!("-P{port}"))
+        .arg(format!("--execute=SET GLOBAL read_only = {value}"))
+        .status()
+        .expect("run the mariadb client");
+    assert!(status.success(), "SET GLOBAL read_only = {value} on :{port}");
+}
+
+/// Puts the lab's roles back: the primary writable, replica1 read-only.
+struct PrimaryRestored;
+
+impl Drop for PrimaryRestored {
+    fn drop(&mut self) {
+        set_read_only(3307, true);
+        set_read_only(3306, false);
+    }
+}
+
+/// The server id that runs a session's primary work (a transaction).
+async fn primary_work_server(c: &mut Raw) -> Option<String> {
+    c.exec("BEGIN").await;
+    let id = c.scalar("SELECT @@server_id").await;
+    c.exec("COMMIT").await;
+    id
+}
+
+/// An external switchover, as failover tools make it (the primary made
+/// read-only, a replica made writable), moves the primary's work to the
+/// newly writable server once the monitor sees it, in a running session
+/// and in a new one, while reads go on; undone, the work moves back. Only
+/// `read_only` flips (nothing is written on a replica: the primary work
+/// here is a transaction's read), so replication is left as it was.
+#[tokio::test]
+async fn primary_work_follows_the_writable_server_after_an_external_switchover() {
+    let _serial = SERIAL.lock().await;
+    let proxy = start_proxy(lab_config(MONITORED)).await;
+    let admin_port = proxy.admin.expect("admin port");
+    all_healthy(&proxy).await;
+    let addr = proxy.addr.to_string();
+    let mut running = Raw::app(&addr, true).await;
+    assert_eq!(primary_work_server(&mut running).await.as_deref(), Some("1"));
+    let _restore = PrimaryRestored;
+    set_read_only(3306, true);
+    set_read_only(3307, false);
+    let switched = Instant::now();
+    wait_backends(admin_port, Duration::from_secs(10), |j| {
+        j[1]["role"] == "primary" && j[0]["role"] != "primary"
+    })
+    .await;
+    println!("the monitor saw the switchover after {:?}", switched.elapsed());
+    assert_eq!(primary_work_server(&mut running).await.as_deref(), Some("2"), "running session");
+    let mut fresh = Raw::app(&addr, true).await;
+    assert_eq!(primary_work_server(&mut fresh).await.as_deref(), Some("2"), "new session");
+    assert_eq!(fresh.scalar("SELECT @@server_id").await.as_deref(), Some("3"), "reads go on");
+    drop(_restore);
+    wait_backends(admin_port, Duration::from_secs(10), |j| j[0]["role"] == "primary").await;
+    assert_eq!(primary_work_server(&mut running).await.as_deref(), Some("1"), "switched back");
+}
