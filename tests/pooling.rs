@@ -579,6 +579,42 @@ async fn row_count_reads_the_sessions_previous_statement_on_a_shared_connection(
     admin_conn.exec(&format!("DROP TABLE app.{table}")).await;
 }
 
+/// After a `CALL`, `ROW_COUNT()` (the procedure's last statement's count,
+/// which the CALL's reply does not carry) is asked of the connection the
+/// CALL ran on: the session keeps it until its next command, which asks.
+/// B wants the only primary connection meanwhile and waits for it; before,
+/// B took it at once and A's `ROW_COUNT()` read B's statement's -1.
+#[tokio::test]
+async fn row_count_after_a_call_is_the_procedures() {
+    let _serial = SERIAL.lock().await;
+    let table = lab_table("pool_rc_call", "id INT PRIMARY KEY, v INT").await;
+    let procedure = format!("{table}_bump");
+    let mut setup = admin(PRIMARY).await;
+    setup.exec(&format!("INSERT INTO app.{table} VALUES (1, 0), (2, 0), (3, 0)")).await;
+    setup
+        .exec(&format!(
+            "CREATE PROCEDURE app.{procedure}() UPDATE app.{table} SET v = v + 1 WHERE id < 3"
+        ))
+        .await;
+    let proxy = start_proxy(pooled(1, "5s")).await;
+    let mut a = client(&proxy).await;
+    let mut b = client(&proxy).await;
+    for round in 0..3 {
+        a.query_drop(format!("CALL {procedure}()")).await.unwrap();
+        let other = tokio::spawn(async move {
+            let _: Vec<i64> = b.query("SELECT /* rwsplit:primary */ 7").await.unwrap();
+            b
+        });
+        // B either waits for the connection A kept, or got it (the bug).
+        wait_pool(&proxy, |j| j["backends"][0]["waiting"] == 1 || other.is_finished()).await;
+        let got: Option<i64> = a.query_first("SELECT ROW_COUNT()").await.unwrap();
+        assert_eq!(got, Some(2), "round {round}: ROW_COUNT() after the CALL");
+        b = other.await.unwrap();
+    }
+    setup.exec(&format!("DROP PROCEDURE app.{procedure}")).await;
+    setup.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
 #[tokio::test]
 async fn idle_connections_close_after_idle_timeout_down_to_min_idle() {
     let _serial = SERIAL.lock().await;

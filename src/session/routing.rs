@@ -498,9 +498,13 @@ impl Session {
             Some(conn) => Some((idx, conn.thread_id, row_count(outcome))),
             None => None,
         };
+        // What a CALL leaves (ROW_COUNT() of the procedure's last
+        // statement, its FOUND_ROWS()) is not in its reply: the next
+        // statement asks the connection.
         let leaves_results = outcome.warnings > 0
             || outcome.error.is_some()
-            || info.flags.contains(Flags::SQL_CALC_FOUND_ROWS);
+            || info.flags.contains(Flags::SQL_CALC_FOUND_ROWS)
+            || info.kind == StatementKind::Call;
         self.routing.next_statement = leaves_results.then_some(idx);
         // The last insert id moves with the session instead (see
         // `carry_last_insert_id`): a write need not keep its connection.
