@@ -27,8 +27,9 @@ ensure_python_deps() {
     local py="${PYTHON:-python3}"
     # mysqlclient builds against the MariaDB C connector (libmariadb-dev,
     # pkg-config); pyodbc needs unixODBC.
-    local pkgs=(pymysql mysql-connector-python pytest mysqlclient pyodbc sqlalchemy)
-    if "$py" -c 'import pymysql, pytest, mysql.connector, MySQLdb, pyodbc, sqlalchemy' >/dev/null 2>&1; then
+    # mariadb (MariaDB Connector/Python) builds against the same connector.
+    local pkgs=(pymysql mysql-connector-python pytest mysqlclient pyodbc sqlalchemy mariadb)
+    if "$py" -c 'import pymysql, pytest, mysql.connector, MySQLdb, pyodbc, sqlalchemy, mariadb' >/dev/null 2>&1; then
         return 0
     fi
     log "installing ${pkgs[*]} with pip"
