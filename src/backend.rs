@@ -418,6 +418,27 @@ impl BackendConn {
         Ok(())
     }
 
+    /// Ends the connection as a client should (COM_QUIT), and waits (at
+    /// most `within`) for the server to close it: a place this connection
+    /// held under a connection cap is then free on the server's side too,
+    /// so that a connection opened in its place is not counted beside it.
+    pub async fn quit(&mut self, within: Duration) {
+        let closed = async {
+            if self.write_payload(0, &[crate::protocol::command::QUIT]).await.is_err() {
+                return;
+            }
+            // Nothing answers a COM_QUIT: reading ends when the server closes.
+            let mut packet = Vec::new();
+            while self
+                .reader
+                .read_packet(&mut self.stream, &mut packet, CONTROL_PACKET_LIMIT)
+                .await
+                .is_ok()
+            {}
+        };
+        let _ = tokio::time::timeout(within, closed).await;
+    }
+
     /// Writes one logical packet starting at `seq`.
     pub async fn write_payload(&mut self, seq: u8, payload: &[u8]) -> std::io::Result<()> {
         self.scratch.clear();

@@ -642,7 +642,8 @@ impl Session {
                 continue;
             }
             if let Some(conn) = self.backends[idx].as_mut() {
-                let _ = conn.write_payload(0, &[crate::protocol::command::QUIT]).await;
+                // Its place is freed once the server has closed it.
+                conn.quit(pool::QUIT_WAIT).await;
             }
             self.drop_backend(idx);
         }

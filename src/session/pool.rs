@@ -158,6 +158,18 @@ struct Idle {
     since: Instant,
 }
 
+/// How long closing a pooled connection waits for the server's end to close.
+pub(crate) const QUIT_WAIT: Duration = Duration::from_secs(1);
+
+/// Closes a connection whose place another connection may take, freeing
+/// the place only once the server has closed its end (or `QUIT_WAIT`
+/// passed): the server never counts the two side by side, so it sees no
+/// more connections than the cap.
+async fn retire(mut conn: BackendConn, slot: BackendSlot) {
+    conn.quit(QUIT_WAIT).await;
+    drop((conn, slot));
+}
+
 /// What a waiting session is handed.
 enum Handoff {
     /// A connection matching its key.
@@ -251,6 +263,7 @@ fn wake_for_place(proxy: usize, backend: usize) {
 fn give_back(key: Key, conn: BackendConn, slot: BackendSlot, max_idle: usize) {
     let mut handoff = Some(Handoff::Conn(Box::new((conn, slot))));
     let mut close = None;
+    let mut overflow = None;
     LOCAL.with(|local| {
         let mut local = local.borrow_mut();
         if let Some(queue) = local.waiting.get_mut(&(key.proxy, key.backend)) {
@@ -286,6 +299,7 @@ fn give_back(key: Key, conn: BackendConn, slot: BackendSlot, max_idle: usize) {
             if let Some(s) = stats(&old.slot, old.key.backend) {
                 s.idle.add(-1);
             }
+            overflow = Some(old);
         }
         if let Some(s) = stats(&slot, key.backend) {
             s.idle.add(1);
@@ -296,9 +310,19 @@ fn give_back(key: Key, conn: BackendConn, slot: BackendSlot, max_idle: usize) {
             tokio::spawn(sweep());
         }
     });
-    if close.is_some() {
-        drop(close);
-        wake_for_place(key.proxy, key.backend);
+    let overflow = overflow.map(|old| (old.conn, old.slot));
+    let close = match close {
+        Some(Handoff::Conn(held)) => Some(*held),
+        _ => None,
+    };
+    if let Some((conn, slot)) = overflow {
+        tokio::spawn(retire(conn, slot));
+    }
+    if let Some((conn, slot)) = close {
+        tokio::spawn(async move {
+            retire(conn, slot).await;
+            wake_for_place(key.proxy, key.backend);
+        });
     }
 }
 
@@ -369,8 +393,10 @@ async fn sweep() {
         });
         for idle in closed {
             let (proxy, backend) = (idle.key.proxy, idle.key.backend);
-            drop(idle);
-            wake_for_place(proxy, backend);
+            tokio::spawn(async move {
+                retire(idle.conn, idle.slot).await;
+                wake_for_place(proxy, backend);
+            });
         }
         if done {
             return;
@@ -490,12 +516,14 @@ impl Session {
                 drop((conn, slot));
                 continue;
             }
-            let slot = self.shared.try_backend_slot(idx).or_else(|| {
+            let mut slot = self.shared.try_backend_slot(idx);
+            if slot.is_none()
+                && let Some((conn, place)) = evict_one(key.proxy, idx)
+            {
                 // Idle connections of other users hold places: close one.
-                let evicted = evict_one(key.proxy, idx)?;
-                drop(evicted);
-                self.shared.try_backend_slot(idx)
-            });
+                retire(conn, place).await;
+                slot = self.shared.try_backend_slot(idx);
+            }
             if let Some(slot) = slot {
                 drop((counted, queued));
                 let outages = self.shared.outages.count(idx);
