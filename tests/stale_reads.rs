@@ -538,21 +538,10 @@ async fn gtid_waits(admin: std::net::SocketAddr, result: &str) -> u64 {
 async fn gtid_mode_does_not_wait_on_a_replica_further_behind_than_the_wait_may_last() {
     let _serial = SERIAL.lock().await;
     let table = setup_table().await;
-    let mut config = lab_config(
-        r#"
-[admin]
-address = "127.0.0.1:0"
-[monitor]
-user = "monitor"
-password = "monitor"
-interval = "100ms"
-[routing]
-max_replication_lag = "1h"
-[consistency]
-mode = "gtid"
-gtid_wait_timeout = "300ms"
-"#,
-    );
+    let mut config = lab_config(&format!(
+        "{MONITORED}[routing]\nmax_replication_lag = \"1h\"\n\
+         [consistency]\nmode = \"gtid\"\ngtid_wait_timeout = \"300ms\"\n"
+    ));
     config.backends[1].weight = 0;
     let proxy = start_proxy(config).await;
     let admin_addr = proxy.admin.unwrap();
