@@ -296,17 +296,24 @@ async fn change_user_answering_for_another_plugin_is_switched_to_native() {
 }
 
 /// A login naming a database its user cannot use (one that does not exist,
-/// one without grants) is refused at login with the primary's own error, as
-/// connecting to the server is, with and without multiplexing; before, the
-/// login succeeded and the first statement got the error. A database the
-/// user may use logs in on it, and the proxy goes on serving.
+/// one without grants, a name too long for any) is refused at login with
+/// the primary's own error, as connecting to the server is, with and
+/// without multiplexing; before, the login succeeded and the first
+/// statement got the error. A database the user may use logs in on it, and
+/// the proxy goes on serving.
 #[tokio::test]
 async fn a_login_naming_a_database_it_cannot_use_gets_the_servers_error() {
     for extra in ["", "[pool]\nmultiplex = true"] {
         let proxy = start_proxy(lab_config(extra)).await;
         let addr = proxy.addr.to_string();
-        for (user, db) in [("app", "no_such_db_9d1"), ("admin", "no_such_db_9d1"), ("app", "mysql")]
-        {
+        let too_long = "x".repeat(100);
+        let cases = [
+            ("app", "no_such_db_9d1"),
+            ("admin", "no_such_db_9d1"),
+            ("app", "mysql"),
+            ("admin", too_long.as_str()),
+        ];
+        for (user, db) in cases {
             let named = login(user, user, Some(db), client_caps(true));
             let direct = Raw::connect(PRIMARY, &named).await.err().map(|e| e.to_string());
             assert!(direct.is_some(), "the primary let {user} log in on {db}");

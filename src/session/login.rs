@@ -16,9 +16,10 @@ use mysql_common::constants::CapabilityFlags;
 use std::time::{Duration, Instant};
 
 /// The server's errors for a database a client may not use (access denied
-/// to it, unknown database).
+/// to it, unknown database, a name no database can have).
 const ER_DBACCESS_DENIED: u16 = 1044;
 const ER_BAD_DB: u16 = 1049;
+const ER_WRONG_DB_NAME: u16 = 1102;
 
 /// Largest packet accepted before login completes.
 const LOGIN_PACKET_LIMIT: usize = 64 << 10;
@@ -207,7 +208,8 @@ pub async fn login(
 impl super::Session {
     /// Ends the login with OK, or with the error the server gives a client
     /// that names a database it cannot use (ERROR 1049, unknown database;
-    /// ERROR 1044, access denied to it), as a server would at login rather
+    /// ERROR 1044, access denied to it; ERROR 1102, a name too long or
+    /// malformed), as a server would at login rather
     /// than at the first statement. The primary decides, on the connection
     /// the session would use there (with multiplexing, one from the pool,
     /// given back: usually already on that database, so no round trip),
@@ -259,7 +261,7 @@ impl super::Session {
                 None
             }
             Err(BackendError::Server {
-                code: code @ (ER_DBACCESS_DENIED | ER_BAD_DB),
+                code: code @ (ER_DBACCESS_DENIED | ER_BAD_DB | ER_WRONG_DB_NAME),
                 state,
                 message,
             }) => Some(build_err(code, &state, &message)),
