@@ -209,14 +209,14 @@ impl super::Session {
     /// Ends the login with OK, or with the error the server gives a client
     /// that names a database it cannot use (ERROR 1049, unknown database;
     /// ERROR 1044, access denied to it; ERROR 1102, a name too long or
-    /// malformed), as a server would at login rather
-    /// than at the first statement. The primary decides, on the connection
-    /// the session would use there (with multiplexing, one from the pool,
-    /// given back: usually already on that database, so no round trip),
-    /// had without waiting. A database the user was let use at a login in
-    /// the last minute is not checked again (`UsableDatabases`).
-    /// When the primary is down, or answers anything else, the login goes
-    /// on as before. Returns whether the session goes on.
+    /// malformed), at login as a server does rather than at the first
+    /// statement. The primary decides, on the connection the session would
+    /// use there (with multiplexing, one from the pool, given back: usually
+    /// already on that database, so no round trip), had without waiting. A
+    /// database the user was let use at a login in the last minute is not
+    /// checked again (`UsableDatabases`). When the primary is down, or
+    /// answers anything else, the login goes on as before. Returns whether
+    /// the session goes on.
     pub(super) async fn welcome(&mut self, seq: u8, compress: bool) -> bool {
         if let Some(err) = self.database_refused().await {
             tracing::debug!(id = self.id, "login refused: the client's database");
