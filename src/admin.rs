@@ -128,6 +128,7 @@ fn respond(r: &Request, shared: &Arc<Shared>) -> (u16, &'static str, String) {
         }
         "/backends" => (200, "application/json", backends_json(shared)),
         "/pool" => (200, "application/json", pool_json(shared)),
+        "/sessions" => (200, "application/json", sessions_json(shared)),
         "/digests" => {
             let body = serde_json::to_string_pretty(&shared.digests.snapshot())
                 .unwrap_or_else(|_| "[]".into());
@@ -228,6 +229,42 @@ fn backends_json(shared: &Shared) -> String {
 
 /// `GET /pool`: per backend, the connections sessions and the pool hold,
 /// and why sessions kept connections instead of sharing them.
+/// `GET /sessions`: every logged-in client session, with the backend
+/// connections it holds now (the server thread ids, as SHOW PROCESSLIST
+/// on that server shows them).
+fn sessions_json(shared: &Shared) -> String {
+    let config = shared.config.load();
+    let sessions: Vec<serde_json::Value> = shared
+        .registry
+        .sessions()
+        .into_iter()
+        .map(|(id, h)| {
+            let user = String::from_utf8_lossy(&h.user.lock().expect("handle lock")).into_owned();
+            let (client, seconds) = h.client.get().map_or((String::new(), 0.0), |(peer, at)| {
+                (peer.clone(), at.elapsed().as_secs_f64())
+            });
+            let backends: Vec<serde_json::Value> = h
+                .threads
+                .lock()
+                .expect("handle lock")
+                .iter()
+                .map(|(idx, thread)| {
+                    let name = config.backends.get(*idx).map_or("?", |b| b.name.as_str());
+                    serde_json::json!({ "backend": name, "thread_id": thread })
+                })
+                .collect();
+            serde_json::json!({
+                "id": id,
+                "user": user,
+                "client": client,
+                "connected_s": (seconds * 10.0).round() / 10.0,
+                "backend_connections": backends,
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&sessions).unwrap_or_else(|_| "[]".into()) + "\n"
+}
+
 fn pool_json(shared: &Shared) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let config = shared.config.load();

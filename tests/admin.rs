@@ -168,3 +168,57 @@ async fn a_read_after_a_write_counts_as_in_flight_on_its_replica() {
     let idle = wait_backends(admin, Duration::from_secs(5), |_| true).await;
     assert_eq!((0..3).map(|i| in_flight(&idle, i)).sum::<u64>(), 0, "{idle}");
 }
+
+/// `GET /sessions` lists each logged-in session: the id its client sees
+/// (`SELECT CONNECTION_ID()`), its user and address, and the backend
+/// connections it holds, by the server thread ids the servers show.
+#[tokio::test]
+async fn sessions_lists_clients_and_their_backend_threads() {
+    let proxy = start_proxy(lab_config(MONITORED)).await;
+    let admin = proxy.admin.unwrap();
+    let addr = proxy.addr.to_string();
+    let mut a = Raw::app(&addr, true).await;
+    let mut b = Raw::app(&addr, true).await;
+    let a_id = a.scalar("SELECT CONNECTION_ID()").await.unwrap();
+    let b_id = b.scalar("SELECT CONNECTION_ID()").await.unwrap();
+    // Not on its own, CONNECTION_ID() is the backend thread's.
+    let res = a.query("SELECT /* rwsplit:primary */ CONNECTION_ID(), 1").await;
+    let row = &res[res.len() - 2].1;
+    let thread = rwsplit::protocol::packet::Cursor::new(row).lenenc_bytes().unwrap().to_vec();
+    let thread: u64 = String::from_utf8(thread).unwrap().parse().unwrap();
+    let (status, body) = http_get(admin, "/sessions", None).await;
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let sessions = json.as_array().expect("a JSON array");
+    let find = |id: &str| {
+        sessions
+            .iter()
+            .find(|s| s["id"].to_string() == id)
+            .unwrap_or_else(|| panic!("{id}: {body}"))
+    };
+    let (sa, sb) = (find(&a_id), find(&b_id));
+    assert_eq!(sa["user"], "app");
+    assert!(sa["client"].as_str().is_some_and(|c| c.starts_with("127.0.0.1:")), "{sa}");
+    assert!(sa["connected_s"].as_f64().is_some(), "{sa}");
+    let held = sa["backend_connections"].as_array().unwrap();
+    assert!(
+        held.iter().any(|c| c["backend"] == "primary" && c["thread_id"] == thread),
+        "A ran on primary thread {thread}: {sa}"
+    );
+    assert_eq!(sb["user"], "app");
+    drop(a);
+    // A session that ended is gone from the list.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, body) = http_get(admin, "/sessions", None).await;
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let ids: Vec<String> =
+            json.as_array().unwrap().iter().map(|s| s["id"].to_string()).collect();
+        if !ids.contains(&a_id) {
+            assert!(ids.contains(&b_id), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "A still listed: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

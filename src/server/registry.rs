@@ -83,10 +83,13 @@ impl Signal {
 }
 
 /// What a session publishes about itself so that other sessions can
-/// KILL it: its user and the backend threads it has open.
+/// KILL it (its user and the backend threads it has open), and the admin
+/// port can list it (its client's address and when it logged in).
 #[derive(Debug, Default)]
 pub struct SessionHandle {
     pub user: Mutex<Vec<u8>>,
+    /// The client's address and the session's start, set once at login.
+    pub client: std::sync::OnceLock<(String, std::time::Instant)>,
     /// (backend index, server thread id) of each open backend connection.
     pub threads: Mutex<Vec<(usize, u32)>>,
     /// Stops the session: another session killed it or the proxy stops.
@@ -123,6 +126,13 @@ impl Registry {
     }
     pub fn len(&self) -> usize {
         self.lock().by_id.len()
+    }
+
+    /// Every session, by id (ascending).
+    pub fn sessions(&self) -> Vec<(u32, std::sync::Arc<SessionHandle>)> {
+        let mut all: Vec<_> = self.lock().by_id.iter().map(|(id, h)| (*id, h.clone())).collect();
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -101,6 +101,7 @@ pub async fn serve(
     let client_writes = shared.recent_writes.client(&logged_in.login.user, peer.ip());
     let handle = Arc::new(SessionHandle::default());
     *handle.user.lock().expect("handle lock") = logged_in.login.user.clone();
+    let _ = handle.client.set((peer.to_string(), std::time::Instant::now()));
     shared.registry.insert(id, handle.clone());
     shared.telemetry.client_connections.increment(1.0);
     let user = logged_in.user.clone();
