@@ -179,8 +179,9 @@ async fn sessions_lists_clients_and_their_backend_threads() {
     let addr = proxy.addr.to_string();
     let mut a = Raw::app(&addr, true).await;
     let mut b = Raw::app(&addr, true).await;
-    let a_id = a.scalar("SELECT CONNECTION_ID()").await.unwrap();
-    let b_id = b.scalar("SELECT CONNECTION_ID()").await.unwrap();
+    let id_of = |v: Option<String>| v.and_then(|v| v.parse::<u64>().ok()).expect("an id");
+    let a_id = id_of(a.scalar("SELECT CONNECTION_ID()").await);
+    let b_id = id_of(b.scalar("SELECT CONNECTION_ID()").await);
     // Not on its own, CONNECTION_ID() is the backend thread's.
     let res = a.query("SELECT /* rwsplit:primary */ CONNECTION_ID(), 1").await;
     let row = &res[res.len() - 2].1;
@@ -212,8 +213,8 @@ async fn sessions_lists_clients_and_their_backend_threads() {
     loop {
         let (_, body) = http_get(admin, "/sessions", None).await;
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let ids: Vec<String> =
-            json.as_array().unwrap().iter().map(|s| s["id"].to_string()).collect();
+        let ids: Vec<u64> =
+            json.as_array().unwrap().iter().filter_map(|s| s["id"].as_u64()).collect();
         if !ids.contains(&a_id) {
             assert!(ids.contains(&b_id), "{body}");
             break;
