@@ -191,13 +191,9 @@ async fn sessions_lists_clients_and_their_backend_threads() {
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     let sessions = json.as_array().expect("a JSON array");
-    let find = |id: &str| {
-        sessions
-            .iter()
-            .find(|s| s["id"].to_string() == id)
-            .unwrap_or_else(|| panic!("{id}: {body}"))
-    };
-    let (sa, sb) = (find(&a_id), find(&b_id));
+    let find =
+        |id: u64| sessions.iter().find(|s| s["id"] == id).unwrap_or_else(|| panic!("{id}: {body}"));
+    let (sa, sb) = (find(a_id), find(b_id));
     assert_eq!(sa["user"], "app");
     assert!(sa["client"].as_str().is_some_and(|c| c.starts_with("127.0.0.1:")), "{sa}");
     assert!(sa["connected_s"].as_f64().is_some(), "{sa}");
