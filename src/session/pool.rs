@@ -545,13 +545,7 @@ impl Session {
             }
             if wait.is_zero() {
                 // Nobody waited: no timeout to count.
-                let name = config.backends.get(idx).map_or("?", |b| b.name.as_str());
-                let cap = self.shared.backend_cap(config, idx).unwrap_or(0);
-                return Err(BackendError::PoolTimeout {
-                    backend: name.to_string(),
-                    cap,
-                    waited: wait,
-                });
+                return Err(self.pool_timeout(config, idx, wait));
             }
             let blocked = self.shared.blocked_by_other_workers(idx);
             counted.get_or_insert_with(|| Waiting::new(stats)).starved(blocked);
@@ -579,17 +573,19 @@ impl Session {
                 Ok(Ok(Handoff::Place)) | Ok(Err(_)) => queued = None,
                 Err(_) if tokio::time::Instant::now() < deadline => {}
                 Err(_) => {
-                    let name = config.backends.get(idx).map_or("?", |b| b.name.as_str());
                     stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                    let cap = self.shared.backend_cap(config, idx).unwrap_or(0);
-                    return Err(BackendError::PoolTimeout {
-                        backend: name.to_string(),
-                        cap,
-                        waited: wait,
-                    });
+                    return Err(self.pool_timeout(config, idx, wait));
                 }
             }
         }
+    }
+
+    /// The error of a checkout that had no connection to backend `idx`
+    /// within `wait`.
+    fn pool_timeout(&self, config: &Config, idx: usize, wait: Duration) -> BackendError {
+        let name = config.backends.get(idx).map_or("?", |b| b.name.as_str());
+        let cap = self.shared.backend_cap(config, idx).unwrap_or(0);
+        BackendError::PoolTimeout { backend: name.to_string(), cap, waited: wait }
     }
 
     /// Records a connection as this session's (its place, and its server
