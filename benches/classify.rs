@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use rwsplit::classify::{Tier, Tier2Cache, classify, classify_with_cache};
+use rwsplit::classify::{Backslashes, Tier, Tier2Cache, classify, classify_with_cache};
 
 fn corpus() -> Vec<String> {
     include_str!("../tests/data/statements.tsv")
@@ -77,9 +77,9 @@ fn report(all: &[String], fast: &[&String], slow: &[&String]) {
         let cold = ns_per_call(20, || {
             black_box(classify(black_box(sql)));
         });
-        classify_with_cache(sql, &cache);
+        classify_with_cache(sql, Backslashes::Escape, &cache);
         let warm = ns_per_call(2000, || {
-            black_box(classify_with_cache(black_box(sql), &cache));
+            black_box(classify_with_cache(black_box(sql), Backslashes::Escape, &cache));
         });
         let short: String = sql.chars().take(60).collect();
         println!("   parse every time {cold:>8.0} ns   cached {warm:>5.0} ns   {short}");
@@ -115,7 +115,7 @@ fn main() {
         c.bench_function("classify_parser_tier_uncached", |b| b.iter(|| classify(black_box(sql))));
         let cache = Tier2Cache::new(1024);
         c.bench_function("classify_parser_tier_cached", |b| {
-            b.iter(|| classify_with_cache(black_box(sql), &cache))
+            b.iter(|| classify_with_cache(black_box(sql), Backslashes::Escape, &cache))
         });
     }
     c.final_summary();

@@ -4,7 +4,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use rwsplit::classify::{Tier, Tier2Cache, classify, classify_with_cache};
+use rwsplit::classify::{Backslashes, Tier, Tier2Cache, classify, classify_with_cache};
 
 struct Counting;
 
@@ -46,7 +46,7 @@ fn lexer_tier_classification_does_not_allocate() {
     for sql in &sqls {
         let before = allocations();
         let info = classify(sql);
-        let info2 = classify_with_cache(sql, &cache);
+        let info2 = classify_with_cache(sql, Backslashes::Escape, &cache);
         let after = allocations();
         if info.tier == Tier::Lexer {
             assert_eq!(info, info2);
@@ -62,10 +62,14 @@ fn parser_tier_cache_hit_does_not_allocate() {
     let cache = Tier2Cache::new(64);
     let sql = "WITH a AS (SELECT 1 AS x) (SELECT x FROM a)";
     let first = allocations();
-    assert_eq!(classify_with_cache(sql, &cache).tier, Tier::Parser);
+    assert_eq!(classify_with_cache(sql, Backslashes::Escape, &cache).tier, Tier::Parser);
     assert!(allocations() > first, "a parse must allocate, or the counter is not counting");
     let before = allocations();
-    let info = classify_with_cache("with a as (select 2 as x) (select x from a)", &cache);
+    let info = classify_with_cache(
+        "with a as (select 2 as x) (select x from a)",
+        Backslashes::Escape,
+        &cache,
+    );
     let after = allocations();
     assert_eq!(info.tier, Tier::Parser);
     assert_eq!(cache.stats().hits, 1);

@@ -4,7 +4,7 @@
 //! where the hash is visible).
 
 use rwsplit::classify::{
-    Tier2Cache, classify, classify_with_cache, normalize, tables, temp_table_name,
+    Backslashes, Tier2Cache, classify, classify_with_cache, normalize, tables, temp_table_name,
 };
 
 /// xorshift64*: a small deterministic PRNG, so failures reproduce.
@@ -23,16 +23,20 @@ impl Rng {
     }
 }
 
+/// Checks `sql` read both ways a session may read backslashes.
 fn check(sql: &str, cache: &Tier2Cache) {
-    let info = classify_with_cache(sql, cache);
-    let mut norm = String::new();
-    normalize(sql, &mut norm);
+    let info = classify_with_cache(sql, Backslashes::Escape, cache);
     assert_eq!(info.digest, classify(sql).digest, "digest depends on the cache: {sql:?}");
-    if info.is_plain_read() {
-        assert!(info.kind.is_read(), "plain read of kind {:?}: {sql:?}", info.kind);
+    for backslashes in [Backslashes::Escape, Backslashes::Literal] {
+        let info = classify_with_cache(sql, backslashes, cache);
+        let mut norm = String::new();
+        normalize(sql, backslashes, &mut norm);
+        if info.is_plain_read() {
+            assert!(info.kind.is_read(), "plain read of kind {:?}: {sql:?}", info.kind);
+        }
+        let _ = tables(sql, backslashes);
+        let _ = temp_table_name(sql, backslashes);
     }
-    let _ = tables(sql);
-    let _ = temp_table_name(sql);
 }
 
 const SOUP: &[&str] = &[

@@ -847,14 +847,19 @@ async fn max_query_time_kills_a_prepared_statement() {
 
 /// Sets `@@global.read_only` on a lab server (as the lab's admin user).
 fn set_read_only(port: u16, on: bool) {
-    let value = if on { "ON" } else { "OFF" };
+    set_global(port, &format!("read_only = {}", if on { "ON" } else { "OFF" }));
+}
+
+/// Runs `SET GLOBAL {assignment}` on the lab server at `port` (with the
+/// command-line client, so that a drop guard can call it).
+fn set_global(port: u16, assignment: &str) {
     let status = std::process::Command::new("mariadb")
         .args(["--no-defaults", "--protocol=tcp", "-h127.0.0.1", "-uadmin", "-padmin"])
         .arg(format!("-P{port}"))
-        .arg(format!("--execute=SET GLOBAL read_only = {value}"))
+        .arg(format!("--execute=SET GLOBAL {assignment}"))
         .status()
         .expect("run the mariadb client");
-    assert!(status.success(), "SET GLOBAL read_only = {value} on :{port}");
+    assert!(status.success(), "SET GLOBAL {assignment} on :{port}");
 }
 
 /// Puts the lab's roles back: the primary writable, replica1 read-only.
@@ -906,4 +911,46 @@ async fn primary_work_follows_the_writable_server_after_an_external_switchover()
     drop(_restore);
     wait_backends(admin_port, Duration::from_secs(10), |j| j[0]["role"] == "primary").await;
     assert_eq!(primary_work_server(&mut running).await.as_deref(), Some("1"), "switched back");
+}
+
+/// Takes NO_BACKSLASH_ESCAPES out of every lab server's default sql_mode.
+struct BackslashEscapesRestored;
+
+impl Drop for BackslashEscapesRestored {
+    fn drop(&mut self) {
+        for port in [3306, 3307, 3308] {
+            set_global(port, "sql_mode = REPLACE(@@global.sql_mode, 'NO_BACKSLASH_ESCAPES', '')");
+        }
+    }
+}
+
+/// Servers whose default sql_mode has NO_BACKSLASH_ESCAPES (set in their
+/// configuration, as a user would): the proxy's greeting says so, as the
+/// server's would (a client's escaping of strings depends on it), and the
+/// session's first statement is already read as its server reads it: after
+/// `'C:\'` the locking clause counts and takes the statement to the primary.
+#[tokio::test]
+async fn servers_without_backslash_escapes_by_default_are_read_that_way_from_the_login() {
+    let _serial = SERIAL.lock().await;
+    let _restore = BackslashEscapesRestored;
+    for port in [3306, 3307, 3308] {
+        set_global(port, "sql_mode = CONCAT(@@global.sql_mode, ',NO_BACKSLASH_ESCAPES')");
+    }
+    let proxy = start_proxy(lab_config("")).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let nbe = rwsplit::protocol::status::NO_BACKSLASH_ESCAPES;
+    assert_ne!(
+        c.conn.greeting.status & nbe,
+        0,
+        "the greeting's status: {:#x}",
+        c.conn.greeting.status
+    );
+    let locking = r"SELECT @@server_id, 'C:\' FROM DUAL FOR UPDATE -- '";
+    assert_eq!(c.scalar(locking).await.as_deref(), Some("1"), "{locking}");
+    let r = c.query(r"SELECT 'C:\', @@server_id").await;
+    let row = r.iter().rev().nth(1).expect("a row");
+    assert!(String::from_utf8_lossy(&row.1).contains(r"C:\"), "{r:?}");
+    // And a plain read still goes to a replica.
+    let id = c.scalar(r"SELECT @@server_id, 'C:\'").await;
+    assert!(matches!(id.as_deref(), Some("2" | "3")), "{id:?}");
 }

@@ -172,6 +172,30 @@ async fn locking_reads_and_side_effect_functions_go_to_the_primary() {
     }
 }
 
+/// With sql_mode NO_BACKSLASH_ESCAPES a backslash is an ordinary character,
+/// and the proxy reads the session's statements as its server does: here
+/// `'C:\'` ends at its second quote and the locking clause after it counts.
+/// Read with backslash escapes, the rest of the line would be one string and
+/// the statement a plain read for a replica.
+#[tokio::test]
+async fn a_session_without_backslash_escapes_is_read_as_its_server_reads_it() {
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    let locking = r"SELECT @@server_id, 'C:\' FROM DUAL FOR UPDATE -- '";
+    let lock = r"SELECT @@server_id, 'C:\', GET_LOCK('rwsplit_nbe', 0) -- '";
+    c.exec("SET sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')").await;
+    for _ in 0..4 {
+        assert_eq!(c.scalar(locking).await.as_deref(), Some(PRIMARY_ID), "{locking}");
+        assert_eq!(c.scalar(lock).await.as_deref(), Some(PRIMARY_ID), "{lock}");
+        assert_eq!(c.scalar("SELECT RELEASE_LOCK('rwsplit_nbe')").await.as_deref(), Some("1"));
+        assert!(is_replica(c.scalar(r"SELECT @@server_id, 'C:\'").await));
+    }
+    // Back to escapes: the same text is a string and a comment, and the
+    // statement a plain read.
+    c.exec("SET sql_mode = REPLACE(@@sql_mode, 'NO_BACKSLASH_ESCAPES', '')").await;
+    assert!(is_replica(c.scalar(locking).await), "{locking}");
+}
+
 #[tokio::test]
 async fn last_insert_id_and_warnings_follow_the_previous_statement() {
     let p = proxy().await;
@@ -472,6 +496,20 @@ async fn temporary_tables_are_read_where_they_live() {
         assert_eq!(c.scalar("SELECT COUNT(*) FROM tmp_routing").await.as_deref(), Some("2"));
     }
     c.exec("DROP TEMPORARY TABLE tmp_routing").await;
+    // Under sql_mode ANSI_QUOTES a double-quoted name is an identifier. The
+    // temporary table hides a table of the same name, empty, which the
+    // replicas have too: read there, the count would be 0.
+    let shadowed = lab_table("shadowed", "id INT").await;
+    c.exec("SET sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')").await;
+    c.exec(&format!(r#"CREATE TEMPORARY TABLE "{shadowed}" (id INT)"#)).await;
+    c.exec(&format!(r#"INSERT INTO "{shadowed}" VALUES (1), (2), (3)"#)).await;
+    for _ in 0..4 {
+        let n = c.scalar(&format!(r#"SELECT COUNT(*) FROM "{shadowed}""#)).await;
+        assert_eq!(n.as_deref(), Some("3"));
+    }
+    c.exec(&format!(r#"DROP TEMPORARY TABLE "{shadowed}""#)).await;
+    let n = c.scalar(&format!(r#"SELECT COUNT(*) FROM "{shadowed}""#)).await;
+    assert_eq!(n.as_deref(), Some("0"));
 }
 
 #[tokio::test]

@@ -1,13 +1,14 @@
 //! The statement classifier on any COM_QUERY text, read lossily when it is
 //! not UTF-8 as the session reads it. No text may panic it, and what holds
 //! for any text holds: the digest does not depend on the parser-tier cache,
-//! and a plain read is a read.
+//! and a plain read is a read. Each text is read both ways a session may
+//! read backslashes (sql_mode NO_BACKSLASH_ESCAPES off and on).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use rwsplit::classify::{
-    Tier2Cache, classify, classify_with_cache, normalize, tables, temp_table_name,
+    Backslashes, Tier2Cache, classify, classify_with_cache, normalize, tables, temp_table_name,
 };
 use std::sync::OnceLock;
 
@@ -20,13 +21,16 @@ fn cache() -> &'static Tier2Cache {
 
 fuzz_target!(|data: &[u8]| {
     let sql = String::from_utf8_lossy(data);
-    let info = classify_with_cache(&sql, cache());
+    let info = classify_with_cache(&sql, Backslashes::Escape, cache());
     assert_eq!(info.digest, classify(&sql).digest, "the digest depends on the cache");
-    if info.is_plain_read() {
-        assert!(info.kind.is_read(), "a plain read of kind {:?}", info.kind);
+    for backslashes in [Backslashes::Escape, Backslashes::Literal] {
+        let info = classify_with_cache(&sql, backslashes, cache());
+        if info.is_plain_read() {
+            assert!(info.kind.is_read(), "a plain read of kind {:?}", info.kind);
+        }
+        let mut normalized = String::new();
+        normalize(&sql, backslashes, &mut normalized);
+        let _ = tables(&sql, backslashes);
+        let _ = temp_table_name(&sql, backslashes);
     }
-    let mut normalized = String::new();
-    normalize(&sql, &mut normalized);
-    let _ = tables(&sql);
-    let _ = temp_table_name(&sql);
 });

@@ -9,7 +9,7 @@
 //! answers an empty string, which those drivers take as "no socket", under
 //! the column name the client wrote.
 
-use super::lexer::{Lexer, Tok, Token};
+use super::lexer::{Backslashes, Lexer, Tok, Token};
 use super::words::Kw;
 
 /// What the proxy answers for `@@socket` (quoted as SQL).
@@ -43,18 +43,18 @@ fn is_socket(tok: &Token, sql: &str) -> bool {
 /// `sql` with every read of `@@socket` replaced by the proxy's answer, or
 /// `None` when it reads none. A variable that is a whole item of a select
 /// list keeps its column name (`'' AS `@@socket``).
-pub fn answer_proxy_variables(sql: &str) -> Option<String> {
-    answer_reads(sql, SOCKET, |tokens| usize::from(is_socket(&tokens[0], sql)))
+pub fn answer_proxy_variables(sql: &str, backslashes: Backslashes) -> Option<String> {
+    answer_reads(sql, backslashes, SOCKET, |tokens| usize::from(is_socket(&tokens[0], sql)))
 }
 
 /// `sql` with every call of `ROW_COUNT()` replaced by `value` (what the
 /// session's previous statement left, when the statement runs on another
 /// connection than that one), or `None` when it calls none. A call that is
 /// a whole item of a select list keeps its column name.
-pub fn answer_row_count(sql: &str, value: i64) -> Option<String> {
+pub fn answer_row_count(sql: &str, value: i64, backslashes: Backslashes) -> Option<String> {
     // In a multi-statement, a call may read a statement of the same
     // command: it is left to the server.
-    let mut lx = Lexer::new(sql);
+    let mut lx = Lexer::new(sql, backslashes);
     let mut after_semi = false;
     loop {
         match lx.next().tok {
@@ -66,7 +66,7 @@ pub fn answer_row_count(sql: &str, value: i64) -> Option<String> {
     }
     // A negative value in parentheses: `5-ROW_COUNT()` stays a subtraction.
     let value = if value < 0 { format!("({value})") } else { value.to_string() };
-    answer_reads(sql, &value, |tokens| match tokens {
+    answer_reads(sql, backslashes, &value, |tokens| match tokens {
         [name, open, close, ..]
             if name.tok == Tok::Word
                 && !name.after_dot
@@ -84,8 +84,13 @@ pub fn answer_row_count(sql: &str, value: i64) -> Option<String> {
 /// tokens from one on (the last is the end), `span` says how many the
 /// read covers (0: none starts there). A read that is a whole item of a
 /// select list keeps its text as its column name.
-fn answer_reads(sql: &str, value: &str, span: impl Fn(&[Token]) -> usize) -> Option<String> {
-    let mut lx = Lexer::new(sql);
+fn answer_reads(
+    sql: &str,
+    backslashes: Backslashes,
+    value: &str,
+    span: impl Fn(&[Token]) -> usize,
+) -> Option<String> {
+    let mut lx = Lexer::new(sql, backslashes);
     let mut tokens = Vec::new();
     loop {
         let tok = lx.next();
@@ -142,8 +147,15 @@ fn answer_reads(sql: &str, value: &str, span: impl Fn(&[Token]) -> usize) -> Opt
 
 #[cfg(test)]
 mod tests {
-    use super::answer_proxy_variables as answer;
-    use super::answer_row_count;
+    use super::Backslashes;
+
+    fn answer(sql: &str) -> Option<String> {
+        super::answer_proxy_variables(sql, Backslashes::Escape)
+    }
+
+    fn answer_row_count(sql: &str, value: i64) -> Option<String> {
+        super::answer_row_count(sql, value, Backslashes::Escape)
+    }
 
     #[test]
     fn row_count_calls_get_the_value_and_keep_their_column_name() {

@@ -1,7 +1,8 @@
 //! The single-pass lexer: turns statement text into tokens without allocating.
 //!
 //! It knows MySQL's lexical rules that matter for classification: quoted strings with
-//! backslash escapes and doubled quotes, backtick identifiers, the three comment forms
+//! doubled quotes and backslash escapes (unless the session's sql_mode has
+//! NO_BACKSLASH_ESCAPES: [`Backslashes`]), backtick identifiers, the three comment forms
 //! (`-- ` only when followed by whitespace or a control character), and executable
 //! comments (`/*! ... */`, `/*!50700 ... */`, `/*M! ... */`, `/*M!100100 ... */`), whose
 //! content is code the server runs, so it is lexed as code whatever the version says.
@@ -9,6 +10,19 @@
 
 use super::hints::Hints;
 use super::words::{self, Kw, MAX_WORD};
+
+/// What a backslash in a string literal is, in the session whose text is lexed.
+/// The server reports it in the status flags of every OK and EOF packet
+/// (`SERVER_STATUS_NO_BACKSLASH_ESCAPES`), so the session always knows.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Backslashes {
+    /// The default: a backslash escapes the character after it (`'it\'s'`).
+    #[default]
+    Escape,
+    /// sql_mode NO_BACKSLASH_ESCAPES: an ordinary character (`'C:\'` ends
+    /// at its second quote).
+    Literal,
+}
 
 /// A token's kind.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -134,6 +148,7 @@ pub(super) struct Lexer<'a> {
     prev: Tok,
     prev_kw: Option<Kw>,
     prev_end: usize,
+    backslash_escapes: bool,
     /// Hints seen so far.
     pub hints: Hints,
     /// An unterminated string, identifier or comment was found.
@@ -141,7 +156,7 @@ pub(super) struct Lexer<'a> {
 }
 
 impl<'a> Lexer<'a> {
-    pub fn new(sql: &'a str) -> Lexer<'a> {
+    pub fn new(sql: &'a str, backslashes: Backslashes) -> Lexer<'a> {
         Lexer {
             src: sql.as_bytes(),
             pos: 0,
@@ -149,6 +164,7 @@ impl<'a> Lexer<'a> {
             prev: Tok::End,
             prev_kw: None,
             prev_end: usize::MAX,
+            backslash_escapes: backslashes == Backslashes::Escape,
             hints: Hints::default(),
             broken: false,
         }
@@ -177,7 +193,7 @@ impl<'a> Lexer<'a> {
                 C_IDENT => return self.word(start),
                 C_DIGIT if self.prev == Tok::Dot => return self.word(start),
                 C_DIGIT => return self.number(start),
-                C_QUOTE => self.quoted(start, b, true, Tok::Str),
+                C_QUOTE => self.quoted(start, b, self.backslash_escapes, Tok::Str),
                 C_BACKTICK => self.quoted(start, b'`', false, Tok::QuotedIdent),
                 C_DASH if self.at(start + 1) == b'-' && self.at(start + 2) <= b' ' => {
                     self.line_comment(start + 2);
@@ -239,7 +255,7 @@ impl<'a> Lexer<'a> {
         let first = self.src[start];
         if matches!(first, b'x' | b'X' | b'b' | b'B' | b'n' | b'N') && self.at(start + 1) == b'\'' {
             self.pos = start + 1;
-            self.quoted(start + 1, b'\'', true, Tok::Str);
+            self.quoted(start + 1, b'\'', self.backslash_escapes, Tok::Str);
             return self.make(Tok::Str, start);
         }
         let (i, key) = self.scan_word(start);
@@ -404,7 +420,7 @@ impl<'a> Lexer<'a> {
         };
         let b = self.at(i);
         if tok == Tok::UserVar && matches!(b, b'\'' | b'"' | b'`') {
-            self.quoted(i, b, b != b'`', tok);
+            self.quoted(i, b, b != b'`' && self.backslash_escapes, tok);
             return tok;
         }
         while i < self.src.len() && (is_word_byte(self.src[i]) || self.src[i] == b'.') {
@@ -440,7 +456,7 @@ mod tests {
     use super::*;
 
     fn toks(sql: &str) -> Vec<(Tok, String)> {
-        let mut lx = Lexer::new(sql);
+        let mut lx = Lexer::new(sql, Backslashes::Escape);
         let mut v = Vec::new();
         loop {
             let t = lx.next();
@@ -543,14 +559,14 @@ mod tests {
         for w in ["a", "SELECT", "sbtest1", "12345678", "123456789", "sql_calc_found_rows", "é_x"]
         {
             let sql = format!("{w} ");
-            let lx = Lexer::new(&sql);
+            let lx = Lexer::new(&sql, Backslashes::Escape);
             assert_eq!(lx.scan_word(0).1, words::WordKey::of(w.as_bytes()), "{w}");
         }
     }
 
     #[test]
     fn keyword_after_dot_is_an_identifier() {
-        let mut lx = Lexer::new("t.select");
+        let mut lx = Lexer::new("t.select", Backslashes::Escape);
         lx.next();
         lx.next();
         let t = lx.next();
@@ -559,7 +575,7 @@ mod tests {
 
     #[test]
     fn unterminated_string_marks_broken() {
-        let mut lx = Lexer::new("SELECT 'abc");
+        let mut lx = Lexer::new("SELECT 'abc", Backslashes::Escape);
         while lx.next().tok != Tok::End {}
         assert!(lx.broken);
     }
@@ -567,7 +583,7 @@ mod tests {
     #[test]
     fn hints_are_read_from_every_comment_form() {
         for sql in ["/* rwsplit:primary */ 1", "1 -- rwsplit:primary", "1 # RWSPLIT:PRIMARY"] {
-            let mut lx = Lexer::new(sql);
+            let mut lx = Lexer::new(sql, Backslashes::Escape);
             while lx.next().tok != Tok::End {}
             assert!(lx.hints.primary, "{sql}");
         }

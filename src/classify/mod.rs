@@ -37,6 +37,7 @@ mod tests;
 
 pub use answers::{answer_proxy_variables, answer_row_count};
 pub use info::{Consistency, Flags, Hint, StatementInfo, StatementKind, Tier};
+pub use lexer::Backslashes;
 pub use tables::{tables, temp_table_name};
 pub use tier2::{CacheStats, Tier2Cache};
 
@@ -44,27 +45,37 @@ use digest::{Hash, Normalizer, Text};
 use scan::Fold;
 use stmt::StmtResult;
 
-/// Classifies a statement text (one or several statements), deciding unsure statements
-/// with the parser every time. The proxy uses [`classify_with_cache`].
+/// Classifies a statement text (one or several statements) of a session with
+/// backslash escapes, deciding unsure statements with the parser every time.
+/// The proxy uses [`classify_with_cache`].
 pub fn classify(sql: &str) -> StatementInfo {
-    classify_inner(sql, None)
+    classify_inner(sql, Backslashes::Escape, None)
 }
 
-/// Classifies a statement text; parser-tier verdicts come from and go to `cache`.
-pub fn classify_with_cache(sql: &str, cache: &Tier2Cache) -> StatementInfo {
-    classify_inner(sql, Some(cache))
+/// Classifies a statement text of a session whose backslashes are
+/// `backslashes`; parser-tier verdicts come from and go to `cache`.
+pub fn classify_with_cache(
+    sql: &str,
+    backslashes: Backslashes,
+    cache: &Tier2Cache,
+) -> StatementInfo {
+    classify_inner(sql, backslashes, Some(cache))
 }
 
 /// Writes the normalized text of `sql` to `out` (appending): the text whose hash is
 /// [`StatementInfo::digest`]. See the `digest` module for the rules.
-pub fn normalize(sql: &str, out: &mut String) {
+pub fn normalize(sql: &str, backslashes: Backslashes, out: &mut String) {
     let mut norm = Normalizer::new(Text(out));
-    scan::normalize_only(sql, &mut norm);
+    scan::normalize_only(sql, backslashes, &mut norm);
 }
 
-fn classify_inner(sql: &str, cache: Option<&Tier2Cache>) -> StatementInfo {
+fn classify_inner(
+    sql: &str,
+    backslashes: Backslashes,
+    cache: Option<&Tier2Cache>,
+) -> StatementInfo {
     let mut norm = Normalizer::new(Hash::new());
-    let scanned = scan::scan(sql, &mut norm);
+    let scanned = scan::scan(sql, backslashes, &mut norm);
     let digest = norm.out.finish();
     let mut fold = Fold::default();
     let mut tier = Tier::Lexer;
@@ -73,7 +84,7 @@ fn classify_inner(sql: &str, cache: Option<&Tier2Cache>) -> StatementInfo {
             Some(kind) => kind,
             None => {
                 tier = Tier::Parser;
-                let verdict = parser_tier(statement_text(sql, r), cache);
+                let verdict = parser_tier(statement_text(sql, r), backslashes, cache);
                 fold.flags |= verdict.flags;
                 verdict.kind
             }
@@ -96,9 +107,9 @@ fn statement_text<'a>(sql: &'a str, r: &StmtResult) -> &'a str {
     sql.get(r.start..r.end).unwrap_or("")
 }
 
-fn parser_tier(stmt: &str, cache: Option<&Tier2Cache>) -> tier2::Verdict {
+fn parser_tier(stmt: &str, backslashes: Backslashes, cache: Option<&Tier2Cache>) -> tier2::Verdict {
     match cache {
-        Some(cache) => cache.get_or_decide(stmt),
-        None => tier2::decide(&scan::code_text(stmt)),
+        Some(cache) => cache.get_or_decide(stmt, backslashes),
+        None => tier2::decide(&scan::code_text(stmt, backslashes)),
     }
 }

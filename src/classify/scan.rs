@@ -6,7 +6,7 @@
 use super::digest::{Normalizer, Out};
 use super::hints::Hints;
 use super::info::{Flags, StatementKind as K};
-use super::lexer::{Lexer, Tok, Token};
+use super::lexer::{Backslashes, Lexer, Tok, Token};
 use super::stmt::{StmtResult, StmtScan};
 use super::words::{self, FuncClass};
 
@@ -102,8 +102,12 @@ fn func_of(sql: &str, cur: &Token, next: &Token) -> Option<FuncClass> {
 }
 
 /// Classifies every statement of `sql` and feeds the normalizer, in one pass.
-pub(super) fn scan<O: Out>(sql: &str, norm: &mut Normalizer<O>) -> Scanned {
-    let mut lx = Lexer::new(sql);
+pub(super) fn scan<O: Out>(
+    sql: &str,
+    backslashes: Backslashes,
+    norm: &mut Normalizer<O>,
+) -> Scanned {
+    let mut lx = Lexer::new(sql, backslashes);
     let mut out = Scanned::new();
     let mut st = StmtScan::new();
     let mut cur = lx.next();
@@ -129,8 +133,12 @@ pub(super) fn scan<O: Out>(sql: &str, norm: &mut Normalizer<O>) -> Scanned {
 }
 
 /// Feeds the normalizer only (for `normalize` and per-statement digests).
-pub(super) fn normalize_only<O: Out>(sql: &str, norm: &mut Normalizer<O>) {
-    let mut lx = Lexer::new(sql);
+pub(super) fn normalize_only<O: Out>(
+    sql: &str,
+    backslashes: Backslashes,
+    norm: &mut Normalizer<O>,
+) {
+    let mut lx = Lexer::new(sql, backslashes);
     let mut cur = lx.next();
     loop {
         let next = if cur.tok == Tok::End { cur } else { lx.next() };
@@ -143,10 +151,11 @@ pub(super) fn normalize_only<O: Out>(sql: &str, norm: &mut Normalizer<O>) {
 }
 
 /// The statement's code as the server sees it: comments dropped, executable comments
-/// opened, tokens verbatim (for the parser tier).
-pub(super) fn code_text(sql: &str) -> String {
+/// opened, tokens verbatim (for the parser tier, which reads backslashes as
+/// escapes: where they are literal, the quoted tokens carry them doubled).
+pub(super) fn code_text(sql: &str, backslashes: Backslashes) -> String {
     let mut out = String::with_capacity(sql.len());
-    let mut lx = Lexer::new(sql);
+    let mut lx = Lexer::new(sql, backslashes);
     let mut last_end = 0;
     loop {
         let t = lx.next();
@@ -156,7 +165,12 @@ pub(super) fn code_text(sql: &str) -> String {
         if t.start > last_end && !out.is_empty() {
             out.push(' ');
         }
-        out.push_str(t.text(sql));
+        let text = t.text(sql);
+        if backslashes == Backslashes::Literal && matches!(t.tok, Tok::Str | Tok::UserVar) {
+            out.push_str(&text.replace('\\', "\\\\"));
+        } else {
+            out.push_str(text);
+        }
         last_end = t.end;
     }
 }

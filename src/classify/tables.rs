@@ -8,7 +8,7 @@
 //! removed, qualified ones as `db.t`, each once, CTE names left out.
 //! Note that MySQL's plain `DROP TABLE t` also drops a temporary table `t`.
 
-use super::lexer::{Lexer, Tok, Token};
+use super::lexer::{Backslashes, Lexer, Tok, Token};
 use super::words::{self, Kw};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -38,7 +38,7 @@ struct Finder<'a> {
 }
 
 /// The tables `sql` names (all statements), in order of appearance, each once.
-pub fn tables(sql: &str) -> Vec<String> {
+pub fn tables(sql: &str, backslashes: Backslashes) -> Vec<String> {
     let mut f = Finder {
         sql,
         names: Vec::new(),
@@ -50,7 +50,7 @@ pub fn tables(sql: &str) -> Vec<String> {
         prev: None,
         with_depth: None,
     };
-    let mut lx = Lexer::new(sql);
+    let mut lx = Lexer::new(sql, backslashes);
     let mut cur = lx.next();
     while cur.tok != Tok::End {
         let next = lx.next();
@@ -70,8 +70,8 @@ pub fn tables(sql: &str) -> Vec<String> {
 
 /// The table a CREATE TEMPORARY TABLE or DROP TEMPORARY TABLE statement names (the first
 /// one, for a DROP of several).
-pub fn temp_table_name(sql: &str) -> Option<String> {
-    let mut lx = Lexer::new(sql);
+pub fn temp_table_name(sql: &str, backslashes: Backslashes) -> Option<String> {
+    let mut lx = Lexer::new(sql, backslashes);
     let mut words = std::iter::from_fn(|| Some(lx.next()).filter(|t| t.tok != Tok::End));
     let first = words.next()?;
     match first.kw? {
@@ -108,8 +108,19 @@ fn unquote(sql: &str, t: &Token) -> Option<String> {
     match t.tok {
         Tok::Word => Some(text.to_string()),
         Tok::QuotedIdent => Some(text.get(1..text.len().saturating_sub(1))?.replace("``", "`")),
+        _ if is_double_quoted(sql, t) => {
+            Some(text.get(1..text.len().saturating_sub(1))?.replace("\"\"", "\""))
+        }
         _ => None,
     }
+}
+
+/// A double-quoted token: a string, or under sql_mode ANSI_QUOTES an
+/// identifier. Where a name is expected only the identifier is valid SQL,
+/// so there it is taken for a name (a string taken for one could only send
+/// a statement to the primary, for a temporary table of that name).
+fn is_double_quoted(sql: &str, t: &Token) -> bool {
+    t.tok == Tok::Str && t.text(sql).len() >= 2 && t.text(sql).starts_with('"')
 }
 
 impl Finder<'_> {
@@ -127,6 +138,7 @@ impl Finder<'_> {
                 self.mode = Mode::NamePart;
             }
             Tok::Word | Tok::QuotedIdent => self.word(t, next),
+            Tok::Str if is_double_quoted(self.sql, t) => self.word(t, next),
             _ => {}
         }
     }
@@ -140,7 +152,9 @@ impl Finder<'_> {
     }
 
     fn prev_is_name(&self) -> bool {
-        self.prev.is_some_and(|p| matches!(p.tok, Tok::Word | Tok::QuotedIdent))
+        self.prev.is_some_and(|p| {
+            matches!(p.tok, Tok::Word | Tok::QuotedIdent) || is_double_quoted(self.sql, &p)
+        })
     }
 
     fn open(&mut self) {

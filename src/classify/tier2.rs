@@ -24,6 +24,7 @@ use sqlparser::parser::Parser;
 
 use super::digest::{Normalizer, Out};
 use super::info::{Flags, StatementKind as K};
+use super::lexer::Backslashes;
 use super::scan;
 use super::words::Kw;
 
@@ -225,21 +226,21 @@ impl Tier2Cache {
 
     /// The cache key of one statement: the keyed hash of its normalized text, fed
     /// straight from the normalizer (no allocation).
-    fn key(&self, stmt: &str) -> u64 {
+    fn key(&self, stmt: &str, backslashes: Backslashes) -> u64 {
         let mut norm = Normalizer::new(Keyed(self.keys.build_hasher()));
-        scan::normalize_only(stmt, &mut norm);
+        scan::normalize_only(stmt, backslashes, &mut norm);
         norm.out.0.finish()
     }
 
     /// The cached verdict for one statement, or parse its code and remember the verdict.
-    pub(super) fn get_or_decide(&self, stmt: &str) -> Verdict {
-        let key = self.key(stmt);
+    pub(super) fn get_or_decide(&self, stmt: &str, backslashes: Backslashes) -> Verdict {
+        let key = self.key(stmt, backslashes);
         if let Some(v) = self.shard(key).get(key) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return v;
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let v = decide(&scan::code_text(stmt));
+        let v = decide(&scan::code_text(stmt, backslashes));
         self.shard(key).insert(key, v);
         v
     }
@@ -309,16 +310,16 @@ mod tests {
     #[test]
     fn cache_returns_stored_verdict_without_parsing() {
         let cache = Tier2Cache::new(16);
-        assert_eq!(cache.get_or_decide("SELECT 1").kind, K::Select);
-        assert_eq!(cache.get_or_decide("select 2").kind, K::Select);
+        assert_eq!(cache.get_or_decide("SELECT 1", Backslashes::Escape).kind, K::Select);
+        assert_eq!(cache.get_or_decide("select 2", Backslashes::Escape).kind, K::Select);
         assert_eq!((cache.stats().hits, cache.stats().misses), (1, 1));
     }
 
     #[test]
     fn different_statements_get_different_entries() {
         let cache = Tier2Cache::new(16);
-        cache.get_or_decide("SELECT 1");
-        assert_eq!(cache.get_or_decide("UPDATE t SET a = 1").kind, K::Update);
+        cache.get_or_decide("SELECT 1", Backslashes::Escape);
+        assert_eq!(cache.get_or_decide("UPDATE t SET a = 1", Backslashes::Escape).kind, K::Update);
         assert_eq!(cache.stats().misses, 2);
     }
 

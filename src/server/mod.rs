@@ -518,6 +518,24 @@ impl Shared {
         self.picker.pick(&topology, &usable, previous, band)
     }
 
+    /// Keeps the primary's greeting current from a connection just opened to
+    /// it: a new default sql_mode (NO_BACKSLASH_ESCAPES, in the status
+    /// flags), a new version after an upgrade, another server after a
+    /// failover. Stored only when it differs from the one known.
+    pub fn note_primary_greeting(&self, g: &Greeting) {
+        let known = self.primary_greeting.load();
+        let same = known.as_ref().as_ref().is_some_and(|k| {
+            k.status == g.status
+                && k.server_version == g.server_version
+                && k.capabilities == g.capabilities
+                && k.mariadb_caps == g.mariadb_caps
+                && k.collation == g.collation
+        });
+        if !same {
+            self.primary_greeting.store(Arc::new(Some(g.clone())));
+        }
+    }
+
     /// The primary's greeting, probing the primary when it is not known yet.
     pub async fn greeting(&self) -> Option<Greeting> {
         if let Some(g) = self.primary_greeting.load().as_ref() {

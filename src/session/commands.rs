@@ -4,11 +4,11 @@
 
 use super::login::{Exchange, LoginError};
 use super::{Next, Session, SessionError};
+use crate::protocol::auth;
 use crate::protocol::command as cmd;
 use crate::protocol::handshake::ChangeUser;
 use crate::protocol::messages::build_err;
 use crate::protocol::packet::write_packet;
-use crate::protocol::{auth, status};
 use crate::relay::Expect;
 
 impl Session {
@@ -65,7 +65,8 @@ impl Session {
 
     async fn run_query(&mut self, sql: &str) -> Result<Next, SessionError> {
         use crate::classify::StatementKind;
-        let info = crate::classify::classify_with_cache(sql, &self.shared.tier2);
+        let info =
+            crate::classify::classify_with_cache(sql, self.backslashes(), &self.shared.tier2);
         if self.answer_lost_transaction(info.kind).await? {
             return Ok(Next::Continue);
         }
@@ -155,7 +156,7 @@ impl Session {
         self.stmts.clear();
         self.reset_routing();
         self.multi_statements_off = false;
-        self.status = status::AUTOCOMMIT;
+        self.status = self.initial_status;
         let ok = self.own_ok();
         self.write_reply(&ok).await?;
         Ok(Next::Continue)
@@ -206,7 +207,7 @@ impl Session {
         self.stmts.clear();
         self.reset_routing();
         self.multi_statements_off = false;
-        self.status = status::AUTOCOMMIT;
+        self.status = self.initial_status;
         let user = String::from_utf8_lossy(&change.user).into_owned();
         let Some(backend_secret) = verified else {
             tracing::warn!(peer = %self.peer, user = %user, "COM_CHANGE_USER refused");

@@ -87,7 +87,9 @@ pub fn greeting_for_client(
             | mysql_bit
             | CapabilityFlags::CLIENT_COMPRESS,
         collation,
-        status: status::AUTOCOMMIT,
+        // A server whose sql_mode has NO_BACKSLASH_ESCAPES says so here,
+        // and a client's escaping (mysql_real_escape_string) depends on it.
+        status: status::AUTOCOMMIT | primary.map_or(0, |g| g.status & status::NO_BACKSLASH_ESCAPES),
         mariadb_caps: mariadb & PASSTHROUGH_MARIADB_CAPS,
         auth_plugin: auth::NATIVE.as_bytes().to_vec(),
     }
@@ -223,7 +225,7 @@ impl super::Session {
             let _ = write_packet(&mut self.client, seq, &err).await;
             return false;
         }
-        let ok = build_ok(0, 0, status::AUTOCOMMIT, 0);
+        let ok = build_ok(0, 0, self.status, 0);
         if write_packet(&mut self.client, seq, &ok).await.is_err() {
             return false;
         }
@@ -419,5 +421,14 @@ mod tests {
         assert!(g.capabilities.contains(CapabilityFlags::CLIENT_COMPRESS));
         assert!(!g.capabilities.contains(CapabilityFlags::CLIENT_LONG_PASSWORD));
         assert_eq!(g.mariadb_caps, PASSTHROUGH_MARIADB_CAPS);
+        assert_eq!(g.status, status::AUTOCOMMIT);
+        // A primary whose default sql_mode has NO_BACKSLASH_ESCAPES: the
+        // client is told, as the server would tell it; nothing else of the
+        // primary's status is copied.
+        let nbe = Greeting { status: status::NO_BACKSLASH_ESCAPES | status::IN_TRANS, ..primary };
+        let g = greeting_for_client(Some(&nbe), &config, 5, &[2; 20]);
+        assert_eq!(g.status, status::AUTOCOMMIT | status::NO_BACKSLASH_ESCAPES);
+        let g = greeting_for_client(None, &config, 5, &[2; 20]);
+        assert_eq!(g.status, status::AUTOCOMMIT);
     }
 }

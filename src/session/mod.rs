@@ -136,7 +136,8 @@ pub async fn serve(
         scramble: logged_in.scramble,
         backends: Vec::new(),
         slots: Vec::new(),
-        status: status::AUTOCOMMIT,
+        status: greeting.status,
+        initial_status: greeting.status,
         stmts: StmtTable::default(),
         multi_statements_off: false,
         routing: routing::RoutingState::default(),
@@ -261,6 +262,10 @@ pub(crate) struct Session {
     pub slots: Vec<Option<crate::server::BackendSlot>>,
     /// Status flags of the last response the client saw.
     pub status: u16,
+    /// Those a session starts with (and starts again with after COM_RESET_CONNECTION
+    /// or COM_CHANGE_USER): autocommit, and NO_BACKSLASH_ESCAPES when the
+    /// primary's greeting has it (the server's default sql_mode).
+    pub initial_status: u16,
     pub stmts: StmtTable,
     /// COM_SET_OPTION turned multi-statements off.
     pub multi_statements_off: bool,
@@ -459,6 +464,16 @@ impl Session {
         crate::protocol::messages::build_ok(0, 0, self.status & status::OF_SESSION, 0)
     }
 
+    /// What a backslash in a string literal is in this session's text, as
+    /// the last reply's status flags say (sql_mode NO_BACKSLASH_ESCAPES).
+    pub(super) fn backslashes(&self) -> crate::classify::Backslashes {
+        if self.status & status::NO_BACKSLASH_ESCAPES != 0 {
+            crate::classify::Backslashes::Literal
+        } else {
+            crate::classify::Backslashes::Escape
+        }
+    }
+
     /// Replies with an error.
     pub async fn reply_err(
         &mut self,
@@ -584,6 +599,9 @@ impl Session {
             let mut conn =
                 BackendConn::connect_with(addr, &self.login, config.timeouts.connect, tls.as_ref())
                     .await?;
+            if idx == self.primary() {
+                self.shared.note_primary_greeting(&conn.greeting);
+            }
             if self.multi_statements_off {
                 conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
             }

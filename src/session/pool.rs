@@ -531,6 +531,9 @@ impl Session {
                     BackendConn::connect_with(address, &self.login, config.timeouts.connect, tls)
                         .await?;
                 conn.outages_seen = outages;
+                if idx == self.primary() {
+                    self.shared.note_primary_greeting(&conn.greeting);
+                }
                 if config.pool.multiplex {
                     conn.prepared = Some(Default::default());
                 }
@@ -752,7 +755,7 @@ impl Session {
         let info = match self.cmd.first() {
             Some(&crate::protocol::command::QUERY) => {
                 let text = String::from_utf8_lossy(&self.cmd[1..]);
-                crate::classify::classify_with_cache(&text, &self.shared.tier2)
+                crate::classify::classify_with_cache(&text, self.backslashes(), &self.shared.tier2)
             }
             Some(&crate::protocol::command::STMT_EXECUTE) => {
                 let Some(raw) = self.cmd.get(1..5).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {

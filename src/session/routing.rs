@@ -125,7 +125,9 @@ impl Session {
     pub(super) fn view(&self, sql: &str) -> SessionView {
         let r = &self.routing;
         let touches_temporary_table = !r.temp_tables.is_empty()
-            && classify::tables(sql).iter().any(|t| r.temp_tables.contains(unqualified(t)));
+            && classify::tables(sql, self.backslashes())
+                .iter()
+                .any(|t| r.temp_tables.contains(unqualified(t)));
         SessionView {
             in_transaction: self.status & status::IN_TRANS != 0
                 || self.status & status::AUTOCOMMIT == 0,
@@ -150,7 +152,7 @@ impl Session {
             normalized
                 .get_or_insert_with(|| {
                     let mut s = String::new();
-                    classify::normalize(sql, &mut s);
+                    classify::normalize(sql, self.backslashes(), &mut s);
                     s
                 })
                 .clone()
@@ -325,7 +327,7 @@ impl Session {
         let Ok(sql) = std::str::from_utf8(&self.cmd[1..]) else {
             return;
         };
-        if let Some(text) = classify::answer_row_count(sql, value) {
+        if let Some(text) = classify::answer_row_count(sql, value, self.backslashes()) {
             self.cmd.truncate(1);
             self.cmd.extend_from_slice(text.as_bytes());
         }
@@ -384,14 +386,14 @@ impl Session {
             StatementKind::LockTables => self.routing.locked_tables = true,
             StatementKind::UnlockTables => self.routing.locked_tables = false,
             StatementKind::CreateTemporaryTable => {
-                if let Some(name) = classify::temp_table_name(sql) {
+                if let Some(name) = classify::temp_table_name(sql, self.backslashes()) {
                     self.routing.temp_tables.insert(unqualified(&name).to_string());
                 }
             }
             StatementKind::DropTemporaryTable | StatementKind::Ddl
                 if !self.routing.temp_tables.is_empty() && sql_starts_with_drop(sql) =>
             {
-                for t in classify::tables(sql) {
+                for t in classify::tables(sql, self.backslashes()) {
                     self.routing.temp_tables.remove(unqualified(&t));
                 }
             }
@@ -650,9 +652,10 @@ impl Session {
         let elapsed = started.elapsed();
         self.shared.telemetry.statement(idx, elapsed);
         let rows = if outcome.result_set { outcome.rows } else { outcome.affected_rows };
+        let backslashes = self.backslashes();
         let normalized = || {
             let mut text = String::new();
-            crate::classify::normalize(sql, &mut text);
+            crate::classify::normalize(sql, backslashes, &mut text);
             text
         };
         let on_primary = idx == self.primary();

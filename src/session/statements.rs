@@ -39,7 +39,7 @@ impl Session {
         if let Ok(text) = std::str::from_utf8(&self.cmd[1..])
             && text.as_bytes().windows(6).any(|w| w.eq_ignore_ascii_case(b"socket"))
         {
-            let info = classify_with_cache(text, &self.shared.tier2);
+            let info = classify_with_cache(text, self.backslashes(), &self.shared.tier2);
             if info.flags.contains(crate::classify::Flags::PROXY_VARIABLE) {
                 let text = text.to_owned();
                 self.answer_proxy_variables(info.kind, &text);
@@ -73,7 +73,7 @@ impl Session {
             let columns = u16::from_le_bytes([first[5], first[6]]);
             let params = u16::from_le_bytes([first[7], first[8]]);
             let sql = String::from_utf8_lossy(&self.cmd[1..]);
-            let info = classify_with_cache(&sql, &self.shared.tier2);
+            let info = classify_with_cache(&sql, self.backslashes(), &self.shared.tier2);
             let id = self.stmts.insert(Stmt {
                 sql: self.cmd[1..].into(),
                 text: String::from_utf8_lossy(&self.cmd[1..]).into(),
@@ -139,7 +139,7 @@ impl Session {
         if kind != StatementKind::Select {
             return;
         }
-        if let Some(text) = crate::classify::answer_proxy_variables(sql) {
+        if let Some(text) = crate::classify::answer_proxy_variables(sql, self.backslashes()) {
             self.cmd.truncate(1);
             self.cmd.extend_from_slice(text.as_bytes());
         }

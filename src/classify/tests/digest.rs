@@ -1,8 +1,8 @@
-use super::super::{classify, normalize};
+use super::super::{Backslashes, classify, normalize};
 
 fn norm(sql: &str) -> String {
     let mut out = String::new();
-    normalize(sql, &mut out);
+    normalize(sql, Backslashes::Escape, &mut out);
     out
 }
 
@@ -122,7 +122,7 @@ fn different_tables_different_digest() {
 #[test]
 fn normalize_appends() {
     let mut out = String::from("x: ");
-    normalize("SELECT 1", &mut out);
+    normalize("SELECT 1", Backslashes::Escape, &mut out);
     assert_eq!(out, "x: SELECT ?");
 }
 

@@ -1,5 +1,6 @@
 //! Behaviour tests for the classifier's public functions, one behaviour per test.
 
+mod backslashes;
 mod digest;
 mod flags;
 mod hints;

@@ -1,4 +1,12 @@
-use super::super::{tables, temp_table_name};
+use super::super::Backslashes;
+
+fn tables(sql: &str) -> Vec<String> {
+    super::super::tables(sql, Backslashes::Escape)
+}
+
+fn temp_table_name(sql: &str) -> Option<String> {
+    super::super::temp_table_name(sql, Backslashes::Escape)
+}
 
 #[test]
 fn select_tables_are_found_in_order() {
@@ -104,4 +112,16 @@ fn ordinary_table_has_no_temp_name() {
     assert_eq!(temp_table_name("CREATE TABLE t (id INT)"), None);
     assert_eq!(temp_table_name("DROP TABLE t"), None);
     assert_eq!(temp_table_name("SELECT 1"), None);
+}
+
+#[test]
+fn double_quoted_names_are_names_where_a_name_is_expected() {
+    // sql_mode ANSI_QUOTES: "x" is an identifier.
+    assert_eq!(tables(r#"SELECT * FROM "tmp" JOIN "s"."t" ON 1 WHERE a = "tmp2""#), ["tmp", "s.t"]);
+    assert_eq!(
+        temp_table_name(r#"CREATE TEMPORARY TABLE "my""tmp" (a INT)"#).as_deref(),
+        Some("my\"tmp")
+    );
+    assert_eq!(temp_table_name(r#"DROP TEMPORARY TABLE IF EXISTS "tmp""#).as_deref(), Some("tmp"));
+    assert!(tables(r#"SELECT "tmp" FROM DUAL"#).is_empty());
 }

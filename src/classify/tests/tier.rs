@@ -1,5 +1,5 @@
 use super::super::StatementKind as K;
-use super::super::{Tier, Tier2Cache, classify, classify_with_cache};
+use super::super::{Backslashes, Tier, Tier2Cache, classify, classify_with_cache};
 
 #[test]
 fn plain_statement_is_decided_by_the_lexer() {
@@ -39,8 +39,16 @@ fn lexer_certain_statements_sqlparser_rejects_are_classified() {
 #[test]
 fn parser_verdict_is_cached_by_digest() {
     let cache = Tier2Cache::new(64);
-    let a = classify_with_cache("WITH a AS (SELECT 1 AS x) (SELECT x FROM a)", &cache);
-    let b = classify_with_cache("with a as (select 2 as x) (select x from a)", &cache);
+    let a = classify_with_cache(
+        "WITH a AS (SELECT 1 AS x) (SELECT x FROM a)",
+        Backslashes::Escape,
+        &cache,
+    );
+    let b = classify_with_cache(
+        "with a as (select 2 as x) (select x from a)",
+        Backslashes::Escape,
+        &cache,
+    );
     assert_eq!(a.kind, b.kind);
     let stats = cache.stats();
     assert_eq!((stats.misses, stats.hits, stats.entries), (1, 1, 1));
@@ -50,8 +58,8 @@ fn parser_verdict_is_cached_by_digest() {
 fn cached_verdict_keeps_lexer_flags_of_the_statement() {
     let cache = Tier2Cache::new(64);
     let sql = "WITH a AS (SELECT 1 AS x) (SELECT x, my_udf(x) FROM a)";
-    classify_with_cache(sql, &cache);
-    let again = classify_with_cache(sql, &cache);
+    classify_with_cache(sql, Backslashes::Escape, &cache);
+    let again = classify_with_cache(sql, Backslashes::Escape, &cache);
     assert!(again.flags.contains(super::super::Flags::UNKNOWN_FUNC));
     assert!(!again.is_plain_read());
 }
@@ -59,7 +67,7 @@ fn cached_verdict_keeps_lexer_flags_of_the_statement() {
 #[test]
 fn lexer_statements_do_not_touch_the_cache() {
     let cache = Tier2Cache::new(64);
-    classify_with_cache("SELECT 1", &cache);
+    classify_with_cache("SELECT 1", Backslashes::Escape, &cache);
     assert_eq!(cache.stats().misses + cache.stats().hits, 0);
 }
 
@@ -73,8 +81,16 @@ fn unsure_statement_in_multi_statement_is_resolved_alone() {
 #[test]
 fn literal_values_outside_the_unsure_statement_are_not_cached() {
     let cache = Tier2Cache::new(64);
-    let a = classify_with_cache("SET autocommit=0; WITH a AS (SELECT 1) (SELECT * FROM a)", &cache);
-    let b = classify_with_cache("SET autocommit=1; WITH a AS (SELECT 1) (SELECT * FROM a)", &cache);
+    let a = classify_with_cache(
+        "SET autocommit=0; WITH a AS (SELECT 1) (SELECT * FROM a)",
+        Backslashes::Escape,
+        &cache,
+    );
+    let b = classify_with_cache(
+        "SET autocommit=1; WITH a AS (SELECT 1) (SELECT * FROM a)",
+        Backslashes::Escape,
+        &cache,
+    );
     assert_eq!(a.kind, K::SetAutocommit(false));
     assert_eq!(b.kind, K::SetAutocommit(true));
 }
@@ -88,7 +104,10 @@ fn cache_is_shared_between_threads() {
             std::thread::spawn(move || {
                 for j in 0..50 {
                     let sql = format!("WITH a AS (SELECT {i} AS x) (SELECT x + {j} FROM a)");
-                    assert_eq!(classify_with_cache(&sql, &cache).kind, K::Select);
+                    assert_eq!(
+                        classify_with_cache(&sql, Backslashes::Escape, &cache).kind,
+                        K::Select
+                    );
                 }
             })
         })
@@ -104,6 +123,10 @@ fn cache_is_shared_between_threads() {
 #[test]
 fn tiny_cache_still_answers() {
     let cache = Tier2Cache::new(0);
-    let info = classify_with_cache("WITH a AS (SELECT 1 AS x) (SELECT x FROM a)", &cache);
+    let info = classify_with_cache(
+        "WITH a AS (SELECT 1 AS x) (SELECT x FROM a)",
+        Backslashes::Escape,
+        &cache,
+    );
     assert_eq!(info.kind, K::Select);
 }
