@@ -535,6 +535,11 @@ impl Config {
                 UnknownLagConfig::Include => crate::monitor::UnknownLag::Include,
             },
             max_lag: self.routing.max_replication_lag,
+            tls: self.backend_tls.enabled.then(|| crate::monitor::ProbeTls {
+                ca: self.backend_tls.ca.as_ref().map(|ca| self.base_dir.join(ca)),
+                verify: self.backend_tls.verify,
+                server_name: self.backend_tls.server_name.clone(),
+            }),
         })
     }
 }

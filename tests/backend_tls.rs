@@ -69,3 +69,37 @@ async fn verify_off_encrypts_without_checking_the_certificate() {
     let (read, primary) = ciphers(&mut c).await;
     assert!(!read.is_empty() && !primary.is_empty());
 }
+
+/// The monitor's probes use `[backend_tls]` too: servers that let the
+/// monitor's user in only over TLS (`REQUIRE SSL`, as under
+/// `require_secure_transport`) are still probed, and healthy.
+#[tokio::test]
+async fn the_monitor_probes_over_tls_too() {
+    let mut primary = admin(PRIMARY).await;
+    for sql in [
+        "CREATE USER IF NOT EXISTS 'monitor_tls'@'%' IDENTIFIED BY 'monitor_tls' REQUIRE SSL",
+        "GRANT REPLICATION CLIENT, SLAVE MONITOR, PROCESS ON *.* TO 'monitor_tls'@'%'",
+    ] {
+        primary.exec(sql).await;
+    }
+    wait_replicas_caught_up().await;
+    let monitor = "[admin]\naddress = \"127.0.0.1:0\"\n\
+                   [monitor]\nuser = \"monitor_tls\"\npassword = \"monitor_tls\"\ninterval = \"100ms\"\n";
+    let healthy = |j: &serde_json::Value| (0..3).all(|i| j[i]["healthy"] == true);
+    for tls in [format!("enabled = true\nca = \"{CA}\""), "enabled = true\nverify = false".into()] {
+        let proxy = start_proxy(lab_config(&format!("{monitor}[backend_tls]\n{tls}\n"))).await;
+        let admin = proxy.admin.expect("admin port");
+        let j = wait_backends(admin, std::time::Duration::from_secs(10), healthy).await;
+        assert_eq!(j[0]["role"], "primary", "{tls}: {j}");
+    }
+    // Without TLS the same user is refused, and the monitor sees no backend up.
+    let proxy = start_proxy(lab_config(monitor)).await;
+    let admin = proxy.admin.expect("admin port");
+    wait_backends(admin, std::time::Duration::from_secs(10), |j| {
+        (0..3).all(|i| {
+            j[i]["healthy"] == false
+                && j[i]["last_error"].as_str().is_some_and(|e| e.contains("Access denied"))
+        })
+    })
+    .await;
+}

@@ -9,7 +9,7 @@ use super::sample::{
 };
 use super::types::{Flavor, MonitorSettings};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder, Row, Value};
+use mysql_async::{Conn, Opts, OptsBuilder, Row, SslOpts, Value};
 use std::time::{Duration, SystemTime};
 
 /// MySQL/MariaDB `ER_UNKNOWN_SYSTEM_VARIABLE`.
@@ -84,6 +84,7 @@ impl Prober {
                 .tcp_nodelay(true)
                 // Heartbeat timestamps are UTC (pt-heartbeat --utc).
                 .init(vec!["SET time_zone = '+00:00'"])
+                .ssl_opts(settings.tls.as_ref().map(ssl_opts))
                 .into()
         });
         Prober {
@@ -160,6 +161,27 @@ impl Prober {
             version,
             variables: VariablesQuery::Full,
         })
+    }
+}
+
+/// The TLS options of a probe connection. The CA is the only root, as for
+/// the proxy's own backend connections; without `verify`, any certificate
+/// for any name is accepted (encrypted, not authenticated).
+fn ssl_opts(tls: &super::ProbeTls) -> SslOpts {
+    // mysql_async builds its TLS configuration from the process's default
+    // crypto provider: the same one the proxy uses (a second install is a
+    // no-op error).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let opts = SslOpts::default()
+        // (Unverified, the built-in roots only keep mysql_async's verifier
+        // builder from refusing an empty set.)
+        .with_disable_built_in_roots(tls.verify)
+        .with_root_certs(tls.ca.iter().map(|ca| ca.clone().into()).collect())
+        .with_danger_accept_invalid_certs(!tls.verify)
+        .with_danger_skip_domain_validation(!tls.verify);
+    match &tls.server_name {
+        Some(name) => opts.with_danger_tls_hostname_override(Some(name.clone())),
+        None => opts,
     }
 }
 

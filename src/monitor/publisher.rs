@@ -239,6 +239,7 @@ fn probe_settings_changed(old: &MonitorSettings, new: &MonitorSettings) -> bool 
         || old.connect_timeout != new.connect_timeout
         || old.query_timeout != new.query_timeout
         || old.heartbeat_table != new.heartbeat_table
+        || old.tls != new.tls
 }
 
 /// Detached: the loop closes its connection and ends by itself.

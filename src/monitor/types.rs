@@ -89,6 +89,20 @@ pub struct MonitorSettings {
     /// Replicas at or above this lag take no reads (default for every
     /// backend without its own `max_lag`).
     pub max_lag: Duration,
+    /// TLS for the probes' connections: `[backend_tls]`, when enabled.
+    pub tls: Option<ProbeTls>,
+}
+
+/// How the monitor's connections switch to TLS (as the proxy's own backend
+/// connections do, from the same `[backend_tls]` settings).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeTls {
+    /// The CA file the certificates must chain to (only it: no built-in roots).
+    pub ca: Option<std::path::PathBuf>,
+    /// Check the certificate and its name; off, any certificate is accepted.
+    pub verify: bool,
+    /// The name certificates must carry instead of each backend's host.
+    pub server_name: Option<String>,
 }
 
 impl Default for MonitorSettings {
@@ -105,6 +119,7 @@ impl Default for MonitorSettings {
             heartbeat_table: None,
             unknown_lag: UnknownLag::Exclude,
             max_lag: Duration::from_secs(1),
+            tls: None,
         }
     }
 }
@@ -122,6 +137,7 @@ impl std::fmt::Debug for MonitorSettings {
             .field("heartbeat_table", &self.heartbeat_table)
             .field("unknown_lag", &self.unknown_lag)
             .field("max_lag", &self.max_lag)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
