@@ -83,7 +83,7 @@ impl Monitor {
     /// must be unique). Publishes a new topology at once.
     pub fn update(&self, specs: Vec<BackendSpec>, settings: MonitorSettings) {
         // Fails only once the publisher has stopped; nothing to update then.
-        let _ = self.commands.send(Command::Update(specs, settings));
+        let _ = self.commands.send(Command::Update(specs, Box::new(settings)));
     }
 
     /// Waits until a published topology satisfies `condition`, checking

@@ -17,7 +17,7 @@ use tokio::time::MissedTickBehavior;
 
 /// Requests from the [`super::Monitor`] handle.
 pub(super) enum Command {
-    Update(Vec<BackendSpec>, MonitorSettings),
+    Update(Vec<BackendSpec>, Box<MonitorSettings>),
     Stop(oneshot::Sender<()>),
 }
 
@@ -88,7 +88,7 @@ impl Publisher {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::Update(specs, settings)) => {
-                        self.apply_update(specs, settings);
+                        self.apply_update(specs, *settings);
                         self.publish();
                     }
                     Some(Command::Stop(done)) => {
