@@ -196,6 +196,41 @@ async fn a_session_without_backslash_escapes_is_read_as_its_server_reads_it() {
     assert!(is_replica(c.scalar(locking).await), "{locking}");
 }
 
+/// In gbk (as in big5, sjis, cp932, gb18030) the second byte of a character
+/// may be a backslash: `81 5C` is one character, and the quote after it
+/// ends the string. The proxy reads the statement in the client's character
+/// set (from the login, then from `SET NAMES` as the server reports it), so
+/// the locking clause after such a string counts. `E4 B8 AD 5C` is valid
+/// UTF-8 (a character and a backslash) but two gbk characters.
+#[tokio::test]
+async fn statements_are_read_in_the_clients_multibyte_character_set() {
+    let p = proxy().await;
+    let addr = p.addr.to_string();
+    let locking: [&[u8]; 2] = [
+        b"SELECT @@server_id, '\x81\x5C' FROM DUAL FOR UPDATE -- '",
+        b"SELECT @@server_id, '\xE4\xB8\xAD\x5C' FROM DUAL FOR UPDATE -- '",
+    ];
+    let read: &[u8] = b"SELECT @@server_id, '\x81\x5C'";
+    let check = async |c: &mut Raw| {
+        for _ in 0..4 {
+            for sql in locking {
+                let on = c.scalar_bytes(sql).await;
+                assert_eq!(on.as_deref(), Some(PRIMARY_ID), "{}", String::from_utf8_lossy(sql));
+            }
+            assert!(is_replica(c.scalar_bytes(read).await));
+        }
+    };
+    // gbk_chinese_ci (28) at login.
+    let mut at_login = login("app", "app", Some("app"), client_caps(true));
+    at_login.collation = 28;
+    let mut c = Raw::connect(&addr, &at_login).await.expect("login in gbk");
+    check(&mut c).await;
+    // utf8mb4 at login, then SET NAMES.
+    let mut c = app(&p).await;
+    c.exec("SET NAMES gbk").await;
+    check(&mut c).await;
+}
+
 #[tokio::test]
 async fn last_insert_id_and_warnings_follow_the_previous_statement() {
     let p = proxy().await;

@@ -16,10 +16,12 @@
 //! - `scan`: the single pass over a text; `stmt`: one statement's flags and kind;
 //!   `lead`: kinds from the leading keywords; `set`: SET statements.
 //! - `tier2`: the parser tier and its cache; `tables`: table names for temporary tables.
+//! - `charset`: the text read from a statement in the client's character set.
 //! - `answers`: server variables the proxy answers itself (`@@socket`), written into the text.
 
 mod answers;
 mod builtins;
+mod charset;
 mod digest;
 mod hints;
 mod info;
@@ -36,6 +38,7 @@ mod words;
 mod tests;
 
 pub use answers::{answer_proxy_variables, answer_row_count};
+pub use charset::{Multibyte, push_text};
 pub use info::{Consistency, Flags, Hint, StatementInfo, StatementKind, Tier};
 pub use lexer::Backslashes;
 pub use tables::{tables, temp_table_name};

@@ -56,6 +56,18 @@ pub fn gtid(state: &[u8]) -> Option<&str> {
     found
 }
 
+/// The last value the block reports for the system variable `name`.
+pub fn variable<'a>(state: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let mut found = None;
+    for (kind, data) in entries(state) {
+        let mut c = Cursor::new(data);
+        if kind == TRACK_SYSTEM_VARIABLES && c.lenenc_bytes() == Some(name) {
+            found = c.lenenc_bytes().or(found);
+        }
+    }
+    found
+}
+
 /// Whether the block reports that the statement changed the session's
 /// state (a `session_track_state_change` entry).
 pub fn changes_state(state: &[u8]) -> bool {
@@ -174,6 +186,18 @@ mod tests {
             super::super::messages::parse_ok(MARIADB_OK, CapabilityFlags::CLIENT_SESSION_TRACK)
                 .unwrap();
         assert_eq!(gtid(ok.session_state), Some("0-1-24"));
+    }
+
+    #[test]
+    fn a_system_variable_is_read_by_name() {
+        let p = ok_with(
+            &[sysvar(b"character_set_client", b"gbk"), sysvar(b"last_gtid", b"0-1-3")],
+            b"",
+        );
+        let ok =
+            super::super::messages::parse_ok(&p, CapabilityFlags::CLIENT_SESSION_TRACK).unwrap();
+        assert_eq!(variable(ok.session_state, b"character_set_client"), Some(&b"gbk"[..]));
+        assert_eq!(variable(ok.session_state, b"time_zone"), None);
     }
 
     #[test]

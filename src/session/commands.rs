@@ -4,6 +4,7 @@
 
 use super::login::{Exchange, LoginError};
 use super::{Next, Session, SessionError};
+use crate::classify::Multibyte;
 use crate::protocol::auth;
 use crate::protocol::command as cmd;
 use crate::protocol::handshake::ChangeUser;
@@ -51,10 +52,7 @@ impl Session {
         // per statement once it has grown.
         let mut sql = std::mem::take(&mut self.sql);
         sql.clear();
-        match std::str::from_utf8(&self.cmd[1..]) {
-            Ok(text) => sql.push_str(text),
-            Err(_) => sql.push_str(&String::from_utf8_lossy(&self.cmd[1..])),
-        }
+        crate::classify::push_text(&self.cmd[1..], self.multibyte, &mut sql);
         let result = self.run_query(&sql).await;
         if sql.capacity() <= 64 << 10 {
             // Keep small buffers; give a huge statement's memory back.
@@ -157,6 +155,7 @@ impl Session {
         self.reset_routing();
         self.multi_statements_off = false;
         self.status = self.initial_status;
+        self.multibyte = Multibyte::of_collation(self.login.collation.into());
         let ok = self.own_ok();
         self.write_reply(&ok).await?;
         Ok(Next::Continue)
@@ -208,6 +207,7 @@ impl Session {
         self.reset_routing();
         self.multi_statements_off = false;
         self.status = self.initial_status;
+        self.multibyte = Multibyte::of_collation(self.login.collation.into());
         let user = String::from_utf8_lossy(&change.user).into_owned();
         let Some(backend_secret) = verified else {
             tracing::warn!(peer = %self.peer, user = %user, "COM_CHANGE_USER refused");
@@ -241,6 +241,7 @@ impl Session {
         self.login.database = Some(change.database).filter(|d| !d.is_empty());
         if let Some(c) = change.collation {
             self.login.collation = c as u8;
+            self.multibyte = Multibyte::of_collation(c);
         }
         if change.attributes.is_some() {
             self.login.attributes = change.attributes;

@@ -110,6 +110,7 @@ pub async fn serve(
     } else {
         tracing::debug!(%peer, id, %user, tls = stream.is_tls(), "session started");
     }
+    let multibyte = crate::classify::Multibyte::of_collation(logged_in.login.collation.into());
     let mut session = Session {
         id,
         peer,
@@ -138,6 +139,7 @@ pub async fn serve(
         slots: Vec::new(),
         status: greeting.status,
         initial_status: greeting.status,
+        multibyte,
         stmts: StmtTable::default(),
         multi_statements_off: false,
         routing: routing::RoutingState::default(),
@@ -266,6 +268,11 @@ pub(crate) struct Session {
     /// or COM_CHANGE_USER): autocommit, and NO_BACKSLASH_ESCAPES when the
     /// primary's greeting has it (the server's default sql_mode).
     pub initial_status: u16,
+    /// The client's character set, when its multibyte characters may hold
+    /// ASCII bytes (gbk, sjis...): statements are read with it. From the
+    /// login's collation, then from what the servers report of
+    /// `character_set_client` (session tracking).
+    pub multibyte: Option<crate::classify::Multibyte>,
     pub stmts: StmtTable,
     /// COM_SET_OPTION turned multi-statements off.
     pub multi_statements_off: bool,

@@ -327,6 +327,11 @@ impl Session {
         let Ok(sql) = std::str::from_utf8(&self.cmd[1..]) else {
             return;
         };
+        // Read as UTF-8, a text in another multibyte character set could
+        // be cut in the middle of a character.
+        if self.multibyte.is_some() && !sql.is_ascii() {
+            return;
+        }
         if let Some(text) = classify::answer_row_count(sql, value, self.backslashes()) {
             self.cmd.truncate(1);
             self.cmd.extend_from_slice(text.as_bytes());
@@ -354,6 +359,12 @@ impl Session {
         // transaction's GTID, and so does an implicit commit (SET
         // autocommit = 1, DDL).
         self.note_connection_state(info, idx, outcome);
+        if let Some(charset) = crate::protocol::session_state::variable(
+            &outcome.session_state,
+            b"character_set_client",
+        ) {
+            self.multibyte = crate::classify::Multibyte::of_charset(charset);
+        }
         let has_gtid = crate::protocol::session_state::gtid(&outcome.session_state).is_some();
         if idx == primary && (router::is_write(info) || has_gtid) {
             self.remember_write(idx, outcome);

@@ -37,6 +37,7 @@ impl Session {
         }
         self.rewrite_connection_id_prepare();
         if let Ok(text) = std::str::from_utf8(&self.cmd[1..])
+            && (self.multibyte.is_none() || text.is_ascii())
             && text.as_bytes().windows(6).any(|w| w.eq_ignore_ascii_case(b"socket"))
         {
             let info = classify_with_cache(text, self.backslashes(), &self.shared.tier2);
@@ -72,11 +73,12 @@ impl Session {
             let backend_id = u32::from_le_bytes([first[1], first[2], first[3], first[4]]);
             let columns = u16::from_le_bytes([first[5], first[6]]);
             let params = u16::from_le_bytes([first[7], first[8]]);
-            let sql = String::from_utf8_lossy(&self.cmd[1..]);
+            let mut sql = String::new();
+            crate::classify::push_text(&self.cmd[1..], self.multibyte, &mut sql);
             let info = classify_with_cache(&sql, self.backslashes(), &self.shared.tier2);
             let id = self.stmts.insert(Stmt {
                 sql: self.cmd[1..].into(),
-                text: String::from_utf8_lossy(&self.cmd[1..]).into(),
+                text: sql.into(),
                 database: self.login.database.clone(),
                 info,
                 params,
@@ -137,6 +139,11 @@ impl Session {
     /// the command, a SELECT, before a server sees it.
     pub(super) fn answer_proxy_variables(&mut self, kind: StatementKind, sql: &str) {
         if kind != StatementKind::Select {
+            return;
+        }
+        // Only a text that is the command's bytes is written back (not one
+        // read in another character set than UTF-8).
+        if self.cmd.get(1..) != Some(sql.as_bytes()) {
             return;
         }
         if let Some(text) = crate::classify::answer_proxy_variables(sql, self.backslashes()) {

@@ -235,8 +235,13 @@ impl Raw {
     }
 
     pub async fn query(&mut self, sql: &str) -> Packets {
+        self.query_bytes(sql.as_bytes()).await
+    }
+
+    /// COM_QUERY with a text in any character set.
+    pub async fn query_bytes(&mut self, sql: &[u8]) -> Packets {
         let mut p = vec![0x03];
-        p.extend_from_slice(sql.as_bytes());
+        p.extend_from_slice(sql);
         self.command(&p, Expect::Result).await
     }
 
@@ -251,7 +256,13 @@ impl Raw {
     /// First column of the first row of a text result, as a string
     /// (None for NULL).
     pub async fn scalar(&mut self, sql: &str) -> Option<String> {
-        let r = self.query(sql).await;
+        self.scalar_bytes(sql.as_bytes()).await
+    }
+
+    /// [`Raw::scalar`] of a text in any character set.
+    pub async fn scalar_bytes(&mut self, sql: &[u8]) -> Option<String> {
+        let r = self.query_bytes(sql).await;
+        let sql = String::from_utf8_lossy(sql);
         if let Some(e) = rwsplit::protocol::messages::parse_err(&r.last().unwrap().1) {
             panic!("{sql}: error {} {}", e.code, String::from_utf8_lossy(e.message));
         }

@@ -1,0 +1,153 @@
+//! The text the classifier reads from a statement's bytes, in the client's
+//! character set.
+//!
+//! In big5, cp932, sjis, gbk and gb18030 the second byte of a multibyte
+//! character may be an ASCII byte: a backslash, a backtick, `|`... The
+//! server reads such a character as one, so its second byte never escapes a
+//! quote nor ends a name; read byte by byte (or as UTF-8, which it may well
+//! be: `E4 B8 AD 5C` is a UTF-8 character and a backslash, or two gbk
+//! characters) the same text would lex differently. For those character
+//! sets every multibyte character becomes U+FFFD in the text, which the
+//! lexer reads as part of a string or a name, as the server does.
+
+/// A client character set whose multibyte characters may contain ASCII bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Multibyte {
+    Big5,
+    /// sjis and cp932.
+    Sjis,
+    Gbk,
+    Gb18030,
+}
+
+impl Multibyte {
+    /// The character set named `name` (as `character_set_client` reports it).
+    pub fn of_charset(name: &[u8]) -> Option<Multibyte> {
+        let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
+        match name.as_str() {
+            "big5" => Some(Multibyte::Big5),
+            "sjis" | "cp932" => Some(Multibyte::Sjis),
+            "gbk" => Some(Multibyte::Gbk),
+            "gb18030" => Some(Multibyte::Gb18030),
+            _ => None,
+        }
+    }
+
+    /// The character set of a collation id a client gives at login (one
+    /// byte there; the ids MySQL and MariaDB share below 256).
+    pub fn of_collation(id: u16) -> Option<Multibyte> {
+        match id {
+            1 | 84 => Some(Multibyte::Big5),
+            13 | 88 | 95 | 96 => Some(Multibyte::Sjis),
+            28 | 87 => Some(Multibyte::Gbk),
+            248..=250 => Some(Multibyte::Gb18030),
+            _ => None,
+        }
+    }
+
+    /// The length of the multibyte character at the start of `b`, or 1.
+    fn char_len(self, b: &[u8]) -> usize {
+        let (Some(&lead), Some(&next)) = (b.first(), b.get(1)) else {
+            return 1;
+        };
+        let two = match self {
+            Multibyte::Big5 => {
+                matches!(lead, 0xA1..=0xF9) && matches!(next, 0x40..=0x7E | 0xA1..=0xFE)
+            }
+            Multibyte::Sjis => {
+                matches!(lead, 0x81..=0x9F | 0xE0..=0xFC)
+                    && matches!(next, 0x40..=0x7E | 0x80..=0xFC)
+            }
+            Multibyte::Gbk | Multibyte::Gb18030 => {
+                matches!(lead, 0x81..=0xFE) && matches!(next, 0x40..=0x7E | 0x80..=0xFE)
+            }
+        };
+        if two {
+            return 2;
+        }
+        let four = self == Multibyte::Gb18030
+            && matches!(lead, 0x81..=0xFE)
+            && matches!(next, 0x30..=0x39)
+            && matches!(b.get(2), Some(0x81..=0xFE))
+            && matches!(b.get(3), Some(0x30..=0x39));
+        if four { 4 } else { 1 }
+    }
+}
+
+/// Appends the text the classifier reads for `bytes`, a statement in the
+/// client's character set, to `out`: in a [`Multibyte`] set every
+/// character outside ASCII becomes U+FFFD; otherwise valid UTF-8 is kept as
+/// it is and any other byte becomes U+FFFD.
+pub fn push_text(bytes: &[u8], charset: Option<Multibyte>, out: &mut String) {
+    let Some(charset) = charset else {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => out.push_str(text),
+            Err(_) => out.push_str(&String::from_utf8_lossy(bytes)),
+        }
+        return;
+    };
+    out.reserve(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b.is_ascii() {
+            out.push(char::from(b));
+            i += 1;
+        } else {
+            out.push(char::REPLACEMENT_CHARACTER);
+            i += charset.char_len(&bytes[i..]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(bytes: &[u8], charset: Option<Multibyte>) -> String {
+        let mut out = String::new();
+        push_text(bytes, charset, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_multibyte_character_ending_in_a_backslash_stays_one_character() {
+        // sjis 表 is 95 5C; gbk 乗 is 81 5C; big5 功 is A5 5C.
+        assert_eq!(text(b"'\x95\x5C'", Some(Multibyte::Sjis)), "'\u{FFFD}'");
+        assert_eq!(text(b"'\x81\x5C'", Some(Multibyte::Gbk)), "'\u{FFFD}'");
+        assert_eq!(text(b"'\xA5\x5C'", Some(Multibyte::Big5)), "'\u{FFFD}'");
+        // Without the character set the backslash is one.
+        assert_eq!(text(b"'\x95\x5C'", None), "'\u{FFFD}\\'");
+    }
+
+    #[test]
+    fn valid_utf8_is_read_as_the_client_s_character_set() {
+        // E4 B8 AD 5C: UTF-8 for a character and a backslash; gbk for two characters.
+        assert_eq!(text("'中\\'".as_bytes(), None), "'中\\'");
+        assert_eq!(text("'中\\'".as_bytes(), Some(Multibyte::Gbk)), "'\u{FFFD}\u{FFFD}'");
+    }
+
+    #[test]
+    fn single_byte_katakana_and_bad_pairs_are_one_byte() {
+        // sjis A1..DF are one-byte characters: the backslash after one is one.
+        assert_eq!(text(b"\xB1\\", Some(Multibyte::Sjis)), "\u{FFFD}\\");
+        // A lead byte before a byte that cannot follow it: the next byte stands alone.
+        assert_eq!(text(b"\x81'", Some(Multibyte::Gbk)), "\u{FFFD}'");
+        assert_eq!(text(b"\x95", Some(Multibyte::Sjis)), "\u{FFFD}");
+    }
+
+    #[test]
+    fn gb18030_four_byte_characters_are_one() {
+        assert_eq!(text(b"a\x81\x30\x81\x30b", Some(Multibyte::Gb18030)), "a\u{FFFD}b");
+        assert_eq!(text(b"\x81\x30'", Some(Multibyte::Gb18030)), "\u{FFFD}0'");
+    }
+
+    #[test]
+    fn charsets_are_known_by_name_and_collation() {
+        assert_eq!(Multibyte::of_charset(b"SJIS"), Some(Multibyte::Sjis));
+        assert_eq!(Multibyte::of_charset(b"cp932"), Some(Multibyte::Sjis));
+        assert_eq!(Multibyte::of_charset(b"utf8mb4"), None);
+        assert_eq!(Multibyte::of_collation(28), Some(Multibyte::Gbk));
+        assert_eq!(Multibyte::of_collation(45), None);
+        assert_eq!(Multibyte::of_collation(8), None);
+    }
+}
