@@ -238,6 +238,9 @@ impl StmtScan {
         if let Some(kw) = t.kw {
             self.keyword(kw, next);
         }
+        if t.after_dot && t.end - t.start == 7 && is_sequence_access(t.text(sql)) {
+            self.flags |= Flags::SIDE_EFFECT_FUNC;
+        }
         if next.tok == Tok::LParen {
             self.call(sql, t, func);
             if func == Some(FuncClass::LastStatement)
@@ -422,4 +425,12 @@ impl StmtScan {
         }
         Some(K::Select)
     }
+}
+
+/// `seq.NEXTVAL` and `seq.CURRVAL`: under sql_mode ORACLE a sequence's next
+/// value (a write) and this session's last one (known only where it was
+/// taken). In other modes a column of that name, which the primary answers
+/// just as well.
+fn is_sequence_access(word: &str) -> bool {
+    word.eq_ignore_ascii_case("NEXTVAL") || word.eq_ignore_ascii_case("CURRVAL")
 }

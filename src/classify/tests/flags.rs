@@ -55,6 +55,17 @@ fn sequence_functions_are_side_effects() {
 }
 
 #[test]
+fn oracle_mode_sequence_access_is_a_side_effect() {
+    // sql_mode ORACLE: `s.nextval` takes the sequence's next value.
+    assert!(has("SELECT s.nextval FROM DUAL", F::SIDE_EFFECT_FUNC));
+    assert!(has("SELECT app.s.NEXTVAL", F::SIDE_EFFECT_FUNC));
+    assert!(has("SELECT s.currval FROM DUAL", F::SIDE_EFFECT_FUNC));
+    // Not a name after a dot: an ordinary column or alias.
+    assert!(plain("SELECT nextval FROM t"));
+    assert!(plain("SELECT t.nextvalue, t.currval_x FROM t"));
+}
+
+#[test]
 fn next_value_for_is_side_effect() {
     assert!(has("SELECT NEXT VALUE FOR s", F::SIDE_EFFECT_FUNC));
     assert!(has("SELECT PREVIOUS VALUE FOR s", F::SIDE_EFFECT_FUNC));
