@@ -134,6 +134,11 @@ write_config() {
         echo "ssl_ca=$REPO_DIR/conf/tls/ca.pem"
         echo "log_output=TABLE"
         echo "general_log=0"
+        # MariaDB's ed25519 authentication (part of the mariadb-server
+        # package), so the proxy's logins to ed25519 accounts are tested.
+        if [ -f "$(mariadbd --help --verbose 2>/dev/null | awk '$1 == "plugin-dir" { print $2 }')/auth_ed25519.so" ]; then
+            echo "plugin_load_add=auth_ed25519"
+        fi
     } >"$dir/my.cnf.new"
     mv "$dir/my.cnf.new" "$dir/my.cnf"
 }

@@ -369,7 +369,13 @@ impl BackendConn {
                     let mut c = Cursor::new(&payload[1..]);
                     plugin = c.null_str().to_vec();
                     let rest = c.rest();
-                    scramble = rest.strip_suffix(&[0]).unwrap_or(rest).to_vec();
+                    // A scramble ends with a NUL; ed25519's nonce is 32
+                    // random bytes, whose last may be 0.
+                    scramble = if plugin == crate::protocol::auth::ED25519 {
+                        rest.to_vec()
+                    } else {
+                        rest.strip_suffix(&[0]).unwrap_or(rest).to_vec()
+                    };
                     let resp = auth_response_for(&login.secret, &plugin, &scramble)?;
                     self.write_payload(next, &resp).await?;
                 }

@@ -326,3 +326,44 @@ async fn a_login_naming_a_database_it_cannot_use_gets_the_servers_error() {
         }
     }
 }
+
+/// A MariaDB account authenticated with ed25519 (`IDENTIFIED VIA ed25519`,
+/// the plugin the lab loads): the proxy logs in to the primary and the
+/// replicas for it by signing the server's nonce, with and without
+/// multiplexing, many times over (a nonce may end in a zero byte, which is
+/// part of it). The client logs in to the proxy as usual.
+#[tokio::test]
+async fn a_mariadb_ed25519_account_is_logged_in_to_every_backend() {
+    let mut primary = admin(PRIMARY).await;
+    let loaded =
+        "SELECT PLUGIN_STATUS FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'ed25519'";
+    assert_eq!(
+        primary.scalar(loaded).await.as_deref(),
+        Some("ACTIVE"),
+        "the lab loads auth_ed25519"
+    );
+    for sql in [
+        "CREATE USER IF NOT EXISTS 'app_ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('app_ed pw')",
+        "GRANT ALL ON app.* TO 'app_ed'@'%'",
+    ] {
+        primary.exec(sql).await;
+    }
+    wait_replicas_caught_up().await;
+    for extra in ["", "[pool]\nmultiplex = true"] {
+        let mut config = lab_config(extra);
+        config.users[1].name = "app_ed".into();
+        config.users[1].password = Some("app_ed pw".into());
+        let proxy = start_proxy(config).await;
+        let addr = proxy.addr.to_string();
+        let mut servers = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            let l = login("app_ed", "app_ed pw", Some("app"), client_caps(true));
+            let mut c = Raw::connect(&addr, &l).await.expect("app_ed logs in through the proxy");
+            servers.insert(c.scalar("SELECT @@server_id").await.unwrap_or_default());
+            c.exec("BEGIN").await;
+            servers.insert(c.scalar("SELECT @@server_id").await.unwrap_or_default());
+            c.exec("COMMIT").await;
+        }
+        assert_eq!(servers.into_iter().collect::<Vec<_>>(), ["1", "2", "3"], "{extra:?}");
+    }
+}

@@ -16,6 +16,8 @@ pub const SCRAMBLE_LEN: usize = 20;
 
 pub const NATIVE: &str = "mysql_native_password";
 pub const CACHING_SHA2: &str = "caching_sha2_password";
+/// MariaDB's `ed25519` authentication, as the client side names it.
+pub const ED25519: &[u8] = b"client_ed25519";
 
 /// caching_sha2_password "more data" codes.
 pub const SHA2_FAST_AUTH_OK: u8 = 0x03;
@@ -195,6 +197,12 @@ impl BackendSecret {
             (BackendSecret::Plain(p), b"caching_sha2_password") => {
                 mysql_common::scramble::scramble_sha256(scramble, p.as_bytes()).map(|r| r.to_vec())
             }
+            // MariaDB's ed25519 accounts: the server's nonce signed with a
+            // key derived from the password.
+            (BackendSecret::Plain(p), ED25519) => Some(
+                mysql_common::scramble::create_response_for_ed25519(p.as_bytes(), scramble)
+                    .to_vec(),
+            ),
             (BackendSecret::Plain(p), b"mysql_clear_password") => {
                 let mut v = p.as_bytes().to_vec();
                 v.push(0);
@@ -289,6 +297,21 @@ mod tests {
         let expected = mysql_common::scramble::scramble_native(other, b"s3cret").unwrap();
         assert_eq!(backend.response(b"mysql_native_password", other).unwrap(), expected.to_vec());
         assert_eq!(backend.response(b"caching_sha2_password", other), None);
+        assert_eq!(backend.response(ED25519, &[7; 32]), None);
+    }
+
+    #[test]
+    fn ed25519_signs_the_nonce_with_the_password() {
+        let plain = BackendSecret::Plain("s3cret".into());
+        let nonce = [7u8; 32];
+        let signature = plain.response(ED25519, &nonce).unwrap();
+        assert_eq!(signature.len(), 64);
+        // Deterministic (RFC 8032): the same nonce and password sign alike;
+        // another nonce or password signs otherwise.
+        assert_eq!(plain.response(ED25519, &nonce).unwrap(), signature);
+        assert_ne!(plain.response(ED25519, &[8; 32]).unwrap(), signature);
+        let other = BackendSecret::Plain("s3creT".into());
+        assert_ne!(other.response(ED25519, &nonce).unwrap(), signature);
     }
 
     #[test]
