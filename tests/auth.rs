@@ -331,7 +331,8 @@ async fn a_login_naming_a_database_it_cannot_use_gets_the_servers_error() {
 /// the plugin the lab loads): the proxy logs in to the primary and the
 /// replicas for it by signing the server's nonce, with and without
 /// multiplexing, many times over (a nonce may end in a zero byte, which is
-/// part of it). The client logs in to the proxy as usual.
+/// part of it). The client logs in to the proxy as usual. The monitor's
+/// user is an ed25519 account as well.
 #[tokio::test]
 async fn a_mariadb_ed25519_account_is_logged_in_to_every_backend() {
     let mut primary = admin(PRIMARY).await;
@@ -345,16 +346,26 @@ async fn a_mariadb_ed25519_account_is_logged_in_to_every_backend() {
     for sql in [
         "CREATE USER IF NOT EXISTS 'app_ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('app_ed pw')",
         "GRANT ALL ON app.* TO 'app_ed'@'%'",
+        "CREATE USER IF NOT EXISTS 'monitor_ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('mon ed')",
+        "GRANT REPLICATION CLIENT, SLAVE MONITOR, PROCESS ON *.* TO 'monitor_ed'@'%'",
     ] {
         primary.exec(sql).await;
     }
     wait_replicas_caught_up().await;
+    // The monitor logs in with an ed25519 account too.
+    let monitored = "[admin]\naddress = \"127.0.0.1:0\"\n\
+                     [monitor]\nuser = \"monitor_ed\"\npassword = \"mon ed\"\ninterval = \"100ms\"\n";
     for extra in ["", "[pool]\nmultiplex = true"] {
-        let mut config = lab_config(extra);
+        let mut config = lab_config(&format!("{monitored}{extra}"));
         config.users[1].name = "app_ed".into();
         config.users[1].password = Some("app_ed pw".into());
         let proxy = start_proxy(config).await;
         let addr = proxy.addr.to_string();
+        let admin_port = proxy.admin.expect("admin port");
+        wait_backends(admin_port, std::time::Duration::from_secs(10), |j| {
+            (0..3).all(|i| j[i]["healthy"] == true)
+        })
+        .await;
         let mut servers = std::collections::BTreeSet::new();
         for _ in 0..40 {
             let l = login("app_ed", "app_ed pw", Some("app"), client_caps(true));
