@@ -467,6 +467,13 @@ async fn gtid_mode_reads_back_writes_that_return_rows() {
         assert!(stale.is_empty(), "stale reads, replica2 lagging: {stale:#?}");
     }
     wait_replicas_caught_up().await;
+    // ... and the monitor has seen it catch up (Seconds_Behind_Master, as
+    // measured during the lag, would send reads to the primary at once).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !proxy.shared.topology_now().backends[2].lag_ms.is_some_and(|l| l < 1000) {
+        assert!(std::time::Instant::now() < deadline, "the monitor never saw replica2 catch up");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let (stale, replica_reads) = rows_writes_then_reads(proxy.addr, &table, &func, 10_000).await;
     assert!(stale.is_empty(), "stale reads, replica2 caught up: {stale:#?}");
     // Waiting for the primary's position instead of pinning: replica2
@@ -530,7 +537,7 @@ async fn gtid_waits(admin: std::net::SocketAddr, result: &str) -> u64 {
         .map_or(0, |v| v.trim().parse::<f64>().unwrap_or(0.0) as u64)
 }
 
-/// The only replica taking reads is 2 s behind and a GTID wait may last
+/// The only replica taking reads is 3 s behind and a GTID wait may last
 /// 300 ms: once the monitor has measured the lag, a read after a write no
 /// longer waits there for a wait that would run out; the primary answers
 /// it at once, with the write. Before, each such read waited 300 ms first.
@@ -545,15 +552,16 @@ async fn gtid_mode_does_not_wait_on_a_replica_further_behind_than_the_wait_may_l
     config.backends[1].weight = 0;
     let proxy = start_proxy(config).await;
     let admin_addr = proxy.admin.unwrap();
-    let _lag = Lag::start(2);
-    // Writes make the lag show: replica2 applies each 2 s late.
+    let _lag = Lag::start(3);
+    // Writes make the lag show: replica2 applies each 3 s late (as
+    // Seconds_Behind_Master, in whole seconds, which may overstate by one).
     let mut w = Raw::app(&proxy.addr.to_string(), true).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
         w.exec(&format!("UPDATE {table} SET v = v + 1 WHERE k = 1")).await;
         let (_, body) = http_get(admin_addr, "/backends", None).await;
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-        if json[2]["lag_ms"].as_u64().is_some_and(|l| l >= 1000) && json[2]["eligible"] == true {
+        if json[2]["lag_ms"].as_u64().is_some_and(|l| l >= 2000) && json[2]["eligible"] == true {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "replica2's lag never showed: {json}");
@@ -571,7 +579,7 @@ async fn gtid_mode_does_not_wait_on_a_replica_further_behind_than_the_wait_may_l
     let took = started.elapsed();
     let skipped = gtid_waits(admin_addr, "skipped").await - skipped_before;
     println!(
-        "10 writes and reads with the only replica 2 s behind: {took:?}, {skipped} waits skipped"
+        "10 writes and reads with the only replica 3 s behind: {took:?}, {skipped} waits skipped"
     );
     assert!(skipped >= 10, "{skipped} of 10 reads skipped the wait");
     // Ten waits that ran out would take 3 s at least.

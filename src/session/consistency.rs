@@ -517,9 +517,9 @@ pub enum WaitOn {
     AllTooFarBehind,
 }
 
-/// The least lagging of the `eligible` replicas, unless its lag as the
-/// monitor last measured it is longer than `timeout`: a wait there would
-/// most likely run out, costing the read `timeout` before the primary
+/// The least lagging of the `eligible` replicas, unless it is surely
+/// further behind than `timeout`, as the monitor last measured it: a wait
+/// there would run out, costing the read `timeout` before the primary
 /// answers it, so the primary answers at once. A replica whose lag is
 /// unknown (taking reads under `unknown_lag = "include"`) is waited on
 /// only when none with a known lag is eligible.
@@ -533,11 +533,27 @@ pub fn replica_to_wait_on(
         .min_by_key(|&i| backends[i].lag_ms.unwrap_or(u64::MAX));
     match least_lagging {
         None => WaitOn::NoReplica,
-        Some(i) if backends[i].lag_ms.is_some_and(|lag| u128::from(lag) > timeout.as_millis()) => {
+        Some(i)
+            if least_lag_ms(&backends[i]).is_some_and(|l| u128::from(l) > timeout.as_millis()) =>
+        {
             WaitOn::AllTooFarBehind
         }
         Some(i) => WaitOn::Replica(i),
     }
+}
+
+/// How far behind a replica surely is. `Seconds_Behind_Master` counts
+/// whole seconds between second-resolution timestamps, so 1 may mean a
+/// few milliseconds (a write at .999 applied at .001); a heartbeat written
+/// once a second (pt-heartbeat's default) reads up to a second old on a
+/// replica that has it. Either may overstate by a second.
+fn least_lag_ms(b: &crate::monitor::BackendState) -> Option<u64> {
+    use crate::monitor::LagSource;
+    let lag = b.lag_ms?;
+    Some(match b.lag_source {
+        LagSource::SecondsBehindMaster | LagSource::Heartbeat => lag.saturating_sub(1000),
+        _ => lag,
+    })
 }
 
 pub fn first_text_value(row: &[u8]) -> Option<String> {
@@ -727,7 +743,7 @@ mod tests {
         assert_eq!(mode_for(&crate::classify::classify("SELECT 1"), &m), ConsistencyMode::Pin);
     }
 
-    use crate::monitor::{BackendSpec, BackendState, Role, Topology};
+    use crate::monitor::{BackendSpec, BackendState, LagSource, Role, Topology};
 
     fn topology(servers: &[(Role, Option<&str>)]) -> Topology {
         let backends = servers
@@ -786,5 +802,21 @@ mod tests {
         );
         assert_eq!(replica_to_wait_on(&lagging(&[Some(500)]), all, timeout), WaitOn::Replica(0));
         assert_eq!(replica_to_wait_on(&backends, |_| false, timeout), WaitOn::NoReplica);
+    }
+
+    #[test]
+    fn a_lag_in_whole_seconds_counts_as_a_second_less() {
+        let timeout = Duration::from_millis(300);
+        let behind = |ms, source| {
+            let mut b = lagging(&[Some(ms)]);
+            b[0].lag_source = source;
+            replica_to_wait_on(&b, |_| true, timeout)
+        };
+        // Seconds_Behind_Master 1: maybe milliseconds behind; wait there.
+        assert_eq!(behind(1000, LagSource::SecondsBehindMaster), WaitOn::Replica(0));
+        assert_eq!(behind(2000, LagSource::SecondsBehindMaster), WaitOn::AllTooFarBehind);
+        assert_eq!(behind(1200, LagSource::Heartbeat), WaitOn::Replica(0));
+        assert_eq!(behind(1400, LagSource::Heartbeat), WaitOn::AllTooFarBehind);
+        assert_eq!(behind(1000, LagSource::Unknown), WaitOn::AllTooFarBehind);
     }
 }
