@@ -206,6 +206,11 @@ impl StmtScan {
             }
             Tok::Word => self.word(sql, t, next, func),
             Tok::QuotedIdent if next.tok == Tok::LParen => self.call(sql, t, None),
+            // `"f"(`: under sql_mode ANSI_QUOTES a function's quoted name (a
+            // string is never called).
+            Tok::Str if next.tok == Tok::LParen && t.text(sql).starts_with('"') => {
+                self.call(sql, t, None);
+            }
             Tok::UserVar => self.user_var(sql, next, set),
             Tok::SysVar => self.sys_var(t.sys_var(sql).1),
             _ => {}

@@ -366,3 +366,11 @@ fn a_set_of_a_variable_the_server_uses_up_is_told_apart() {
         assert!(!has(sql, F::ONE_SHOT_SET), "{sql}");
     }
 }
+
+#[test]
+fn a_function_called_by_its_double_quoted_name_is_unknown() {
+    // sql_mode ANSI_QUOTES: "f" is an identifier, and "f"(1) a call.
+    assert!(has(r#"SELECT "my_func"(1)"#, F::UNKNOWN_FUNC));
+    assert!(has(r#"SELECT "app"."my_func"(1) FROM t"#, F::UNKNOWN_FUNC));
+    assert!(plain(r#"SELECT "my_func", 'x' FROM t"#));
+}
