@@ -753,6 +753,10 @@ pub struct Limits {
     /// Largest command a client may send (like max_allowed_packet).
     #[serde(default = "default_max_packet", with = "size")]
     pub max_packet: usize,
+    /// Memory all clients' large commands (over 1 MiB) may hold at once; a
+    /// command that would take more ends its session with ERROR 1041.
+    #[serde(default = "default_max_command_memory", with = "size")]
+    pub max_command_memory: usize,
     /// Client connections beyond this get ERROR 1040 (Too many connections).
     #[serde(default = "default_max_clients")]
     pub max_client_connections: usize,
@@ -791,6 +795,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_packet: default_max_packet(),
+            max_command_memory: default_max_command_memory(),
             max_client_connections: default_max_clients(),
             failed_login_delay: default_login_delay(),
             failed_login_delay_max: default_login_delay_max(),
@@ -802,6 +807,10 @@ impl Default for Limits {
 
 fn default_max_packet() -> usize {
     64 << 20
+}
+
+fn default_max_command_memory() -> usize {
+    1 << 30
 }
 
 /// A configuration problem, naming the file and the key.
@@ -908,6 +917,13 @@ impl Config {
         }
         if let Err(e) = self.backend_tls.connector(&self.base_dir) {
             problems.push(e);
+        }
+        if self.limits.max_command_memory < self.limits.max_packet {
+            problems.push(format!(
+                "limits.max_command_memory: {} bytes is less than limits.max_packet ({} bytes): \
+                 a command of the largest size could never be read",
+                self.limits.max_command_memory, self.limits.max_packet
+            ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             problems.push(format!("log.level: {e}"));
@@ -1085,6 +1101,17 @@ mod tests {
         assert_eq!(c.pool.max_lifetime, Duration::from_secs(3600));
         let err = Config::parse(&format!("{MINIMAL}\n[pool]\nmultiplx = true\n")).unwrap_err();
         assert!(err.contains("multiplx"), "{err}");
+    }
+
+    #[test]
+    fn command_memory_must_hold_the_largest_command() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.limits.max_command_memory, 1 << 30);
+        let text = format!(
+            "{MINIMAL}\n[limits]\nmax_packet = \"64MiB\"\nmax_command_memory = \"32MiB\"\n"
+        );
+        let problems = Config::parse(&text).unwrap().validate();
+        assert!(problems.iter().any(|p| p.contains("limits.max_command_memory")), "{problems:?}");
     }
 
     #[test]

@@ -264,3 +264,50 @@ async fn connections_beyond_the_limit_get_error_1040() {
         }
     }
 }
+
+/// Large commands of all clients share `limits.max_command_memory`: one
+/// that would take more than is left gets ERROR 1041 as soon as its header
+/// says how large it is (before its bytes are buffered) and its session
+/// ends; small commands are not counted; what a command held comes back
+/// when it has run, or when its client is gone.
+#[tokio::test]
+async fn large_commands_beyond_the_shared_memory_cap_get_error_1041() {
+    let config = "[limits]\nmax_packet = \"8MiB\"\nmax_command_memory = \"10MiB\"\n";
+    let proxy = start_proxy(lab_config(config)).await;
+    let addr = proxy.addr.to_string();
+    let held = || proxy.shared.command_memory.used();
+    let wait_held = async |bytes: usize| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while held() != bytes {
+            assert!(tokio::time::Instant::now() < deadline, "held {} bytes, not {bytes}", held());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let header = |len: usize| [len as u8, (len >> 8) as u8, (len >> 16) as u8, 0];
+    // A client announces a 6 MiB command and sends its first MiB only.
+    let big = 6 << 20;
+    let mut holder = Raw::app(&addr, true).await;
+    let mut start = header(big).to_vec();
+    start.push(0x03);
+    start.extend_from_slice(&vec![b' '; 1 << 20]);
+    holder.conn.stream.write_all(&start).await.unwrap();
+    wait_held(big).await;
+    // Another 6 MiB command does not fit beside it.
+    let mut refused = Raw::app(&addr, true).await;
+    refused.conn.stream.write_all(&header(big)).await.unwrap();
+    refused.conn.stream.write_all(&[0x03]).await.unwrap();
+    let got = read_until_closed(&mut refused.conn.stream, Duration::from_secs(10)).await;
+    assert_eq!(err_code(&got), Some(1041), "{:?}", String::from_utf8_lossy(&got));
+    assert_eq!(held(), big);
+    // Small commands are served meanwhile.
+    assert_still_serving(&proxy).await;
+    // The holder leaves: its 6 MiB come back, and a 6 MiB statement runs.
+    drop(holder);
+    wait_held(0).await;
+    let mut c = Raw::app(&addr, true).await;
+    let literal = "x".repeat(big - 100);
+    let n = c.scalar(&format!("SELECT LENGTH('{literal}')")).await;
+    assert_eq!(n, Some((big - 100).to_string()));
+    assert_eq!(held(), 0, "given back once the command has run");
+    assert_eq!(c.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
+}

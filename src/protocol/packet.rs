@@ -28,6 +28,8 @@ pub enum FrameError {
     Closed,
     #[error("packet of {0} bytes exceeds the limit of {1} bytes")]
     TooLarge(usize, usize),
+    #[error("no memory admitted for a packet of {0} bytes")]
+    NotAdmitted(usize),
     #[error("packets out of order: expected sequence {expected}, got {got}")]
     Sequence { expected: u8, got: u8 },
     #[error(transparent)]
@@ -158,6 +160,19 @@ impl PacketReader {
         out: &mut Vec<u8>,
         limit: usize,
     ) -> Result<(u8, u8), FrameError> {
+        self.read_packet_admitted(stream, out, limit, |_| true).await
+    }
+
+    /// [`PacketReader::read_packet`], asking `admit` before the logical
+    /// packet grows to each new length (before the bytes are buffered); a
+    /// refusal is [`FrameError::NotAdmitted`].
+    pub async fn read_packet_admitted<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        out: &mut Vec<u8>,
+        limit: usize,
+        mut admit: impl FnMut(usize) -> bool,
+    ) -> Result<(u8, u8), FrameError> {
         out.clear();
         let mut first = None;
         loop {
@@ -165,6 +180,9 @@ impl PacketReader {
             let h = parse_header(&self.buf).expect("header buffered");
             if out.len() + h.len > limit {
                 return Err(FrameError::TooLarge(out.len() + h.len, limit));
+            }
+            if !admit(out.len() + h.len) {
+                return Err(FrameError::NotAdmitted(out.len() + h.len));
             }
             self.fill_to(stream, HEADER + h.len).await?;
             out.extend_from_slice(&self.buf[HEADER..HEADER + h.len]);

@@ -31,6 +31,77 @@ impl BackendSlot {
     }
 }
 
+/// Commands up to this size are read without asking [`CommandMemory`]:
+/// every session may hold one.
+pub const SMALL_COMMAND: usize = 1 << 20;
+
+/// The memory clients' large commands hold at once, against
+/// `limits.max_command_memory`: without a bound, many clients each sending
+/// a command of `max_packet` bytes could exhaust the proxy's memory and
+/// end every session.
+#[derive(Debug, Default)]
+pub struct CommandMemory {
+    used: AtomicUsize,
+}
+
+impl CommandMemory {
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn try_take(&self, bytes: usize, cap: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&total| total <= cap)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// What one session's command holds of [`CommandMemory`], given back when
+/// it is released or dropped.
+#[derive(Debug)]
+pub struct CommandReservation {
+    memory: Arc<CommandMemory>,
+    bytes: usize,
+}
+
+impl CommandReservation {
+    pub fn new(memory: Arc<CommandMemory>) -> CommandReservation {
+        CommandReservation { memory, bytes: 0 }
+    }
+
+    /// Whether a command may grow to `len` bytes, taking what it needs
+    /// beyond [`SMALL_COMMAND`] and what it already holds; false when that
+    /// would take the total over `cap`.
+    pub fn admit(&mut self, len: usize, cap: usize) -> bool {
+        if len <= SMALL_COMMAND || len <= self.bytes {
+            return true;
+        }
+        if !self.memory.try_take(len - self.bytes, cap) {
+            return false;
+        }
+        self.bytes = len;
+        true
+    }
+
+    /// Gives back what the last command held.
+    pub fn release(&mut self) {
+        self.memory.give(std::mem::take(&mut self.bytes));
+    }
+}
+
+impl Drop for CommandReservation {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// Session workers whose pool shares are counted (beyond, they share the
 /// last count).
 pub const MAX_WORKERS: usize = 64;
@@ -243,6 +314,33 @@ impl UsableDatabases {
             }
         }
         seen.insert((user.to_vec(), db.to_vec()), now);
+    }
+}
+
+#[cfg(test)]
+mod command_memory_tests {
+    use super::*;
+
+    #[test]
+    fn large_commands_share_the_cap_and_give_it_back() {
+        let memory = Arc::new(CommandMemory::default());
+        let cap = 10 << 20;
+        let (mut a, mut b) =
+            (CommandReservation::new(memory.clone()), CommandReservation::new(memory.clone()));
+        // Small commands never count.
+        assert!(a.admit(SMALL_COMMAND, cap));
+        assert_eq!(memory.used(), 0);
+        // A command growing packet by packet takes only what it adds.
+        assert!(a.admit(4 << 20, cap));
+        assert!(a.admit(6 << 20, cap));
+        assert_eq!(memory.used(), 6 << 20);
+        assert!(!b.admit(5 << 20, cap), "6 + 5 MiB is over the 10 MiB cap");
+        assert_eq!(memory.used(), 6 << 20);
+        assert!(b.admit(4 << 20, cap));
+        a.release();
+        assert_eq!(memory.used(), 4 << 20);
+        drop(b);
+        assert_eq!(memory.used(), 0);
     }
 }
 

@@ -12,7 +12,8 @@ mod outages;
 mod registry;
 
 pub use limits::{
-    BackendSlot, LoginThrottle, PoolBackend, PoolStats, UsableDatabases, UserSessions, UserSlot,
+    BackendSlot, CommandMemory, CommandReservation, LoginThrottle, PoolBackend, PoolStats,
+    SMALL_COMMAND, UsableDatabases, UserSessions, UserSlot,
 };
 pub use listeners::{ListenerCtx, Listeners, SessionWorkers};
 pub use registry::{Registry, SessionHandle, Signal};
@@ -144,6 +145,8 @@ pub struct Shared {
     pub user_sessions: Arc<UserSessions>,
     pub login_throttle: LoginThrottle,
     pub usable_databases: UsableDatabases,
+    /// What clients' large commands hold (`limits.max_command_memory`).
+    pub command_memory: Arc<CommandMemory>,
     /// The client listeners in force.
     listeners: Listeners,
     /// How backend connections switch to TLS (from `[backend_tls]`); an
@@ -219,6 +222,7 @@ impl Shared {
             user_sessions: Arc::default(),
             login_throttle: LoginThrottle::default(),
             usable_databases: UsableDatabases::default(),
+            command_memory: Arc::default(),
             listeners: Listeners::default(),
             log_reload: std::sync::OnceLock::new(),
             session_workers: std::sync::OnceLock::new(),

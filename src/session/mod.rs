@@ -120,6 +120,7 @@ pub async fn serve(
         cmd: Vec::with_capacity(256),
         sql: String::new(),
         exec_original: Vec::new(),
+        cmd_memory: crate::server::CommandReservation::new(shared.command_memory.clone()),
         exec_long_data: false,
         caps: logged_in.login.capabilities,
         user_slot: logged_in.slot,
@@ -242,8 +243,10 @@ pub(crate) struct Session {
     pub shared: Arc<Shared>,
     pub client: ClientStream,
     pub creader: PacketReader,
-    /// The command being handled (reused between commands).
+    /// The command being handled (reused between commands, unless large).
     pub cmd: Vec<u8>,
+    /// What a large command in `cmd` holds of `limits.max_command_memory`.
+    pub cmd_memory: crate::server::CommandReservation,
     /// The text of the COM_QUERY being handled (reused between commands).
     pub sql: String,
     /// A COM_STMT_EXECUTE as the client sent it, while `cmd` is rewritten
@@ -375,13 +378,16 @@ impl Session {
         let handle = self.handle.clone();
         loop {
             self.creader.shrink_if_idle();
-            let limit = self.view.config.limits.max_packet;
+            let limits = &self.view.config.limits;
+            let (limit, cap) = (limits.max_packet, limits.max_command_memory);
+            let memory = &mut self.cmd_memory;
+            let admit = |len| memory.admit(len, cap);
             // Killed by another session or the proxy stopping: end between
             // commands.
             let read = tokio::select! {
                 biased;
                 _ = handle.signal.stopped() => return,
-                r = self.creader.read_packet(&mut self.client, &mut self.cmd, limit) => r,
+                r = self.creader.read_packet_admitted(&mut self.client, &mut self.cmd, limit, admit) => r,
             };
             match read {
                 Ok((0, _)) if !self.cmd.is_empty() => {}
@@ -397,6 +403,22 @@ impl Session {
                         "Got a packet bigger than 'max_allowed_packet' bytes",
                     );
                     let _ = self.write_reply(&err).await;
+                    return;
+                }
+                Err(FrameError::NotAdmitted(len)) => {
+                    // The rest of the command is not read: the session ends.
+                    tracing::warn!(
+                        id = self.id,
+                        bytes = len,
+                        held = self.shared.command_memory.used(),
+                        "a large command refused: limits.max_command_memory is in use"
+                    );
+                    let message = format!(
+                        "Out of memory: a command of {len} bytes does not fit in rwsplit's \
+                         limits.max_command_memory ({cap} bytes), held by other clients' \
+                         large commands; try again later"
+                    );
+                    let _ = self.write_reply(&build_err(1041, "HY000", &message)).await;
                     return;
                 }
                 Err(_) => return,
@@ -452,7 +474,22 @@ impl Session {
                     return;
                 }
             }
+            self.forget_large_command();
         }
+    }
+
+    /// Gives back the memory of a large command once it has run (its
+    /// buffers, and its place under `limits.max_command_memory`); small
+    /// ones keep their buffers for the next command.
+    fn forget_large_command(&mut self) {
+        use crate::server::SMALL_COMMAND;
+        if self.cmd.capacity() > SMALL_COMMAND {
+            self.cmd = Vec::with_capacity(256);
+        }
+        if self.exec_original.capacity() > SMALL_COMMAND {
+            self.exec_original = Vec::new();
+        }
+        self.cmd_memory.release();
     }
 
     /// Writes a one-packet reply to the current command (sequence 1).
