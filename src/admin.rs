@@ -350,6 +350,7 @@ fn update_gauges(shared: &Shared) {
             .absolute(stats.timeouts.load(Relaxed));
     }
     shared.telemetry.pool_idle.set(idle_total as f64);
+    metrics::gauge!(crate::telemetry::COMMAND_MEMORY).set(shared.command_memory.used() as f64);
     // Over every position, removed backends' included: a counter never
     // goes down.
     let reused = (0..).map_while(|i| shared.pool.get(i)).map(|s| s.handoffs.get()).sum();

@@ -29,6 +29,8 @@ pub const POOL_BOUND: &str = "rwsplit_pool_bound_total";
 pub const POOL_CONNECTIONS: &str = "rwsplit_pool_connections";
 pub const POOL_WAITING: &str = "rwsplit_pool_waiting";
 pub const POOL_TIMEOUTS: &str = "rwsplit_pool_timeouts_total";
+pub const COMMAND_MEMORY: &str = "rwsplit_command_memory_bytes";
+pub const COMMANDS_REFUSED: &str = "rwsplit_commands_refused_total";
 
 /// How often histogram samples are folded into their summaries.
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -91,6 +93,14 @@ fn describe() {
     );
     metrics::describe_gauge!(MONITOR_FAILURES, "Failed monitor probes in a row, by backend");
     metrics::describe_gauge!(POOL_IDLE, "Backend connections idle in the pool, all backends");
+    metrics::describe_gauge!(
+        COMMAND_MEMORY,
+        "Bytes clients' large commands hold now, against limits.max_command_memory"
+    );
+    metrics::describe_counter!(
+        COMMANDS_REFUSED,
+        "Large commands refused (ERROR 1041) because limits.max_command_memory was in use"
+    );
     metrics::describe_counter!(
         POOL_REUSED,
         "Backend connections taken from the pool instead of opened"

@@ -272,8 +272,15 @@ async fn connections_beyond_the_limit_get_error_1040() {
 /// when it has run, or when its client is gone.
 #[tokio::test]
 async fn large_commands_beyond_the_shared_memory_cap_get_error_1041() {
-    let config = "[limits]\nmax_packet = \"8MiB\"\nmax_command_memory = \"10MiB\"\n";
+    let config = "[admin]\naddress = \"127.0.0.1:0\"\n\
+                  [limits]\nmax_packet = \"8MiB\"\nmax_command_memory = \"10MiB\"\n";
     let proxy = start_proxy(lab_config(config)).await;
+    let metric = async |name: &str| {
+        let (_, body) = http_get(proxy.admin.unwrap(), "/metrics", None).await;
+        let line = body.lines().find(|l| l.starts_with(name)).map(str::to_string);
+        line.and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    let refused_before = metric("rwsplit_commands_refused_total").await;
     let addr = proxy.addr.to_string();
     let held = || proxy.shared.command_memory.used();
     let wait_held = async |bytes: usize| {
@@ -299,6 +306,8 @@ async fn large_commands_beyond_the_shared_memory_cap_get_error_1041() {
     let got = read_until_closed(&mut refused.conn.stream, Duration::from_secs(10)).await;
     assert_eq!(err_code(&got), Some(1041), "{:?}", String::from_utf8_lossy(&got));
     assert_eq!(held(), big);
+    assert_eq!(metric("rwsplit_command_memory_bytes").await, big as f64);
+    assert_eq!(metric("rwsplit_commands_refused_total").await - refused_before, 1.0);
     // Small commands are served meanwhile.
     assert_still_serving(&proxy).await;
     // The holder leaves: its 6 MiB come back, and a 6 MiB statement runs.

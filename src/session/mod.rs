@@ -407,6 +407,7 @@ impl Session {
                 }
                 Err(FrameError::NotAdmitted(len)) => {
                     // The rest of the command is not read: the session ends.
+                    metrics::counter!(crate::telemetry::COMMANDS_REFUSED).increment(1);
                     tracing::warn!(
                         id = self.id,
                         bytes = len,
