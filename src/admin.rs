@@ -253,11 +253,16 @@ fn sessions_json(shared: &Shared) -> String {
                     serde_json::json!({ "backend": name, "thread_id": thread })
                 })
                 .collect();
+            let running = h.running.load(std::sync::atomic::Ordering::Relaxed);
+            let last = h.last_command_ms.load(std::sync::atomic::Ordering::Relaxed);
+            let idle = crate::server::since_start_ms().saturating_sub(last) as f64 / 1000.0;
             serde_json::json!({
                 "id": id,
                 "user": user,
                 "client": client,
                 "connected_s": (seconds * 10.0).round() / 10.0,
+                "running": running,
+                "idle_s": (!running).then_some((idle * 10.0).round() / 10.0),
                 "backend_connections": backends,
             })
         })

@@ -170,8 +170,9 @@ async fn a_read_after_a_write_counts_as_in_flight_on_its_replica() {
 }
 
 /// `GET /sessions` lists each logged-in session: the id its client sees
-/// (`SELECT CONNECTION_ID()`), its user and address, and the backend
-/// connections it holds, by the server thread ids the servers show.
+/// (`SELECT CONNECTION_ID()`), its user and address, whether a command
+/// runs or how long it has been idle, and the backend connections it
+/// holds, by the server thread ids the servers show.
 #[tokio::test]
 async fn sessions_lists_clients_and_their_backend_threads() {
     let proxy = start_proxy(lab_config(MONITORED)).await;
@@ -203,6 +204,29 @@ async fn sessions_lists_clients_and_their_backend_threads() {
         "A ran on primary thread {thread}: {sa}"
     );
     assert_eq!(sb["user"], "app");
+    assert_eq!(sb["running"], false, "{sb}");
+    assert!(sb["idle_s"].as_f64().is_some_and(|s| s >= 0.0), "{sb}");
+    // A session running a statement shows it, and no idle time.
+    let mut c = Raw::app(&addr, true).await;
+    let c_id = id_of(c.scalar("SELECT CONNECTION_ID()").await);
+    let sleeper = tokio::spawn(async move {
+        c.scalar("SELECT SLEEP(1.5)").await;
+        c
+    });
+    let running = wait_admin(admin, "/sessions", Duration::from_secs(5), |j| {
+        j.as_array().unwrap().iter().any(|s| s["id"] == c_id && s["running"] == true)
+    })
+    .await;
+    let sc = running.as_array().unwrap().iter().find(|s| s["id"] == c_id).unwrap().clone();
+    assert!(sc["idle_s"].is_null(), "{sc}");
+    let c = sleeper.await.unwrap();
+    let after = wait_admin(admin, "/sessions", Duration::from_secs(5), |j| {
+        j.as_array().unwrap().iter().any(|s| s["id"] == c_id && s["running"] == false)
+    })
+    .await;
+    let sc = after.as_array().unwrap().iter().find(|s| s["id"] == c_id).unwrap().clone();
+    assert!(sc["idle_s"].as_f64().is_some_and(|s| s < 1.0), "idle since its SLEEP ended: {sc}");
+    drop(c);
     drop(a);
     // A session that ended is gone from the list.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

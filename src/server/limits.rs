@@ -20,8 +20,13 @@ pub struct BackendSlot {
 
 /// Milliseconds since the first call (a monotonic clock for ages).
 pub fn since_start_ms() -> u64 {
+    ms_since_start(Instant::now())
+}
+
+/// `at` in [`since_start_ms`]'s milliseconds (0 before its epoch).
+pub fn ms_since_start(at: Instant) -> u64 {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+    at.saturating_duration_since(*EPOCH.get_or_init(Instant::now)).as_millis() as u64
 }
 
 impl BackendSlot {

@@ -13,7 +13,7 @@ mod registry;
 
 pub use limits::{
     BackendSlot, CommandMemory, CommandReservation, LoginThrottle, PoolBackend, PoolStats,
-    SMALL_COMMAND, UsableDatabases, UserSessions, UserSlot,
+    SMALL_COMMAND, UsableDatabases, UserSessions, UserSlot, ms_since_start, since_start_ms,
 };
 pub use listeners::{ListenerCtx, Listeners, SessionWorkers};
 pub use registry::{Registry, SessionHandle, Signal};

@@ -92,6 +92,11 @@ pub struct SessionHandle {
     pub client: std::sync::OnceLock<(String, std::time::Instant)>,
     /// (backend index, server thread id) of each open backend connection.
     pub threads: Mutex<Vec<(usize, u32)>>,
+    /// A command is running now.
+    pub running: std::sync::atomic::AtomicBool,
+    /// When the last command ended (or the session logged in), in
+    /// [`super::limits::since_start_ms`]'s milliseconds.
+    pub last_command_ms: std::sync::atomic::AtomicU64,
     /// Stops the session: another session killed it or the proxy stops.
     pub signal: Signal,
 }
