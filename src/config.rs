@@ -568,6 +568,12 @@ pub struct Timeouts {
     /// and the client gets ERROR 1969; `"0s"` = no limit.
     #[serde(default, with = "duration")]
     pub max_query_time: Duration,
+    /// A client idle longer than this between commands is disconnected, as
+    /// a server does past its `wait_timeout` (which no longer reaches
+    /// clients of the proxy: their backend connections are the proxy's);
+    /// `"0s"` = never.
+    #[serde(default, with = "duration")]
+    pub client_idle: Duration,
 }
 
 fn default_shutdown() -> Duration {
@@ -582,6 +588,7 @@ impl Default for Timeouts {
             backend_retry: default_backoff(),
             shutdown: default_shutdown(),
             max_query_time: Duration::ZERO,
+            client_idle: Duration::ZERO,
         }
     }
 }

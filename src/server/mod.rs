@@ -626,7 +626,9 @@ impl Proxy {
         let admin = self.admin.map(|(listener, token)| {
             tokio::spawn(crate::admin::serve(listener, self.shared.clone(), token))
         });
+        let idle = tokio::spawn(close_idle_clients(self.shared.clone()));
         shutdown.await;
+        idle.abort();
         // Stop accepting; idle sessions close now, busy ones after their
         // statement; wait for them up to `timeouts.shutdown`.
         self.shared.listeners.close_all();
@@ -644,6 +646,34 @@ impl Proxy {
                 sessions = left,
                 "shutdown timeout reached; closing the remaining sessions"
             );
+        }
+    }
+}
+
+/// Disconnects clients idle longer than `timeouts.client_idle` (read again
+/// at each look, so a reload applies), looking a few times per limit.
+async fn close_idle_clients(shared: Arc<Shared>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    loop {
+        let limit = shared.config.load().timeouts.client_idle;
+        let every = if limit.is_zero() {
+            std::time::Duration::from_secs(1)
+        } else {
+            (limit / 4)
+                .clamp(std::time::Duration::from_millis(50), std::time::Duration::from_secs(10))
+        };
+        tokio::time::sleep(every).await;
+        if limit.is_zero() {
+            continue;
+        }
+        let now = since_start_ms();
+        let limit_ms = limit.as_millis() as u64;
+        for (id, handle) in shared.registry.sessions() {
+            let idle_ms = now.saturating_sub(handle.last_command_ms.load(Relaxed));
+            if !handle.running.load(Relaxed) && idle_ms >= limit_ms && !handle.signal.stopping() {
+                tracing::info!(id, idle_ms, "client idle past timeouts.client_idle: disconnected");
+                handle.signal.stop();
+            }
         }
     }
 }
