@@ -133,6 +133,8 @@ async fn the_primarys_own_state_is_asked_on_the_primary() {
         "SHOW SLAVE HOSTS /*TAG*/",
         "SELECT @@global.read_only, @@gtid_binlog_pos /*TAG*/",
         "SELECT @@gtid_current_pos /*TAG*/",
+        "SHOW GLOBAL VARIABLES LIKE '%read_only' /*TAG*/",
+        "SHOW VARIABLES WHERE Variable_name = 'gtid_binlog_pos' /*TAG*/",
     ] {
         let tag = unique("ps");
         c.exec(&sql.replace("TAG", &tag)).await;
@@ -140,7 +142,14 @@ async fn the_primarys_own_state_is_asked_on_the_primary() {
     }
     // The writable server answers, as a client connected to it would see.
     assert_eq!(c.scalar("SELECT @@read_only").await.as_deref(), Some("0"));
-    for sql in ["SHOW GLOBAL STATUS LIKE 'Uptime' /*TAG*/", "SELECT @@server_id /*TAG*/"] {
+    let shown = c.query("SHOW VARIABLES LIKE 'read_only'").await;
+    let row = &shown[shown.len() - 2].1;
+    assert!(row.ends_with(b"\x03OFF"), "read_only as shown: {:?}", String::from_utf8_lossy(row));
+    for sql in [
+        "SHOW GLOBAL STATUS LIKE 'Uptime' /*TAG*/",
+        "SELECT @@server_id /*TAG*/",
+        "SHOW VARIABLES LIKE 'max_connections' /*TAG*/",
+    ] {
         let tag = unique("rs");
         c.exec(&sql.replace("TAG", &tag)).await;
         let on = ran_on(&tag).await;

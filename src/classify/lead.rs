@@ -312,10 +312,76 @@ fn show_shape(l: &Lead, sql: &str, i: usize) -> (Shape, Flags) {
         _ => false,
     };
     let mut flags = if last_statement { Flags::LAST_STATEMENT_FUNC } else { Flags::EMPTY };
-    if shows_replication_state(l, sql, i) {
+    if shows_replication_state(l, sql, i) || shows_primary_variables(l, sql, i) {
         flags |= Flags::PRIMARY_STATE;
     }
     (Shape::Fixed(K::Show), flags)
+}
+
+/// SHOW [GLOBAL | SESSION | LOCAL] VARIABLES that may list a variable only
+/// the primary answers (`read_only`, the GTID positions): all of them, a
+/// LIKE pattern matching one, or a WHERE that names one.
+fn shows_primary_variables(l: &Lead, sql: &str, i: usize) -> bool {
+    let i =
+        if ["GLOBAL", "SESSION", "LOCAL"].iter().any(|w| l.word_is(sql, i, w)) { i + 1 } else { i };
+    if !l.word_is(sql, i, "VARIABLES") {
+        return false;
+    }
+    let names = super::stmt::PRIMARY_STATE_VARIABLES;
+    if l.tok(i + 1) == Tok::End {
+        return true;
+    }
+    if l.is(i + 1, Kw::LIKE) && l.tok(i + 2) == Tok::Str {
+        let quoted = l.toks[i + 2].text(sql);
+        let pattern = quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or("");
+        return names.iter().any(|name| like(pattern.as_bytes(), name.as_bytes()));
+    }
+    if l.is(i + 1, Kw::WHERE) {
+        let rest = sql.get(l.toks[i + 1].end as usize..).unwrap_or("").as_bytes();
+        return names
+            .iter()
+            .any(|name| rest.windows(name.len()).any(|w| w.eq_ignore_ascii_case(name.as_bytes())));
+    }
+    false
+}
+
+/// Whether `name` matches the SQL LIKE `pattern` (`%`, `_`, `\\` escapes;
+/// ASCII case folded, as for variable names). Linear backtracking to the
+/// last `%` only, so no pattern a client writes costs more than
+/// pattern × name steps.
+fn like(pattern: &[u8], name: &[u8]) -> bool {
+    let (mut p, mut n) = (0, 0);
+    // After the last `%`: where the pattern resumes, and the name position
+    // it was last tried from.
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        let step = match pattern.get(p) {
+            Some(b'%') => {
+                star = Some((p + 1, n));
+                p += 1;
+                continue;
+            }
+            Some(b'_') => Some(1),
+            Some(b'\\') if p + 1 < pattern.len() => {
+                pattern[p + 1].eq_ignore_ascii_case(&name[n]).then_some(2)
+            }
+            Some(c) => c.eq_ignore_ascii_case(&name[n]).then_some(1),
+            None => None,
+        };
+        match (step, star) {
+            (Some(len), _) => {
+                p += len;
+                n += 1;
+            }
+            (None, Some((resume, tried))) => {
+                p = resume;
+                n = tried + 1;
+                star = Some((resume, tried + 1));
+            }
+            (None, None) => return false,
+        }
+    }
+    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'%')
 }
 
 /// SHOW MASTER/BINLOG STATUS, SHOW BINARY/MASTER LOGS, SHOW BINLOG EVENTS,

@@ -359,16 +359,6 @@ impl StmtScan {
 
     /// Flags for a system variable, by `name` (its scope left out).
     fn sys_var(&mut self, name: &str) {
-        // What only the primary answers for the proxy (see Flags::PRIMARY_STATE).
-        const PRIMARY_STATE: [&str; 7] = [
-            "read_only",
-            "super_read_only",
-            "innodb_read_only",
-            "gtid_binlog_pos",
-            "gtid_binlog_state",
-            "gtid_current_pos",
-            "gtid_executed",
-        ];
         const LAST: [&str; 5] =
             ["warning_count", "error_count", "identity", "last_insert_id", "last_gtid"];
         if LAST.iter().any(|v| name.eq_ignore_ascii_case(v)) {
@@ -377,7 +367,7 @@ impl StmtScan {
         if ["identity", "last_insert_id"].iter().any(|v| name.eq_ignore_ascii_case(v)) {
             self.flags |= Flags::READS_LAST_INSERT_ID;
         }
-        if PRIMARY_STATE.iter().any(|v| name.eq_ignore_ascii_case(v)) {
+        if PRIMARY_STATE_VARIABLES.iter().any(|v| name.eq_ignore_ascii_case(v)) {
             self.flags |= Flags::PRIMARY_STATE;
         }
         if name.eq_ignore_ascii_case("socket") {
@@ -439,3 +429,15 @@ impl StmtScan {
 fn is_sequence_access(word: &str) -> bool {
     word.eq_ignore_ascii_case("NEXTVAL") || word.eq_ignore_ascii_case("CURRVAL")
 }
+
+/// System variables only the primary answers for the proxy, which presents
+/// itself as the primary (see `Flags::PRIMARY_STATE`).
+pub(super) const PRIMARY_STATE_VARIABLES: [&str; 7] = [
+    "read_only",
+    "super_read_only",
+    "innodb_read_only",
+    "gtid_binlog_pos",
+    "gtid_binlog_state",
+    "gtid_current_pos",
+    "gtid_executed",
+];

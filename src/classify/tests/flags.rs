@@ -374,3 +374,29 @@ fn a_function_called_by_its_double_quoted_name_is_unknown() {
     assert!(has(r#"SELECT "app"."my_func"(1) FROM t"#, F::UNKNOWN_FUNC));
     assert!(plain(r#"SELECT "my_func", 'x' FROM t"#));
 }
+
+#[test]
+fn show_variables_that_may_list_writability_or_positions_need_the_primary() {
+    for sql in [
+        "SHOW VARIABLES LIKE 'read_only'",
+        "SHOW GLOBAL VARIABLES LIKE '%read\\_only'",
+        "show session variables like 'GTID%'",
+        "SHOW VARIABLES LIKE 'innodb_read_onl_'",
+        "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('server_id', 'read_only')",
+        "SHOW VARIABLES",
+    ] {
+        assert!(has(sql, F::PRIMARY_STATE), "{sql}");
+        assert!(!plain(sql), "{sql}");
+    }
+    for sql in [
+        "SHOW VARIABLES LIKE 'max_connections'",
+        "SHOW VARIABLES LIKE 'read%size'",
+        "SHOW GLOBAL VARIABLES WHERE Variable_name = 'version'",
+        "SHOW VARIABLES LIKE 'gtid_slave_pos'",
+    ] {
+        assert!(plain(sql), "{sql}");
+    }
+    // A pattern of many wildcards is matched in linear time.
+    let sql = format!("SHOW VARIABLES LIKE '{}x'", "%".repeat(5000));
+    assert!(plain(&sql));
+}
