@@ -227,8 +227,6 @@ fn backends_json(shared: &Shared) -> String {
     serde_json::to_string_pretty(&views).unwrap_or_else(|_| "[]".into()) + "\n"
 }
 
-/// `GET /pool`: per backend, the connections sessions and the pool hold,
-/// and why sessions kept connections instead of sharing them.
 /// `GET /sessions`: every logged-in client session, with the backend
 /// connections it holds now (the server thread ids, as SHOW PROCESSLIST
 /// on that server shows them).
@@ -253,16 +251,15 @@ fn sessions_json(shared: &Shared) -> String {
                     serde_json::json!({ "backend": name, "thread_id": thread })
                 })
                 .collect();
-            let running = h.running.load(std::sync::atomic::Ordering::Relaxed);
-            let last = h.last_command_ms.load(std::sync::atomic::Ordering::Relaxed);
-            let idle = crate::server::since_start_ms().saturating_sub(last) as f64 / 1000.0;
+            let idle = h.idle_ms(crate::server::since_start_ms());
+            let running = idle.is_none();
             serde_json::json!({
                 "id": id,
                 "user": user,
                 "client": client,
                 "connected_s": (seconds * 10.0).round() / 10.0,
                 "running": running,
-                "idle_s": (!running).then_some((idle * 10.0).round() / 10.0),
+                "idle_s": idle.map(|ms| (ms as f64 / 100.0).round() / 10.0),
                 "backend_connections": backends,
             })
         })
@@ -270,6 +267,8 @@ fn sessions_json(shared: &Shared) -> String {
     serde_json::to_string_pretty(&sessions).unwrap_or_else(|_| "[]".into()) + "\n"
 }
 
+/// `GET /pool`: per backend, the connections sessions and the pool hold,
+/// and why sessions kept connections instead of sharing them.
 fn pool_json(shared: &Shared) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let config = shared.config.load();

@@ -16,7 +16,7 @@ pub use limits::{
     SMALL_COMMAND, UsableDatabases, UserSessions, UserSlot, ms_since_start, since_start_ms,
 };
 pub use listeners::{ListenerCtx, Listeners, SessionWorkers};
-pub use registry::{Registry, SessionHandle, Signal};
+pub use registry::{RUNNING, Registry, SessionHandle, Signal};
 
 use crate::backend;
 use crate::classify::Tier2Cache;
@@ -653,7 +653,6 @@ impl Proxy {
 /// Disconnects clients idle longer than `timeouts.client_idle` (read again
 /// at each look, so a reload applies), looking a few times per limit.
 async fn close_idle_clients(shared: Arc<Shared>) {
-    use std::sync::atomic::Ordering::Relaxed;
     loop {
         let limit = shared.config.load().timeouts.client_idle;
         let every = if limit.is_zero() {
@@ -669,8 +668,8 @@ async fn close_idle_clients(shared: Arc<Shared>) {
         let now = since_start_ms();
         let limit_ms = limit.as_millis() as u64;
         for (id, handle) in shared.registry.sessions() {
-            let idle_ms = now.saturating_sub(handle.last_command_ms.load(Relaxed));
-            if !handle.running.load(Relaxed) && idle_ms >= limit_ms && !handle.signal.stopping() {
+            let Some(idle_ms) = handle.idle_ms(now) else { continue };
+            if idle_ms >= limit_ms && !handle.signal.stopping() {
                 tracing::info!(id, idle_ms, "client idle past timeouts.client_idle: disconnected");
                 handle.signal.stop();
             }

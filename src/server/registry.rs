@@ -92,13 +92,24 @@ pub struct SessionHandle {
     pub client: std::sync::OnceLock<(String, std::time::Instant)>,
     /// (backend index, server thread id) of each open backend connection.
     pub threads: Mutex<Vec<(usize, u32)>>,
-    /// A command is running now.
-    pub running: std::sync::atomic::AtomicBool,
     /// When the last command ended (or the session logged in), in
-    /// [`super::limits::since_start_ms`]'s milliseconds.
-    pub last_command_ms: std::sync::atomic::AtomicU64,
+    /// [`super::limits::since_start_ms`]'s milliseconds; [`RUNNING`] while
+    /// a command runs. See [`SessionHandle::idle_ms`].
+    pub idle_since_ms: std::sync::atomic::AtomicU64,
     /// Stops the session: another session killed it or the proxy stops.
     pub signal: Signal,
+}
+
+/// [`SessionHandle::idle_since_ms`] while a command runs.
+pub const RUNNING: u64 = u64::MAX;
+
+impl SessionHandle {
+    /// How long the session has been idle between commands at `now_ms`
+    /// ([`super::limits::since_start_ms`]); `None` while a command runs.
+    pub fn idle_ms(&self, now_ms: u64) -> Option<u64> {
+        let since = self.idle_since_ms.load(std::sync::atomic::Ordering::Relaxed);
+        (since != RUNNING).then(|| now_ms.saturating_sub(since))
+    }
 }
 
 /// Sessions by the connection id their client sees.

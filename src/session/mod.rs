@@ -102,7 +102,7 @@ pub async fn serve(
     let handle = Arc::new(SessionHandle::default());
     *handle.user.lock().expect("handle lock") = logged_in.login.user.clone();
     let _ = handle.client.set((peer.to_string(), std::time::Instant::now()));
-    handle.last_command_ms.store(crate::server::since_start_ms(), Ordering::Relaxed);
+    handle.idle_since_ms.store(crate::server::since_start_ms(), Ordering::Relaxed);
     shared.registry.insert(id, handle.clone());
     shared.telemetry.client_connections.increment(1.0);
     let user = logged_in.user.clone();
@@ -426,7 +426,7 @@ impl Session {
                 }
                 Err(_) => return,
             }
-            handle.running.store(true, Relaxed);
+            handle.idle_since_ms.store(crate::server::RUNNING, Relaxed);
             self.refresh_view();
             if self.idle_since.elapsed() >= IDLE_CHECK_AFTER {
                 self.drop_connections_closed_while_idle();
@@ -441,9 +441,8 @@ impl Session {
             // connections with nothing in flight.
             self.between_commands = done.is_ok();
             self.idle_since = std::time::Instant::now();
-            // For the admin port's /sessions.
-            handle.last_command_ms.store(crate::server::ms_since_start(self.idle_since), Relaxed);
-            handle.running.store(false, Relaxed);
+            // For /sessions and timeouts.client_idle.
+            handle.idle_since_ms.store(crate::server::ms_since_start(self.idle_since), Relaxed);
             if multiplex && self.between_commands {
                 self.give_back_unbound();
             }
