@@ -228,6 +228,13 @@ async fn statements_are_read_in_the_clients_multibyte_character_set() {
             }
             assert!(is_replica(c.scalar_bytes(read).await));
         }
+        // A statement the proxy would rewrite (`@@socket`) whose bytes read
+        // otherwise as UTF-8 (where the last '@@socket' is outside a
+        // string) reaches the server as the client wrote it.
+        let sql = b"SELECT '\xE4\xB8\xAD\x5C' AS a, @@socket AS b, '@@socket' AS c";
+        let r = c.query_bytes(sql).await;
+        let row = &r[r.len() - 2].1;
+        assert!(row.ends_with(b"\x08@@socket"), "{:?}", String::from_utf8_lossy(row));
     };
     // gbk_chinese_ci (28) at login.
     let mut at_login = login("app", "app", Some("app"), client_caps(true));

@@ -85,7 +85,7 @@ impl Session {
             _ => {}
         }
         if info.flags.contains(crate::classify::Flags::PROXY_VARIABLE) {
-            self.answer_proxy_variables(info.kind, sql);
+            self.answer_proxy_variables(info.kind);
         }
         self.run_routed(info, sql).await?;
         Ok(Next::Continue)

@@ -324,15 +324,11 @@ impl Session {
         if backend == idx && conn.thread_id == thread {
             return;
         }
-        let Ok(sql) = std::str::from_utf8(&self.cmd[1..]) else {
-            return;
-        };
-        // Read as UTF-8, a text in another multibyte character set could
-        // be cut in the middle of a character.
-        if self.multibyte.is_some() && !sql.is_ascii() {
-            return;
-        }
-        if let Some(text) = classify::answer_row_count(sql, value, self.backslashes()) {
+        let backslashes = self.backslashes();
+        let answered = self
+            .statement_as_written()
+            .and_then(|sql| classify::answer_row_count(sql, value, backslashes));
+        if let Some(text) = answered {
             self.cmd.truncate(1);
             self.cmd.extend_from_slice(text.as_bytes());
         }

@@ -36,14 +36,12 @@ impl Session {
             return self.reply_err(1461, "42000", &msg).await;
         }
         self.rewrite_connection_id_prepare();
-        if let Ok(text) = std::str::from_utf8(&self.cmd[1..])
-            && (self.multibyte.is_none() || text.is_ascii())
+        if let Some(text) = self.statement_as_written()
             && text.as_bytes().windows(6).any(|w| w.eq_ignore_ascii_case(b"socket"))
         {
             let info = classify_with_cache(text, self.backslashes(), &self.shared.tier2);
             if info.flags.contains(crate::classify::Flags::PROXY_VARIABLE) {
-                let text = text.to_owned();
-                self.answer_proxy_variables(info.kind, &text);
+                self.answer_proxy_variables(info.kind);
             }
         }
         let target = self.primary();
@@ -137,19 +135,28 @@ impl Session {
 
     /// Writes what the proxy answers itself (`@@socket`) into the text of
     /// the command, a SELECT, before a server sees it.
-    pub(super) fn answer_proxy_variables(&mut self, kind: StatementKind, sql: &str) {
+    pub(super) fn answer_proxy_variables(&mut self, kind: StatementKind) {
         if kind != StatementKind::Select {
             return;
         }
-        // Only a text that is the command's bytes is written back (not one
-        // read in another character set than UTF-8).
-        if self.cmd.get(1..) != Some(sql.as_bytes()) {
-            return;
-        }
-        if let Some(text) = crate::classify::answer_proxy_variables(sql, self.backslashes()) {
+        let backslashes = self.backslashes();
+        let answered = self
+            .statement_as_written()
+            .and_then(|sql| crate::classify::answer_proxy_variables(sql, backslashes));
+        if let Some(text) = answered {
             self.cmd.truncate(1);
             self.cmd.extend_from_slice(text.as_bytes());
         }
+    }
+
+    /// The statement of the current command (COM_QUERY, COM_STMT_PREPARE)
+    /// as a text the proxy may rewrite: its bytes, when they read as the
+    /// classifier reads them (UTF-8; in a multibyte character set such as
+    /// gbk, ASCII only, since a character's second byte may look like a
+    /// quote or a backslash).
+    pub(super) fn statement_as_written(&self) -> Option<&str> {
+        let text = std::str::from_utf8(self.cmd.get(1..)?).ok()?;
+        (self.multibyte.is_none() || text.is_ascii()).then_some(text)
     }
 
     /// The client's statement id in the current command, resolved.
