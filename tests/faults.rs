@@ -954,3 +954,29 @@ async fn servers_without_backslash_escapes_by_default_are_read_that_way_from_the
     let id = c.scalar(r"SELECT @@server_id, 'C:\'").await;
     assert!(matches!(id.as_deref(), Some("2" | "3")), "{id:?}");
 }
+
+/// The default sql_mode changed while the proxy runs: the greeting it
+/// learned at start is replaced from the next connection it opens to the
+/// primary, so clients logging in after that are told about
+/// NO_BACKSLASH_ESCAPES.
+#[tokio::test]
+async fn a_new_default_sql_mode_reaches_the_greeting_with_the_next_primary_connection() {
+    let _serial = SERIAL.lock().await;
+    let _restore = BackslashEscapesRestored;
+    let proxy = start_proxy(lab_config("")).await;
+    let addr = proxy.addr.to_string();
+    let nbe = rwsplit::protocol::status::NO_BACKSLASH_ESCAPES;
+    let before = Raw::app(&addr, true).await;
+    assert_eq!(before.conn.greeting.status & nbe, 0);
+    for port in [3306, 3307, 3308] {
+        set_global(port, "sql_mode = CONCAT(@@global.sql_mode, ',NO_BACKSLASH_ESCAPES')");
+    }
+    // Still the greeting learned at start, until a primary connection opens.
+    let mut c = Raw::app(&addr, true).await;
+    assert_eq!(c.conn.greeting.status & nbe, 0);
+    c.exec("BEGIN").await;
+    assert_eq!(c.scalar("SELECT @@server_id").await.as_deref(), Some("1"));
+    c.exec("COMMIT").await;
+    let after = Raw::app(&addr, true).await;
+    assert_ne!(after.conn.greeting.status & nbe, 0, "{:#x}", after.conn.greeting.status);
+}

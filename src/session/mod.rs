@@ -646,16 +646,7 @@ impl Session {
                 std::time::Duration::ZERO
             });
             let slot = self.shared.backend_slot(idx, wait).await?;
-            let mut conn =
-                BackendConn::connect_with(addr, &self.login, config.timeouts.connect, tls.as_ref())
-                    .await?;
-            if idx == self.primary() {
-                self.shared.note_primary_greeting(&conn.greeting);
-            }
-            if self.multi_statements_off {
-                conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
-            }
-            conn.outages_seen = outages;
+            let conn = self.connect(idx, addr, config.timeouts.connect, tls.as_ref()).await?;
             self.handle.threads.lock().expect("handle lock").push((idx, conn.thread_id));
             self.backends[idx] = Some(conn);
             if self.slots.len() <= idx {
@@ -664,6 +655,29 @@ impl Session {
             self.slots[idx] = Some(slot);
         }
         Ok(self.backends[idx].as_mut().expect("just opened"))
+    }
+
+    /// Opens a connection of this session's login to backend `idx` at
+    /// `addr`: it has seen the backend's outages counted so far, keeps the
+    /// primary's greeting current (see `Shared::note_primary_greeting`), and
+    /// has multi-statements off when the client turned them off.
+    pub(super) async fn connect(
+        &self,
+        idx: usize,
+        addr: &str,
+        timeout: std::time::Duration,
+        tls: Option<&crate::backend_tls::BackendTls>,
+    ) -> Result<BackendConn, BackendError> {
+        let outages = self.shared.outages.count(idx);
+        let mut conn = BackendConn::connect_with(addr, &self.login, timeout, tls).await?;
+        conn.outages_seen = outages;
+        if idx == self.primary() {
+            self.shared.note_primary_greeting(&conn.greeting);
+        }
+        if self.multi_statements_off {
+            conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
+        }
+        Ok(conn)
     }
 
     /// Drops the connection to backend `idx` (after it failed).

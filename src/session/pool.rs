@@ -526,21 +526,9 @@ impl Session {
             }
             if let Some(slot) = slot {
                 drop((counted, queued));
-                let outages = self.shared.outages.count(idx);
-                let mut conn =
-                    BackendConn::connect_with(address, &self.login, config.timeouts.connect, tls)
-                        .await?;
-                conn.outages_seen = outages;
-                if idx == self.primary() {
-                    self.shared.note_primary_greeting(&conn.greeting);
-                }
+                let mut conn = self.connect(idx, address, config.timeouts.connect, tls).await?;
                 if config.pool.multiplex {
                     conn.prepared = Some(Default::default());
-                }
-                if self.multi_statements_off {
-                    conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
-                }
-                if config.pool.multiplex {
                     self.sync_autocommit(&mut conn).await?;
                 }
                 self.hold(idx, conn.thread_id, slot);
