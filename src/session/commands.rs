@@ -151,14 +151,22 @@ impl Session {
                 self.drop_backend(idx);
             }
         }
+        self.start_afresh();
+        let ok = self.own_ok();
+        self.write_reply(&ok).await?;
+        Ok(Next::Continue)
+    }
+
+    /// What COM_RESET_CONNECTION and COM_CHANGE_USER forget of the session
+    /// besides its backend connections: prepared statements, routing
+    /// memory, options and status flags, and the character set it switched
+    /// to (back to the login's, as MariaDB does).
+    fn start_afresh(&mut self) {
         self.stmts.clear();
         self.reset_routing();
         self.multi_statements_off = false;
         self.status = self.initial_status;
         self.multibyte = Multibyte::of_collation(self.login.collation.into());
-        let ok = self.own_ok();
-        self.write_reply(&ok).await?;
-        Ok(Next::Continue)
     }
 
     /// COM_CHANGE_USER: the proxy checks the new credentials itself (the
@@ -203,11 +211,7 @@ impl Session {
         // As on MariaDB, the session starts afresh whether or not the
         // change is accepted; a refused one keeps the user it had.
         self.close_backends().await;
-        self.stmts.clear();
-        self.reset_routing();
-        self.multi_statements_off = false;
-        self.status = self.initial_status;
-        self.multibyte = Multibyte::of_collation(self.login.collation.into());
+        self.start_afresh();
         let user = String::from_utf8_lossy(&change.user).into_owned();
         let Some(backend_secret) = verified else {
             tracing::warn!(peer = %self.peer, user = %user, "COM_CHANGE_USER refused");
