@@ -33,39 +33,28 @@ pub fn entries(state: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
 /// The GTID of the write this OK ended, if the block reports one:
 /// MariaDB's `last_gtid` variable or MySQL's own GTID set.
 pub fn gtid(state: &[u8]) -> Option<&str> {
-    let mut found = None;
-    for (kind, data) in entries(state) {
+    let own = entries(state).filter(|(kind, _)| *kind == TRACK_GTIDS).filter_map(|(_, data)| {
         let mut c = Cursor::new(data);
-        match kind {
-            TRACK_SYSTEM_VARIABLES => {
-                let name = c.lenenc_bytes();
-                let value = c.lenenc_bytes();
-                if let (Some(b"last_gtid"), Some(v)) = (name, value) {
-                    found = std::str::from_utf8(v).ok().filter(|s| !s.is_empty()).or(found);
-                }
-            }
-            TRACK_GTIDS => {
-                c.u8();
-                if let Some(v) = c.lenenc_bytes() {
-                    found = std::str::from_utf8(v).ok().filter(|s| !s.is_empty()).or(found);
-                }
-            }
-            _ => {}
-        }
-    }
-    found
+        c.u8();
+        c.lenenc_bytes()
+    });
+    let last_gtid = system_variables(state).filter(|(name, _)| *name == b"last_gtid");
+    own.chain(last_gtid.map(|(_, value)| value))
+        .filter_map(|v| std::str::from_utf8(v).ok().filter(|s| !s.is_empty()))
+        .last()
+}
+
+/// The (name, value) pairs of the block's system-variable entries.
+fn system_variables(state: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    entries(state).filter(|(kind, _)| *kind == TRACK_SYSTEM_VARIABLES).filter_map(|(_, data)| {
+        let mut c = Cursor::new(data);
+        Some((c.lenenc_bytes()?, c.lenenc_bytes()?))
+    })
 }
 
 /// The last value the block reports for the system variable `name`.
 pub fn variable<'a>(state: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    let mut found = None;
-    for (kind, data) in entries(state) {
-        let mut c = Cursor::new(data);
-        if kind == TRACK_SYSTEM_VARIABLES && c.lenenc_bytes() == Some(name) {
-            found = c.lenenc_bytes().or(found);
-        }
-    }
-    found
+    system_variables(state).filter(|(n, _)| *n == name).map(|(_, value)| value).last()
 }
 
 /// Whether the block reports that the statement changed the session's
