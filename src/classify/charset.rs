@@ -23,14 +23,14 @@ pub enum Multibyte {
 impl Multibyte {
     /// The character set named `name` (as `character_set_client` reports it).
     pub fn of_charset(name: &[u8]) -> Option<Multibyte> {
-        let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
-        match name.as_str() {
-            "big5" => Some(Multibyte::Big5),
-            "sjis" | "cp932" => Some(Multibyte::Sjis),
-            "gbk" => Some(Multibyte::Gbk),
-            "gb18030" => Some(Multibyte::Gb18030),
-            _ => None,
-        }
+        const NAMED: [(&[u8], Multibyte); 5] = [
+            (b"big5", Multibyte::Big5),
+            (b"sjis", Multibyte::Sjis),
+            (b"cp932", Multibyte::Sjis),
+            (b"gbk", Multibyte::Gbk),
+            (b"gb18030", Multibyte::Gb18030),
+        ];
+        NAMED.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, m)| *m)
     }
 
     /// The character set of a collation id a client gives at login (one
