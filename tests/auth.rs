@@ -335,37 +335,26 @@ async fn a_login_naming_a_database_it_cannot_use_gets_the_servers_error() {
 /// user is an ed25519 account as well.
 #[tokio::test]
 async fn a_mariadb_ed25519_account_is_logged_in_to_every_backend() {
-    let mut primary = admin(PRIMARY).await;
     let loaded =
         "SELECT PLUGIN_STATUS FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'ed25519'";
-    assert_eq!(
-        primary.scalar(loaded).await.as_deref(),
-        Some("ACTIVE"),
-        "the lab loads auth_ed25519"
-    );
-    for sql in [
+    let plugin = admin(PRIMARY).await.scalar(loaded).await;
+    assert_eq!(plugin.as_deref(), Some("ACTIVE"), "the lab loads auth_ed25519");
+    on_primary_replicated(&[
         "CREATE USER IF NOT EXISTS 'app_ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('app_ed pw')",
         "GRANT ALL ON app.* TO 'app_ed'@'%'",
         "CREATE USER IF NOT EXISTS 'monitor_ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('mon ed')",
         "GRANT REPLICATION CLIENT, SLAVE MONITOR, PROCESS ON *.* TO 'monitor_ed'@'%'",
-    ] {
-        primary.exec(sql).await;
-    }
-    wait_replicas_caught_up().await;
+    ])
+    .await;
     // The monitor logs in with an ed25519 account too.
-    let monitored = "[admin]\naddress = \"127.0.0.1:0\"\n\
-                     [monitor]\nuser = \"monitor_ed\"\npassword = \"mon ed\"\ninterval = \"100ms\"\n";
+    let monitored = monitored_as("monitor_ed", "mon ed");
     for extra in ["", "[pool]\nmultiplex = true"] {
         let mut config = lab_config(&format!("{monitored}{extra}"));
         config.users[1].name = "app_ed".into();
         config.users[1].password = Some("app_ed pw".into());
         let proxy = start_proxy(config).await;
         let addr = proxy.addr.to_string();
-        let admin_port = proxy.admin.expect("admin port");
-        wait_backends(admin_port, std::time::Duration::from_secs(10), |j| {
-            (0..3).all(|i| j[i]["healthy"] == true)
-        })
-        .await;
+        all_healthy(&proxy).await;
         let mut servers = std::collections::BTreeSet::new();
         for _ in 0..40 {
             let l = login("app_ed", "app_ed pw", Some("app"), client_caps(true));

@@ -75,25 +75,19 @@ async fn verify_off_encrypts_without_checking_the_certificate() {
 /// `require_secure_transport`) are still probed, and healthy.
 #[tokio::test]
 async fn the_monitor_probes_over_tls_too() {
-    let mut primary = admin(PRIMARY).await;
-    for sql in [
+    on_primary_replicated(&[
         "CREATE USER IF NOT EXISTS 'monitor_tls'@'%' IDENTIFIED BY 'monitor_tls' REQUIRE SSL",
         "GRANT REPLICATION CLIENT, SLAVE MONITOR, PROCESS ON *.* TO 'monitor_tls'@'%'",
-    ] {
-        primary.exec(sql).await;
-    }
-    wait_replicas_caught_up().await;
-    let monitor = "[admin]\naddress = \"127.0.0.1:0\"\n\
-                   [monitor]\nuser = \"monitor_tls\"\npassword = \"monitor_tls\"\ninterval = \"100ms\"\n";
-    let healthy = |j: &serde_json::Value| (0..3).all(|i| j[i]["healthy"] == true);
+    ])
+    .await;
+    let monitor = monitored_as("monitor_tls", "monitor_tls");
     for tls in [format!("enabled = true\nca = \"{CA}\""), "enabled = true\nverify = false".into()] {
         let proxy = start_proxy(lab_config(&format!("{monitor}[backend_tls]\n{tls}\n"))).await;
-        let admin = proxy.admin.expect("admin port");
-        let j = wait_backends(admin, std::time::Duration::from_secs(10), healthy).await;
+        let j = all_healthy(&proxy).await;
         assert_eq!(j[0]["role"], "primary", "{tls}: {j}");
     }
     // Without TLS the same user is refused, and the monitor sees no backend up.
-    let proxy = start_proxy(lab_config(monitor)).await;
+    let proxy = start_proxy(lab_config(&monitor)).await;
     let admin = proxy.admin.expect("admin port");
     wait_backends(admin, std::time::Duration::from_secs(10), |j| {
         (0..3).all(|i| {

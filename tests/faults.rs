@@ -152,13 +152,6 @@ async fn monitored_replica1_only() -> TestProxy {
     proxy
 }
 
-async fn all_healthy(proxy: &TestProxy) {
-    wait_backends(proxy.admin.expect("admin port"), Duration::from_secs(10), |j| {
-        (0..3).all(|i| j[i]["healthy"] == true)
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn a_read_on_a_paused_replica_runs_elsewhere_once_the_monitor_loses_it() {
     let _serial = SERIAL.lock().await;

@@ -651,27 +651,33 @@ async fn out_of_file_descriptors_clients_get_error_1040_and_the_proxy_recovers()
 }
 
 /// `timeouts.client_idle`: a client idle between commands longer than
-/// that is disconnected (as a server does past `wait_timeout`); a
-/// statement running longer than it is not cut, and its client goes on
-/// while it keeps sending commands.
+/// that is disconnected (as a server does past `wait_timeout`), not
+/// sooner; a statement running longer than it is not cut, and its client
+/// goes on while it keeps sending commands.
 #[tokio::test]
 async fn clients_idle_past_client_idle_are_disconnected() {
+    let limit = Duration::from_millis(400);
     let proxy = start_proxy(lab_config("[timeouts]\nclient_idle = \"400ms\"\n")).await;
     let addr = proxy.addr.to_string();
-    let mut idle = Raw::app(&addr, true).await;
     let mut busy = Raw::app(&addr, true).await;
-    let started = std::time::Instant::now();
-    // Longer than the limit, but running: not idle.
-    assert_eq!(busy.scalar("SELECT SLEEP(0.8)").await.as_deref(), Some("0"));
-    for _ in 0..6 {
-        assert_eq!(busy.scalar("SELECT 1").await.as_deref(), Some("1"));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // The idle one was closed meanwhile: its socket reads the end.
+    let keeps_busy = tokio::spawn(async move {
+        // Longer than the limit, but running: not idle.
+        assert_eq!(busy.scalar("SELECT SLEEP(0.8)").await.as_deref(), Some("0"));
+        for _ in 0..8 {
+            assert_eq!(busy.scalar("SELECT 1").await.as_deref(), Some("1"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut idle = Raw::app(&addr, true).await;
+    assert_eq!(idle.scalar("SELECT 1").await.as_deref(), Some("1"));
+    let last_command = std::time::Instant::now();
+    // The idle one is closed: its socket reads the end, after the limit.
     let mut byte = [0u8; 1];
     let read = tokio::time::timeout(Duration::from_secs(5), idle.conn.stream.read(&mut byte)).await;
+    let closed_after = last_command.elapsed();
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the idle client is still connected: {read:?}");
-    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert!(closed_after >= limit, "closed {closed_after:?} after its last command");
+    keeps_busy.await.unwrap();
     // A new client is served as usual.
     assert_eq!(Raw::app(&addr, true).await.scalar("SELECT 2").await.as_deref(), Some("2"));
 }

@@ -290,12 +290,21 @@ pub async fn admin(addr: &str) -> Raw {
         .expect("admin login")
 }
 
+/// Runs `statements` on the primary (as admin) and waits until the
+/// replicas have applied them.
+pub async fn on_primary_replicated(statements: &[&str]) {
+    let mut primary = admin(PRIMARY).await;
+    for sql in statements {
+        primary.exec(sql).await;
+    }
+    wait_replicas_caught_up().await;
+}
+
 /// Creates table `app.<unique name from prefix>` with `columns` on the
 /// primary and waits until the replicas have it; returns its name.
 pub async fn lab_table(prefix: &str, columns: &str) -> String {
     let table = unique(prefix);
-    admin(PRIMARY).await.exec(&format!("CREATE TABLE app.{table} ({columns})")).await;
-    wait_replicas_caught_up().await;
+    on_primary_replicated(&[&format!("CREATE TABLE app.{table} ({columns})")]).await;
     table
 }
 
@@ -361,6 +370,20 @@ user = "monitor"
 password = "monitor"
 interval = "100ms"
 "#;
+
+/// [`MONITORED`] with the monitor logging in as `user`.
+pub fn monitored_as(user: &str, password: &str) -> String {
+    MONITORED
+        .replace("user = \"monitor\"", &format!("user = \"{user}\""))
+        .replace("password = \"monitor\"", &format!("password = \"{password}\""))
+}
+
+/// Waits (bounded) until the monitor sees all three lab servers healthy;
+/// returns `/backends` then.
+pub async fn all_healthy(proxy: &TestProxy) -> serde_json::Value {
+    let admin = proxy.admin.expect("admin port");
+    wait_backends(admin, Duration::from_secs(10), |j| (0..3).all(|i| j[i]["healthy"] == true)).await
+}
 
 /// GET `path` on an HTTP port: (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
