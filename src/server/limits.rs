@@ -95,9 +95,12 @@ impl CommandReservation {
         true
     }
 
-    /// Gives back what the last command held.
+    /// Gives back what the last command held (nothing to touch, shared
+    /// between sessions, after a small one).
     pub fn release(&mut self) {
-        self.memory.give(std::mem::take(&mut self.bytes));
+        if self.bytes > 0 {
+            self.memory.give(std::mem::take(&mut self.bytes));
+        }
     }
 }
 
