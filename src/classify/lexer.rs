@@ -81,6 +81,14 @@ impl Token {
     pub fn is_op(&self, sql: &str, op: &str) -> bool {
         self.tok == Tok::Op && self.text(sql) == op
     }
+
+    /// A double-quoted string: under sql_mode ANSI_QUOTES (which the proxy
+    /// cannot see) an identifier. Where only a name is valid SQL (a table,
+    /// a called function) it is taken for one: were it a string, the
+    /// statement would be an error anyway.
+    pub fn is_double_quoted(&self, sql: &str) -> bool {
+        self.tok == Tok::Str && self.text(sql).len() >= 2 && self.text(sql).starts_with('"')
+    }
 }
 
 const C_OTHER: u8 = 0;

@@ -206,9 +206,8 @@ impl StmtScan {
             }
             Tok::Word => self.word(sql, t, next, func),
             Tok::QuotedIdent if next.tok == Tok::LParen => self.call(sql, t, None),
-            // `"f"(`: under sql_mode ANSI_QUOTES a function's quoted name (a
-            // string is never called).
-            Tok::Str if next.tok == Tok::LParen && t.text(sql).starts_with('"') => {
+            // `"f"(`: a function's name under sql_mode ANSI_QUOTES.
+            Tok::Str if next.tok == Tok::LParen && t.is_double_quoted(sql) => {
                 self.call(sql, t, None);
             }
             Tok::UserVar => self.user_var(sql, next, set),

@@ -108,19 +108,11 @@ fn unquote(sql: &str, t: &Token) -> Option<String> {
     match t.tok {
         Tok::Word => Some(text.to_string()),
         Tok::QuotedIdent => Some(text.get(1..text.len().saturating_sub(1))?.replace("``", "`")),
-        _ if is_double_quoted(sql, t) => {
+        _ if t.is_double_quoted(sql) => {
             Some(text.get(1..text.len().saturating_sub(1))?.replace("\"\"", "\""))
         }
         _ => None,
     }
-}
-
-/// A double-quoted token: a string, or under sql_mode ANSI_QUOTES an
-/// identifier. Where a name is expected only the identifier is valid SQL,
-/// so there it is taken for a name (a string taken for one could only send
-/// a statement to the primary, for a temporary table of that name).
-fn is_double_quoted(sql: &str, t: &Token) -> bool {
-    t.tok == Tok::Str && t.text(sql).len() >= 2 && t.text(sql).starts_with('"')
 }
 
 impl Finder<'_> {
@@ -138,7 +130,7 @@ impl Finder<'_> {
                 self.mode = Mode::NamePart;
             }
             Tok::Word | Tok::QuotedIdent => self.word(t, next),
-            Tok::Str if is_double_quoted(self.sql, t) => self.word(t, next),
+            Tok::Str if t.is_double_quoted(self.sql) => self.word(t, next),
             _ => {}
         }
     }
@@ -153,7 +145,7 @@ impl Finder<'_> {
 
     fn prev_is_name(&self) -> bool {
         self.prev.is_some_and(|p| {
-            matches!(p.tok, Tok::Word | Tok::QuotedIdent) || is_double_quoted(self.sql, &p)
+            matches!(p.tok, Tok::Word | Tok::QuotedIdent) || p.is_double_quoted(self.sql)
         })
     }
 
