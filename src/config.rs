@@ -664,8 +664,9 @@ impl Default for PoolConfig {
     }
 }
 
-/// TLS from the proxy to the backends (client sessions' connections;
-/// the monitor's probes stay plain).
+/// TLS from the proxy to the backends: client sessions' connections, and
+/// the monitor's probes (as `monitor::ProbeTls`, the monitor's own copy of
+/// these settings, so that it does not depend on the config types).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendTlsConfig {
