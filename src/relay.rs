@@ -54,13 +54,21 @@ pub struct Outcome {
     pub has_status: bool,
     pub warnings: u16,
     pub affected_rows: u64,
+    /// The id the response's last insert generated (the last non-zero
+    /// one of its OKs: after `INSERT ...; DO 1` the session's
+    /// `LAST_INSERT_ID()` is the insert's, as the server keeps it).
     pub last_insert_id: u64,
     /// The server error, if the response (or its last part) was an ERR.
     pub error: Option<u16>,
     /// Whether any result set was part of the response.
     pub result_set: bool,
-    /// Session-state-change data of the last OK that carried any.
-    pub session_state: Vec<u8>,
+    /// The GTID of the last write the response's OKs reported (MariaDB's
+    /// `last_gtid`, MySQL's own GTID); empty if none did. Kept across the
+    /// OKs of a multi-statement: a later statement's OK reports its own
+    /// changes (a `SET`, a `USE`) and not the earlier write's GTID.
+    pub gtid: String,
+    /// `character_set_client` as the last OK reporting it said.
+    pub character_set_client: Option<Vec<u8>>,
     /// The response ended in an EOF packet (a result set for a client
     /// without DEPRECATE_EOF), which carries no session state: what the
     /// statement changed there, a write's GTID included, went unreported.
@@ -75,6 +83,25 @@ pub struct Outcome {
     /// hold one (`Machine::holding_first_error`): nothing of it reached
     /// the client, and the relay left it unread in the backend's reader.
     pub withheld: bool,
+}
+
+impl Outcome {
+    /// The GTID the response's last write reported, if any.
+    pub fn gtid(&self) -> Option<&str> {
+        (!self.gtid.is_empty()).then_some(self.gtid.as_str())
+    }
+
+    /// What one OK's session-state block adds to the response's.
+    fn note_session_state(&mut self, state: &[u8]) {
+        self.state_changed |= session_state::changes_state(state);
+        if let Some(gtid) = session_state::gtid(state) {
+            self.gtid.clear();
+            self.gtid.push_str(gtid);
+        }
+        if let Some(charset) = session_state::variable(state, b"character_set_client") {
+            self.character_set_client = Some(charset.to_vec());
+        }
+    }
 }
 
 /// What the I/O side must do after a packet.
@@ -338,12 +365,12 @@ impl Machine {
             o.has_status = true;
             o.warnings = ok.warnings;
             o.affected_rows = ok.affected_rows;
-            o.last_insert_id = ok.last_insert_id;
+            if ok.last_insert_id != 0 {
+                o.last_insert_id = ok.last_insert_id;
+            }
             o.state_unreported = false;
             if !ok.session_state.is_empty() {
-                o.state_changed |= session_state::changes_state(ok.session_state);
-                o.session_state.clear();
-                o.session_state.extend_from_slice(ok.session_state);
+                o.note_session_state(ok.session_state);
             }
             if let Some(view) = self.client_view {
                 self.rewrite = session_state::rewrite_ok(payload, view);
@@ -671,6 +698,73 @@ mod tests {
             // Only an EOF leaves the session state unreported.
             assert_eq!(m.outcome.state_unreported, !deprecate);
         }
+    }
+
+    /// An OK payload reporting session state: `entries` as (type, data).
+    fn ok_with_state(status: u16, entries: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut state = Vec::new();
+        for (kind, data) in entries {
+            state.push(*kind);
+            crate::protocol::packet::put_lenenc(&mut state, data.len() as u64);
+            state.extend_from_slice(data);
+        }
+        let mut p = vec![0x00, 0x00, 0x00];
+        p.extend_from_slice(&(status | 0x4000).to_le_bytes());
+        p.extend_from_slice(&[0, 0, 0]); // warnings, empty info
+        crate::protocol::packet::put_lenenc(&mut p, state.len() as u64);
+        p.extend_from_slice(&state);
+        p
+    }
+
+    /// A system-variable entry's data: name and value.
+    fn variable(name: &str, value: &str) -> (u8, Vec<u8>) {
+        let mut data = vec![name.len() as u8];
+        data.extend_from_slice(name.as_bytes());
+        data.push(value.len() as u8);
+        data.extend_from_slice(value.as_bytes());
+        (session_state::TRACK_SYSTEM_VARIABLES, data)
+    }
+
+    #[test]
+    fn a_multi_statements_gtid_outlives_the_later_statements_oks() {
+        // `INSERT ...; SET NAMES gbk; SET @x = 1`: the write's OK reports
+        // its GTID, the next ones other changes.
+        let c = caps(true) | CapabilityFlags::CLIENT_SESSION_TRACK;
+        let more = status::MORE_RESULTS_EXISTS | 0x0002;
+        let change = (session_state::TRACK_STATE_CHANGE, b"1".to_vec());
+        let packets = [
+            ok_with_state(more, &[variable("last_gtid", "0-1-24")]),
+            ok_with_state(more, &[variable("character_set_client", "gbk")]),
+            ok_with_state(0x0002, &[change]),
+        ];
+        let mut m = Machine::new(Expect::Result, c);
+        assert_eq!(feed(&mut m, &packets).last(), Some(&Step::Done));
+        assert_eq!(m.outcome.gtid(), Some("0-1-24"));
+        assert_eq!(m.outcome.character_set_client.as_deref(), Some(&b"gbk"[..]));
+        assert!(m.outcome.state_changed);
+        // A later write's GTID replaces an earlier one's.
+        let mut m = Machine::new(Expect::Result, c);
+        feed(
+            &mut m,
+            &[
+                ok_with_state(more, &[variable("last_gtid", "0-1-24")]),
+                ok_with_state(0x0002, &[variable("last_gtid", "0-1-25")]),
+            ],
+        );
+        assert_eq!(m.outcome.gtid(), Some("0-1-25"));
+        assert_eq!(m.outcome.character_set_client, None);
+    }
+
+    #[test]
+    fn a_multi_statements_insert_id_outlives_the_later_statements_oks() {
+        // `INSERT ...; DO 1`: the server's LAST_INSERT_ID() is the insert's.
+        let more = status::MORE_RESULTS_EXISTS | 0x0002;
+        let mut m = Machine::new(Expect::Result, caps(true));
+        feed(&mut m, &[build_ok(1, 7, more, 0), build_ok(0, 0, 0x0002, 0)]);
+        assert_eq!((m.outcome.last_insert_id, m.outcome.affected_rows), (7, 0));
+        let mut m = Machine::new(Expect::Result, caps(true));
+        feed(&mut m, &[build_ok(1, 7, more, 0), build_ok(1, 8, 0x0002, 0)]);
+        assert_eq!(m.outcome.last_insert_id, 8);
     }
 
     #[test]

@@ -245,6 +245,11 @@ async fn statements_are_read_in_the_clients_multibyte_character_set() {
     let mut c = app(&p).await;
     c.exec("SET NAMES gbk").await;
     check(&mut c).await;
+    // SET NAMES in a multi-statement whose next statement's OK reports
+    // another change (the database) and not the character set.
+    let mut c = app(&p).await;
+    c.exec("SET NAMES gbk; USE app").await;
+    check(&mut c).await;
 }
 
 #[tokio::test]
@@ -268,6 +273,12 @@ async fn last_insert_id_and_warnings_follow_the_previous_statement() {
     for _ in 0..4 {
         assert!(is_replica(c.scalar("SELECT @@server_id").await));
         assert_eq!(c.scalar("SELECT LAST_INSERT_ID()").await.as_deref(), Some("777"));
+    }
+    // An insert in a multi-statement whose last statement generates no id.
+    c.exec(&format!("INSERT INTO {t} VALUES (NULL); DO 1")).await;
+    for _ in 0..4 {
+        assert_eq!(c.scalar("SELECT LAST_INSERT_ID()").await.as_deref(), Some("3"));
+        assert!(is_replica(c.scalar("SELECT @@server_id").await));
     }
     c.exec(&format!("DROP TABLE {t}")).await;
 }

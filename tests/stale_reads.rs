@@ -243,6 +243,45 @@ async fn gtid_mode_reads_back_a_write_made_on_an_earlier_connection() {
     a.exec(&format!("DROP TABLE app.{table}")).await;
 }
 
+/// A write sent in one multi-statement with statements after it that
+/// change the session (`SET NAMES`, `USE`, a `SET SESSION`): their OKs
+/// report those changes and not the write's GTID, which the reads after
+/// it must still wait for (before, they went to the lagging replica
+/// without waiting and read the old value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gtid_mode_reads_back_a_write_followed_by_other_statements_in_one_query() {
+    let _serial = SERIAL.lock().await;
+    let table = setup_table().await;
+    let mut config = checker_config("gtid");
+    config.backends[1].weight = 0;
+    let proxy = start_proxy(config).await;
+    let _lag = Lag::start(2);
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let after =
+        ["SET NAMES utf8mb4", "USE app", "SET SESSION sql_mode = DEFAULT", "SET autocommit = 1"];
+    let mut stale = Vec::new();
+    for (n, tail) in after.iter().enumerate() {
+        for (m, write) in [
+            "UPDATE {t} SET v = {n} WHERE k = 0",
+            "BEGIN; UPDATE {t} SET v = {n} WHERE k = 0; COMMIT",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let value = (n * 2 + m + 1).to_string();
+            let write = write.replace("{t}", &table).replace("{n}", &value);
+            c.exec(&format!("{write}; {tail}")).await;
+            let got = c.scalar(&format!("SELECT v FROM {table} WHERE k = 0")).await;
+            if got.as_deref() != Some(value.as_str()) {
+                stale.push((write, *tail, got));
+            }
+        }
+    }
+    assert!(stale.is_empty(), "stale reads after a multi-statement write: {stale:?}");
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
 /// A client that writes on one connection and reads on another open
 /// beside it (a pool) reads its writes in `gtid` mode: its sessions share
 /// what it wrote. Each of the 25 workers writes on one connection and

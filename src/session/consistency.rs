@@ -156,7 +156,7 @@ pub fn reply_writes(
     outcome: &Outcome,
     now: Instant,
 ) -> Option<Carried> {
-    let gtid = crate::protocol::session_state::gtid(&outcome.session_state);
+    let gtid = outcome.gtid();
     if !write && gtid.is_none() {
         return None;
     }
@@ -600,44 +600,27 @@ mod tests {
         }
     }
 
-    /// A session-state block reporting MariaDB's `last_gtid`.
-    fn last_gtid_state(gtid: &str) -> Vec<u8> {
-        let mut data = vec![9];
-        data.extend_from_slice(b"last_gtid");
-        data.push(gtid.len() as u8);
-        data.extend_from_slice(gtid.as_bytes());
-        let mut state = vec![0, data.len() as u8];
-        state.extend_from_slice(&data);
-        state
-    }
-
     #[test]
     fn a_reply_from_the_primary_adds_its_gtid_an_unreported_write_or_a_pin() {
         use ConsistencyMode::{Gtid, Pin};
         let now = Instant::now();
-        let ok = |state: Vec<u8>, status: u16| Outcome {
-            status,
-            session_state: state,
-            ..Outcome::default()
-        };
-        let reported = ok(last_gtid_state("0-1-24"), 2);
+        let ok =
+            |gtid: &str, status: u16| Outcome { status, gtid: gtid.into(), ..Outcome::default() };
+        let reported = ok("0-1-24", 2);
         let added = reply_writes(Gtid, true, true, &reported, now).expect("a write");
         assert_eq!(added, Carried { gtid: Some("0-1-24".into()), ..Carried::default() });
         // COMMIT is no write, but its GTID is.
         assert!(reply_writes(Gtid, false, true, &reported, now).is_some());
         // A read adds nothing; nor does a write inside a transaction.
-        assert_eq!(reply_writes(Gtid, false, true, &ok(Vec::new(), 2), now), None);
-        assert_eq!(
-            reply_writes(Gtid, true, true, &ok(Vec::new(), 3), now),
-            Some(Carried::default())
-        );
+        assert_eq!(reply_writes(Gtid, false, true, &ok("", 2), now), None);
+        assert_eq!(reply_writes(Gtid, true, true, &ok("", 3), now), Some(Carried::default()));
         // Untracked, the write is followed by pinning; in pin mode always.
-        let untracked = reply_writes(Gtid, true, false, &ok(Vec::new(), 2), now).expect("a write");
+        let untracked = reply_writes(Gtid, true, false, &ok("", 2), now).expect("a write");
         assert_eq!(untracked.pinned_since, Some(now));
         let pinned = reply_writes(Pin, true, true, &reported, now).expect("a write");
         assert_eq!(pinned.pinned_since, Some(now));
         // A write whose reply ended in an EOF: its GTID went unreported.
-        let eof = Outcome { state_unreported: true, ..ok(Vec::new(), 2) };
+        let eof = Outcome { state_unreported: true, ..ok("", 2) };
         assert!(reply_writes(Gtid, true, true, &eof, now).expect("a write").gtid_unreported);
     }
 

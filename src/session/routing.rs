@@ -355,13 +355,10 @@ impl Session {
         // transaction's GTID, and so does an implicit commit (SET
         // autocommit = 1, DDL).
         self.note_connection_state(info, idx, outcome);
-        if let Some(charset) = crate::protocol::session_state::variable(
-            &outcome.session_state,
-            b"character_set_client",
-        ) {
+        if let Some(charset) = &outcome.character_set_client {
             self.multibyte = crate::classify::Multibyte::of_charset(charset);
         }
-        let has_gtid = crate::protocol::session_state::gtid(&outcome.session_state).is_some();
+        let has_gtid = outcome.gtid().is_some();
         if idx == primary && (router::is_write(info) || has_gtid) {
             self.remember_write(idx, outcome);
         }
