@@ -556,6 +556,15 @@ async fn temporary_tables_are_read_where_they_live() {
     c.exec("INSERT INTO tmp_routing VALUES (1), (2)").await;
     for _ in 0..4 {
         assert_eq!(c.scalar("SELECT COUNT(*) FROM tmp_routing").await.as_deref(), Some("2"));
+        // Described, in each way SHOW names a table (an error on a replica).
+        for show in ["SHOW FIELDS IN tmp_routing IN app", "SHOW KEYS IN tmp_routing"] {
+            let r = c.query(show).await;
+            assert_eq!(
+                rwsplit::protocol::messages::parse_err(&r.last().unwrap().1),
+                None,
+                "{show}"
+            );
+        }
     }
     c.exec("DROP TEMPORARY TABLE tmp_routing").await;
     // Under sql_mode ANSI_QUOTES a double-quoted name is an identifier. The
@@ -751,7 +760,8 @@ target = "replica"
 /// procedure created, which the proxy cannot see in the CALL) is answered
 /// by the primary: the replica's "no such table" never reaches the client.
 /// A table that exists nowhere gets the primary's error; reads of other
-/// tables stay on the replicas. With and without multiplexing.
+/// tables stay on the replicas. Also for a read that waits for the
+/// session's write on a replica. With and without multiplexing.
 #[tokio::test]
 async fn a_table_a_replica_does_not_have_is_read_on_the_primary() {
     let proc = unique("mk_tmp");
@@ -761,6 +771,8 @@ async fn a_table_a_replica_does_not_have_is_read_on_the_primary() {
          CREATE TEMPORARY TABLE proc_tmp (n INT); INSERT INTO proc_tmp VALUES (1), (2), (3); END"
     ))
     .await;
+    let written = unique("written");
+    a.exec(&format!("CREATE TABLE app.{written} (n INT)")).await;
     wait_replicas_caught_up().await;
     general_log_on().await;
     for multiplex in [false, true] {
@@ -773,6 +785,13 @@ async fn a_table_a_replica_does_not_have_is_read_on_the_primary() {
         assert_eq!(n.as_deref(), Some("3"), "multiplex={multiplex}");
         let on = ran_on(&tag).await;
         assert!(on.contains(&"primary"), "multiplex={multiplex}: ran on {on:?}");
+        // Also right after a write, when the read waits on a replica for
+        // the write's GTID first.
+        for _ in 0..3 {
+            c.exec(&format!("INSERT INTO {written} VALUES (1)")).await;
+            let n = c.scalar("SELECT COUNT(*) FROM proc_tmp").await;
+            assert_eq!(n.as_deref(), Some("3"), "multiplex={multiplex}, after a write");
+        }
         // A table that exists nowhere: the primary's error, and the
         // session goes on.
         let r = c.query("SELECT * FROM app.no_such_table_anywhere").await;
@@ -786,4 +805,5 @@ async fn a_table_a_replica_does_not_have_is_read_on_the_primary() {
         assert!(is_replica(c.scalar("SELECT @@server_id").await), "multiplex={multiplex}");
     }
     a.exec(&format!("DROP PROCEDURE app.{proc}")).await;
+    a.exec(&format!("DROP TABLE app.{written}")).await;
 }

@@ -259,13 +259,12 @@ impl Finder<'_> {
         let lead = self.lead;
         let first = self.lead_tokens == 1;
         let expect = match kw {
-            Kw::FROM => match lead {
-                Some(Kw::REVOKE | Kw::PREPARE) => false,
-                Some(Kw::SHOW) => {
-                    matches!(prev_kw, Some(Kw::COLUMNS | Kw::FIELDS | Kw::INDEX | Kw::KEY))
-                }
-                _ => true,
-            },
+            // `SHOW COLUMNS FROM t [FROM db]`, also with IN.
+            Kw::FROM | Kw::IN if lead == Some(Kw::SHOW) => matches!(
+                prev_kw,
+                Some(Kw::COLUMNS | Kw::FIELDS | Kw::INDEX | Kw::INDEXES | Kw::KEY | Kw::KEYS)
+            ),
+            Kw::FROM => !matches!(lead, Some(Kw::REVOKE | Kw::PREPARE)),
             Kw::JOIN | Kw::STRAIGHT_JOIN | Kw::REFERENCES => true,
             Kw::INTO => {
                 !matches!(next.kw, Some(Kw::OUTFILE | Kw::DUMPFILE)) && next.tok != Tok::UserVar

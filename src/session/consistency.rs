@@ -410,11 +410,13 @@ impl Session {
     /// write. When the replica reached the GTID in time, the read's
     /// response is relayed and returned; otherwise it is discarded and
     /// `None` is returned so the caller runs the read on the primary.
+    /// `hold_error` as in `relay_holding`.
     pub(super) async fn waited_forward(
         &mut self,
         idx: usize,
         target: &str,
         expect: Expect,
+        hold_error: bool,
     ) -> Result<Option<Outcome>, SessionError> {
         let timeout = self.view.config.consistency.gtid_wait_timeout;
         let started = Instant::now();
@@ -448,7 +450,7 @@ impl Session {
         telemetry.gtid_wait_seconds.record(started.elapsed().as_secs_f64());
         if reached {
             telemetry.gtid_waits_caught_up.increment(1);
-            return self.relay_from(idx, expect).await;
+            return self.relay_holding(idx, expect, hold_error).await;
         }
         telemetry.gtid_waits_timed_out.increment(1);
         let conn = self.backends[idx].as_mut().expect("open");

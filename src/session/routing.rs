@@ -762,6 +762,37 @@ impl Session {
         self.catch_up(primary).await.map(|()| primary).map_err(|e| (primary, e))
     }
 
+    /// Whether a read on backend `idx` has a reply that is only a server
+    /// error held back to be looked at (`settle_held_error`): on a replica,
+    /// outside any transaction, where the read may still run elsewhere.
+    fn holds_replica_errors(&self, idx: usize) -> bool {
+        idx != self.primary()
+            && self.status & (status::IN_TRANS | status::AUTOCOMMIT) == status::AUTOCOMMIT
+    }
+
+    /// A replica's held error reply: passed on to the client, unless the
+    /// table does not exist there (a temporary table a procedure created,
+    /// a table whose creation has not reached the replica yet): then the
+    /// primary answers (with its own error if it has none either).
+    async fn settle_held_error(
+        &mut self,
+        idx: usize,
+        reason: crate::router::Reason,
+        expect: crate::relay::Expect,
+        mut outcome: Outcome,
+    ) -> Result<Option<(usize, Outcome)>, SessionError> {
+        let err = self.take_held_error(idx).await?;
+        outcome.withheld = false;
+        if outcome.error != Some(crate::protocol::messages::NO_SUCH_TABLE) {
+            self.write_reply(&err).await?;
+            return Ok(Some((idx, outcome)));
+        }
+        match self.acquire(Route { target: Target::Primary, reason }).await {
+            Ok(p) => Ok(self.forward(p, expect).await?.map(|o| (p, o))),
+            Err((p, e)) => self.reply_backend_error(p, &e).await.map(|_| None),
+        }
+    }
+
     /// Runs `self.cmd` where `route` says, with no consistency wait.
     async fn plain_forward(
         &mut self,
@@ -775,27 +806,10 @@ impl Session {
                 return Ok(None);
             }
         };
-        // A replica's error is looked at before the client gets it.
-        let hold = route.target == Target::AnyReplica
-            && idx != self.primary()
-            && self.status & (status::IN_TRANS | status::AUTOCOMMIT) == status::AUTOCOMMIT;
+        let hold = route.target == Target::AnyReplica && self.holds_replica_errors(idx);
         match self.forward_holding(idx, expect, hold).await {
-            Ok(Some(mut outcome)) if outcome.withheld => {
-                let err = self.take_held_error(idx).await?;
-                outcome.withheld = false;
-                if outcome.error != Some(crate::protocol::messages::NO_SUCH_TABLE) {
-                    self.write_reply(&err).await?;
-                    return Ok(Some((idx, outcome)));
-                }
-                // A table the replica does not have: a temporary table a
-                // procedure created, a table whose creation has not reached
-                // the replica yet. The primary answers (with its own error
-                // if it has none either).
-                let primary = Route { target: Target::Primary, reason: route.reason };
-                match self.acquire(primary).await {
-                    Ok(p) => Ok(self.forward(p, expect).await?.map(|o| (p, o))),
-                    Err((p, e)) => self.reply_backend_error(p, &e).await.map(|_| None),
-                }
+            Ok(Some(outcome)) if outcome.withheld => {
+                self.settle_held_error(idx, route.reason, expect, outcome).await
             }
             // A read whose replica failed before replying runs again on
             // another replica, or the primary: the client never knows.
@@ -837,11 +851,19 @@ impl Session {
             self.drop_backend(idx);
             return self.plain_forward(primary_route, expect).await;
         }
-        if holds {
-            return Ok(self.forward(idx, expect).await?.map(|o| (idx, o)));
-        }
-        if let Some(outcome) = self.waited_forward(idx, &target, expect).await? {
-            return Ok(Some((idx, outcome)));
+        let hold = self.holds_replica_errors(idx);
+        let outcome = if holds {
+            self.forward_holding(idx, expect, hold).await?
+        } else {
+            self.waited_forward(idx, &target, expect, hold).await?
+        };
+        match outcome {
+            Some(outcome) if outcome.withheld => {
+                return self.settle_held_error(idx, route.reason, expect, outcome).await;
+            }
+            Some(outcome) => return Ok(Some((idx, outcome))),
+            None if holds => return Ok(None),
+            None => {}
         }
         self.in_flight = None;
         self.shared.telemetry.gtid_fallbacks.increment(1);

@@ -382,7 +382,7 @@ impl Session {
             Err(_) => false,
         };
         if prepared {
-            if let Some(outcome) = self.waited_forward(idx, &target, Expect::Result).await? {
+            if let Some(outcome) = self.waited_forward(idx, &target, Expect::Result, false).await? {
                 self.after_execute(id, idx);
                 return Ok(Some((idx, outcome)));
             }

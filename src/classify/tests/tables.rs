@@ -89,6 +89,26 @@ fn describe_and_handler_tables_are_found() {
 }
 
 #[test]
+fn the_table_a_show_statement_describes_is_found() {
+    for sql in [
+        "SHOW CREATE TABLE t",
+        "SHOW COLUMNS FROM t",
+        "SHOW FULL FIELDS IN t",
+        "SHOW FIELDS IN t IN app",
+        "SHOW COLUMNS FROM t FROM app LIKE 'a%'",
+        "SHOW INDEX FROM t",
+        "SHOW INDEXES IN t",
+        "SHOW KEYS FROM t IN app",
+        "SHOW EXTENDED INDEX IN t",
+    ] {
+        assert_eq!(tables(sql), ["t"], "{sql}");
+    }
+    assert!(tables("SHOW TABLES FROM app").is_empty());
+    assert!(tables("SHOW TABLE STATUS IN app").is_empty());
+    assert!(tables("SHOW TRIGGERS IN app").is_empty());
+}
+
+#[test]
 fn names_are_reported_once() {
     assert_eq!(tables("SELECT * FROM t JOIN t AS t2; DELETE FROM t"), ["t"]);
 }
