@@ -62,7 +62,7 @@ impl Digests {
             Some(s) => s,
             None if !full => table.shapes.entry(digest).or_insert_with(|| DigestStats {
                 digest: format!("{digest:016x}"),
-                text: text(),
+                text: shortened(text()),
                 ..DigestStats::default()
             }),
             None => table.other.get_or_insert_with(other_entry),
@@ -114,6 +114,25 @@ fn one_statement(micros: u64, rows: u64, on_primary: bool) -> DigestStats {
     }
 }
 
+/// Longest shape text kept, in bytes (MySQL's `max_digest_length` is
+/// 1024 too): a table of thousands of shapes, each the text of a statement
+/// of up to `max_packet` bytes, would hold gigabytes.
+pub const MAX_TEXT: usize = 1024;
+
+/// `text` cut to [`MAX_TEXT`] bytes at a character boundary, marked `...`.
+fn shortened(mut text: String) -> String {
+    if text.len() > MAX_TEXT {
+        let mut end = MAX_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+        text.shrink_to_fit();
+    }
+    text
+}
+
 fn other_entry() -> DigestStats {
     DigestStats {
         digest: "other".into(),
@@ -144,6 +163,18 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!((s[0].count, s[0].total_time_us, s[0].max_time_us, s[0].rows), (2, 40, 30, 3));
         assert_eq!((s[0].on_primary, s[0].on_replicas), (1, 1));
+    }
+
+    #[test]
+    fn long_shape_texts_are_cut() {
+        let d = Digests::new(100);
+        let long = format!("SELECT {}", "é, ".repeat(100_000));
+        d.record(1, || long.clone(), 1, 1, false);
+        d.record(2, || "SELECT ?".into(), 1, 1, false);
+        let s = d.snapshot();
+        let cut = &s.iter().find(|e| e.digest == format!("{:016x}", 1)).unwrap().text;
+        assert!(cut.len() <= MAX_TEXT + 3 && cut.ends_with("...") && long.starts_with(cut.trim_end_matches("...")));
+        assert!(s.iter().any(|e| e.text == "SELECT ?"));
     }
 
     #[test]
