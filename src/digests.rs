@@ -173,7 +173,11 @@ mod tests {
         d.record(2, || "SELECT ?".into(), 1, 1, false);
         let s = d.snapshot();
         let cut = &s.iter().find(|e| e.digest == format!("{:016x}", 1)).unwrap().text;
-        assert!(cut.len() <= MAX_TEXT + 3 && cut.ends_with("...") && long.starts_with(cut.trim_end_matches("...")));
+        assert!(
+            cut.len() <= MAX_TEXT + 3
+                && cut.ends_with("...")
+                && long.starts_with(cut.trim_end_matches("..."))
+        );
         assert!(s.iter().any(|e| e.text == "SELECT ?"));
     }
 

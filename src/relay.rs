@@ -69,6 +69,9 @@ pub struct Outcome {
     pub gtid: String,
     /// `character_set_client` as the last OK reporting it said.
     pub character_set_client: Option<Vec<u8>>,
+    /// The database the last OK reporting one said the session is in
+    /// (`USE` anywhere in a multi-statement).
+    pub schema: Option<Vec<u8>>,
     /// The response ended in an EOF packet (a result set for a client
     /// without DEPRECATE_EOF), which carries no session state: what the
     /// statement changed there, a write's GTID included, went unreported.
@@ -100,6 +103,9 @@ impl Outcome {
         }
         if let Some(charset) = session_state::variable(state, b"character_set_client") {
             self.character_set_client = Some(charset.to_vec());
+        }
+        if let Some(schema) = session_state::schema(state) {
+            self.schema = Some(schema.to_vec());
         }
     }
 }
@@ -727,20 +733,23 @@ mod tests {
 
     #[test]
     fn a_multi_statements_gtid_outlives_the_later_statements_oks() {
-        // `INSERT ...; SET NAMES gbk; SET @x = 1`: the write's OK reports
-        // its GTID, the next ones other changes.
+        // `INSERT ...; SET NAMES gbk; USE app2; SET @x = 1`: the write's OK
+        // reports its GTID, the next ones other changes.
         let c = caps(true) | CapabilityFlags::CLIENT_SESSION_TRACK;
         let more = status::MORE_RESULTS_EXISTS | 0x0002;
         let change = (session_state::TRACK_STATE_CHANGE, b"1".to_vec());
+        let schema = (session_state::TRACK_SCHEMA, b"\x04app2".to_vec());
         let packets = [
             ok_with_state(more, &[variable("last_gtid", "0-1-24")]),
             ok_with_state(more, &[variable("character_set_client", "gbk")]),
+            ok_with_state(more, &[schema, change.clone()]),
             ok_with_state(0x0002, &[change]),
         ];
         let mut m = Machine::new(Expect::Result, c);
         assert_eq!(feed(&mut m, &packets).last(), Some(&Step::Done));
         assert_eq!(m.outcome.gtid(), Some("0-1-24"));
         assert_eq!(m.outcome.character_set_client.as_deref(), Some(&b"gbk"[..]));
+        assert_eq!(m.outcome.schema.as_deref(), Some(&b"app2"[..]));
         assert!(m.outcome.state_changed);
         // A later write's GTID replaces an earlier one's.
         let mut m = Machine::new(Expect::Result, c);

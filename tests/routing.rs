@@ -479,6 +479,21 @@ async fn session_settings_apply_to_replica_reads() {
     for _ in 0..4 {
         assert_eq!(c.scalar("SELECT DATABASE()").await.as_deref(), Some("information_schema"));
     }
+    // A database changed anywhere in a multi-statement, also with a
+    // comment after the name, and before a failing statement.
+    for (sql, db) in [
+        ("SELECT 1; USE information_schema", "information_schema"),
+        ("USE information_schema; USE app", "app"),
+        ("USE information_schema /* tables of tables */", "information_schema"),
+        ("USE information_schema; SELECT * FROM no_such_table_anywhere", "information_schema"),
+    ] {
+        c.query("USE app").await;
+        c.query(sql).await;
+        for _ in 0..4 {
+            assert!(is_replica(c.scalar("SELECT @@server_id").await), "{sql}");
+            assert_eq!(c.scalar("SELECT DATABASE()").await.as_deref(), Some(db), "{sql}");
+        }
+    }
     // A failing SET fails for the client and is not replayed.
     let r = c.query("SET SESSION sql_mode = 'NO_SUCH_MODE'").await;
     assert_eq!(r[0].1[0], 0xFF);

@@ -17,6 +17,7 @@ use super::status;
 use mysql_common::constants::CapabilityFlags;
 
 pub const TRACK_SYSTEM_VARIABLES: u8 = 0;
+pub const TRACK_SCHEMA: u8 = 1;
 pub const TRACK_STATE_CHANGE: u8 = 2;
 pub const TRACK_GTIDS: u8 = 3;
 
@@ -55,6 +56,13 @@ fn system_variables(state: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
 /// The last value the block reports for the system variable `name`.
 pub fn variable<'a>(state: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     system_variables(state).filter(|(n, _)| *n == name).map(|(_, value)| value).last()
+}
+
+/// The database the block reports the session changed to (type 1,
+/// `session_track_schema`, on by default in MariaDB and MySQL).
+pub fn schema(state: &[u8]) -> Option<&[u8]> {
+    let names = entries(state).filter(|(kind, _)| *kind == TRACK_SCHEMA);
+    names.filter_map(|(_, data)| Cursor::new(data).lenenc_bytes()).last()
 }
 
 /// Whether the block reports that the statement changed the session's

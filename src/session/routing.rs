@@ -358,6 +358,11 @@ impl Session {
         if let Some(charset) = &outcome.character_set_client {
             self.multibyte = crate::classify::Multibyte::of_charset(charset);
         }
+        // The server says which database the session is now in (a `USE`
+        // anywhere in a multi-statement, one before a failing statement).
+        if let Some(db) = &outcome.schema {
+            self.in_database(idx, db.clone());
+        }
         let has_gtid = outcome.gtid().is_some();
         if idx == primary && (router::is_write(info) || has_gtid) {
             self.remember_write(idx, outcome);
@@ -379,12 +384,10 @@ impl Session {
                     self.client_wants_gtids = wants_gtids(sql, self.client_wants_gtids);
                 }
             }
-            StatementKind::Use => {
+            // A server not tracking the schema: the statement's own text.
+            StatementKind::Use if outcome.schema.is_none() => {
                 if let Some(db) = use_database(sql) {
-                    self.login.database = Some(db.clone().into_bytes());
-                    if let Some(conn) = self.backends.get_mut(idx).and_then(Option::as_mut) {
-                        conn.database = Some(db.into_bytes());
-                    }
+                    self.in_database(idx, db.into_bytes());
                 }
             }
             StatementKind::LockTables => self.routing.locked_tables = true,
@@ -404,6 +407,14 @@ impl Session {
             StatementKind::Prepare => self.routing.sql_prepared = true,
             _ => {}
         }
+    }
+
+    /// The session is now in database `db`, as its connection `idx` is.
+    fn in_database(&mut self, idx: usize, db: Vec<u8>) {
+        if let Some(conn) = self.backends.get_mut(idx).and_then(Option::as_mut) {
+            conn.database = Some(db.clone());
+        }
+        self.login.database = Some(db);
     }
 
     /// Records the current command (a SET that succeeded on `idx`) for
