@@ -596,6 +596,33 @@ async fn temporary_tables_are_read_where_they_live() {
     c.exec(&format!(r#"DROP TEMPORARY TABLE "{shadowed}""#)).await;
     let n = c.scalar(&format!(r#"SELECT COUNT(*) FROM "{shadowed}""#)).await;
     assert_eq!(n.as_deref(), Some("0"));
+    // Created and dropped by any statement of a multi-statement, also
+    // one that then fails.
+    let mut c = app(&p).await;
+    let t = &shadowed;
+    for (sql, rows) in [
+        (
+            format!(
+                "SELECT 1; CREATE TEMPORARY TABLE {t} (id INT); INSERT INTO {t} VALUES (1), (2)"
+            ),
+            2,
+        ),
+        (format!("DO 1; DROP TEMPORARY TABLE {t}"), 0),
+        (
+            format!(
+                "CREATE TEMPORARY TABLE {t} (id INT); INSERT INTO {t} VALUES (1); SELECT * FROM nowhere"
+            ),
+            1,
+        ),
+    ] {
+        c.query(&sql).await;
+        for _ in 0..4 {
+            let n = c.scalar(&format!("SELECT COUNT(*) FROM {t}")).await;
+            assert_eq!(n.as_deref(), Some(rows.to_string().as_str()), "{sql}");
+        }
+    }
+    c.exec(&format!("DROP TABLE {t}")).await;
+    c.exec(&format!("DROP TABLE {t}")).await;
 }
 
 #[tokio::test]

@@ -68,6 +68,55 @@ pub fn tables(sql: &str, backslashes: Backslashes) -> Vec<String> {
     out
 }
 
+/// What one statement does to the session's temporary tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TempTableChange {
+    /// `CREATE [OR REPLACE] TEMPORARY TABLE name`.
+    Created(String),
+    /// `DROP [TEMPORARY] TABLE names`: those that are temporary tables go.
+    Dropped(Vec<String>),
+}
+
+/// What the statements of a text (each of a multi-statement) do to the
+/// session's temporary tables, in order.
+pub fn temp_table_changes(sql: &str, backslashes: Backslashes) -> Vec<TempTableChange> {
+    let mut changes = Vec::new();
+    let mut lx = Lexer::new(sql, backslashes);
+    let mut start = None;
+    loop {
+        let t = lx.next();
+        match t.tok {
+            Tok::Semi | Tok::End => {
+                let stmt = start.take().and_then(|from| sql.get(from..t.start));
+                if let Some(change) = stmt.and_then(|s| temp_table_change(s, backslashes)) {
+                    changes.push(change);
+                }
+                if t.tok == Tok::End {
+                    return changes;
+                }
+            }
+            _ => {
+                start.get_or_insert(t.start);
+            }
+        }
+    }
+}
+
+fn temp_table_change(stmt: &str, backslashes: Backslashes) -> Option<TempTableChange> {
+    let mut lx = Lexer::new(stmt, backslashes);
+    match lx.next().kw? {
+        Kw::CREATE => temp_table_name(stmt, backslashes).map(TempTableChange::Created),
+        Kw::DROP => {
+            let mut t = lx.next();
+            if t.kw == Some(Kw::TEMPORARY) {
+                t = lx.next();
+            }
+            (t.kw == Some(Kw::TABLE)).then(|| TempTableChange::Dropped(tables(stmt, backslashes)))
+        }
+        _ => None,
+    }
+}
+
 /// The table a CREATE TEMPORARY TABLE or DROP TEMPORARY TABLE statement names (the first
 /// one, for a DROP of several).
 pub fn temp_table_name(sql: &str, backslashes: Backslashes) -> Option<String> {

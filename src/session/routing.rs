@@ -363,6 +363,7 @@ impl Session {
         if let Some(db) = &outcome.schema {
             self.in_database(idx, db.clone());
         }
+        self.follow_temp_tables(info, sql, outcome.error.is_some());
         let has_gtid = outcome.gtid().is_some();
         if idx == primary && (router::is_write(info) || has_gtid) {
             self.remember_write(idx, outcome);
@@ -392,20 +393,39 @@ impl Session {
             }
             StatementKind::LockTables => self.routing.locked_tables = true,
             StatementKind::UnlockTables => self.routing.locked_tables = false,
-            StatementKind::CreateTemporaryTable => {
-                if let Some(name) = classify::temp_table_name(sql, self.backslashes()) {
-                    self.routing.temp_tables.insert(unqualified(&name).to_string());
-                }
-            }
-            StatementKind::DropTemporaryTable | StatementKind::Ddl
-                if !self.routing.temp_tables.is_empty() && sql_starts_with_drop(sql) =>
-            {
-                for t in classify::tables(sql, self.backslashes()) {
-                    self.routing.temp_tables.remove(unqualified(&t));
-                }
-            }
             StatementKind::Prepare => self.routing.sql_prepared = true,
             _ => {}
+        }
+    }
+
+    /// Follows the temporary tables the statement created or dropped, in
+    /// each statement of a multi-statement. A failing statement changed
+    /// nothing; in a multi-statement the ones before it ran: its creations
+    /// are taken as done (reads of those names then run on the primary,
+    /// which is right either way), its drops are not.
+    fn follow_temp_tables(&mut self, info: &StatementInfo, sql: &str, failed: bool) {
+        let may_change = match info.kind {
+            StatementKind::CreateTemporaryTable => true,
+            StatementKind::DropTemporaryTable | StatementKind::Ddl => {
+                !self.routing.temp_tables.is_empty()
+            }
+            _ => info.statements > 1,
+        };
+        if !may_change || (failed && info.statements <= 1) {
+            return;
+        }
+        for change in classify::temp_table_changes(sql, self.backslashes()) {
+            match change {
+                classify::TempTableChange::Created(name) => {
+                    self.routing.temp_tables.insert(unqualified(&name).to_string());
+                }
+                classify::TempTableChange::Dropped(names) if !failed => {
+                    for name in names {
+                        self.routing.temp_tables.remove(unqualified(&name));
+                    }
+                }
+                classify::TempTableChange::Dropped(_) => {}
+            }
         }
     }
 
@@ -952,10 +972,6 @@ fn wants_gtids(sql: &str, before: bool) -> bool {
 
 /// SET statements kept per session for replay.
 const MAX_RECORDED_SETS: usize = 256;
-
-fn sql_starts_with_drop(sql: &str) -> bool {
-    sql.trim_start().get(..4).is_some_and(|w| w.eq_ignore_ascii_case("DROP"))
-}
 
 /// The database named by `USE db` (backticks removed).
 pub fn use_database(sql: &str) -> Option<String> {

@@ -128,6 +128,27 @@ fn drop_temporary_table_name_is_found() {
 }
 
 #[test]
+fn each_statement_of_a_text_creates_or_drops_temporary_tables_in_order() {
+    use super::super::{TempTableChange::*, temp_table_changes};
+    let changes = |sql| temp_table_changes(sql, Backslashes::Escape);
+    assert_eq!(
+        changes(
+            "SELECT ';'; CREATE TEMPORARY TABLE a (x INT); /* ; */ CREATE OR REPLACE TEMPORARY \
+             TABLE `b` AS SELECT 1; INSERT INTO a VALUES (1); DROP TEMPORARY TABLE a, db.c; \
+             DROP TABLE IF EXISTS d;"
+        ),
+        [
+            Created("a".into()),
+            Created("b".into()),
+            Dropped(vec!["a".into(), "db.c".into()]),
+            Dropped(vec!["d".into()])
+        ]
+    );
+    assert_eq!(changes("CREATE TEMPORARY TABLE t (a INT)"), [Created("t".into())]);
+    assert!(changes("CREATE TABLE t (a INT); DROP VIEW v; SELECT 1;;").is_empty());
+}
+
+#[test]
 fn ordinary_table_has_no_temp_name() {
     assert_eq!(temp_table_name("CREATE TABLE t (id INT)"), None);
     assert_eq!(temp_table_name("DROP TABLE t"), None);
