@@ -4,8 +4,8 @@
 //! where the hash is visible).
 
 use rwsplit::classify::{
-    Backslashes, Tier2Cache, classify, classify_with_cache, normalize, tables, temp_table_changes,
-    temp_table_name,
+    Backslashes, Tier2Cache, classify, classify_with_cache, normalize, statement_ranges, tables,
+    temp_table_changes, temp_table_name,
 };
 
 /// xorshift64*: a small deterministic PRNG, so failures reproduce.
@@ -38,6 +38,9 @@ fn check(sql: &str, cache: &Tier2Cache) {
         let _ = tables(sql, backslashes);
         let _ = temp_table_name(sql, backslashes);
         let _ = temp_table_changes(sql, backslashes);
+        for part in statement_ranges(sql, backslashes) {
+            assert!(sql.get(part).is_some(), "a statement cut inside a character: {sql:?}");
+        }
     }
 }
 

@@ -500,6 +500,44 @@ async fn session_settings_apply_to_replica_reads() {
     assert_eq!(c.scalar("SELECT @@sql_mode").await.as_deref(), Some("ANSI_QUOTES"));
 }
 
+/// SETs inside a multi-statement reach the replicas' connections, each
+/// alone: replaying the whole text there would run its other statements
+/// again (a BEGIN left a transaction open on the replica; an INSERT would
+/// have been tried there).
+#[tokio::test]
+async fn sets_in_a_multi_statement_apply_to_replica_reads_alone() {
+    let p = proxy().await;
+    let t = lab_table("multi_set", "id INT").await;
+    let cases = [
+        (format!("INSERT INTO {t} VALUES (1); SET time_zone = '+01:00'"), "+01:00"),
+        (format!("SET time_zone = '+02:00'; INSERT INTO {t} VALUES (2)"), "+02:00"),
+        ("SET time_zone = '+03:00'; BEGIN".to_string(), "+03:00"),
+        ("USE app; SET time_zone = '+04:00'".to_string(), "+04:00"),
+        ("/*!40101 SET time_zone = '+05:00' */; SELECT 1".to_string(), "+05:00"),
+    ];
+    for (sql, zone) in cases {
+        let mut c = app(&p).await;
+        c.query(&sql).await;
+        c.query("COMMIT").await;
+        for _ in 0..4 {
+            let r = c.query("SELECT @@server_id, @@time_zone, @@in_transaction").await;
+            let row = String::from_utf8_lossy(&r[r.len() - 2].1).into_owned();
+            assert!(row.contains(zone) && row.ends_with("\x010"), "{sql}: {row:?}");
+            assert!(!row.starts_with("\x011"), "{sql}: read on the primary: {row:?}");
+        }
+    }
+    // Failing part way: which SETs ran is unknown, so the session's reads
+    // stay where they ran.
+    let mut c = app(&p).await;
+    c.query("SET time_zone = '+06:00'; SELECT * FROM nowhere; SET time_zone = '+07:00'").await;
+    for _ in 0..4 {
+        assert_eq!(c.scalar("SELECT @@time_zone").await.as_deref(), Some("+06:00"));
+    }
+    let mut a = admin(PRIMARY).await;
+    assert_eq!(a.scalar(&format!("SELECT COUNT(*) FROM app.{t}")).await.as_deref(), Some("2"));
+    a.exec(&format!("DROP TABLE app.{t}")).await;
+}
+
 /// COM_STMT_EXECUTE of statement `id` with one parameter (its binary
 /// value), its type sent or left to what the server saw before.
 fn execute_one(id: u32, param_type: u8, value: &[u8], with_types: bool) -> Vec<u8> {

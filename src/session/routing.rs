@@ -368,11 +368,27 @@ impl Session {
         if idx == primary && (router::is_write(info) || has_gtid) {
             self.remember_write(idx, outcome);
         }
-        if outcome.error.is_some() {
-            return;
+        let schema_reported = outcome.schema.is_some();
+        if info.statements > 1 {
+            self.follow_multi_statement(idx, schema_reported, outcome.error.is_some());
+        } else if outcome.error.is_none() {
+            self.follow_statement(idx, info, sql, None, schema_reported);
         }
+    }
+
+    /// Follows what one statement that succeeded on `idx` changed in the
+    /// session. `part`: where it is in the command's text, when it is one
+    /// statement of several (a SET is replayed as that part alone).
+    fn follow_statement(
+        &mut self,
+        idx: usize,
+        info: &StatementInfo,
+        sql: &str,
+        part: Option<std::ops::Range<usize>>,
+        schema_reported: bool,
+    ) {
         match info.kind {
-            StatementKind::Begin { read_only: true } if idx != primary => {
+            StatementKind::Begin { read_only: true } if idx != self.primary() => {
                 self.routing.read_only_transaction = Some(idx);
             }
             // The next transaction's characteristics live on the (pinned)
@@ -380,13 +396,13 @@ impl Session {
             StatementKind::SetTransaction
                 if info.flags.contains(crate::classify::Flags::ONE_SHOT_SET) => {}
             StatementKind::SetSession | StatementKind::SetNames | StatementKind::SetTransaction => {
-                self.record_set(idx);
+                self.record_set(idx, part);
                 if mentions_session_tracking(sql) {
                     self.client_wants_gtids = wants_gtids(sql, self.client_wants_gtids);
                 }
             }
             // A server not tracking the schema: the statement's own text.
-            StatementKind::Use if outcome.schema.is_none() => {
+            StatementKind::Use if !schema_reported => {
                 if let Some(db) = use_database(sql) {
                     self.in_database(idx, db.into_bytes());
                 }
@@ -395,6 +411,39 @@ impl Session {
             StatementKind::UnlockTables => self.routing.locked_tables = false,
             StatementKind::Prepare => self.routing.sql_prepared = true,
             _ => {}
+        }
+    }
+
+    /// Follows a multi-statement's changes to the session statement by
+    /// statement: each SET is recorded on its own (replaying the whole
+    /// text elsewhere would run its other statements again there: an
+    /// INSERT on a replica, a BEGIN leaving a transaction open there).
+    /// When which ones ran is unknown (the text failed part way), or its
+    /// text is not read as its bytes, a text that may change the session
+    /// keeps the session's reads on the primary, on this connection.
+    fn follow_multi_statement(&mut self, idx: usize, schema_reported: bool, failed: bool) {
+        let backslashes = self.backslashes();
+        let tier2 = &self.shared.tier2;
+        let parts: Option<Vec<_>> = self.statement_as_written().map(|text| {
+            classify::statement_ranges(text, backslashes)
+                .filter_map(|range| {
+                    let sql = &text[range.clone()];
+                    let info = classify::classify_with_cache(sql, backslashes, tier2);
+                    // The server reported the database whatever else failed.
+                    let followed = info.kind == StatementKind::Use && schema_reported;
+                    (changes_session(info.kind) && !followed)
+                        .then(|| (info, sql.to_string(), range))
+                })
+                .collect()
+        });
+        match parts {
+            Some(parts) if !failed => {
+                for (info, sql, range) in parts {
+                    self.follow_statement(idx, &info, &sql, Some(range), schema_reported);
+                }
+            }
+            Some(parts) if parts.is_empty() => {}
+            _ => self.keep_reads_on(idx),
         }
     }
 
@@ -437,20 +486,25 @@ impl Session {
         self.login.database = Some(db);
     }
 
-    /// Records the current command (a SET that succeeded on `idx`) for
-    /// replay on the session's other backends.
-    fn record_set(&mut self, idx: usize) {
-        let set = match self.cmd.first() {
-            Some(&command::STMT_EXECUTE) => self.replayable_execute(),
-            _ => Some(RecordedSet::Query(self.cmd.clone())),
+    /// Records the current command (a SET that succeeded on `idx`), or
+    /// `part` of its text, for replay on the session's other backends.
+    fn record_set(&mut self, idx: usize, part: Option<std::ops::Range<usize>>) {
+        let set = match (part, self.cmd.first()) {
+            (Some(part), _) => self.cmd.get(1 + part.start..1 + part.end).map(|sql| {
+                let mut payload = Vec::with_capacity(1 + sql.len());
+                payload.push(command::QUERY);
+                payload.extend_from_slice(sql);
+                RecordedSet::Query(payload)
+            }),
+            (None, Some(&command::STMT_EXECUTE)) => self.replayable_execute(),
+            (None, _) => Some(RecordedSet::Query(self.cmd.clone())),
         };
         let Some(set) = set.filter(|_| self.routing.sets.len() < MAX_RECORDED_SETS) else {
             // A session that keeps issuing SETs, or one whose parameters
             // came as long data: its reads stay on the primary instead
             // (and its connection there, which alone has the SETs), which
             // also keeps the proxy's memory bounded.
-            self.routing.wrote = true;
-            self.pin(idx);
+            self.keep_reads_on(idx);
             return;
         };
         let hash = set.chain_hash(self.routing.hash_of_first(self.routing.sets.len()));
@@ -461,6 +515,13 @@ impl Session {
             conn.applied_sets = n;
             conn.sets_hash = hash;
         }
+    }
+
+    /// Session state lives only on connection `idx` (the primary's): the
+    /// session's reads stay on the primary, and that connection with it.
+    fn keep_reads_on(&mut self, idx: usize) {
+        self.routing.wrote = true;
+        self.pin(idx);
     }
 
     /// Forgets routing memory that a COM_RESET_CONNECTION or
@@ -941,6 +1002,22 @@ fn state_followed_by_kind(kind: StatementKind) -> bool {
             | StatementKind::Begin { .. }
             | StatementKind::Commit
             | StatementKind::Rollback
+    )
+}
+
+/// Whether a statement of this kind changes the session in a way
+/// [`Session::follow_statement`] follows.
+fn changes_session(kind: StatementKind) -> bool {
+    matches!(
+        kind,
+        StatementKind::Begin { read_only: true }
+            | StatementKind::SetSession
+            | StatementKind::SetNames
+            | StatementKind::SetTransaction
+            | StatementKind::Use
+            | StatementKind::LockTables
+            | StatementKind::UnlockTables
+            | StatementKind::Prepare
     )
 }
 

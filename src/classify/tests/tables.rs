@@ -149,6 +149,18 @@ fn each_statement_of_a_text_creates_or_drops_temporary_tables_in_order() {
 }
 
 #[test]
+fn a_text_is_split_into_its_statements() {
+    let sql = "SELECT ';' ; /* a; */ SET a = 1;;  ;/*!40101 SET NAMES utf8 */;\nDO 1 -- ;\n";
+    let parts: Vec<&str> =
+        super::super::statement_ranges(sql, Backslashes::Escape).map(|r| &sql[r]).collect();
+    assert_eq!(
+        parts,
+        ["SELECT ';' ", " /* a; */ SET a = 1", "/*!40101 SET NAMES utf8 */", "\nDO 1 -- ;\n"]
+    );
+    assert!(super::super::statement_ranges(" ; -- x", Backslashes::Escape).next().is_none());
+}
+
+#[test]
 fn ordinary_table_has_no_temp_name() {
     assert_eq!(temp_table_name("CREATE TABLE t (id INT)"), None);
     assert_eq!(temp_table_name("DROP TABLE t"), None);
