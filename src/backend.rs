@@ -162,16 +162,23 @@ pub struct BackendConn {
 }
 
 /// Statements prepared on one shared connection: text (with the database
-/// and SETs it was prepared under) to the server's id,
-/// at most [`PreparedCache::MAX`], the least recently used closed first.
+/// and SETs it was prepared under) to the server's id, at most
+/// [`PreparedCache::MAX`] and [`PreparedCache::MAX_BYTES`] of text, the
+/// least recently used closed first.
 #[derive(Debug, Default)]
 pub struct PreparedCache {
     by_text: HashMap<Vec<u8>, (u32, u64)>,
     clock: u64,
+    /// The texts' bytes.
+    bytes: usize,
 }
 
 impl PreparedCache {
     pub const MAX: usize = 128;
+    /// Texts held at most (beyond one statement): without it, a pool of
+    /// connections each caching 128 statements of up to `max_packet`
+    /// bytes could hold gigabytes for as long as they live.
+    pub const MAX_BYTES: usize = 4 << 20;
 
     /// The server's id for `sql`, if prepared here.
     pub fn get(&mut self, sql: &[u8]) -> Option<u32> {
@@ -184,21 +191,28 @@ impl PreparedCache {
     }
 
     /// Records `sql` as prepared with `id`; returns ids to close: one
-    /// replaced for the same text, and the least recently used when full.
+    /// replaced for the same text, and the least recently used while
+    /// over either bound.
     pub fn insert(&mut self, sql: &[u8], id: u32) -> Vec<u32> {
         self.clock += 1;
         let mut close = Vec::new();
-        if let Some((old, _)) = self.by_text.insert(sql.to_vec(), (id, self.clock))
-            && old != id
-        {
-            close.push(old);
+        match self.by_text.insert(sql.to_vec(), (id, self.clock)) {
+            Some((old, _)) if old != id => close.push(old),
+            Some(_) => {}
+            None => self.bytes += sql.len(),
         }
-        if self.by_text.len() > Self::MAX
-            && let Some(oldest) =
-                self.by_text.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone())
-            && let Some((old, _)) = self.by_text.remove(&oldest)
+        while self.by_text.len() > Self::MAX
+            || (self.bytes > Self::MAX_BYTES && self.by_text.len() > 1)
         {
-            close.push(old);
+            let Some(oldest) =
+                self.by_text.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some((old, _)) = self.by_text.remove(&oldest) {
+                self.bytes -= oldest.len();
+                close.push(old);
+            }
         }
         close
     }
@@ -715,6 +729,35 @@ fn auth_response_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prepared_cache_is_bounded_in_count_and_in_bytes() {
+        let mut cache = PreparedCache::default();
+        let mut closed = Vec::new();
+        for id in 0..200u32 {
+            closed.extend(cache.insert(format!("SELECT {id}").as_bytes(), id));
+        }
+        assert_eq!(cache.len(), PreparedCache::MAX);
+        assert_eq!(closed, (0..72).collect::<Vec<_>>(), "the least recently used first");
+        // Large texts: the oldest go until the rest fit, the newest stays.
+        let big = vec![b'x'; PreparedCache::MAX_BYTES / 3];
+        let mut closed = Vec::new();
+        for id in 1000..1005u32 {
+            let mut sql = big.clone();
+            sql.extend_from_slice(id.to_string().as_bytes());
+            closed.extend(cache.insert(&sql, id));
+        }
+        assert!(cache.bytes <= PreparedCache::MAX_BYTES, "{}", cache.bytes);
+        assert!(cache.get(&[big.as_slice(), b"1004"].concat()) == Some(1004));
+        assert!(closed.contains(&1000) && closed.contains(&1001) && !closed.contains(&1004));
+        // One text over the bound alone is kept.
+        let huge = vec![b'y'; PreparedCache::MAX_BYTES + 1];
+        cache.insert(&huge, 7);
+        assert_eq!((cache.len(), cache.get(&huge)), (1, Some(7)));
+        // The same text again replaces its id and counts once.
+        assert_eq!(cache.insert(&huge, 8), vec![7]);
+        assert_eq!(cache.bytes, huge.len());
+    }
 
     fn greeting(caps: CapabilityFlags) -> Greeting {
         Greeting {
