@@ -782,6 +782,16 @@ pub struct Limits {
     /// proxy keeps each one's text, so this bounds a session's memory.
     #[serde(default = "default_max_prepared")]
     pub max_prepared_statements: usize,
+    /// Bytes of statement text one session keeps to run again on other
+    /// backend connections: its prepared statements' and its SETs'.
+    /// A prepare beyond it gets ERROR 1041; SETs beyond it keep the
+    /// session's reads on the primary.
+    #[serde(default = "default_max_statement_memory", with = "size")]
+    pub max_statement_memory: usize,
+}
+
+fn default_max_statement_memory() -> usize {
+    64 << 20
 }
 
 fn default_max_prepared() -> usize {
@@ -809,6 +819,7 @@ impl Default for Limits {
             failed_login_delay_max: default_login_delay_max(),
             failed_login_delay_loopback: false,
             max_prepared_statements: default_max_prepared(),
+            max_statement_memory: default_max_statement_memory(),
         }
     }
 }

@@ -320,3 +320,48 @@ async fn large_commands_beyond_the_shared_memory_cap_get_error_1041() {
     assert_eq!(held(), 0, "given back once the command has run");
     assert_eq!(c.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
 }
+
+/// A session keeps the text of its prepared statements and SETs (to run
+/// them on other backend connections) only up to
+/// `limits.max_statement_memory`: a prepare beyond it gets ERROR 1041 and
+/// the session goes on; closing a statement makes room. SETs beyond it
+/// are not kept: the session's reads stay on the primary, which has them.
+#[tokio::test]
+async fn a_sessions_kept_statement_text_is_capped() {
+    let config = "[limits]\nmax_statement_memory = \"1MiB\"\n";
+    let proxy = start_proxy(lab_config(config)).await;
+    let addr = proxy.addr.to_string();
+    let padding = "x".repeat(400 << 10);
+    let mut c = Raw::app(&addr, true).await;
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let r = c.prepare(format!("\x16SELECT {n} /* {padding} */").as_bytes()).await;
+        assert_eq!(r[0].1[0], 0x00, "{n}: {:?}", String::from_utf8_lossy(&r[0].1));
+        ids.push(u32::from_le_bytes(r[0].1[1..5].try_into().unwrap()));
+    }
+    let r = c.prepare(format!("\x16SELECT 2 /* {padding} */").as_bytes()).await;
+    assert_eq!(err_code_of(&r[0].1), Some(1041), "{:?}", String::from_utf8_lossy(&r[0].1));
+    assert_eq!(c.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
+    let mut close = vec![0x19];
+    close.extend_from_slice(&ids[0].to_le_bytes());
+    c.send_only(&close).await;
+    let r = c.prepare(format!("\x16SELECT 2 /* {padding} */").as_bytes()).await;
+    assert_eq!(r[0].1[0], 0x00, "{:?}", String::from_utf8_lossy(&r[0].1));
+    // SETs: two fit, the third does not.
+    let mut s = Raw::app(&addr, true).await;
+    for zone in ["+01:00", "+02:00"] {
+        s.exec(&format!("SET time_zone = '{zone}' /* {padding} */")).await;
+        let on = s.scalar("SELECT @@server_id").await;
+        assert_ne!(on.as_deref(), Some("1"), "reads on the replicas while the SETs fit");
+    }
+    s.exec(&format!("SET time_zone = '+03:00' /* {padding} */")).await;
+    for _ in 0..4 {
+        let r = s.query("SELECT @@server_id, @@time_zone").await;
+        let row = String::from_utf8_lossy(&r[r.len() - 2].1).into_owned();
+        assert_eq!(row, "\u{1}1\u{6}+03:00", "reads on the primary, which has every SET");
+    }
+}
+
+fn err_code_of(payload: &[u8]) -> Option<u16> {
+    rwsplit::protocol::messages::parse_err(payload).map(|e| e.code)
+}

@@ -42,6 +42,14 @@ pub struct Stmt {
 }
 
 impl Stmt {
+    /// The bytes the proxy keeps for this statement (its text, once when
+    /// `sql` and `text` share it, and room for its parameter types),
+    /// counted against `limits.max_statement_memory`.
+    pub fn kept_bytes(&self) -> usize {
+        let sql = self.sql.as_ptr() != self.text.as_ptr();
+        self.text.len() + if sql { self.sql.len() } else { 0 } + 2 * usize::from(self.params)
+    }
+
     /// The backend's id for this statement, if prepared there.
     pub fn backend_id(&self, backend: usize) -> Option<u32> {
         self.on.iter().find(|o| o.backend == backend).map(|o| o.id)
@@ -67,6 +75,8 @@ pub struct StmtTable {
     /// does after every command, visits these, not every statement of the
     /// session.
     mapped: Vec<Vec<u32>>,
+    /// [`Stmt::kept_bytes`] of all the statements.
+    bytes: usize,
 }
 
 impl StmtTable {
@@ -81,6 +91,7 @@ impl StmtTable {
         for o in &stmt.on {
             self.note_mapped(o.backend, self.next);
         }
+        self.bytes += stmt.kept_bytes();
         self.map.insert(self.next, stmt);
         self.last = Some(self.next);
         self.next
@@ -122,6 +133,7 @@ impl StmtTable {
             self.last = None;
         }
         let stmt = self.map.remove(&id)?;
+        self.bytes -= stmt.kept_bytes();
         for o in &stmt.on {
             if let Some(list) = self.mapped.get_mut(o.backend) {
                 list.retain(|&i| i != id);
@@ -133,6 +145,7 @@ impl StmtTable {
     /// Forgets every statement (after COM_RESET_CONNECTION or
     /// COM_CHANGE_USER, which close them on the server too).
     pub fn clear(&mut self) {
+        self.bytes = 0;
         self.map.clear();
         self.mapped.clear();
         self.last = None;
@@ -206,6 +219,11 @@ impl StmtTable {
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// What the statements keep, in bytes (see [`Stmt::kept_bytes`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn is_empty(&self) -> bool {

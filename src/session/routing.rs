@@ -34,6 +34,8 @@ pub struct RoutingState {
     /// SET statements that succeeded on the primary, replayed on other
     /// backends before they run the session's reads.
     pub sets: Vec<RecordedSet>,
+    /// [`RecordedSet::kept_bytes`] of `sets`.
+    pub set_bytes: usize,
     /// `set_hashes[i]` identifies `sets[..=i]` (see `pool::chain_hash`): a
     /// shared connection carries the hash of the SETs it ran.
     pub set_hashes: Vec<u64>,
@@ -84,6 +86,14 @@ pub enum RecordedSet {
 }
 
 impl RecordedSet {
+    /// The bytes it keeps, counted against `limits.max_statement_memory`.
+    pub fn kept_bytes(&self) -> usize {
+        match self {
+            RecordedSet::Query(payload) => payload.len(),
+            RecordedSet::Execute { sql, execute } => sql.len() + execute.len(),
+        }
+    }
+
     /// The hash of the SETs up to this one, given the hash of those
     /// before it.
     fn chain_hash(&self, previous: u64) -> u64 {
@@ -499,15 +509,21 @@ impl Session {
             (None, Some(&command::STMT_EXECUTE)) => self.replayable_execute(),
             (None, _) => Some(RecordedSet::Query(self.cmd.clone())),
         };
-        let Some(set) = set.filter(|_| self.routing.sets.len() < MAX_RECORDED_SETS) else {
-            // A session that keeps issuing SETs, or one whose parameters
-            // came as long data: its reads stay on the primary instead
-            // (and its connection there, which alone has the SETs), which
-            // also keeps the proxy's memory bounded.
+        let cap = self.view.config.limits.max_statement_memory;
+        let fits = |set: &RecordedSet| {
+            self.routing.sets.len() < MAX_RECORDED_SETS
+                && self.kept_statement_bytes() + set.kept_bytes() <= cap
+        };
+        let Some(set) = set.filter(fits) else {
+            // A session that keeps issuing SETs (or large ones), or one
+            // whose parameters came as long data: its reads stay on the
+            // primary instead (and its connection there, which alone has
+            // the SETs), which also keeps the proxy's memory bounded.
             self.keep_reads_on(idx);
             return;
         };
         let hash = set.chain_hash(self.routing.hash_of_first(self.routing.sets.len()));
+        self.routing.set_bytes += set.kept_bytes();
         self.routing.sets.push(set);
         self.routing.set_hashes.push(hash);
         let n = self.routing.sets.len();
@@ -515,6 +531,12 @@ impl Session {
             conn.applied_sets = n;
             conn.sets_hash = hash;
         }
+    }
+
+    /// The statement text the session keeps to run again elsewhere: its
+    /// prepared statements and recorded SETs.
+    pub(super) fn kept_statement_bytes(&self) -> usize {
+        self.stmts.bytes() + self.routing.set_bytes
     }
 
     /// Session state lives only on connection `idx` (the primary's): the

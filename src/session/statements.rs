@@ -35,6 +35,20 @@ impl Session {
             );
             return self.reply_err(1461, "42000", &msg).await;
         }
+        // And only so many bytes of text (the statement's bytes, twice
+        // when its text reads otherwise: see `Stmt::kept_bytes`).
+        let cap = self.view.config.limits.max_statement_memory;
+        let text = self.cmd.len() - 1;
+        let incoming = if self.statement_as_written().is_some() { text } else { 2 * text };
+        let kept = self.kept_statement_bytes();
+        if kept + incoming > cap {
+            let msg = format!(
+                "Out of memory: this session's prepared statements and SET statements keep \
+                 {kept} bytes of text, and this statement has {text} \
+                 (rwsplit limits.max_statement_memory is {cap} bytes, per session)"
+            );
+            return self.reply_err(1041, "HY000", &msg).await;
+        }
         self.rewrite_connection_id_prepare();
         if let Some(text) = self.statement_as_written()
             && text.as_bytes().windows(6).any(|w| w.eq_ignore_ascii_case(b"socket"))
@@ -74,9 +88,16 @@ impl Session {
             let mut sql = String::new();
             crate::classify::push_text(&self.cmd[1..], self.multibyte, &mut sql);
             let info = classify_with_cache(&sql, self.backslashes(), &self.shared.tier2);
+            let text: std::sync::Arc<str> = sql.into();
+            // The text is kept once when it is the statement's bytes.
+            let sql = if text.as_bytes() == &self.cmd[1..] {
+                std::sync::Arc::<[u8]>::from(text.clone())
+            } else {
+                self.cmd[1..].into()
+            };
             let id = self.stmts.insert(Stmt {
-                sql: self.cmd[1..].into(),
-                text: sql.into(),
+                sql,
+                text,
                 database: self.login.database.clone(),
                 info,
                 params,
