@@ -41,7 +41,8 @@ pub use answers::{answer_proxy_variables, answer_row_count};
 pub use charset::{Multibyte, push_text};
 pub use info::{Consistency, Flags, Hint, StatementInfo, StatementKind, Tier};
 pub use lexer::Backslashes;
-pub use tables::{TempTableChange, statement_ranges, tables, temp_table_changes, temp_table_name};
+pub use scan::statement_ranges;
+pub use tables::{TempTableChange, tables, temp_table_changes, temp_table_name};
 pub use tier2::{CacheStats, Tier2Cache};
 
 use digest::{Hash, Normalizer, Text};

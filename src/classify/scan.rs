@@ -132,6 +132,46 @@ pub(super) fn scan<O: Out>(
     out
 }
 
+/// Where each statement of a text is, as [`scan`] splits it (at `;`s
+/// outside strings, comments and compound statements), without the `;`
+/// and with the comments before it (an executable `/*!40101 SET ... */`
+/// stays whole); statements with no token are left out.
+pub fn statement_ranges(
+    sql: &str,
+    backslashes: Backslashes,
+) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut lx = Lexer::new(sql, backslashes);
+    let mut st = StmtScan::new();
+    let mut cur = lx.next();
+    let (mut from, mut done) = (0, false);
+    std::iter::from_fn(move || {
+        while !done {
+            let next = if cur.tok == Tok::End { cur } else { lx.next() };
+            let ends = match cur.tok {
+                Tok::End => true,
+                Tok::Semi => !st.is_compound(sql),
+                _ => false,
+            };
+            if !ends {
+                st.feed(sql, &cur, &next, func_of(sql, &cur, &next));
+                cur = next;
+                continue;
+            }
+            done = cur.tok == Tok::End;
+            let end = cur.start.clamp(from, sql.len());
+            let range = from..end;
+            from = (end + 1).min(sql.len());
+            let empty = st.is_empty();
+            st.reset();
+            cur = next;
+            if !empty {
+                return Some(range);
+            }
+        }
+        None
+    })
+}
+
 /// Feeds the normalizer only (for `normalize` and per-statement digests).
 pub(super) fn normalize_only<O: Out>(
     sql: &str,

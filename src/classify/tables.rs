@@ -77,39 +77,10 @@ pub enum TempTableChange {
     Dropped(Vec<String>),
 }
 
-/// Where each statement of a text is (a multi-statement's, split at its
-/// `;`s outside strings and comments), without the `;`, with the comments
-/// before it (an executable `/*!40101 SET ... */` stays whole); statements
-/// with no token are left out.
-pub fn statement_ranges(
-    sql: &str,
-    backslashes: Backslashes,
-) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
-    let mut lx = Lexer::new(sql, backslashes);
-    let (mut from, mut tokens, mut done) = (0, false, false);
-    std::iter::from_fn(move || {
-        while !done {
-            let t = lx.next();
-            if !matches!(t.tok, Tok::Semi | Tok::End) {
-                tokens = true;
-                continue;
-            }
-            done = t.tok == Tok::End;
-            let end = t.start.clamp(from, sql.len());
-            let range = from..end;
-            from = (end + 1).min(sql.len());
-            if std::mem::take(&mut tokens) {
-                return Some(range);
-            }
-        }
-        None
-    })
-}
-
 /// What the statements of a text (each of a multi-statement) do to the
 /// session's temporary tables, in order.
 pub fn temp_table_changes(sql: &str, backslashes: Backslashes) -> Vec<TempTableChange> {
-    statement_ranges(sql, backslashes)
+    super::scan::statement_ranges(sql, backslashes)
         .filter_map(|range| temp_table_change(&sql[range], backslashes))
         .collect()
 }

@@ -158,6 +158,11 @@ fn a_text_is_split_into_its_statements() {
         ["SELECT ';' ", " /* a; */ SET a = 1", "/*!40101 SET NAMES utf8 */", "\nDO 1 -- ;\n"]
     );
     assert!(super::super::statement_ranges(" ; -- x", Backslashes::Escape).next().is_none());
+    // A compound statement's own `;`s do not split it (its SETs are not the session's).
+    let sql = "SELECT 1; BEGIN NOT ATOMIC SET time_zone = '+01:00'; SELECT 2; END";
+    let parts: Vec<&str> =
+        super::super::statement_ranges(sql, Backslashes::Escape).map(|r| &sql[r]).collect();
+    assert_eq!(parts, ["SELECT 1", " BEGIN NOT ATOMIC SET time_zone = '+01:00'; SELECT 2; END"]);
 }
 
 #[test]
