@@ -380,7 +380,7 @@ impl Session {
         }
         let schema_reported = outcome.schema.is_some();
         if info.statements > 1 {
-            self.follow_multi_statement(idx, schema_reported, outcome.error.is_some());
+            self.follow_multi_statement(idx, sql, schema_reported, outcome.error.is_some());
         } else if outcome.error.is_none() {
             self.follow_statement(idx, info, sql, None, schema_reported);
         }
@@ -425,35 +425,47 @@ impl Session {
     }
 
     /// Follows a multi-statement's changes to the session statement by
-    /// statement: each SET is recorded on its own (replaying the whole
-    /// text elsewhere would run its other statements again there: an
-    /// INSERT on a replica, a BEGIN leaving a transaction open there).
-    /// When which ones ran is unknown (the text failed part way), or its
-    /// text is not read as its bytes, a text that may change the session
-    /// keeps the session's reads on the primary, on this connection.
-    fn follow_multi_statement(&mut self, idx: usize, schema_reported: bool, failed: bool) {
+    /// statement (`sql`: its text as classified): each SET is recorded on
+    /// its own (replaying the whole text elsewhere would run its other
+    /// statements again there: an INSERT on a replica, a BEGIN leaving a
+    /// transaction open there). When which ones ran is unknown (the text
+    /// failed part way), or a SET cannot be cut out of the command's bytes
+    /// (a text not read as its bytes), the session's reads stay on the
+    /// primary, on this connection.
+    fn follow_multi_statement(
+        &mut self,
+        idx: usize,
+        sql: &str,
+        schema_reported: bool,
+        failed: bool,
+    ) {
         let backslashes = self.backslashes();
         let tier2 = &self.shared.tier2;
-        let parts: Option<Vec<_>> = self.statement_as_written().map(|text| {
-            classify::statement_ranges(text, backslashes)
-                .filter_map(|range| {
-                    let sql = &text[range.clone()];
-                    let info = classify::classify_with_cache(sql, backslashes, tier2);
-                    // The server reported the database whatever else failed.
-                    let followed = info.kind == StatementKind::Use && schema_reported;
-                    (changes_session(info.kind) && !followed)
-                        .then(|| (info, sql.to_string(), range))
-                })
-                .collect()
-        });
-        match parts {
-            Some(parts) if !failed => {
-                for (info, sql, range) in parts {
-                    self.follow_statement(idx, &info, &sql, Some(range), schema_reported);
-                }
-            }
-            Some(parts) if parts.is_empty() => {}
-            _ => self.keep_reads_on(idx),
+        let parts: Vec<_> = classify::statement_ranges(sql, backslashes)
+            .filter_map(|range| {
+                let info = classify::classify_with_cache(&sql[range.clone()], backslashes, tier2);
+                // The server reported the database whatever else failed.
+                let followed = info.kind == StatementKind::Use && schema_reported;
+                (changes_session(info.kind) && !followed).then_some((info, range))
+            })
+            .collect();
+        if parts.is_empty() {
+            return;
+        }
+        let is_set = |info: &StatementInfo| {
+            matches!(
+                info.kind,
+                StatementKind::SetSession | StatementKind::SetNames | StatementKind::SetTransaction
+            )
+        };
+        // The SETs are cut out of the command's bytes by the text's ranges.
+        let as_written = self.cmd.get(1..) == Some(sql.as_bytes());
+        if failed || (!as_written && parts.iter().any(|(info, _)| is_set(info))) {
+            self.keep_reads_on(idx);
+            return;
+        }
+        for (info, range) in parts {
+            self.follow_statement(idx, &info, &sql[range.clone()], Some(range), schema_reported);
         }
     }
 
