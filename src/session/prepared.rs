@@ -133,7 +133,7 @@ impl StmtTable {
             self.last = None;
         }
         let stmt = self.map.remove(&id)?;
-        self.bytes -= stmt.kept_bytes();
+        self.bytes = self.bytes.saturating_sub(stmt.kept_bytes());
         for o in &stmt.on {
             if let Some(list) = self.mapped.get_mut(o.backend) {
                 list.retain(|&i| i != id);
