@@ -669,7 +669,9 @@ async fn close_idle_clients(shared: Arc<Shared>) {
         let limit_ms = limit.as_millis() as u64;
         for (id, handle) in shared.registry.sessions() {
             let Some(idle_ms) = handle.idle_ms(now) else { continue };
-            if idle_ms >= limit_ms && !handle.signal.stopping() {
+            // Both instants are whole milliseconds: more than the limit
+            // is at least the limit, never a fraction of a millisecond short.
+            if idle_ms > limit_ms && !handle.signal.stopping() {
                 tracing::info!(id, idle_ms, "client idle past timeouts.client_idle: disconnected");
                 handle.signal.stop();
             }
