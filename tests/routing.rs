@@ -695,7 +695,8 @@ async fn reads_after_a_write_see_it_and_still_use_replicas() {
 async fn pin_mode_keeps_reads_after_a_write_on_the_primary() {
     let p = proxy().await;
     let mut c = app(&p).await;
-    c.exec("SET @rwsplit_consistency = 'pin'").await;
+    // With comments around it, as ORMs and tracing libraries add them.
+    c.exec("/* app:orders */ SET @rwsplit_consistency = 'pin' /*traceparent='00-4bf9'*/").await;
     let t = unique("pin");
     c.exec(&format!("CREATE TABLE {t} (id INT)")).await;
     c.exec(&format!("INSERT INTO {t} VALUES (7)")).await;

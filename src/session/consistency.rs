@@ -194,20 +194,62 @@ impl EarlyPassOn {
     }
 }
 
-/// Parses the intercepted `SET @rwsplit_consistency = 'mode'`.
-/// Nothing is allocated for any other statement (every `SET @...` of a
-/// session is asked). The value of a prepared one may be its parameter,
-/// `?`, which fails to parse as a mode.
+/// Parses the intercepted `SET @rwsplit_consistency = 'mode'`, with any
+/// comments around its words (an ORM's `/* controller:... */` before it or
+/// after it). Nothing is allocated for any other statement (every `SET
+/// @...` of a session is asked). The value of a prepared one may be its
+/// parameter, `?`, which fails to parse as a mode; anything after the
+/// value but comments and `;` (another statement) makes the value
+/// unreadable too.
 pub fn parse_session_mode(sql: &str) -> Option<Result<ConsistencyMode, String>> {
     fn strip<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         let head = text.get(..prefix.len())?;
-        head.eq_ignore_ascii_case(prefix).then(|| &text[prefix.len()..])
+        head.eq_ignore_ascii_case(prefix).then(|| skip_comments(&text[prefix.len()..]))
     }
-    let rest = strip(sql.trim().trim_end_matches(';'), "set")?.trim_start();
-    let rest = strip(rest, "@rwsplit_consistency")?.trim_start();
-    let value = rest.strip_prefix(":=").or_else(|| rest.strip_prefix('='))?.trim();
-    let value = value.trim_matches(|c| c == '\'' || c == '"').to_ascii_lowercase();
+    let rest = strip(skip_comments(sql), "set")?;
+    let rest = strip(rest, "@rwsplit_consistency")?;
+    let rest = skip_comments(rest.strip_prefix(":=").or_else(|| rest.strip_prefix('='))?);
+    let (value, mut tail) = match rest.chars().next() {
+        Some(quote @ ('\'' | '"')) => {
+            let Some(end) = rest[1..].find(quote) else {
+                return Some(Err(rest.trim_end().to_ascii_lowercase()));
+            };
+            (&rest[1..=end], &rest[end + 2..])
+        }
+        _ => {
+            let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '?';
+            rest.split_at(rest.find(|c| !word(c)).unwrap_or(rest.len()))
+        }
+    };
+    tail = skip_comments(tail);
+    while let Some(after) = tail.strip_prefix(';') {
+        tail = skip_comments(after);
+    }
+    if !tail.is_empty() {
+        return Some(Err(rest.trim_end().to_ascii_lowercase()));
+    }
+    let value = value.to_ascii_lowercase();
     Some(ConsistencyMode::parse(&value).ok_or(value))
+}
+
+/// `text` after any whitespace and comments (`/* */`, `-- `, `#`) it
+/// starts with; an executable comment (`/*!`, `/*M!`) is code, not skipped.
+fn skip_comments(mut text: &str) -> &str {
+    loop {
+        text = text.trim_start();
+        if let Some(body) =
+            text.strip_prefix("/*").filter(|b| !b.starts_with('!') && !b.starts_with("M!"))
+        {
+            match body.find("*/") {
+                Some(end) => text = &body[end + 2..],
+                None => return text,
+            }
+        } else if text.starts_with('#') || text.starts_with("-- ") || text == "--" {
+            text = text.find('\n').map_or("", |end| &text[end..]);
+        } else {
+            return text;
+        }
+    }
 }
 
 /// A prepared `SET @rwsplit_consistency` (drivers that prepare every
@@ -694,6 +736,21 @@ mod tests {
         );
         assert_eq!(parse_session_mode("SET @other = 'pin'"), None);
         assert_eq!(parse_session_mode("SE"), None);
+        // Comments around the words, as ORMs add them.
+        for sql in [
+            "/* controller:orders */ SET @rwsplit_consistency = 'pin' /*traceparent='00-ab'*/",
+            "SET /* a */ @rwsplit_consistency /* b */ := /* c */ \"pin\" -- d",
+            "# note\nSET @rwsplit_consistency='pin';  ; /* e */",
+        ] {
+            assert_eq!(parse_session_mode(sql), Some(Ok(ConsistencyMode::Pin)), "{sql}");
+        }
+        // Another statement after it: the value is not read as a mode.
+        assert_eq!(
+            parse_session_mode("SET @rwsplit_consistency = 'pin'; SELECT 1"),
+            Some(Err("'pin'; select 1".into()))
+        );
+        assert_eq!(parse_session_mode("SET @rwsplit_consistency = ?"), Some(Err("?".into())));
+        assert_eq!(parse_session_mode("SET @rwsplit_consistency = 'pin"), Some(Err("'pin".into())));
     }
 
     #[test]
