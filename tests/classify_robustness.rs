@@ -38,9 +38,18 @@ fn check(sql: &str, cache: &Tier2Cache) {
         let _ = tables(sql, backslashes);
         let _ = temp_table_name(sql, backslashes);
         let _ = temp_table_changes(sql, backslashes);
+        let mut parts = 0;
         for part in statement_ranges(sql, backslashes) {
-            assert!(sql.get(part).is_some(), "a statement cut inside a character: {sql:?}");
+            assert!(
+                sql.get(part).is_some(),
+                "a statement cut inside a character ({} bytes)",
+                sql.len()
+            );
+            parts += 1;
         }
+        // The count saturates at u16::MAX.
+        let counted = usize::from(info.statements);
+        assert_eq!(parts.min(65_535), counted, "split and counted apart ({} bytes)", sql.len());
     }
 }
 

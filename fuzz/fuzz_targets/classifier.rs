@@ -1,14 +1,16 @@
 //! The statement classifier on any COM_QUERY text, read lossily when it is
 //! not UTF-8 as the session reads it. No text may panic it, and what holds
 //! for any text holds: the digest does not depend on the parser-tier cache,
-//! and a plain read is a read. Each text is read both ways a session may
-//! read backslashes (sql_mode NO_BACKSLASH_ESCAPES off and on).
+//! and a plain read is a read, and the text splits into as many
+//! statements as the classifier counts. Each text is read both ways a
+//! session may read backslashes (sql_mode NO_BACKSLASH_ESCAPES off and on).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use rwsplit::classify::{
-    Backslashes, Tier2Cache, classify, classify_with_cache, normalize, tables, temp_table_name,
+    Backslashes, Tier2Cache, classify, classify_with_cache, normalize, statement_ranges, tables,
+    temp_table_changes, temp_table_name,
 };
 use std::sync::OnceLock;
 
@@ -32,5 +34,12 @@ fuzz_target!(|data: &[u8]| {
         normalize(&sql, backslashes, &mut normalized);
         let _ = tables(&sql, backslashes);
         let _ = temp_table_name(&sql, backslashes);
+        let _ = temp_table_changes(&sql, backslashes);
+        let mut parts = 0;
+        for range in statement_ranges(&sql, backslashes) {
+            assert!(sql.get(range).is_some(), "a statement cut inside a character");
+            parts += 1;
+        }
+        assert_eq!(parts, usize::from(info.statements), "statements split and counted apart");
     }
 });
