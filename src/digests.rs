@@ -119,8 +119,9 @@ fn one_statement(micros: u64, rows: u64, on_primary: bool) -> DigestStats {
 /// of up to `max_packet` bytes, would hold gigabytes.
 pub const MAX_TEXT: usize = 1024;
 
-/// `text` cut to [`MAX_TEXT`] bytes at a character boundary, marked `...`.
-fn shortened(mut text: String) -> String {
+/// `text` cut to [`MAX_TEXT`] bytes at a character boundary, marked `...`
+/// (also the statement a slow-statement log line shows).
+pub fn shortened(mut text: String) -> String {
     if text.len() > MAX_TEXT {
         let mut end = MAX_TEXT;
         while !text.is_char_boundary(end) {

@@ -249,7 +249,9 @@ async fn json_log_has_session_lines_and_slow_statements() {
     let mut child = spawn_logging(&path, &addr).await;
     let mut app = Raw::app(&addr, true).await;
     app.scalar("SELECT 1").await;
-    app.scalar("SELECT SLEEP(0.3)").await;
+    // A long statement: its log line shows the first 1024 bytes.
+    let columns: Vec<String> = (0..400).map(|i| format!("{i} AS column_{i}")).collect();
+    app.scalar(&format!("SELECT SLEEP(0.3), {}", columns.join(", "))).await;
     app.conn.write_payload(0, &[0x01]).await.unwrap(); // COM_QUIT
     drop(app);
 
@@ -283,6 +285,7 @@ async fn json_log_has_session_lines_and_slow_statements() {
     assert_eq!(slow["level"], "WARN");
     let statement = slow["fields"]["statement"].as_str().unwrap().to_ascii_uppercase();
     assert!(statement.contains("SLEEP"), "{slow}");
+    assert!(statement.len() <= 1024 + 3 && statement.ends_with("..."), "{slow}");
     // The whole statement is timed: SLEEP(0.3), less the few milliseconds
     // by which the server's own clock may end it early (CI saw 299).
     assert!(slow["fields"]["elapsed_ms"].as_u64().unwrap() >= 280, "{slow}");

@@ -809,7 +809,7 @@ impl Session {
                 elapsed_ms = elapsed.as_millis() as u64,
                 rows,
                 failed,
-                statement = %normalized(),
+                statement = %crate::digests::shortened(normalized()),
                 "slow statement"
             );
         }
