@@ -4,8 +4,8 @@
 //! where the hash is visible).
 
 use rwsplit::classify::{
-    Backslashes, Tier2Cache, classify, classify_with_cache, normalize, statement_ranges, tables,
-    temp_table_changes, temp_table_name,
+    Backslashes, Tier, Tier2Cache, classify, classify_with_cache, normalize, statement_ranges,
+    statements, tables, temp_table_changes, temp_table_name,
 };
 
 /// xorshift64*: a small deterministic PRNG, so failures reproduce.
@@ -38,6 +38,10 @@ fn check(sql: &str, cache: &Tier2Cache) {
         let _ = tables(sql, backslashes);
         let _ = temp_table_name(sql, backslashes);
         let _ = temp_table_changes(sql, backslashes);
+        if info.statements == 1 && info.tier == Tier::Lexer {
+            let kind = statements(sql, backslashes).next().and_then(|s| s.kind);
+            assert_eq!(kind, Some(info.kind), "the lexer's verdict differs ({} bytes)", sql.len());
+        }
         let mut parts = 0;
         for part in statement_ranges(sql, backslashes) {
             assert!(

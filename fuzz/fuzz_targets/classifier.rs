@@ -9,8 +9,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use rwsplit::classify::{
-    Backslashes, Tier2Cache, classify, classify_with_cache, normalize, statement_ranges, tables,
-    temp_table_changes, temp_table_name,
+    Backslashes, Tier, Tier2Cache, classify, classify_with_cache, normalize, statement_ranges,
+    statements, tables, temp_table_changes, temp_table_name,
 };
 use std::sync::OnceLock;
 
@@ -35,6 +35,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = tables(&sql, backslashes);
         let _ = temp_table_name(&sql, backslashes);
         let _ = temp_table_changes(&sql, backslashes);
+        if info.statements == 1 && info.tier == Tier::Lexer {
+            let kind = statements(&sql, backslashes).next().and_then(|s| s.kind);
+            assert_eq!(kind, Some(info.kind), "the lexer's verdict differs");
+        }
         let mut parts = 0;
         for range in statement_ranges(&sql, backslashes) {
             assert!(sql.get(range).is_some(), "a statement cut inside a character");

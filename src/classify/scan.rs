@@ -132,14 +132,21 @@ pub(super) fn scan<O: Out>(
     out
 }
 
-/// Where each statement of a text is, as [`scan`] splits it (at `;`s
-/// outside strings, comments and compound statements), without the `;`
-/// and with the comments before it (an executable `/*!40101 SET ... */`
-/// stays whole); statements with no token are left out.
-pub fn statement_ranges(
-    sql: &str,
-    backslashes: Backslashes,
-) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+/// One statement of a text, as [`statements`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statement {
+    /// Where it is, without its `;` and with the comments before it (an
+    /// executable `/*!40101 SET ... */` stays whole).
+    pub range: std::ops::Range<usize>,
+    /// The lexer's kind; `None` when it is unsure (the parser tier would
+    /// decide, which this does not run).
+    pub kind: Option<K>,
+    pub flags: Flags,
+}
+
+/// Each statement of a text with a token, as [`scan`] splits it (at `;`s
+/// outside strings, comments and compound statements).
+pub fn statements(sql: &str, backslashes: Backslashes) -> impl Iterator<Item = Statement> + '_ {
     let mut lx = Lexer::new(sql, backslashes);
     let mut st = StmtScan::new();
     let mut cur = lx.next();
@@ -161,15 +168,23 @@ pub fn statement_ranges(
             let end = cur.start.clamp(from, sql.len());
             let range = from..end;
             from = (end + 1).min(sql.len());
-            let empty = st.is_empty();
+            let found = (!st.is_empty()).then(|| st.finish(sql, done && lx.broken));
             st.reset();
             cur = next;
-            if !empty {
-                return Some(range);
+            if let Some(r) = found {
+                return Some(Statement { range, kind: r.kind, flags: r.flags });
             }
         }
         None
     })
+}
+
+/// Where each statement of a text is (see [`statements`]).
+pub fn statement_ranges(
+    sql: &str,
+    backslashes: Backslashes,
+) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    statements(sql, backslashes).map(|s| s.range)
 }
 
 /// Feeds the normalizer only (for `normalize` and per-statement digests).

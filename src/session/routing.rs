@@ -382,7 +382,7 @@ impl Session {
         if info.statements > 1 {
             self.follow_multi_statement(idx, sql, schema_reported, outcome.error.is_some());
         } else if outcome.error.is_none() {
-            self.follow_statement(idx, info, sql, None, schema_reported);
+            self.follow_statement(idx, info.kind, info.flags, sql, None, schema_reported);
         }
     }
 
@@ -392,19 +392,20 @@ impl Session {
     fn follow_statement(
         &mut self,
         idx: usize,
-        info: &StatementInfo,
+        kind: StatementKind,
+        flags: crate::classify::Flags,
         sql: &str,
         part: Option<std::ops::Range<usize>>,
         schema_reported: bool,
     ) {
-        match info.kind {
+        match kind {
             StatementKind::Begin { read_only: true } if idx != self.primary() => {
                 self.routing.read_only_transaction = Some(idx);
             }
             // The next transaction's characteristics live on the (pinned)
             // connection that transaction will run on, and nowhere else.
             StatementKind::SetTransaction
-                if info.flags.contains(crate::classify::Flags::ONE_SHOT_SET) => {}
+                if flags.contains(crate::classify::Flags::ONE_SHOT_SET) => {}
             StatementKind::SetSession | StatementKind::SetNames | StatementKind::SetTransaction => {
                 self.record_set(idx, part);
                 if mentions_session_tracking(sql) {
@@ -439,33 +440,34 @@ impl Session {
         schema_reported: bool,
         failed: bool,
     ) {
-        let backslashes = self.backslashes();
-        let tier2 = &self.shared.tier2;
-        let parts: Vec<_> = classify::statement_ranges(sql, backslashes)
-            .filter_map(|range| {
-                let info = classify::classify_with_cache(&sql[range.clone()], backslashes, tier2);
+        // The lexer's verdicts: those it is unsure of are no SET, USE...
+        // (and no parser runs for each statement of a long text).
+        let parts: Vec<_> = classify::statements(sql, self.backslashes())
+            .filter_map(|part| {
+                let kind = part.kind?;
                 // The server reported the database whatever else failed.
-                let followed = info.kind == StatementKind::Use && schema_reported;
-                (changes_session(info.kind) && !followed).then_some((info, range))
+                let followed = kind == StatementKind::Use && schema_reported;
+                (changes_session(kind) && !followed).then_some((kind, part.flags, part.range))
             })
             .collect();
         if parts.is_empty() {
             return;
         }
-        let is_set = |info: &StatementInfo| {
+        let is_set = |kind: &StatementKind| {
             matches!(
-                info.kind,
+                kind,
                 StatementKind::SetSession | StatementKind::SetNames | StatementKind::SetTransaction
             )
         };
         // The SETs are cut out of the command's bytes by the text's ranges.
         let as_written = self.cmd.get(1..) == Some(sql.as_bytes());
-        if failed || (!as_written && parts.iter().any(|(info, _)| is_set(info))) {
+        if failed || (!as_written && parts.iter().any(|(kind, ..)| is_set(kind))) {
             self.keep_reads_on(idx);
             return;
         }
-        for (info, range) in parts {
-            self.follow_statement(idx, &info, &sql[range.clone()], Some(range), schema_reported);
+        for (kind, flags, range) in parts {
+            let part = &sql[range.clone()];
+            self.follow_statement(idx, kind, flags, part, Some(range), schema_reported);
         }
     }
 
