@@ -843,16 +843,133 @@ fn set_read_only(port: u16, on: bool) {
     set_global(port, &format!("read_only = {}", if on { "ON" } else { "OFF" }));
 }
 
-/// Runs `SET GLOBAL {assignment}` on the lab server at `port` (with the
-/// command-line client, so that a drop guard can call it).
+/// Runs `SET GLOBAL {assignment}` on the lab server at `port`.
 fn set_global(port: u16, assignment: &str) {
+    on_server(port, &format!("SET GLOBAL {assignment}"));
+}
+
+/// Runs `sql` as the lab's admin on the server at `port` (with the
+/// command-line client, so that a drop guard can call it).
+fn on_server(port: u16, sql: &str) {
     let status = std::process::Command::new("mariadb")
         .args(["--no-defaults", "--protocol=tcp", "-h127.0.0.1", "-uadmin", "-padmin"])
         .arg(format!("-P{port}"))
-        .arg(format!("--execute=SET GLOBAL {assignment}"))
+        .arg(format!("--execute={sql}"))
         .status()
         .expect("run the mariadb client");
-    assert!(status.success(), "SET GLOBAL {assignment} on :{port}");
+    assert!(status.success(), "{sql} on :{port}");
+}
+
+/// Rebuilds the lab from scratch (its replication was changed).
+struct LabRebuilt;
+
+impl Drop for LabRebuilt {
+    fn drop(&mut self) {
+        lab(&["destroy"]);
+        lab(&["up"]);
+    }
+}
+
+/// A failover as a failover tool makes it once the primary has died:
+/// replica1 promoted (replication stopped and forgotten, read_only off),
+/// replica2 re-pointed to it. Through the same proxy, writes and
+/// transactions resume on replica1 once the monitor names it primary,
+/// with no acknowledged write lost, duplicated or half committed; a
+/// client then reads its writes. The lab is rebuilt afterwards.
+#[tokio::test]
+async fn a_replica_promoted_after_the_primary_died_takes_the_writes() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let _serial = SERIAL.lock().await;
+    let table = unique("failover");
+    let mut p = admin(PRIMARY).await;
+    p.exec(&format!(
+        "CREATE TABLE app.{table} (id INT AUTO_INCREMENT PRIMARY KEY, n BIGINT NOT NULL)"
+    ))
+    .await;
+    wait_replicas_caught_up().await;
+    let _rebuilt = LabRebuilt;
+    let proxy =
+        start_proxy(lab_config(&format!("{MONITORED}[timeouts]\nconnect = \"1s\"\n"))).await;
+    let admin_port = proxy.admin.expect("admin port");
+    all_healthy(&proxy).await;
+    let addr = proxy.addr.to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let told = Arc::new(std::sync::Mutex::new(Told::default()));
+    let writer =
+        tokio::spawn(writer(addr.clone(), format!("app.{table}"), stop.clone(), told.clone()));
+    let acks = || {
+        let t = told.lock().unwrap();
+        t.acked.len() + t.committed.len()
+    };
+    let wait_acks = |n: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while acks() < n {
+            assert!(Instant::now() < deadline, "writes did not reach {n} acknowledgements");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    wait_acks(50).await;
+
+    signal(lab_pid("primary"), "-KILL");
+    let died = Instant::now();
+    on_server(3307, "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = OFF");
+    on_server(
+        3308,
+        "STOP SLAVE; CHANGE MASTER TO master_host = '127.0.0.1', master_port = 3307, \
+         master_user = 'repl', master_password = 'repl', master_use_gtid = slave_pos; START SLAVE",
+    );
+    wait_backends(admin_port, Duration::from_secs(10), |j| j[1]["role"] == "primary").await;
+    let acked_before = acks();
+    wait_acks(acked_before + 50).await;
+    let resumed = died.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+
+    // What the writer was told against the new primary's table.
+    let mut new_primary = admin(REPLICA1).await;
+    let rows = new_primary.query(&format!("SELECT n FROM app.{table}")).await;
+    let mut present = std::collections::HashMap::<i64, u32>::new();
+    for (_, payload) in &rows[2..rows.len() - 1] {
+        let mut cur = rwsplit::protocol::packet::Cursor::new(payload);
+        let n: i64 = String::from_utf8_lossy(cur.lenenc_bytes().unwrap()).parse().unwrap();
+        *present.entry(n).or_default() += 1;
+    }
+    let t = std::mem::take(&mut *told.lock().unwrap());
+    let lost: Vec<i64> = t
+        .acked
+        .iter()
+        .chain(&t.committed)
+        .chain(t.committed.iter().map(|i| -i).collect::<Vec<_>>().iter())
+        .filter(|n| !present.contains_key(n))
+        .copied()
+        .collect();
+    let duplicated: Vec<i64> = present.iter().filter(|(_, c)| **c > 1).map(|(n, _)| *n).collect();
+    let half: Vec<i64> =
+        present.keys().filter(|n| *n % 2 != 0 && !present.contains_key(&-*n)).copied().collect();
+    eprintln!(
+        "failover: {} autocommit writes and {} transactions acknowledged, {} errors, writes \
+         resumed {resumed:?} after the primary died; lost {}, duplicated {}, half {}",
+        t.acked.len(),
+        t.committed.len(),
+        t.errors,
+        lost.len(),
+        duplicated.len(),
+        half.len()
+    );
+    assert!(lost.is_empty(), "acknowledged but missing: {lost:?}");
+    assert!(duplicated.is_empty(), "duplicated: {duplicated:?}");
+    assert!(half.is_empty(), "half-committed transactions: {half:?}");
+    // A client reads its writes (replica2 now replicates from replica1).
+    let mut c = Raw::app(&addr, true).await;
+    for n in 1..=10 {
+        c.exec(&format!("INSERT INTO app.{table} (n) VALUES ({})", 1_000_000 + n)).await;
+        let sql =
+            format!("SELECT COUNT(*), @@server_id FROM app.{table} WHERE n = {}", 1_000_000 + n);
+        let r = c.query(&sql).await;
+        let row = String::from_utf8_lossy(&r[r.len() - 2].1).into_owned();
+        assert!(row.starts_with("\u{1}1"), "read {n} after its write on the new primary: {row:?}");
+    }
 }
 
 /// Puts the lab's roles back: the primary writable, replica1 read-only.
