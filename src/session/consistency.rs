@@ -232,6 +232,14 @@ pub fn parse_session_mode(sql: &str) -> Option<Result<ConsistencyMode, String>> 
     Some(ConsistencyMode::parse(&value).ok_or(value))
 }
 
+/// Whether `text` starts with a `--` comment (the dashes then a space, a
+/// control character or the end, as the server reads them).
+fn dash_dash_comment(text: &str) -> bool {
+    text.strip_prefix("--").is_some_and(|rest| {
+        rest.chars().next().is_none_or(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+    })
+}
+
 /// `text` after any whitespace and comments (`/* */`, `-- `, `#`) it
 /// starts with; an executable comment (`/*!`, `/*M!`) is code, not skipped.
 fn skip_comments(mut text: &str) -> &str {
@@ -244,7 +252,7 @@ fn skip_comments(mut text: &str) -> &str {
                 Some(end) => text = &body[end + 2..],
                 None => return text,
             }
-        } else if text.starts_with('#') || text.starts_with("-- ") || text == "--" {
+        } else if text.starts_with('#') || dash_dash_comment(text) {
             text = text.find('\n').map_or("", |end| &text[end..]);
         } else {
             return text;
@@ -741,6 +749,7 @@ mod tests {
             "/* controller:orders */ SET @rwsplit_consistency = 'pin' /*traceparent='00-ab'*/",
             "SET /* a */ @rwsplit_consistency /* b */ := /* c */ \"pin\" -- d",
             "# note\nSET @rwsplit_consistency='pin';  ; /* e */",
+            "SET @rwsplit_consistency = 'pin' --\tf",
         ] {
             assert_eq!(parse_session_mode(sql), Some(Ok(ConsistencyMode::Pin)), "{sql}");
         }
