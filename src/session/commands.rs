@@ -95,11 +95,7 @@ impl Session {
         let target = self.primary();
         let outcome = self.forward(target, Expect::Result).await?;
         if matches!(outcome, Some(o) if o.error.is_none()) {
-            let db = self.cmd[1..].to_vec();
-            self.login.database = Some(db.clone());
-            if let Some(conn) = self.backends.get_mut(target).and_then(Option::as_mut) {
-                conn.database = Some(db);
-            }
+            self.in_database(target, self.cmd[1..].to_vec());
         }
         Ok(Next::Continue)
     }

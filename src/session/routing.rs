@@ -503,7 +503,7 @@ impl Session {
     }
 
     /// The session is now in database `db`, as its connection `idx` is.
-    fn in_database(&mut self, idx: usize, db: Vec<u8>) {
+    pub(super) fn in_database(&mut self, idx: usize, db: Vec<u8>) {
         if let Some(conn) = self.backends.get_mut(idx).and_then(Option::as_mut) {
             conn.database = Some(db.clone());
         }
