@@ -5,7 +5,7 @@
 
 use rwsplit::classify::{
     Backslashes, Tier, Tier2Cache, classify, classify_with_cache, normalize, statement_ranges,
-    statements, tables, temp_table_changes, temp_table_name,
+    statements, tables, temp_table_changes, temp_table_name, user_variable_value,
 };
 
 /// xorshift64*: a small deterministic PRNG, so failures reproduce.
@@ -38,6 +38,7 @@ fn check(sql: &str, cache: &Tier2Cache) {
         let _ = tables(sql, backslashes);
         let _ = temp_table_name(sql, backslashes);
         let _ = temp_table_changes(sql, backslashes);
+        let _ = user_variable_value(sql, backslashes, "rwsplit_consistency");
         if info.statements == 1 && info.tier == Tier::Lexer {
             let kind = statements(sql, backslashes).next().and_then(|s| s.kind);
             assert_eq!(kind, Some(info.kind), "the lexer's verdict differs ({} bytes)", sql.len());

@@ -8,7 +8,7 @@
 //! `SET STATEMENT ... FOR <stmt>` takes the kind of `<stmt>`: the scanner restarts there.
 
 use super::info::StatementKind as K;
-use super::lexer::{Tok, Token};
+use super::lexer::{Backslashes, Lexer, Tok, Token};
 use super::words::Kw;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -237,5 +237,48 @@ fn literal_bool(sql: &str, t: &Token) -> Option<bool> {
         Some(false)
     } else {
         None
+    }
+}
+
+/// The value of `SET @name = value` when the whole text is that one
+/// assignment (comments anywhere, `;`s after it), a string unquoted.
+/// `Err` with the text from the value on when the statement assigns
+/// `@name` but is more than that (another statement, an expression, an
+/// unterminated string); `None` for any other statement. Nothing is
+/// allocated.
+pub fn user_variable_value<'a>(
+    sql: &'a str,
+    backslashes: Backslashes,
+    name: &str,
+) -> Option<Result<&'a str, &'a str>> {
+    let mut lx = Lexer::new(sql, backslashes);
+    if lx.next().kw != Some(Kw::SET) {
+        return None;
+    }
+    let var = lx.next();
+    let var_name = var.text(sql).get(1..).unwrap_or("");
+    if var.tok != Tok::UserVar || !var_name.eq_ignore_ascii_case(name) {
+        return None;
+    }
+    let assign = lx.next();
+    if !assign.is_op(sql, "=") && !assign.is_op(sql, ":=") {
+        return None;
+    }
+    let value = lx.next();
+    let from_value = sql.get(value.start..).unwrap_or("").trim_end();
+    let text = value.text(sql);
+    let quoted = |q: char| text.len() >= 2 && text.starts_with(q) && text.ends_with(q);
+    let unquoted = match value.tok {
+        Tok::Str if quoted('\'') || quoted('"') => &text[1..text.len() - 1],
+        Tok::Word | Tok::Num | Tok::Param => text,
+        _ => return Some(Err(from_value)),
+    };
+    loop {
+        let t = lx.next();
+        match t.tok {
+            Tok::Semi => {}
+            Tok::End if !lx.broken => return Some(Ok(unquoted)),
+            _ => return Some(Err(from_value)),
+        }
     }
 }

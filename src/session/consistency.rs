@@ -194,70 +194,21 @@ impl EarlyPassOn {
     }
 }
 
-/// Parses the intercepted `SET @rwsplit_consistency = 'mode'`, with any
-/// comments around its words (an ORM's `/* controller:... */` before it or
-/// after it). Nothing is allocated for any other statement (every `SET
+/// Parses the intercepted `SET @rwsplit_consistency = 'mode'` (read by the
+/// classifier's lexer: comments anywhere, as ORMs and tracing libraries
+/// add them). Nothing is allocated for any other statement (every `SET
 /// @...` of a session is asked). The value of a prepared one may be its
-/// parameter, `?`, which fails to parse as a mode; anything after the
-/// value but comments and `;` (another statement) makes the value
-/// unreadable too.
+/// parameter, `?`, which fails to parse as a mode; a statement that is
+/// more than the assignment (another one after it) is refused with its
+/// text from the value on.
 pub fn parse_session_mode(sql: &str) -> Option<Result<ConsistencyMode, String>> {
-    fn strip<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
-        let head = text.get(..prefix.len())?;
-        head.eq_ignore_ascii_case(prefix).then(|| skip_comments(&text[prefix.len()..]))
-    }
-    let rest = strip(skip_comments(sql), "set")?;
-    let rest = strip(rest, "@rwsplit_consistency")?;
-    let rest = skip_comments(rest.strip_prefix(":=").or_else(|| rest.strip_prefix('='))?);
-    let (value, mut tail) = match rest.chars().next() {
-        Some(quote @ ('\'' | '"')) => {
-            let Some(end) = rest[1..].find(quote) else {
-                return Some(Err(rest.trim_end().to_ascii_lowercase()));
-            };
-            (&rest[1..=end], &rest[end + 2..])
-        }
-        _ => {
-            let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '?';
-            rest.split_at(rest.find(|c| !word(c)).unwrap_or(rest.len()))
-        }
-    };
-    tail = skip_comments(tail);
-    while let Some(after) = tail.strip_prefix(';') {
-        tail = skip_comments(after);
-    }
-    if !tail.is_empty() {
-        return Some(Err(rest.trim_end().to_ascii_lowercase()));
-    }
-    let value = value.to_ascii_lowercase();
+    let value = crate::classify::user_variable_value(
+        sql,
+        crate::classify::Backslashes::Escape,
+        "rwsplit_consistency",
+    )?;
+    let value = value.unwrap_or_else(|rest| rest).to_ascii_lowercase();
     Some(ConsistencyMode::parse(&value).ok_or(value))
-}
-
-/// Whether `text` starts with a `--` comment (the dashes then a space, a
-/// control character or the end, as the server reads them).
-fn dash_dash_comment(text: &str) -> bool {
-    text.strip_prefix("--").is_some_and(|rest| {
-        rest.chars().next().is_none_or(|c| c.is_ascii_whitespace() || c.is_ascii_control())
-    })
-}
-
-/// `text` after any whitespace and comments (`/* */`, `-- `, `#`) it
-/// starts with; an executable comment (`/*!`, `/*M!`) is code, not skipped.
-fn skip_comments(mut text: &str) -> &str {
-    loop {
-        text = text.trim_start();
-        if let Some(body) =
-            text.strip_prefix("/*").filter(|b| !b.starts_with('!') && !b.starts_with("M!"))
-        {
-            match body.find("*/") {
-                Some(end) => text = &body[end + 2..],
-                None => return text,
-            }
-        } else if text.starts_with('#') || dash_dash_comment(text) {
-            text = text.find('\n').map_or("", |end| &text[end..]);
-        } else {
-            return text;
-        }
-    }
 }
 
 /// A prepared `SET @rwsplit_consistency` (drivers that prepare every
