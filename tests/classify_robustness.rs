@@ -4,8 +4,8 @@
 //! where the hash is visible).
 
 use rwsplit::classify::{
-    Backslashes, Tier, Tier2Cache, classify, classify_with_cache, normalize, statement_ranges,
-    statements, tables, temp_table_changes, temp_table_name, user_variable_value,
+    Backslashes, Tier, Tier2Cache, classify, classify_with_cache, normalize, statements, tables,
+    temp_table_changes, temp_table_name, user_variable_value,
 };
 
 /// xorshift64*: a small deterministic PRNG, so failures reproduce.
@@ -40,11 +40,11 @@ fn check(sql: &str, cache: &Tier2Cache) {
         let _ = temp_table_changes(sql, backslashes);
         let _ = user_variable_value(sql, backslashes, "rwsplit_consistency");
         if info.statements == 1 && info.tier == Tier::Lexer {
-            let kind = statements(sql, backslashes).next().and_then(|s| s.kind);
+            let kind = statements(sql, backslashes).first().and_then(|s| s.kind);
             assert_eq!(kind, Some(info.kind), "the lexer's verdict differs ({} bytes)", sql.len());
         }
         let mut parts = 0;
-        for part in statement_ranges(sql, backslashes) {
+        for part in statements(sql, backslashes).into_iter().map(|s| s.range) {
             assert!(
                 sql.get(part).is_some(),
                 "a statement cut inside a character ({} bytes)",

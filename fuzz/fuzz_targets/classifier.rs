@@ -9,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use rwsplit::classify::{
-    Backslashes, Tier, Tier2Cache, classify, classify_with_cache, normalize, statement_ranges,
+    Backslashes, Tier, Tier2Cache, classify, classify_with_cache, normalize,
     statements, tables, temp_table_changes, temp_table_name,
 };
 use std::sync::OnceLock;
@@ -36,11 +36,11 @@ fuzz_target!(|data: &[u8]| {
         let _ = temp_table_name(&sql, backslashes);
         let _ = temp_table_changes(&sql, backslashes);
         if info.statements == 1 && info.tier == Tier::Lexer {
-            let kind = statements(&sql, backslashes).next().and_then(|s| s.kind);
+            let kind = statements(&sql, backslashes).first().and_then(|s| s.kind);
             assert_eq!(kind, Some(info.kind), "the lexer's verdict differs");
         }
         let mut parts = 0;
-        for range in statement_ranges(&sql, backslashes) {
+        for range in statements(&sql, backslashes).into_iter().map(|s| s.range) {
             assert!(sql.get(range).is_some(), "a statement cut inside a character");
             parts += 1;
         }

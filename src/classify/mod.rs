@@ -41,7 +41,7 @@ pub use answers::{answer_proxy_variables, answer_row_count};
 pub use charset::{Multibyte, push_text};
 pub use info::{Consistency, Flags, Hint, StatementInfo, StatementKind, Tier};
 pub use lexer::Backslashes;
-pub use scan::{Statement, statement_ranges, statements};
+pub use scan::{Statement, statements};
 pub use set::user_variable_value;
 pub use tables::{TempTableChange, tables, temp_table_changes, temp_table_name};
 pub use tier2::{CacheStats, Tier2Cache};

@@ -76,11 +76,7 @@ impl Scanned {
         &self.head[..self.head_len]
     }
 
-    fn push(&mut self, st: &StmtScan, sql: &str, broken: bool) {
-        if st.is_empty() {
-            return;
-        }
-        let r = st.finish(sql, broken);
+    fn push(&mut self, r: StmtResult) {
         self.count = self.count.saturating_add(1);
         if self.head_len < MAX_TRACKED {
             self.head[self.head_len] = r;
@@ -101,34 +97,58 @@ fn func_of(sql: &str, cur: &Token, next: &Token) -> Option<FuncClass> {
     }
 }
 
-/// Classifies every statement of `sql` and feeds the normalizer, in one pass.
-pub(super) fn scan<O: Out>(
+/// Walks the statements of `sql` as the server splits them: at each `;`
+/// outside strings, comments and compound statements, and at the end.
+/// `token` sees every token (with the builtin class of a word followed by
+/// `(`); `ended` each statement that has a token, with the lexer's verdict
+/// and where it is: from the end of the one before (the comments before it
+/// included, so an executable `/*!40101 SET ... */` stays whole) to its
+/// `;`. Returns the hints the comments held.
+#[inline]
+fn walk(
     sql: &str,
     backslashes: Backslashes,
-    norm: &mut Normalizer<O>,
-) -> Scanned {
+    mut token: impl FnMut(&Token, Option<FuncClass>),
+    mut ended: impl FnMut(StmtResult, std::ops::Range<usize>),
+) -> Hints {
     let mut lx = Lexer::new(sql, backslashes);
-    let mut out = Scanned::new();
     let mut st = StmtScan::new();
+    let mut from = 0;
     let mut cur = lx.next();
     loop {
         let next = if cur.tok == Tok::End { cur } else { lx.next() };
         let func = func_of(sql, &cur, &next);
-        norm.token(sql, &cur, func);
+        token(&cur, func);
         match cur.tok {
             Tok::End => {
-                out.push(&st, sql, lx.broken);
-                break;
+                if !st.is_empty() {
+                    ended(st.finish(sql, lx.broken), from..sql.len());
+                }
+                return lx.hints;
             }
             Tok::Semi if !st.is_compound(sql) => {
-                out.push(&st, sql, false);
+                let to = cur.start.max(from);
+                if !st.is_empty() {
+                    ended(st.finish(sql, false), from..to);
+                }
+                from = to + 1;
                 st.reset();
             }
             _ => st.feed(sql, &cur, &next, func),
         }
         cur = next;
     }
-    out.hints = lx.hints;
+}
+
+/// Classifies every statement of `sql` and feeds the normalizer, in one pass.
+pub(super) fn scan<O: Out>(
+    sql: &str,
+    backslashes: Backslashes,
+    norm: &mut Normalizer<O>,
+) -> Scanned {
+    let mut out = Scanned::new();
+    let hints = walk(sql, backslashes, |t, func| norm.token(sql, t, func), |r, _| out.push(r));
+    out.hints = hints;
     out
 }
 
@@ -144,47 +164,16 @@ pub struct Statement {
     pub flags: Flags,
 }
 
-/// Each statement of a text with a token, as [`scan`] splits it (at `;`s
-/// outside strings, comments and compound statements).
-pub fn statements(sql: &str, backslashes: Backslashes) -> impl Iterator<Item = Statement> + '_ {
-    let mut lx = Lexer::new(sql, backslashes);
-    let mut st = StmtScan::new();
-    let mut cur = lx.next();
-    let (mut from, mut done) = (0, false);
-    std::iter::from_fn(move || {
-        while !done {
-            let next = if cur.tok == Tok::End { cur } else { lx.next() };
-            let ends = match cur.tok {
-                Tok::End => true,
-                Tok::Semi => !st.is_compound(sql),
-                _ => false,
-            };
-            if !ends {
-                st.feed(sql, &cur, &next, func_of(sql, &cur, &next));
-                cur = next;
-                continue;
-            }
-            done = cur.tok == Tok::End;
-            let end = cur.start.clamp(from, sql.len());
-            let range = from..end;
-            from = (end + 1).min(sql.len());
-            let found = (!st.is_empty()).then(|| st.finish(sql, done && lx.broken));
-            st.reset();
-            cur = next;
-            if let Some(r) = found {
-                return Some(Statement { range, kind: r.kind, flags: r.flags });
-            }
-        }
-        None
-    })
-}
-
-/// Where each statement of a text is (see [`statements`]).
-pub fn statement_ranges(
-    sql: &str,
-    backslashes: Backslashes,
-) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
-    statements(sql, backslashes).map(|s| s.range)
+/// Each statement of a text that has a token, split as [`scan`] splits it.
+pub fn statements(sql: &str, backslashes: Backslashes) -> Vec<Statement> {
+    let mut found = Vec::new();
+    walk(
+        sql,
+        backslashes,
+        |_, _| {},
+        |r, range| found.push(Statement { range, kind: r.kind, flags: r.flags }),
+    );
+    found
 }
 
 /// Feeds the normalizer only (for `normalize` and per-statement digests).

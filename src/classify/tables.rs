@@ -80,8 +80,9 @@ pub enum TempTableChange {
 /// What the statements of a text (each of a multi-statement) do to the
 /// session's temporary tables, in order.
 pub fn temp_table_changes(sql: &str, backslashes: Backslashes) -> Vec<TempTableChange> {
-    super::scan::statement_ranges(sql, backslashes)
-        .filter_map(|range| temp_table_change(&sql[range], backslashes))
+    super::scan::statements(sql, backslashes)
+        .into_iter()
+        .filter_map(|s| temp_table_change(&sql[s.range], backslashes))
         .collect()
 }
 

@@ -443,6 +443,7 @@ impl Session {
         // The lexer's verdicts: those it is unsure of are no SET, USE...
         // (and no parser runs for each statement of a long text).
         let parts: Vec<_> = classify::statements(sql, self.backslashes())
+            .into_iter()
             .filter_map(|part| {
                 let kind = part.kind?;
                 // The server reported the database whatever else failed.

@@ -151,17 +151,21 @@ fn each_statement_of_a_text_creates_or_drops_temporary_tables_in_order() {
 #[test]
 fn a_text_is_split_into_its_statements() {
     let sql = "SELECT ';' ; /* a; */ SET a = 1;;  ;/*!40101 SET NAMES utf8 */;\nDO 1 -- ;\n";
-    let parts: Vec<&str> =
-        super::super::statement_ranges(sql, Backslashes::Escape).map(|r| &sql[r]).collect();
+    let parts: Vec<&str> = super::super::statements(sql, Backslashes::Escape)
+        .into_iter()
+        .map(|s| &sql[s.range])
+        .collect();
     assert_eq!(
         parts,
         ["SELECT ';' ", " /* a; */ SET a = 1", "/*!40101 SET NAMES utf8 */", "\nDO 1 -- ;\n"]
     );
-    assert!(super::super::statement_ranges(" ; -- x", Backslashes::Escape).next().is_none());
+    assert!(super::super::statements(" ; -- x", Backslashes::Escape).is_empty());
     // A compound statement's own `;`s do not split it (its SETs are not the session's).
     let sql = "SELECT 1; BEGIN NOT ATOMIC SET time_zone = '+01:00'; SELECT 2; END";
-    let parts: Vec<&str> =
-        super::super::statement_ranges(sql, Backslashes::Escape).map(|r| &sql[r]).collect();
+    let parts: Vec<&str> = super::super::statements(sql, Backslashes::Escape)
+        .into_iter()
+        .map(|s| &sql[s.range])
+        .collect();
     assert_eq!(parts, ["SELECT 1", " BEGIN NOT ATOMIC SET time_zone = '+01:00'; SELECT 2; END"]);
 }
 
