@@ -5,7 +5,7 @@
 
 use rwsplit::classify::{
     Backslashes, Tier, Tier2Cache, classify, classify_with_cache, normalize, statements, tables,
-    temp_table_changes, temp_table_name, user_variable_value,
+    temp_table_change, temp_table_name, user_variable_value,
 };
 
 /// xorshift64*: a small deterministic PRNG, so failures reproduce.
@@ -37,7 +37,7 @@ fn check(sql: &str, cache: &Tier2Cache) {
         }
         let _ = tables(sql, backslashes);
         let _ = temp_table_name(sql, backslashes);
-        let _ = temp_table_changes(sql, backslashes);
+        let _ = temp_table_change(sql, backslashes);
         let _ = user_variable_value(sql, backslashes, "rwsplit_consistency");
         if info.statements == 1 && info.tier == Tier::Lexer {
             let kind = statements(sql, backslashes).first().and_then(|s| s.kind);

@@ -10,7 +10,7 @@
 use libfuzzer_sys::fuzz_target;
 use rwsplit::classify::{
     Backslashes, Tier, Tier2Cache, classify, classify_with_cache, normalize,
-    statements, tables, temp_table_changes, temp_table_name,
+    statements, tables, temp_table_change, temp_table_name,
 };
 use std::sync::OnceLock;
 
@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
         normalize(&sql, backslashes, &mut normalized);
         let _ = tables(&sql, backslashes);
         let _ = temp_table_name(&sql, backslashes);
-        let _ = temp_table_changes(&sql, backslashes);
+        let _ = temp_table_change(&sql, backslashes);
         if info.statements == 1 && info.tier == Tier::Lexer {
             let kind = statements(&sql, backslashes).first().and_then(|s| s.kind);
             assert_eq!(kind, Some(info.kind), "the lexer's verdict differs");

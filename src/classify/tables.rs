@@ -77,16 +77,8 @@ pub enum TempTableChange {
     Dropped(Vec<String>),
 }
 
-/// What the statements of a text (each of a multi-statement) do to the
-/// session's temporary tables, in order.
-pub fn temp_table_changes(sql: &str, backslashes: Backslashes) -> Vec<TempTableChange> {
-    super::scan::statements(sql, backslashes)
-        .into_iter()
-        .filter_map(|s| temp_table_change(&sql[s.range], backslashes))
-        .collect()
-}
-
-fn temp_table_change(stmt: &str, backslashes: Backslashes) -> Option<TempTableChange> {
+/// What one statement does to the session's temporary tables, if anything.
+pub fn temp_table_change(stmt: &str, backslashes: Backslashes) -> Option<TempTableChange> {
     let mut lx = Lexer::new(stmt, backslashes);
     match lx.next().kw? {
         Kw::CREATE => temp_table_name(stmt, backslashes).map(TempTableChange::Created),

@@ -373,7 +373,6 @@ impl Session {
         if let Some(db) = &outcome.schema {
             self.in_database(idx, db.clone());
         }
-        self.follow_temp_tables(info, sql, outcome.error.is_some());
         let has_gtid = outcome.gtid().is_some();
         if idx == primary && (router::is_write(info) || has_gtid) {
             self.remember_write(idx, outcome);
@@ -421,6 +420,22 @@ impl Session {
             StatementKind::LockTables => self.routing.locked_tables = true,
             StatementKind::UnlockTables => self.routing.locked_tables = false,
             StatementKind::Prepare => self.routing.sql_prepared = true,
+            StatementKind::DropTemporaryTable | StatementKind::Ddl
+                if self.routing.temp_tables.is_empty() => {}
+            // `DROP TABLE t` drops a temporary t first, as the server does.
+            StatementKind::CreateTemporaryTable
+            | StatementKind::DropTemporaryTable
+            | StatementKind::Ddl => match classify::temp_table_change(sql, self.backslashes()) {
+                Some(classify::TempTableChange::Created(name)) => {
+                    self.routing.temp_tables.insert(unqualified(&name).to_string());
+                }
+                Some(classify::TempTableChange::Dropped(names)) => {
+                    for name in names {
+                        self.routing.temp_tables.remove(unqualified(&name));
+                    }
+                }
+                None => {}
+            },
             _ => {}
         }
     }
@@ -430,9 +445,9 @@ impl Session {
     /// its own (replaying the whole text elsewhere would run its other
     /// statements again there: an INSERT on a replica, a BEGIN leaving a
     /// transaction open there). When which ones ran is unknown (the text
-    /// failed part way), or a SET cannot be cut out of the command's bytes
-    /// (a text not read as its bytes), the session's reads stay on the
-    /// primary, on this connection.
+    /// failed part way: its SETs, its temporary tables), or a SET cannot be
+    /// cut out of the command's bytes (a text not read as its bytes), the
+    /// session's reads stay on the primary, on this connection.
     fn follow_multi_statement(
         &mut self,
         idx: usize,
@@ -441,17 +456,26 @@ impl Session {
         failed: bool,
     ) {
         // The lexer's verdicts: those it is unsure of are no SET, USE...
-        // (and no parser runs for each statement of a long text).
+        // (and no parser runs for each statement of a long text). A DDL
+        // may drop one of the session's temporary tables.
+        let drops = !self.routing.temp_tables.is_empty();
         let parts: Vec<_> = classify::statements(sql, self.backslashes())
             .into_iter()
             .filter_map(|part| {
                 let kind = part.kind?;
                 // The server reported the database whatever else failed.
                 let followed = kind == StatementKind::Use && schema_reported;
-                (changes_session(kind) && !followed).then_some((kind, part.flags, part.range))
+                let ddl = kind == StatementKind::Ddl && drops;
+                (changes_session(kind) && !followed || ddl)
+                    .then_some((kind, part.flags, part.range))
             })
             .collect();
-        if parts.is_empty() {
+        if failed {
+            // A temporary table it may have dropped is still taken for one:
+            // its reads stay on the primary, which is right either way.
+            if parts.iter().any(|(kind, ..)| changes_session(*kind)) {
+                self.keep_reads_on(idx);
+            }
             return;
         }
         let is_set = |kind: &StatementKind| {
@@ -462,44 +486,13 @@ impl Session {
         };
         // The SETs are cut out of the command's bytes by the text's ranges.
         let as_written = self.cmd.get(1..) == Some(sql.as_bytes());
-        if failed || (!as_written && parts.iter().any(|(kind, ..)| is_set(kind))) {
+        if !as_written && parts.iter().any(|(kind, ..)| is_set(kind)) {
             self.keep_reads_on(idx);
             return;
         }
         for (kind, flags, range) in parts {
             let part = &sql[range.clone()];
             self.follow_statement(idx, kind, flags, part, Some(range), schema_reported);
-        }
-    }
-
-    /// Follows the temporary tables the statement created or dropped, in
-    /// each statement of a multi-statement. A failing statement changed
-    /// nothing; in a multi-statement the ones before it ran: its creations
-    /// are taken as done (reads of those names then run on the primary,
-    /// which is right either way), its drops are not.
-    fn follow_temp_tables(&mut self, info: &StatementInfo, sql: &str, failed: bool) {
-        let may_change = match info.kind {
-            StatementKind::CreateTemporaryTable => true,
-            StatementKind::DropTemporaryTable | StatementKind::Ddl => {
-                !self.routing.temp_tables.is_empty()
-            }
-            _ => info.statements > 1,
-        };
-        if !may_change || (failed && info.statements <= 1) {
-            return;
-        }
-        for change in classify::temp_table_changes(sql, self.backslashes()) {
-            match change {
-                classify::TempTableChange::Created(name) => {
-                    self.routing.temp_tables.insert(unqualified(&name).to_string());
-                }
-                classify::TempTableChange::Dropped(names) if !failed => {
-                    for name in names {
-                        self.routing.temp_tables.remove(unqualified(&name));
-                    }
-                }
-                classify::TempTableChange::Dropped(_) => {}
-            }
         }
     }
 
@@ -1055,6 +1048,8 @@ fn changes_session(kind: StatementKind) -> bool {
             | StatementKind::LockTables
             | StatementKind::UnlockTables
             | StatementKind::Prepare
+            | StatementKind::CreateTemporaryTable
+            | StatementKind::DropTemporaryTable
     )
 }
 
