@@ -34,8 +34,6 @@ pub struct RoutingState {
     /// SET statements that succeeded on the primary, replayed on other
     /// backends before they run the session's reads.
     pub sets: Vec<RecordedSet>,
-    /// [`RecordedSet::kept_bytes`] of `sets`.
-    pub set_bytes: usize,
     /// `set_hashes[i]` identifies `sets[..=i]` (see `pool::chain_hash`): a
     /// shared connection carries the hash of the SETs it ran.
     pub set_hashes: Vec<u64>,
@@ -531,7 +529,6 @@ impl Session {
             return;
         };
         let hash = set.chain_hash(self.routing.hash_of_first(self.routing.sets.len()));
-        self.routing.set_bytes += set.kept_bytes();
         self.routing.sets.push(set);
         self.routing.set_hashes.push(hash);
         let n = self.routing.sets.len();
@@ -544,7 +541,8 @@ impl Session {
     /// The statement text the session keeps to run again elsewhere: its
     /// prepared statements and recorded SETs.
     pub(super) fn kept_statement_bytes(&self) -> usize {
-        self.stmts.bytes() + self.routing.set_bytes
+        let sets: usize = self.routing.sets.iter().map(RecordedSet::kept_bytes).sum();
+        self.stmts.bytes() + sets
     }
 
     /// Session state lives only on connection `idx` (the primary's): the
