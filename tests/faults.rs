@@ -327,6 +327,61 @@ struct Told {
     slowest_error: Duration,
 }
 
+impl Told {
+    /// Acknowledged autocommit inserts and transactions.
+    fn acks(&self) -> usize {
+        self.acked.len() + self.committed.len()
+    }
+
+    /// Checks what the writer was told against `table` as the server at
+    /// `addr` holds it: acknowledged rows missing, rows there twice, and
+    /// transactions there by half.
+    async fn check(&self, addr: &str, table: &str) -> Checked {
+        let rows = admin(addr).await.query(&format!("SELECT n FROM {table}")).await;
+        let mut present = std::collections::HashMap::<i64, u32>::new();
+        for (_, payload) in &rows[2..rows.len() - 1] {
+            let mut cur = rwsplit::protocol::packet::Cursor::new(payload);
+            let n: i64 = String::from_utf8_lossy(cur.lenenc_bytes().unwrap()).parse().unwrap();
+            *present.entry(n).or_default() += 1;
+        }
+        let both_rows = self.committed.iter().flat_map(|&i| [i, -i]);
+        let acknowledged = self.acked.iter().copied().chain(both_rows);
+        Checked {
+            lost: acknowledged.filter(|n| !present.contains_key(n)).collect(),
+            duplicated: present.iter().filter(|(_, c)| **c > 1).map(|(n, _)| *n).collect(),
+            half: present
+                .keys()
+                .filter(|n| *n % 2 != 0 && !present.contains_key(&-*n))
+                .copied()
+                .collect(),
+        }
+    }
+}
+
+/// What [`Told::check`] found.
+struct Checked {
+    lost: Vec<i64>,
+    duplicated: Vec<i64>,
+    half: Vec<i64>,
+}
+
+impl Checked {
+    fn assert_none(&self) {
+        assert!(self.lost.is_empty(), "acknowledged but missing: {:?}", self.lost);
+        assert!(self.duplicated.is_empty(), "duplicated: {:?}", self.duplicated);
+        assert!(self.half.is_empty(), "half-committed transactions: {:?}", self.half);
+    }
+}
+
+/// Waits until the writer has been told `n` acknowledgements (30 s at most).
+async fn wait_acks(told: &std::sync::Mutex<Told>, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while told.lock().unwrap().acks() < n {
+        assert!(Instant::now() < deadline, "writes did not reach {n} acknowledgements");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn connect_app(addr: &str) -> Raw {
     Raw::app(addr, true).await
 }
@@ -428,18 +483,7 @@ async fn primary_killed_and_restarted_loses_no_acknowledged_write() {
             }
         })
     };
-    let acks = || {
-        let t = told.lock().unwrap();
-        t.acked.len() + t.committed.len()
-    };
-    let wait_acks = |n: usize| async move {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while acks() < n {
-            assert!(Instant::now() < deadline, "writes did not reach {n} acknowledgements");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    wait_acks(100).await;
+    wait_acks(&told, 100).await;
 
     // The primary crashes; writes fail for a while, reads go on.
     signal(lab_pid("primary"), "-KILL");
@@ -454,34 +498,16 @@ async fn primary_killed_and_restarted_loses_no_acknowledged_write() {
     let reads_while_down = reads.load(Ordering::Relaxed) - reads_before;
     // It comes back; writes resume through the same proxy.
     lab(&["up"]);
-    let acked_before_restart = acks();
-    wait_acks(acked_before_restart + 100).await;
+    let acked_before_restart = told.lock().unwrap().acks();
+    wait_acks(&told, acked_before_restart + 100).await;
     let outage = down_at.elapsed();
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
     reader.await.unwrap();
 
     // Compare the primary's table with what the writers were told.
-    let mut p = admin(PRIMARY).await;
-    let rows = p.query(&format!("SELECT n FROM app.{table}")).await;
-    let mut present = std::collections::HashMap::<i64, u32>::new();
-    for (_, payload) in &rows[2..rows.len() - 1] {
-        let mut cur = rwsplit::protocol::packet::Cursor::new(payload);
-        let n: i64 = String::from_utf8_lossy(cur.lenenc_bytes().unwrap()).parse().unwrap();
-        *present.entry(n).or_default() += 1;
-    }
     let t = std::mem::take(&mut *told.lock().unwrap());
-    let lost: Vec<i64> = t
-        .acked
-        .iter()
-        .chain(&t.committed)
-        .chain(t.committed.iter().map(|i| -i).collect::<Vec<_>>().iter())
-        .filter(|n| !present.contains_key(n))
-        .copied()
-        .collect();
-    let duplicated: Vec<i64> = present.iter().filter(|(_, c)| **c > 1).map(|(n, _)| *n).collect();
-    let half_transactions: Vec<i64> =
-        present.keys().filter(|n| *n % 2 != 0 && !present.contains_key(&-*n)).copied().collect();
+    let checked = t.check(PRIMARY, &format!("app.{table}")).await;
     eprintln!(
         "primary kill: {} autocommit writes and {} transactions acknowledged, {} errors \
          (slowest {:?}), {reads_while_down} reads during the outage and {} read errors, \
@@ -491,18 +517,16 @@ async fn primary_killed_and_restarted_loses_no_acknowledged_write() {
         t.errors,
         t.slowest_error,
         read_errors.load(Ordering::Relaxed),
-        lost.len(),
-        duplicated.len(),
-        half_transactions.len()
+        checked.lost.len(),
+        checked.duplicated.len(),
+        checked.half.len()
     );
-    assert!(lost.is_empty(), "acknowledged but missing: {lost:?}");
-    assert!(duplicated.is_empty(), "duplicated: {duplicated:?}");
-    assert!(half_transactions.is_empty(), "half-committed transactions: {half_transactions:?}");
+    checked.assert_none();
     assert!(t.slowest_error < Duration::from_secs(3), "a write error took {:?}", t.slowest_error);
     assert!(reads_while_down > 0, "no read was served while the primary was down");
     assert_eq!(read_errors.load(Ordering::Relaxed), 0, "reads failed");
     wait_replicas_caught_up().await;
-    p.exec(&format!("DROP TABLE app.{table}")).await;
+    admin(PRIMARY).await.exec(&format!("DROP TABLE app.{table}")).await;
 }
 
 #[tokio::test]
@@ -906,18 +930,7 @@ async fn a_replica_promoted_after_the_primary_died_takes_the_writes() {
     let told = Arc::new(std::sync::Mutex::new(Told::default()));
     let writer =
         tokio::spawn(writer(addr.clone(), format!("app.{table}"), stop.clone(), told.clone()));
-    let acks = || {
-        let t = told.lock().unwrap();
-        t.acked.len() + t.committed.len()
-    };
-    let wait_acks = |n: usize| async move {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while acks() < n {
-            assert!(Instant::now() < deadline, "writes did not reach {n} acknowledgements");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    wait_acks(50).await;
+    wait_acks(&told, 50).await;
 
     signal(lab_pid("primary"), "-KILL");
     let died = Instant::now();
@@ -928,46 +941,26 @@ async fn a_replica_promoted_after_the_primary_died_takes_the_writes() {
          master_user = 'repl', master_password = 'repl', master_use_gtid = slave_pos; START SLAVE",
     );
     wait_backends(admin_port, Duration::from_secs(10), |j| j[1]["role"] == "primary").await;
-    let acked_before = acks();
-    wait_acks(acked_before + 50).await;
+    let acked_before = told.lock().unwrap().acks();
+    wait_acks(&told, acked_before + 50).await;
     let resumed = died.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.await.unwrap();
 
     // What the writer was told against the new primary's table.
-    let mut new_primary = admin(REPLICA1).await;
-    let rows = new_primary.query(&format!("SELECT n FROM app.{table}")).await;
-    let mut present = std::collections::HashMap::<i64, u32>::new();
-    for (_, payload) in &rows[2..rows.len() - 1] {
-        let mut cur = rwsplit::protocol::packet::Cursor::new(payload);
-        let n: i64 = String::from_utf8_lossy(cur.lenenc_bytes().unwrap()).parse().unwrap();
-        *present.entry(n).or_default() += 1;
-    }
     let t = std::mem::take(&mut *told.lock().unwrap());
-    let lost: Vec<i64> = t
-        .acked
-        .iter()
-        .chain(&t.committed)
-        .chain(t.committed.iter().map(|i| -i).collect::<Vec<_>>().iter())
-        .filter(|n| !present.contains_key(n))
-        .copied()
-        .collect();
-    let duplicated: Vec<i64> = present.iter().filter(|(_, c)| **c > 1).map(|(n, _)| *n).collect();
-    let half: Vec<i64> =
-        present.keys().filter(|n| *n % 2 != 0 && !present.contains_key(&-*n)).copied().collect();
+    let checked = t.check(REPLICA1, &format!("app.{table}")).await;
     eprintln!(
         "failover: {} autocommit writes and {} transactions acknowledged, {} errors, writes \
          resumed {resumed:?} after the primary died; lost {}, duplicated {}, half {}",
         t.acked.len(),
         t.committed.len(),
         t.errors,
-        lost.len(),
-        duplicated.len(),
-        half.len()
+        checked.lost.len(),
+        checked.duplicated.len(),
+        checked.half.len()
     );
-    assert!(lost.is_empty(), "acknowledged but missing: {lost:?}");
-    assert!(duplicated.is_empty(), "duplicated: {duplicated:?}");
-    assert!(half.is_empty(), "half-committed transactions: {half:?}");
+    checked.assert_none();
     // A client reads its writes (replica2 now replicates from replica1).
     let mut c = Raw::app(&addr, true).await;
     for n in 1..=10 {
