@@ -59,6 +59,14 @@ gtid_wait_timeout = "300ms"
     ))
 }
 
+/// [`checker_config`] where replica2, the one that lags, takes every read
+/// (replica1's weight 0).
+fn lagging_replica_only(mode: &str) -> rwsplit::Config {
+    let mut config = checker_config(mode);
+    config.backends[1].weight = 0;
+    config
+}
+
 /// Results of a run: pairs, stale reads, reads served by replicas, and
 /// the read's latency (median and 95th percentile, microseconds).
 #[derive(Debug, Default)]
@@ -199,16 +207,14 @@ async fn gtid_mode_has_no_stale_reads_and_reads_from_replicas() {
 async fn eventual_mode_reads_the_lagging_replica() {
     // The lagging replica alone takes reads: eventual mode reads it (and
     // reads stale data), so the gtid test below does meet it.
-    let mut config = checker_config("eventual");
-    config.backends[1].weight = 0;
+    let config = lagging_replica_only("eventual");
     let t = check_config("eventual, replica2 only", config, pairs() / 5).await;
     assert!(t.from_lagging * 2 > t.pairs && t.stale > 0, "{t:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gtid_mode_with_only_a_lagging_replica_has_no_stale_reads() {
-    let mut config = checker_config("gtid");
-    config.backends[1].weight = 0;
+    let config = lagging_replica_only("gtid");
     // Every read waits there for its write's GTID (300 ms at most), then
     // the primary answers: fewer pairs.
     let t = check_config("gtid, replica2 only", config, pairs() / 20).await;
@@ -223,8 +229,7 @@ async fn gtid_mode_with_only_a_lagging_replica_has_no_stale_reads() {
 async fn gtid_mode_reads_back_a_write_made_on_an_earlier_connection() {
     let _serial = SERIAL.lock().await;
     let table = setup_table().await;
-    let mut config = checker_config("gtid");
-    config.backends[1].weight = 0;
+    let config = lagging_replica_only("gtid");
     let proxy = start_proxy(config).await;
     let _lag = Lag::start(2);
     let mut stale = Vec::new();
@@ -252,8 +257,7 @@ async fn gtid_mode_reads_back_a_write_made_on_an_earlier_connection() {
 async fn gtid_mode_reads_back_a_write_followed_by_other_statements_in_one_query() {
     let _serial = SERIAL.lock().await;
     let table = setup_table().await;
-    let mut config = checker_config("gtid");
-    config.backends[1].weight = 0;
+    let config = lagging_replica_only("gtid");
     let proxy = start_proxy(config).await;
     let _lag = Lag::start(2);
     let mut c = Raw::app(&proxy.addr.to_string(), true).await;
@@ -497,8 +501,7 @@ async fn gtid_mode_reads_back_writes_that_return_rows() {
         ))
         .await;
     wait_replicas_caught_up().await;
-    let mut config = checker_config("gtid");
-    config.backends[1].weight = 0;
+    let config = lagging_replica_only("gtid");
     let proxy = start_proxy(config).await;
     {
         let _lag = Lag::start(2);
@@ -535,8 +538,7 @@ async fn a_read_only_transaction_that_fell_back_leaves_no_transaction_on_the_rep
     let _serial = SERIAL.lock().await;
     let table = setup_table().await;
     for multiplex in [false, true] {
-        let mut config = checker_config("gtid");
-        config.backends[1].weight = 0;
+        let mut config = lagging_replica_only("gtid");
         config.pool.multiplex = multiplex;
         let proxy = start_proxy(config).await;
         let mut c = Raw::app(&proxy.addr.to_string(), true).await;
