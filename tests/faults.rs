@@ -288,6 +288,9 @@ async fn a_write_on_a_paused_primary_gets_lost_connection_and_reads_go_on() {
     let addr = proxy.addr.to_string();
     let mut c = Raw::app(&addr, true).await;
     c.exec(&format!("INSERT INTO app.{table} VALUES (1)")).await;
+    // The reader below reads eventually consistent: the row is on the
+    // replicas before the primary stops.
+    wait_replicas_caught_up().await;
     let (outcome, took, count) = {
         let _paused = Paused::node("primary");
         let started = Instant::now();
