@@ -18,6 +18,8 @@ ensure_apt golang-go golang-github-go-sql-driver-mysql-dev ruby-mysql2 libmariad
 # Perl's DBI drivers, MariaDB's ODBC driver, and what mysqlclient (pip)
 # builds against.
 ensure_apt libdbd-mysql-perl libdbd-mariadb-perl odbc-mariadb unixodbc libmariadb-dev pkg-config
+# ip and ss, for the faults tests' client host in a network namespace.
+ensure_apt iproute2
 command -v java >/dev/null || ensure_apt default-jre-headless
 ensure_python_deps
 # Node.js for the mysql2 client test (the machine's own when it has one).

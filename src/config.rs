@@ -574,6 +574,17 @@ pub struct Timeouts {
     /// `"0s"` = never.
     #[serde(default, with = "duration")]
     pub client_idle: Duration,
+    /// A TCP client whose host stops answering while its connection is
+    /// quiet (powered off, cut off the network) is disconnected about this
+    /// long after it went quiet, by TCP keepalive probes, and the session's
+    /// open transaction rolled back with its backend connection; `"0s"` =
+    /// the system's keepalive settings (none unless asked for).
+    #[serde(default = "default_client_keepalive", with = "duration")]
+    pub client_keepalive: Duration,
+}
+
+fn default_client_keepalive() -> Duration {
+    Duration::from_secs(120)
 }
 
 fn default_shutdown() -> Duration {
@@ -589,6 +600,7 @@ impl Default for Timeouts {
             shutdown: default_shutdown(),
             max_query_time: Duration::ZERO,
             client_idle: Duration::ZERO,
+            client_keepalive: default_client_keepalive(),
         }
     }
 }
@@ -876,6 +888,13 @@ impl Config {
         if self.listeners.is_empty() {
             problems.push("listeners: at least one listener is required".to_string());
         }
+        let keepalive = self.timeouts.client_keepalive;
+        if !keepalive.is_zero() && keepalive < Duration::from_secs(2) {
+            problems.push(format!(
+                "timeouts.client_keepalive: {} is too short; \"0s\" (off) or at least 2s",
+                humantime::format_duration(keepalive)
+            ));
+        }
         let mut seen = HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
             if l.address.is_some() == l.socket.is_some() {
@@ -1131,6 +1150,20 @@ mod tests {
         );
         let problems = Config::parse(&text).unwrap().validate();
         assert!(problems.iter().any(|p| p.contains("limits.max_command_memory")), "{problems:?}");
+    }
+
+    #[test]
+    fn client_keepalive_is_off_or_at_least_two_seconds() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.timeouts.client_keepalive, Duration::from_secs(120));
+        let with = |value: &str| {
+            let text = format!("{MINIMAL}\n[timeouts]\nclient_keepalive = \"{value}\"\n");
+            Config::parse(&text).unwrap().validate()
+        };
+        assert!(with("0s").is_empty(), "{:?}", with("0s"));
+        assert!(with("2s").is_empty(), "{:?}", with("2s"));
+        let problems = with("500ms");
+        assert!(problems.iter().any(|p| p.contains("timeouts.client_keepalive")), "{problems:?}");
     }
 
     #[test]

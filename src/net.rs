@@ -6,6 +6,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 /// Implements `AsyncRead` and `AsyncWrite` for an enum of streams by
@@ -229,6 +230,9 @@ impl Drop for Listener {
     }
 }
 
+/// Unanswered keepalive probes after which a quiet peer is taken for gone.
+const KEEPALIVE_PROBES: u32 = 3;
+
 /// A client's connection, TCP or unix socket.
 pub enum Socket {
     Tcp(TcpStream),
@@ -249,6 +253,30 @@ impl Socket {
             Socket::Tcp(s) => s.into_std().map(StdSocket::Tcp),
             Socket::Unix(s) => s.into_std().map(StdSocket::Unix),
         }
+    }
+
+    /// Makes a TCP connection whose peer is gone without a word (host
+    /// down, cable cut) fail about `dead_after` after the peer's last
+    /// acknowledgement: when the connection is quiet, by keepalive probes
+    /// (the first at half of it, three more over the other half); when
+    /// data waits for the peer's acknowledgement, by the kernel's user
+    /// timeout, which otherwise retransmits for some fifteen minutes. A
+    /// live peer that stops reading is cut off after as long. Zero leaves
+    /// the system's settings.
+    pub fn keep_alive(&self, dead_after: Duration) -> io::Result<()> {
+        let Socket::Tcp(stream) = self else { return Ok(()) };
+        if dead_after.is_zero() {
+            return Ok(());
+        }
+        let first = (dead_after / 2).max(Duration::from_secs(1));
+        let every = ((dead_after - first) / KEEPALIVE_PROBES).max(Duration::from_secs(1));
+        let probes = socket2::TcpKeepalive::new()
+            .with_time(first)
+            .with_interval(every)
+            .with_retries(KEEPALIVE_PROBES);
+        let socket = socket2::SockRef::from(stream);
+        socket.set_tcp_keepalive(&probes)?;
+        socket.set_tcp_user_timeout(Some(dead_after))
     }
 
     /// Registers a handed-over connection with the current runtime.

@@ -1094,3 +1094,220 @@ async fn a_new_default_sql_mode_reaches_the_greeting_with_the_next_primary_conne
     let after = Raw::app(&addr, true).await;
     assert_ne!(after.conn.greeting.status & nbe, 0, "{:#x}", after.conn.greeting.status);
 }
+
+/// A network namespace joined to this one by a veth link, its own host on
+/// the network: 10.231.7.2, seeing this one as 10.231.7.1. Removed on drop.
+struct NetHost {
+    name: String,
+}
+
+const HOST_SIDE: &str = "10.231.7.1";
+const NS_SIDE: &str = "10.231.7.2";
+
+impl NetHost {
+    fn new() -> NetHost {
+        let name = "rwsplit-faults".to_string();
+        // Left by an earlier run that was killed.
+        let _ = ip(&["netns", "del", &name], false);
+        let _ = ip(&["link", "del", "rwsfault0"], false);
+        ip(&["netns", "add", &name], true);
+        let host = NetHost { name };
+        ip(&["link", "add", "rwsfault0", "type", "veth", "peer", "name", "rwsfault1"], true);
+        ip(&["link", "set", "rwsfault1", "netns", &host.name], true);
+        ip(&["addr", "add", &format!("{HOST_SIDE}/30"), "dev", "rwsfault0"], true);
+        ip(&["link", "set", "rwsfault0", "up"], true);
+        host.ip(&["addr", "add", &format!("{NS_SIDE}/30"), "dev", "rwsfault1"]);
+        host.ip(&["link", "set", "rwsfault1", "up"]);
+        host.ip(&["link", "set", "lo", "up"]);
+        host
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let mut all = vec!["netns", "exec", &self.name, "ip"];
+        all.extend_from_slice(args);
+        ip(&all, true);
+    }
+
+    /// The host's cable is pulled: nothing it sent or was sent gets
+    /// through, and no reset tells its peers.
+    fn cut_off(&self) {
+        self.ip(&["link", "set", "rwsfault1", "down"]);
+    }
+
+    /// Runs `program` on the host, its stdin and stdout pipes.
+    fn spawn(&self, program: &[&str]) -> tokio::process::Child {
+        tokio::process::Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(program)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run a program in the network namespace")
+    }
+}
+
+impl Drop for NetHost {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name], false);
+    }
+}
+
+fn ip(args: &[&str], must: bool) -> bool {
+    let out = std::process::Command::new("ip").args(args).output().expect("run ip (iproute2)");
+    assert!(
+        out.status.success() || !must,
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    out.status.success()
+}
+
+/// Whether row `id` of `table` is locked by another transaction, asked
+/// on the primary without waiting.
+async fn row_locked(p: &mut Raw, table: &str, id: u32) -> bool {
+    p.exec("BEGIN").await;
+    let r =
+        query_error(p, &format!("SELECT id FROM app.{table} WHERE id = {id} FOR UPDATE NOWAIT"))
+            .await;
+    p.exec("ROLLBACK").await;
+    match r {
+        None => false,
+        Some((1205, _)) => true,
+        Some(other) => panic!("asking for the row lock: {other:?}"),
+    }
+}
+
+/// A client on `host` in the middle of a transaction that updated row 1
+/// of `table` through `proxy`, the row locked on the primary.
+struct Vanishing {
+    _client: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Vanishing {
+    async fn start(host: &NetHost, proxy: &TestProxy, p: &mut Raw, table: &str) -> Vanishing {
+        use tokio::io::AsyncBufReadExt;
+        let port = proxy.addr.port().to_string();
+        let mut client = host.spawn(&[
+            "mariadb",
+            "--host",
+            HOST_SIDE,
+            "--port",
+            &port,
+            "--user",
+            "app",
+            "--password=app",
+            "--database",
+            "app",
+            "--batch",
+            "--skip-column-names",
+            "--unbuffered",
+        ]);
+        let stdin = client.stdin.take().expect("client stdin");
+        let stdout = tokio::io::BufReader::new(client.stdout.take().expect("client stdout"));
+        let mut v = Vanishing { _client: client, stdin, stdout: stdout.lines() };
+        v.send(&format!("BEGIN;\nUPDATE {table} SET v = 1 WHERE id = 1;\nSELECT 'updated';")).await;
+        let said = tokio::time::timeout(Duration::from_secs(10), v.stdout.next_line()).await;
+        let said = said.expect("the client answers").expect("read the client's output");
+        assert_eq!(said.as_deref(), Some("updated"));
+        assert!(row_locked(p, table, 1).await, "the client's UPDATE holds the row lock");
+        v
+    }
+
+    async fn send(&mut self, statements: &str) {
+        use tokio::io::AsyncWriteExt;
+        let text = format!("{statements}\n");
+        self.stdin.write_all(text.as_bytes()).await.expect("write to the client");
+        self.stdin.flush().await.expect("flush the client's stdin");
+    }
+}
+
+/// Cuts `host` off and waits (bounded) until the primary no longer holds
+/// the row lock of the vanished client's transaction, which it must have
+/// rolled back; returns how long that took.
+async fn cut_off_and_wait_released(host: &NetHost, p: &mut Raw, table: &str) -> Duration {
+    host.cut_off();
+    let cut = Instant::now();
+    while row_locked(p, table, 1).await {
+        assert!(
+            cut.elapsed() < Duration::from_secs(20),
+            "the vanished client's lock is still held after {:?}",
+            cut.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = cut.elapsed();
+    let v = p.scalar(&format!("SELECT v FROM app.{table} WHERE id = 1")).await;
+    assert_eq!(v.as_deref(), Some("0"), "the unfinished transaction is rolled back");
+    took
+}
+
+/// Bytes the proxy sent on its connections from `port` that the peer has
+/// not acknowledged yet (the send queue `ss` shows).
+fn unacknowledged_bytes(port: u16) -> u64 {
+    let filter = format!("( sport = :{port} )");
+    let out = std::process::Command::new("ss")
+        .args(["-tnH", "state", "established", &filter])
+        .output()
+        .expect("run ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let queues = text.lines().map(|l| l.split_whitespace().nth(1).and_then(|q| q.parse().ok()));
+    queues.map(|q: Option<u64>| q.expect("ss prints the send queue")).sum()
+}
+
+/// A lab table with row (1, 0), a host to vanish from, and a proxy
+/// listening where that host reaches it, with `client_keepalive = 3s`.
+async fn vanishing_setup(prefix: &str) -> (String, Raw, NetHost, TestProxy) {
+    let table = lab_table(prefix, "id INT PRIMARY KEY, v INT").await;
+    let mut p = admin(PRIMARY).await;
+    p.exec(&format!("INSERT INTO app.{table} VALUES (1, 0)")).await;
+    let host = NetHost::new();
+    let mut config = lab_config("[timeouts]\nclient_keepalive = \"3s\"\n");
+    config.listeners[0].address = Some(format!("{HOST_SIDE}:0"));
+    let proxy = start_proxy(config).await;
+    (table, p, host, proxy)
+}
+
+/// A client host that vanishes (its link cut, so no FIN or RST reaches
+/// the proxy) while its session is idle in a transaction: the proxy's
+/// keepalive probes go unanswered, the session ends, and the transaction
+/// is rolled back on the primary, freeing its row lock for everyone else.
+/// Without them the proxy would hold the lock until the client came back.
+#[tokio::test]
+async fn a_client_host_that_vanishes_while_idle_in_a_transaction_has_its_locks_released() {
+    let _serial = SERIAL.lock().await;
+    let (table, mut p, host, proxy) = vanishing_setup("vanished_idle").await;
+    let _client = Vanishing::start(&host, &proxy, &mut p, &table).await;
+    // The client acknowledged all the proxy sent: the connection is quiet,
+    // and only keepalive probes can tell a gone host from an idle one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while unacknowledged_bytes(proxy.addr.port()) != 0 {
+        assert!(Instant::now() < deadline, "the client never acknowledged the proxy's replies");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = cut_off_and_wait_released(&host, &mut p, &table).await;
+    println!("idle vanished client's lock released {took:?} after its link was cut");
+    p.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
+/// The same when the client vanishes while a statement of its transaction
+/// runs: the proxy's reply then waits unacknowledged, which no keepalive
+/// probe covers; the kernel's user timeout ends it.
+#[tokio::test]
+async fn a_client_host_that_vanishes_while_its_statement_runs_has_its_locks_released() {
+    let _serial = SERIAL.lock().await;
+    let (table, mut p, host, proxy) = vanishing_setup("vanished_busy").await;
+    let mut client = Vanishing::start(&host, &proxy, &mut p, &table).await;
+    let tag = unique("vanishing");
+    client.send(&format!("SELECT SLEEP(1) AS {tag}, REPEAT('x', 100000);")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running_anywhere(&tag).await == 0 {
+        assert!(Instant::now() < deadline, "the client's SELECT SLEEP(1) never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = cut_off_and_wait_released(&host, &mut p, &table).await;
+    println!("busy vanished client's lock released {took:?} after its link was cut");
+    p.exec(&format!("DROP TABLE app.{table}")).await;
+}

@@ -152,6 +152,10 @@ async fn accept_loop(listener: net::Listener, ctx: Arc<ArcSwap<ListenerCtx>>, sh
     loop {
         match listener.accept().await {
             Ok((socket, peer)) => {
+                let keepalive = shared.config.load().timeouts.client_keepalive;
+                if let Err(e) = socket.keep_alive(keepalive) {
+                    tracing::debug!(%peer, error = %e, "cannot set TCP keepalive");
+                }
                 let ctx = ListenerCtx::clone(&ctx.load());
                 let Some(workers) = shared.session_workers.get() else {
                     tokio::spawn(session::serve(socket, peer, ctx, shared.clone()));
