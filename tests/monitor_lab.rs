@@ -127,6 +127,29 @@ async fn closed_port_backend_goes_unhealthy_without_affecting_others() {
     monitor.stop().await;
 }
 
+/// A wrong monitor password: every server answers, refusing the login;
+/// each backend's error says so and what to check (the servers are not
+/// unreachable, the monitor is misconfigured).
+#[tokio::test]
+async fn a_refused_monitor_login_is_reported_as_such() {
+    require_lab();
+    let interval = Duration::from_millis(200);
+    let settings = MonitorSettings { password: "not-the-password".into(), ..settings(interval) };
+    let monitor = Monitor::start(lab_specs(), settings);
+    let topology = monitor
+        .wait_for(interval * 10, |t| t.backends.iter().all(|b| b.last_error.is_some()))
+        .await
+        .unwrap_or_else(|t| panic!("no probe failed: {t:#?}"));
+    for b in &topology.backends {
+        let error = b.last_error.as_deref().unwrap_or_default();
+        assert!(error.contains("the monitor's login was refused"), "{}: {error}", b.name);
+        assert!(error.contains("1045"), "{}: {error}", b.name);
+        assert!(error.contains("check [monitor] user and password"), "{}: {error}", b.name);
+        assert!(!b.healthy && !b.eligible, "{b:#?}");
+    }
+    monitor.stop().await;
+}
+
 #[tokio::test]
 async fn healthy_backend_goes_down_after_fail_after_and_recovers_after_recover_after() {
     require_lab();

@@ -15,6 +15,13 @@ use std::time::{Duration, SystemTime};
 /// MySQL/MariaDB `ER_UNKNOWN_SYSTEM_VARIABLE`.
 const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
 
+/// Server errors that refuse a login for its user, password or host
+/// (ER_DBACCESS_DENIED, ER_ACCESS_DENIED, ER_HOST_NOT_PRIVILEGED,
+/// ER_NOT_SUPPORTED_AUTH_MODE, ER_PLUGIN_IS_NOT_LOADED,
+/// ER_ACCESS_DENIED_NO_PASSWORD): the server is up, the monitor is
+/// misconfigured.
+const LOGIN_REFUSED: [u16; 6] = [1044, 1045, 1130, 1251, 1524, 1698];
+
 /// Why a probe failed (the backend counts one failure).
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -24,6 +31,11 @@ pub enum ProbeError {
     ConnectTimeout(Duration),
     #[error("connect failed: {0}")]
     Connect(#[source] mysql_async::Error),
+    #[error(
+        "the monitor's login was refused: {0} (check [monitor] user and password, and that \
+         the user may connect to this server from the proxy's host)"
+    )]
+    Login(#[source] mysql_async::Error),
     #[error("probe timed out after {0:?}")]
     QueryTimeout(Duration),
     #[error("probe failed: {0}")]
@@ -153,7 +165,12 @@ impl Prober {
         let (conn, version) = tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| ProbeError::ConnectTimeout(self.connect_timeout))?
-            .map_err(ProbeError::Connect)?;
+            .map_err(|e| match &e {
+                mysql_async::Error::Server(refused) if LOGIN_REFUSED.contains(&refused.code) => {
+                    ProbeError::Login(e)
+                }
+                _ => ProbeError::Connect(e),
+            })?;
         tracing::debug!(address = %self.address, %version, "monitor connected");
         Ok(Connection {
             conn,

@@ -122,7 +122,14 @@ impl Publisher {
         };
         let outcome = report.outcome.as_ref().map_err(String::as_str);
         let next = apply_probe(&backend.state, outcome, report.checked_at, &self.settings);
-        if next.healthy != backend.state.healthy {
+        // A backend the monitor never reached (from the start, or added by
+        // a reload) has no change of health to report: its first failure
+        // is said once, with its cause.
+        let first_failure = !backend.state.healthy
+            && backend.state.server_version.is_none()
+            && backend.state.consecutive_failures == 0
+            && !next.healthy;
+        if next.healthy != backend.state.healthy || first_failure {
             if next.healthy {
                 tracing::info!(backend = %backend.spec.name, "backend up");
             } else {
