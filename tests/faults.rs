@@ -1311,3 +1311,88 @@ async fn a_client_host_that_vanishes_while_its_statement_runs_has_its_locks_rele
     println!("busy vanished client's lock released {took:?} after its link was cut");
     p.exec(&format!("DROP TABLE app.{table}")).await;
 }
+
+/// A lab server's `max_connections`, lowered until dropped.
+struct MaxConnections {
+    port: &'static str,
+    before: String,
+    /// Holds a connection's place (let in past the limit, as admin).
+    _admin: Raw,
+}
+
+impl MaxConnections {
+    /// Lowers it to MariaDB's least (10) and fills the server with app
+    /// connections, held in `fill`, until it refuses one.
+    async fn fill(addr: &str, port: &'static str, fill: &mut Vec<Raw>) -> MaxConnections {
+        let mut a = admin(addr).await;
+        let before = a.scalar("SELECT @@max_connections").await.expect("max_connections");
+        a.exec("SET GLOBAL max_connections = 10").await;
+        let full = MaxConnections { port, before, _admin: a };
+        let app = login("app", "app", Some("app"), client_caps(true));
+        while let Ok(c) = Raw::connect(addr, &app).await {
+            fill.push(c);
+            assert!(fill.len() <= 10, "{addr} takes connections past max_connections");
+        }
+        full
+    }
+}
+
+impl Drop for MaxConnections {
+    fn drop(&mut self) {
+        let set = format!("SET GLOBAL max_connections = {}", self.before);
+        let status = std::process::Command::new("mariadb")
+            .args(["--host=127.0.0.1", "--port", self.port, "--user=admin", "--password=admin"])
+            .args(["--execute", &set])
+            .status();
+        assert!(matches!(status, Ok(s) if s.success()), "could not restore {set}");
+    }
+}
+
+/// Logins a server refused (among them each "Too many connections").
+async fn refused_logins(addr: &str) -> u64 {
+    let sql = "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+               WHERE VARIABLE_NAME = 'ABORTED_CONNECTS'";
+    admin(addr).await.scalar(sql).await.and_then(|v| v.parse().ok()).expect("status counter")
+}
+
+/// A replica that refuses connections with "Too many connections" is
+/// avoided for `backend_retry` by every session, as one that refuses TCP
+/// is: reads go elsewhere without error, and the full server is not asked
+/// again for a connection by each read of each session. With and without
+/// multiplexing.
+#[tokio::test]
+async fn a_replica_full_of_connections_is_avoided_by_every_session() {
+    let _serial = SERIAL.lock().await;
+    for multiplex in [false, true] {
+        let config = lab_config(&format!(
+            "[consistency]\nmode = \"eventual\"\n[timeouts]\nbackend_retry = \"1h\"\n\
+             [pool]\nmultiplex = {multiplex}\n"
+        ));
+        let proxy = start_proxy(config).await;
+        let addr = proxy.addr.to_string();
+        let mut filler = Vec::new();
+        let full = MaxConnections::fill(REPLICA1, "3307", &mut filler).await;
+        let refused_before = refused_logins(REPLICA1).await;
+        let mut sessions = Vec::new();
+        for _ in 0..8 {
+            sessions.push(Raw::app(&addr, true).await);
+        }
+        let mut served = std::collections::HashMap::new();
+        for _ in 0..10 {
+            for c in sessions.iter_mut() {
+                let server = c.scalar("SELECT @@server_id").await.expect("a read is answered");
+                *served.entry(server).or_insert(0) += 1;
+            }
+        }
+        let refused = refused_logins(REPLICA1).await - refused_before;
+        drop(filler);
+        drop(full);
+        println!(
+            "multiplex {multiplex}: reads by server_id {served:?}, replica1 refused {refused}"
+        );
+        assert_eq!(served.values().sum::<u32>(), 80, "{served:?}");
+        assert_eq!(served.get("2"), None, "replica1 cannot have served a read: {served:?}");
+        assert!(refused >= 1, "replica1 was never asked: the test did not test");
+        assert!(refused <= 2, "replica1 was asked {refused} times after refusing");
+    }
+}

@@ -12,6 +12,9 @@ use crate::relay::Outcome;
 use crate::router::{self, Route, SessionView, Target};
 use std::collections::HashSet;
 
+/// The server's "Too many connections" (ER_CON_COUNT_ERROR).
+const ER_CON_COUNT: u16 = 1040;
+
 /// What the session remembers for routing.
 #[derive(Debug, Default)]
 pub struct RoutingState {
@@ -221,12 +224,18 @@ impl Session {
                 Ok(()) => return Ok(idx),
                 Err(e) if idx != primary && route.target == Target::AnyReplica => {
                     tracing::warn!(id = self.id, backend = idx, error = %e, "replica unusable, reading elsewhere");
-                    if !matches!(
-                        e,
-                        BackendError::Server { .. }
-                            | BackendError::AtCapacity(..)
-                            | BackendError::PoolTimeout { .. }
-                    ) {
+                    // A server error is this session's (its database, its
+                    // SETs), except a server full of connections, which
+                    // every session would only add to.
+                    let full = matches!(e, BackendError::Server { code: ER_CON_COUNT, .. });
+                    if full
+                        || !matches!(
+                            e,
+                            BackendError::Server { .. }
+                                | BackendError::AtCapacity(..)
+                                | BackendError::PoolTimeout { .. }
+                        )
+                    {
                         self.shared.backoff.mark_down(idx, retry_after);
                     }
                     self.drop_backend(idx);
