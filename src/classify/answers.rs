@@ -37,7 +37,16 @@ fn is_socket(tok: &Token, sql: &str) -> bool {
     if tok.tok != Tok::SysVar {
         return false;
     }
-    tok.sys_var(sql).1.eq_ignore_ascii_case("socket")
+    let (scope, name) = tok.sys_var(sql);
+    is_proxy_variable(scope, name)
+}
+
+/// Whether the proxy answers a read of `@@scope.name`: the socket, read
+/// as it can be (`@@session.socket` is left to the server, whose answer is
+/// ERROR 1238, a global variable).
+pub(super) fn is_proxy_variable(scope: &str, name: &str) -> bool {
+    name.eq_ignore_ascii_case("socket")
+        && (scope.is_empty() || scope.eq_ignore_ascii_case("global"))
 }
 
 /// `sql` with every read of `@@socket` replaced by the proxy's answer, or
@@ -216,6 +225,8 @@ mod tests {
     fn other_text_is_left_alone() {
         assert_eq!(answer("SELECT @@port, @socket, '@@socket' /* @@socket */"), None);
         assert_eq!(answer("SELECT @@socket_x, t.socket FROM t"), None);
+        // No session socket: the server's error stands.
+        assert_eq!(answer("SELECT @@session.socket, @@LOCAL.socket"), None);
         assert_eq!(
             answer("SELECT @@socket; SELECT '@@socket'").as_deref(),
             Some("SELECT '' AS `@@socket`; SELECT '@@socket'")

@@ -211,7 +211,10 @@ impl StmtScan {
                 self.call(sql, t, None);
             }
             Tok::UserVar => self.user_var(sql, next, set),
-            Tok::SysVar => self.sys_var(t.sys_var(sql).1),
+            Tok::SysVar => {
+                let (scope, name) = t.sys_var(sql);
+                self.sys_var(scope, name)
+            }
             _ => {}
         }
     }
@@ -357,7 +360,7 @@ impl StmtScan {
     }
 
     /// Flags for a system variable, by `name` (its scope left out).
-    fn sys_var(&mut self, name: &str) {
+    fn sys_var(&mut self, scope: &str, name: &str) {
         const LAST: [&str; 5] =
             ["warning_count", "error_count", "identity", "last_insert_id", "last_gtid"];
         if LAST.iter().any(|v| name.eq_ignore_ascii_case(v)) {
@@ -369,7 +372,7 @@ impl StmtScan {
         if PRIMARY_STATE_VARIABLES.iter().any(|v| name.eq_ignore_ascii_case(v)) {
             self.flags |= Flags::PRIMARY_STATE;
         }
-        if name.eq_ignore_ascii_case("socket") {
+        if super::answers::is_proxy_variable(scope, name) {
             self.flags |= Flags::PROXY_VARIABLE;
         }
     }
