@@ -139,6 +139,11 @@ pub struct BackendConn {
     /// reset first.
     pub sets_hash: u64,
     pub database: Option<Vec<u8>>,
+    /// `Shared::database_changes` when `database` was selected.
+    pub databases_seen: u64,
+    /// The options of the connection's database may have changed since it
+    /// selected it (see `select_database`).
+    database_stale: bool,
     /// GTID tracking is on: an OK without a GTID means nothing was logged.
     pub tracks_gtids: bool,
     /// The connection's autocommit, from the last status flags it sent
@@ -352,6 +357,8 @@ impl BackendConn {
             in_transaction: false,
             opened: std::time::Instant::now(),
             outages_seen: 0,
+            databases_seen: 0,
+            database_stale: false,
             prepared: None,
             scratch: Vec::new(),
             key_scratch: Vec::new(),
@@ -627,6 +634,40 @@ impl BackendConn {
     /// COM_RESET_CONNECTION: the server forgets the connection's session
     /// state (variables, temporary tables, prepared statements, locks);
     /// GTID tracking is turned on again.
+    /// Takes the connection's database for unknown (to be selected again
+    /// before it is relied on) when a database may have changed its
+    /// options since the connection selected it: `changes` is
+    /// `Shared::database_changes` now. A server keeps the options it
+    /// loaded at the selection, for the connection's life.
+    pub fn note_database_changes(&mut self, changes: u64) {
+        if self.databases_seen != changes {
+            self.databases_seen = changes;
+            self.database = None;
+            self.database_stale = true;
+        }
+    }
+
+    /// Makes `db` the connection's database (COM_INIT_DB) unless it is
+    /// already. When the database's options may have changed since the
+    /// connection selected one (`note_database_changes`), it goes through
+    /// information_schema first: a MariaDB connection selecting the
+    /// database it is in keeps the options it loaded before.
+    pub async fn select_database(&mut self, db: &[u8]) -> Result<(), BackendError> {
+        if self.database.as_deref() == Some(db) {
+            return Ok(());
+        }
+        if std::mem::take(&mut self.database_stale) {
+            let mut away = vec![crate::protocol::command::INIT_DB];
+            away.extend_from_slice(b"information_schema");
+            self.run_own(&away).await?;
+        }
+        let mut payload = vec![crate::protocol::command::INIT_DB];
+        payload.extend_from_slice(db);
+        self.run_own(&payload).await?;
+        self.database = Some(db.to_vec());
+        Ok(())
+    }
+
     pub async fn reset(&mut self) -> Result<(), BackendError> {
         self.run_own(&[crate::protocol::command::RESET_CONNECTION]).await?;
         self.applied_sets = 0;

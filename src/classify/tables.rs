@@ -93,6 +93,23 @@ pub fn temp_table_change(stmt: &str, backslashes: Backslashes) -> Option<TempTab
     }
 }
 
+/// Whether a statement creates, alters or drops a database (`CREATE [OR
+/// REPLACE] DATABASE`, `ALTER SCHEMA`, `DROP DATABASE`...): the options a
+/// server connection loaded when it selected a database (its default
+/// character set and collation) may be out of date afterwards.
+pub fn changes_database(stmt: &str, backslashes: Backslashes) -> bool {
+    let mut lx = Lexer::new(stmt, backslashes);
+    if !matches!(lx.next().kw, Some(Kw::CREATE | Kw::ALTER | Kw::DROP)) {
+        return false;
+    }
+    let mut t = lx.next();
+    if t.kw == Some(Kw::OR) {
+        lx.next();
+        t = lx.next();
+    }
+    matches!(t.kw, Some(Kw::DATABASE | Kw::SCHEMA))
+}
+
 /// The table a CREATE TEMPORARY TABLE or DROP TEMPORARY TABLE statement names (the first
 /// one, for a DROP of several).
 pub fn temp_table_name(sql: &str, backslashes: Backslashes) -> Option<String> {

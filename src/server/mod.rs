@@ -133,6 +133,13 @@ pub struct Shared {
     backend_open: Vec<(std::sync::atomic::AtomicUsize, Notify)>,
     /// Backends the monitor found down, for statements waiting on them.
     pub outages: Arc<outages::Outages>,
+    /// Statements run through the proxy that created, altered or dropped
+    /// a database. A server connection keeps the options of its database
+    /// (`@@collation_database`, the default character set of the tables
+    /// it creates) as they were when it selected it: one that selected it
+    /// before the last such statement selects it again before it is used
+    /// (`BackendConn::note_database_changes`), as a new connection would.
+    pub database_changes: AtomicU64,
     /// Idle, waiting and timed-out counts of the connection pool.
     pub pool: PoolStats,
     /// Parser-tier verdicts by statement digest.
@@ -215,6 +222,7 @@ impl Shared {
                 .collect(),
             tier2: Tier2Cache::new(TIER2_CACHE_ENTRIES),
             backoff,
+            database_changes: AtomicU64::new(0),
             backend_tls: ArcSwap::from_pointee(config.backend_tls.connector(&config.base_dir)),
             config: ArcSwap::from_pointee(config),
             primary_greeting: ArcSwap::from_pointee(None),

@@ -654,7 +654,10 @@ impl Session {
             }
             self.slots[idx] = Some(slot);
         }
-        Ok(self.backends[idx].as_mut().expect("just opened"))
+        let changes = self.shared.database_changes.load(std::sync::atomic::Ordering::Relaxed);
+        let conn = self.backends[idx].as_mut().expect("just opened");
+        conn.note_database_changes(changes);
+        Ok(conn)
     }
 
     /// Opens a connection of this session's login to backend `idx` at
@@ -669,8 +672,11 @@ impl Session {
         tls: Option<&crate::backend_tls::BackendTls>,
     ) -> Result<BackendConn, BackendError> {
         let outages = self.shared.outages.count(idx);
+        let database_changes =
+            self.shared.database_changes.load(std::sync::atomic::Ordering::Relaxed);
         let mut conn = BackendConn::connect_with(addr, &self.login, timeout, tls).await?;
         conn.outages_seen = outages;
+        conn.databases_seen = database_changes;
         if idx == self.primary() {
             self.shared.note_primary_greeting(&conn.greeting);
         }

@@ -605,13 +605,9 @@ impl Session {
         }
         // Commands that skip `catch_up` (COM_FIELD_LIST...) still need the
         // session's database.
-        if let Some(db) = &self.login.database
-            && conn.database.as_ref() != Some(db)
-        {
-            let mut payload = vec![crate::protocol::command::INIT_DB];
-            payload.extend_from_slice(db);
-            conn.run_own(&payload).await?;
-            conn.database = Some(db.clone());
+        conn.note_database_changes(self.shared.database_changes.load(Ordering::Relaxed));
+        if let Some(db) = &self.login.database {
+            conn.select_database(db).await?;
         }
         self.sync_autocommit(conn).await?;
         if self.multi_statements_off {

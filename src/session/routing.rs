@@ -11,6 +11,7 @@ use crate::protocol::{command, status};
 use crate::relay::Outcome;
 use crate::router::{self, Route, SessionView, Target};
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 
 /// The server's "Too many connections" (ER_CON_COUNT_ERROR).
 const ER_CON_COUNT: u16 = 1040;
@@ -285,6 +286,7 @@ impl Session {
             return true;
         };
         conn.database != self.login.database
+            || conn.databases_seen != self.shared.database_changes.load(Ordering::Relaxed)
             || conn.applied_sets < self.routing.sets.len()
             || (self.routing.reads_insert_id && self.routing.last_insert.is_some())
     }
@@ -293,13 +295,9 @@ impl Session {
         let sets_total = self.routing.sets.len();
         self.backend(idx).await?;
         let conn = self.backends[idx].as_mut().expect("just opened");
-        if conn.database != self.login.database {
-            if let Some(db) = &self.login.database {
-                let mut payload = vec![command::INIT_DB];
-                payload.extend_from_slice(db);
-                conn.run_own(&payload).await?;
-            }
-            conn.database.clone_from(&self.login.database);
+        match &self.login.database {
+            Some(db) => conn.select_database(db).await?,
+            None => conn.database = None,
         }
         if conn.applied_sets < sets_total {
             let start = conn.applied_sets;
@@ -427,6 +425,11 @@ impl Session {
             StatementKind::LockTables => self.routing.locked_tables = true,
             StatementKind::UnlockTables => self.routing.locked_tables = false,
             StatementKind::Prepare => self.routing.sql_prepared = true,
+            // Every connection that selected a database before this one
+            // selects it again (see `Shared::database_changes`).
+            StatementKind::Ddl if classify::changes_database(sql, self.backslashes()) => {
+                self.shared.database_changes.fetch_add(1, Ordering::Relaxed);
+            }
             StatementKind::DropTemporaryTable | StatementKind::Ddl
                 if self.routing.temp_tables.is_empty() => {}
             // `DROP TABLE t` drops a temporary t first, as the server does.

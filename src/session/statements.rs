@@ -231,11 +231,8 @@ impl Session {
         // Prepared where it was first prepared, even after a USE: the
         // session's database comes back before its next statement
         // (`catch_up`).
-        if database.is_some() && conn.database != database {
-            let mut init_db = vec![cmd::INIT_DB];
-            init_db.extend_from_slice(database.as_deref().unwrap_or_default());
-            conn.run_own(&init_db).await?;
-            conn.database = database;
+        if let Some(db) = &database {
+            conn.select_database(db).await?;
         }
         let (backend_id, closed) = conn.prepare_cached(&sql).await?;
         for old in closed {
