@@ -631,9 +631,6 @@ impl BackendConn {
         key.extend_from_slice(sql);
     }
 
-    /// COM_RESET_CONNECTION: the server forgets the connection's session
-    /// state (variables, temporary tables, prepared statements, locks);
-    /// GTID tracking is turned on again.
     /// Takes the connection's database for unknown (to be selected again
     /// before it is relied on) when a database may have changed its
     /// options since the connection selected it: `changes` is
@@ -668,6 +665,9 @@ impl BackendConn {
         Ok(())
     }
 
+    /// COM_RESET_CONNECTION: the server forgets the connection's session
+    /// state (variables, temporary tables, prepared statements, locks);
+    /// GTID tracking is turned on again.
     pub async fn reset(&mut self) -> Result<(), BackendError> {
         self.run_own(&[crate::protocol::command::RESET_CONNECTION]).await?;
         self.applied_sets = 0;

@@ -574,11 +574,13 @@ pub struct Timeouts {
     /// `"0s"` = never.
     #[serde(default, with = "duration")]
     pub client_idle: Duration,
-    /// A TCP client whose host stops answering while its connection is
-    /// quiet (powered off, cut off the network) is disconnected about this
-    /// long after it went quiet, by TCP keepalive probes, and the session's
-    /// open transaction rolled back with its backend connection; `"0s"` =
-    /// the system's keepalive settings (none unless asked for).
+    /// A TCP client whose host stops answering (powered off, cut off the
+    /// network) is disconnected about this long after its last
+    /// acknowledgement, and the session's open transaction rolled back
+    /// with its backend connection: by keepalive probes when the
+    /// connection is quiet, by the kernel's user timeout when a reply
+    /// waits (so a client that stops reading a reply is disconnected too);
+    /// `"0s"` = the system's settings.
     #[serde(default = "default_client_keepalive", with = "duration")]
     pub client_keepalive: Duration,
 }

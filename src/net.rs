@@ -269,7 +269,8 @@ impl Socket {
             return Ok(());
         }
         let first = (dead_after / 2).max(Duration::from_secs(1));
-        let every = ((dead_after - first) / KEEPALIVE_PROBES).max(Duration::from_secs(1));
+        let every =
+            (dead_after.saturating_sub(first) / KEEPALIVE_PROBES).max(Duration::from_secs(1));
         let probes = socket2::TcpKeepalive::new()
             .with_time(first)
             .with_interval(every)
