@@ -43,7 +43,9 @@ pub use info::{Consistency, Flags, Hint, StatementInfo, StatementKind, Tier};
 pub use lexer::Backslashes;
 pub use scan::{Statement, statements};
 pub use set::user_variable_value;
-pub use tables::{TempTableChange, changes_database, tables, temp_table_change, temp_table_name};
+pub use tables::{
+    TempTableChange, sets_database_options, tables, temp_table_change, temp_table_name,
+};
 pub use tier2::{CacheStats, Tier2Cache};
 
 use digest::{Hash, Normalizer, Text};

@@ -93,13 +93,15 @@ pub fn temp_table_change(stmt: &str, backslashes: Backslashes) -> Option<TempTab
     }
 }
 
-/// Whether a statement creates, alters or drops a database (`CREATE [OR
-/// REPLACE] DATABASE`, `ALTER SCHEMA`, `DROP DATABASE`...): the options a
-/// server connection loaded when it selected a database (its default
-/// character set and collation) may be out of date afterwards.
-pub fn changes_database(stmt: &str, backslashes: Backslashes) -> bool {
+/// Whether a statement creates or alters a database (`CREATE [OR REPLACE]
+/// DATABASE`, `ALTER SCHEMA`...), setting its options: a server connection
+/// that selected a database of that name before keeps the options it
+/// loaded then (its default character set and collation). Dropping one
+/// sets none: a connection left in it fails on what needs it, as it would
+/// without the proxy, until one of that name is created.
+pub fn sets_database_options(stmt: &str, backslashes: Backslashes) -> bool {
     let mut lx = Lexer::new(stmt, backslashes);
-    if !matches!(lx.next().kw, Some(Kw::CREATE | Kw::ALTER | Kw::DROP)) {
+    if !matches!(lx.next().kw, Some(Kw::CREATE | Kw::ALTER)) {
         return false;
     }
     let mut t = lx.next();

@@ -133,8 +133,8 @@ pub struct Shared {
     backend_open: Vec<(std::sync::atomic::AtomicUsize, Notify)>,
     /// Backends the monitor found down, for statements waiting on them.
     pub outages: Arc<outages::Outages>,
-    /// Statements run through the proxy that created, altered or dropped
-    /// a database. A server connection keeps the options of its database
+    /// Statements run through the proxy that created or altered a
+    /// database. A server connection keeps the options of its database
     /// (`@@collation_database`, the default character set of the tables
     /// it creates) as they were when it selected it: one that selected it
     /// before the last such statement selects it again before it is used

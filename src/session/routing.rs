@@ -427,7 +427,7 @@ impl Session {
             StatementKind::Prepare => self.routing.sql_prepared = true,
             // Every connection that selected a database before this one
             // selects it again (see `Shared::database_changes`).
-            StatementKind::Ddl if classify::changes_database(sql, self.backslashes()) => {
+            StatementKind::Ddl if classify::sets_database_options(sql, self.backslashes()) => {
                 self.shared.database_changes.fetch_add(1, Ordering::Relaxed);
             }
             StatementKind::DropTemporaryTable | StatementKind::Ddl
