@@ -317,6 +317,9 @@ async fn a_write_on_a_paused_primary_gets_lost_connection_and_reads_go_on() {
     );
 }
 
+/// The columns of a table [`writer`] writes to.
+const WRITTEN_COLUMNS: &str = "id INT AUTO_INCREMENT PRIMARY KEY, n BIGINT NOT NULL";
+
 /// What the writers were told, for the lost/duplicated-writes check.
 #[derive(Default)]
 struct Told {
@@ -456,13 +459,7 @@ async fn primary_killed_and_restarted_loses_no_acknowledged_write() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let _serial = SERIAL.lock().await;
-    let table = unique("primary_kill");
-    let mut p = admin(PRIMARY).await;
-    p.exec(&format!(
-        "CREATE TABLE app.{table} (id INT AUTO_INCREMENT PRIMARY KEY, n BIGINT NOT NULL)"
-    ))
-    .await;
-    wait_replicas_caught_up().await;
+    let table = lab_table("primary_kill", WRITTEN_COLUMNS).await;
     let config = lab_config("[consistency]\nmode = \"eventual\"\n[timeouts]\nconnect = \"1s\"\n");
     let proxy = start_proxy(config).await;
     let addr = proxy.addr.to_string();
@@ -916,13 +913,7 @@ async fn a_replica_promoted_after_the_primary_died_takes_the_writes() {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     let _serial = SERIAL.lock().await;
-    let table = unique("failover");
-    let mut p = admin(PRIMARY).await;
-    p.exec(&format!(
-        "CREATE TABLE app.{table} (id INT AUTO_INCREMENT PRIMARY KEY, n BIGINT NOT NULL)"
-    ))
-    .await;
-    wait_replicas_caught_up().await;
+    let table = lab_table("failover", WRITTEN_COLUMNS).await;
     let _rebuilt = LabRebuilt;
     let proxy =
         start_proxy(lab_config(&format!("{MONITORED}[timeouts]\nconnect = \"1s\"\n"))).await;
