@@ -796,50 +796,53 @@ async fn last_insert_id_is_right_after_a_read_on_a_replica_pooled_or_not() {
 /// proxy reach every pooled connection that had selected it, as they
 /// would a new connection: a server connection keeps the options it loaded
 /// when it selected its database, so a connection another session left
-/// there would otherwise create tables in the old character set.
+/// there would otherwise create tables in the old character set. The
+/// ALTERs alone, and each as one statement of a multi-statement.
 #[tokio::test]
 async fn a_pooled_connection_sees_a_database_altered_on_another() {
     let _serial = SERIAL.lock().await;
-    let db = unique("pool_alterdb");
-    let mut a = admin(PRIMARY).await;
-    a.exec(&format!("CREATE DATABASE {db} CHARACTER SET utf8mb4")).await;
-    a.exec(&format!("GRANT ALL ON {db}.* TO app")).await;
-    let proxy = start_proxy(pooled(2, "5s")).await;
-    let addr = proxy.addr.to_string();
-    let session = || async {
-        let login = login("app", "app", Some(&db), client_caps(true));
-        Raw::connect(&addr, &login).await.expect("login through the proxy")
-    };
-    // (backend thread, collation of its database) of the connection a
-    // statement runs on.
-    const ASK: &str = "SELECT CONCAT(CONNECTION_ID(), ' ', @@collation_database)";
-    let on_connection = |answer: Option<String>| {
-        let answer = answer.expect("an answer");
-        let (thread, collation) = answer.split_once(' ').expect("thread and collation");
-        (thread.to_string(), collation.to_string())
-    };
-    // Session x holds one of the two connections in a transaction while
-    // session y alters the database to latin2 on the other, y's.
-    let mut x = session().await;
-    x.exec("BEGIN").await;
-    let (x_thread, _) = on_connection(x.scalar(ASK).await);
-    let mut y = session().await;
-    y.exec("ALTER DATABASE DEFAULT CHARACTER SET latin2").await;
-    // x alters it back to utf8mb4 on its own connection, then gives it up.
-    x.exec("ALTER DATABASE DEFAULT CHARACTER SET utf8mb4").await;
-    drop((x, y));
-    // The connection y used, reached by holding the other in a transaction.
-    let mut holder = session().await;
-    holder.exec("BEGIN").await;
-    let (held, collation) = on_connection(holder.scalar(ASK).await);
-    let (other, collation) = if held == x_thread {
-        let mut z = session().await;
-        on_connection(z.scalar(&format!("SELECT /* rwsplit:primary */ {}", &ASK[7..])).await)
-    } else {
-        (held, collation)
-    };
-    assert_ne!(other, x_thread, "the test did not reach the connection y altered on");
-    assert_eq!(collation, "utf8mb4_general_ci", "connection {other} kept the old options");
-    holder.exec("ROLLBACK").await;
-    a.exec(&format!("DROP DATABASE {db}")).await;
+    for after in ["", "; DO 1"] {
+        let db = unique("pool_alterdb");
+        let mut a = admin(PRIMARY).await;
+        a.exec(&format!("CREATE DATABASE {db} CHARACTER SET utf8mb4")).await;
+        a.exec(&format!("GRANT ALL ON {db}.* TO app")).await;
+        let proxy = start_proxy(pooled(2, "5s")).await;
+        let addr = proxy.addr.to_string();
+        let session = || async {
+            let login = login("app", "app", Some(&db), client_caps(true));
+            Raw::connect(&addr, &login).await.expect("login through the proxy")
+        };
+        // (backend thread, collation of its database) of the connection a
+        // statement runs on.
+        const ASKED: &str = "CONCAT(CONNECTION_ID(), ' ', @@collation_database)";
+        let on_connection = |answer: Option<String>| {
+            let answer = answer.expect("an answer");
+            let (thread, collation) = answer.split_once(' ').expect("thread and collation");
+            (thread.to_string(), collation.to_string())
+        };
+        // Session x holds one of the two connections in a transaction while
+        // session y alters the database to latin2 on the other, y's.
+        let mut x = session().await;
+        x.exec("BEGIN").await;
+        let (x_thread, _) = on_connection(x.scalar(&format!("SELECT {ASKED}")).await);
+        let mut y = session().await;
+        y.exec(&format!("ALTER DATABASE DEFAULT CHARACTER SET latin2{after}")).await;
+        // x alters it back to utf8mb4 on its own connection, then gives it up.
+        x.exec(&format!("ALTER DATABASE DEFAULT CHARACTER SET utf8mb4{after}")).await;
+        drop((x, y));
+        // The connection y used, reached by holding the other in a transaction.
+        let mut holder = session().await;
+        holder.exec("BEGIN").await;
+        let (held, collation) = on_connection(holder.scalar(&format!("SELECT {ASKED}")).await);
+        let (other, collation) = if held == x_thread {
+            let mut z = session().await;
+            on_connection(z.scalar(&format!("SELECT /* rwsplit:primary */ {ASKED}")).await)
+        } else {
+            (held, collation)
+        };
+        assert_ne!(other, x_thread, "the test did not reach the connection y altered on");
+        assert_eq!(collation, "utf8mb4_general_ci", "{after:?}: {other} kept the old options");
+        holder.exec("ROLLBACK").await;
+        a.exec(&format!("DROP DATABASE {db}")).await;
+    }
 }

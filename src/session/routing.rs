@@ -227,16 +227,14 @@ impl Session {
                     tracing::warn!(id = self.id, backend = idx, error = %e, "replica unusable, reading elsewhere");
                     // A server error is this session's (its database, its
                     // SETs), except a server full of connections, which
-                    // every session would only add to.
-                    let full = matches!(e, BackendError::Server { code: ER_CON_COUNT, .. });
-                    if full
-                        || !matches!(
-                            e,
-                            BackendError::Server { .. }
-                                | BackendError::AtCapacity(..)
-                                | BackendError::PoolTimeout { .. }
-                        )
-                    {
+                    // every session would only add to; so is a wait for
+                    // the proxy's own cap.
+                    let sessions_own = match e {
+                        BackendError::Server { code, .. } => code != ER_CON_COUNT,
+                        BackendError::AtCapacity(..) | BackendError::PoolTimeout { .. } => true,
+                        _ => false,
+                    };
+                    if !sessions_own {
                         self.shared.backoff.mark_down(idx, retry_after);
                     }
                     self.drop_backend(idx);
@@ -467,16 +465,15 @@ impl Session {
     ) {
         // The lexer's verdicts: those it is unsure of are no SET, USE...
         // (and no parser runs for each statement of a long text). A DDL
-        // may drop one of the session's temporary tables.
-        let drops = !self.routing.temp_tables.is_empty();
+        // may drop one of the session's temporary tables or set a
+        // database's options: `follow_statement` tells.
         let parts: Vec<_> = classify::statements(sql, self.backslashes())
             .into_iter()
             .filter_map(|part| {
                 let kind = part.kind?;
                 // The server reported the database whatever else failed.
                 let followed = kind == StatementKind::Use && schema_reported;
-                let ddl = kind == StatementKind::Ddl && drops;
-                (changes_session(kind) && !followed || ddl)
+                (changes_session(kind) && !followed || kind == StatementKind::Ddl)
                     .then_some((kind, part.flags, part.range))
             })
             .collect();
