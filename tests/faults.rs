@@ -1244,6 +1244,7 @@ fn unacknowledged_bytes(port: u16) -> u64 {
         .output()
         .expect("run ss (iproute2)");
     let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().count() > 0, "ss lists no connection from port {port}");
     let queues = text.lines().map(|l| l.split_whitespace().nth(1).and_then(|q| q.parse().ok()));
     queues.map(|q: Option<u64>| q.expect("ss prints the send queue")).sum()
 }
