@@ -54,7 +54,7 @@ async fn a_certificate_for_another_name_is_refused() {
     let r = c.query("SELECT 1").await;
     let e = rwsplit::protocol::messages::parse_err(&r.last().unwrap().1).expect("an error");
     let message = String::from_utf8_lossy(e.message);
-    assert_eq!(e.code, 2026, "{message}");
+    assert_eq!(e.code, rwsplit::error::BACKEND_UNREACHABLE, "{message}");
     assert!(message.contains("certificate"), "{message}");
     // The session goes on (and gets the same error again, not a hang).
     let r = c.query("SELECT 1").await;
