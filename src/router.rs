@@ -52,6 +52,9 @@ pub enum Reason {
     HintIgnored,
     /// Read-your-writes sent the read to the primary.
     Consistency,
+    /// Session state (a SET, USE, a prepare) set on a replica because the
+    /// primary cannot be reached: see [`may_stand_in`].
+    PrimaryDown,
 }
 
 impl Reason {
@@ -80,6 +83,7 @@ impl Reason {
             Reason::NoReplica => "no_replica",
             Reason::HintIgnored => "hint_ignored",
             Reason::Consistency => "consistency",
+            Reason::PrimaryDown => "primary_down",
         }
     }
 }
@@ -259,6 +263,30 @@ fn route_by_kind(info: &StatementInfo, replica_available: bool) -> Option<Route>
         K::Unknown => primary(R::Unknown),
         K::Select | K::Show | K::Describe | K::Explain { .. } => None,
     }
+}
+
+/// Whether a statement that goes to the primary only because it changes
+/// the session's state may run on a replica instead while the primary
+/// cannot be reached, so that a client can still log in (many drivers send
+/// `SET NAMES` first) and read: SET NAMES, a SET of session variables, USE,
+/// alone in its text. Not one that reads or assigns user variables (they
+/// live on the primary's connection), calls a function that is not a pure
+/// builtin, is used up by the next statement (`insert_id`), or changes
+/// autocommit (a transaction runs on the primary). The caller also rules
+/// out a statement that reads a table (a subquery, behind on a replica).
+pub fn may_stand_in(info: &StatementInfo, sql: &str) -> bool {
+    use StatementKind as K;
+    let disqualifying = Flags::USER_VAR_READ
+        | Flags::USER_VAR_ASSIGN
+        | Flags::INTO
+        | Flags::SIDE_EFFECT_FUNC
+        | Flags::UNKNOWN_FUNC
+        | Flags::ONE_SHOT_SET
+        | Flags::LAST_STATEMENT_FUNC;
+    info.statements == 1
+        && matches!(info.kind, K::SetNames | K::SetSession | K::Use)
+        && !info.flags.intersects(disqualifying)
+        && !sql.as_bytes().windows(10).any(|w| w.eq_ignore_ascii_case(b"autocommit"))
 }
 
 /// Whether a statement of this kind commits an open transaction before it
@@ -538,5 +566,38 @@ mod tests {
     fn multi_statement_with_a_write_goes_to_the_primary() {
         assert_eq!(r("SELECT 1; DELETE FROM t").target, Target::Primary);
         assert_eq!(r("SELECT 1; SELECT 2").target, Target::AnyReplica);
+    }
+
+    #[test]
+    fn only_plain_session_state_may_run_on_a_replica_while_the_primary_is_down() {
+        let may = |sql: &str| may_stand_in(&classify(sql), sql);
+        for sql in [
+            "SET NAMES utf8mb4",
+            "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'",
+            "SET CHARACTER SET utf8",
+            "SET SESSION sql_mode = 'STRICT_TRANS_TABLES'",
+            "SET @@session.time_zone = '+00:00', NAMES utf8mb4",
+            "USE app",
+        ] {
+            assert!(may(sql), "{sql}");
+        }
+        for sql in [
+            // User variables live on the primary's connection.
+            "SET @x = 1",
+            "SET sql_mode = @saved",
+            // Used up by the next statement there.
+            "SET insert_id = 5",
+            // A transaction runs on the primary.
+            "SET autocommit = 0",
+            "SET sql_mode = '', autocommit = 1",
+            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "SET GLOBAL max_connections = 10",
+            "SET NAMES utf8mb4; SET @x = 1",
+            "SET time_zone = my_func()",
+            "SELECT 1",
+            "INSERT INTO t VALUES (1)",
+        ] {
+            assert!(!may(sql), "{sql}");
+        }
     }
 }

@@ -124,7 +124,7 @@ fn describe() {
 }
 
 /// Every reason a route can have, for building handles up front.
-pub const REASONS: [Reason; 22] = [
+pub const REASONS: [Reason; 23] = [
     Reason::HintPrimary,
     Reason::HintReplica,
     Reason::RulePrimary,
@@ -147,6 +147,7 @@ pub const REASONS: [Reason; 22] = [
     Reason::NoReplica,
     Reason::HintIgnored,
     Reason::Consistency,
+    Reason::PrimaryDown,
 ];
 
 /// Handles used on the statement path.

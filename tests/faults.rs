@@ -317,6 +317,74 @@ async fn a_write_on_a_paused_primary_gets_lost_connection_and_reads_go_on() {
     );
 }
 
+/// While the primary is down, clients still log in, set their session up
+/// and read: many drivers send `SET NAMES` right after logging in
+/// (PyMySQL does), and before, that SET went to the primary and failed, so
+/// they could not even connect. A replica runs such session state
+/// meanwhile (SET, USE, COM_INIT_DB, COM_STMT_PREPARE), and the primary
+/// gets it once it is back. A proxy started while the primary is down
+/// does not hold logins up probing it.
+#[tokio::test]
+async fn clients_log_in_and_read_while_the_primary_is_down() {
+    use mysql_async::prelude::Queryable;
+    let _serial = SERIAL.lock().await;
+    // A connect timeout a login would clearly show if it waited for one.
+    let config = || {
+        let mut config = monitored_without_query_limit();
+        config.timeouts.connect = Duration::from_secs(3);
+        config
+    };
+    let proxy = start_proxy(config()).await;
+    all_healthy(&proxy).await;
+    let addr = proxy.addr.to_string();
+    let mut kept = Raw::app(&addr, true).await;
+    kept.exec("SELECT 1").await;
+    // Probed and found down (before its first probe a backend is not
+    // healthy either).
+    let primary_down =
+        |b: &serde_json::Value| b[0]["healthy"] == false && b[0]["last_error"].is_string();
+    {
+        let _paused = Paused::node("primary");
+        wait_backends(proxy.admin.unwrap(), Duration::from_secs(10), primary_down).await;
+        let started = Instant::now();
+        let mut c = Raw::app(&addr, true).await;
+        c.exec("SET NAMES utf8mb4").await;
+        c.exec("USE app").await;
+        let r = c.command(b"\x02app", rwsplit::relay::Expect::Result).await;
+        assert_eq!(r.last().unwrap().1[0], 0, "COM_INIT_DB: {r:?}");
+        c.exec("SET SESSION group_concat_max_len = 777").await;
+        assert_eq!(c.scalar("SELECT @@group_concat_max_len").await.as_deref(), Some("777"));
+        let server = c.scalar("SELECT @@server_id").await;
+        assert!(matches!(server.as_deref(), Some("2" | "3")), "{server:?}");
+        // A session that held a connection to the primary when it stopped.
+        kept.exec("SET SESSION group_concat_max_len = 778").await;
+        assert_eq!(kept.scalar("SELECT @@group_concat_max_len").await.as_deref(), Some("778"));
+        // Prepared statements: prepared on a replica.
+        let mut d = driver_client(&proxy).await;
+        let v: Option<i64> = d.exec_first("SELECT ? * 7", (6,)).await.unwrap();
+        assert_eq!(v, Some(42));
+        let took = started.elapsed();
+        println!("login, session state and reads with the primary down: {took:?}");
+        assert!(took < Duration::from_secs(2), "no wait for the primary: {took:?}");
+
+        // A proxy started now: its logins do not wait out a connect to
+        // the primary to learn its greeting.
+        let late = start_proxy(config()).await;
+        wait_backends(late.admin.unwrap(), Duration::from_secs(10), primary_down).await;
+        let started = Instant::now();
+        let mut c = Raw::app(&late.addr.to_string(), true).await;
+        c.exec("SET NAMES utf8mb4").await;
+        let took = started.elapsed();
+        println!("login to a proxy started with the primary down: {took:?}");
+        assert!(took < Duration::from_secs(2), "login while the primary is down: {took:?}");
+    }
+    all_healthy(&proxy).await;
+    // What was set while the primary was down holds there now.
+    let on_primary =
+        "SELECT /* rwsplit:primary */ CONCAT(@@server_id, ' ', @@group_concat_max_len)";
+    assert_eq!(kept.scalar(on_primary).await.as_deref(), Some("1 778"));
+}
+
 /// The columns of a table [`writer`] writes to.
 const WRITTEN_COLUMNS: &str = "id INT AUTO_INCREMENT PRIMARY KEY, n BIGINT NOT NULL";
 

@@ -548,23 +548,40 @@ impl Shared {
         }
     }
 
-    /// The primary's greeting, probing the primary when it is not known yet.
+    /// The primary's greeting, probing the primary when it is not known
+    /// yet. While the monitor has found the primary down, a healthy
+    /// replica's greeting stands in (the same server version, as a rule),
+    /// so that logins are not held up by a primary that does not answer;
+    /// the primary's own replaces it once a connection to it opens.
     pub async fn greeting(&self) -> Option<Greeting> {
         if let Some(g) = self.primary_greeting.load().as_ref() {
             return Some(g.clone());
         }
         let config = self.config.load_full();
-        let primary = &config.backends[config.primary()];
-        match backend::probe_greeting(&primary.address, config.timeouts.connect).await {
-            Ok(g) => {
-                self.primary_greeting.store(Arc::new(Some(g.clone())));
-                Some(g)
-            }
-            Err(e) => {
-                tracing::warn!(backend = %primary.name, error = %e, "cannot read the primary's greeting");
-                None
+        let primary = self.primary_index(&config);
+        let topology = self.topology.load_full();
+        let found_down = |i: usize| {
+            topology.backends.get(i).is_some_and(|b| !b.healthy && b.checked_at.is_some())
+        };
+        let healthy = |i: usize| topology.backends.get(i).is_some_and(|b| b.healthy);
+        let asked: Vec<usize> = if found_down(primary) {
+            (0..config.backends.len()).filter(|&i| i != primary && healthy(i)).take(1).collect()
+        } else {
+            vec![primary]
+        };
+        for i in asked {
+            let backend = &config.backends[i];
+            match backend::probe_greeting(&backend.address, config.timeouts.connect).await {
+                Ok(g) => {
+                    self.primary_greeting.store(Arc::new(Some(g.clone())));
+                    return Some(g);
+                }
+                Err(e) => {
+                    tracing::warn!(backend = %backend.name, error = %e, "cannot read a greeting");
+                }
             }
         }
+        None
     }
 }
 

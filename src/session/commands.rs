@@ -91,11 +91,20 @@ impl Session {
         Ok(Next::Continue)
     }
 
+    /// COM_INIT_DB: on the primary, or a replica while the primary cannot
+    /// be reached (as `USE`).
     async fn on_init_db(&mut self) -> Result<Next, SessionError> {
-        let target = self.primary();
-        let outcome = self.forward(target, Expect::Result).await?;
-        if matches!(outcome, Some(o) if o.error.is_none()) {
-            self.in_database(target, self.cmd[1..].to_vec());
+        use crate::router::{Reason, Route, Target};
+        let route = if self.primary_unreachable() && self.shared.replica_available() {
+            super::routing::STAND_IN
+        } else {
+            Route { target: Target::Primary, reason: Reason::SessionState }
+        };
+        let ran = self.plain_forward(route, Expect::Result, true).await?;
+        if let Some((idx, outcome)) = ran
+            && outcome.error.is_none()
+        {
+            self.in_database(idx, self.cmd[1..].to_vec());
         }
         Ok(Next::Continue)
     }

@@ -16,6 +16,23 @@ use std::sync::atomic::Ordering;
 /// The server's "Too many connections" (ER_CON_COUNT_ERROR).
 const ER_CON_COUNT: u16 = 1040;
 
+/// Where session state goes while the primary cannot be reached.
+pub(super) const STAND_IN: Route =
+    Route { target: Target::AnyReplica, reason: router::Reason::PrimaryDown };
+
+/// A failure to reach a backend or to hear from it (not a server's
+/// refusal, not the proxy's own connection caps).
+pub(super) fn cannot_reach(e: &BackendError) -> bool {
+    matches!(
+        e,
+        BackendError::Connect { .. }
+            | BackendError::ConnectTimeout(_)
+            | BackendError::Frame(_)
+            | BackendError::Protocol(_)
+            | BackendError::Tls(_)
+    )
+}
+
 /// What the session remembers for routing.
 #[derive(Debug, Default)]
 pub struct RoutingState {
@@ -186,7 +203,51 @@ impl Session {
         let available = self.shared.replica_available();
         let mut view = self.view(sql);
         view.wrote |= *need == ReadNeed::Primary;
-        router::route(info, &view, available)
+        let route = router::route(info, &view, available);
+        if self.stands_in(info, sql, route) && available && self.primary_unreachable() {
+            return STAND_IN;
+        }
+        route
+    }
+
+    /// Whether `info`, routed to the primary by `route`, may run on a
+    /// replica while the primary cannot be reached (`router::may_stand_in`).
+    pub(super) fn stands_in(&self, info: &StatementInfo, sql: &str, route: Route) -> bool {
+        // Only a subquery reads a table in a SET.
+        let reads_tables = || {
+            sql.as_bytes().windows(6).any(|w| w.eq_ignore_ascii_case(b"select"))
+                && !classify::tables(sql, self.backslashes()).is_empty()
+        };
+        route.reason == router::Reason::SessionState
+            && router::may_stand_in(info, sql)
+            && !reads_tables()
+    }
+
+    /// The monitor has the primary down (it was up once, or a probe had
+    /// it unreachable), or a session found it refusing connections.
+    pub(super) fn primary_unreachable(&self) -> bool {
+        let primary = self.primary();
+        let up = self.shared.topology_now().backends.get(primary).is_some_and(|b| b.healthy);
+        !up || self.shared.backoff.is_down(primary)
+    }
+
+    /// Runs the current command (session state: see `stands_in`) on a
+    /// replica because the primary, `failed`, could not run it.
+    pub(super) async fn forward_on_stand_in(
+        &mut self,
+        failed: usize,
+        expect: crate::relay::Expect,
+    ) -> Result<Option<(usize, Outcome)>, SessionError> {
+        tracing::warn!(
+            id = self.id,
+            backend = failed,
+            "the primary cannot be reached: session state set on a replica"
+        );
+        self.shared.telemetry.route(router::Reason::PrimaryDown);
+        match self.acquire(STAND_IN).await {
+            Ok(idx) => Ok(self.forward(idx, expect).await?.map(|o| (idx, o))),
+            Err((idx, e)) => self.reply_backend_error(idx, &e).await.map(|_| None),
+        }
     }
 
     /// Turns a route into a backend index with an open connection that has
@@ -751,7 +812,8 @@ impl Session {
                 other => other?,
             }
         } else {
-            self.plain_forward(route, crate::relay::Expect::Result).await?
+            let stand_in = route.target == Target::Primary && self.stands_in(&info, sql, route);
+            self.plain_forward(route, crate::relay::Expect::Result, stand_in).await?
         };
         self.in_flight = None;
         if ran.as_ref().is_none_or(|(_, o)| o.error.is_some()) {
@@ -923,13 +985,19 @@ impl Session {
     }
 
     /// Runs `self.cmd` where `route` says, with no consistency wait.
-    async fn plain_forward(
+    /// `stand_in`: session state that a replica runs when the primary
+    /// cannot (`stands_in`).
+    pub(super) async fn plain_forward(
         &mut self,
         route: Route,
         expect: crate::relay::Expect,
+        stand_in: bool,
     ) -> Result<Option<(usize, Outcome)>, SessionError> {
         let idx = match self.acquire(route).await {
             Ok(idx) => idx,
+            Err((idx, e)) if stand_in && cannot_reach(&e) => {
+                return self.forward_on_stand_in(idx, expect).await;
+            }
             Err((idx, e)) => {
                 self.reply_backend_error(idx, &e).await?;
                 return Ok(None);
@@ -948,6 +1016,11 @@ impl Session {
                     Err((idx, e)) => self.reply_backend_error(idx, &e).await.map(|_| None),
                 }
             }
+            // A SET or USE changes nothing that a connection which broke
+            // before replying kept: a replica takes it.
+            Err(SessionError::BackendBeforeReply(failed)) if stand_in => {
+                self.forward_on_stand_in(failed, expect).await
+            }
             other => Ok(other?.map(|o| (idx, o))),
         }
     }
@@ -964,21 +1037,21 @@ impl Session {
         let primary_route =
             Route { target: Target::Primary, reason: crate::router::Reason::Consistency };
         let Ok(target) = self.causal_target(need).await else {
-            return self.plain_forward(primary_route, expect).await;
+            return self.plain_forward(primary_route, expect, false).await;
         };
         let Some(target) = target else {
             // No position to wait for: nothing written yet (or unreadable).
-            return self.plain_forward(route, expect).await;
+            return self.plain_forward(route, expect, false).await;
         };
         let Some((idx, holds, guard)) = self.replica_for_gtid(&target) else {
-            return self.plain_forward(primary_route, expect).await;
+            return self.plain_forward(primary_route, expect, false).await;
         };
         self.in_flight = Some(guard);
         if let Err(e) = self.catch_up(idx).await {
             tracing::warn!(id = self.id, backend = idx, error = %e, "replica unusable for a causal read");
             self.in_flight = None;
             self.drop_backend(idx);
-            return self.plain_forward(primary_route, expect).await;
+            return self.plain_forward(primary_route, expect, false).await;
         }
         let hold = self.holds_replica_errors(idx);
         let outcome = if holds {
@@ -997,7 +1070,7 @@ impl Session {
         self.in_flight = None;
         self.shared.telemetry.gtid_fallbacks.increment(1);
         self.shared.telemetry.route(crate::router::Reason::Consistency);
-        self.plain_forward(primary_route, expect).await
+        self.plain_forward(primary_route, expect, false).await
     }
 }
 

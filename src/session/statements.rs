@@ -6,7 +6,9 @@
 
 use super::consistency::ReadNeed;
 use super::prepared::{self, OnBackend, Stmt};
+use super::routing::{STAND_IN, cannot_reach};
 use super::{Next, Session, SessionError};
+use crate::backend::BackendError;
 use crate::classify::{StatementKind, classify_with_cache};
 use crate::protocol::command as cmd;
 use crate::protocol::messages::{build_err, parse_err};
@@ -58,27 +60,12 @@ impl Session {
                 self.answer_proxy_variables(info.kind);
             }
         }
-        let target = self.primary();
-        if let Err((idx, e)) =
-            self.acquire(Route { target: Target::Primary, reason: Reason::SessionState }).await
-        {
-            return self.reply_backend_error(idx, &e).await;
-        }
-        let conn = self.backends[target].as_mut().expect("backend open");
-        let caps = conn.caps;
         let mut first = Vec::new();
-        let sent = conn.write_payload(0, &self.cmd).await;
-        let read = match sent {
-            Ok(()) => conn.reader.read_packet(&mut conn.stream, &mut first, CONTROL_LIMIT).await,
-            Err(e) => Err(e.into()),
+        let (target, seq) = match self.prepare_somewhere(&mut first).await? {
+            Ok(prepared) => prepared,
+            Err((idx, e)) => return self.reply_backend_error(idx, &e).await,
         };
-        let seq = match read {
-            Ok((_, seq)) => seq,
-            Err(e) => {
-                self.drop_backend(target);
-                return Err(SessionError::Fatal(format!("backend failed during prepare: {e}")));
-            }
-        };
+        let caps = self.backends[target].as_ref().expect("backend open").caps;
         let mut left = 0;
         let mut pooled = None;
         if first.first() == Some(&0x00) && first.len() >= 12 {
@@ -134,6 +121,53 @@ impl Session {
             }
         }
         Ok(Next::Continue)
+    }
+
+    /// Sends the COM_STMT_PREPARE in `self.cmd` to the primary and reads
+    /// the first packet of its reply into `first`: (backend, sequence id).
+    /// A replica prepares it instead while the primary cannot be reached
+    /// (the statement is prepared again where it runs, the primary
+    /// included, as for any other statement); a connection that breaks
+    /// before replying is replaced once. The inner error: no backend
+    /// could be had, for the client.
+    async fn prepare_somewhere(
+        &mut self,
+        first: &mut Vec<u8>,
+    ) -> Result<Result<(usize, u8), (usize, BackendError)>, SessionError> {
+        let on_primary = Route { target: Target::Primary, reason: Reason::SessionState };
+        let away_from_primary = |s: &Self| s.primary_unreachable() && s.shared.replica_available();
+        let mut route = if away_from_primary(self) { STAND_IN } else { on_primary };
+        let mut broke = false;
+        loop {
+            let target = match self.acquire(route).await {
+                Ok(idx) => idx,
+                Err((idx, e)) if route.target == Target::Primary && cannot_reach(&e) => {
+                    route = STAND_IN;
+                    tracing::warn!(id = self.id, backend = idx, error = %e, "the primary cannot be reached: a replica prepares the statement");
+                    continue;
+                }
+                Err(failed) => return Ok(Err(failed)),
+            };
+            let conn = self.backends[target].as_mut().expect("backend open");
+            first.clear();
+            let read = match conn.write_payload(0, &self.cmd).await {
+                Ok(()) => conn.reader.read_packet(&mut conn.stream, first, CONTROL_LIMIT).await,
+                Err(e) => Err(e.into()),
+            };
+            match read {
+                Ok((_, seq)) => return Ok(Ok((target, seq))),
+                Err(e) => {
+                    self.drop_backend(target);
+                    if broke {
+                        return Err(SessionError::Fatal(format!(
+                            "backend failed during prepare: {e}"
+                        )));
+                    }
+                    broke = true;
+                    route = if away_from_primary(self) { STAND_IN } else { on_primary };
+                }
+            }
+        }
     }
 
     /// `SELECT CONNECTION_ID()` prepared is prepared as the session's id
