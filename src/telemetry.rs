@@ -302,3 +302,77 @@ mod tests {
         }
     }
 }
+
+/// Lets a warning that every statement may repeat during an outage (a
+/// backend refusing connections, say) through once a second per call
+/// site: a thousand clients must not write a thousand log lines a second.
+/// The next line let through says how many were left out.
+pub struct Throttle {
+    /// Milliseconds (see [`crate::server::ms_since_start`]) before which
+    /// lines are left out.
+    quiet_until_ms: std::sync::atomic::AtomicU64,
+    left_out: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    const INTERVAL_MS: u64 = 1000;
+
+    pub const fn new() -> Throttle {
+        Throttle {
+            quiet_until_ms: std::sync::atomic::AtomicU64::new(0),
+            left_out: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Some(lines left out since the last one) when a line may be written
+    /// now, None when it is to be left out.
+    pub fn admit(&self) -> Option<u64> {
+        self.admit_at(crate::server::ms_since_start(std::time::Instant::now()))
+    }
+
+    fn admit_at(&self, now_ms: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let until = self.quiet_until_ms.load(Relaxed);
+        let next = now_ms + Self::INTERVAL_MS;
+        if now_ms >= until
+            && self.quiet_until_ms.compare_exchange(until, next, Relaxed, Relaxed).is_ok()
+        {
+            return Some(self.left_out.swap(0, Relaxed));
+        }
+        self.left_out.fetch_add(1, Relaxed);
+        None
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle::new()
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::Throttle;
+
+    #[test]
+    fn one_line_a_second_and_the_count_of_those_left_out() {
+        let t = Throttle::new();
+        assert_eq!(t.admit_at(5_000), Some(0));
+        assert_eq!(t.admit_at(5_001), None);
+        assert_eq!(t.admit_at(5_999), None);
+        assert_eq!(t.admit_at(6_000), Some(2));
+        assert_eq!(t.admit_at(9_000), Some(0));
+    }
+}
+
+/// `tracing::warn!` through a [`Throttle`] of the call site's own; the
+/// line carries `left_out`, the lines the throttle kept back before it.
+macro_rules! warn_throttled {
+    ($($arg:tt)+) => {{
+        static THROTTLE: $crate::telemetry::Throttle = $crate::telemetry::Throttle::new();
+        if let Some(left_out) = THROTTLE.admit() {
+            tracing::warn!(left_out, $($arg)+);
+        }
+    }};
+}
+pub(crate) use warn_throttled;

@@ -763,7 +763,7 @@ impl Session {
         }
         let conn = self.backends[idx].as_mut().expect("backend open");
         if let Err(e) = conn.write_payload(0, &self.cmd).await {
-            tracing::warn!(id = self.id, backend = idx, error = %e, "cannot send to backend");
+            crate::telemetry::warn_throttled!(id = self.id, backend = idx, error = %e, "cannot send to backend");
             self.drop_backend(idx);
             return Err(SessionError::BackendBeforeReply(idx));
         }
@@ -887,7 +887,7 @@ impl Session {
                 Ok(Some(Outcome { error: Some(1105), ..Outcome::default() }))
             }
             Err(RelayError::BackendBeforeReply(e)) => {
-                tracing::warn!(id = self.id, backend = idx, error = %e, "backend failed before replying");
+                crate::telemetry::warn_throttled!(id = self.id, backend = idx, error = %e, "backend failed before replying");
                 self.drop_backend(idx);
                 Err(SessionError::BackendBeforeReply(idx))
             }
@@ -923,7 +923,7 @@ impl Session {
         let config = self.config();
         let name = config.backends.get(idx).map(|b| b.name.as_str()).unwrap_or("?");
         let addr = config.backends.get(idx).map(|b| b.address.as_str()).unwrap_or("?");
-        tracing::warn!(id = self.id, backend = name, error = %e, "backend unavailable");
+        crate::telemetry::warn_throttled!(id = self.id, backend = name, error = %e, "backend unavailable");
         if !matches!(e, BackendError::Server { .. }) {
             self.drop_backend(idx);
         }

@@ -238,7 +238,7 @@ impl Session {
         failed: usize,
         expect: crate::relay::Expect,
     ) -> Result<Option<(usize, Outcome)>, SessionError> {
-        tracing::warn!(
+        crate::telemetry::warn_throttled!(
             id = self.id,
             backend = failed,
             "the primary cannot be reached: session state set on a replica"
@@ -250,12 +250,27 @@ impl Session {
         }
     }
 
+    /// After replica `idx` failed the session with `e`: every session
+    /// avoids it for `backend_retry` unless the failure was this session's
+    /// own. A server error is the session's (its database, its SETs),
+    /// except a server full of connections, which every session would
+    /// only add to; so is a wait for the proxy's own cap.
+    pub(super) fn avoid_replica_for(&self, idx: usize, e: &BackendError) {
+        let sessions_own = match e {
+            BackendError::Server { code, .. } => *code != ER_CON_COUNT,
+            BackendError::AtCapacity(..) | BackendError::PoolTimeout { .. } => true,
+            _ => false,
+        };
+        if !sessions_own {
+            self.shared.backoff.mark_down(idx, self.view.config.timeouts.backend_retry);
+        }
+    }
+
     /// Turns a route into a backend index with an open connection that has
     /// caught up with the session's state. A replica that cannot be used is
     /// avoided for a while and another one (or the primary) takes over.
     pub(super) async fn acquire(&mut self, route: Route) -> Result<usize, (usize, BackendError)> {
         let primary = self.primary();
-        let retry_after = self.view.config.timeouts.backend_retry;
         let mut tried = None;
         loop {
             let idx = match route.target {
@@ -285,19 +300,8 @@ impl Session {
             match self.catch_up(idx).await {
                 Ok(()) => return Ok(idx),
                 Err(e) if idx != primary && route.target == Target::AnyReplica => {
-                    tracing::warn!(id = self.id, backend = idx, error = %e, "replica unusable, reading elsewhere");
-                    // A server error is this session's (its database, its
-                    // SETs), except a server full of connections, which
-                    // every session would only add to; so is a wait for
-                    // the proxy's own cap.
-                    let sessions_own = match e {
-                        BackendError::Server { code, .. } => code != ER_CON_COUNT,
-                        BackendError::AtCapacity(..) | BackendError::PoolTimeout { .. } => true,
-                        _ => false,
-                    };
-                    if !sessions_own {
-                        self.shared.backoff.mark_down(idx, retry_after);
-                    }
+                    crate::telemetry::warn_throttled!(id = self.id, backend = idx, error = %e, "replica unusable, reading elsewhere");
+                    self.avoid_replica_for(idx, &e);
                     self.drop_backend(idx);
                     if tried.is_some() {
                         // Second failure in a row: the primary answers.
@@ -1048,7 +1052,8 @@ impl Session {
         };
         self.in_flight = Some(guard);
         if let Err(e) = self.catch_up(idx).await {
-            tracing::warn!(id = self.id, backend = idx, error = %e, "replica unusable for a causal read");
+            crate::telemetry::warn_throttled!(id = self.id, backend = idx, error = %e, "replica unusable for a causal read");
+            self.avoid_replica_for(idx, &e);
             self.in_flight = None;
             self.drop_backend(idx);
             return self.plain_forward(primary_route, expect, false).await;

@@ -143,7 +143,7 @@ impl Session {
                 Ok(idx) => idx,
                 Err((idx, e)) if route.target == Target::Primary && cannot_reach(&e) => {
                     route = STAND_IN;
-                    tracing::warn!(id = self.id, backend = idx, error = %e, "the primary cannot be reached: a replica prepares the statement");
+                    crate::telemetry::warn_throttled!(id = self.id, backend = idx, error = %e, "the primary cannot be reached: a replica prepares the statement");
                     continue;
                 }
                 Err(failed) => return Ok(Err(failed)),
@@ -431,7 +431,10 @@ impl Session {
         }
         let prepared = match self.catch_up(idx).await {
             Ok(()) => self.map_execute(id, idx, original).await.is_ok(),
-            Err(_) => false,
+            Err(e) => {
+                self.avoid_replica_for(idx, &e);
+                false
+            }
         };
         if prepared {
             if let Some(outcome) = self.waited_forward(idx, &target, Expect::Result, false).await? {
@@ -483,7 +486,7 @@ impl Session {
         let backend_id = match self.map_execute(id, idx, original).await {
             Ok(b) => b,
             Err(e) if idx != self.primary() => {
-                tracing::warn!(id = self.id, backend = idx, error = %e, "cannot prepare on replica, using the primary");
+                crate::telemetry::warn_throttled!(id = self.id, backend = idx, error = %e, "cannot prepare on replica, using the primary");
                 self.in_flight = None;
                 idx = self.primary();
                 match self.map_execute(id, idx, original).await {
@@ -617,7 +620,7 @@ impl Session {
         let conn = self.backends[backend].as_mut().expect("backend open");
         if let Err(e) = conn.write_payload(0, &self.cmd).await {
             // Nothing reached the client: the caller may run it elsewhere.
-            tracing::warn!(id = self.id, backend, error = %e, "cannot send to backend");
+            crate::telemetry::warn_throttled!(id = self.id, backend, error = %e, "cannot send to backend");
             self.drop_backend(backend);
             return Err(SessionError::BackendBeforeReply(backend));
         }
