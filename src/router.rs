@@ -271,10 +271,13 @@ fn route_by_kind(info: &StatementInfo, replica_available: bool) -> Option<Route>
 /// `SET NAMES` first) and read: SET NAMES, a SET of session variables, USE,
 /// alone in its text. Not one that reads or assigns user variables (they
 /// live on the primary's connection), calls a function that is not a pure
-/// builtin, is used up by the next statement (`insert_id`), or changes
-/// autocommit (a transaction runs on the primary). The caller also rules
-/// out a statement that reads a table (a subquery, behind on a replica).
-pub fn may_stand_in(info: &StatementInfo, sql: &str) -> bool {
+/// builtin, is used up by the next statement (`insert_id`), or may turn
+/// autocommit off (a transaction runs on the primary); `autocommit = 1`
+/// may be among the assignments (Connector/J sends it at login): routed
+/// here, outside a transaction, autocommit is on already. The caller also
+/// rules out a statement that reads a table (a subquery, behind on a
+/// replica).
+pub fn may_stand_in(info: &StatementInfo) -> bool {
     use StatementKind as K;
     let disqualifying = Flags::USER_VAR_READ
         | Flags::USER_VAR_ASSIGN
@@ -282,11 +285,11 @@ pub fn may_stand_in(info: &StatementInfo, sql: &str) -> bool {
         | Flags::SIDE_EFFECT_FUNC
         | Flags::UNKNOWN_FUNC
         | Flags::ONE_SHOT_SET
-        | Flags::LAST_STATEMENT_FUNC;
+        | Flags::LAST_STATEMENT_FUNC
+        | Flags::AUTOCOMMIT_OFF;
     info.statements == 1
-        && matches!(info.kind, K::SetNames | K::SetSession | K::Use)
+        && matches!(info.kind, K::SetNames | K::SetSession | K::Use | K::SetAutocommit(true))
         && !info.flags.intersects(disqualifying)
-        && !sql.as_bytes().windows(10).any(|w| w.eq_ignore_ascii_case(b"autocommit"))
 }
 
 /// Whether a statement of this kind commits an open transaction before it
@@ -570,7 +573,7 @@ mod tests {
 
     #[test]
     fn only_plain_session_state_may_run_on_a_replica_while_the_primary_is_down() {
-        let may = |sql: &str| may_stand_in(&classify(sql), sql);
+        let may = |sql: &str| may_stand_in(&classify(sql));
         for sql in [
             "SET NAMES utf8mb4",
             "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'",
@@ -578,6 +581,8 @@ mod tests {
             "SET SESSION sql_mode = 'STRICT_TRANS_TABLES'",
             "SET @@session.time_zone = '+00:00', NAMES utf8mb4",
             "USE app",
+            "SET autocommit = 1",
+            "set autocommit=1, sql_mode = concat(@@sql_mode,',STRICT_TRANS_TABLES')",
         ] {
             assert!(may(sql), "{sql}");
         }
@@ -589,7 +594,9 @@ mod tests {
             "SET insert_id = 5",
             // A transaction runs on the primary.
             "SET autocommit = 0",
-            "SET sql_mode = '', autocommit = 1",
+            "SET sql_mode = '', autocommit = 0",
+            "SET sql_mode = '', autocommit = @ac",
+            "SET sql_mode = '', autocommit = IF(1, 0, 1)",
             "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
             "SET GLOBAL max_connections = 10",
             "SET NAMES utf8mb4; SET @x = 1",

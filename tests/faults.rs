@@ -318,9 +318,10 @@ async fn a_write_on_a_paused_primary_gets_lost_connection_and_reads_go_on() {
 }
 
 /// While the primary is down, clients still log in, set their session up
-/// and read: many drivers send `SET NAMES` right after logging in
-/// (PyMySQL does), and before, that SET went to the primary and failed, so
-/// they could not even connect. A replica runs such session state
+/// and read: many drivers send a SET right after logging in (PyMySQL
+/// `SET NAMES`, Connector/J `set autocommit=1, sql_mode = ...`), and
+/// before, that SET went to the primary and failed, so they could not
+/// even connect. A replica runs such session state
 /// meanwhile (SET, USE, COM_INIT_DB, COM_STMT_PREPARE), and the primary
 /// gets it once it is back. A proxy started while the primary is down
 /// does not hold logins up probing it.
@@ -349,6 +350,8 @@ async fn clients_log_in_and_read_while_the_primary_is_down() {
         let started = Instant::now();
         let mut c = Raw::app(&addr, true).await;
         c.exec("SET NAMES utf8mb4").await;
+        // What MariaDB Connector/J sends at login.
+        c.exec("set autocommit=1, sql_mode = concat(@@sql_mode,',STRICT_TRANS_TABLES')").await;
         c.exec("USE app").await;
         let r = c.command(b"\x02app", rwsplit::relay::Expect::Result).await;
         assert_eq!(r.last().unwrap().1[0], 0, "COM_INIT_DB: {r:?}");

@@ -154,8 +154,12 @@ impl Flags {
     /// `SET STATEMENT var = value ... FOR <stmt>`: variables set for this
     /// statement only (the server reports a session state change for it).
     pub const STATEMENT_SETS: Flags = Flags(1 << 13);
+    /// A SET that may turn autocommit off among other assignments: to
+    /// 0/OFF/FALSE, or to a value the proxy does not read (an expression,
+    /// a variable). `SET autocommit = 0` alone is `SetAutocommit(false)`.
+    pub const AUTOCOMMIT_OFF: Flags = Flags(1 << 14);
 
-    const NAMES: [(Flags, &'static str); 14] = [
+    const NAMES: [(Flags, &'static str); 15] = [
         (Flags::LOCKING_READ, "LOCKING_READ"),
         (Flags::SIDE_EFFECT_FUNC, "SIDE_EFFECT_FUNC"),
         (Flags::LAST_STATEMENT_FUNC, "LAST_STATEMENT_FUNC"),
@@ -170,6 +174,7 @@ impl Flags {
         (Flags::PROXY_VARIABLE, "PROXY_VARIABLE"),
         (Flags::ONE_SHOT_SET, "ONE_SHOT_SET"),
         (Flags::STATEMENT_SETS, "STATEMENT_SETS"),
+        (Flags::AUTOCOMMIT_OFF, "AUTOCOMMIT_OFF"),
     ];
 
     /// The raw bits.

@@ -196,6 +196,14 @@ impl SetScan {
         }
     }
 
+    /// Whether, once the statement has ended, an assignment may turn
+    /// autocommit off (see `Flags::AUTOCOMMIT_OFF`).
+    pub fn may_turn_autocommit_off(&self) -> bool {
+        let mut done = SetScan { ..*self };
+        done.end_value();
+        done.autocommit == Some(false) || done.autocommit_unclear
+    }
+
     /// The kind, once the statement has ended.
     pub fn finish(&self) -> K {
         let mut done = SetScan { ..*self };

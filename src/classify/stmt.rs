@@ -404,6 +404,9 @@ impl StmtScan {
                     if self.set.as_ref().is_some_and(|set| set.one_shot) {
                         flags |= Flags::ONE_SHOT_SET;
                     }
+                    if self.set.as_ref().is_some_and(SetScan::may_turn_autocommit_off) {
+                        flags |= Flags::AUTOCOMMIT_OFF;
+                    }
                     Some(self.set.as_ref().map_or(K::SetSession, SetScan::finish))
                 }
                 Shape::Compound => Some(K::Unknown),

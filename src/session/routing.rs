@@ -219,7 +219,7 @@ impl Session {
                 && !classify::tables(sql, self.backslashes()).is_empty()
         };
         route.reason == router::Reason::SessionState
-            && router::may_stand_in(info, sql)
+            && router::may_stand_in(info)
             && !reads_tables()
     }
 
