@@ -61,7 +61,7 @@ impl Session {
             }
         }
         let mut first = Vec::new();
-        let (target, seq) = match self.prepare_somewhere(&mut first).await? {
+        let (target, seq) = match self.prepare_somewhere(&mut first).await {
             Ok(prepared) => prepared,
             Err((idx, e)) => return self.reply_backend_error(idx, &e).await,
         };
@@ -128,16 +128,18 @@ impl Session {
     /// A replica prepares it instead while the primary cannot be reached
     /// (the statement is prepared again where it runs, the primary
     /// included, as for any other statement); a connection that breaks
-    /// before replying is replaced once. The inner error: no backend
-    /// could be had, for the client.
+    /// before replying is replaced, twice at most (pooled connections the
+    /// server ended together, by a KILL sweep or its `wait_timeout`, may be
+    /// handed out one after the other). The inner error, for the client:
+    /// no backend could be had, or the last one broke too.
     async fn prepare_somewhere(
         &mut self,
         first: &mut Vec<u8>,
-    ) -> Result<Result<(usize, u8), (usize, BackendError)>, SessionError> {
+    ) -> Result<(usize, u8), (usize, BackendError)> {
         let on_primary = Route { target: Target::Primary, reason: Reason::SessionState };
         let away_from_primary = |s: &Self| s.primary_unreachable() && s.shared.replica_available();
         let mut route = if away_from_primary(self) { STAND_IN } else { on_primary };
-        let mut broke = false;
+        let mut broke = 0;
         loop {
             let target = match self.acquire(route).await {
                 Ok(idx) => idx,
@@ -146,7 +148,7 @@ impl Session {
                     crate::telemetry::warn_throttled!(id = self.id, backend = idx, error = %e, "the primary cannot be reached: a replica prepares the statement");
                     continue;
                 }
-                Err(failed) => return Ok(Err(failed)),
+                Err(failed) => return Err(failed),
             };
             let conn = self.backends[target].as_mut().expect("backend open");
             first.clear();
@@ -155,15 +157,13 @@ impl Session {
                 Err(e) => Err(e.into()),
             };
             match read {
-                Ok((_, seq)) => return Ok(Ok((target, seq))),
+                Ok((_, seq)) => return Ok((target, seq)),
                 Err(e) => {
                     self.drop_backend(target);
-                    if broke {
-                        return Err(SessionError::Fatal(format!(
-                            "backend failed during prepare: {e}"
-                        )));
+                    broke += 1;
+                    if broke == 3 {
+                        return Err((target, BackendError::Frame(e)));
                     }
-                    broke = true;
                     route = if away_from_primary(self) { STAND_IN } else { on_primary };
                 }
             }
