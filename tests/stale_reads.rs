@@ -286,6 +286,55 @@ async fn gtid_mode_reads_back_a_write_followed_by_other_statements_in_one_query(
     a.exec(&format!("DROP TABLE app.{table}")).await;
 }
 
+/// A client that wrote through an earlier run of the proxy reads its
+/// write through the next one, though the new proxy has no record of it:
+/// a replica takes reads only once it has applied the primary's position
+/// as the new proxy's monitor first read it. Here the only replica taking
+/// reads lags by 2 s (within `max_replication_lag`): before, the read
+/// went to it and returned the old value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gtid_mode_reads_back_a_write_made_through_the_proxy_before_it_restarted() {
+    let _serial = SERIAL.lock().await;
+    let table = setup_table().await;
+    let config = || {
+        let mut config = lagging_replica_only("gtid");
+        config.admin = Some(rwsplit::config::AdminConfig {
+            address: "127.0.0.1:0".into(),
+            token: None,
+            max_digests: 100,
+        });
+        config
+    };
+    let lag = Lag::start(2);
+    let before = start_proxy(config()).await;
+    let mut w = Raw::app(&before.addr.to_string(), true).await;
+    w.exec(&format!("UPDATE {table} SET v = 7 WHERE k = 0")).await;
+    drop((w, before));
+
+    let after = start_proxy(config()).await;
+    let admin_port = after.admin.unwrap();
+    // Its monitor has read the primary and the lagging replica.
+    let probed = |b: &serde_json::Value| {
+        b[0]["gtid_position"].is_string() && b[2]["gtid_position"].is_string()
+    };
+    let backends = wait_backends(admin_port, std::time::Duration::from_secs(10), probed).await;
+    let mut r = Raw::app(&after.addr.to_string(), true).await;
+    let got =
+        r.scalar(&format!("SELECT CONCAT(v, ' on ', @@server_id) FROM {table} WHERE k = 0")).await;
+    assert_eq!(got.as_deref(), Some("7 on 1"), "the primary answers, with the write");
+    assert_eq!(backends[2]["excluded_because"], "behind_start", "{backends}");
+
+    // Once the replica has applied that position, it takes reads again.
+    drop(lag);
+    let eligible = |b: &serde_json::Value| b[2]["eligible"] == true;
+    wait_backends(admin_port, std::time::Duration::from_secs(10), eligible).await;
+    let got =
+        r.scalar(&format!("SELECT CONCAT(v, ' on ', @@server_id) FROM {table} WHERE k = 0")).await;
+    assert_eq!(got.as_deref(), Some("7 on 3"));
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
 /// A client that writes on one connection and reads on another open
 /// beside it (a pool) reads its writes in `gtid` mode: its sessions share
 /// what it wrote. Each of the 25 workers writes on one connection and

@@ -5,7 +5,8 @@
 use super::gtid;
 use super::sample::ProbeSample;
 use super::types::{
-    BackendSpec, BackendState, Flavor, LagSource, MonitorSettings, PrimaryDetection, Role, Topology,
+    BackendSpec, BackendState, Exclusion, Flavor, LagSource, MonitorSettings, PrimaryDetection,
+    Role, StartBarrier, Topology,
 };
 use crate::weighting::{ReplicaView, assess_eligibility};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -197,6 +198,21 @@ pub fn build_topology(
         detect_primary(&views, previous_primary, settings.primary_detection);
     let primary_sample = primary.and_then(|index| tracked[index].sample);
     let primary_gtid = primary_sample.and_then(|s| s.gtid_position(true).map(str::to_string));
+    let start_barrier = match &previous.start_barrier {
+        StartBarrier::Unknown => match (primary.map(|i| tracked[i]), &primary_gtid) {
+            (Some(_), Some(position)) => StartBarrier::At(position.clone()),
+            // Probed, and no position: none to wait for.
+            (Some(p), None) if p.sample.is_some() => StartBarrier::Lifted,
+            // Found down before its position was read.
+            (Some(p), None) if p.state.checked_at.is_some() && !p.state.healthy => {
+                StartBarrier::Lifted
+            }
+            (Some(_), None) => StartBarrier::Unknown,
+            // No primary to read a position from (replicas only).
+            (None, _) => StartBarrier::Lifted,
+        },
+        known => known.clone(),
+    };
 
     let backends = tracked
         .iter()
@@ -217,6 +233,7 @@ pub fn build_topology(
                 role,
                 conflict_member,
                 primary_gtid.as_deref(),
+                &start_barrier,
                 previous_state,
                 settings,
             )
@@ -229,6 +246,7 @@ pub fn build_topology(
         writable_conflict,
         generation: previous.generation.wrapping_add(1),
         primary_gtid,
+        start_barrier,
     }
 }
 
@@ -237,6 +255,7 @@ fn backend_state(
     role: Role,
     writable_conflict: bool,
     primary_gtid: Option<&str>,
+    start_barrier: &StartBarrier,
     previous: Option<&BackendState>,
     settings: &MonitorSettings,
 ) -> BackendState {
@@ -267,10 +286,37 @@ fn backend_state(
         unknown_lag: settings.unknown_lag,
         previous: previous.and_then(|p| p.exclusion),
     });
+    state.past_start = previous.is_some_and(|p| p.past_start)
+        || past_start_barrier(&state, tracked.sample, start_barrier);
+    if eligibility.eligible && role == Role::Replica && !state.past_start {
+        state.eligible = false;
+        state.effective_weight = 0.0;
+        state.exclusion = Some(Exclusion::BehindStart);
+        return state;
+    }
     state.eligible = eligibility.eligible;
     state.effective_weight = eligibility.effective_weight;
     state.exclusion = eligibility.exclusion;
     state
+}
+
+/// Whether a replica has applied the start barrier's position, or has no
+/// position to compare with it.
+fn past_start_barrier(
+    state: &BackendState,
+    sample: Option<&ProbeSample>,
+    barrier: &StartBarrier,
+) -> bool {
+    match (barrier, &state.gtid_position) {
+        (StartBarrier::Lifted, _) => true,
+        (StartBarrier::Unknown, _) => false,
+        (StartBarrier::At(start), Some(applied)) => {
+            let flavor = sample.map_or(Flavor::MariaDb, |s| s.flavor);
+            gtid::position_covers(flavor, applied, start)
+        }
+        // Probed, and replicating without GTID positions.
+        (StartBarrier::At(_), None) => sample.is_some(),
+    }
 }
 
 #[cfg(test)]
@@ -719,9 +765,80 @@ mod tests {
     fn per_backend_max_lag_overrides_global() {
         let mut lab = Lab::new();
         lab.specs[2].max_lag = Some(Duration::from_secs(4));
-        let topology = lab.build(&Topology::default(), &settings());
+        let running = Topology { start_barrier: StartBarrier::Lifted, ..Topology::default() };
+        let topology = lab.build(&running, &settings());
         let r2 = &topology.backends[2];
         assert!(r2.eligible);
         assert!((r2.effective_weight - 0.5).abs() < 1e-9);
+    }
+
+    // --- the start barrier ---
+
+    /// r2 two transactions behind and 0.5 s late: within a 4 s limit.
+    fn lab_with_r2_slightly_behind() -> Lab {
+        let mut lab = Lab::new();
+        lab.specs[2].max_lag = Some(Duration::from_secs(4));
+        lab
+    }
+
+    #[test]
+    fn a_replica_behind_the_primarys_first_position_takes_no_reads_until_past_it() {
+        let mut lab = lab_with_r2_slightly_behind();
+        let first = lab.build(&Topology::default(), &settings());
+        assert_eq!(first.start_barrier, StartBarrier::At("0-1-10".into()));
+        assert!(first.backends[1].eligible, "r1 has the primary's position");
+        assert_eq!(first.backends[2].exclusion, Some(Exclusion::BehindStart));
+        assert_eq!(first.backends[2].effective_weight, 0.0);
+        // r2 applies it; the primary moves on, r2 behind again: it stays in.
+        lab.samples[2] = replica_sample("0-1-10", Some(0), true);
+        let second = lab.build(&first, &settings());
+        assert!(second.backends[2].eligible);
+        lab.samples[0] = sample(false, "0-1-20", "");
+        lab.samples[2] = replica_sample("0-1-12", Some(2), true);
+        let third = lab.build(&second, &settings());
+        assert_eq!(third.start_barrier, StartBarrier::At("0-1-10".into()));
+        assert!(third.backends[2].eligible, "past the barrier once is enough");
+    }
+
+    #[test]
+    fn replicas_wait_for_the_primarys_first_probe() {
+        let lab = lab_with_r2_slightly_behind();
+        let states: Vec<BackendState> = lab.specs.iter().map(up).collect();
+        let tracked: Vec<Tracked> = (0..3)
+            .map(|i| Tracked {
+                spec: &lab.specs[i],
+                state: &states[i],
+                // The primary not probed yet.
+                sample: (i > 0).then_some(&lab.samples[i]),
+                primary_gtid_at_sample: None,
+            })
+            .collect();
+        let topology = build_topology(&Topology::default(), &tracked, &settings());
+        assert_eq!(topology.start_barrier, StartBarrier::Unknown);
+        assert_eq!(topology.backends[1].exclusion, Some(Exclusion::BehindStart));
+    }
+
+    #[test]
+    fn a_primary_found_down_before_its_first_probe_lifts_the_barrier() {
+        let lab = lab_with_r2_slightly_behind();
+        let at = UNIX_EPOCH + Duration::from_secs(1_000);
+        let down = apply_probe(
+            &BackendState::unknown(&lab.specs[0]),
+            Err("connection refused"),
+            at,
+            &settings(),
+        );
+        let states = [down, up(&lab.specs[1]), up(&lab.specs[2])];
+        let tracked: Vec<Tracked> = (0..3)
+            .map(|i| Tracked {
+                spec: &lab.specs[i],
+                state: &states[i],
+                sample: (i > 0).then_some(&lab.samples[i]),
+                primary_gtid_at_sample: None,
+            })
+            .collect();
+        let topology = build_topology(&Topology::default(), &tracked, &settings());
+        assert_eq!(topology.start_barrier, StartBarrier::Lifted);
+        assert!(topology.backends[1].eligible && topology.backends[2].eligible);
     }
 }

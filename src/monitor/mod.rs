@@ -28,7 +28,7 @@ pub use assess::{
 pub use sample::{ProbeSample, ReplicationStatus, flavor_of};
 pub use types::{
     BackendSpec, BackendState, Exclusion, Flavor, LagSource, MonitorSettings, PrimaryDetection,
-    ProbeTls, Role, Topology, UnknownLag,
+    ProbeTls, Role, StartBarrier, Topology, UnknownLag,
 };
 
 use arc_swap::ArcSwap;

@@ -184,6 +184,9 @@ pub enum Exclusion {
     LagTooHigh,
     /// Configured weight 0.
     ZeroWeight,
+    /// Has not yet applied the primary's position as the proxy first read
+    /// it (see [`StartBarrier`]).
+    BehindStart,
 }
 
 impl Exclusion {
@@ -198,6 +201,7 @@ impl Exclusion {
             Exclusion::LagUnknown => "lag_unknown",
             Exclusion::LagTooHigh => "lag_too_high",
             Exclusion::ZeroWeight => "zero_weight",
+            Exclusion::BehindStart => "behind_start",
         }
     }
 }
@@ -241,6 +245,9 @@ pub struct BackendState {
     pub effective_weight: f64,
     /// Why it is not eligible; None when eligible.
     pub exclusion: Option<Exclusion>,
+    /// A replica that has applied the [`StartBarrier`]'s position (or
+    /// has none to compare); it stays so.
+    pub past_start: bool,
 }
 
 impl BackendState {
@@ -267,6 +274,7 @@ impl BackendState {
             eligible: false,
             effective_weight: 0.0,
             exclusion: Some(Exclusion::Unhealthy),
+            past_start: false,
         }
     }
 }
@@ -284,6 +292,26 @@ pub struct Topology {
     pub generation: u64,
     /// The primary's GTID position as last probed.
     pub primary_gtid: Option<String>,
+    pub start_barrier: StartBarrier,
+}
+
+/// The record of each client's writes that read-your-writes follows lives
+/// in the proxy's memory: a client that wrote through an earlier run of
+/// the proxy (restarted since) and reads now has no record. Its write is in
+/// the primary's position as this proxy's monitor first reads it, so a
+/// replica takes reads only once it has applied that position: the
+/// client reads its write after the restart too. Healthy replicas are
+/// past it at their first probe.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StartBarrier {
+    /// The primary's position is not known yet: replicas wait.
+    #[default]
+    Unknown,
+    /// The primary's position when first read.
+    At(String),
+    /// No barrier: the primary was found down before its position could
+    /// be read (replicas serve what they have), or it reports none.
+    Lifted,
 }
 
 impl Topology {

@@ -602,6 +602,7 @@ fn static_topology(config: &Config) -> Topology {
             };
             b.eligible = b.exclusion.is_none();
             b.effective_weight = if b.eligible { spec.weight as f64 } else { 0.0 };
+            b.past_start = true;
             b
         })
         .collect();
@@ -611,6 +612,8 @@ fn static_topology(config: &Config) -> Topology {
         writable_conflict: false,
         generation: 1,
         primary_gtid: None,
+        // Without a monitor nothing reads positions.
+        start_barrier: crate::monitor::StartBarrier::Lifted,
     }
 }
 
