@@ -338,6 +338,8 @@ async fn clients_log_in_and_read_while_the_primary_is_down() {
     let proxy = start_proxy(config()).await;
     all_healthy(&proxy).await;
     let addr = proxy.addr.to_string();
+    let table = lab_table("down_prepared", "id INT PRIMARY KEY").await;
+    let mut insert_id = [0u8; 4];
     let mut kept = Raw::app(&addr, true).await;
     kept.exec("SELECT 1").await;
     // Probed and found down (before its first probe a backend is not
@@ -362,6 +364,10 @@ async fn clients_log_in_and_read_while_the_primary_is_down() {
         // A session that held a connection to the primary when it stopped.
         kept.exec("SET SESSION group_concat_max_len = 778").await;
         assert_eq!(kept.scalar("SELECT @@group_concat_max_len").await.as_deref(), Some("778"));
+        // A write prepared now (on a replica) runs on the primary later.
+        let r = kept.prepare(format!("\x16INSERT INTO app.{table} VALUES (5)").as_bytes()).await;
+        assert_eq!(r[0].1[0], 0, "prepared while the primary is down: {r:?}");
+        insert_id.copy_from_slice(&r[0].1[1..5]);
         // Prepared statements: prepared on a replica.
         let mut d = driver_client(&proxy).await;
         let v: Option<i64> = d.exec_first("SELECT ? * 7", (6,)).await.unwrap();
@@ -386,6 +392,14 @@ async fn clients_log_in_and_read_while_the_primary_is_down() {
     let on_primary =
         "SELECT /* rwsplit:primary */ CONCAT(@@server_id, ' ', @@group_concat_max_len)";
     assert_eq!(kept.scalar(on_primary).await.as_deref(), Some("1 778"));
+    let mut execute = vec![0x17];
+    execute.extend_from_slice(&insert_id);
+    execute.extend_from_slice(&[0, 1, 0, 0, 0]);
+    let r = kept.command(&execute, rwsplit::relay::Expect::Result).await;
+    assert_eq!(r.last().unwrap().1[0], 0, "the prepared write runs on the primary: {r:?}");
+    let mut p = admin(PRIMARY).await;
+    assert_eq!(p.scalar(&format!("SELECT COUNT(*) FROM app.{table}")).await.as_deref(), Some("1"));
+    p.exec(&format!("DROP TABLE app.{table}")).await;
 }
 
 /// The columns of a table [`writer`] writes to.
