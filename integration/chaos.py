@@ -14,7 +14,8 @@ acknowledged write lost) and the replicas must hold the primary's table.
 Faults, one at a time with calm in between, chosen at random: a replica
 paused (SIGSTOP), killed (SIGKILL) and restarted, its SQL thread stopped;
 the app's connections killed on a replica or the primary; the primary
-paused, or killed and restarted; a replica drained through the admin port.
+paused, or killed and restarted; a replica drained, or the configuration
+reloaded, through the admin port.
 
 Needs the lab (integration/lab.sh up) and a running proxy on it, with the
 admin port:
@@ -50,7 +51,7 @@ SEED = int(os.environ.get("SEED", str(int(time.time()))))
 LAB = os.environ.get("RWSPLIT_LAB_DIR", "/tmp/rwsplit-lab")
 FAULT_NAMES = [
     "stop_replica", "kill_replica", "lag_replica", "kill_conns_replica",
-    "kill_conns_primary", "stop_primary", "kill_primary", "drain", "nothing",
+    "kill_conns_primary", "stop_primary", "kill_primary", "drain", "reload", "nothing",
 ]
 FAULTS = os.environ.get("FAULTS", ",".join(FAULT_NAMES)).split(",")
 REPLICAS = {"replica1": ("node2", 3307), "replica2": ("node3", 3308)}
@@ -293,6 +294,8 @@ def one_fault():
         os.kill(pid_of("node1"), signal.SIGKILL)
         time.sleep(rng.uniform(0.5, 2))
         lab("up")
+    elif fault == "reload":
+        admin_post("/reload")
     elif fault == "drain":
         admin_post(f"/backends/{name}/drain")
         time.sleep(rng.uniform(1, 3))
