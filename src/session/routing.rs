@@ -223,8 +223,8 @@ impl Session {
             && !reads_tables()
     }
 
-    /// The monitor has the primary down (it was up once, or a probe had
-    /// it unreachable), or a session found it refusing connections.
+    /// The monitor does not have the primary up (found down, or not
+    /// probed yet), or a session found it refusing connections.
     pub(super) fn primary_unreachable(&self) -> bool {
         let primary = self.primary();
         let up = self.shared.topology_now().backends.get(primary).is_some_and(|b| b.healthy);
