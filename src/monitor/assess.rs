@@ -800,20 +800,25 @@ mod tests {
         assert!(third.backends[2].eligible, "past the barrier once is enough");
     }
 
-    #[test]
-    fn replicas_wait_for_the_primarys_first_probe() {
-        let lab = lab_with_r2_slightly_behind();
-        let states: Vec<BackendState> = lab.specs.iter().map(up).collect();
+    /// The first topology, from `states`, with no good probe of the
+    /// primary yet (the replicas' samples from `lab`).
+    fn first_topology_without_primary_sample(lab: &Lab, states: &[BackendState]) -> Topology {
         let tracked: Vec<Tracked> = (0..3)
             .map(|i| Tracked {
                 spec: &lab.specs[i],
                 state: &states[i],
-                // The primary not probed yet.
                 sample: (i > 0).then_some(&lab.samples[i]),
                 primary_gtid_at_sample: None,
             })
             .collect();
-        let topology = build_topology(&Topology::default(), &tracked, &settings());
+        build_topology(&Topology::default(), &tracked, &settings())
+    }
+
+    #[test]
+    fn replicas_wait_for_the_primarys_first_probe() {
+        let lab = lab_with_r2_slightly_behind();
+        let states: Vec<BackendState> = lab.specs.iter().map(up).collect();
+        let topology = first_topology_without_primary_sample(&lab, &states);
         assert_eq!(topology.start_barrier, StartBarrier::Unknown);
         assert_eq!(topology.backends[1].exclusion, Some(Exclusion::BehindStart));
     }
@@ -829,15 +834,7 @@ mod tests {
             &settings(),
         );
         let states = [down, up(&lab.specs[1]), up(&lab.specs[2])];
-        let tracked: Vec<Tracked> = (0..3)
-            .map(|i| Tracked {
-                spec: &lab.specs[i],
-                state: &states[i],
-                sample: (i > 0).then_some(&lab.samples[i]),
-                primary_gtid_at_sample: None,
-            })
-            .collect();
-        let topology = build_topology(&Topology::default(), &tracked, &settings());
+        let topology = first_topology_without_primary_sample(&lab, &states);
         assert_eq!(topology.start_barrier, StartBarrier::Lifted);
         assert!(topology.backends[1].eligible && topology.backends[2].eligible);
     }

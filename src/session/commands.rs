@@ -94,12 +94,7 @@ impl Session {
     /// COM_INIT_DB: on the primary, or a replica while the primary cannot
     /// be reached (as `USE`).
     async fn on_init_db(&mut self) -> Result<Next, SessionError> {
-        use crate::router::{Reason, Route, Target};
-        let route = if self.primary_unreachable() && self.shared.replica_available() {
-            super::routing::STAND_IN
-        } else {
-            Route { target: Target::Primary, reason: Reason::SessionState }
-        };
+        let route = self.session_state_route();
         let ran = self.plain_forward(route, Expect::Result, true).await?;
         if let Some((idx, outcome)) = ran
             && outcome.error.is_none()

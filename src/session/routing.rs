@@ -204,10 +204,20 @@ impl Session {
         let mut view = self.view(sql);
         view.wrote |= *need == ReadNeed::Primary;
         let route = router::route(info, &view, available);
-        if self.stands_in(info, sql, route) && available && self.primary_unreachable() {
-            return STAND_IN;
+        if self.stands_in(info, sql, route) {
+            return self.session_state_route();
         }
         route
+    }
+
+    /// Where session state (a SET, USE, a prepare) goes: the primary, or
+    /// a replica while the primary cannot be reached and one can read.
+    pub(super) fn session_state_route(&self) -> Route {
+        if self.primary_unreachable() && self.shared.replica_available() {
+            STAND_IN
+        } else {
+            Route { target: Target::Primary, reason: router::Reason::SessionState }
+        }
     }
 
     /// Whether `info`, routed to the primary by `route`, may run on a

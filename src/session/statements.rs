@@ -136,9 +136,7 @@ impl Session {
         &mut self,
         first: &mut Vec<u8>,
     ) -> Result<(usize, u8), (usize, BackendError)> {
-        let on_primary = Route { target: Target::Primary, reason: Reason::SessionState };
-        let away_from_primary = |s: &Self| s.primary_unreachable() && s.shared.replica_available();
-        let mut route = if away_from_primary(self) { STAND_IN } else { on_primary };
+        let mut route = self.session_state_route();
         let mut broke = 0;
         loop {
             let target = match self.acquire(route).await {
@@ -164,7 +162,7 @@ impl Session {
                     if broke == 3 {
                         return Err((target, BackendError::Frame(e)));
                     }
-                    route = if away_from_primary(self) { STAND_IN } else { on_primary };
+                    route = self.session_state_route();
                 }
             }
         }
