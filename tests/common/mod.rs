@@ -378,11 +378,23 @@ pub fn monitored_as(user: &str, password: &str) -> String {
         .replace("password = \"monitor\"", &format!("password = \"{password}\""))
 }
 
-/// Waits (bounded) until the monitor sees all three lab servers healthy;
-/// returns `/backends` then.
+/// Waits (bounded) until the monitor sees all three lab servers healthy
+/// and every replica with a weight taking reads; returns `/backends` then.
+/// Healthy alone is not enough: a replica seen before the monitor's
+/// first read of the primary is healthy but `behind_start` until its next
+/// probe.
 pub async fn all_healthy(proxy: &TestProxy) -> serde_json::Value {
     let admin = proxy.admin.expect("admin port");
-    wait_backends(admin, Duration::from_secs(10), |j| (0..3).all(|i| j[i]["healthy"] == true)).await
+    wait_backends(admin, Duration::from_secs(10), |j| {
+        (0..3).all(|i| {
+            let b = &j[i];
+            b["healthy"] == true
+                && (b["role"] == "primary"
+                    || b["eligible"] == true
+                    || b["excluded_because"] == "zero_weight")
+        })
+    })
+    .await
 }
 
 /// GET `path` on an HTTP port: (status, body).
