@@ -28,8 +28,9 @@ ensure_python_deps() {
     # mysqlclient builds against the MariaDB C connector (libmariadb-dev,
     # pkg-config); pyodbc needs unixODBC.
     # mariadb (MariaDB Connector/Python) builds against the same connector.
-    local pkgs=(pymysql mysql-connector-python pytest mysqlclient pyodbc sqlalchemy mariadb)
-    if "$py" -c 'import pymysql, pytest, mysql.connector, MySQLdb, pyodbc, sqlalchemy, mariadb' >/dev/null 2>&1; then
+    # asyncmy: an asyncio driver with its own protocol code (Cython).
+    local pkgs=(pymysql mysql-connector-python pytest mysqlclient pyodbc sqlalchemy mariadb asyncmy)
+    if "$py" -c 'import pymysql, pytest, mysql.connector, MySQLdb, pyodbc, sqlalchemy, mariadb, asyncmy' >/dev/null 2>&1; then
         return 0
     fi
     log "installing ${pkgs[*]} with pip"

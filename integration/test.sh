@@ -2,7 +2,7 @@
 # Runs every test of rwsplit: unit tests, integration tests against the
 # local MariaDB replication lab (started here), and real clients (the
 # mariadb command-line client, PyMySQL, mysql-connector-python, mysqlclient,
-# SQLAlchemy, MariaDB ODBC, MariaDB Connector/Python, three Node.js drivers, PHP, Go, Rust, Ruby, Perl,
+# SQLAlchemy, MariaDB ODBC, MariaDB Connector/Python, asyncmy, three Node.js drivers, PHP, Go, Rust, Ruby, Perl,
 # Connector/J, sysbench) through the proxy binary.
 # Installs what it needs (apt packages as root, pip packages).
 set -euo pipefail
@@ -81,6 +81,7 @@ run_client_test "pymysql" python3 -m pytest -q -p no:cacheprovider integration/c
 run_client_test "mysql-connector-python" python3 -m pytest -q -p no:cacheprovider integration/clients/test_connector_python.py
 run_client_test "mariadb odbc, mysqlclient and sqlalchemy" python3 -m pytest -q -p no:cacheprovider integration/clients/test_odbc_mysqlclient.py
 run_client_test "mariadb connector/python" python3 -m pytest -q -p no:cacheprovider integration/clients/test_mariadb_connector.py
+run_client_test "asyncmy (asyncio)" python3 -m pytest -q -p no:cacheprovider integration/clients/test_asyncmy.py
 run_client_test "mysql2 (node)" node integration/clients/node/test_mysql2.js
 run_client_test "mysql and mariadb (node)" node integration/clients/node/test_drivers.js
 run_client_test "go-sql-driver/mysql" integration/clients/test_go.sh
