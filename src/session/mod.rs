@@ -467,7 +467,7 @@ impl Session {
                     }
                     let e = BackendError::Frame(crate::protocol::packet::FrameError::Io(
                         std::io::Error::other(
-                            "connection lost before the reply; a write may or may not have been applied",
+                            "connection lost before the reply; the statement may or may not have run",
                         ),
                     ));
                     if self.reply_backend_error(idx, &e).await.is_err() {
