@@ -46,6 +46,20 @@ fn replica2(json: &serde_json::Value) -> &serde_json::Value {
     &json[2]
 }
 
+/// Stops both replicas' SQL threads once the monitor has seen them
+/// eligible (every replica starts unknown, and unknown lag takes no
+/// reads: so "not eligible" is then the stop's doing), and waits until it
+/// sees neither eligible.
+async fn stop_both_replicas(admin_addr: std::net::SocketAddr) {
+    both_replicas_eligible(admin_addr).await;
+    lab(&["lag", "replica1", "stop"]);
+    lab(&["lag", "replica2", "stop"]);
+    wait_backends(admin_addr, Duration::from_secs(5), |j| {
+        j[1]["eligible"] == false && j[2]["eligible"] == false
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_sql_thread_is_seen_within_two_intervals_and_avoided() {
     let _serial = SERIAL.lock().await;
@@ -251,15 +265,7 @@ async fn all_replicas_lagging_read_from_the_primary_then_return() {
     let _restore = RestoreLab;
     let proxy = start_proxy(monitored("")).await;
     let admin_addr = proxy.admin.unwrap();
-    // Eligible first, so that "not eligible" below is the lag's doing
-    // (every replica starts unknown, and unknown lag takes no reads).
-    both_replicas_eligible(admin_addr).await;
-    lab(&["lag", "replica1", "stop"]);
-    lab(&["lag", "replica2", "stop"]);
-    wait_backends(admin_addr, Duration::from_secs(5), |j| {
-        j[1]["eligible"] == false && j[2]["eligible"] == false
-    })
-    .await;
+    stop_both_replicas(admin_addr).await;
     assert!(
         read_servers(&proxy, 20).await.iter().all(|s| s == "1"),
         "reads fall back to the primary without errors"
@@ -279,15 +285,7 @@ async fn error_fallback_refuses_reads_when_no_replica_is_eligible() {
     let _restore = RestoreLab;
     let proxy = start_proxy(monitored("[routing]\nfallback = \"error\"\n")).await;
     let admin_addr = proxy.admin.unwrap();
-    // Eligible first, so that "not eligible" below is the lag's doing
-    // (every replica starts unknown, and unknown lag takes no reads).
-    both_replicas_eligible(admin_addr).await;
-    lab(&["lag", "replica1", "stop"]);
-    lab(&["lag", "replica2", "stop"]);
-    wait_backends(admin_addr, Duration::from_secs(5), |j| {
-        j[1]["eligible"] == false && j[2]["eligible"] == false
-    })
-    .await;
+    stop_both_replicas(admin_addr).await;
     let mut c = Raw::app(&proxy.addr.to_string(), true).await;
     let r = c.query("SELECT 1").await;
     let err = rwsplit::protocol::messages::parse_err(&r[0].1).expect("an error");
