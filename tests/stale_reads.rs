@@ -3,7 +3,8 @@
 //! lags by seconds. `pin`, `gtid` and `gtid_global` must never return a
 //! stale value; `eventual` must (proof that the checker sees stale reads).
 //! Also writes and reads on two connections of one client (gtid), and a
-//! cross-session check across two proxy instances for gtid_global.
+//! cross-session check across two proxy instances for gtid_global, and
+//! reads of another client's writes (monotonic only in gtid_global).
 //!
 //! These tests change the lab's replication (MASTER_DELAY on replica2), so
 //! they run one at a time; the lag is removed when each ends, even on
@@ -676,4 +677,59 @@ async fn gtid_mode_does_not_wait_on_a_replica_further_behind_than_the_wait_may_l
     assert!(took < std::time::Duration::from_millis(1500), "{took:?}");
     let mut a = admin(PRIMARY).await;
     a.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
+/// One client's reads of a row another client keeps updating (straight on
+/// the primary, every 5 ms), through a proxy in `mode` with replica2 1 s
+/// behind: (reads, reads older than one already read).
+async fn reads_going_back(mode: &str) -> (u32, u32) {
+    let _serial = SERIAL.lock().await;
+    let table = setup_table().await;
+    let proxy = start_proxy(checker_config(mode)).await;
+    let _lag = Lag::start(1);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, table) = (stop.clone(), table.clone());
+        tokio::spawn(async move {
+            let mut a = admin(PRIMARY).await;
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                a.exec(&format!("UPDATE app.{table} SET v = {n} WHERE k = 0")).await;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // Replica2 falls behind as the writes go on.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let (mut reads, mut back, mut newest) = (0, 0, 0u64);
+    for _ in 0..400 {
+        let v = c.scalar(&format!("SELECT v FROM {table} WHERE k = 0")).await;
+        let v: u64 = v.and_then(|v| v.parse().ok()).expect("a value");
+        reads += 1;
+        if v < newest {
+            back += 1;
+        }
+        newest = newest.max(v);
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    admin(PRIMARY).await.exec(&format!("DROP TABLE app.{table}")).await;
+    (reads, back)
+}
+
+/// `gtid` orders a client's reads after its own writes only: its reads of
+/// what another client writes alternate between a replica in step and
+/// one a second behind, and go back in time (as the README says).
+/// `gtid_global` orders every read after the primary's position when it
+/// arrived: never older than a read before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_others_writes_go_back_in_time_in_gtid_mode_but_never_in_gtid_global() {
+    let (reads, back) = reads_going_back("gtid").await;
+    println!("gtid: {back} of {reads} reads older than one before");
+    assert!(back > 0, "gtid: no read went back in time; the check did not check");
+    let (reads, back) = reads_going_back("gtid_global").await;
+    println!("gtid_global: {back} of {reads} reads older than one before");
+    assert_eq!(back, 0, "gtid_global: {back} of {reads} reads went back in time");
 }
