@@ -1576,3 +1576,26 @@ async fn a_replica_full_of_connections_is_avoided_by_every_session() {
         assert!(refused <= 2, "replica1 was asked {refused} times after refusing");
     }
 }
+
+/// Session state sent to a primary that refuses connections before
+/// anything noticed it (no monitor, no earlier failure) runs on a replica
+/// instead: the SET succeeds, and the session's reads see it.
+#[tokio::test]
+async fn a_set_whose_primary_refuses_the_connection_runs_on_a_replica() {
+    let _serial = SERIAL.lock().await;
+    let refusing = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let mut config = lab_config("[timeouts]\nbackend_retry = \"30s\"\n");
+    config.backends[0].address = refusing;
+    let proxy = start_proxy(config).await;
+    // No database at login: nothing asks the primary before the SET.
+    let app = login("app", "app", None, client_caps(true));
+    let mut c = Raw::connect(&proxy.addr.to_string(), &app).await.expect("login");
+    let error = query_error(&mut c, "SET SESSION sql_mode = 'ANSI_QUOTES'").await;
+    assert_eq!(error, None, "the SET failed");
+    let read = c.scalar("SELECT CONCAT(@@server_id, ' ', @@sql_mode)").await;
+    let read = read.expect("a read is answered");
+    assert!(read == "2 ANSI_QUOTES" || read == "3 ANSI_QUOTES", "{read}");
+}

@@ -193,21 +193,24 @@ impl Session {
     }
 
     /// Routes a classified statement text; `need` is what read-your-writes
-    /// asks of a read.
+    /// asks of a read. Also says whether it is session state a replica
+    /// may run instead of the primary (`stands_in`), for a primary that
+    /// fails to run it.
     pub(super) fn route_statement(
         &self,
         info: &StatementInfo,
         sql: &str,
         need: &ReadNeed,
-    ) -> Route {
+    ) -> (Route, bool) {
         let available = self.shared.replica_available();
         let mut view = self.view(sql);
         view.wrote |= *need == ReadNeed::Primary;
         let route = router::route(info, &view, available);
         if self.stands_in(info, sql, route) {
-            return self.session_state_route();
+            (self.session_state_route(), true)
+        } else {
+            (route, false)
         }
-        route
     }
 
     /// Where session state (a SET, USE, a prepare) goes: the primary, or
@@ -792,7 +795,7 @@ impl Session {
                 && sql.as_bytes().windows(9).any(|w| w.eq_ignore_ascii_case(b"row_count"));
         self.end_read_only_transaction_for(&info).await;
         let need = self.need_for(&info, started);
-        let route = self.route_statement(&info, sql, &need);
+        let (route, stand_in) = self.route_statement(&info, sql, &need);
         self.shared.telemetry.route(route.reason);
         tracing::trace!(id = self.id, reason = route.reason.as_str(), "route");
         if self.refuse(route).await? {
@@ -826,7 +829,7 @@ impl Session {
                 other => other?,
             }
         } else {
-            let stand_in = route.target == Target::Primary && self.stands_in(&info, sql, route);
+            let stand_in = stand_in && route.target == Target::Primary;
             self.plain_forward(route, crate::relay::Expect::Result, stand_in).await?
         };
         self.in_flight = None;

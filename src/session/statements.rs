@@ -306,7 +306,7 @@ impl Session {
         let route = if long_data {
             Route { target: Target::Primary, reason: Reason::SessionState }
         } else {
-            self.route_statement(&info, &sql, &need)
+            self.route_statement(&info, &sql, &need).0
         };
         if self.refuse(route).await? {
             return Ok(Next::Continue);
