@@ -1599,3 +1599,30 @@ async fn a_set_whose_primary_refuses_the_connection_runs_on_a_replica() {
     let read = read.expect("a read is answered");
     assert!(read == "2 ANSI_QUOTES" || read == "3 ANSI_QUOTES", "{read}");
 }
+
+/// A SET sent on the session's connection to a primary that then stops
+/// answering (paused) is given up once the monitor finds the primary
+/// down, and a replica runs it: the client gets its OK, and its reads see
+/// the setting.
+#[tokio::test]
+async fn a_set_on_a_primary_that_stops_answering_runs_on_a_replica() {
+    let _serial = SERIAL.lock().await;
+    let proxy = start_proxy(monitored_without_query_limit()).await;
+    all_healthy(&proxy).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    // The session holds a connection to the primary.
+    assert_eq!(c.scalar("SELECT /* rwsplit:primary */ @@server_id").await.as_deref(), Some("1"));
+    let started = Instant::now();
+    let error = {
+        let _paused = Paused::node("primary");
+        query_error(&mut c, "SET SESSION sql_mode = 'ANSI_QUOTES'").await
+    };
+    let took = started.elapsed();
+    println!("SET on a paused primary answered after {took:?}");
+    assert_eq!(error, None, "the SET failed");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    let read = c.scalar("SELECT CONCAT(@@server_id, ' ', @@sql_mode)").await;
+    let read = read.expect("a read is answered");
+    assert!(read == "2 ANSI_QUOTES" || read == "3 ANSI_QUOTES", "{read}");
+    all_healthy(&proxy).await;
+}
