@@ -1626,3 +1626,30 @@ async fn a_set_on_a_primary_that_stops_answering_runs_on_a_replica() {
     assert!(read == "2 ANSI_QUOTES" || read == "3 ANSI_QUOTES", "{read}");
     all_healthy(&proxy).await;
 }
+
+/// The same for a COM_STMT_PREPARE: its connection to the primary is
+/// given up once the monitor finds the primary down, and a replica
+/// prepares it; the client gets the statement. Before, the prepare waited
+/// for the primary to answer, however long it was paused.
+#[tokio::test]
+async fn a_prepare_on_a_primary_that_stops_answering_is_prepared_on_a_replica() {
+    let _serial = SERIAL.lock().await;
+    let table = lab_table("paused_prepare", "id INT PRIMARY KEY").await;
+    let proxy = start_proxy(monitored_without_query_limit()).await;
+    all_healthy(&proxy).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    assert_eq!(c.scalar("SELECT /* rwsplit:primary */ @@server_id").await.as_deref(), Some("1"));
+    let started = Instant::now();
+    let r = {
+        let _paused = Paused::node("primary");
+        let prepare = format!("\x16INSERT INTO app.{table} VALUES (?)");
+        tokio::time::timeout(Duration::from_secs(10), c.prepare(prepare.as_bytes()))
+            .await
+            .expect("the prepare was not given up while the primary was paused")
+    };
+    println!("prepare on a paused primary answered after {:?}", started.elapsed());
+    assert_eq!(r[0].1[0], 0, "prepared: {r:?}");
+    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+    all_healthy(&proxy).await;
+    admin(PRIMARY).await.exec(&format!("DROP TABLE app.{table}")).await;
+}

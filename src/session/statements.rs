@@ -148,11 +148,21 @@ impl Session {
                 }
                 Err(failed) => return Err(failed),
             };
+            // Bounded by the monitor, as a statement is (see `catch_up`):
+            // a server that stops answering counts as a broken connection.
+            let (shared, handle) = (self.shared.clone(), self.handle.clone());
+            let gone = shared.outages.watch(target, &handle.signal);
+            let cmd = &self.cmd;
             let conn = self.backends[target].as_mut().expect("backend open");
             first.clear();
-            let read = match conn.write_payload(0, &self.cmd).await {
-                Ok(()) => conn.reader.read_packet(&mut conn.stream, first, CONTROL_LIMIT).await,
-                Err(e) => Err(e.into()),
+            let exchange = async {
+                conn.write_payload(0, cmd).await?;
+                conn.reader.read_packet(&mut conn.stream, first, CONTROL_LIMIT).await
+            };
+            let read = tokio::select! {
+                biased;
+                r = exchange => r.map_err(BackendError::Frame),
+                () = gone => Err(super::backend_gone()),
             };
             match read {
                 Ok((_, seq)) => return Ok((target, seq)),
@@ -160,7 +170,7 @@ impl Session {
                     self.drop_backend(target);
                     broke += 1;
                     if broke == 3 {
-                        return Err((target, BackendError::Frame(e)));
+                        return Err((target, e));
                     }
                     route = self.session_state_route();
                 }
