@@ -1499,11 +1499,20 @@ impl MaxConnections {
         let mut admin = admin(addr).await;
         let before = admin.scalar("SELECT @@max_connections").await.expect("max_connections");
         admin.exec("SET GLOBAL max_connections = 10").await;
-        let full = MaxConnections { port, before, admin, restored: false };
+        let mut full = MaxConnections { port, before, admin, restored: false };
+        let refused_before = full.refused_logins().await;
         let app = login("app", "app", Some("app"), client_caps(true));
         while let Ok(c) = Raw::connect(addr, &app).await {
             fill.push(c);
             assert!(fill.len() <= 10, "{addr} takes connections past max_connections");
+        }
+        // The login that found it full is counted once its thread has
+        // cleaned up, after the client had the error: wait for it, or a
+        // later count would take it for a refusal of the proxy's.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while full.refused_logins().await == refused_before {
+            assert!(Instant::now() < deadline, "the refused login was never counted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         full
     }

@@ -681,8 +681,9 @@ async fn gtid_mode_does_not_wait_on_a_replica_further_behind_than_the_wait_may_l
 
 /// One client's reads of a row another client keeps updating (straight on
 /// the primary, every 5 ms), through a proxy in `mode` with replica2 1 s
-/// behind: (reads, reads older than one already read).
-async fn reads_going_back(mode: &str) -> (u32, u32) {
+/// behind: (reads, reads older than one already read, reads a replica
+/// answered).
+async fn reads_going_back(mode: &str) -> (u32, u32, u32) {
     let _serial = SERIAL.lock().await;
     let table = setup_table().await;
     let proxy = start_proxy(checker_config(mode)).await;
@@ -703,20 +704,25 @@ async fn reads_going_back(mode: &str) -> (u32, u32) {
     // Replica2 falls behind as the writes go on.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let mut c = Raw::app(&proxy.addr.to_string(), true).await;
-    let (mut reads, mut back, mut newest) = (0, 0, 0u64);
+    let (mut reads, mut back, mut from_replicas, mut newest) = (0, 0, 0, 0u64);
     for _ in 0..400 {
-        let v = c.scalar(&format!("SELECT v FROM {table} WHERE k = 0")).await;
-        let v: u64 = v.and_then(|v| v.parse().ok()).expect("a value");
+        let sql = format!("SELECT CONCAT(v, ' ', @@server_id) FROM {table} WHERE k = 0");
+        let row = c.scalar(&sql).await.expect("a row");
+        let (v, server) = row.split_once(' ').expect("value and server");
+        let v: u64 = v.parse().expect("a value");
         reads += 1;
         if v < newest {
             back += 1;
+        }
+        if server != "1" {
+            from_replicas += 1;
         }
         newest = newest.max(v);
     }
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
     admin(PRIMARY).await.exec(&format!("DROP TABLE app.{table}")).await;
-    (reads, back)
+    (reads, back, from_replicas)
 }
 
 /// `gtid` orders a client's reads after its own writes only: its reads of
@@ -726,10 +732,14 @@ async fn reads_going_back(mode: &str) -> (u32, u32) {
 /// arrived: never older than a read before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_of_others_writes_go_back_in_time_in_gtid_mode_but_never_in_gtid_global() {
-    let (reads, back) = reads_going_back("gtid").await;
+    let (reads, back, _) = reads_going_back("gtid").await;
     println!("gtid: {back} of {reads} reads older than one before");
     assert!(back > 0, "gtid: no read went back in time; the check did not check");
-    let (reads, back) = reads_going_back("gtid_global").await;
-    println!("gtid_global: {back} of {reads} reads older than one before");
+    let (reads, back, from_replicas) = reads_going_back("gtid_global").await;
+    println!(
+        "gtid_global: {back} of {reads} reads older than one before, {from_replicas} from replicas"
+    );
     assert_eq!(back, 0, "gtid_global: {back} of {reads} reads went back in time");
+    // Not by reading the primary alone.
+    assert!(from_replicas * 2 > reads, "gtid_global: {from_replicas} of {reads} from replicas");
 }
