@@ -46,6 +46,9 @@ pub struct Config {
     /// Backend connections kept for later sessions.
     #[serde(default)]
     pub pool: PoolConfig,
+    /// Reloading when the file changes.
+    #[serde(default)]
+    pub reload: ReloadConfig,
     /// Server version presented to clients when no backend can be reached
     /// to learn the primary's.
     #[serde(default = "default_server_version")]
@@ -617,6 +620,28 @@ fn default_backoff() -> Duration {
     Duration::from_secs(2)
 }
 
+/// Reloading without a signal.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// How often the config file and the certificate, key, CA and password
+    /// files it names are read for changes; a change that stays the same
+    /// for one interval is reloaded as SIGHUP would. `"0s"` = only SIGHUP
+    /// and `POST /reload`.
+    #[serde(default = "default_watch", with = "duration")]
+    pub watch: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig { watch: default_watch() }
+    }
+}
+
+fn default_watch() -> Duration {
+    Duration::from_secs(2)
+}
+
 /// Backend connections shared between client sessions (kept per worker
 /// thread: a connection serves sessions of the thread that opened it).
 ///
@@ -870,6 +895,20 @@ impl Config {
         Ok(config)
     }
 
+    /// The files a load of this config reads: the config file itself and
+    /// the certificate, key, CA and password files it names.
+    pub fn files_read(&self) -> Vec<PathBuf> {
+        let named = self
+            .listeners
+            .iter()
+            .flat_map(|l| [&l.tls_cert, &l.tls_key])
+            .chain(self.users.iter().map(|u| &u.password_file))
+            .chain([&self.backend_tls.ca])
+            .flatten()
+            .map(|f| self.base_dir.join(f));
+        self.source.iter().cloned().chain(named).collect()
+    }
+
     /// Parses TOML text (no validation; rules compiled).
     pub fn parse(text: &str) -> Result<Config, String> {
         let mut config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
@@ -895,6 +934,13 @@ impl Config {
             problems.push(format!(
                 "timeouts.client_keepalive: {} is too short; \"0s\" (off) or at least 2s",
                 humantime::format_duration(keepalive)
+            ));
+        }
+        let watch = self.reload.watch;
+        if !watch.is_zero() && watch < Duration::from_millis(100) {
+            problems.push(format!(
+                "reload.watch: {} is too short; \"0s\" (off) or at least 100ms",
+                humantime::format_duration(watch)
             ));
         }
         let mut seen = HashSet::new();

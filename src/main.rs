@@ -129,6 +129,7 @@ fn run(file: PathBuf) -> anyhow::Result<()> {
         let workers = rwsplit::server::SessionWorkers::start(workers)
             .context("cannot start the session worker threads")?;
         let _ = shared.session_workers.set(workers);
+        tokio::spawn(rwsplit::server::watch_files(shared.clone()));
         tokio::spawn(reload_on_sighup(hup, shared));
         proxy.run(shutdown_signal(term, int)).await;
         Ok(())

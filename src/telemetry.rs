@@ -31,6 +31,7 @@ pub const POOL_WAITING: &str = "rwsplit_pool_waiting";
 pub const POOL_TIMEOUTS: &str = "rwsplit_pool_timeouts_total";
 pub const COMMAND_MEMORY: &str = "rwsplit_command_memory_bytes";
 pub const COMMANDS_REFUSED: &str = "rwsplit_commands_refused_total";
+pub const CONFIG_RELOADS: &str = "rwsplit_config_reloads_total";
 
 /// How often histogram samples are folded into their summaries.
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -102,6 +103,10 @@ fn describe() {
         "Large commands refused (ERROR 1041) because limits.max_command_memory was in use"
     );
     metrics::describe_counter!(
+        CONFIG_RELOADS,
+        "Configuration reloads (SIGHUP, POST /reload, changed files), by result (applied, refused)"
+    );
+    metrics::describe_counter!(
         POOL_REUSED,
         "Backend connections taken from the pool instead of opened"
     );
@@ -168,6 +173,8 @@ pub struct Telemetry {
     pub login_failures: Counter,
     pub session_pins: Counter,
     pub pool_idle: Gauge,
+    pub reloads_applied: Counter,
+    pub reloads_refused: Counter,
     /// By [`crate::session::pool::Binding`] in `ALL` order.
     pool_bound: Vec<Counter>,
 }
@@ -191,6 +198,8 @@ impl Telemetry {
             login_failures: metrics::counter!(LOGIN_FAILURES),
             session_pins: metrics::counter!(SESSION_PINS),
             pool_idle: metrics::gauge!(POOL_IDLE),
+            reloads_applied: metrics::counter!(CONFIG_RELOADS, "result" => "applied"),
+            reloads_refused: metrics::counter!(CONFIG_RELOADS, "result" => "refused"),
             pool_bound: crate::session::pool::Binding::ALL
                 .iter()
                 .map(|b| metrics::counter!(POOL_BOUND, "reason" => b.as_str()))

@@ -119,6 +119,7 @@ fn shipped_config_documents_every_key_the_structs_accept() {
         ("log", "[log]\n__probe = 1\n".into()),
         ("backend_tls", "[backend_tls]\n__probe = 1\n".into()),
         ("pool", "[pool]\n__probe = 1\n".into()),
+        ("reload", "[reload]\n__probe = 1\n".into()),
     ];
     let mut problems = Vec::new();
     for (table, probe) in &tables {
@@ -143,4 +144,30 @@ fn shipped_config_documents_every_key_the_structs_accept() {
         }
     }
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn the_reload_fingerprint_follows_the_contents_of_the_files_named() {
+    let dir = std::env::temp_dir().join(format!("rwsplit-watch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("rwsplit.toml");
+    let text = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[users]]\nname = \"a\"\n\
+                password_file = \"a.pw\"\n[[backends]]\nname = \"p\"\n\
+                address = \"127.0.0.1:2\"\nrole = \"primary\"\n";
+    std::fs::write(&path, text).unwrap();
+    std::fs::write(dir.join("a.pw"), "one").unwrap();
+    let config = rwsplit::Config::load(&path).unwrap();
+    let fingerprint = || rwsplit::server::fingerprint(&config);
+    let first = fingerprint();
+    assert_eq!(fingerprint(), first, "nothing changed");
+    std::fs::write(dir.join("a.pw"), "two").unwrap();
+    let second = fingerprint();
+    assert_ne!(second, first, "the password file changed");
+    std::fs::write(&path, format!("{text}\n")).unwrap();
+    let third = fingerprint();
+    assert_ne!(third, second, "the config file changed");
+    std::fs::remove_file(dir.join("a.pw")).unwrap();
+    assert_ne!(fingerprint(), third, "the password file is gone");
+    assert_eq!(fingerprint(), fingerprint(), "a missing file counts by its error");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

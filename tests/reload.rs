@@ -148,12 +148,14 @@ async fn invalid_file_is_refused_and_the_running_config_stays() {
 #[tokio::test]
 async fn sighup_reloads_the_binary() {
     let (port, admin_port) = (free_port(), free_port());
-    let text =
-        |replica2| {
-            config_text(replica2, 1)
-                .replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1)
-                .replacen("127.0.0.1:0", &format!("127.0.0.1:{admin_port}"), 1)
-        };
+    // Without watching, only the signal can reload the file.
+    let text = |replica2| {
+        config_text(replica2, 1).replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1).replacen(
+            "127.0.0.1:0",
+            &format!("127.0.0.1:{admin_port}"),
+            1,
+        ) + "[reload]\nwatch = \"0s\"\n"
+    };
     let path = temp_config("reload-hup", &text(false));
     let dir = path.parent().unwrap().to_path_buf();
     let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
@@ -164,6 +166,91 @@ async fn sighup_reloads_the_binary() {
         .await;
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The binary's `rwsplit_config_reloads_total` for `result`.
+async fn reloads(admin: std::net::SocketAddr, result: &str) -> u64 {
+    let (_, body) = http_get(admin, "/metrics", None).await;
+    let series = format!("rwsplit_config_reloads_total{{result=\"{result}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |v| v.trim().parse().expect("a count"))
+}
+
+/// Waits (bounded) until `rwsplit_config_reloads_total{result}` is `n`.
+async fn wait_reloads(admin: std::net::SocketAddr, result: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reloads(admin, result).await != n {
+        assert!(Instant::now() < deadline, "{result} reloads never reached {n}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether app can log in with `password`, waiting (bounded) until
+/// the answer is `wanted`.
+async fn wait_login(addr: &str, password: &str, wanted: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let caps = client_caps(true);
+        let ok = Raw::connect(addr, &login("app", password, Some("app"), caps)).await.is_ok();
+        if ok == wanted {
+            return;
+        }
+        assert!(Instant::now() < deadline, "login with {password:?} never became {wanted}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_changed_file_is_reloaded_without_a_signal() {
+    let (port, admin_port) = (free_port(), free_port());
+    let addr = format!("127.0.0.1:{port}");
+    let text = |weight| {
+        config_text(true, weight)
+            .replacen("127.0.0.1:0", &addr, 1)
+            .replacen("127.0.0.1:0", &format!("127.0.0.1:{admin_port}"), 1)
+            .replacen("password = \"app\"", "password_file = \"app.pw\"", 1)
+            + "[reload]\nwatch = \"200ms\"\n"
+    };
+    let dir = std::env::temp_dir().join(unique("reload-watch"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.pw"), "app\n").unwrap();
+    let path = write_config(&dir, &text(1));
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let mut child = spawn_binary(&path, &admin.to_string()).await;
+    wait_login(&addr, "app", true).await;
+
+    // The file is edited: the new weight is in force within a few looks.
+    let started = Instant::now();
+    write_config(&dir, &text(3));
+    wait_backends(admin, Duration::from_secs(10), |j| j[1]["weight"] == 3).await;
+    let took = started.elapsed();
+    assert_eq!(reloads(admin, "applied").await, 1);
+
+    // An invalid edit is refused once; the running config stays.
+    write_config(&dir, "[[listeners]]\naddress = ");
+    wait_reloads(admin, "refused", 1).await;
+    wait_backends(admin, Duration::from_secs(1), |j| j[1]["weight"] == 3).await;
+    let mut client = Raw::app(&addr, true).await;
+    assert_eq!(client.scalar("SELECT 1").await.as_deref(), Some("1"));
+
+    // Mended: reloaded again.
+    write_config(&dir, &text(5));
+    wait_backends(admin, Duration::from_secs(10), |j| j[1]["weight"] == 5).await;
+    assert_eq!(reloads(admin, "applied").await, 2);
+    assert_eq!(reloads(admin, "refused").await, 1, "the invalid file was reported once");
+
+    // A file the config names changes: the user's new password is in force.
+    std::fs::write(dir.join("app.pw"), "changed\n").unwrap();
+    wait_login(&addr, "app", false).await;
+    std::fs::write(dir.join("app.pw"), "app\n").unwrap();
+    wait_login(&addr, "app", true).await;
+    // The session that logged in before goes on.
+    assert_eq!(client.scalar("SELECT 2").await.as_deref(), Some("2"));
+    eprintln!("an edit was in force after {took:?} (watch = 200ms)");
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ mod limits;
 mod listeners;
 mod outages;
 mod registry;
+mod watch;
 
 pub use limits::{
     BackendSlot, CommandMemory, CommandReservation, LoginThrottle, PoolBackend, PoolStats,
@@ -17,6 +18,7 @@ pub use limits::{
 };
 pub use listeners::{ListenerCtx, Listeners, SessionWorkers};
 pub use registry::{RUNNING, Registry, SessionHandle, Signal};
+pub use watch::{fingerprint, watch_files};
 
 use crate::backend;
 use crate::classify::Tier2Cache;
@@ -167,6 +169,9 @@ pub struct Shared {
     /// owns the log subscriber).
     pub log_reload: std::sync::OnceLock<LogReload>,
     next_id: AtomicU32,
+    /// The fingerprint of the config's files when last loaded (see
+    /// `watch_files`).
+    files_loaded: AtomicU64,
 }
 
 impl Shared {
@@ -177,6 +182,7 @@ impl Shared {
     }
 
     fn build(config: Config) -> Arc<Shared> {
+        let files_loaded = fingerprint(&config);
         let (topology, monitor) = match config.monitor_settings() {
             Some(settings) => {
                 let monitor = Monitor::start(config.monitor_specs(), settings);
@@ -235,6 +241,7 @@ impl Shared {
             log_reload: std::sync::OnceLock::new(),
             session_workers: std::sync::OnceLock::new(),
             next_id: AtomicU32::new(1),
+            files_loaded: AtomicU64::new(files_loaded),
         })
     }
 
@@ -256,6 +263,15 @@ impl Shared {
     /// consistency settings apply to the next statement. Only the admin
     /// address needs a restart.
     pub fn reload(self: &Arc<Self>) -> Result<(), String> {
+        let result = self.reload_file();
+        match &result {
+            Ok(()) => self.telemetry.reloads_applied.increment(1),
+            Err(_) => self.telemetry.reloads_refused.increment(1),
+        }
+        result
+    }
+
+    fn reload_file(self: &Arc<Self>) -> Result<(), String> {
         let old = self.config.load_full();
         let path = old
             .source
@@ -286,6 +302,7 @@ impl Shared {
         }
         tracing::info!(file = %path.display(), backends = new.backends.len(), "configuration reloaded");
         self.apply_file_states(&new);
+        self.files_loaded.store(fingerprint(&new), Ordering::Relaxed);
         if let Some(apply) = self.log_reload.get()
             && let Err(e) = apply(&new)
         {
