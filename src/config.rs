@@ -105,6 +105,15 @@ impl ListenerConfig {
         }
     }
 
+    /// How a rule names this listener: its address, or its socket path.
+    pub fn rule_name(&self) -> String {
+        match (&self.address, &self.socket) {
+            (Some(a), _) => a.clone(),
+            (None, Some(s)) => s.display().to_string(),
+            (None, None) => String::new(),
+        }
+    }
+
     /// The TLS acceptor of this listener, if it has TLS.
     pub fn tls_acceptor(
         &self,
@@ -249,8 +258,10 @@ pub enum RuleTarget {
     Replica,
 }
 
-/// A routing rule: a regular expression on the statement's digest text
-/// (literals as `?`, whitespace and case folded) or on its raw text.
+/// A routing rule: conditions on the statement (a regular expression on
+/// its digest text, literals as `?`, whitespace and case folded, or on its
+/// raw text) and on its session (user, current database, listener), all of
+/// those set having to hold.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
@@ -260,18 +271,49 @@ pub struct RuleConfig {
     /// Regex matched against the statement as sent.
     #[serde(default)]
     pub match_pattern: Option<String>,
+    /// The session's user (its login name).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The session's current database.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// The listener the session came in by: its `address`, or its
+    /// `socket` path.
+    #[serde(default)]
+    pub listener: Option<String>,
     pub target: RuleTarget,
     /// Compiled at load time.
     #[serde(skip)]
     pub regex: Option<regex::Regex>,
 }
 
+/// What a rule may ask of a statement's session.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleSubject<'a> {
+    pub user: &'a [u8],
+    pub database: Option<&'a [u8]>,
+    pub listener: &'a str,
+}
+
 impl RuleConfig {
     fn compile(&mut self) -> Result<(), String> {
-        let (key, source) = match (&self.match_digest, &self.match_pattern) {
-            (Some(d), None) => ("match_digest", d),
-            (None, Some(p)) => ("match_pattern", p),
-            _ => return Err("set exactly one of match_digest, match_pattern".into()),
+        let pattern = match (&self.match_digest, &self.match_pattern) {
+            (Some(d), None) => Some(("match_digest", d)),
+            (None, Some(p)) => Some(("match_pattern", p)),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(
+                    "match_pattern: set at most one of match_digest and match_pattern".into()
+                );
+            }
+        };
+        let Some((key, source)) = pattern else {
+            if self.user.is_none() && self.database.is_none() && self.listener.is_none() {
+                return Err("target: a rule needs a condition: match_digest, match_pattern, \
+                            user, database or listener"
+                    .into());
+            }
+            return Ok(());
         };
         let re = regex::RegexBuilder::new(source)
             .case_insensitive(true)
@@ -283,10 +325,24 @@ impl RuleConfig {
     }
 
     /// Whether this rule matches a statement (raw text and, lazily, its
-    /// normalized text).
-    pub fn matches(&self, sql: &str, digest_text: &mut dyn FnMut() -> String) -> bool {
-        let Some(re) = &self.regex else { return false };
-        if self.match_digest.is_some() { re.is_match(&digest_text()) } else { re.is_match(sql) }
+    /// normalized text) of the session `who`.
+    pub fn matches(
+        &self,
+        sql: &str,
+        who: RuleSubject<'_>,
+        digest_text: &mut dyn FnMut() -> String,
+    ) -> bool {
+        let session_matches = self.user.as_ref().is_none_or(|u| u.as_bytes() == who.user)
+            && self.database.as_ref().is_none_or(|d| Some(d.as_bytes()) == who.database)
+            && self.listener.as_ref().is_none_or(|l| l == who.listener);
+        if !session_matches {
+            return false;
+        }
+        match &self.regex {
+            None => true,
+            Some(re) if self.match_digest.is_some() => re.is_match(&digest_text()),
+            Some(re) => re.is_match(sql),
+        }
     }
 }
 
@@ -1023,6 +1079,20 @@ impl Config {
                 problems.push(format!("users[{i}] ({}): {e}", u.name));
             }
         }
+        for (i, r) in self.rules.iter().enumerate() {
+            if let Some(u) = &r.user
+                && !self.users.iter().any(|x| x.name == *u)
+            {
+                problems.push(format!("rules[{i}].user: no user {u:?} in [[users]]"));
+            }
+            if let Some(l) = &r.listener
+                && !self.listeners.iter().any(|x| x.rule_name() == *l)
+            {
+                problems.push(format!(
+                    "rules[{i}].listener: no listener {l:?} (an address or socket in [[listeners]])"
+                ));
+            }
+        }
         problems
     }
 
@@ -1249,9 +1319,62 @@ mod tests {
         ))
         .unwrap();
         let mut digest = || "select * from reports where id = ?".to_string();
-        assert!(c.rules[0].matches("SELECT * FROM reports WHERE id = 5", &mut digest));
-        assert!(c.rules[1].matches("SELECT 1 /* batch */", &mut || String::new()));
-        assert!(!c.rules[1].matches("SELECT 1", &mut || String::new()));
+        let who = RuleSubject { user: b"app", database: None, listener: "127.0.0.1:6450" };
+        assert!(c.rules[0].matches("SELECT * FROM reports WHERE id = 5", who, &mut digest));
+        assert!(c.rules[1].matches("SELECT 1 /* batch */", who, &mut || String::new()));
+        assert!(!c.rules[1].matches("SELECT 1", who, &mut || String::new()));
+    }
+
+    #[test]
+    fn rule_conditions_on_the_session_must_all_hold() {
+        let c = Config::parse(&format!(
+            "{MINIMAL}\n[[users]]\nname = \"report\"\npassword = \"r\"\n\
+             [[listeners]]\nsocket = \"/run/rw.sock\"\n\
+             [[rules]]\nuser = \"report\"\ntarget = \"replica\"\n\
+             [[rules]]\nlistener = \"/run/rw.sock\"\ndatabase = \"billing\"\n\
+             match_pattern = \"^select\"\ntarget = \"primary\"\n"
+        ))
+        .unwrap();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let none = &mut || String::new();
+        let app =
+            RuleSubject { user: b"app", database: Some(b"billing"), listener: "127.0.0.1:6450" };
+        let report = RuleSubject { user: b"report", ..app };
+        assert!(
+            c.rules[0].matches("UPDATE t SET a = 1", report, none),
+            "no pattern: any statement"
+        );
+        assert!(!c.rules[0].matches("SELECT 1", app, none));
+        let local = RuleSubject { listener: "/run/rw.sock", ..app };
+        assert!(c.rules[1].matches("SELECT 1", local, none));
+        assert!(!c.rules[1].matches("SELECT 1", app, none), "another listener");
+        assert!(!c.rules[1].matches("SELECT 1", RuleSubject { database: None, ..local }, none));
+        assert!(!c.rules[1].matches(
+            "SELECT 1",
+            RuleSubject { database: Some(b"bill"), ..local },
+            none
+        ));
+        assert!(!c.rules[1].matches("DELETE FROM t", local, none), "the pattern too");
+    }
+
+    #[test]
+    fn rules_without_a_condition_or_naming_nothing_configured_are_refused() {
+        let err =
+            Config::parse(&format!("{MINIMAL}\n[[rules]]\ntarget = \"primary\"\n")).unwrap_err();
+        assert!(err.contains("rules[0].target: a rule needs a condition"), "{err}");
+        let err = Config::parse(&format!(
+            "{MINIMAL}\n[[rules]]\nmatch_digest = \"a\"\nmatch_pattern = \"b\"\ntarget = \"primary\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("rules[0].match_pattern: set at most one"), "{err}");
+        let c = Config::parse(&format!(
+            "{MINIMAL}\n[[rules]]\nuser = \"nobody\"\ntarget = \"primary\"\n\
+             [[rules]]\nlistener = \"127.0.0.1:9\"\ntarget = \"primary\"\n"
+        ))
+        .unwrap();
+        let problems = c.validate().join("; ");
+        assert!(problems.contains("rules[0].user: no user \"nobody\""), "{problems}");
+        assert!(problems.contains("rules[1].listener: no listener \"127.0.0.1:9\""), "{problems}");
     }
 
     #[test]

@@ -837,6 +837,47 @@ target = "replica"
     c.exec(&format!("DROP TABLE {t}")).await;
 }
 
+#[tokio::test]
+async fn rules_choose_by_listener_user_and_database() {
+    const SERVER: &str = "SELECT @@server_id";
+    let port = free_port();
+    let second = format!("127.0.0.1:{port}");
+    let p = start_proxy(lab_config(&format!(
+        r#"
+[[listeners]]
+address = "{second}"
+[[rules]]
+listener = "{second}"
+target = "primary"
+[[rules]]
+user = "admin"
+match_digest = "^select @@server_id$"
+target = "primary"
+[[rules]]
+database = "information_schema"
+target = "primary"
+"#
+    )))
+    .await;
+    // The first listener: reads on the replicas.
+    let mut c = app(&p).await;
+    assert!(is_replica(c.scalar(SERVER).await));
+    // The second: every statement on the primary, as on a read-write port.
+    let mut on_second = Raw::app(&second, true).await;
+    assert_eq!(on_second.scalar(SERVER).await.as_deref(), Some(PRIMARY_ID));
+    // A user's statements of one shape.
+    let caps = client_caps(true);
+    let mut a =
+        Raw::connect(&p.addr.to_string(), &login("admin", "admin", None, caps)).await.unwrap();
+    assert_eq!(a.scalar(SERVER).await.as_deref(), Some(PRIMARY_ID));
+    assert!(is_replica(a.scalar("SELECT @@server_id, 1").await), "another shape");
+    // The session's current database.
+    c.exec("USE information_schema").await;
+    assert_eq!(c.scalar(SERVER).await.as_deref(), Some(PRIMARY_ID));
+    c.exec("USE app").await;
+    assert!(is_replica(c.scalar(SERVER).await));
+}
+
 /// A read of a table a replica does not have (a temporary table a
 /// procedure created, which the proxy cannot see in the CALL) is answered
 /// by the primary: the replica's "no such table" never reaches the client.

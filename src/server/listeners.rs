@@ -59,6 +59,8 @@ pub struct ListenerCtx {
     pub consistency: Option<crate::config::ConsistencyMode>,
     /// Connections start with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// How rules name this listener (`ListenerConfig::rule_name`).
+    pub name: Arc<str>,
 }
 
 impl ListenerCtx {
@@ -68,6 +70,7 @@ impl ListenerCtx {
             require_tls: l.require_tls,
             consistency: l.consistency,
             proxy_protocol: l.proxy_protocol,
+            name: l.rule_name().into(),
         })
     }
 }

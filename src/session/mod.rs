@@ -136,6 +136,7 @@ pub async fn serve(
             config: config.clone(),
         },
         login: logged_in.login,
+        listener: listener.name.clone(),
         scramble: logged_in.scramble,
         backends: Vec::new(),
         slots: Vec::new(),
@@ -260,6 +261,8 @@ pub(crate) struct Session {
     pub caps: CapabilityFlags,
     /// How backends are logged in for this session (tracks the database).
     pub login: Login,
+    /// The listener the session came in by, as rules name it.
+    pub listener: Arc<str>,
     /// The scramble of the greeting (COM_CHANGE_USER answers to it).
     pub scramble: [u8; auth::SCRAMBLE_LEN],
     /// Open backend connections by backend index.

@@ -186,9 +186,16 @@ impl Session {
                 })
                 .clone()
         };
-        config.rules.iter().find(|r| r.matches(sql, &mut digest_text)).map(|r| match r.target {
-            crate::config::RuleTarget::Primary => crate::classify::Hint::Primary,
-            crate::config::RuleTarget::Replica => crate::classify::Hint::Replica,
+        let who = crate::config::RuleSubject {
+            user: &self.login.user,
+            database: self.login.database.as_deref(),
+            listener: &self.listener,
+        };
+        config.rules.iter().find(|r| r.matches(sql, who, &mut digest_text)).map(|r| {
+            match r.target {
+                crate::config::RuleTarget::Primary => crate::classify::Hint::Primary,
+                crate::config::RuleTarget::Replica => crate::classify::Hint::Replica,
+            }
         })
     }
 
