@@ -967,7 +967,7 @@ impl Config {
 
     /// Parses TOML text (no validation; rules compiled).
     pub fn parse(text: &str) -> Result<Config, String> {
-        let mut config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut config: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         config.compile_rules()?;
         Ok(config)
     }
@@ -1164,6 +1164,31 @@ impl UserConfig {
     }
 }
 
+/// Keys whose values are secrets: never repeated in a message.
+const SECRET_KEYS: [&str; 3] = ["password", "password_hash", "token"];
+
+/// A TOML error as a line: where and what, without the offending line
+/// itself (which toml's own message repeats), since that line may hold a
+/// password; on a line setting a secret key, without the message either
+/// (it may quote the value).
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let Some(start) = e.span().map(|s| s.start) else {
+        return format!("TOML parse error: {}", e.message().trim_end());
+    };
+    let before = text.get(..start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let line_text = text[line_start..].lines().next().unwrap_or("");
+    let key = line_text.split('=').next().unwrap_or("").trim().trim_matches('"');
+    let message = if SECRET_KEYS.contains(&key) {
+        format!("the value of {key} is not valid here (not shown: it is a secret)")
+    } else {
+        e.message().trim_end().to_string()
+    };
+    format!("TOML parse error at line {line}, column {column}: {message}")
+}
+
 /// Serde adapter for durations written with units.
 mod duration {
     use serde::{Deserialize, Deserializer};
@@ -1301,6 +1326,22 @@ mod tests {
         assert!(Config::parse(&format!("{MINIMAL}\n[timeouts]\nconnect = \"fast\"\n")).is_err());
         assert_eq!(parse_size("1GiB"), Some(1 << 30));
         assert_eq!(parse_size("1 parsec"), None);
+    }
+
+    #[test]
+    fn parse_errors_say_where_but_never_repeat_a_secret() {
+        for (text, line) in [
+            ("[[users]]\nname = \"a\"\npassword = \"s3cret-one\n", 3),
+            ("[[users]]\nname = \"a\"\npassword = 12345678 9\n", 3),
+            ("[admin]\naddress = \"127.0.0.1:1\"\ntoken = s3cret-one\n", 3),
+        ] {
+            let err = Config::parse(&format!("{MINIMAL}\n{text}")).unwrap_err();
+            let line = MINIMAL.lines().count() + line;
+            assert!(err.starts_with(&format!("TOML parse error at line {line}, ")), "{err}");
+            assert!(!err.contains("s3cret") && !err.contains("12345678"), "{err}");
+        }
+        let err = Config::parse(&format!("{MINIMAL}\n[timeouts]\nconect = \"2s\"\n")).unwrap_err();
+        assert!(err.contains("unknown field `conect`"), "other messages stay: {err}");
     }
 
     #[test]
