@@ -133,7 +133,7 @@ impl ListenerConfig {
 }
 
 /// The admin HTTP listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// `host:port` of the admin HTTP port.
@@ -145,6 +145,15 @@ pub struct AdminConfig {
     /// Statement shapes kept by `/digests` (beyond: one "other" entry).
     #[serde(default = "default_max_digests")]
     pub max_digests: usize,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("address", &self.address)
+            .field("max_digests", &self.max_digests)
+            .finish_non_exhaustive()
+    }
 }
 
 fn default_max_digests() -> usize {
