@@ -127,6 +127,7 @@ fn respond(r: &Request, shared: &Arc<Shared>) -> (u16, &'static str, String) {
             }
         }
         "/backends" => (200, "application/json", backends_json(shared)),
+        "/config" => (200, "application/json", config_json(shared)),
         "/pool" => (200, "application/json", pool_json(shared)),
         "/sessions" => (200, "application/json", sessions_json(shared)),
         "/digests" => {
@@ -265,6 +266,28 @@ fn sessions_json(shared: &Shared) -> String {
         })
         .collect();
     serde_json::to_string_pretty(&sessions).unwrap_or_else(|_| "[]".into()) + "\n"
+}
+
+/// `GET /config`: the file the config in force came from and since when,
+/// how often it is watched, and how the last reload went.
+fn config_json(shared: &Shared) -> String {
+    let config = shared.config.load();
+    let seconds = |d: std::time::Duration| (d.as_secs_f64() * 10.0).round() / 10.0;
+    let status = shared.reloads.lock().expect("reload status lock");
+    let last = status.last.as_ref().map(|(at, refused)| {
+        serde_json::json!({
+            "s_ago": seconds(at.elapsed()),
+            "result": if refused.is_some() { "refused" } else { "applied" },
+            "error": refused,
+        })
+    });
+    let body = serde_json::json!({
+        "file": config.source.as_ref().map(|p| p.display().to_string()),
+        "in_force_s": seconds(status.in_force_since.elapsed()),
+        "watch_s": seconds(config.reload.watch),
+        "last_reload": last,
+    });
+    serde_json::to_string_pretty(&body).unwrap_or_else(|_| "{}".into()) + "\n"
 }
 
 /// `GET /pool`: per backend, the connections sessions and the pool hold,

@@ -227,10 +227,21 @@ async fn a_changed_file_is_reloaded_without_a_signal() {
     let took = started.elapsed();
     assert_eq!(reloads(admin, "applied").await, 1);
 
-    // An invalid edit is refused once; the running config stays.
+    let status = wait_admin(admin, "/config", Duration::from_secs(1), |_| true).await;
+    assert_eq!(status["file"], path.display().to_string());
+    assert_eq!(status["watch_s"], 0.2);
+    assert_eq!(status["last_reload"]["result"], "applied");
+
+    // An invalid edit is refused once; the running config stays, and the
+    // admin port says why.
     write_config(&dir, "[[listeners]]\naddress = ");
     wait_reloads(admin, "refused", 1).await;
     wait_backends(admin, Duration::from_secs(1), |j| j[1]["weight"] == 3).await;
+    let status = wait_admin(admin, "/config", Duration::from_secs(1), |_| true).await;
+    assert_eq!(status["last_reload"]["result"], "refused");
+    let why = status["last_reload"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("TOML parse error at line 2"), "{status}");
+    assert!(status["in_force_s"].as_f64() >= status["last_reload"]["s_ago"].as_f64(), "{status}");
     let mut client = Raw::app(&addr, true).await;
     assert_eq!(client.scalar("SELECT 1").await.as_deref(), Some("1"));
 

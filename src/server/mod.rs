@@ -172,6 +172,17 @@ pub struct Shared {
     /// The fingerprint of the config's files when last loaded (see
     /// `watch_files`).
     files_loaded: AtomicU64,
+    /// When the config in force was loaded, and how the last reload went.
+    pub reloads: std::sync::Mutex<ReloadStatus>,
+}
+
+/// When the config in force was loaded, and how the last reload went
+/// (`GET /config`).
+#[derive(Debug)]
+pub struct ReloadStatus {
+    pub in_force_since: Instant,
+    /// When the last reload was asked for, and its refusal (None: applied).
+    pub last: Option<(Instant, Option<String>)>,
 }
 
 impl Shared {
@@ -242,6 +253,10 @@ impl Shared {
             session_workers: std::sync::OnceLock::new(),
             next_id: AtomicU32::new(1),
             files_loaded: AtomicU64::new(files_loaded),
+            reloads: std::sync::Mutex::new(ReloadStatus {
+                in_force_since: Instant::now(),
+                last: None,
+            }),
         })
     }
 
@@ -264,10 +279,16 @@ impl Shared {
     /// address needs a restart.
     pub fn reload(self: &Arc<Self>) -> Result<(), String> {
         let result = self.reload_file();
+        let now = Instant::now();
+        let mut status = self.reloads.lock().expect("reload status lock");
         match &result {
-            Ok(()) => self.telemetry.reloads_applied.increment(1),
+            Ok(()) => {
+                self.telemetry.reloads_applied.increment(1);
+                status.in_force_since = now;
+            }
             Err(_) => self.telemetry.reloads_refused.increment(1),
         }
+        status.last = Some((now, result.as_ref().err().cloned()));
         result
     }
 
