@@ -266,7 +266,7 @@ pub(crate) struct Session {
     /// The scramble of the greeting (COM_CHANGE_USER answers to it).
     pub scramble: [u8; auth::SCRAMBLE_LEN],
     /// Open backend connections by backend index.
-    pub backends: Vec<Option<BackendConn>>,
+    pub backends: Vec<Option<Box<BackendConn>>>,
     /// Their places under each backend's max_connections.
     pub slots: Vec<Option<crate::server::BackendSlot>>,
     /// Status flags of the last response the client saw.
@@ -673,11 +673,12 @@ impl Session {
         addr: &str,
         timeout: std::time::Duration,
         tls: Option<&crate::backend_tls::BackendTls>,
-    ) -> Result<BackendConn, BackendError> {
+    ) -> Result<Box<BackendConn>, BackendError> {
         let outages = self.shared.outages.count(idx);
         let database_changes =
             self.shared.database_changes.load(std::sync::atomic::Ordering::Relaxed);
-        let mut conn = BackendConn::connect_with(addr, &self.login, timeout, tls).await?;
+        // Boxed: sessions and the pool hand it on without copying it.
+        let mut conn = Box::new(BackendConn::connect_with(addr, &self.login, timeout, tls).await?);
         conn.outages_seen = outages;
         conn.databases_seen = database_changes;
         if idx == self.primary() {

@@ -153,7 +153,7 @@ pub fn chain_hash(previous: u64, payload: &[u8]) -> u64 {
 
 struct Idle {
     key: Key,
-    conn: BackendConn,
+    conn: Box<BackendConn>,
     slot: BackendSlot,
     since: Instant,
 }
@@ -165,7 +165,7 @@ pub(crate) const QUIT_WAIT: Duration = Duration::from_secs(1);
 /// the place only once the server has closed its end (or `QUIT_WAIT`
 /// passed): the server never counts the two side by side, so it sees no
 /// more connections than the cap.
-async fn retire(mut conn: BackendConn, slot: BackendSlot) {
+async fn retire(mut conn: Box<BackendConn>, slot: BackendSlot) {
     conn.quit(QUIT_WAIT).await;
     drop((conn, slot));
 }
@@ -173,7 +173,7 @@ async fn retire(mut conn: BackendConn, slot: BackendSlot) {
 /// What a waiting session is handed.
 enum Handoff {
     /// A connection matching its key.
-    Conn(Box<(BackendConn, BackendSlot)>),
+    Conn(Box<BackendConn>, BackendSlot),
     /// A place under the cap came free: it may open a connection.
     Place,
 }
@@ -212,7 +212,7 @@ fn take(
     key: &Key,
     without_database: bool,
     prefer: Option<u32>,
-) -> Option<(BackendConn, BackendSlot)> {
+) -> Option<(Box<BackendConn>, BackendSlot)> {
     LOCAL.with(|local| {
         let mut local = local.borrow_mut();
         let ok = |i: &Idle| fits(key, without_database, &i.key, &i.conn);
@@ -229,7 +229,7 @@ fn take(
 
 /// Takes one idle connection of this thread to `backend` of `proxy`
 /// (whatever its key) out of the pool, to be closed; None if there is none.
-fn evict_one(proxy: usize, backend: usize) -> Option<(BackendConn, BackendSlot)> {
+fn evict_one(proxy: usize, backend: usize) -> Option<(Box<BackendConn>, BackendSlot)> {
     let evicted = LOCAL.with(|local| {
         let mut local = local.borrow_mut();
         let pos =
@@ -260,8 +260,8 @@ fn wake_for_place(proxy: usize, backend: usize) {
 /// Gives a connection (in a state another session may take) back: to the
 /// oldest waiting session of this thread it fits, else, when sessions it
 /// does not fit wait, closed to make room for them, else kept idle.
-fn give_back(key: Key, conn: BackendConn, slot: BackendSlot, max_idle: usize) {
-    let mut handoff = Some(Handoff::Conn(Box::new((conn, slot))));
+fn give_back(key: Key, conn: Box<BackendConn>, slot: BackendSlot, max_idle: usize) {
+    let mut handoff = Some(Handoff::Conn(conn, slot));
     let mut close = None;
     let mut overflow = None;
     LOCAL.with(|local| {
@@ -270,8 +270,7 @@ fn give_back(key: Key, conn: BackendConn, slot: BackendSlot, max_idle: usize) {
             queue.retain(|p| !p.tx.is_closed());
             let mut i = 0;
             while i < queue.len() {
-                let Some(Handoff::Conn(held)) = &handoff else { break };
-                let conn = &held.0;
+                let Some(Handoff::Conn(conn, _)) = &handoff else { break };
                 if !fits(&queue[i].key, queue[i].without_database, &key, conn) {
                     i += 1;
                     continue;
@@ -288,12 +287,11 @@ fn give_back(key: Key, conn: BackendConn, slot: BackendSlot, max_idle: usize) {
                 return;
             }
         }
-        let Some(Handoff::Conn(held)) = handoff.take() else { return };
+        let Some(Handoff::Conn(conn, slot)) = handoff.take() else { return };
         if max_idle == 0 {
-            close = Some(Handoff::Conn(held));
+            close = Some(Handoff::Conn(conn, slot));
             return;
         }
-        let (conn, slot) = *held;
         if local.idle.len() >= max_idle {
             let old = local.idle.remove(0);
             if let Some(s) = stats(&old.slot, old.key.backend) {
@@ -312,7 +310,7 @@ fn give_back(key: Key, conn: BackendConn, slot: BackendSlot, max_idle: usize) {
     });
     let overflow = overflow.map(|old| (old.conn, old.slot));
     let close = match close {
-        Some(Handoff::Conn(held)) => Some(*held),
+        Some(Handoff::Conn(conn, slot)) => Some((conn, slot)),
         _ => None,
     };
     if let Some((conn, slot)) = overflow {
@@ -480,7 +478,7 @@ impl Session {
         address: &str,
         tls: Option<&crate::backend_tls::BackendTls>,
         wait: Duration,
-    ) -> Result<BackendConn, BackendError> {
+    ) -> Result<Box<BackendConn>, BackendError> {
         let key = self.pool_key(idx, address, tls.is_some());
         let without_database = self.login.database.is_none();
         let prefer = self.last_threads.get(idx).copied().flatten();
@@ -557,9 +555,9 @@ impl Session {
             // the place in the queue.
             let retry = (tokio::time::Instant::now() + Duration::from_millis(50)).min(deadline);
             match tokio::time::timeout_at(retry, rx).await {
-                Ok(Ok(Handoff::Conn(held))) => {
+                Ok(Ok(Handoff::Conn(conn, slot))) => {
                     queued = None;
-                    handed = Some(*held);
+                    handed = Some((conn, slot));
                 }
                 Ok(Ok(Handoff::Place)) | Ok(Err(_)) => queued = None,
                 Err(_) if tokio::time::Instant::now() < deadline => {}
