@@ -28,7 +28,7 @@ pub struct Stmt {
     /// The session's database when it was prepared: MariaDB runs a
     /// prepared statement in that database, so it is prepared there
     /// elsewhere too.
-    pub database: Option<Vec<u8>>,
+    pub database: Option<std::sync::Arc<[u8]>>,
     pub info: StatementInfo,
     pub params: u16,
     pub columns: u16,

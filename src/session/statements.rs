@@ -85,7 +85,7 @@ impl Session {
             let id = self.stmts.insert(Stmt {
                 sql,
                 text,
-                database: self.login.database.clone(),
+                database: self.login.database.as_deref().map(std::sync::Arc::from),
                 info,
                 params,
                 columns,
