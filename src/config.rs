@@ -265,6 +265,8 @@ pub enum RuleTarget {
     Primary,
     /// A replica, if the statement is a read (writes always go to the primary).
     Replica,
+    /// Nowhere: the client gets ERROR 1148 with the rule's `message`.
+    Reject,
 }
 
 /// A routing rule: conditions on the statement (a regular expression on
@@ -291,6 +293,9 @@ pub struct RuleConfig {
     #[serde(default)]
     pub listener: Option<String>,
     pub target: RuleTarget,
+    /// With `target = "reject"`: the error message the client gets.
+    #[serde(default)]
+    pub message: Option<String>,
     /// Compiled at load time.
     #[serde(skip)]
     pub regex: Option<regex::Regex>,
@@ -1089,6 +1094,11 @@ impl Config {
             }
         }
         for (i, r) in self.rules.iter().enumerate() {
+            if r.message.is_some() && r.target != RuleTarget::Reject {
+                problems.push(format!(
+                    "rules[{i}].message: only a rule with target = \"reject\" has one"
+                ));
+            }
             if let Some(u) = &r.user
                 && !self.users.iter().any(|x| x.name == *u)
             {
@@ -1425,6 +1435,17 @@ mod tests {
         let problems = c.validate().join("; ");
         assert!(problems.contains("rules[0].user: no user \"nobody\""), "{problems}");
         assert!(problems.contains("rules[1].listener: no listener \"127.0.0.1:9\""), "{problems}");
+        let c = Config::parse(&format!(
+            "{MINIMAL}\n[[rules]]\nuser = \"app\"\ntarget = \"primary\"\nmessage = \"no\"\n\
+             [[rules]]\nmatch_pattern = \"x\"\ntarget = \"reject\"\nmessage = \"no\"\n"
+        ))
+        .unwrap();
+        let messages = c.validate();
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(
+            messages[0].starts_with("rules[0].message: only a rule with target"),
+            "{messages:?}"
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub const POOL_TIMEOUTS: &str = "rwsplit_pool_timeouts_total";
 pub const COMMAND_MEMORY: &str = "rwsplit_command_memory_bytes";
 pub const COMMANDS_REFUSED: &str = "rwsplit_commands_refused_total";
 pub const CONFIG_RELOADS: &str = "rwsplit_config_reloads_total";
+pub const RULE_REFUSALS: &str = "rwsplit_rule_refusals_total";
 
 /// How often histogram samples are folded into their summaries.
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -101,6 +102,10 @@ fn describe() {
     metrics::describe_counter!(
         COMMANDS_REFUSED,
         "Large commands refused (ERROR 1041) because limits.max_command_memory was in use"
+    );
+    metrics::describe_counter!(
+        RULE_REFUSALS,
+        "Statements refused by a rule with target = \"reject\" (ERROR 1148)"
     );
     metrics::describe_counter!(
         CONFIG_RELOADS,
@@ -174,6 +179,7 @@ pub struct Telemetry {
     pub session_pins: Counter,
     pub pool_idle: Gauge,
     pub reloads_applied: Counter,
+    pub rule_refusals: Counter,
     pub reloads_refused: Counter,
     /// By [`crate::session::pool::Binding`] in `ALL` order.
     pool_bound: Vec<Counter>,
@@ -199,6 +205,7 @@ impl Telemetry {
             session_pins: metrics::counter!(SESSION_PINS),
             pool_idle: metrics::gauge!(POOL_IDLE),
             reloads_applied: metrics::counter!(CONFIG_RELOADS, "result" => "applied"),
+            rule_refusals: metrics::counter!(RULE_REFUSALS),
             reloads_refused: metrics::counter!(CONFIG_RELOADS, "result" => "refused"),
             pool_bound: crate::session::pool::Binding::ALL
                 .iter()

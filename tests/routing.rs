@@ -878,6 +878,62 @@ target = "primary"
     assert!(is_replica(c.scalar(SERVER).await));
 }
 
+/// The error code and message of a response's first packet, if an error.
+fn error_of(packets: &Packets) -> Option<(u16, String)> {
+    let p = &packets.first()?.1;
+    (p.first() == Some(&0xff))
+        .then(|| (u16::from_le_bytes([p[1], p[2]]), String::from_utf8_lossy(&p[9..]).into_owned()))
+}
+
+#[tokio::test]
+async fn a_reject_rule_refuses_statements_prepares_and_executions_and_the_session_goes_on() {
+    let rules = |with_reject: bool| {
+        let mut r = String::from(
+            "[[rules]]\nmatch_pattern = \"forbidden_but_first\"\ntarget = \"primary\"\n",
+        );
+        if with_reject {
+            r.push_str(
+                "[[rules]]\nmatch_pattern = \"forbidden\"\ntarget = \"reject\"\n\
+                 message = \"not during the incident\"\n",
+            );
+        }
+        r
+    };
+    let text = |with_reject| {
+        format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[users]]\nname = \"app\"\npassword = \"app\"\n\
+             [[backends]]\nname = \"primary\"\naddress = \"{PRIMARY}\"\nrole = \"primary\"\n\
+             [[backends]]\nname = \"replica1\"\naddress = \"{REPLICA1}\"\nrole = \"replica\"\n{}",
+            rules(with_reject)
+        )
+    };
+    let path = temp_config("reject-rule", &text(false));
+    let p = start_proxy(rwsplit::Config::load(&path).unwrap()).await;
+    let mut c = app(&p).await;
+    // Prepared before the rule exists.
+    let mut prep = vec![0x16];
+    prep.extend_from_slice(b"SELECT 'forbidden', ?");
+    let r = c.prepare(&prep).await;
+    let early = u32::from_le_bytes(r[0].1[1..5].try_into().unwrap());
+    std::fs::write(&path, text(true)).unwrap();
+    p.shared.reload().expect("reload");
+
+    let r = c.query("SELECT 'forbidden'").await;
+    assert_eq!(error_of(&r), Some((1148, "not during the incident".to_string())));
+    let r = c.prepare(&prep).await;
+    assert_eq!(error_of(&r).map(|e| e.0), Some(1148), "a prepare is refused");
+    let r = c.command(&execute_one(early, 0xfd, &short_string("x"), true), Expect::Result).await;
+    assert_eq!(error_of(&r).map(|e| e.0), Some(1148), "so are executions prepared before");
+    // Rules are tried in order: an earlier match wins.
+    assert_eq!(
+        c.scalar("SELECT @@server_id, 'forbidden_but_first'").await.as_deref(),
+        Some(PRIMARY_ID)
+    );
+    // The session goes on, its other statements untouched.
+    assert_eq!(c.scalar("SELECT 'allowed'").await.as_deref(), Some("allowed"));
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
 /// A read of a table a replica does not have (a temporary table a
 /// procedure created, which the proxy cannot see in the CALL) is answered
 /// by the primary: the replica's "no such table" never reaches the client.

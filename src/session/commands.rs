@@ -63,6 +63,9 @@ impl Session {
 
     async fn run_query(&mut self, sql: &str) -> Result<Next, SessionError> {
         use crate::classify::StatementKind;
+        if let Some(message) = self.refusing_rule(sql) {
+            return self.refuse_by_rule(&message).await;
+        }
         let info =
             crate::classify::classify_with_cache(sql, self.backslashes(), &self.shared.tier2);
         if self.answer_lost_transaction(info.kind).await? {

@@ -170,8 +170,8 @@ impl Session {
         }
     }
 
-    /// The target of the first configured rule that matches `sql`.
-    fn matching_rule(&self, sql: &str) -> Option<crate::classify::Hint> {
+    /// The first configured rule that matches `sql` (with its position).
+    fn first_rule(&self, sql: &str) -> Option<(usize, &crate::config::RuleConfig)> {
         let config = &self.view.config;
         if config.rules.is_empty() {
             return None;
@@ -191,11 +191,45 @@ impl Session {
             database: self.login.database.as_deref(),
             listener: &self.listener,
         };
-        config.rules.iter().find(|r| r.matches(sql, who, &mut digest_text)).map(|r| {
-            match r.target {
-                crate::config::RuleTarget::Primary => crate::classify::Hint::Primary,
-                crate::config::RuleTarget::Replica => crate::classify::Hint::Replica,
-            }
+        config.rules.iter().enumerate().find(|(_, r)| r.matches(sql, who, &mut digest_text))
+    }
+
+    /// Where the first configured rule that matches `sql` sends it.
+    fn matching_rule(&self, sql: &str) -> Option<crate::classify::Hint> {
+        self.first_rule(sql).and_then(|(_, r)| match r.target {
+            crate::config::RuleTarget::Primary => Some(crate::classify::Hint::Primary),
+            crate::config::RuleTarget::Replica => Some(crate::classify::Hint::Replica),
+            // Answered before routing (`refusing_rule`).
+            crate::config::RuleTarget::Reject => None,
+        })
+    }
+
+    /// Answers a statement a rule refuses: ERROR 1148 (42000) with the
+    /// rule's message; nothing runs.
+    pub(super) async fn refuse_by_rule(
+        &mut self,
+        message: &str,
+    ) -> Result<super::Next, SessionError> {
+        self.shared.telemetry.rule_refusals.increment(1);
+        self.reply_err(1148, "42000", message).await
+    }
+
+    /// Whether any configured rule refuses statements.
+    pub(super) fn has_refusing_rules(&self) -> bool {
+        self.view.config.rules.iter().any(|r| r.target == crate::config::RuleTarget::Reject)
+    }
+
+    /// The message for a statement a `target = "reject"` rule refuses: the
+    /// first rule that matches `sql` is one. Checked before anything runs.
+    pub(super) fn refusing_rule(&self, sql: &str) -> Option<String> {
+        if !self.has_refusing_rules() {
+            return None;
+        }
+        let (i, rule) = self.first_rule(sql)?;
+        (rule.target == crate::config::RuleTarget::Reject).then(|| {
+            rule.message
+                .clone()
+                .unwrap_or_else(|| format!("statement refused by rwsplit rules[{i}]"))
         })
     }
 

@@ -51,6 +51,13 @@ impl Session {
             );
             return self.reply_err(1041, "HY000", &msg).await;
         }
+        if self.has_refusing_rules() {
+            let mut sql = String::new();
+            crate::classify::push_text(&self.cmd[1..], self.multibyte, &mut sql);
+            if let Some(message) = self.refusing_rule(&sql) {
+                return self.refuse_by_rule(&message).await;
+            }
+        }
         self.rewrite_connection_id_prepare();
         if let Some(text) = self.statement_as_written()
             && text.as_bytes().windows(6).any(|w| w.eq_ignore_ascii_case(b"socket"))
@@ -297,6 +304,10 @@ impl Session {
             info.flags.contains(crate::classify::Flags::READS_LAST_INSERT_ID);
         self.routing.statement_writes = crate::router::is_write(&info);
         let sql = stmt.text.clone();
+        // A rule added since the prepare refuses its executions too.
+        if let Some(message) = self.refusing_rule(&sql) {
+            return self.refuse_by_rule(&message).await;
+        }
         if self.answer_lost_transaction(info.kind).await? {
             return Ok(Next::Continue);
         }
