@@ -80,6 +80,15 @@ impl ClientWrites {
         self.version.fetch_add(1, Ordering::Release);
     }
 
+    /// Forgets `gtid` as the client's last write, if it still is: no
+    /// server holds it any more (see `Session::forget_if_unreachable`).
+    pub fn forget(&self, gtid: &str) {
+        let mut last = self.lock();
+        if last.0.gtid.as_deref() == Some(gtid) {
+            last.0.gtid = None;
+        }
+    }
+
     /// The number of writes recorded so far.
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
@@ -160,6 +169,19 @@ mod tests {
     }
 
     const HOST: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+
+    #[test]
+    fn a_forgotten_gtid_is_gone_unless_a_later_write_replaced_it() {
+        let writes = RecentWrites::default();
+        let client = writes.client(b"app", None);
+        client.record(gtid("0-1-90"));
+        client.forget("0-1-90");
+        assert_eq!(client.snapshot().0.gtid, None);
+        client.record(gtid("0-1-3"));
+        assert_eq!(client.snapshot().0.gtid.as_deref(), Some("0-1-3"), "a new history's write");
+        client.forget("0-1-90");
+        assert_eq!(client.snapshot().0.gtid.as_deref(), Some("0-1-3"));
+    }
 
     #[test]
     fn a_client_is_its_user_and_address() {

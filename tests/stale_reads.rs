@@ -743,3 +743,53 @@ async fn reads_of_others_writes_go_back_in_time_in_gtid_mode_but_never_in_gtid_g
     // Not by reading the primary alone.
     assert!(from_replicas * 2 > reads, "gtid_global: {from_replicas} of {reads} from replicas");
 }
+
+/// A write the primary no longer holds (the servers' history was reset, as
+/// by RESET MASTER or a rebuilt cluster, while the proxy kept running)
+/// costs the client's reads one wait in vain, not one per read: after it,
+/// the primary is asked, does not hold the write either, and the write is
+/// forgotten. Before, every read of the client waited out the timeout and
+/// went to the primary, for as long as the proxy ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_no_server_holds_is_waited_for_once_not_by_every_read() {
+    let _serial = SERIAL.lock().await;
+    let proxy = start_proxy(lab_config(
+        r#"
+[admin]
+address = "127.0.0.1:0"
+[monitor]
+user = "monitor"
+password = "monitor"
+interval = "100ms"
+[consistency]
+mode = "gtid"
+gtid_wait_timeout = "300ms"
+"#,
+    ))
+    .await;
+    all_healthy(&proxy).await;
+    // What the client wrote before the history was reset: far past where
+    // the servers are now.
+    let client = proxy.shared.recent_writes.client(b"app", Some([127, 0, 0, 1].into()));
+    client.record(rwsplit::recent_writes::Carried {
+        gtid: Some("0-1-4000000000".into()),
+        ..Default::default()
+    });
+    let addr = proxy.addr.to_string();
+    let mut c = Raw::app(&addr, true).await;
+    assert_eq!(
+        c.scalar("SELECT @@server_id").await.as_deref(),
+        Some("1"),
+        "the first read waits in vain, then the primary answers"
+    );
+    let mut on_primary = 0;
+    for _ in 0..10 {
+        let mut fresh = Raw::app(&addr, true).await;
+        for conn in [&mut c, &mut fresh] {
+            if conn.scalar("SELECT @@server_id").await.as_deref() == Some("1") {
+                on_primary += 1;
+            }
+        }
+    }
+    assert_eq!(on_primary, 0, "reads after the first still waited for the lost write");
+}

@@ -369,6 +369,37 @@ impl Session {
         Some(pos)
     }
 
+    /// After a read waited for `target` (a write of the session's client)
+    /// on a replica in vain: when the primary, asked now, after the write
+    /// was acknowledged, does not hold it either, no replica ever will
+    /// (the servers' history was reset, as by RESET MASTER or a rebuilt
+    /// cluster, or the write was lost with a primary that failed), and
+    /// the session and its client stop waiting for it; else every later
+    /// read of theirs would wait as long, forever.
+    pub(super) async fn forget_if_unreachable(&mut self, target: &str) {
+        let Some(position) = self.primary_position().await else { return };
+        let flavor = self
+            .shared
+            .topology_now()
+            .backends
+            .get(self.primary())
+            .and_then(|b| b.flavor)
+            .unwrap_or(crate::monitor::Flavor::MariaDb);
+        if gtid::position_covers(flavor, &position, target) {
+            return;
+        }
+        crate::telemetry::warn_throttled!(
+            id = self.id,
+            gtid = target,
+            primary_position = %position,
+            "the primary does not hold a write reads were waiting for (history reset or write lost): no longer waited for"
+        );
+        if self.writes.gtid.as_deref() == Some(target) {
+            self.writes.gtid = None;
+        }
+        self.writes.client.forget(target);
+    }
+
     /// Chooses a replica for a read that needs `target`: one the monitor
     /// already saw holding it (no wait; the least busy of them), else the
     /// least lagging eligible one (wait there, see `replica_to_wait_on`),
