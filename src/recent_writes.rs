@@ -12,10 +12,12 @@
 //! session sees at a glance (one atomic load per read) whether another
 //! wrote since it last looked.
 //!
-//! Bounded: at most [`CAPACITY`] clients; one with no session open is
-//! forgotten [`KEEP`] after its last write (a write that old is on every
-//! replica eligible for reads, unless `max_replication_lag` allows minutes
-//! of lag).
+//! Bounded: at most [`CAPACITY`] clients; when that many are remembered,
+//! those with no session open that have not written for [`KEEP`] are
+//! forgotten first (a write that old is on every replica eligible for
+//! reads, unless `max_replication_lag` allows minutes of lag). A write no
+//! server holds any more is forgotten once a read finds that out
+//! ([`ClientWrites::forget`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,8 +28,8 @@ use std::time::{Duration, Instant};
 /// Clients remembered at most.
 pub const CAPACITY: usize = 65_536;
 
-/// How long a client with no session open is remembered after its last
-/// write.
+/// How long a client with no session open is kept after its last write
+/// once the table is full.
 pub const KEEP: Duration = Duration::from_secs(60);
 
 /// The causal position a client's writes left (see `WriteMemory`).
