@@ -1662,3 +1662,120 @@ async fn a_prepare_on_a_primary_that_stops_answering_is_prepared_on_a_replica() 
     all_healthy(&proxy).await;
     admin(PRIMARY).await.exec(&format!("DROP TABLE app.{table}")).await;
 }
+
+/// A TCP relay to the lab's primary that closes, when told, the next
+/// connection that sends anything, without passing it on: as a server
+/// closes a connection an instant before a statement arrives (a KILL, a
+/// tool killing idle connections) while the proxy is already sending.
+struct CuttingRelay {
+    addr: String,
+    cut_next: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CuttingRelay {
+    async fn start() -> CuttingRelay {
+        use std::sync::atomic::Ordering::SeqCst;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let relay = CuttingRelay { addr, cut_next: Default::default(), cuts: Default::default() };
+        let (cut_next, cuts) = (relay.cut_next.clone(), relay.cuts.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (cut_next, cuts) = (cut_next.clone(), cuts.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(PRIMARY).await else { return };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let down = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                    });
+                    let mut buf = vec![0u8; 1 << 16];
+                    loop {
+                        let n = match from_client.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if cut_next.swap(false, SeqCst) {
+                            cuts.fetch_add(1, SeqCst);
+                            break;
+                        }
+                        if to_server.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    down.abort();
+                });
+            }
+        });
+        relay
+    }
+
+    /// The next connection that sends something is closed instead.
+    fn cut_next(&self) {
+        self.cut_next.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn cuts(&self) -> usize {
+        self.cuts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A plain read whose primary connection is closed as it is sent runs once
+/// more on a new connection, text or prepared, and the client sees only
+/// its answer; a write in the same spot gets ERROR 1158 and is not sent
+/// again (the proxy cannot know whether it ran). Before, the read got
+/// ERROR 1158 too (a KILL sweep on the primary's connections under chaos
+/// load gave such errors).
+#[tokio::test]
+async fn a_read_whose_primary_connection_closes_as_it_is_sent_runs_again_a_write_does_not() {
+    let _serial = SERIAL.lock().await;
+    let table = lab_table("cut_primary", "id INT PRIMARY KEY").await;
+    let relay = CuttingRelay::start().await;
+    // The primary only, behind the relay: reads go there for want of a replica.
+    let config = rwsplit::Config::parse(&format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[users]]\nname = \"app\"\npassword = \"app\"\n\
+         [[backends]]\nname = \"primary\"\naddress = \"{}\"\nrole = \"primary\"\n",
+        relay.addr
+    ))
+    .unwrap();
+    let proxy = start_proxy(config).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    assert_eq!(c.scalar("SELECT 1").await.as_deref(), Some("1"));
+    let mut prep = vec![0x16];
+    prep.extend_from_slice(b"SELECT 3");
+    let r = c.prepare(&prep).await;
+    let id = u32::from_le_bytes(r[0].1[1..5].try_into().unwrap());
+
+    relay.cut_next();
+    assert_eq!(c.scalar("SELECT 2").await.as_deref(), Some("2"), "the read ran again");
+    assert_eq!(relay.cuts(), 1);
+
+    // The new connection has not prepared the statement: the cut meets
+    // the prepare the proxy sends before the execute, then the execute
+    // itself.
+    let mut execute = vec![0x17];
+    execute.extend_from_slice(&id.to_le_bytes());
+    execute.push(0);
+    execute.extend_from_slice(&1u32.to_le_bytes());
+    for cuts in [2, 3] {
+        relay.cut_next();
+        let r = c.command(&execute, rwsplit::relay::Expect::Result).await;
+        assert_ne!(r[0].1[0], 0xff, "the prepared read ran again: {:?}", r[0]);
+        assert!(r.len() > 2, "a result set");
+        assert_eq!(relay.cuts(), cuts);
+    }
+
+    relay.cut_next();
+    let r = c.query(&format!("INSERT INTO app.{table} VALUES (1)")).await;
+    let code = (r[0].1[0] == 0xff).then(|| u16::from_le_bytes([r[0].1[1], r[0].1[2]]));
+    assert_eq!(code, Some(1158), "a write is not sent again");
+    assert_eq!(relay.cuts(), 4);
+    let mut a = admin(PRIMARY).await;
+    let rows = a.scalar(&format!("SELECT COUNT(*) FROM app.{table}")).await;
+    assert_eq!(rows.as_deref(), Some("0"), "the cut write never reached the server");
+    // The session goes on.
+    assert_eq!(c.scalar("SELECT 4").await.as_deref(), Some("4"));
+    a.exec(&format!("DROP TABLE app.{table}")).await;
+}

@@ -990,6 +990,20 @@ impl Session {
         Ok(true)
     }
 
+    /// Whether a read routed for `reason` whose connection to the primary
+    /// (`failed`) broke before any byte of its reply may run once more on
+    /// another connection to it: only plain reads outside a transaction
+    /// are routed so (running one twice changes nothing), and only while
+    /// the monitor sees the primary up. That is a connection the server
+    /// closed an instant before the read was sent (a KILL, a tool killing
+    /// idle connections); a primary that is down gives its error at once.
+    pub(super) fn may_read_again_on_primary(&self, reason: router::Reason, failed: usize) -> bool {
+        use router::Reason::{AfterWrite, Consistency, NoReplica};
+        failed == self.primary()
+            && matches!(reason, AfterWrite | NoReplica | Consistency)
+            && self.shared.topology_now().backends.get(failed).is_some_and(|b| b.healthy)
+    }
+
     /// Where a read runs again after backend `failed` broke before any byte
     /// of its reply reached the client: `failed` is avoided for a while,
     /// and the read goes to another replica (`route`), or to the primary
@@ -1071,6 +1085,16 @@ impl Session {
             Err(SessionError::BackendBeforeReply(failed)) if route.target == Target::AnyReplica => {
                 match self.backend_for_retry(failed, Some(route)).await {
                     Ok(retry) => Ok(self.forward(retry, expect).await?.map(|o| (retry, o))),
+                    Err((idx, e)) => self.reply_backend_error(idx, &e).await.map(|_| None),
+                }
+            }
+            // A plain read whose primary connection broke before replying
+            // (closed by the server an instant before: a KILL) runs again.
+            Err(SessionError::BackendBeforeReply(failed))
+                if self.may_read_again_on_primary(route.reason, failed) =>
+            {
+                match self.acquire(route).await {
+                    Ok(idx) => Ok(self.forward(idx, expect).await?.map(|o| (idx, o))),
                     Err((idx, e)) => self.reply_backend_error(idx, &e).await.map(|_| None),
                 }
             }

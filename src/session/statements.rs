@@ -347,6 +347,14 @@ impl Session {
                 Err(SessionError::BackendBeforeReply(failed)) if failed != self.primary() => {
                     self.execute_retry(id, failed, None, &original).await
                 }
+                // The primary's connection broke before replying: once more
+                // (see `may_read_again_on_primary`).
+                Err(SessionError::BackendBeforeReply(failed))
+                    if self.may_read_again_on_primary(Reason::Consistency, failed) =>
+                {
+                    let route = Route { target: Target::Primary, reason: Reason::Consistency };
+                    self.execute_again(id, route, &original).await
+                }
                 other => other,
             }
         } else {
@@ -359,6 +367,11 @@ impl Session {
                         if route.target == Target::AnyReplica =>
                     {
                         self.execute_retry(id, failed, Some(route), &original).await
+                    }
+                    Err(SessionError::BackendBeforeReply(failed))
+                        if self.may_read_again_on_primary(route.reason, failed) =>
+                    {
+                        self.execute_again(id, route, &original).await
                     }
                     other => other,
                 },
@@ -399,6 +412,21 @@ impl Session {
         // No cursor where it runs again: nobody fetches from it.
         execute[5] = 0;
         Some(super::routing::RecordedSet::Execute { sql: stmt.sql.clone(), execute })
+    }
+
+    /// Runs the execute once more where `route` says, after the
+    /// connection it ran on broke before replying (the statement is
+    /// prepared again on the connection it gets).
+    async fn execute_again(
+        &mut self,
+        id: u32,
+        route: Route,
+        original: &[u8],
+    ) -> Result<Option<(usize, Outcome)>, SessionError> {
+        match self.acquire(route).await {
+            Ok(idx) => self.execute_on(id, idx, original).await,
+            Err((idx, e)) => self.reply_backend_error(idx, &e).await.map(|_| None),
+        }
     }
 
     /// Runs the execute again after backend `failed` broke before replying
@@ -502,12 +530,32 @@ impl Session {
         mut idx: usize,
         original: &[u8],
     ) -> Result<Option<(usize, Outcome)>, SessionError> {
+        // Nothing of the session lives only on the connection (see
+        // `binding`): a new one may take over if this one breaks.
+        let replaceable = self.binding(idx).is_none();
         let backend_id = match self.map_execute(id, idx, original).await {
             Ok(b) => b,
             Err(e) if idx != self.primary() => {
                 crate::telemetry::warn_throttled!(id = self.id, backend = idx, error = %e, "cannot prepare on replica, using the primary");
                 self.in_flight = None;
                 idx = self.primary();
+                match self.map_execute(id, idx, original).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.reply_backend_error(idx, &e).await?;
+                        return Ok(None);
+                    }
+                }
+            }
+            // The primary's connection broke while the statement was being
+            // prepared on it (the server closed it an instant before): the
+            // execute was not sent, and a prepare runs nothing, so both
+            // go to a new connection.
+            Err(crate::backend::BackendError::Frame(_))
+                if replaceable
+                    && self.shared.topology_now().backends.get(idx).is_some_and(|b| b.healthy) =>
+            {
+                self.drop_backend(idx);
                 match self.map_execute(id, idx, original).await {
                     Ok(b) => b,
                     Err(e) => {
