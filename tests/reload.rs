@@ -283,3 +283,32 @@ async fn a_reload_beyond_the_backend_positions_sized_at_start_is_refused() {
     assert_eq!(proxy.shared.config.load().backends.len(), 3, "the running config stays");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A reload that changes the consistency mode reaches sessions already
+/// open, as it does their other settings (before, a session kept the mode
+/// it logged in with: a pooled application connection never saw it).
+#[tokio::test]
+async fn a_reloaded_consistency_mode_reaches_open_sessions() {
+    let table = unique("reload_mode");
+    let mut a = admin_conn().await;
+    a.exec(&format!("CREATE TABLE app.{table} (id INT)")).await;
+    let dir = std::env::temp_dir().join(unique("reload-mode"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = |mode: &str| {
+        config_text(true, 1) + &format!("[consistency]\nmode = \"{mode}\"\npin_for = \"session\"\n")
+    };
+    let path = write_config(&dir, &text("eventual"));
+    let proxy = start_proxy(rwsplit::Config::load(&path).unwrap()).await;
+    all_healthy(&proxy).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let on_primary = |id: Option<String>| id.as_deref() == Some("1");
+    c.exec(&format!("INSERT INTO {table} VALUES (1)")).await;
+    assert!(!on_primary(c.scalar("SELECT @@server_id").await), "eventual: reads stay on replicas");
+
+    write_config(&dir, &text("pin"));
+    proxy.shared.reload().expect("reload");
+    c.exec(&format!("INSERT INTO {table} VALUES (2)")).await;
+    assert!(on_primary(c.scalar("SELECT @@server_id").await), "pin: the read after the write");
+    a.exec(&format!("DROP TABLE app.{table}")).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -8,7 +8,7 @@
 
 use super::{Session, SessionError};
 use crate::classify::{Consistency, StatementInfo};
-use crate::config::ConsistencyMode;
+use crate::config::{Config, ConsistencyMode};
 use crate::monitor::gtid;
 use crate::protocol::command;
 use crate::recent_writes::{Carried, ClientWrites};
@@ -101,6 +101,20 @@ pub fn mode_for(info: &StatementInfo, memory: &WriteMemory) -> ConsistencyMode {
         Some(Consistency::GtidGlobal) => ConsistencyMode::GtidGlobal,
         None => memory.session_mode.unwrap_or(memory.default_mode),
     }
+}
+
+/// The mode of a session that set none itself, as `config` says: its
+/// user's, else its listener's (by the name rules use), else the global
+/// one. Taken again when a reload changes the config and when the
+/// session's user changes.
+pub fn configured_mode(config: &Config, user: &[u8], listener: &str) -> ConsistencyMode {
+    config
+        .user(user)
+        .and_then(|u| u.consistency)
+        .or_else(|| {
+            config.listeners.iter().find(|l| l.rule_name() == listener).and_then(|l| l.consistency)
+        })
+        .unwrap_or(config.consistency.mode)
 }
 
 /// What a read needs, from the mode and the session's writes (pure).
@@ -608,6 +622,24 @@ mod tests {
             pinned_since: pinned,
             ..WriteMemory::default()
         }
+    }
+
+    #[test]
+    fn a_sessions_mode_is_its_users_else_its_listeners_else_the_global_one() {
+        let config = Config::parse(
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\nconsistency = \"pin\"\n\
+             [[listeners]]\naddress = \"127.0.0.1:2\"\n\
+             [[users]]\nname = \"app\"\npassword = \"a\"\n\
+             [[users]]\nname = \"report\"\npassword = \"r\"\nconsistency = \"eventual\"\n\
+             [[backends]]\nname = \"p\"\naddress = \"127.0.0.1:3\"\nrole = \"primary\"\n\
+             [consistency]\nmode = \"gtid_global\"\n",
+        )
+        .unwrap();
+        let mode = |user: &str, listener: &str| configured_mode(&config, user.as_bytes(), listener);
+        assert_eq!(mode("report", "127.0.0.1:1"), ConsistencyMode::Eventual);
+        assert_eq!(mode("app", "127.0.0.1:1"), ConsistencyMode::Pin);
+        assert_eq!(mode("app", "127.0.0.1:2"), ConsistencyMode::GtidGlobal);
+        assert_eq!(mode("app", "a listener a reload removed"), ConsistencyMode::GtidGlobal);
     }
 
     #[test]

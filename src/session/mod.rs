@@ -97,8 +97,8 @@ pub async fn serve(
         }
     };
     let (reply_seq, compress) = (logged_in.reply_seq, logged_in.compress);
-    let user_mode = config.user(&logged_in.login.user).and_then(|u| u.consistency);
     let client_writes = shared.recent_writes.client(&logged_in.login.user, peer.ip());
+    let default_mode = consistency::configured_mode(&config, &logged_in.login.user, &listener.name);
     let handle = Arc::new(SessionHandle::default());
     *handle.user.lock().expect("handle lock") = logged_in.login.user.clone();
     let _ = handle.client.set((peer.to_string(), std::time::Instant::now()));
@@ -150,7 +150,7 @@ pub async fn serve(
         client_wants_state_change: false,
         in_flight: None,
         writes: consistency::WriteMemory {
-            default_mode: user_mode.or(listener.consistency).unwrap_or(config.consistency.mode),
+            default_mode,
             client: client_writes,
             ..consistency::WriteMemory::default()
         },
@@ -586,14 +586,19 @@ impl Session {
         if !Arc::ptr_eq(&current, &self.view.config) {
             let config = arc_swap::Guard::into_inner(current);
             self.view.max_query_time = max_query_time(&config, &self.login.user);
+            self.writes.default_mode =
+                consistency::configured_mode(&config, &self.login.user, &self.listener);
             self.view.config = config;
         }
         self.view.primary = self.shared.primary_index(&self.view.config);
     }
 
-    /// The session's user changed (COM_CHANGE_USER): its limits with it.
+    /// The session's user changed (COM_CHANGE_USER): its limits and its
+    /// consistency mode with it.
     pub(crate) fn user_changed(&mut self) {
         self.view.max_query_time = max_query_time(&self.view.config, &self.login.user);
+        self.writes.default_mode =
+            consistency::configured_mode(&self.view.config, &self.login.user, &self.listener);
     }
 
     /// The open connection to backend `idx`, opened (and logged in with the
