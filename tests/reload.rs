@@ -312,3 +312,39 @@ async fn a_reloaded_consistency_mode_reaches_open_sessions() {
     a.exec(&format!("DROP TABLE app.{table}")).await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A password rotated on the servers and then in the config by a reload:
+/// a session that logged in before opens its next backend connection with
+/// the new one (before, with the old one, and the server refused it: under
+/// multiplexing, any statement of an old session could fail so).
+#[tokio::test]
+async fn a_session_opens_new_backend_connections_with_a_rotated_password() {
+    let user = unique("rot");
+    let mut a = admin_conn().await;
+    a.exec(&format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'one'")).await;
+    a.exec(&format!("GRANT ALL ON app.* TO '{user}'@'%'")).await;
+    let dir = std::env::temp_dir().join(unique("reload-rotate"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = |password: &str| {
+        config_text(true, 1) + &format!("[[users]]\nname = \"{user}\"\npassword = \"{password}\"\n")
+    };
+    let path = write_config(&dir, &text("one"));
+    let proxy = start_proxy(rwsplit::Config::load(&path).unwrap()).await;
+    let caps = client_caps(true);
+    let mut c = Raw::connect(&proxy.addr.to_string(), &login(&user, "one", Some("app"), caps))
+        .await
+        .expect("login with the first password");
+    assert_eq!(c.scalar("SELECT 1").await.as_deref(), Some("1"));
+
+    a.exec(&format!("ALTER USER '{user}'@'%' IDENTIFIED BY 'two'")).await;
+    write_config(&dir, &text("two"));
+    proxy.shared.reload().expect("reload");
+    // The servers end the session's connections (wait_timeout, a restart):
+    // it opens new ones.
+    kill_user_connections(&user, &[PRIMARY, REPLICA1, REPLICA2]).await;
+    let r = c.query("CREATE TEMPORARY TABLE rotated (id INT)").await;
+    assert_eq!(r[0].1[0], 0x00, "{}", String::from_utf8_lossy(&r[0].1));
+    assert_eq!(c.scalar("SELECT COUNT(*) FROM rotated").await.as_deref(), Some("0"));
+    a.exec(&format!("DROP USER '{user}'@'%'")).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -588,9 +588,24 @@ impl Session {
             self.view.max_query_time = max_query_time(&config, &self.login.user);
             self.writes.default_mode =
                 consistency::configured_mode(&config, &self.login.user, &self.listener);
+            self.take_reloaded_password(&config);
             self.view.config = config;
         }
         self.view.primary = self.shared.primary_index(&self.view.config);
+    }
+
+    /// A password a reload changed (rotated on the servers as well): the
+    /// session's new backend connections log in with it, as its old ones
+    /// stay logged in. Only for a password the config holds in clear (a
+    /// hash-only user's backend logins come from the client's own proof).
+    fn take_reloaded_password(&mut self, config: &Config) {
+        if !matches!(self.login.secret, auth::BackendSecret::Plain(_)) {
+            return;
+        }
+        let secret = config.user(&self.login.user).map(|u| u.secret(&config.base_dir));
+        if let Some(Ok(auth::Secret::Plain(password))) = secret {
+            self.login.secret = auth::BackendSecret::Plain(password);
+        }
     }
 
     /// The session's user changed (COM_CHANGE_USER): its limits and its

@@ -311,24 +311,20 @@ pub async fn lab_table(prefix: &str, columns: &str) -> String {
 /// Ends every connection of user app on the servers at `addrs` (as KILL,
 /// wait_timeout or a restart would) and waits (bounded) until they are gone.
 pub async fn kill_app_connections(addrs: &[&str]) {
+    kill_user_connections("app", addrs).await;
+}
+
+/// As [`kill_app_connections`], for the connections of `user`.
+pub async fn kill_user_connections(user: &str, addrs: &[&str]) {
+    let of_user = format!("FROM information_schema.PROCESSLIST WHERE USER = '{user}'");
     for addr in addrs {
         let mut a = admin(addr).await;
-        let ids = a
-            .scalar(
-                "SELECT GROUP_CONCAT(ID) FROM information_schema.PROCESSLIST WHERE USER = 'app'",
-            )
-            .await
-            .unwrap_or_default();
+        let ids = a.scalar(&format!("SELECT GROUP_CONCAT(ID) {of_user}")).await.unwrap_or_default();
         for id in ids.split(',').filter(|id| !id.is_empty()) {
             let _ = a.query(&format!("KILL {id}")).await;
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while a
-            .scalar("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app'")
-            .await
-            .as_deref()
-            != Some("0")
-        {
+        while a.scalar(&format!("SELECT COUNT(*) {of_user}")).await.as_deref() != Some("0") {
             assert!(std::time::Instant::now() < deadline, "killed connections linger on {addr}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
