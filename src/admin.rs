@@ -23,7 +23,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: Option<Str
             continue;
         };
         let shared = shared.clone();
-        let token = token.clone();
+        // The token in force: a reload may change it (not remove it: a
+        // config without [admin] leaves the port as it started).
+        let token = shared.config.load().admin.as_ref().map_or(token.clone(), |a| a.token.clone());
         tokio::spawn(async move {
             let _ =
                 tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &shared, token.as_deref()))

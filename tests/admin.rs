@@ -72,6 +72,26 @@ async fn token_protects_every_endpoint() {
     assert_eq!(http_get(admin, "/healthz", Some("s3cret")).await.0, 200);
 }
 
+#[tokio::test]
+async fn a_reload_changes_the_token() {
+    let text = |token: &str| {
+        format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{token}\"\n\
+             [[users]]\nname = \"app\"\npassword = \"app\"\n\
+             [[backends]]\nname = \"primary\"\naddress = \"{PRIMARY}\"\nrole = \"primary\"\n"
+        )
+    };
+    let path = temp_config("admin-token", &text("s3cret"));
+    let proxy = start_proxy(rwsplit::Config::load(&path).unwrap()).await;
+    let admin = proxy.admin.unwrap();
+    assert_eq!(http_get(admin, "/healthz", Some("s3cret")).await.0, 200);
+    std::fs::write(&path, text("n3w")).unwrap();
+    proxy.shared.reload().expect("reload");
+    assert_eq!(http_get(admin, "/healthz", Some("s3cret")).await.0, 401, "the old token");
+    assert_eq!(http_get(admin, "/healthz", Some("n3w")).await.0, 200);
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
 #[test]
 fn non_loopback_admin_without_token_is_refused() {
     let config = rwsplit::Config::parse(
