@@ -384,13 +384,13 @@ impl Session {
     }
 
     /// After a read waited for `target` (a write of the session's client)
-    /// on a replica in vain: when the primary, asked now, after the write
+    /// on a replica in vain (text or prepared: see `waited_forward`): when the primary, asked now, after the write
     /// was acknowledged, does not hold it either, no replica ever will
     /// (the servers' history was reset, as by RESET MASTER or a rebuilt
     /// cluster, or the write was lost with a primary that failed), and
     /// the session and its client stop waiting for it; else every later
     /// read of theirs would wait as long, forever.
-    pub(super) async fn forget_if_unreachable(&mut self, target: &str) {
+    async fn forget_if_unreachable(&mut self, target: &str) {
         let Some(position) = self.primary_position().await else { return };
         let flavor = self
             .shared
@@ -516,6 +516,9 @@ impl Session {
         };
         if !usable {
             self.drop_backend(idx);
+        }
+        if self.writes.gtid.as_deref() == Some(target) {
+            self.forget_if_unreachable(target).await;
         }
         Ok(None)
     }

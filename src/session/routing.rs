@@ -1118,7 +1118,6 @@ impl Session {
     ) -> Result<Option<(usize, Outcome)>, SessionError> {
         let primary_route =
             Route { target: Target::Primary, reason: crate::router::Reason::Consistency };
-        let for_a_write = matches!(need, ReadNeed::Gtid(_));
         let Ok(target) = self.causal_target(need).await else {
             return self.plain_forward(primary_route, expect, false).await;
         };
@@ -1154,9 +1153,6 @@ impl Session {
         self.in_flight = None;
         self.shared.telemetry.gtid_fallbacks.increment(1);
         self.shared.telemetry.route(crate::router::Reason::Consistency);
-        if for_a_write {
-            self.forget_if_unreachable(&target).await;
-        }
         self.plain_forward(primary_route, expect, false).await
     }
 }
