@@ -994,14 +994,15 @@ impl Session {
     /// (`failed`) broke before any byte of its reply may run once more on
     /// another connection to it: only plain reads outside a transaction
     /// are routed so (running one twice changes nothing), and only while
-    /// the monitor sees the primary up. That is a connection the server
-    /// closed an instant before the read was sent (a KILL, a tool killing
-    /// idle connections); a primary that is down gives its error at once.
+    /// the primary is not known to be unreachable. That is a connection the
+    /// server closed an instant before the read was sent (a KILL, a tool
+    /// killing idle connections); a primary that is down gives its error
+    /// at once.
     pub(super) fn may_read_again_on_primary(&self, reason: router::Reason, failed: usize) -> bool {
         use router::Reason::{AfterWrite, Consistency, NoReplica};
         failed == self.primary()
             && matches!(reason, AfterWrite | NoReplica | Consistency)
-            && self.shared.topology_now().backends.get(failed).is_some_and(|b| b.healthy)
+            && !self.primary_unreachable()
     }
 
     /// Where a read runs again after backend `failed` broke before any byte

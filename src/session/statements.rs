@@ -530,43 +530,36 @@ impl Session {
         mut idx: usize,
         original: &[u8],
     ) -> Result<Option<(usize, Outcome)>, SessionError> {
-        // Nothing of the session lives only on the connection (see
-        // `binding`): a new one may take over if this one breaks.
-        let replaceable = self.binding(idx).is_none();
+        // On the primary, nothing of the session lives only on the
+        // connection (see `binding`): a new one may take over if it breaks.
+        let replaceable = idx == self.primary() && self.binding(idx).is_none();
         let backend_id = match self.map_execute(id, idx, original).await {
             Ok(b) => b,
-            Err(e) if idx != self.primary() => {
-                crate::telemetry::warn_throttled!(id = self.id, backend = idx, error = %e, "cannot prepare on replica, using the primary");
-                self.in_flight = None;
-                idx = self.primary();
-                match self.map_execute(id, idx, original).await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        self.reply_backend_error(idx, &e).await?;
-                        return Ok(None);
-                    }
-                }
-            }
-            // The primary's connection broke while the statement was being
-            // prepared on it (the server closed it an instant before): the
-            // execute was not sent, and a prepare runs nothing, so both
-            // go to a new connection.
-            Err(crate::backend::BackendError::Frame(_))
-                if replaceable
-                    && self.shared.topology_now().backends.get(idx).is_some_and(|b| b.healthy) =>
-            {
-                self.drop_backend(idx);
-                match self.map_execute(id, idx, original).await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        self.reply_backend_error(idx, &e).await?;
-                        return Ok(None);
-                    }
-                }
-            }
             Err(e) => {
-                self.reply_backend_error(idx, &e).await?;
-                return Ok(None);
+                if idx != self.primary() {
+                    crate::telemetry::warn_throttled!(id = self.id, backend = idx, error = %e, "cannot prepare on replica, using the primary");
+                    self.in_flight = None;
+                    idx = self.primary();
+                } else if replaceable
+                    && matches!(e, crate::backend::BackendError::Frame(_))
+                    && !self.primary_unreachable()
+                {
+                    // The connection broke while the statement was being
+                    // prepared on it (the server closed it an instant
+                    // before): the execute was not sent, and a prepare runs
+                    // nothing, so both go to a new connection.
+                    self.drop_backend(idx);
+                } else {
+                    self.reply_backend_error(idx, &e).await?;
+                    return Ok(None);
+                }
+                match self.map_execute(id, idx, original).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.reply_backend_error(idx, &e).await?;
+                        return Ok(None);
+                    }
+                }
             }
         };
         let outcome = self.forward_stmt(id, idx, backend_id, Expect::Result).await?;
