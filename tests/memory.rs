@@ -5,19 +5,11 @@
 mod common;
 
 use common::*;
-use std::process::Child;
 
 /// The proxy binary running with the lab config on a free port.
 struct ProxyProcess {
-    child: Child,
+    child: Binary,
     addr: String,
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn spawn_proxy() -> ProxyProcess {

@@ -490,16 +490,43 @@ pub fn temp_config(prefix: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// The rwsplit binary a test started, killed when dropped: also when the
+/// test fails, since a binary left running keeps the test run's output
+/// open and the run waits for it.
+pub struct Binary(std::process::Child);
+
+impl std::ops::Deref for Binary {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Binary {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the rwsplit binary with `config` and waits (bounded) until
 /// `ready` (one of its ports) accepts connections.
-pub async fn spawn_binary(config: &std::path::Path, ready: &str) -> std::process::Child {
+pub async fn spawn_binary(config: &std::path::Path, ready: &str) -> Binary {
     require_lab();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_rwsplit"))
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("start rwsplit");
+    let child = Binary(
+        std::process::Command::new(env!("CARGO_BIN_EXE_rwsplit"))
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start rwsplit"),
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(ready).await.is_err() {
         assert!(std::time::Instant::now() < deadline, "rwsplit did not start");
