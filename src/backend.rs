@@ -50,9 +50,11 @@ pub const PASSTHROUGH_CAPS: CapabilityFlags = CapabilityFlags::from_bits_truncat
         | CapabilityFlags::CLIENT_DEPRECATE_EOF.bits(),
 );
 
-/// MariaDB extended capabilities the proxy passes through (extended type
-/// info only changes column definitions, which are relayed raw).
-pub const PASSTHROUGH_MARIADB_CAPS: u32 = mariadb_caps::EXTENDED_TYPE_INFO;
+/// MariaDB extended capabilities the proxy passes through: extended type
+/// info only changes column definitions, which are relayed raw; bulk
+/// operations add COM_STMT_BULK_EXECUTE, which runs on the primary.
+pub const PASSTHROUGH_MARIADB_CAPS: u32 =
+    mariadb_caps::EXTENDED_TYPE_INFO | mariadb_caps::STMT_BULK_OPERATIONS;
 
 /// Errors talking to a backend. `Server` carries the server's own error,
 /// which is forwarded to the client with its code and SQLSTATE.

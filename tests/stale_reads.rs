@@ -249,6 +249,54 @@ async fn gtid_mode_reads_back_a_write_made_on_an_earlier_connection() {
     a.exec(&format!("DROP TABLE app.{table}")).await;
 }
 
+/// A MariaDB connector's batch (COM_STMT_BULK_EXECUTE) is a write like any
+/// other: the reads right after it see every row, while the only replica
+/// taking reads lags by 2 s, in `gtid` and `pin` modes; in `eventual` the same read
+/// finds the rows missing (so the check can tell).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_read_back_like_any_write() {
+    let _serial = SERIAL.lock().await;
+    let table = setup_table().await;
+    let _lag = Lag::start(2);
+    for (mode, base) in [("gtid", 1_000), ("pin", 2_000), ("eventual", 3_000)] {
+        let proxy = start_proxy(lagging_replica_only(mode)).await;
+        // Reads go to the primary until the monitor has seen replica2.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !proxy.shared.replica_available() {
+            assert!(std::time::Instant::now() < deadline, "replica2 never took reads");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+        let mut prep = vec![0x16];
+        prep.extend_from_slice(format!("INSERT INTO {table} VALUES (?, ?)").as_bytes());
+        let r = c.prepare(&prep).await;
+        assert_eq!(r[0].1[0], 0, "prepare: {:?}", String::from_utf8_lossy(&r[0].1));
+        // Three rows (k, v) of two LONGLONGs.
+        let mut bulk = vec![0xFA];
+        bulk.extend_from_slice(&r[0].1[1..5]);
+        bulk.extend_from_slice(&128u16.to_le_bytes());
+        bulk.extend_from_slice(&[8, 0, 8, 0]);
+        for k in base..base + 3i64 {
+            for value in [k, k * 10] {
+                bulk.push(0);
+                bulk.extend_from_slice(&value.to_le_bytes());
+            }
+        }
+        let r = c.command(&bulk, rwsplit::relay::Expect::Result).await;
+        assert_eq!(r[0].1[0], 0, "{mode}: batch: {:?}", String::from_utf8_lossy(&r[0].1));
+        let read = format!("SELECT COUNT(*) FROM {table} WHERE k >= {base}");
+        let seen = c.scalar(&read).await;
+        if mode != "eventual" {
+            assert_eq!(seen.as_deref(), Some("3"), "{mode}: the read after the batch");
+        } else {
+            assert_eq!(seen.as_deref(), Some("0"), "eventual: the lagging replica read");
+        }
+    }
+    drop(_lag);
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
 /// A write sent in one multi-statement with statements after it that
 /// change the session (`SET NAMES`, `USE`, a `SET SESSION`): their OKs
 /// report those changes and not the write's GTID, which the reads after

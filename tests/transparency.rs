@@ -467,12 +467,171 @@ async fn refresh_and_debug_are_answered_as_by_the_server() {
 async fn unknown_command_gets_error_1047() {
     let proxy = start_proxy(lab_config("")).await;
     let mut c = Raw::app(&proxy.addr.to_string(), true).await;
-    for command in [0x00u8, 0x05, 0x0A, 0x12, 0x1D, 0x40, 0xFA] {
+    for command in [0x00u8, 0x05, 0x0A, 0x12, 0x1D, 0x40, 0xFB] {
         let r = c.command(&[command], Expect::Result).await;
         let err = rwsplit::protocol::messages::parse_err(&r[0].1).expect("an error");
         assert_eq!(err.code, 1047, "command {command:#x}");
     }
     assert_eq!(c.scalar("SELECT 7").await.as_deref(), Some("7"));
+}
+
+/// COM_STMT_BULK_EXECUTE (MariaDB) of `INSERT INTO t VALUES (?, ?)` (INT,
+/// VARCHAR): one row of parameters per `(a, b)`, a NULL `b` as the NULL
+/// indicator; the types are sent when `with_types`.
+fn bulk(id: u32, with_types: bool, rows: &[(i32, Option<&str>)]) -> Vec<u8> {
+    let mut p = vec![0xFA];
+    p.extend_from_slice(&id.to_le_bytes());
+    p.extend_from_slice(&(if with_types { 128u16 } else { 0 }).to_le_bytes());
+    if with_types {
+        p.extend_from_slice(&[0x03, 0, 0xFD, 0]);
+    }
+    for (a, b) in rows {
+        p.push(0);
+        p.extend_from_slice(&a.to_le_bytes());
+        match b {
+            Some(b) => {
+                p.push(0);
+                put_lenenc_str(&mut p, b.as_bytes());
+            }
+            None => p.push(1),
+        }
+    }
+    p
+}
+
+async fn bulk_table() -> String {
+    let table = unique("bulk");
+    admin(PRIMARY)
+        .await
+        .exec(&format!("CREATE TABLE app.{table} (a INT PRIMARY KEY, b VARCHAR(10))"))
+        .await;
+    table
+}
+
+/// A MariaDB connector's batch (Connector/J, Node's mariadb, Connector/C
+/// and Python's executemany send it when the server offers bulk
+/// operations) gets the server's own replies through the proxy: the rows'
+/// OK, what the server refuses (malformed, unknown statement, no rows, a
+/// flag it does not support, a client that did not ask for bulk), with
+/// and without types, by the last-prepared id; and every row lands.
+#[tokio::test]
+async fn bulk_execute_is_byte_identical() {
+    let table = bulk_table().await;
+    let proxy = start_proxy(lab_config("")).await;
+    let insert = prepare(&format!("INSERT INTO {table} VALUES (?, ?)"));
+    let mut sessions = Vec::new();
+    for (base, addr) in [(0, PRIMARY.to_string()), (1000, proxy.addr.to_string())] {
+        let mut c = Raw::app(&addr, true).await;
+        assert_ne!(
+            c.conn.greeting.mariadb_caps
+                & rwsplit::protocol::handshake::mariadb_caps::STMT_BULK_OPERATIONS,
+            0,
+            "bulk operations offered by {addr}"
+        );
+        let id = stmt_id(&c.prepare(&insert).await[0].1);
+        let rows = |from: i32| {
+            [(base + from, Some("x")), (base + from + 1, None), (base + from + 2, Some("héllo"))]
+        };
+        let good = bulk(id, true, &rows(1));
+        let mut flags64 = bulk(id, true, &rows(20));
+        flags64[5] |= 64;
+        let commands: Vec<Vec<u8>> = vec![
+            vec![0xFA],
+            good[..5].to_vec(),
+            good[..6].to_vec(),
+            bulk(id, true, &[]),
+            bulk(999_999, true, &rows(30)),
+            good,
+            bulk(id, false, &rows(4)),
+            bulk(u32::MAX, true, &rows(7)),
+            bulk(u32::MAX, false, &rows(10)),
+            flags64,
+            bulk(id, true, &rows(13))[..14].to_vec(),
+            bulk(id, true, &[(base + 1, Some("dup"))]),
+        ];
+        let mut replies = Vec::new();
+        for command in &commands {
+            replies.push(c.command(command, Expect::Result).await);
+        }
+        // A client that did not ask for bulk operations.
+        let mut plain = login("app", "app", Some("app"), client_caps(true));
+        plain.mariadb_caps = 0;
+        let mut c = Raw::connect(&addr, &plain).await.unwrap();
+        let id = stmt_id(&c.prepare(&insert).await[0].1);
+        replies.push(c.command(&bulk(id, true, &rows(40)), Expect::Result).await);
+        sessions.push(replies);
+    }
+    let (direct, proxied) = (&sessions[0], &sessions[1]);
+    for (i, (want, got)) in direct.iter().zip(proxied).enumerate() {
+        let want = same_with_id(want.clone(), 1, 1001);
+        // The duplicate row names its key, which differs by the base.
+        let want = if i == 11 {
+            let mut w = want;
+            let text = String::from_utf8_lossy(&w[0].1[9..]).replace("'1'", "'1001'");
+            w[0].1.truncate(9);
+            w[0].1.extend_from_slice(text.as_bytes());
+            w
+        } else {
+            want
+        };
+        assert_eq!(got, &want, "reply {i}: {:?}", String::from_utf8_lossy(&got[0].1));
+    }
+    // The replies are the rows' OKs where the server ran them (by the
+    // statement's id, without types after a batch with them, and by the
+    // last-prepared id with types; without them that id is refused).
+    for i in [5, 6, 7] {
+        assert_eq!(proxied[i][0].1[0], 0x00, "bulk {i} ran");
+    }
+    let mut a = admin(PRIMARY).await;
+    let count = |lo: i32, hi: i32| {
+        format!("SELECT COUNT(*) FROM app.{table} WHERE a BETWEEN {lo} AND {hi}")
+    };
+    let direct_rows = a.scalar(&count(0, 999)).await;
+    assert_eq!(direct_rows.as_deref(), Some("9"));
+    assert_eq!(a.scalar(&count(1000, 1999)).await, direct_rows, "rows through the proxy");
+    let nulls = format!("SELECT COUNT(*) FROM app.{table} WHERE a >= 1000 AND b IS NULL");
+    assert_eq!(a.scalar(&nulls).await.as_deref(), Some("3"));
+    a.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
+/// A batch whose statement must be prepared again on a new connection
+/// (its old one was closed by the server, or, multiplexed, is taken by
+/// another session) and that leaves out the parameter types, as a
+/// connector does after its first batch: the proxy gives the new
+/// connection the types the batch before sent (the server would refuse it
+/// as "Incorrect arguments" otherwise).
+#[tokio::test]
+async fn bulk_execute_without_types_on_a_new_connection_gets_the_statements_types() {
+    let table = bulk_table().await;
+    let user = unique("bulk");
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'")).await;
+    a.exec(&format!("GRANT ALL ON app.* TO '{user}'@'%'")).await;
+    for (n, pool) in [(0, ""), (100, "[pool]\nmultiplex = true\n")] {
+        let users = format!("[[users]]\nname = \"{user}\"\npassword = \"pw\"\n{pool}");
+        let proxy = start_proxy(lab_config(&users)).await;
+        let caps = client_caps(true);
+        let mut c = Raw::connect(&proxy.addr.to_string(), &login(&user, "pw", Some("app"), caps))
+            .await
+            .unwrap();
+        let id =
+            stmt_id(&c.prepare(&prepare(&format!("INSERT INTO {table} VALUES (?, ?)"))).await[0].1);
+        let r =
+            c.command(&bulk(id, true, &[(n + 1, Some("a")), (n + 2, None)]), Expect::Result).await;
+        assert_eq!(r[0].1[0], 0x00, "{}", String::from_utf8_lossy(&r[0].1));
+        kill_user_connections(&user, &[PRIMARY]).await;
+        let r = c
+            .command(&bulk(id, false, &[(n + 3, Some("b")), (n + 4, Some("c"))]), Expect::Result)
+            .await;
+        assert_eq!(r[0].1[0], 0x00, "pool {pool:?}: {}", String::from_utf8_lossy(&r[0].1));
+        let rows = format!(
+            "SELECT GROUP_CONCAT(a, '=', IFNULL(b, 'NULL') ORDER BY a) FROM app.{table} WHERE a > {n} AND a < {n} + 100"
+        );
+        let want = format!("{}=a,{}=NULL,{}=b,{}=c", n + 1, n + 2, n + 3, n + 4);
+        assert_eq!(a.scalar(&rows).await, Some(want));
+    }
+    a.exec(&format!("DROP USER '{user}'@'%'")).await;
+    a.exec(&format!("DROP TABLE app.{table}")).await;
 }
 
 #[tokio::test]

@@ -30,6 +30,8 @@ pub mod command {
     pub const SET_OPTION: u8 = 0x1B;
     pub const STMT_FETCH: u8 = 0x1C;
     pub const RESET_CONNECTION: u8 = 0x1F;
+    /// MariaDB's COM_STMT_BULK_EXECUTE (with the STMT_BULK_OPERATIONS capability).
+    pub const STMT_BULK_EXECUTE: u8 = 0xFA;
 }
 
 /// Status flag bits the proxy looks at.

@@ -36,6 +36,7 @@ impl Session {
             cmd::STMT_RESET => self.on_stmt_reset().await,
             cmd::STMT_SEND_LONG_DATA => self.on_long_data().await,
             cmd::STMT_CLOSE => self.on_stmt_close().await,
+            cmd::STMT_BULK_EXECUTE => self.on_bulk_execute().await,
             _ => self.reply_err(1047, "08S01", "Unknown command").await,
         }
     }

@@ -242,9 +242,27 @@ pub fn execute_types_offset(payload: &[u8], params: u16) -> Option<usize> {
     (payload.len() > offset).then_some(offset)
 }
 
+/// COM_STMT_BULK_EXECUTE's flag: parameter types follow the flags.
+const BULK_SEND_TYPES: u16 = 128;
+
+/// Where a COM_STMT_BULK_EXECUTE's parameter types start: after the
+/// command(1), statement id(4) and flags(2).
+const BULK_TYPES_AT: usize = 7;
+
+fn bulk_flags(payload: &[u8]) -> Option<u16> {
+    Some(u16::from_le_bytes(payload.get(5..BULK_TYPES_AT)?.try_into().ok()?))
+}
+
 /// The parameter types an execute sent (when its new-params-bound flag is
-/// set), for re-use on backends that did not see them.
+/// set, or for a bulk execute its send-types flag), for re-use on backends
+/// that did not see them.
 pub fn execute_types(payload: &[u8], params: u16) -> Option<&[u8]> {
+    if payload.first() == Some(&crate::protocol::command::STMT_BULK_EXECUTE) {
+        if params == 0 || bulk_flags(payload)? & BULK_SEND_TYPES == 0 {
+            return None;
+        }
+        return payload.get(BULK_TYPES_AT..BULK_TYPES_AT + 2 * params as usize);
+    }
     let offset = execute_types_offset(payload, params)?;
     if payload[offset] != 1 {
         return None;
@@ -276,6 +294,17 @@ pub fn only_string_param<'a>(payload: &'a [u8], types: Option<&[u8]>) -> Option<
 /// backend that has not seen them. Returns false when the payload is not
 /// shaped as expected (then it is sent unchanged).
 pub fn inject_types(payload: &mut Vec<u8>, params: u16, types: &[u8]) -> bool {
+    if payload.first() == Some(&crate::protocol::command::STMT_BULK_EXECUTE) {
+        let Some(flags) = bulk_flags(payload) else {
+            return false;
+        };
+        if params == 0 || flags & BULK_SEND_TYPES != 0 || types.len() != 2 * params as usize {
+            return false;
+        }
+        payload[5..BULK_TYPES_AT].copy_from_slice(&(flags | BULK_SEND_TYPES).to_le_bytes());
+        payload.splice(BULK_TYPES_AT..BULK_TYPES_AT, types.iter().copied());
+        return true;
+    }
     let Some(offset) = execute_types_offset(payload, params) else {
         return false;
     };
@@ -341,6 +370,26 @@ mod tests {
         // Already bound: left alone.
         let mut bound = BOUND.to_vec();
         assert!(!inject_types(&mut bound, 1, &[8, 0]));
+    }
+
+    #[test]
+    fn bulk_execute_types_follow_the_flags() {
+        // cmd, id, flags = send types, types (LONG, VAR_STRING), one row:
+        // indicator 0 + LONG 7, indicator 1 (NULL)
+        let typed: Vec<u8> = vec![0xFA, 1, 0, 0, 0, 128, 0, 3, 0, 0xFD, 0, 0, 7, 0, 0, 0, 1];
+        assert_eq!(execute_types(&typed, 2), Some(&[3u8, 0, 0xFD, 0][..]));
+        assert_eq!(execute_types(&typed[..8], 2), None, "types cut short");
+        let mut untyped: Vec<u8> = vec![0xFA, 1, 0, 0, 0, 0, 0];
+        untyped.extend_from_slice(&typed[11..]);
+        assert_eq!(execute_types(&untyped, 2), None);
+        assert!(inject_types(&mut untyped, 2, &[3, 0, 0xFD, 0]));
+        assert_eq!(untyped, typed);
+        // Already typed, or types of the wrong length: left alone.
+        let mut again = typed.clone();
+        assert!(!inject_types(&mut again, 2, &[3, 0, 0xFD, 0]));
+        let mut short: Vec<u8> = vec![0xFA, 1, 0, 0, 0, 0, 0];
+        assert!(!inject_types(&mut short, 2, &[3, 0]));
+        assert!(!inject_types(&mut vec![0xFA, 1, 0], 1, &[3, 0]));
     }
 
     #[test]

@@ -235,6 +235,19 @@ impl Session {
         self.stmts.resolve(raw)
     }
 
+    /// Whether the command executes "the statement prepared last" (the id
+    /// a client sends right behind its prepare) without the parameter
+    /// types, which the server refuses as malformed: it cannot have any.
+    fn last_prepared_untyped(&self, params: u16) -> bool {
+        self.cmd.get(1..5) == Some(&prepared::LAST_PREPARED.to_le_bytes()[..])
+            && params > 0
+            && prepared::execute_types(&self.cmd, params).is_none()
+    }
+
+    async fn malformed(&mut self) -> Result<Next, SessionError> {
+        self.reply_err(1835, "HY000", "Malformed communication packet").await
+    }
+
     async fn unknown_stmt(&mut self, name: &str) -> Result<Next, SessionError> {
         let raw =
             self.cmd.get(1..5).map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])));
@@ -299,6 +312,9 @@ impl Session {
         };
         let stmt = self.stmts.get(id).expect("resolved");
         let (info, params, long_data) = (stmt.info, stmt.params, stmt.long_data);
+        if self.last_prepared_untyped(params) {
+            return self.malformed().await;
+        }
         self.exec_long_data = long_data;
         self.routing.reads_insert_id =
             info.flags.contains(crate::classify::Flags::READS_LAST_INSERT_ID);
@@ -385,6 +401,71 @@ impl Session {
         let ran = ran?;
         self.in_flight = None;
         if let Some((idx, outcome)) = ran {
+            self.record_statement(&info, &sql, idx, &outcome, started);
+            self.after_statement(&info, &sql, idx, &outcome);
+        }
+        Ok(Next::Continue)
+    }
+
+    /// COM_STMT_BULK_EXECUTE (MariaDB): a prepared statement run once for
+    /// each row of parameters the command carries (a connector's batch),
+    /// on the primary, as the write it is. Answered as the server answers
+    /// what it refuses before running anything.
+    pub(super) async fn on_bulk_execute(&mut self) -> Result<Next, SessionError> {
+        use crate::protocol::handshake::mariadb_caps::STMT_BULK_OPERATIONS;
+        let started = std::time::Instant::now();
+        // The command, statement id and flags.
+        if self.cmd.len() < 7 {
+            return self.malformed().await;
+        }
+        if self.login.mariadb_caps & STMT_BULK_OPERATIONS == 0 {
+            let msg = "This command is not supported in the prepared statement protocol yet";
+            return self.reply_err(1295, "HY000", msg).await;
+        }
+        let Some(id) = self.stmt_id() else {
+            // The server names the execute here too.
+            return self.unknown_stmt("mysqld_stmt_execute").await;
+        };
+        let stmt = self.stmts.get_mut(id).expect("resolved");
+        let (info, params, sql) = (stmt.info, stmt.params, stmt.text.clone());
+        if self.last_prepared_untyped(params) {
+            return self.malformed().await;
+        }
+        let stmt = self.stmts.get_mut(id).expect("resolved");
+        // Types sent here are the statement's from now on, as on the server.
+        if let Some(types) = prepared::execute_types(&self.cmd, params) {
+            stmt.types = Some(types.to_vec());
+        }
+        self.routing.statement_writes = true;
+        self.routing.reads_insert_id =
+            info.flags.contains(crate::classify::Flags::READS_LAST_INSERT_ID);
+        if let Some(message) = self.refusing_rule(&sql) {
+            return self.refuse_by_rule(&message).await;
+        }
+        if self.answer_lost_transaction(info.kind).await? {
+            return Ok(Next::Continue);
+        }
+        self.end_read_only_transaction_for(&info).await;
+        let route = self.route_statement(&info, &sql, &ReadNeed::Primary).0;
+        if self.refuse(route).await? {
+            return Ok(Next::Continue);
+        }
+        // Whatever the statement, a batch of it runs on the primary (in
+        // the session's transaction there, if one is open).
+        let route = match route.target {
+            Target::Primary => route,
+            _ => Route { target: Target::Primary, reason: Reason::Write },
+        };
+        let idx = match self.acquire(route).await {
+            Ok(idx) => idx,
+            Err((idx, e)) => return self.reply_backend_error(idx, &e).await,
+        };
+        let mut original = std::mem::take(&mut self.exec_original);
+        original.clear();
+        original.extend_from_slice(&self.cmd);
+        let ran = self.execute_on(id, idx, &original).await;
+        self.exec_original = original;
+        if let Some((idx, outcome)) = ran? {
             self.record_statement(&info, &sql, idx, &outcome, started);
             self.after_statement(&info, &sql, idx, &outcome);
         }
@@ -569,7 +650,8 @@ impl Session {
 
     /// Bookkeeping after an execute ran on `idx`.
     fn after_execute(&mut self, id: u32, idx: usize) {
-        let cursor = self.cmd.get(5).is_some_and(|f| f & CURSOR_READ_ONLY != 0);
+        let cursor = self.cmd[0] == cmd::STMT_EXECUTE
+            && self.cmd.get(5).is_some_and(|f| f & CURSOR_READ_ONLY != 0);
         if let Some(stmt) = self.stmts.get_mut(id) {
             stmt.long_data = false;
         }
