@@ -634,6 +634,37 @@ async fn bulk_execute_without_types_on_a_new_connection_gets_the_statements_type
     a.exec(&format!("DROP TABLE app.{table}")).await;
 }
 
+/// MariaDB connectors send a prepare and, right behind it, an execute of
+/// "the statement prepared last" (id 0xFFFFFFFF). When the prepare fails,
+/// that id names no statement: the execute gets the server's error, and
+/// the statement prepared before it (here a write) does not run again.
+#[tokio::test]
+async fn an_execute_of_the_last_prepared_after_a_failed_prepare_runs_nothing() {
+    let table = unique("lastprep");
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!("CREATE TABLE app.{table} (id INT PRIMARY KEY, n INT)")).await;
+    a.exec(&format!("INSERT INTO app.{table} VALUES (1, 0), (2, 0)")).await;
+    let proxy = start_proxy(lab_config("")).await;
+    for (addr, id) in [(PRIMARY.to_string(), 1), (proxy.addr.to_string(), 2)] {
+        let mut c = Raw::app(&addr, true).await;
+        let write = prepare(&format!("UPDATE {table} SET n = n + 1 WHERE id = {id}"));
+        let write_id = stmt_id(&c.prepare(&write).await[0].1);
+        let ran = c.command(&execute(u32::MAX, 0, &[], false), Expect::Result).await;
+        assert_eq!(ran[0].1[0], 0x00, "{addr}: the last prepared ran");
+        let failed = c.prepare(&prepare("SELEKT nothing")).await;
+        assert_eq!(failed[0].1[0], 0xFF, "{addr}: the bad prepare fails");
+        let r = c.command(&execute(u32::MAX, 0, &[], false), Expect::Result).await;
+        let err = rwsplit::protocol::messages::parse_err(&r[0].1).expect("an error");
+        assert_eq!(err.code, 1243, "{addr}: {}", String::from_utf8_lossy(&r[0].1));
+        // By its own id the write still runs.
+        let again = c.command(&execute(write_id, 0, &[], false), Expect::Result).await;
+        assert_eq!(again[0].1[0], 0x00, "{addr}: the write by its id");
+    }
+    let both = a.scalar(&format!("SELECT GROUP_CONCAT(n ORDER BY id) FROM app.{table}")).await;
+    assert_eq!(both.as_deref(), Some("2,2"), "each write ran twice, not three times");
+    a.exec(&format!("DROP TABLE app.{table}")).await;
+}
+
 #[tokio::test]
 async fn kill_query_uses_proxy_connection_ids() {
     let proxy = start_proxy(lab_config("")).await;

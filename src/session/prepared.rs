@@ -97,6 +97,13 @@ impl StmtTable {
         self.next
     }
 
+    /// A prepare is starting: "the statement prepared last" names none
+    /// until it succeeds (an execute by that id after a failed prepare,
+    /// sent right behind it, must not run the statement before).
+    pub fn forget_last(&mut self) {
+        self.last = None;
+    }
+
     /// Statement `id` is prepared on a backend too: `on`.
     pub fn map_backend(&mut self, id: u32, on: OnBackend) {
         if let Some(s) = self.map.get_mut(&id) {
@@ -346,6 +353,10 @@ mod tests {
         t.remove(b);
         assert_eq!(t.resolve(LAST_PREPARED), None);
         assert_eq!(t.resolve(b), None);
+        let c = t.insert(stmt());
+        t.forget_last();
+        assert_eq!(t.resolve(LAST_PREPARED), None, "a prepare failed after c's");
+        assert_eq!(t.resolve(c), Some(c));
     }
 
     // cmd, id, flags, iteration, bitmap(1), bound=1, type(2), value

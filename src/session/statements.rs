@@ -27,6 +27,9 @@ impl Session {
     /// COM_STMT_PREPARE: prepared on the primary; the client gets the
     /// proxy's statement id in place of the backend's.
     pub(super) async fn on_prepare(&mut self) -> Result<Next, SessionError> {
+        // As on the server: until this prepare succeeds, no statement is
+        // the last prepared.
+        self.stmts.forget_last();
         // Each statement's text stays in the proxy (to prepare it again on
         // other backends): a session may hold only so many.
         let limit = self.view.config.limits.max_prepared_statements;
