@@ -2,8 +2,9 @@
 """Chaos soak: clients write and read through the proxy while faults hit
 the lab, and every answer is checked.
 
-Workers (PyMySQL text, MariaDB Connector/Python text, its "prepared" cursor
-and its binary-protocol cursor) each own rows of a table. They increment a
+Workers (PyMySQL text, MariaDB Connector/Python text, its "prepared" cursor,
+its binary-protocol cursor, and its executemany, which is one bulk execute)
+each own rows of a table. They increment a
 row and read it straight back (read-your-writes), increment two rows in a
 transaction, or just read. For every row the script knows the bounds of its
 value: the acknowledged increments (low) and all increments sent, failed
@@ -102,7 +103,9 @@ def error_key(op, e):
 
 
 class Worker(threading.Thread):
-    KINDS = ["pymysql", "mariadb_prepared", "mariadb_binary", "mariadb_text"]
+    # mariadb_bulk writes with executemany, a MariaDB bulk execute (one
+    # command for all its rows) since the proxy offers bulk operations.
+    KINDS = ["pymysql", "mariadb_prepared", "mariadb_binary", "mariadb_text", "mariadb_bulk"]
 
     def __init__(self, n):
         super().__init__(daemon=True)
@@ -124,7 +127,7 @@ class Worker(threading.Thread):
         if self.kind == "pymysql":
             cursor = self.conn.cursor()
             sql = sql.replace("?", "%s")
-        elif self.kind == "mariadb_prepared":
+        elif self.kind in ("mariadb_prepared", "mariadb_bulk"):
             cursor = self.conn.cursor(prepared=True)
         elif self.kind == "mariadb_binary":
             cursor = self.conn.cursor(binary=True)
@@ -142,17 +145,26 @@ class Worker(threading.Thread):
             pass
         self.conn = None
 
+    def update(self, ids):
+        sql = "UPDATE chaos_kv SET v = v + 1, s = ? WHERE id = ?"
+        if self.kind == "mariadb_bulk":
+            cursor = self.conn.cursor()
+            cursor.executemany(sql, [(f"w{self.n}", i) for i in ids])
+            cursor.close()
+        else:
+            for i in ids:
+                self.query(sql, (f"w{self.n}", i))
+
     def write(self, ids, in_transaction):
         for i in ids:
             bounds[i][1] += 1
         try:
             if in_transaction:
                 self.query("BEGIN")
-                for i in ids:
-                    self.query("UPDATE chaos_kv SET v = v + 1, s = ? WHERE id = ?", (f"w{self.n}", i))
+                self.update(ids)
                 self.query("COMMIT")
             else:
-                self.query("UPDATE chaos_kv SET v = v + 1, s = ? WHERE id = ?", (f"w{self.n}", ids[0]))
+                self.update(ids[:1])
             for i in ids:
                 bounds[i][0] += 1
             count("write_ok")
