@@ -429,7 +429,7 @@ impl Session {
             // The server names the execute here too.
             return self.unknown_stmt("mysqld_stmt_execute").await;
         };
-        let stmt = self.stmts.get_mut(id).expect("resolved");
+        let stmt = self.stmts.get(id).expect("resolved");
         let (info, params, sql) = (stmt.info, stmt.params, stmt.text.clone());
         if self.last_prepared_untyped(params) {
             return self.malformed().await;
