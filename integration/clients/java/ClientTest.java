@@ -161,6 +161,41 @@ public class ClientTest {
                     }
                 }
             });
+            // With useBulkStmts, Connector/J sends a batch as one
+            // COM_STMT_BULK_EXECUTE when the server offers bulk operations
+            // (counts -2, and a duplicate part way fails the whole batch;
+            // one execute per row otherwise: counts 1, the other rows in).
+            // Through the proxy as straight from the primary.
+            checks.put("bulk batches: counts, a duplicate part way, as from the primary", () -> {
+                for (String params : new String[] {"", "useBulkStmts=true", "useBulkStmts=true&useServerPrepStmts=true", "useBulkStmts=false"}) {
+                    List<String> seen = new ArrayList<>();
+                    for (String port : new String[] {PRIMARY, PROXY}) {
+                        String tag = "bulk-" + port + "-" + params + "-";
+                        try (Connection c = connect(port, params);
+                             PreparedStatement ps = c.prepareStatement("INSERT INTO " + rw + " (v) VALUES (?)")) {
+                            for (int i = 0; i < 50; i++) {
+                                ps.setString(1, tag + i);
+                                ps.addBatch();
+                            }
+                            seen.add(Arrays.toString(ps.executeBatch()));
+                            for (int i : new int[] {100, 101, 7, 102}) {
+                                ps.setString(1, tag + i);
+                                ps.addBatch();
+                            }
+                            try {
+                                ps.executeBatch();
+                                seen.add("no error");
+                            } catch (BatchUpdateException e) {
+                                seen.add(e.getErrorCode() + " " + Arrays.toString(e.getUpdateCounts()));
+                            }
+                            seen.add(query(c, "SELECT COUNT(*) FROM " + rw + " WHERE v LIKE ?", tag + "%").toString());
+                        }
+                    }
+                    int half = seen.size() / 2;
+                    require(seen.subList(0, half).equals(seen.subList(half, seen.size())),
+                            params + ": primary " + seen.subList(0, half) + ", proxy " + seen.subList(half, seen.size()));
+                }
+            });
             checks.put("server errors keep their codes and the connection", () -> {
                 Object[][] cases = {
                     {"SELEC 1", 1064}, {"SELECT * FROM java_missing_" + RUN, 1146},
