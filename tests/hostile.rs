@@ -321,6 +321,45 @@ async fn large_commands_beyond_the_shared_memory_cap_get_error_1041() {
     assert_eq!(c.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
 }
 
+/// A prepared execute is kept as the client sent it while a copy goes to
+/// its backend, so a large one holds twice its size: the cap counts both.
+/// One whose copy would not fit gets ERROR 1041 and does not run; the
+/// session goes on, and all it held comes back.
+#[tokio::test]
+async fn a_large_execute_counts_twice_against_the_shared_memory_cap() {
+    let config = "[limits]\nmax_packet = \"8MiB\"\nmax_command_memory = \"10MiB\"\n";
+    let proxy = start_proxy(lab_config(config)).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let r = c.prepare(b"\x16SELECT LENGTH(?)").await;
+    assert_eq!(r[0].1[0], 0x00, "{:?}", String::from_utf8_lossy(&r[0].1));
+    let id: [u8; 4] = r[0].1[1..5].try_into().unwrap();
+    // cmd, id, flags, iterations, null bitmap, types bound: LONG_BLOB, value
+    let execute = |len: usize| {
+        let mut p = vec![0x17];
+        p.extend_from_slice(&id);
+        p.extend_from_slice(&[0, 1, 0, 0, 0, 0, 1, 0xFB, 0]);
+        p.push(0xFD);
+        p.extend_from_slice(&(len as u32).to_le_bytes()[..3]);
+        p.extend(std::iter::repeat_n(b'x', len));
+        p
+    };
+    // A binary row: header, null bitmap, the integer (little-endian).
+    let length = |r: &Packets| {
+        let row = &r[r.len() - 2].1;
+        row[2..].iter().rev().fold(0u64, |n, &b| n << 8 | u64::from(b))
+    };
+    // 4 MiB, held twice: 8 MiB fit.
+    let r = c.command(&execute(4 << 20), rwsplit::relay::Expect::Result).await;
+    assert_eq!(r[0].1[0], 1, "a result set: {:?}", String::from_utf8_lossy(&r[0].1));
+    assert_eq!(length(&r), 4 << 20);
+    assert_eq!(proxy.shared.command_memory.used(), 0);
+    // 6 MiB is admitted as a command, but twice it is not.
+    let r = c.command(&execute(6 << 20), rwsplit::relay::Expect::Result).await;
+    assert_eq!(err_code_of(&r[0].1), Some(1041), "{:?}", String::from_utf8_lossy(&r[0].1));
+    assert_eq!(proxy.shared.command_memory.used(), 0, "given back");
+    assert_eq!(c.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
+}
+
 /// A session keeps the text of its prepared statements and SETs (to run
 /// them on other backend connections) only up to
 /// `limits.max_statement_memory`: a prepare beyond it gets ERROR 1041 and

@@ -247,6 +247,26 @@ impl Session {
             && prepared::execute_types(&self.cmd, params).is_none()
     }
 
+    /// An execute (or batch) is kept as the client sent it while a copy is
+    /// rewritten for its backend: a large one holds twice its size, and
+    /// `limits.max_command_memory` must admit the copy as it admitted the
+    /// command. False: refused with ERROR 1041 (nothing ran; the session
+    /// goes on).
+    async fn admit_execute_copy(&mut self) -> Result<bool, SessionError> {
+        let (len, cap) = (self.cmd.len(), self.view.config.limits.max_command_memory);
+        if self.cmd_memory.admit(2 * len, cap) {
+            return Ok(true);
+        }
+        metrics::counter!(crate::telemetry::COMMANDS_REFUSED).increment(1);
+        let msg = format!(
+            "Out of memory: an execute of {len} bytes is held twice while it runs (as sent and \
+             as sent on), which does not fit in rwsplit's limits.max_command_memory ({cap} \
+             bytes), held by other clients' large commands; try again later"
+        );
+        self.reply_err(1041, "HY000", &msg).await?;
+        Ok(false)
+    }
+
     async fn malformed(&mut self) -> Result<Next, SessionError> {
         self.reply_err(1835, "HY000", "Malformed communication packet").await
     }
@@ -315,14 +335,17 @@ impl Session {
         };
         let stmt = self.stmts.get(id).expect("resolved");
         let (info, params, long_data) = (stmt.info, stmt.params, stmt.long_data);
+        let sql = stmt.text.clone();
         if self.last_prepared_untyped(params) {
             return self.malformed().await;
+        }
+        if !self.admit_execute_copy().await? {
+            return Ok(Next::Continue);
         }
         self.exec_long_data = long_data;
         self.routing.reads_insert_id =
             info.flags.contains(crate::classify::Flags::READS_LAST_INSERT_ID);
         self.routing.statement_writes = crate::router::is_write(&info);
-        let sql = stmt.text.clone();
         // A rule added since the prepare refuses its executions too.
         if let Some(message) = self.refusing_rule(&sql) {
             return self.refuse_by_rule(&message).await;
@@ -433,6 +456,9 @@ impl Session {
         let (info, params, sql) = (stmt.info, stmt.params, stmt.text.clone());
         if self.last_prepared_untyped(params) {
             return self.malformed().await;
+        }
+        if !self.admit_execute_copy().await? {
+            return Ok(Next::Continue);
         }
         let stmt = self.stmts.get_mut(id).expect("resolved");
         // Types sent here are the statement's from now on, as on the server.
