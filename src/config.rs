@@ -339,12 +339,13 @@ impl RuleConfig {
     }
 
     /// Whether this rule matches a statement (raw text and, lazily, its
-    /// normalized text) of the session `who`.
-    pub fn matches(
+    /// normalized text, worked out once for all the rules that ask) of the
+    /// session `who`.
+    pub fn matches<'d>(
         &self,
         sql: &str,
         who: RuleSubject<'_>,
-        digest_text: &mut dyn FnMut() -> String,
+        digest_text: &dyn Fn() -> &'d str,
     ) -> bool {
         let session_matches = self.user.as_ref().is_none_or(|u| u.as_bytes() == who.user)
             && self.database.as_ref().is_none_or(|d| Some(d.as_bytes()) == who.database)
@@ -354,7 +355,7 @@ impl RuleConfig {
         }
         match &self.regex {
             None => true,
-            Some(re) if self.match_digest.is_some() => re.is_match(&digest_text()),
+            Some(re) if self.match_digest.is_some() => re.is_match(digest_text()),
             Some(re) => re.is_match(sql),
         }
     }
@@ -1378,11 +1379,11 @@ mod tests {
             "{MINIMAL}\n[[rules]]\nmatch_digest = \"^select \\\\* from reports\"\ntarget = \"primary\"\n[[rules]]\nmatch_pattern = \"/\\\\* batch \\\\*/\"\ntarget = \"replica\"\n"
         ))
         .unwrap();
-        let mut digest = || "select * from reports where id = ?".to_string();
+        let digest = || "select * from reports where id = ?";
         let who = RuleSubject { user: b"app", database: None, listener: "127.0.0.1:6450" };
-        assert!(c.rules[0].matches("SELECT * FROM reports WHERE id = 5", who, &mut digest));
-        assert!(c.rules[1].matches("SELECT 1 /* batch */", who, &mut || String::new()));
-        assert!(!c.rules[1].matches("SELECT 1", who, &mut || String::new()));
+        assert!(c.rules[0].matches("SELECT * FROM reports WHERE id = 5", who, &digest));
+        assert!(c.rules[1].matches("SELECT 1 /* batch */", who, &|| ""));
+        assert!(!c.rules[1].matches("SELECT 1", who, &|| ""));
     }
 
     #[test]
@@ -1396,7 +1397,7 @@ mod tests {
         ))
         .unwrap();
         assert!(c.validate().is_empty(), "{:?}", c.validate());
-        let none = &mut || String::new();
+        let none = &|| "";
         let app =
             RuleSubject { user: b"app", database: Some(b"billing"), listener: "127.0.0.1:6450" };
         let report = RuleSubject { user: b"report", ..app };

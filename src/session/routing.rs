@@ -176,22 +176,21 @@ impl Session {
         if config.rules.is_empty() {
             return None;
         }
-        let mut normalized: Option<String> = None;
-        let mut digest_text = || {
-            normalized
-                .get_or_insert_with(|| {
-                    let mut s = String::new();
-                    classify::normalize(sql, self.backslashes(), &mut s);
-                    s
-                })
-                .clone()
+        // Normalized once, when a digest rule first asks, and lent out.
+        let normalized = std::cell::OnceCell::new();
+        let digest_text = || -> &str {
+            normalized.get_or_init(|| {
+                let mut s = String::new();
+                classify::normalize(sql, self.backslashes(), &mut s);
+                s
+            })
         };
         let who = crate::config::RuleSubject {
             user: &self.login.user,
             database: self.login.database.as_deref(),
             listener: &self.listener,
         };
-        config.rules.iter().enumerate().find(|(_, r)| r.matches(sql, who, &mut digest_text))
+        config.rules.iter().enumerate().find(|(_, r)| r.matches(sql, who, &digest_text))
     }
 
     /// Where the first configured rule that matches `sql` sends it.
