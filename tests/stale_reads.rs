@@ -267,13 +267,10 @@ async fn a_batch_is_read_back_like_any_write() {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         let mut c = Raw::app(&proxy.addr.to_string(), true).await;
-        let mut prep = vec![0x16];
-        prep.extend_from_slice(format!("INSERT INTO {table} VALUES (?, ?)").as_bytes());
-        let r = c.prepare(&prep).await;
-        assert_eq!(r[0].1[0], 0, "prepare: {:?}", String::from_utf8_lossy(&r[0].1));
+        let id = prepare_ok(&mut c, &format!("INSERT INTO {table} VALUES (?, ?)")).await;
         // Three rows (k, v) of two LONGLONGs.
         let mut bulk = vec![0xFA];
-        bulk.extend_from_slice(&r[0].1[1..5]);
+        bulk.extend_from_slice(&id.to_le_bytes());
         bulk.extend_from_slice(&128u16.to_le_bytes());
         bulk.extend_from_slice(&[8, 0, 8, 0]);
         for k in base..base + 3i64 {
@@ -497,12 +494,17 @@ async fn gtid_mode_prepared_reads_have_no_stale_reads() {
 }
 
 /// Runs a prepared statement without parameters (prepare, execute, close).
-async fn execute_once(c: &mut Raw, sql: &str) -> Packets {
+/// Prepares `sql` (which must succeed) and returns the statement's id.
+async fn prepare_ok(c: &mut Raw, sql: &str) -> u32 {
     let mut prep = vec![0x16];
     prep.extend_from_slice(sql.as_bytes());
     let r = c.prepare(&prep).await;
     assert_eq!(r[0].1[0], 0, "prepare {sql}: {:?}", String::from_utf8_lossy(&r[0].1));
-    let id = u32::from_le_bytes(r[0].1[1..5].try_into().unwrap());
+    u32::from_le_bytes(r[0].1[1..5].try_into().unwrap())
+}
+
+async fn execute_once(c: &mut Raw, sql: &str) -> Packets {
+    let id = prepare_ok(c, sql).await;
     let mut e = vec![0x17];
     e.extend_from_slice(&id.to_le_bytes());
     e.push(0);
@@ -817,13 +819,7 @@ async fn a_write_no_server_holds_is_waited_for_once_not_by_every_read() {
     let mut c = Raw::app(&addr, true).await;
     // The first read, prepared (as most applications read), waits in vain
     // and the primary answers it.
-    let r = c.prepare(b"\x16SELECT @@server_id").await;
-    let id = u32::from_le_bytes(r[0].1[1..5].try_into().unwrap());
-    let mut execute = vec![0x17];
-    execute.extend_from_slice(&id.to_le_bytes());
-    execute.push(0);
-    execute.extend_from_slice(&1u32.to_le_bytes());
-    let r = c.command(&execute, rwsplit::relay::Expect::Result).await;
+    let r = execute_once(&mut c, "SELECT @@server_id").await;
     assert_ne!(r[0].1[0], 0xff, "{r:?}");
     let mut on_primary = 0;
     for _ in 0..10 {
