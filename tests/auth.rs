@@ -367,3 +367,45 @@ async fn a_mariadb_ed25519_account_is_logged_in_to_every_backend() {
         assert_eq!(servers.into_iter().collect::<Vec<_>>(), ["1", "2", "3"], "{extra:?}");
     }
 }
+
+/// ucs2, utf16, utf16le and utf32 cannot be a client's character set: the
+/// server refuses a login in one before it checks the password (ERROR
+/// 1231), and a COM_CHANGE_USER to one (the session starts afresh, its
+/// user kept). The proxy answers both as the primary does. Before, it let
+/// the client in, and every statement then failed with that error from
+/// the backend it ran on (the `mariadb` client crashed on utf16).
+#[tokio::test]
+async fn a_wide_character_set_is_refused_at_login_and_change_user_as_by_the_server() {
+    let proxy = start_proxy(lab_config("")).await;
+    let addr = proxy.addr.to_string();
+    // ucs2_general_ci, utf16_general_ci, utf16le_general_ci,
+    // utf32_general_ci, ucs2_unicode_520_ci.
+    for collation in [35, 54, 56, 60, 159] {
+        for password in ["app", "wrong"] {
+            let mut wide = login("app", password, Some("app"), client_caps(true));
+            wide.collation = collation;
+            let direct = Raw::connect(PRIMARY, &wide).await.err().map(|e| e.to_string());
+            assert!(direct.as_deref().is_some_and(|e| e.contains("1231")), "{direct:?}");
+            let proxied = Raw::connect(&addr, &wide).await.err().map(|e| e.to_string());
+            assert_eq!(proxied, direct, "collation {collation}, password {password}");
+        }
+    }
+    let mut change = vec![0x11];
+    change.extend_from_slice(b"app\0");
+    change.push(0); // no auth data: the server answers before it looks
+    change.extend_from_slice(b"app\0");
+    change.extend_from_slice(&35u16.to_le_bytes());
+    change.extend_from_slice(b"mysql_native_password\0");
+    let mut replies = Vec::new();
+    for server in [PRIMARY, addr.as_str()] {
+        let mut c = Raw::app(server, true).await;
+        c.exec("SET @kept = 1").await;
+        let reply = c.command(&change, Expect::Result).await;
+        let after = c.scalar("SELECT CONCAT_WS(' ', CURRENT_USER(), @kept)").await;
+        replies.push((reply, after));
+    }
+    assert_eq!(replies[1], replies[0], "the proxy's COM_CHANGE_USER answer and session after it");
+    let err = rwsplit::protocol::messages::parse_err(&replies[0].0[0].1).expect("an error");
+    assert_eq!(err.code, 1231);
+    assert_eq!(replies[0].1.as_deref(), Some("app@%"), "started afresh as app");
+}

@@ -1779,3 +1779,80 @@ async fn a_read_whose_primary_connection_closes_as_it_is_sent_runs_again_a_write
     assert_eq!(c.scalar("SELECT 4").await.as_deref(), Some("4"));
     a.exec(&format!("DROP TABLE app.{table}")).await;
 }
+
+/// Sets `@@global.autocommit` to 0 on every lab server (as `autocommit = 0`
+/// in their configuration would), and back to 1 when dropped, however the
+/// test ends.
+struct AutocommitOff;
+
+impl AutocommitOff {
+    fn set() -> AutocommitOff {
+        for port in [3306, 3307, 3308] {
+            set_global(port, "autocommit = 0");
+        }
+        AutocommitOff
+    }
+}
+
+impl Drop for AutocommitOff {
+    fn drop(&mut self) {
+        for port in [3306, 3307, 3308] {
+            set_global(port, "autocommit = 1");
+        }
+    }
+}
+
+/// Servers whose sessions start without autocommit: a client of the proxy
+/// starts without it too, as it would on the server. Its writes wait for
+/// COMMIT (a ROLLBACK undoes them) and its reads stay on the primary, in
+/// its transaction; after `SET autocommit = 1` reads go to the replicas,
+/// where no transaction stays open (each read sees the session's latest
+/// write), with and without multiplexing. Before, the proxy started every
+/// session with autocommit on: with multiplexing its connections were set
+/// so and a write the client rolled back was committed; without, the
+/// replicas' connections kept the servers' default, a read left a
+/// transaction open there, and the next write went to that replica (ERROR
+/// 1290, read-only).
+#[tokio::test]
+async fn servers_whose_sessions_start_without_autocommit_are_served_as_they_serve() {
+    let _serial = SERIAL.lock().await;
+    let _off = AutocommitOff::set();
+    let table = format!("app.{}", unique("noac"));
+    let mut primary = admin(PRIMARY).await;
+    // Its counts see what others committed.
+    primary.exec("SET autocommit = 1").await;
+    primary.exec(&format!("CREATE TABLE {table} (n INT)")).await;
+    for extra in ["", "[pool]\nmultiplex = true"] {
+        primary.exec(&format!("TRUNCATE {table}")).await;
+        let proxy = start_proxy(lab_config(extra)).await;
+        let addr = proxy.addr.to_string();
+        let direct = Raw::app(PRIMARY, true).await;
+        let mut c = Raw::app(&addr, true).await;
+        assert_eq!(c.conn.autocommit, Some(false), "the greeting says autocommit is off");
+        assert_eq!(c.conn.autocommit, direct.conn.autocommit);
+        assert_eq!(c.scalar("SELECT @@autocommit").await.as_deref(), Some("0"), "{extra:?}");
+        let count = format!("SELECT COUNT(*), @@server_id FROM {table}");
+        c.exec(&format!("INSERT INTO {table} VALUES (1)")).await;
+        assert_eq!(c.scalar(&count).await.as_deref(), Some("1"), "its transaction sees it");
+        c.exec("ROLLBACK").await;
+        assert_eq!(primary.scalar(&count).await.as_deref(), Some("0"), "rolled back {extra:?}");
+        c.exec(&format!("INSERT INTO {table} VALUES (2)")).await;
+        c.exec("COMMIT").await;
+        assert_eq!(primary.scalar(&count).await.as_deref(), Some("1"), "committed {extra:?}");
+        c.exec("SET autocommit = 1").await;
+        let mut on_replicas = 0;
+        for n in 3..=8 {
+            c.exec(&format!("INSERT INTO {table} VALUES ({n})")).await;
+            let sql = format!(
+                "SELECT CONCAT(COUNT(*), ' ', @@in_transaction, ' ', @@server_id) FROM {table}"
+            );
+            let answer = c.scalar(&sql).await.expect("a row");
+            let (seen, rest) = answer.split_once(' ').expect("three values");
+            let (in_transaction, server) = rest.split_once(' ').expect("three values");
+            assert_eq!(seen, (n - 1).to_string(), "the latest write is seen: {answer} {extra:?}");
+            assert_eq!(in_transaction, "0", "no transaction left open: {answer} {extra:?}");
+            on_replicas += usize::from(server != "1");
+        }
+        assert!(on_replicas > 0, "reads with autocommit on reach the replicas ({extra:?})");
+    }
+}

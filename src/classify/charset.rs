@@ -74,6 +74,21 @@ impl Multibyte {
     }
 }
 
+/// The character set of collation `id` (below 256, the ids MySQL and
+/// MariaDB share) when no client may talk in it: ucs2, utf16, utf16le and
+/// utf32, in which a statement's ASCII is not ASCII bytes. The server
+/// refuses such a login or COM_CHANGE_USER before it checks the password
+/// (ERROR 1231), as it refuses `SET NAMES` to them.
+pub fn not_a_client_charset(id: u16) -> Option<&'static str> {
+    match id {
+        35 | 90 | 128..=151 | 159 => Some("ucs2"),
+        54 | 55 | 101..=124 => Some("utf16"),
+        56 | 62 => Some("utf16le"),
+        60 | 61 | 160..=183 => Some("utf32"),
+        _ => None,
+    }
+}
+
 /// Appends the text the classifier reads for `bytes`, a statement in the
 /// client's character set, to `out`: in a [`Multibyte`] set every
 /// character outside ASCII becomes U+FFFD; otherwise valid UTF-8 is kept as
@@ -117,6 +132,18 @@ mod tests {
         assert_eq!(text(b"'\xA5\x5C'", Some(Multibyte::Big5)), "'\u{FFFD}'");
         // Without the character set the backslash is one.
         assert_eq!(text(b"'\x95\x5C'", None), "'\u{FFFD}\\'");
+    }
+
+    #[test]
+    fn wide_character_sets_are_not_client_character_sets() {
+        assert_eq!(not_a_client_charset(35), Some("ucs2"));
+        assert_eq!(not_a_client_charset(159), Some("ucs2"));
+        assert_eq!(not_a_client_charset(124), Some("utf16"));
+        assert_eq!(not_a_client_charset(62), Some("utf16le"));
+        assert_eq!(not_a_client_charset(183), Some("utf32"));
+        for usable in [8, 28, 33, 45, 63, 83, 192, 224, 246, 255] {
+            assert_eq!(not_a_client_charset(usable), None, "{usable}");
+        }
     }
 
     #[test]

@@ -38,7 +38,7 @@ mod words;
 mod tests;
 
 pub use answers::{answer_proxy_variables, answer_row_count};
-pub use charset::{Multibyte, push_text};
+pub use charset::{Multibyte, not_a_client_charset, push_text};
 pub use info::{Consistency, Flags, Hint, StatementInfo, StatementKind, Tier};
 pub use lexer::Backslashes;
 pub use scan::{Statement, statements};

@@ -184,6 +184,14 @@ impl Session {
                 .await
                 .map(|_| Next::Quit);
         };
+        // A character set no client may use is refused before the
+        // password is checked; the session starts afresh, its user kept.
+        if let Some(charset) = change.collation.and_then(crate::classify::not_a_client_charset) {
+            self.close_backends().await;
+            self.start_afresh();
+            self.write_reply(&super::login::charset_refused(charset)).await?;
+            return Ok(Next::Continue);
+        }
         let config = self.config();
         let secret = config.user(&change.user).and_then(|u| u.secret(&config.base_dir).ok());
         let plugin = change.auth_plugin.as_deref().unwrap_or(auth::NATIVE.as_bytes());

@@ -87,9 +87,13 @@ pub fn greeting_for_client(
             | mysql_bit
             | CapabilityFlags::CLIENT_COMPRESS,
         collation,
-        // A server whose sql_mode has NO_BACKSLASH_ESCAPES says so here,
-        // and a client's escaping (mysql_real_escape_string) depends on it.
-        status: status::AUTOCOMMIT | primary.map_or(0, |g| g.status & status::NO_BACKSLASH_ESCAPES),
+        // A session starts as the primary's do: with autocommit unless the
+        // server's default (@@global.autocommit) is off, and with
+        // NO_BACKSLASH_ESCAPES when its sql_mode has it (a client's
+        // escaping, mysql_real_escape_string, depends on it).
+        status: primary.map_or(status::AUTOCOMMIT, |g| {
+            g.status & (status::AUTOCOMMIT | status::NO_BACKSLASH_ESCAPES)
+        }),
         mariadb_caps: mariadb & PASSTHROUGH_MARIADB_CAPS,
         auth_plugin: auth::NATIVE.as_bytes().to_vec(),
     }
@@ -144,6 +148,11 @@ pub async fn login(
         let msg = "rwsplit compresses with zlib only; connect without zstd compression";
         write_packet(stream, seq.wrapping_add(1), &build_err(1235, "42000", msg)).await?;
         return Err(LoginError::Unsupported("zstd compression"));
+    }
+    if let Some(charset) = crate::classify::not_a_client_charset(response.collation.into()) {
+        let err = charset_refused(charset);
+        write_packet(stream, seq.wrapping_add(1), &err).await?;
+        return Err(LoginError::Unsupported("a wide character set (ucs2, utf16, utf32)"));
     }
     let caps = (response.capabilities & greeting.capabilities & !CapabilityFlags::CLIENT_SSL)
         | CapabilityFlags::CLIENT_PROTOCOL_41;
@@ -205,6 +214,12 @@ pub async fn login(
         reply_seq: next_seq,
         compress: caps.contains(CapabilityFlags::CLIENT_COMPRESS),
     })
+}
+
+/// The server's error for a client character set no client may use.
+pub(super) fn charset_refused(charset: &str) -> Vec<u8> {
+    let msg = format!("Variable 'character_set_client' can't be set to the value of '{charset}'");
+    build_err(1231, "42000", &msg)
 }
 
 impl super::Session {
@@ -425,9 +440,14 @@ mod tests {
         // A primary whose default sql_mode has NO_BACKSLASH_ESCAPES: the
         // client is told, as the server would tell it; nothing else of the
         // primary's status is copied.
-        let nbe = Greeting { status: status::NO_BACKSLASH_ESCAPES | status::IN_TRANS, ..primary };
+        let both = status::AUTOCOMMIT | status::NO_BACKSLASH_ESCAPES;
+        let nbe = Greeting { status: both | status::IN_TRANS, ..primary.clone() };
         let g = greeting_for_client(Some(&nbe), &config, 5, &[2; 20]);
-        assert_eq!(g.status, status::AUTOCOMMIT | status::NO_BACKSLASH_ESCAPES);
+        assert_eq!(g.status, both);
+        // A primary whose sessions start without autocommit
+        // (@@global.autocommit = 0): the client's does too.
+        let off = Greeting { status: 0, ..primary };
+        assert_eq!(greeting_for_client(Some(&off), &config, 5, &[2; 20]).status, 0);
         let g = greeting_for_client(None, &config, 5, &[2; 20]);
         assert_eq!(g.status, status::AUTOCOMMIT);
     }

@@ -685,8 +685,10 @@ impl Session {
 
     /// Opens a connection of this session's login to backend `idx` at
     /// `addr`: it has seen the backend's outages counted so far, keeps the
-    /// primary's greeting current (see `Shared::note_primary_greeting`), and
-    /// has multi-statements off when the client turned them off.
+    /// primary's greeting current (see `Shared::note_primary_greeting`),
+    /// has multi-statements off when the client turned them off, and the
+    /// session's autocommit (a server whose default is the other one: its
+    /// `@@global.autocommit`, or a session that changed its own).
     pub(super) async fn connect(
         &self,
         idx: usize,
@@ -707,6 +709,7 @@ impl Session {
         if self.multi_statements_off {
             conn.run_own(&[crate::protocol::command::SET_OPTION, 1, 0]).await?;
         }
+        self.sync_autocommit(&mut conn).await?;
         Ok(conn)
     }
 

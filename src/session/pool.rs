@@ -527,7 +527,6 @@ impl Session {
                 let mut conn = self.connect(idx, address, config.timeouts.connect, tls).await?;
                 if config.pool.multiplex {
                     conn.prepared = Some(Default::default());
-                    self.sync_autocommit(&mut conn).await?;
                 }
                 self.hold(idx, conn.thread_id, slot);
                 return Ok(conn);
@@ -618,9 +617,9 @@ impl Session {
     }
 
     /// Autocommit is the session's: a connection that last served a
-    /// session with the other setting, was reset, or opened with the
-    /// server's default is told.
-    async fn sync_autocommit(&self, conn: &mut BackendConn) -> Result<(), BackendError> {
+    /// session with the other setting, was reset, or opened with a server
+    /// default that differs is told.
+    pub(super) async fn sync_autocommit(&self, conn: &mut BackendConn) -> Result<(), BackendError> {
         let autocommit = self.status & status::AUTOCOMMIT != 0;
         if conn.autocommit != Some(autocommit) {
             let sql = if autocommit { "SET autocommit = 1" } else { "SET autocommit = 0" };
