@@ -146,6 +146,12 @@ pub struct Machine {
     /// A response that is only a server error is withheld from the client
     /// (`Outcome::withheld`): the caller decides what the client gets.
     hold_first_error: bool,
+    /// The command asked for a cursor (COM_STMT_EXECUTE with a cursor
+    /// flag): a column EOF flagged CURSOR_EXISTS ends the response. Any
+    /// other response's rows follow such an EOF all the same (MariaDB sets
+    /// the flag on a procedure's result sets while the procedure has a
+    /// cursor of its own open).
+    cursor: bool,
     pub outcome: Outcome,
 }
 
@@ -184,8 +190,15 @@ impl Machine {
             started: false,
             first_packet: false,
             hold_first_error: false,
+            cursor: false,
             outcome: Outcome::default(),
         }
+    }
+
+    /// The response is to an execute that asked for a cursor.
+    pub fn opening_cursor(mut self, cursor: bool) -> Self {
+        self.cursor = cursor;
+        self
     }
 
     /// Withholds a response that is only a server error (see
@@ -262,7 +275,7 @@ impl Machine {
             }
             Expect::ColumnsEof => {
                 let (status, _) = messages::parse_eof(payload).ok_or(Unexpected("column EOF"))?;
-                if status & status::CURSOR_EXISTS != 0 {
+                if self.cursor && status & status::CURSOR_EXISTS != 0 {
                     self.outcome.status = status;
                     self.outcome.has_status = true;
                     return Ok(Step::Done);
@@ -818,9 +831,30 @@ mod tests {
     #[test]
     fn cursor_response_ends_after_column_eof() {
         let c = caps(false);
-        let mut m = Machine::new(Expect::Result, c);
+        let mut m = Machine::new(Expect::Result, c).opening_cursor(true);
         let packets = vec![vec![1u8], b"\x03def".to_vec(), build_eof(c, 0x0042, 0)];
         assert_eq!(feed(&mut m, &packets).last(), Some(&Step::Done));
+    }
+
+    /// A procedure with a cursor open sends its SELECTs' result sets with
+    /// CURSOR_EXISTS in the column EOF (MariaDB), rows and all.
+    #[test]
+    fn rows_follow_a_cursor_flag_no_cursor_was_asked_for() {
+        let c = caps(false);
+        let mut m = Machine::new(Expect::Result, c);
+        let more = status::MORE_RESULTS_EXISTS | status::CURSOR_EXISTS | status::AUTOCOMMIT;
+        let packets = vec![
+            vec![1u8],
+            b"\x03def".to_vec(),
+            build_eof(c, more, 0),
+            b"\x011".to_vec(),
+            build_eof(c, more, 0),
+            build_ok(0, 0, status::AUTOCOMMIT, 0),
+        ];
+        let steps = feed(&mut m, &packets);
+        assert_eq!(steps[..5], [Step::Continue; 5]);
+        assert_eq!(steps[5], Step::Done);
+        assert_eq!(m.outcome.rows, 1);
     }
 
     #[test]

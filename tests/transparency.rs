@@ -376,6 +376,56 @@ async fn prepared_statements_are_byte_identical() {
     }
 }
 
+/// A procedure's result sets while it has a cursor of its own open: MariaDB
+/// flags them CURSOR_EXISTS after their column definitions, rows and all
+/// following. Called as text and as a prepared statement (no cursor asked
+/// for), in both EOF modes, the proxy relays what the primary sends. Before,
+/// it took the flag for a cursor the client had opened, ended the reply
+/// there and waited for the client while the client waited for the rows
+/// (the `mariadb` client hung on such a CALL).
+#[tokio::test]
+async fn a_procedures_results_while_it_holds_a_cursor_are_relayed_whole() {
+    let table = setup().await;
+    let procedure = format!("app.{table}_fetching");
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!(
+        "CREATE PROCEDURE {procedure}() BEGIN
+           DECLARE done INT DEFAULT 0;
+           DECLARE v INT;
+           DECLARE c CURSOR FOR SELECT id FROM app.{table} ORDER BY id;
+           DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1;
+           OPEN c;
+           fetching: LOOP
+             FETCH c INTO v;
+             IF done THEN LEAVE fetching; END IF;
+             SELECT v, v * 10 AS tens;
+           END LOOP;
+           CLOSE c;
+         END"
+    ))
+    .await;
+    wait_replicas_caught_up().await;
+    let proxy = start_proxy(lab_config("")).await;
+    let call = format!("CALL {procedure}()");
+    for deprecate_eof in [true, false] {
+        let within = std::time::Duration::from_secs(10);
+        let mut replies = Vec::new();
+        for server in [PRIMARY.to_string(), proxy.addr.to_string()] {
+            let mut c = Raw::app(&server, deprecate_eof).await;
+            let text = tokio::time::timeout(within, c.query(&call)).await.expect("a whole reply");
+            let id = stmt_id(&c.prepare(&prepare(&call)).await[0].1);
+            let run = execute(id, 0, &[], false);
+            let prepared = tokio::time::timeout(within, c.command(&run, Expect::Result));
+            let prepared = prepared.await.expect("a whole reply");
+            let after = c.scalar("SELECT 'still in step'").await;
+            replies.push((text, prepared, after));
+        }
+        assert_eq!(replies[1], replies[0], "deprecate_eof={deprecate_eof}");
+        let rows = replies[0].0.iter().filter(|(_, p)| p.starts_with(b"\x011")).count();
+        assert_eq!(rows, 1, "the first row's result set is there");
+    }
+}
+
 #[tokio::test]
 async fn packets_over_16_mib_pass_both_ways() {
     let proxy = start_proxy(lab_config("")).await;

@@ -825,7 +825,10 @@ impl Session {
         let limit = self.view.max_query_time;
         let timeout = (!limit.is_zero())
             .then(|| Arc::new(relay::QueryTimeout { limit, fired: Default::default() }));
+        let cursor = self.asks_for_cursor();
+        let conn = self.backends[idx].as_mut().expect("backend open");
         let mut machine = Machine::new(expect, conn.caps)
+            .opening_cursor(cursor)
             .rewriting_for(Some(view))
             .with_timeout(timeout.clone())
             .holding_first_error(hold_error);

@@ -677,10 +677,16 @@ impl Session {
         Ok(outcome.map(|o| (idx, o)))
     }
 
+    /// The command is an execute that asks for a cursor: its reply may
+    /// end after the column definitions, rows to be fetched.
+    pub(super) fn asks_for_cursor(&self) -> bool {
+        self.cmd.first() == Some(&cmd::STMT_EXECUTE)
+            && self.cmd.get(5).is_some_and(|f| f & CURSOR_READ_ONLY != 0)
+    }
+
     /// Bookkeeping after an execute ran on `idx`.
     fn after_execute(&mut self, id: u32, idx: usize) {
-        let cursor = self.cmd[0] == cmd::STMT_EXECUTE
-            && self.cmd.get(5).is_some_and(|f| f & CURSOR_READ_ONLY != 0);
+        let cursor = self.asks_for_cursor();
         if let Some(stmt) = self.stmts.get_mut(id) {
             stmt.long_data = false;
         }
