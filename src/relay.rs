@@ -147,10 +147,12 @@ pub struct Machine {
     /// (`Outcome::withheld`): the caller decides what the client gets.
     hold_first_error: bool,
     /// The command asked for a cursor (COM_STMT_EXECUTE with a cursor
-    /// flag): a column EOF flagged CURSOR_EXISTS ends the response. Any
-    /// other response's rows follow such an EOF all the same (MariaDB sets
-    /// the flag on a procedure's result sets while the procedure has a
-    /// cursor of its own open).
+    /// flag): a column EOF flagged CURSOR_EXISTS, and no more results,
+    /// ends the response. Otherwise rows follow such an EOF all the same:
+    /// MariaDB sets the flag on a procedure's result sets while the
+    /// procedure has a cursor of its own open (a CALL's result sets are
+    /// followed by its OK, so they are flagged MORE_RESULTS_EXISTS as well,
+    /// whether or not the execute asked for a cursor).
     cursor: bool,
     pub outcome: Outcome,
 }
@@ -275,7 +277,8 @@ impl Machine {
             }
             Expect::ColumnsEof => {
                 let (status, _) = messages::parse_eof(payload).ok_or(Unexpected("column EOF"))?;
-                if self.cursor && status & status::CURSOR_EXISTS != 0 {
+                let opened = status & (status::CURSOR_EXISTS | status::MORE_RESULTS_EXISTS);
+                if self.cursor && opened == status::CURSOR_EXISTS {
                     self.outcome.status = status;
                     self.outcome.has_status = true;
                     return Ok(Step::Done);
@@ -841,7 +844,6 @@ mod tests {
     #[test]
     fn rows_follow_a_cursor_flag_no_cursor_was_asked_for() {
         let c = caps(false);
-        let mut m = Machine::new(Expect::Result, c);
         let more = status::MORE_RESULTS_EXISTS | status::CURSOR_EXISTS | status::AUTOCOMMIT;
         let packets = vec![
             vec![1u8],
@@ -851,10 +853,13 @@ mod tests {
             build_eof(c, more, 0),
             build_ok(0, 0, status::AUTOCOMMIT, 0),
         ];
-        let steps = feed(&mut m, &packets);
-        assert_eq!(steps[..5], [Step::Continue; 5]);
-        assert_eq!(steps[5], Step::Done);
-        assert_eq!(m.outcome.rows, 1);
+        for cursor_asked in [false, true] {
+            let mut m = Machine::new(Expect::Result, c).opening_cursor(cursor_asked);
+            let steps = feed(&mut m, &packets);
+            assert_eq!(steps[..5], [Step::Continue; 5]);
+            assert_eq!(steps[5], Step::Done);
+            assert_eq!(m.outcome.rows, 1);
+        }
     }
 
     #[test]

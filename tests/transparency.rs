@@ -378,11 +378,12 @@ async fn prepared_statements_are_byte_identical() {
 
 /// A procedure's result sets while it has a cursor of its own open: MariaDB
 /// flags them CURSOR_EXISTS after their column definitions, rows and all
-/// following. Called as text and as a prepared statement (no cursor asked
-/// for), in both EOF modes, the proxy relays what the primary sends. Before,
-/// it took the flag for a cursor the client had opened, ended the reply
-/// there and waited for the client while the client waited for the rows
-/// (the `mariadb` client hung on such a CALL).
+/// following. Called as text and as a prepared statement (with and without
+/// a cursor asked for, which a CALL does not open), in both EOF modes, the
+/// proxy relays what the primary sends. Before, it took the flag for a
+/// cursor the client had opened, ended the reply there and waited for the
+/// client while the client waited for the rows (the `mariadb` client hung
+/// on such a CALL).
 #[tokio::test]
 async fn a_procedures_results_while_it_holds_a_cursor_are_relayed_whole() {
     let table = setup().await;
@@ -414,9 +415,13 @@ async fn a_procedures_results_while_it_holds_a_cursor_are_relayed_whole() {
             let mut c = Raw::app(&server, deprecate_eof).await;
             let text = tokio::time::timeout(within, c.query(&call)).await.expect("a whole reply");
             let id = stmt_id(&c.prepare(&prepare(&call)).await[0].1);
-            let run = execute(id, 0, &[], false);
-            let prepared = tokio::time::timeout(within, c.command(&run, Expect::Result));
-            let prepared = prepared.await.expect("a whole reply");
+            let mut prepared = Vec::new();
+            // Without and with a cursor asked for (which a CALL does not open).
+            for flags in [0, 1] {
+                let run = execute(id, flags, &[], false);
+                let reply = tokio::time::timeout(within, c.command(&run, Expect::Result));
+                prepared.push(reply.await.expect("a whole reply"));
+            }
             let after = c.scalar("SELECT 'still in step'").await;
             replies.push((text, prepared, after));
         }
