@@ -861,6 +861,38 @@ async fn kill_connection_closes_the_other_session() {
     assert!(matches!(n, Ok(0) | Err(_)));
 }
 
+/// KILL of a session in the middle of a read: its statement stops where it
+/// ran and the session closes at once, as on the server (the client sees
+/// its connection closed), with and without multiplexing. Before, the
+/// killed read failed on its replica and the proxy ran it again on the
+/// primary, to the end (a 5 s SLEEP answered after 5 s), before closing.
+#[tokio::test]
+async fn kill_connection_stops_the_running_statement_and_closes_at_once() {
+    for extra in ["", "[pool]\nmultiplex = true"] {
+        let proxy = start_proxy(lab_config(extra)).await;
+        let addr = proxy.addr.to_string();
+        let mut victim = Raw::app(&addr, true).await;
+        let tag = unique("killed_read");
+        let id = victim.scalar("SELECT CONNECTION_ID()").await.expect("an id");
+        victim.send_only(format!("\x03SELECT SLEEP(5) AS {tag}").as_bytes()).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while running_anywhere(&tag).await == 0 {
+            assert!(std::time::Instant::now() < deadline, "the read never started");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let mut killer = Raw::app(&addr, true).await;
+        let killed_at = std::time::Instant::now();
+        killer.exec(&format!("KILL {id}")).await;
+        let mut buf = [0u8; 1];
+        let read = tokio::io::AsyncReadExt::read(&mut victim.conn.stream, &mut buf);
+        let n = tokio::time::timeout(std::time::Duration::from_secs(4), read).await;
+        assert!(matches!(n, Ok(Ok(0) | Err(_))), "closed without a reply ({extra:?}): {n:?}");
+        let closed_after = killed_at.elapsed();
+        assert!(closed_after < std::time::Duration::from_secs(2), "{closed_after:?} ({extra:?})");
+        assert_eq!(running_anywhere(&tag).await, 0, "the read runs nowhere ({extra:?})");
+    }
+}
+
 #[tokio::test]
 async fn load_data_local_infile_is_relayed() {
     let proxy = start_proxy(lab_config("")).await;

@@ -154,6 +154,12 @@ impl Session {
         let threads = target.threads.lock().expect("handle lock").clone();
         let itself = kill.id == self.id as u64;
         let verb = if kill.query_only { "KILL QUERY" } else { "KILL" };
+        if !kill.query_only && !itself {
+            // Told before its backend threads die, so that the statement
+            // they were running ends the session rather than running again
+            // on another backend.
+            target.signal.stop();
+        }
         for (backend, thread) in threads {
             if itself {
                 // Nothing of ours runs while we run KILL; our own backend
@@ -177,9 +183,6 @@ impl Session {
         if itself {
             // The statement killed is this KILL itself, as on a server.
             return self.reply_err(1317, "70100", "Query execution was interrupted").await;
-        }
-        if !kill.query_only {
-            target.signal.stop();
         }
         let ok = self.own_ok();
         self.write_reply(&ok).await?;

@@ -916,6 +916,15 @@ impl Session {
                 self.client.flush().await?;
                 Ok(Some(Outcome { error: Some(1105), ..Outcome::default() }))
             }
+            Err(RelayError::BackendBeforeReply(e)) if self.handle.signal.stopping() => {
+                // Killed (KILL CONNECTION), which closed its backend
+                // connections: the session ends as on the server, without
+                // a reply and without running the statement elsewhere.
+                self.drop_backend(idx);
+                Err(SessionError::Fatal(format!(
+                    "killed while backend {idx} ran a statement ({e})"
+                )))
+            }
             Err(RelayError::BackendBeforeReply(e)) => {
                 crate::telemetry::warn_throttled!(id = self.id, backend = idx, error = %e, "backend failed before replying");
                 self.drop_backend(idx);
