@@ -985,3 +985,37 @@ async fn a_table_a_replica_does_not_have_is_read_on_the_primary() {
     a.exec(&format!("DROP PROCEDURE app.{proc}")).await;
     a.exec(&format!("DROP TABLE app.{written}")).await;
 }
+
+/// A SET run by SQL EXECUTE or EXECUTE IMMEDIATE changes the session where
+/// it runs (the primary), in a text the proxy does not read as a SET: the
+/// session's reads then stay on the primary, where that state is, with and
+/// without multiplexing. An EXECUTE that changes nothing of the session (an
+/// INSERT) leaves reads on the replicas. Before, `SELECT 'a' || 'b'` after
+/// a prepared `SET sql_mode = ANSI` ran on a replica without it: 0 and two
+/// warnings instead of 'ab'.
+#[tokio::test]
+async fn a_set_run_by_sql_execute_keeps_the_sessions_reads_where_it_ran() {
+    let table = lab_table("executed", "n INT").await;
+    for extra in ["", "[pool]\nmultiplex = true"] {
+        let p = start_proxy(lab_config(extra)).await;
+        let addr = p.addr.to_string();
+        let mut c = Raw::app(&addr, true).await;
+        c.exec(&format!("PREPARE ins FROM 'INSERT INTO {table} VALUES (1)'")).await;
+        c.exec("EXECUTE ins").await;
+        assert!(is_replica(c.scalar("SELECT @@server_id").await), "an INSERT changes no state");
+        let concat = "SELECT CONCAT_WS(' ', 'a' || 'b', @@server_id)";
+        for set in [
+            "PREPARE s FROM 'SET sql_mode = ''ANSI'''; EXECUTE s",
+            "EXECUTE IMMEDIATE 'SET sql_mode = ''ANSI'''",
+        ] {
+            let mut c = Raw::app(&addr, true).await;
+            for statement in set.split("; ") {
+                c.exec(statement).await;
+            }
+            for _ in 0..4 {
+                let answer = c.scalar(concat).await.expect("a value");
+                assert_eq!(answer, format!("ab {PRIMARY_ID}"), "after {set:?} ({extra:?})");
+            }
+        }
+    }
+}

@@ -498,6 +498,16 @@ impl Session {
         if idx == primary && (router::is_write(info) || has_gtid) {
             self.remember_write(idx, outcome);
         }
+        // SQL EXECUTE and EXECUTE IMMEDIATE run a text the proxy did not
+        // read as a statement: one that changed the session (a SET inside
+        // it) left state on this connection that no replica has.
+        if info.kind == StatementKind::Execute
+            && outcome.state_changed
+            && outcome.error.is_none()
+            && idx == primary
+        {
+            self.keep_reads_on(idx);
+        }
         let schema_reported = outcome.schema.is_some();
         if info.statements > 1 {
             self.follow_multi_statement(idx, sql, schema_reported, outcome.error.is_some());
