@@ -3,7 +3,7 @@
 # local MariaDB replication lab (started here), and real clients (the
 # mariadb command-line client, PyMySQL, mysql-connector-python, mysqlclient,
 # SQLAlchemy, MariaDB ODBC, MariaDB Connector/Python, asyncmy, three Node.js drivers, PHP, Go, Rust, Ruby, Perl,
-# Connector/J, sysbench) through the proxy binary.
+# Connector/J, sysbench, MariaDB's own mysql-test) through the proxy binary.
 # Installs what it needs (apt packages as root, pip packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -95,6 +95,7 @@ run_client_test "sysbench oltp_point_select" env SYSBENCH_TIME=5 integration/cli
 run_client_test "sysbench read/write split" env SYSBENCH_TIME=5 integration/clients/sysbench_routing.sh
 run_client_test "sysbench with a replica killed" integration/clients/sysbench_replica_kill.sh
 run_client_test "sysbench, 2,000 clients on a pool of 100 per server" integration/clients/sysbench_pool.sh
+run_client_test "mariadb mysql-test, through the proxy and straight to the primary" integration/clients/test_mtr.sh
 
 # Coverage-guided fuzzing, bounded (builds the fuzz targets once).
 log "cargo fuzz, ${RWSPLIT_FUZZ_SECONDS:-10} s per target"

@@ -792,9 +792,22 @@ impl Session {
         if let Err(e) = conn.write_payload(0, &self.cmd).await {
             crate::telemetry::warn_throttled!(id = self.id, backend = idx, error = %e, "cannot send to backend");
             self.drop_backend(idx);
-            return Err(SessionError::BackendBeforeReply(idx));
+            return Err(self.broke_before_reply(idx, &e));
         }
         self.relay_holding(idx, expect, hold_error).await
+    }
+
+    /// The error for backend `idx`'s connection broken (`e`) before any of
+    /// its reply reached the client: the command may run again elsewhere,
+    /// or get an error, unless the session was killed (KILL CONNECTION,
+    /// which closed its backend connections): then it ends as on the
+    /// server, without a reply, the command not run elsewhere.
+    pub(super) fn broke_before_reply(&self, idx: usize, e: &dyn std::fmt::Display) -> SessionError {
+        if self.handle.signal.stopping() {
+            SessionError::Fatal(format!("killed while backend {idx} ran a statement ({e})"))
+        } else {
+            SessionError::BackendBeforeReply(idx)
+        }
     }
 
     /// Relays a response already requested from backend `idx`.
@@ -916,19 +929,12 @@ impl Session {
                 self.client.flush().await?;
                 Ok(Some(Outcome { error: Some(1105), ..Outcome::default() }))
             }
-            Err(RelayError::BackendBeforeReply(e)) if self.handle.signal.stopping() => {
-                // Killed (KILL CONNECTION), which closed its backend
-                // connections: the session ends as on the server, without
-                // a reply and without running the statement elsewhere.
-                self.drop_backend(idx);
-                Err(SessionError::Fatal(format!(
-                    "killed while backend {idx} ran a statement ({e})"
-                )))
-            }
             Err(RelayError::BackendBeforeReply(e)) => {
-                crate::telemetry::warn_throttled!(id = self.id, backend = idx, error = %e, "backend failed before replying");
+                if !self.handle.signal.stopping() {
+                    crate::telemetry::warn_throttled!(id = self.id, backend = idx, error = %e, "backend failed before replying");
+                }
                 self.drop_backend(idx);
-                Err(SessionError::BackendBeforeReply(idx))
+                Err(self.broke_before_reply(idx, &e))
             }
             Err(e) => {
                 tracing::warn!(id = self.id, backend = idx, error = %e, "backend failed during a command");

@@ -799,7 +799,7 @@ impl Session {
             // Nothing reached the client: the caller may run it elsewhere.
             crate::telemetry::warn_throttled!(id = self.id, backend, error = %e, "cannot send to backend");
             self.drop_backend(backend);
-            return Err(SessionError::BackendBeforeReply(backend));
+            return Err(self.broke_before_reply(backend, &e));
         }
         // The reply is relayed as any other (bounded by max_query_time and
         // by the monitor); an error alone is held, to name the client's
