@@ -148,7 +148,9 @@ impl Raw {
     /// Sends one command and reads its whole response.
     pub async fn command(&mut self, payload: &[u8], expect: Expect) -> Packets {
         self.conn.write_payload(0, payload).await.expect("send command");
-        self.read_response(expect).await
+        // COM_STMT_EXECUTE with CURSOR_TYPE_READ_ONLY: rows come by fetch.
+        let cursor = payload.first() == Some(&0x17) && payload.get(5).is_some_and(|f| f & 1 != 0);
+        self.read_response_with(expect, true, cursor).await.0
     }
 
     /// Sends COM_STMT_PREPARE and reads the whole prepare response.
@@ -179,7 +181,7 @@ impl Raw {
     }
 
     pub async fn read_response(&mut self, expect: Expect) -> Packets {
-        self.read_response_with(expect, true).await.0
+        self.read_response_with(expect, true, false).await.0
     }
 
     /// Runs a query and only counts its response: (packets, payload bytes),
@@ -188,14 +190,20 @@ impl Raw {
         let mut p = vec![0x03];
         p.extend_from_slice(sql.as_bytes());
         self.conn.write_payload(0, &p).await.expect("send command");
-        let (_, count, bytes) = self.read_response_with(Expect::Result, false).await;
+        let (_, count, bytes) = self.read_response_with(Expect::Result, false, false).await;
         (count, bytes)
     }
 
     /// Reads a response: the packets (when `keep`), their count and bytes.
-    async fn read_response_with(&mut self, expect: Expect, keep: bool) -> (Packets, usize, usize) {
+    /// `cursor`: the command asked for a cursor.
+    async fn read_response_with(
+        &mut self,
+        expect: Expect,
+        keep: bool,
+        cursor: bool,
+    ) -> (Packets, usize, usize) {
         let (mut count, mut bytes) = (0usize, 0usize);
-        let mut machine = Machine::new(expect, self.conn.caps);
+        let mut machine = Machine::new(expect, self.conn.caps).opening_cursor(cursor);
         let mut out = Vec::new();
         loop {
             // A response that never comes fails the test instead of hanging it.
