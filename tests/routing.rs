@@ -1019,3 +1019,35 @@ async fn a_set_run_by_sql_execute_keeps_the_sessions_reads_where_it_ran() {
         }
     }
 }
+
+/// A read that writes where the proxy cannot see it (a view that takes a
+/// sequence's next value): a replica refuses it as a write (read-only;
+/// nothing ran there), and the primary answers instead, the client never
+/// knowing. Before, the client got the replica's ERROR 1290.
+#[tokio::test]
+async fn a_read_a_replica_refuses_as_a_write_runs_on_the_primary() {
+    let sequence = unique("seq");
+    let view = format!("{sequence}_next");
+    on_primary_replicated(&[
+        &format!("CREATE SEQUENCE app.{sequence}"),
+        &format!("CREATE VIEW app.{view} AS SELECT NEXTVAL(app.{sequence}) AS n"),
+    ])
+    .await;
+    for extra in ["", "[pool]\nmultiplex = true"] {
+        let p = start_proxy(lab_config(extra)).await;
+        let mut c = Raw::app(&p.addr.to_string(), true).await;
+        let mut last = 0u64;
+        for _ in 0..4 {
+            let answer =
+                c.scalar(&format!("SELECT CONCAT_WS(' ', n, @@server_id) FROM {view}")).await;
+            let answer = answer.expect("a value");
+            let (n, server) = answer.split_once(' ').expect("two values");
+            let n: u64 = n.parse().expect("a number");
+            assert!(n > last, "the sequence moves on: {answer} after {last} ({extra:?})");
+            assert_eq!(server, PRIMARY_ID, "{answer} ({extra:?})");
+            last = n;
+        }
+        // Plain reads still go to the replicas.
+        assert!(is_replica(c.scalar("SELECT @@server_id").await));
+    }
+}

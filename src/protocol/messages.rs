@@ -7,6 +7,14 @@ use mysql_common::constants::{CapabilityFlags, StatusFlags};
 /// ER_NO_SUCH_TABLE: "Table 'db.t' doesn't exist".
 pub const NO_SUCH_TABLE: u16 = 1146;
 
+/// ER_OPTION_PREVENTS_STATEMENT: "The MariaDB server is running with the
+/// --read-only option so it cannot execute this statement" (and other
+/// options).
+pub const OPTION_PREVENTS_STATEMENT: u16 = 1290;
+
+/// ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION.
+pub const READ_ONLY_TRANSACTION: u16 = 1792;
+
 /// A decoded OK packet (also the OK that replaces EOF with DEPRECATE_EOF).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ok<'a> {

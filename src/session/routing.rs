@@ -1045,8 +1045,10 @@ impl Session {
 
     /// A replica's held error reply: passed on to the client, unless the
     /// table does not exist there (a temporary table a procedure created,
-    /// a table whose creation has not reached the replica yet): then the
-    /// primary answers (with its own error if it has none either).
+    /// a table whose creation has not reached the replica yet), or the
+    /// replica refused the read as a write (a view or a stored function
+    /// that writes: a sequence's NEXTVAL in a view), which ran nothing
+    /// there: then the primary answers (with its own error if it has one).
     async fn settle_held_error(
         &mut self,
         idx: usize,
@@ -1056,7 +1058,14 @@ impl Session {
     ) -> Result<Option<(usize, Outcome)>, SessionError> {
         let err = self.take_held_error(idx).await?;
         outcome.withheld = false;
-        if outcome.error != Some(crate::protocol::messages::NO_SUCH_TABLE) {
+        use crate::protocol::messages::{
+            NO_SUCH_TABLE, OPTION_PREVENTS_STATEMENT, READ_ONLY_TRANSACTION,
+        };
+        let elsewhere = matches!(
+            outcome.error,
+            Some(NO_SUCH_TABLE | OPTION_PREVENTS_STATEMENT | READ_ONLY_TRANSACTION)
+        );
+        if !elsewhere {
             self.write_reply(&err).await?;
             return Ok(Some((idx, outcome)));
         }
