@@ -32,6 +32,12 @@ tests=(
     lock_kill
     # A SET run by SQL EXECUTE.
     ps_1general
+    # sql_mode=ORACLE: PL/SQL blocks, cursors, packages of statements.
+    suite/compat/oracle/t/func_decode suite/compat/oracle/t/minus
+    suite/compat/oracle/t/misc suite/compat/oracle/t/sp-anonymous
+    suite/compat/oracle/t/sp-cursor-decl suite/compat/oracle/t/trigger
+    suite/compat/oracle/t/empty_string_literal
+    suite/compat/oracle/t/table_value_constr
 )
 
 work=$(mktemp -d)
@@ -80,13 +86,16 @@ proxy_pid=$!
 for _ in $(seq 100); do [ -S "$work/proxy.sock" ] && break; sleep 0.1; done
 [ -S "$work/proxy.sock" ] || { cat "$work/proxy.log"; die "the proxy did not start"; }
 
-# Runs test $2 against the server behind socket $1; its output on stdout.
+# Runs test $2 (a name in main/, or a path under the suite) against the
+# server behind socket $1; its output on stdout.
 run_test() {
+    local file="main/$2.test"
+    [[ "$2" == */* ]] && file="$2.test"
     mkdir -p "$work/var/tmp"
     (cd "$suite" && MYSQL_TEST_DIR="$suite" MYSQLTEST_VARDIR="$work/var" \
         MYSQL_TMP_DIR="$work/var/tmp" timeout 120 mariadb-test --socket="$1" --user=root \
         --database=test --basedir="$suite/" --tmpdir="$work/var/tmp" --logdir="$work/var" \
-        --test-file="main/$2.test" 2>&1) || echo "exit status $?"
+        --test-file="$file" 2>&1) || echo "exit status $?"
     rm -rf "$work/var"
 }
 # Each run starts with an empty test database (on every server).
