@@ -1023,7 +1023,8 @@ async fn a_set_run_by_sql_execute_keeps_the_sessions_reads_where_it_ran() {
 /// A read that writes where the proxy cannot see it (a view that takes a
 /// sequence's next value): a replica refuses it as a write (read-only;
 /// nothing ran there), and the primary answers instead, the client never
-/// knowing. Before, the client got the replica's ERROR 1290.
+/// knowing, as text and as a prepared statement. Before, the client got
+/// the replica's ERROR 1290.
 #[tokio::test]
 async fn a_read_a_replica_refuses_as_a_write_runs_on_the_primary() {
     let sequence = unique("seq");
@@ -1045,6 +1046,34 @@ async fn a_read_a_replica_refuses_as_a_write_runs_on_the_primary() {
             let n: u64 = n.parse().expect("a number");
             assert!(n > last, "the sequence moves on: {answer} after {last} ({extra:?})");
             assert_eq!(server, PRIMARY_ID, "{answer} ({extra:?})");
+            last = n;
+        }
+        // Prepared, the same (the execute runs again on the primary).
+        let mut prep = vec![0x16];
+        prep.extend_from_slice(
+            format!("SELECT CONCAT_WS(' ', n, @@server_id) FROM {view}").as_bytes(),
+        );
+        let r = c.prepare(&prep).await;
+        assert_eq!(r[0].1[0], 0x00, "prepared: {:?}", String::from_utf8_lossy(&r[0].1));
+        let id = u32::from_le_bytes(r[0].1[1..5].try_into().unwrap());
+        let mut execute = vec![0x17];
+        execute.extend_from_slice(&id.to_le_bytes());
+        execute.push(0);
+        execute.extend_from_slice(&1u32.to_le_bytes());
+        for i in 0..8 {
+            if i == 4 {
+                // Without a wait for the session's writes (another path).
+                c.exec("SET @rwsplit_consistency = 'eventual'").await;
+            }
+            let r = c.command(&execute, Expect::Result).await;
+            assert_ne!(r[0].1[0], 0xFF, "{:?} ({extra:?})", String::from_utf8_lossy(&r[0].1));
+            // Binary row: 0x00, the null bitmap, then the string.
+            let row = &r[r.len() - 2].1;
+            let answer = String::from_utf8_lossy(&row[3..3 + usize::from(row[2])]).into_owned();
+            let (n, server) = answer.split_once(' ').expect("two values");
+            let n: u64 = n.parse().expect("a number");
+            assert!(n > last, "prepared: {answer} after {last} ({extra:?})");
+            assert_eq!(server, PRIMARY_ID, "prepared: {answer} ({extra:?})");
             last = n;
         }
         // Plain reads still go to the replicas.

@@ -1038,7 +1038,7 @@ impl Session {
     /// Whether a read on backend `idx` has a reply that is only a server
     /// error held back to be looked at (`settle_held_error`): on a replica,
     /// outside any transaction, where the read may still run elsewhere.
-    fn holds_replica_errors(&self, idx: usize) -> bool {
+    pub(super) fn holds_replica_errors(&self, idx: usize) -> bool {
         idx != self.primary()
             && self.status & (status::IN_TRANS | status::AUTOCOMMIT) == status::AUTOCOMMIT
     }
@@ -1058,13 +1058,8 @@ impl Session {
     ) -> Result<Option<(usize, Outcome)>, SessionError> {
         let err = self.take_held_error(idx).await?;
         outcome.withheld = false;
-        use crate::protocol::messages::{
-            NO_SUCH_TABLE, OPTION_PREVENTS_STATEMENT, READ_ONLY_TRANSACTION,
-        };
-        let elsewhere = matches!(
-            outcome.error,
-            Some(NO_SUCH_TABLE | OPTION_PREVENTS_STATEMENT | READ_ONLY_TRANSACTION)
-        );
+        let elsewhere = outcome.error == Some(crate::protocol::messages::NO_SUCH_TABLE)
+            || refused_as_write(outcome.error);
         if !elsewhere {
             self.write_reply(&err).await?;
             return Ok(Some((idx, outcome)));
@@ -1174,6 +1169,13 @@ impl Session {
         self.shared.telemetry.route(crate::router::Reason::Consistency);
         self.plain_forward(primary_route, expect, false).await
     }
+}
+
+/// A replica's error for a read it refused as a write (read-only: a view
+/// or stored function that writes), having run nothing.
+pub(super) fn refused_as_write(error: Option<u16>) -> bool {
+    use crate::protocol::messages::{OPTION_PREVENTS_STATEMENT, READ_ONLY_TRANSACTION};
+    matches!(error, Some(OPTION_PREVENTS_STATEMENT | READ_ONLY_TRANSACTION))
 }
 
 fn mentions_session_tracking(sql: &str) -> bool {

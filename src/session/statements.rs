@@ -587,16 +587,33 @@ impl Session {
             return self.execute_on(id, idx, original).await;
         }
         let prepared = match self.catch_up(idx).await {
-            Ok(()) => self.map_execute(id, idx, original).await.is_ok(),
+            Ok(()) => self.map_execute(id, idx, original).await.ok(),
             Err(e) => {
                 self.avoid_replica_for(idx, &e);
-                false
+                None
             }
         };
-        if prepared {
-            if let Some(outcome) = self.waited_forward(idx, &target, Expect::Result, false).await? {
-                self.after_execute(id, idx);
-                return Ok(Some((idx, outcome)));
+        if let Some(backend_id) = prepared {
+            let hold = self.holds_replica_errors(idx);
+            match self.waited_forward(idx, &target, Expect::Result, hold).await? {
+                Some(outcome) if outcome.withheld => {
+                    let err = self.take_held_error(idx).await?;
+                    if super::routing::refused_as_write(outcome.error) {
+                        // Refused as a write (a view or function that
+                        // writes), run nothing: the primary runs it.
+                        self.in_flight = None;
+                        return self.execute_on(id, primary, original).await;
+                    }
+                    self.write_reply(&reword_stmt_id(&err, backend_id, id)).await?;
+                    let outcome = Outcome { withheld: false, status: self.status, ..outcome };
+                    self.after_execute(id, idx);
+                    return Ok(Some((idx, outcome)));
+                }
+                Some(outcome) => {
+                    self.after_execute(id, idx);
+                    return Ok(Some((idx, outcome)));
+                }
+                None => {}
             }
             self.shared.telemetry.gtid_fallbacks.increment(1);
         }
@@ -672,7 +689,22 @@ impl Session {
                 }
             }
         };
-        let outcome = self.forward_stmt(id, idx, backend_id, Expect::Result).await?;
+        // A replica that refuses the read as a write (a view or function
+        // that writes) ran nothing there: the primary runs it.
+        let refused_elsewhere = self.holds_replica_errors(idx);
+        let mut outcome =
+            self.forward_stmt(id, idx, backend_id, Expect::Result, refused_elsewhere).await?;
+        if outcome.as_ref().is_some_and(|o| o.withheld) {
+            self.in_flight = None;
+            idx = self.primary();
+            outcome = match self.map_execute(id, idx, original).await {
+                Ok(b) => self.forward_stmt(id, idx, b, Expect::Result, false).await?,
+                Err(e) => {
+                    self.reply_backend_error(idx, &e).await?;
+                    return Ok(None);
+                }
+            };
+        }
         self.after_execute(id, idx);
         Ok(outcome.map(|o| (idx, o)))
     }
@@ -705,7 +737,7 @@ impl Session {
             return self.unknown_stmt("mysqld_stmt_fetch").await;
         };
         self.cmd[1..5].copy_from_slice(&backend_id.to_le_bytes());
-        self.forward_stmt(id, idx, backend_id, Expect::Rows).await?;
+        self.forward_stmt(id, idx, backend_id, Expect::Rows, false).await?;
         Ok(Next::Continue)
     }
 
@@ -737,7 +769,7 @@ impl Session {
             Err(e) => return self.reply_backend_error(main, &e).await,
         };
         self.cmd[1..5].copy_from_slice(&backend_id.to_le_bytes());
-        self.forward_stmt(id, main, backend_id, Expect::Result).await?;
+        self.forward_stmt(id, main, backend_id, Expect::Result, false).await?;
         Ok(Next::Continue)
     }
 
@@ -789,6 +821,7 @@ impl Session {
         backend: usize,
         backend_id: u32,
         expect: Expect,
+        refused_elsewhere: bool,
     ) -> Result<Option<Outcome>, SessionError> {
         if let Err(e) = self.backend(backend).await {
             self.reply_backend_error(backend, &e).await?;
@@ -809,6 +842,14 @@ impl Session {
             other => return Ok(other),
         };
         let err = self.take_held_error(backend).await?;
+        if refused_elsewhere && super::routing::refused_as_write(outcome.error) {
+            // Not passed on: the caller runs the command elsewhere.
+            return Ok(Some(Outcome {
+                withheld: true,
+                error: outcome.error,
+                ..Outcome::default()
+            }));
+        }
         self.write_reply(&reword_stmt_id(&err, backend_id, client_id)).await?;
         Ok(Some(Outcome { error: outcome.error, status: self.status, ..Outcome::default() }))
     }
