@@ -98,6 +98,27 @@ run_test() {
         --test-file="$file" 2>&1) || echo "exit status $?"
     rm -rf "$work/var"
 }
+# An EXPLAIN's row estimates (`rows`, `filtered`) come from the statistics
+# of the server that ran it, which a replica keeps for itself: masked on
+# both sides, as mysql-test's own --replace_column does in many tests.
+mask_estimates() {
+    awk -F'\t' 'BEGIN { OFS = "\t" }
+        $1 == "id" && $2 == "select_type" {
+            width = NF; rows = 0; filtered = 0
+            for (i = 1; i <= NF; i++) {
+                if ($i == "rows") rows = i
+                if ($i == "filtered") filtered = i
+            }
+            print; next
+        }
+        width && NF == width {
+            if (rows) $rows = "#"
+            if (filtered) $filtered = "#"
+            print; next
+        }
+        { width = 0; print }'
+}
+
 # Each run starts with an empty test database (on every server).
 fresh() {
     lab_sql 3306 "DROP DATABASE IF EXISTS test; CREATE DATABASE test;
@@ -108,9 +129,9 @@ fresh() {
 failed=0
 for t in "${tests[@]}"; do
     fresh
-    run_test "${RWSPLIT_LAB_DIR:-/tmp/rwsplit-lab}/node1/mysqld.sock" "$t" >"$work/direct.out"
+    run_test "${RWSPLIT_LAB_DIR:-/tmp/rwsplit-lab}/node1/mysqld.sock" "$t" | mask_estimates >"$work/direct.out"
     fresh
-    run_test "$work/proxy.sock" "$t" >"$work/proxied.out"
+    run_test "$work/proxy.sock" "$t" | mask_estimates >"$work/proxied.out"
     if ! diff -u "$work/direct.out" "$work/proxied.out" >"$work/diff"; then
         log "mysql-test $t: the output through the proxy differs from the primary's"
         head -60 "$work/diff"
