@@ -889,7 +889,13 @@ async fn kill_connection_stops_the_running_statement_and_closes_at_once() {
         assert!(matches!(n, Ok(Ok(0) | Err(_))), "closed without a reply ({extra:?}): {n:?}");
         let closed_after = killed_at.elapsed();
         assert!(closed_after < std::time::Duration::from_secs(2), "{closed_after:?} ({extra:?})");
-        assert_eq!(running_anywhere(&tag).await, 0, "the read runs nowhere ({extra:?})");
+        // The killed thread leaves the processlist within moments; a read
+        // run again elsewhere would stay there for its 5 s.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while running_anywhere(&tag).await > 0 {
+            assert!(std::time::Instant::now() < deadline, "the read still runs ({extra:?})");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }
 
