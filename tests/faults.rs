@@ -1193,13 +1193,30 @@ async fn primary_work_follows_the_writable_server_after_an_external_switchover()
     assert_eq!(primary_work_server(&mut running).await.as_deref(), Some("1"), "switched back");
 }
 
-/// Takes NO_BACKSLASH_ESCAPES out of every lab server's default sql_mode.
-struct BackslashEscapesRestored;
+/// A global setting on every lab server for one test (as the servers'
+/// configuration would have it), put back when dropped however the test
+/// ends.
+struct OnEveryServer {
+    restore: &'static str,
+}
 
-impl Drop for BackslashEscapesRestored {
+impl OnEveryServer {
+    fn set(assignment: &str, restore: &'static str) -> OnEveryServer {
+        for port in [3306, 3307, 3308] {
+            set_global(port, assignment);
+        }
+        OnEveryServer { restore }
+    }
+}
+
+/// NO_BACKSLASH_ESCAPES into and out of a server's default sql_mode.
+const NBE_ON: &str = "sql_mode = CONCAT(@@global.sql_mode, ',NO_BACKSLASH_ESCAPES')";
+const NBE_OFF: &str = "sql_mode = REPLACE(@@global.sql_mode, 'NO_BACKSLASH_ESCAPES', '')";
+
+impl Drop for OnEveryServer {
     fn drop(&mut self) {
         for port in [3306, 3307, 3308] {
-            set_global(port, "sql_mode = REPLACE(@@global.sql_mode, 'NO_BACKSLASH_ESCAPES', '')");
+            set_global(port, self.restore);
         }
     }
 }
@@ -1212,10 +1229,7 @@ impl Drop for BackslashEscapesRestored {
 #[tokio::test]
 async fn servers_without_backslash_escapes_by_default_are_read_that_way_from_the_login() {
     let _serial = SERIAL.lock().await;
-    let _restore = BackslashEscapesRestored;
-    for port in [3306, 3307, 3308] {
-        set_global(port, "sql_mode = CONCAT(@@global.sql_mode, ',NO_BACKSLASH_ESCAPES')");
-    }
+    let _nbe = OnEveryServer::set(NBE_ON, NBE_OFF);
     let proxy = start_proxy(lab_config("")).await;
     let mut c = Raw::app(&proxy.addr.to_string(), true).await;
     let nbe = rwsplit::protocol::status::NO_BACKSLASH_ESCAPES;
@@ -1242,15 +1256,12 @@ async fn servers_without_backslash_escapes_by_default_are_read_that_way_from_the
 #[tokio::test]
 async fn a_new_default_sql_mode_reaches_the_greeting_with_the_next_primary_connection() {
     let _serial = SERIAL.lock().await;
-    let _restore = BackslashEscapesRestored;
     let proxy = start_proxy(lab_config("")).await;
     let addr = proxy.addr.to_string();
     let nbe = rwsplit::protocol::status::NO_BACKSLASH_ESCAPES;
     let before = Raw::app(&addr, true).await;
     assert_eq!(before.conn.greeting.status & nbe, 0);
-    for port in [3306, 3307, 3308] {
-        set_global(port, "sql_mode = CONCAT(@@global.sql_mode, ',NO_BACKSLASH_ESCAPES')");
-    }
+    let _nbe = OnEveryServer::set(NBE_ON, NBE_OFF);
     // Still the greeting learned at start, until a primary connection opens.
     let mut c = Raw::app(&addr, true).await;
     assert_eq!(c.conn.greeting.status & nbe, 0);
@@ -1780,28 +1791,6 @@ async fn a_read_whose_primary_connection_closes_as_it_is_sent_runs_again_a_write
     a.exec(&format!("DROP TABLE app.{table}")).await;
 }
 
-/// Sets `@@global.autocommit` to 0 on every lab server (as `autocommit = 0`
-/// in their configuration would), and back to 1 when dropped, however the
-/// test ends.
-struct AutocommitOff;
-
-impl AutocommitOff {
-    fn set() -> AutocommitOff {
-        for port in [3306, 3307, 3308] {
-            set_global(port, "autocommit = 0");
-        }
-        AutocommitOff
-    }
-}
-
-impl Drop for AutocommitOff {
-    fn drop(&mut self) {
-        for port in [3306, 3307, 3308] {
-            set_global(port, "autocommit = 1");
-        }
-    }
-}
-
 /// Servers whose sessions start without autocommit: a client of the proxy
 /// starts without it too, as it would on the server. Its writes wait for
 /// COMMIT (a ROLLBACK undoes them) and its reads stay on the primary, in
@@ -1816,7 +1805,7 @@ impl Drop for AutocommitOff {
 #[tokio::test]
 async fn servers_whose_sessions_start_without_autocommit_are_served_as_they_serve() {
     let _serial = SERIAL.lock().await;
-    let _off = AutocommitOff::set();
+    let _off = OnEveryServer::set("autocommit = 0", "autocommit = 1");
     let table = format!("app.{}", unique("noac"));
     let mut primary = admin(PRIMARY).await;
     // Its counts see what others committed.
