@@ -595,25 +595,19 @@ impl Session {
         };
         if let Some(backend_id) = prepared {
             let hold = self.holds_replica_errors(idx);
-            match self.waited_forward(idx, &target, Expect::Result, hold).await? {
-                Some(outcome) if outcome.withheld => {
-                    let err = self.take_held_error(idx).await?;
-                    if super::routing::refused_as_write(outcome.error) {
-                        // Refused as a write (a view or function that
-                        // writes), run nothing: the primary runs it.
+            if let Some(mut outcome) =
+                self.waited_forward(idx, &target, Expect::Result, hold).await?
+            {
+                if outcome.withheld {
+                    outcome =
+                        self.settle_stmt_error(id, idx, backend_id, outcome.error, true).await?;
+                    if outcome.withheld {
                         self.in_flight = None;
                         return self.execute_on(id, primary, original).await;
                     }
-                    self.write_reply(&reword_stmt_id(&err, backend_id, id)).await?;
-                    let outcome = Outcome { withheld: false, status: self.status, ..outcome };
-                    self.after_execute(id, idx);
-                    return Ok(Some((idx, outcome)));
                 }
-                Some(outcome) => {
-                    self.after_execute(id, idx);
-                    return Ok(Some((idx, outcome)));
-                }
-                None => {}
+                self.after_execute(id, idx);
+                return Ok(Some((idx, outcome)));
             }
             self.shared.telemetry.gtid_fallbacks.increment(1);
         }
@@ -841,17 +835,32 @@ impl Session {
             Some(o) if o.withheld => o,
             other => return Ok(other),
         };
+        let outcome = self
+            .settle_stmt_error(client_id, backend, backend_id, outcome.error, refused_elsewhere)
+            .await?;
+        Ok(Some(outcome))
+    }
+
+    /// A statement command's reply that was only a server error, held back
+    /// on `backend` (see `relay_holding`): passed on, naming the client's
+    /// statement id (`backend_id` on the server); unless `elsewhere` and the
+    /// replica refused the read as a write, which ran nothing there: then
+    /// it is dropped, and the outcome says `withheld` for the caller to run
+    /// the execute on the primary.
+    async fn settle_stmt_error(
+        &mut self,
+        client_id: u32,
+        backend: usize,
+        backend_id: u32,
+        error: Option<u16>,
+        elsewhere: bool,
+    ) -> Result<Outcome, SessionError> {
         let err = self.take_held_error(backend).await?;
-        if refused_elsewhere && super::routing::refused_as_write(outcome.error) {
-            // Not passed on: the caller runs the command elsewhere.
-            return Ok(Some(Outcome {
-                withheld: true,
-                error: outcome.error,
-                ..Outcome::default()
-            }));
+        if elsewhere && super::routing::refused_as_write(error) {
+            return Ok(Outcome { withheld: true, error, ..Outcome::default() });
         }
         self.write_reply(&reword_stmt_id(&err, backend_id, client_id)).await?;
-        Ok(Some(Outcome { error: outcome.error, status: self.status, ..Outcome::default() }))
+        Ok(Outcome { error, status: self.status, ..Outcome::default() })
     }
 }
 
