@@ -342,3 +342,28 @@ async fn killed_replica_is_marked_down_and_rejoins_after_restart() {
         assert!(Instant::now() < deadline, "replica2 never came back into rotation");
     }
 }
+
+/// A read of a table the replicas do not have yet (created on the primary
+/// while their SQL threads are stopped, by another client: the session
+/// has nothing to wait for) is answered by the primary: the replica's
+/// "doesn't exist" (ERROR 1146) never reaches the client, and the session
+/// reads on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_not_yet_replicated_is_read_on_the_primary() {
+    let _serial = SERIAL.lock().await;
+    let _restore = RestoreLab;
+    let table = unique("not_replicated");
+    let proxy = start_proxy(lab_config("")).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    lab(&["lag", "replica1", "stop"]);
+    lab(&["lag", "replica2", "stop"]);
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!("CREATE TABLE app.{table} (n INT)")).await;
+    a.exec(&format!("INSERT INTO app.{table} VALUES (7)")).await;
+    for _ in 0..4 {
+        let answer = c.scalar(&format!("SELECT CONCAT_WS(' ', n, @@server_id) FROM {table}")).await;
+        assert_eq!(answer, Some("7 1".to_string()));
+    }
+    assert!(c.scalar("SELECT @@server_id").await.is_some_and(|s| s != "1"));
+    a.exec(&format!("DROP TABLE app.{table}")).await;
+}

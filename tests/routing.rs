@@ -934,12 +934,12 @@ async fn a_reject_rule_refuses_statements_prepares_and_executions_and_the_sessio
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
 
-/// A read of a table a replica does not have (a temporary table a
-/// procedure created, which the proxy cannot see in the CALL) is answered
-/// by the primary: the replica's "no such table" never reaches the client.
-/// A table that exists nowhere gets the primary's error; reads of other
-/// tables stay on the replicas. Also for a read that waits for the
-/// session's write on a replica. With and without multiplexing.
+/// A temporary table a procedure created, which the proxy cannot see in
+/// the CALL, is read on the primary: the server reports the CALL changed
+/// the session, and the session's reads stay there from then on, also
+/// after a write. A table that exists nowhere gets the primary's error.
+/// With and without multiplexing. (A table a replica does not have yet
+/// is read on the primary too: `lag a_table_not_yet_replicated_is_read_on_the_primary`.)
 #[tokio::test]
 async fn a_table_a_replica_does_not_have_is_read_on_the_primary() {
     let proc = unique("mk_tmp");
@@ -963,8 +963,7 @@ async fn a_table_a_replica_does_not_have_is_read_on_the_primary() {
         assert_eq!(n.as_deref(), Some("3"), "multiplex={multiplex}");
         let on = ran_on(&tag).await;
         assert!(on.contains(&"primary"), "multiplex={multiplex}: ran on {on:?}");
-        // Also right after a write, when the read waits on a replica for
-        // the write's GTID first.
+        // Also right after a write.
         for _ in 0..3 {
             c.exec(&format!("INSERT INTO {written} VALUES (1)")).await;
             let n = c.scalar("SELECT COUNT(*) FROM proc_tmp").await;
@@ -980,22 +979,40 @@ async fn a_table_a_replica_does_not_have_is_read_on_the_primary() {
             String::from_utf8_lossy(e.message),
             "Table 'app.no_such_table_anywhere' doesn't exist"
         );
-        assert!(is_replica(c.scalar("SELECT @@server_id").await), "multiplex={multiplex}");
+        let server = c.scalar("SELECT @@server_id").await;
+        assert_eq!(server.as_deref(), Some(PRIMARY_ID), "multiplex={multiplex}");
     }
     a.exec(&format!("DROP PROCEDURE app.{proc}")).await;
     a.exec(&format!("DROP TABLE app.{written}")).await;
 }
 
-/// A SET run by SQL EXECUTE or EXECUTE IMMEDIATE changes the session where
-/// it runs (the primary), in a text the proxy does not read as a SET: the
-/// session's reads then stay on the primary, where that state is, with and
-/// without multiplexing. An EXECUTE that changes nothing of the session (an
-/// INSERT) leaves reads on the replicas. Before, `SELECT 'a' || 'b'` after
-/// a prepared `SET sql_mode = ANSI` ran on a replica without it: 0 and two
-/// warnings instead of 'ab'.
+/// A SET run by SQL EXECUTE, EXECUTE IMMEDIATE or inside a procedure
+/// (CALL) changes the session where it runs (the primary), in a text the
+/// proxy does not read as a SET: the session's reads then stay on the
+/// primary, where that state is, with and without multiplexing. An EXECUTE
+/// or a procedure that changes nothing of the session (an INSERT), and a
+/// procedure whose OUT parameter sets a user variable, leave reads on the
+/// replicas. Before, `SELECT 1 / 3` after a prepared `SET
+/// div_precision_increment = 8` (or a CALL of a procedure that sets it) ran
+/// on a replica without it: 0.3333 instead of 0.33333333. (A procedure's
+/// own sql_mode is put back when it returns: not one to test with.)
 #[tokio::test]
-async fn a_set_run_by_sql_execute_keeps_the_sessions_reads_where_it_ran() {
+async fn a_set_run_by_sql_execute_or_a_procedure_keeps_the_sessions_reads_where_it_ran() {
     let table = lab_table("executed", "n INT").await;
+    let inserts = unique("inserts");
+    let sets_precision = unique("sets_precision");
+    let out_param = unique("out_param");
+    on_primary_replicated(&[
+        &format!("CREATE PROCEDURE app.{inserts}() INSERT INTO app.{table} VALUES (2)"),
+        &format!(
+            "CREATE PROCEDURE app.{sets_precision}() BEGIN \
+             INSERT INTO app.{table} VALUES (3); SET div_precision_increment = 8; END"
+        ),
+        &format!(
+            "CREATE PROCEDURE app.{out_param}(OUT n INT) SELECT COUNT(*) INTO n FROM app.{table}"
+        ),
+    ])
+    .await;
     for extra in ["", "[pool]\nmultiplex = true"] {
         let p = start_proxy(lab_config(extra)).await;
         let addr = p.addr.to_string();
@@ -1003,18 +1020,28 @@ async fn a_set_run_by_sql_execute_keeps_the_sessions_reads_where_it_ran() {
         c.exec(&format!("PREPARE ins FROM 'INSERT INTO {table} VALUES (1)'")).await;
         c.exec("EXECUTE ins").await;
         assert!(is_replica(c.scalar("SELECT @@server_id").await), "an INSERT changes no state");
-        let concat = "SELECT CONCAT_WS(' ', 'a' || 'b', @@server_id)";
+        // Neither does a procedure that inserts, nor one whose OUT
+        // parameter sets a user variable (read on the primary anyway: the
+        // server reports no state change for it).
+        c.exec(&format!("CALL {inserts}()")).await;
+        assert!(is_replica(c.scalar("SELECT @@server_id").await), "CALL {inserts} ({extra:?})");
+        c.exec(&format!("CALL {out_param}(@n)")).await;
+        assert!(is_replica(c.scalar("SELECT @@server_id").await), "CALL {out_param} ({extra:?})");
+        assert!(c.scalar("SELECT @n").await.is_some(), "the OUT parameter ({extra:?})");
+        let divide = "SELECT CONCAT_WS(' ', 1 / 3, @@server_id)";
+        let call = format!("CALL {sets_precision}()");
         for set in [
-            "PREPARE s FROM 'SET sql_mode = ''ANSI'''; EXECUTE s",
-            "EXECUTE IMMEDIATE 'SET sql_mode = ''ANSI'''",
+            "PREPARE s FROM 'SET div_precision_increment = 8'; EXECUTE s",
+            "EXECUTE IMMEDIATE 'SET div_precision_increment = 8'",
+            &call,
         ] {
             let mut c = Raw::app(&addr, true).await;
             for statement in set.split("; ") {
                 c.exec(statement).await;
             }
             for _ in 0..4 {
-                let answer = c.scalar(concat).await.expect("a value");
-                assert_eq!(answer, format!("ab {PRIMARY_ID}"), "after {set:?} ({extra:?})");
+                let answer = c.scalar(divide).await.expect("a value");
+                assert_eq!(answer, format!("0.33333333 {PRIMARY_ID}"), "after {set:?} ({extra:?})");
             }
         }
     }

@@ -498,14 +498,12 @@ impl Session {
         if idx == primary && (router::is_write(info) || has_gtid) {
             self.remember_write(idx, outcome);
         }
-        // SQL EXECUTE and EXECUTE IMMEDIATE run a text the proxy did not
-        // read as a statement: one that changed the session (a SET inside
-        // it) left state on this connection that no replica has.
-        if info.kind == StatementKind::Execute
-            && outcome.state_changed
-            && outcome.error.is_none()
-            && idx == primary
-        {
+        // SQL EXECUTE, EXECUTE IMMEDIATE and CALL run a text the proxy did
+        // not read: one that changed the session (a SET inside it) left
+        // state on this connection that no replica has. (A procedure's OUT
+        // parameters, and what it writes, are no state change to MariaDB.)
+        let runs_unread_text = matches!(info.kind, StatementKind::Execute | StatementKind::Call);
+        if runs_unread_text && outcome.state_changed && outcome.error.is_none() && idx == primary {
             self.keep_reads_on(idx);
         }
         let schema_reported = outcome.schema.is_some();
