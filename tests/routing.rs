@@ -1107,3 +1107,33 @@ async fn a_read_a_replica_refuses_as_a_write_runs_on_the_primary() {
         assert!(is_replica(c.scalar("SELECT @@server_id").await));
     }
 }
+
+/// A SET that assigns session variables beside a global one runs on the
+/// primary, and its session part is not replayed elsewhere: the
+/// session's reads then stay on the primary, alone or in a multi-statement,
+/// with and without multiplexing. Before, `SELECT 1 / 3` after `SET
+/// div_precision_increment = 8, @@global.x = ...` ran on a replica
+/// without it (0.3333).
+#[tokio::test]
+async fn a_set_of_session_variables_beside_a_global_keeps_reads_on_the_primary() {
+    let keep_global = "@@global.div_precision_increment = @@global.div_precision_increment";
+    let divide = "SELECT CONCAT_WS(' ', 1 / 3, @@server_id)";
+    for extra in ["", "[pool]\nmultiplex = true"] {
+        let p = start_proxy(lab_config(extra)).await;
+        for set in [
+            format!("SET div_precision_increment = 8, {keep_global}"),
+            format!("DO 1; SET {keep_global}, SESSION div_precision_increment = 8"),
+        ] {
+            let caps = client_caps(true);
+            let mut a = Raw::connect(&p.addr.to_string(), &login("admin", "admin", None, caps))
+                .await
+                .unwrap();
+            assert!(is_replica(a.scalar("SELECT @@server_id").await), "reads start on replicas");
+            a.exec(&set).await;
+            for _ in 0..4 {
+                let answer = a.scalar(divide).await.expect("a value");
+                assert_eq!(answer, format!("0.33333333 {PRIMARY_ID}"), "after {set:?} ({extra:?})");
+            }
+        }
+    }
+}

@@ -158,8 +158,12 @@ impl Flags {
     /// 0/OFF/FALSE, or to a value the proxy does not read (an expression,
     /// a variable). `SET autocommit = 0` alone is `SetAutocommit(false)`.
     pub const AUTOCOMMIT_OFF: Flags = Flags(1 << 14);
+    /// A SET of session variables beside a global one (`SET @@x = 1,
+    /// @@global.y = 2`, a `SetGlobal`): its session part is not replayed
+    /// on other connections.
+    pub const SESSION_SET_BESIDE_GLOBAL: Flags = Flags(1 << 15);
 
-    const NAMES: [(Flags, &'static str); 15] = [
+    const NAMES: [(Flags, &'static str); 16] = [
         (Flags::LOCKING_READ, "LOCKING_READ"),
         (Flags::SIDE_EFFECT_FUNC, "SIDE_EFFECT_FUNC"),
         (Flags::LAST_STATEMENT_FUNC, "LAST_STATEMENT_FUNC"),
@@ -175,6 +179,7 @@ impl Flags {
         (Flags::ONE_SHOT_SET, "ONE_SHOT_SET"),
         (Flags::STATEMENT_SETS, "STATEMENT_SETS"),
         (Flags::AUTOCOMMIT_OFF, "AUTOCOMMIT_OFF"),
+        (Flags::SESSION_SET_BESIDE_GLOBAL, "SESSION_SET_BESIDE_GLOBAL"),
     ];
 
     /// The raw bits.

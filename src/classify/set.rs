@@ -128,7 +128,7 @@ impl SetScan {
             (_, Some(Kw::ROLE)) => self.variable(false, false),
             (_, Some(Kw::STATEMENT)) => self.state = State::StatementVars,
             (Tok::UserVar, _) => {
-                self.users += 1;
+                self.users = self.users.saturating_add(1);
                 self.variable(false, false);
                 return SetEvent::UserTarget;
             }
@@ -159,7 +159,7 @@ impl SetScan {
 
     fn variable(&mut self, global: bool, autocommit: bool) {
         self.assignments = self.assignments.saturating_add(1);
-        self.globals += u8::from(global);
+        self.globals = self.globals.saturating_add(u8::from(global));
         self.on_autocommit = autocommit;
         self.value_tokens = 0;
         self.value_bool = None;
@@ -202,6 +202,13 @@ impl SetScan {
         let mut done = SetScan { ..*self };
         done.end_value();
         done.autocommit == Some(false) || done.autocommit_unclear
+    }
+
+    /// Whether the statement sets session variables (or NAMES) beside a
+    /// global one: a `SetGlobal` whose session part changes the session.
+    pub fn sets_session_beside_global(&self) -> bool {
+        let sessions = self.assignments.saturating_sub(self.globals).saturating_sub(self.users);
+        self.globals > 0 && (sessions > 0 || self.names)
     }
 
     /// The kind, once the statement has ended.

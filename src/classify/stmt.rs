@@ -407,6 +407,9 @@ impl StmtScan {
                     if self.set.as_ref().is_some_and(SetScan::may_turn_autocommit_off) {
                         flags |= Flags::AUTOCOMMIT_OFF;
                     }
+                    if self.set.as_ref().is_some_and(SetScan::sets_session_beside_global) {
+                        flags |= Flags::SESSION_SET_BESIDE_GLOBAL;
+                    }
                     Some(self.set.as_ref().map_or(K::SetSession, SetScan::finish))
                 }
                 Shape::Compound => Some(K::Unknown),

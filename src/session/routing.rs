@@ -546,6 +546,13 @@ impl Session {
                     self.in_database(idx, db.into_bytes());
                 }
             }
+            // Its session part is not replayed: the session's reads stay
+            // where it ran.
+            StatementKind::SetGlobal
+                if flags.contains(crate::classify::Flags::SESSION_SET_BESIDE_GLOBAL) =>
+            {
+                self.keep_reads_on(idx);
+            }
             StatementKind::LockTables => self.routing.locked_tables = true,
             StatementKind::UnlockTables => self.routing.locked_tables = false,
             StatementKind::Prepare => self.routing.sql_prepared = true,
@@ -599,14 +606,17 @@ impl Session {
                 let kind = part.kind?;
                 // The server reported the database whatever else failed.
                 let followed = kind == StatementKind::Use && schema_reported;
-                (changes_session(kind) && !followed || kind == StatementKind::Ddl)
+                let beside_global = kind == StatementKind::SetGlobal
+                    && part.flags.contains(crate::classify::Flags::SESSION_SET_BESIDE_GLOBAL);
+                (changes_session(kind) && !followed || kind == StatementKind::Ddl || beside_global)
                     .then_some((kind, part.flags, part.range))
             })
             .collect();
         if failed {
             // A temporary table it may have dropped is still taken for one:
             // its reads stay on the primary, which is right either way.
-            if parts.iter().any(|(kind, ..)| changes_session(*kind)) {
+            let changes = |kind| changes_session(kind) || kind == StatementKind::SetGlobal;
+            if parts.iter().any(|(kind, ..)| changes(*kind)) {
                 self.keep_reads_on(idx);
             }
             return;

@@ -44,6 +44,40 @@ fn global_among_session_assignments_is_global() {
 }
 
 #[test]
+fn session_assignments_beside_a_global_are_flagged() {
+    let beside = |sql: &str| classify(sql).flags.contains(Flags::SESSION_SET_BESIDE_GLOBAL);
+    for sql in [
+        "SET sql_mode = '', @@global.x = 1",
+        "SET @@max_join_size = 1000, @@global.max_join_size = 2000",
+        "SET GLOBAL a = 1, SESSION b = 2",
+        "SET GLOBAL a = 1, @@session.b = 2",
+        "SET GLOBAL a = 1, LOCAL b = 2",
+        "SET NAMES utf8mb4, GLOBAL a = 1",
+    ] {
+        assert!(beside(sql), "{sql}");
+        assert_eq!(kind(sql), K::SetGlobal, "{sql}");
+    }
+    for sql in [
+        "SET GLOBAL a = 1, b = 2",
+        "SET @@global.a = 1, @u = 2",
+        "SET GLOBAL max_connections = 500",
+        "SET sql_mode = '', time_zone = '+00:00'",
+        "SET @a = 1",
+    ] {
+        assert!(!beside(sql), "{sql}");
+    }
+}
+
+#[test]
+fn hundreds_of_assignments_count_without_overflow() {
+    let users: Vec<String> = (0..300).map(|i| format!("@u{i} = {i}")).collect();
+    assert_eq!(kind(&format!("SET {}", users.join(", "))), K::SetUserVar);
+    let globals: Vec<String> = (0..300).map(|i| format!("@@global.g{i} = {i}")).collect();
+    let sql = format!("SET {}, @@session.s = 1", globals.join(", "));
+    assert_eq!(kind(&sql), K::SetGlobal);
+}
+
+#[test]
 fn set_transaction_is_set_transaction() {
     assert_eq!(kind("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"), K::SetTransaction);
     assert_eq!(kind("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"), K::SetTransaction);
