@@ -99,6 +99,24 @@ impl ClientStream {
         }
     }
 
+    /// The connection's TLS version and cipher as MariaDB names them in
+    /// `Ssl_version` and `Ssl_cipher` (OpenSSL's names); `None` when plain.
+    pub fn tls_names(&self) -> Option<(&'static str, std::borrow::Cow<'static, str>)> {
+        match self {
+            ClientStream::Tls(tls) => {
+                let conn = tls.get_ref().1;
+                let version = match conn.protocol_version()? {
+                    rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+                    rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+                    _ => "",
+                };
+                Some((version, openssl_cipher_name(conn.negotiated_cipher_suite()?.suite())))
+            }
+            ClientStream::Compressed(c) => c.get_ref().tls_names(),
+            _ => None,
+        }
+    }
+
     /// Switches to the compressed protocol (after the login's OK).
     pub fn compress(&mut self) {
         let plain = std::mem::replace(self, ClientStream::Detached);
@@ -118,10 +136,48 @@ impl ClientStream {
     }
 }
 
+/// OpenSSL's name of a cipher suite (the name MariaDB shows), for the
+/// suites the proxy offers; the standard name for any other.
+fn openssl_cipher_name(suite: rustls::CipherSuite) -> std::borrow::Cow<'static, str> {
+    use rustls::CipherSuite as S;
+    let name = match suite {
+        S::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        S::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        S::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+        S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+        S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
+        other => return std::borrow::Cow::Owned(other.as_str().unwrap_or("unknown").to_string()),
+    };
+    std::borrow::Cow::Borrowed(name)
+}
+
 crate::net::delegate_stream!(ClientStream { Plain, Tls, Compressed } detached: Detached; vectored: Plain);
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cipher_suites_have_openssls_names_as_mariadb_shows_them() {
+        use rustls::CipherSuite as S;
+        assert_eq!(
+            super::openssl_cipher_name(S::TLS13_AES_256_GCM_SHA384),
+            "TLS_AES_256_GCM_SHA384"
+        );
+        assert_eq!(
+            super::openssl_cipher_name(S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
+            "ECDHE-RSA-AES128-GCM-SHA256"
+        );
+        // Every suite the proxy can negotiate has a name of its own.
+        for suite in rustls::crypto::ring::default_provider().cipher_suites {
+            let name = super::openssl_cipher_name(suite.suite());
+            assert!(!name.starts_with("TLS_ECDHE"), "{name}");
+            assert!(!name.starts_with("TLS13_"), "{name}");
+        }
+    }
+
     #[test]
     fn missing_files_are_reported() {
         let err = super::acceptor("no/such/cert.pem".as_ref(), "no/such/key.pem".as_ref()).err();

@@ -2,7 +2,9 @@
 with a TLS-only listener and an optional-TLS listener, and checks what a
 client sees: TLS negotiated, plain clients refused where TLS is required,
 and a user configured only by its SHA-256 hash logging in through the full
-caching_sha2 exchange (which needs TLS)."""
+caching_sha2 exchange (which needs TLS), and `SHOW STATUS LIKE 'Ssl_cipher'`
+answered for the client's own connection (the proxy's connections to the
+servers use TLS here whatever the client does)."""
 
 import os
 import socket
@@ -59,6 +61,9 @@ password_hash = "{SHA2_HASH}"
 name = "primary"
 address = "127.0.0.1:3306"
 role = "primary"
+[backend_tls]
+enabled = true
+ca = "{CA}"
 """)
     proc = subprocess.Popen([BINARY, "--config", conf])
     deadline = time.time() + 20
@@ -121,3 +126,34 @@ def test_hash_only_user_with_wrong_password_is_refused(proxy):
 def test_hash_only_user_without_tls_is_refused(proxy):
     with pytest.raises(Exception):
         connect(proxy["plain"], user=SHA2_USER, password=SHA2_PASS, tls=False)
+
+
+def status(conn, name):
+    with conn.cursor() as c:
+        c.execute(f"SHOW STATUS LIKE '{name}'")
+        rows = c.fetchall()
+        return rows, c.description
+
+
+def test_ssl_status_is_the_clients_own_connections(proxy):
+    """The documented check of whether a connection is encrypted reads the
+    client's connection to the proxy: its cipher and version as the client
+    negotiated them, in a result shaped as the server's; nothing for a
+    plain client, although the proxy's connection to the server is
+    encrypted (the server would answer for that one)."""
+    direct = pymysql.connect(host="127.0.0.1", port=3306, user="app", password="app",
+                             ssl={"check_hostname": False, "verify_mode": 0})
+    tls = connect(proxy["tls"])
+    plain = connect(proxy["plain"], tls=False)
+    cipher = tls._sock.cipher()[0]
+    assert status(tls, "Ssl_cipher")[0] == (("Ssl_cipher", cipher),)
+    assert status(tls, "Ssl_version")[0] == (("Ssl_version", tls._sock.version()),)
+    assert status(plain, "Ssl_cipher")[0] == (("Ssl_cipher", ""),)
+    assert status(plain, "Ssl_version")[0] == (("Ssl_version", ""),)
+    for name in ["Ssl_cipher", "ssl_version"]:
+        assert status(tls, name)[1] == status(direct, name)[1], name
+    # Other patterns are the server's.
+    rows, _ = status(tls, "Ssl_cipher_list")
+    assert rows[0][0] == "Ssl_cipher_list"
+    for conn in (direct, tls, plain):
+        conn.close()

@@ -86,6 +86,11 @@ impl Session {
                     return self.answer_connection_id(column).await;
                 }
             }
+            StatementKind::Show if sql.len() < 64 => {
+                if let Some(asked) = super::answer::parse_show_tls_status(sql) {
+                    return self.answer_tls_status(asked).await;
+                }
+            }
             _ => {}
         }
         if info.flags.contains(crate::classify::Flags::PROXY_VARIABLE) {

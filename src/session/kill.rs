@@ -5,11 +5,6 @@
 //! that what a client reads there is what it can KILL.
 
 use super::{Next, Session, SessionError};
-use crate::protocol::handshake::mariadb_caps;
-use crate::protocol::messages::build_eof;
-use crate::protocol::packet::{put_lenenc_str, put_packet};
-use mysql_common::constants::CapabilityFlags;
-use tokio::io::AsyncWriteExt;
 
 /// What a KILL statement asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,38 +90,18 @@ impl Session {
         &mut self,
         column: &str,
     ) -> Result<Next, SessionError> {
-        let mut def = Vec::with_capacity(48 + column.len());
-        put_lenenc_str(&mut def, b"def");
-        for _ in 0..3 {
-            put_lenenc_str(&mut def, b""); // schema, table, org_table
-        }
-        put_lenenc_str(&mut def, column.as_bytes());
-        put_lenenc_str(&mut def, b""); // org_name
-        if self.login.mariadb_caps & mariadb_caps::EXTENDED_TYPE_INFO != 0 {
-            put_lenenc_str(&mut def, b"");
-        }
-        def.push(0x0c);
-        def.extend_from_slice(&63u16.to_le_bytes()); // binary
-        def.extend_from_slice(&10u32.to_le_bytes());
-        def.push(0x03); // LONG
-        def.extend_from_slice(&0x00a1u16.to_le_bytes()); // NOT NULL, UNSIGNED, BINARY
-        def.extend_from_slice(&[0, 0, 0]);
-        let mut row = Vec::with_capacity(12);
-        put_lenenc_str(&mut row, self.id.to_string().as_bytes());
-        let status = self.status & crate::protocol::status::OF_SESSION;
-        let deprecate_eof = self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
-
-        let mut out = Vec::with_capacity(96 + column.len());
-        let mut seq = put_packet(&mut out, 1, &[1]);
-        seq = put_packet(&mut out, seq, &def);
-        if !deprecate_eof {
-            seq = put_packet(&mut out, seq, &build_eof(self.caps, status, 0));
-        }
-        seq = put_packet(&mut out, seq, &row);
-        put_packet(&mut out, seq, &build_eof(self.caps, status, 0));
-        self.client.write_all(&out).await?;
-        self.client.flush().await?;
-        Ok(Next::Continue)
+        let column = super::answer::Column {
+            schema: "",
+            table: "",
+            name: column,
+            org_name: "",
+            collation: 63, // binary
+            length: 10,
+            field_type: 0x03, // LONG
+            flags: 0x00a1,    // NOT NULL, UNSIGNED, BINARY
+        };
+        let id = self.id.to_string();
+        self.answer_row(&[column], &[id.as_bytes()]).await
     }
 
     pub(super) async fn on_process_kill(&mut self) -> Result<Next, SessionError> {

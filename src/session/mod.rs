@@ -5,6 +5,7 @@
 //! `kill` (KILL and COM_PROCESS_KILL across sessions), `commands` (the
 //! per-command handlers). This file owns the session's state and its loop.
 
+mod answer;
 mod commands;
 pub mod consistency;
 mod kill;

@@ -1,0 +1,191 @@
+//! Results the proxy writes itself, for what only it can answer: the
+//! connection id the client sees (`SELECT CONNECTION_ID()`, see `kill`),
+//! and the TLS of the client's own connection (`SHOW STATUS LIKE
+//! 'Ssl_cipher'`, `'Ssl_version'`). A server would answer the latter for
+//! the proxy's connection to it: no cipher for a client that is encrypted,
+//! or a cipher for one that is not, when `[backend_tls]` is on.
+
+use super::{Next, Session, SessionError};
+use crate::protocol::handshake::mariadb_caps;
+use crate::protocol::messages::build_eof;
+use crate::protocol::packet::{put_lenenc_str, put_packet};
+use mysql_common::constants::CapabilityFlags;
+use tokio::io::AsyncWriteExt;
+
+/// One column of a result the proxy writes.
+pub(super) struct Column<'a> {
+    pub schema: &'a str,
+    pub table: &'a str,
+    pub name: &'a str,
+    pub org_name: &'a str,
+    pub collation: u16,
+    pub length: u32,
+    pub field_type: u8,
+    pub flags: u16,
+}
+
+/// Which TLS status variable a `SHOW STATUS` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsStatus {
+    Cipher,
+    Version,
+}
+
+impl TlsStatus {
+    fn name(self) -> &'static str {
+        match self {
+            TlsStatus::Cipher => "Ssl_cipher",
+            TlsStatus::Version => "Ssl_version",
+        }
+    }
+}
+
+/// Recognises `SHOW [SESSION | LOCAL] STATUS LIKE 'Ssl_cipher'` (or
+/// `'Ssl_version'`), the documented way to ask whether a connection is
+/// encrypted: a pattern naming exactly that variable. Any other SHOW
+/// (GLOBAL, a pattern with wildcards, WHERE) goes to a server as usual.
+pub fn parse_show_tls_status(sql: &str) -> Option<TlsStatus> {
+    let mut words = sql.trim().trim_end_matches(';').split_ascii_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("SHOW") {
+        return None;
+    }
+    let mut word = words.next()?;
+    if word.eq_ignore_ascii_case("SESSION") || word.eq_ignore_ascii_case("LOCAL") {
+        word = words.next()?;
+    }
+    if !word.eq_ignore_ascii_case("STATUS") || !words.next()?.eq_ignore_ascii_case("LIKE") {
+        return None;
+    }
+    let pattern = words.next()?;
+    if words.next().is_some() {
+        return None;
+    }
+    let inner = ['\'', '"'].into_iter().find_map(|q| pattern.strip_prefix(q)?.strip_suffix(q))?;
+    [TlsStatus::Cipher, TlsStatus::Version]
+        .into_iter()
+        .find(|s| inner.eq_ignore_ascii_case(s.name()))
+}
+
+/// The most bytes one character takes in the character set of collation
+/// `id` (a column's declared length is its characters times this).
+/// A login names its collation in one byte: ids up to 255.
+fn max_bytes_per_char(id: u8) -> u32 {
+    match id {
+        // utf8mb4, gb18030
+        45 | 46 | 224..=247 | 248..=250 | 255 => 4,
+        // utf8mb3, ujis, eucjpms
+        33 | 76 | 83 | 192..=215 | 223 | 12 | 91 | 97 | 98 => 3,
+        // big5, sjis, cp932, euckr, gb2312, gbk
+        1 | 84 | 13 | 88 | 95 | 96 | 19 | 85 | 24 | 86 | 28 | 87 => 2,
+        _ => 1,
+    }
+}
+
+impl Session {
+    /// Writes a result of `columns` and one `row` (its values as text).
+    pub(super) async fn answer_row(
+        &mut self,
+        columns: &[Column<'_>],
+        row: &[&[u8]],
+    ) -> Result<Next, SessionError> {
+        let extended = self.login.mariadb_caps & mariadb_caps::EXTENDED_TYPE_INFO != 0;
+        let status = self.status & crate::protocol::status::OF_SESSION;
+        let deprecate_eof = self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+        let mut out = Vec::with_capacity(128);
+        let mut seq = put_packet(&mut out, 1, &[columns.len() as u8]);
+        for c in columns {
+            let mut def = Vec::with_capacity(64);
+            for text in ["def", c.schema, c.table, c.table, c.name, c.org_name] {
+                put_lenenc_str(&mut def, text.as_bytes());
+            }
+            if extended {
+                put_lenenc_str(&mut def, b"");
+            }
+            def.push(0x0c);
+            def.extend_from_slice(&c.collation.to_le_bytes());
+            def.extend_from_slice(&c.length.to_le_bytes());
+            def.push(c.field_type);
+            def.extend_from_slice(&c.flags.to_le_bytes());
+            def.extend_from_slice(&[0, 0, 0]);
+            seq = put_packet(&mut out, seq, &def);
+        }
+        if !deprecate_eof {
+            seq = put_packet(&mut out, seq, &build_eof(self.caps, status, 0));
+        }
+        let mut values = Vec::with_capacity(64);
+        for value in row {
+            put_lenenc_str(&mut values, value);
+        }
+        seq = put_packet(&mut out, seq, &values);
+        put_packet(&mut out, seq, &build_eof(self.caps, status, 0));
+        self.client.write_all(&out).await?;
+        self.client.flush().await?;
+        Ok(Next::Continue)
+    }
+
+    /// Answers `SHOW STATUS LIKE 'Ssl_cipher'` (or `'Ssl_version'`) for
+    /// the client's connection to the proxy, in a result shaped like
+    /// MariaDB's (two VARCHAR columns of `information_schema`'s
+    /// SESSION_STATUS, in the login's collation); empty when it is plain.
+    pub(super) async fn answer_tls_status(
+        &mut self,
+        asked: TlsStatus,
+    ) -> Result<Next, SessionError> {
+        let value = match (self.client.tls_names(), asked) {
+            (Some((version, _)), TlsStatus::Version) => version.into(),
+            (Some((_, cipher)), TlsStatus::Cipher) => cipher,
+            (None, _) => "".into(),
+        };
+        let per_char = max_bytes_per_char(self.login.collation);
+        let collation = u16::from(self.login.collation);
+        let column = |name, org_name, chars: u32| Column {
+            schema: "information_schema",
+            table: "SESSION_STATUS",
+            name,
+            org_name,
+            collation,
+            length: chars * per_char,
+            field_type: 0xfd, // VAR_STRING
+            flags: 0x1001,    // NOT NULL, NO DEFAULT VALUE
+        };
+        let columns =
+            [column("Variable_name", "VARIABLE_NAME", 64), column("Value", "VARIABLE_VALUE", 4096)];
+        self.answer_row(&columns, &[asked.name().as_bytes(), value.as_bytes()]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_status_of_the_tls_variables_is_recognised() {
+        let cases = [
+            ("SHOW STATUS LIKE 'Ssl_cipher'", Some(TlsStatus::Cipher)),
+            ("show session status like 'ssl_cipher';", Some(TlsStatus::Cipher)),
+            ("SHOW LOCAL STATUS LIKE \"Ssl_version\"", Some(TlsStatus::Version)),
+            ("  SHOW   STATUS\tLIKE 'SSL_VERSION'  ", Some(TlsStatus::Version)),
+            ("SHOW GLOBAL STATUS LIKE 'Ssl_cipher'", None),
+            ("SHOW STATUS LIKE 'Ssl_cipher%'", None),
+            ("SHOW STATUS LIKE 'Ssl_cipher_list'", None),
+            ("SHOW STATUS LIKE 'Ssl%'", None),
+            ("SHOW STATUS WHERE Variable_name = 'Ssl_cipher'", None),
+            ("SHOW STATUS", None),
+            ("SHOW STATUS LIKE 'Ssl_cipher' OR 1", None),
+            ("SELECT 'Ssl_cipher'", None),
+        ];
+        for (sql, expected) in cases {
+            assert_eq!(parse_show_tls_status(sql), expected, "{sql}");
+        }
+    }
+
+    #[test]
+    fn columns_are_as_long_as_their_character_set_makes_them() {
+        assert_eq!(max_bytes_per_char(45), 4); // utf8mb4_general_ci
+        assert_eq!(max_bytes_per_char(224), 4); // utf8mb4_unicode_ci
+        assert_eq!(max_bytes_per_char(33), 3); // utf8mb3_general_ci
+        assert_eq!(max_bytes_per_char(8), 1); // latin1_swedish_ci
+        assert_eq!(max_bytes_per_char(63), 1); // binary
+        assert_eq!(max_bytes_per_char(28), 2); // gbk_chinese_ci
+    }
+}
