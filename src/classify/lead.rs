@@ -349,7 +349,7 @@ fn shows_primary_variables(l: &Lead, sql: &str, i: usize) -> bool {
 /// ASCII case folded, as for variable names). Linear backtracking to the
 /// last `%` only, so no pattern a client writes costs more than
 /// pattern × name steps.
-fn like(pattern: &[u8], name: &[u8]) -> bool {
+pub fn like(pattern: &[u8], name: &[u8]) -> bool {
     let (mut p, mut n) = (0, 0);
     // After the last `%`: where the pattern resumes, and the name position
     // it was last tried from.

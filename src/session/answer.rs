@@ -40,10 +40,40 @@ impl TlsStatus {
     }
 }
 
+/// MariaDB's status variables whose names start with "Ssl".
+const SSL_STATUS: [&str; 25] = [
+    "Ssl_accept_renegotiates",
+    "Ssl_accepts",
+    "Ssl_callback_cache_hits",
+    "Ssl_cipher",
+    "Ssl_cipher_list",
+    "Ssl_client_connects",
+    "Ssl_connect_renegotiates",
+    "Ssl_ctx_verify_depth",
+    "Ssl_ctx_verify_mode",
+    "Ssl_default_timeout",
+    "Ssl_finished_accepts",
+    "Ssl_finished_connects",
+    "Ssl_server_not_after",
+    "Ssl_server_not_before",
+    "Ssl_session_cache_hits",
+    "Ssl_session_cache_misses",
+    "Ssl_session_cache_mode",
+    "Ssl_session_cache_overflows",
+    "Ssl_session_cache_size",
+    "Ssl_session_cache_timeouts",
+    "Ssl_sessions_reused",
+    "Ssl_used_session_cache_entries",
+    "Ssl_verify_depth",
+    "Ssl_verify_mode",
+    "Ssl_version",
+];
+
 /// Recognises `SHOW [SESSION | LOCAL] STATUS LIKE 'Ssl_cipher'` (or
 /// `'Ssl_version'`), the documented way to ask whether a connection is
-/// encrypted: a pattern naming exactly that variable. Any other SHOW
-/// (GLOBAL, a pattern with wildcards, WHERE) goes to a server as usual.
+/// encrypted: a pattern that starts with "Ssl" and matches that one
+/// status variable alone (`'Ssl_version%'` too). Any other SHOW (GLOBAL,
+/// a pattern matching more, WHERE) goes to a server as usual.
 pub fn parse_show_tls_status(sql: &str) -> Option<TlsStatus> {
     let mut words = sql.trim().trim_end_matches(';').split_ascii_whitespace();
     if !words.next()?.eq_ignore_ascii_case("SHOW") {
@@ -60,10 +90,20 @@ pub fn parse_show_tls_status(sql: &str) -> Option<TlsStatus> {
     if words.next().is_some() {
         return None;
     }
-    let inner = ['\'', '"'].into_iter().find_map(|q| pattern.strip_prefix(q)?.strip_suffix(q))?;
-    [TlsStatus::Cipher, TlsStatus::Version]
-        .into_iter()
-        .find(|s| inner.eq_ignore_ascii_case(s.name()))
+    let inner = ['\'', '"'].into_iter().find_map(|q| {
+        let inner = pattern.strip_prefix(q)?.strip_suffix(q)?;
+        (!inner.contains(q) && !inner.contains("\\\\")).then_some(inner)
+    })?;
+    if !inner.get(..3)?.eq_ignore_ascii_case("ssl") {
+        return None;
+    }
+    let mut matched =
+        SSL_STATUS.iter().filter(|name| crate::classify::like(inner.as_bytes(), name.as_bytes()));
+    let only = matched.next()?;
+    if matched.next().is_some() {
+        return None;
+    }
+    [TlsStatus::Cipher, TlsStatus::Version].into_iter().find(|s| s.name() == *only)
 }
 
 /// The most bytes one character takes in the character set of collation
@@ -166,7 +206,13 @@ mod tests {
             ("SHOW LOCAL STATUS LIKE \"Ssl_version\"", Some(TlsStatus::Version)),
             ("  SHOW   STATUS\tLIKE 'SSL_VERSION'  ", Some(TlsStatus::Version)),
             ("SHOW GLOBAL STATUS LIKE 'Ssl_cipher'", None),
+            ("SHOW STATUS LIKE 'Ssl_version%'", Some(TlsStatus::Version)),
+            ("SHOW STATUS LIKE 'ssl\\_cipher'", Some(TlsStatus::Cipher)),
             ("SHOW STATUS LIKE 'Ssl_cipher%'", None),
+            ("SHOW STATUS LIKE '%cipher'", None),
+            ("SHOW STATUS LIKE 'Ssl_v%'", None),
+            ("SHOW STATUS LIKE 'Ssl_ver'", None),
+            ("SHOW STATUS LIKE 'Ssl_verify%'", None),
             ("SHOW STATUS LIKE 'Ssl_cipher_list'", None),
             ("SHOW STATUS LIKE 'Ssl%'", None),
             ("SHOW STATUS WHERE Variable_name = 'Ssl_cipher'", None),
