@@ -184,6 +184,9 @@ struct BackendView<'a> {
     last_error: Option<&'a str>,
     sql_thread_running: Option<bool>,
     io_thread_running: Option<bool>,
+    /// Why replication cannot be trusted: `Last_SQL_Error`, or a position
+    /// past the primary's.
+    replication_error: Option<&'a str>,
     /// `@@read_only` as probed: two backends with `false` means two
     /// writable servers (writes stay on the previous primary).
     read_only: Option<bool>,
@@ -220,6 +223,7 @@ fn backends_json(shared: &Shared) -> String {
                 last_error: b.last_error.as_deref(),
                 sql_thread_running: b.sql_thread_running,
                 io_thread_running: b.io_thread_running,
+                replication_error: b.replication_error.as_deref(),
                 read_only: b.read_only,
                 writable_conflict: topology.writable_conflict,
                 state: shared.backend_state(i).as_str(),

@@ -1059,24 +1059,6 @@ fn on_server(port: u16, sql: &str) {
     assert!(status.success(), "{sql} on :{port}");
 }
 
-/// Rebuilds the lab from scratch (its replication was changed).
-struct LabRebuilt;
-
-impl Drop for LabRebuilt {
-    fn drop(&mut self) {
-        // No assertion here: a panic while the test is failing would abort
-        // the whole test binary; a lab left broken fails the next tests.
-        for args in [["destroy"], ["up"]] {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/integration/lab.sh");
-            let _ = std::process::Command::new(script)
-                .args(args)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-}
-
 /// A failover as a failover tool makes it once the primary has died:
 /// replica1 promoted (replication stopped and forgotten, read_only off),
 /// replica2 re-pointed to it. Through the same proxy, writes and

@@ -367,3 +367,39 @@ async fn a_table_not_yet_replicated_is_read_on_the_primary() {
     assert!(c.scalar("SELECT @@server_id").await.is_some_and(|s| s != "1"));
     a.exec(&format!("DROP TABLE app.{table}")).await;
 }
+
+/// `RESET MASTER` on the primary restarts its GTIDs below what the
+/// replicas have applied: by their positions they hold every new write
+/// at once (a wait for one returns at once there too), while replication
+/// sends them nothing until the primary's numbers catch up. The monitor
+/// finds their positions past the primary's, excludes them as a
+/// replication error, and reads go to the primary: a write is read back.
+/// Before, the read went to a replica, which did not have the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_past_a_reset_primarys_position_take_no_reads() {
+    let _serial = SERIAL.lock().await;
+    let _rebuilt = LabRebuilt;
+    let table = lab_table("after_reset", "n INT").await;
+    let proxy = start_proxy(monitored("")).await;
+    let admin_addr = proxy.admin.unwrap();
+    both_replicas_eligible(admin_addr).await;
+    let mut a = admin(PRIMARY).await;
+    a.exec("RESET MASTER").await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    c.exec(&format!("INSERT INTO {table} VALUES (1)")).await;
+    let json = wait_backends(admin_addr, Duration::from_secs(5), |j| {
+        j[1]["eligible"] == false && j[2]["eligible"] == false
+    })
+    .await;
+    for replica in [&json[1], &json[2]] {
+        assert_eq!(replica["excluded_because"], "replication_error", "{json}");
+        let error = replica["replication_error"].as_str().unwrap_or_default();
+        assert!(error.contains("past the primary's"), "{json}");
+    }
+    for n in 2..6 {
+        c.exec(&format!("INSERT INTO {table} VALUES ({n})")).await;
+        let answer =
+            c.scalar(&format!("SELECT CONCAT_WS(' ', COUNT(*), @@server_id) FROM {table}")).await;
+        assert_eq!(answer, Some(format!("{n} 1")), "read back after the reset");
+    }
+}

@@ -232,7 +232,7 @@ pub fn build_topology(
                 t,
                 role,
                 conflict_member,
-                primary_gtid.as_deref(),
+                primary_sample,
                 &start_barrier,
                 previous_state,
                 settings,
@@ -254,11 +254,12 @@ fn backend_state(
     tracked: &Tracked<'_>,
     role: Role,
     writable_conflict: bool,
-    primary_gtid: Option<&str>,
+    primary_sample: Option<&ProbeSample>,
     start_barrier: &StartBarrier,
     previous: Option<&BackendState>,
     settings: &MonitorSettings,
 ) -> BackendState {
+    let primary_gtid = primary_sample.and_then(|s| s.gtid_position(true));
     let mut state = tracked.state.clone();
     state.role = role;
     state.gtid_position =
@@ -274,6 +275,19 @@ fn backend_state(
             seconds_behind_master: sample.replication.as_ref().and_then(|r| r.seconds_behind),
         }),
     };
+    state.ahead_of_primary = role == Role::Replica
+        && match ahead_of_primary(tracked.sample, primary_sample) {
+            Some(ahead) => ahead,
+            None => previous.is_some_and(|p| p.ahead_of_primary),
+        };
+    if state.ahead_of_primary && state.replication_error.is_none() {
+        state.replication_error = Some(format!(
+            "applied GTID position {} is past the primary's {}: the primary's GTID history \
+             was reset (RESET MASTER?) or this server has transactions of its own",
+            state.gtid_position.as_deref().unwrap_or(""),
+            primary_gtid.unwrap_or("")
+        ));
+    }
     let eligibility = assess_eligibility(&ReplicaView {
         healthy: state.healthy,
         role,
@@ -298,6 +312,24 @@ fn backend_state(
     state.effective_weight = eligibility.effective_weight;
     state.exclusion = eligibility.exclusion;
     state
+}
+
+/// Whether a MariaDB replica's applied position is past its primary's in
+/// a domain both name, from a primary reading that started after the
+/// replica's had ended (so the primary's position then held all the
+/// replica had applied, had their histories been one). None when the two
+/// readings cannot be ordered so, or are not MariaDB positions.
+fn ahead_of_primary(replica: Option<&ProbeSample>, primary: Option<&ProbeSample>) -> Option<bool> {
+    let (replica, primary) = (replica?, primary?);
+    if replica.flavor != Flavor::MariaDb
+        || primary.flavor != Flavor::MariaDb
+        || primary.started_at < replica.sampled_at
+    {
+        return None;
+    }
+    let applied: gtid::MariaDbPosition = replica.gtid_slave_pos.as_deref()?.parse().ok()?;
+    let logged: gtid::MariaDbPosition = primary.gtid_binlog_pos.as_deref()?.parse().ok()?;
+    Some(applied.ahead_of(&logged))
 }
 
 /// Whether a replica has applied the start barrier's position, or has no
@@ -354,6 +386,7 @@ mod tests {
             replication: None,
             heartbeat_micros: None,
             sampled_at: UNIX_EPOCH + Duration::from_secs(1_000),
+            started_at: UNIX_EPOCH + Duration::from_secs(1_000),
         }
     }
 
@@ -837,5 +870,52 @@ mod tests {
         let topology = first_topology_without_primary_sample(&lab, &states);
         assert_eq!(topology.start_barrier, StartBarrier::Lifted);
         assert!(topology.backends[1].eligible && topology.backends[2].eligible);
+    }
+
+    #[test]
+    fn a_replica_past_the_primarys_position_read_after_it_is_excluded() {
+        let mut lab = Lab::new();
+        // The primary's history restarted (RESET MASTER): it logs 0-1-3
+        // now, read after the replicas had applied up to 0-1-10.
+        lab.samples[0].gtid_binlog_pos = Some("0-1-3".into());
+        let topology = lab.build(&Topology::default(), &settings());
+        let r1 = &topology.backends[1];
+        assert!(r1.ahead_of_primary);
+        assert!(!r1.eligible);
+        assert_eq!(r1.exclusion, Some(Exclusion::ReplicationError));
+        assert!(r1.replication_error.as_deref().is_some_and(|e| e.contains("RESET MASTER")));
+        // r2 (0-1-8) is past it too.
+        assert!(topology.backends[2].ahead_of_primary);
+
+        // A primary reading that started before the replica's ended
+        // cannot order them: the verdict stands until one can.
+        lab.samples[0].started_at = UNIX_EPOCH + Duration::from_secs(999);
+        let next = lab.build(&topology, &settings());
+        assert!(next.backends[1].ahead_of_primary, "kept");
+        let fresh = lab.build(&Topology::default(), &settings());
+        assert!(!fresh.backends[1].ahead_of_primary, "nothing to keep");
+
+        // Once a later primary reading is not behind, it takes reads again.
+        lab.samples[0].started_at = UNIX_EPOCH + Duration::from_secs(1_000);
+        lab.samples[0].gtid_binlog_pos = Some("0-1-10".into());
+        let healed = lab.build(&next, &settings());
+        assert!(!healed.backends[1].ahead_of_primary);
+        assert!(healed.backends[1].eligible);
+    }
+
+    #[test]
+    fn domains_only_one_side_names_and_other_flavors_are_not_compared() {
+        let mut lab = Lab::new();
+        lab.samples[0].gtid_binlog_pos = Some("0-1-10".into());
+        lab.samples[1].gtid_slave_pos = Some("0-1-10,7-9-500".into());
+        let topology = lab.build(&Topology::default(), &settings());
+        assert!(!topology.backends[1].ahead_of_primary);
+        assert!(topology.backends[1].eligible);
+        let replica = replica_sample("0-1-10", Some(0), true);
+        let primary = ProbeSample { flavor: Flavor::MySql, ..sample(false, "0-1-1", "") };
+        assert_eq!(ahead_of_primary(Some(&replica), Some(&primary)), None);
+        let primary = sample(false, "0-1-1", "");
+        assert_eq!(ahead_of_primary(Some(&replica), Some(&primary)), Some(true));
+        assert_eq!(ahead_of_primary(None, Some(&primary)), None);
     }
 }

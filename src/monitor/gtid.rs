@@ -69,6 +69,13 @@ impl MariaDbPosition {
         self.seq_by_domain.get(&domain).copied()
     }
 
+    /// True when, in a domain both name, this position is past `other`.
+    pub fn ahead_of(&self, other: &MariaDbPosition) -> bool {
+        self.seq_by_domain
+            .iter()
+            .any(|(domain, seq)| other.seq(*domain).is_some_and(|theirs| *seq > theirs))
+    }
+
     /// True when the position names no domain.
     pub fn is_empty(&self) -> bool {
         self.seq_by_domain.is_empty()

@@ -211,6 +211,7 @@ async fn run_queries(
     heartbeat: Option<&str>,
     warned: &mut Warned,
 ) -> Result<ProbeSample, mysql_async::Error> {
+    let started_at = SystemTime::now();
     let variables = read_variables(connection).await?;
     if let Some(version) = &variables.version {
         connection.version.clone_from(version);
@@ -231,6 +232,7 @@ async fn run_queries(
         replication,
         heartbeat_micros,
         sampled_at: SystemTime::now(),
+        started_at,
     })
 }
 

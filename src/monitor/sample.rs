@@ -28,6 +28,8 @@ pub struct ProbeSample {
     pub heartbeat_micros: Option<i64>,
     /// When the probe's statements had run (the "now" of the heartbeat).
     pub sampled_at: SystemTime,
+    /// When the probe's first statement (the GTID positions) was sent.
+    pub started_at: SystemTime,
 }
 
 impl ProbeSample {

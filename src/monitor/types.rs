@@ -248,6 +248,13 @@ pub struct BackendState {
     /// A replica that has applied the [`StartBarrier`]'s position (or
     /// has none to compare); it stays so.
     pub past_start: bool,
+    /// A replica whose applied GTID position was found past the primary's
+    /// in a domain both have, read after it (the primary's GTID history
+    /// was reset, `RESET MASTER`; or the replica holds transactions of its
+    /// own there): its position no longer says what it has applied, so it
+    /// is excluded as a replication error until a later reading is not
+    /// ahead.
+    pub ahead_of_primary: bool,
 }
 
 impl BackendState {
@@ -275,6 +282,7 @@ impl BackendState {
             effective_weight: 0.0,
             exclusion: Some(Exclusion::Unhealthy),
             past_start: false,
+            ahead_of_primary: false,
         }
     }
 }

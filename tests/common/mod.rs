@@ -581,3 +581,21 @@ impl Drop for RestoreLab {
         lab(&["lag", "replica2", "start"]);
     }
 }
+
+/// Rebuilds the lab from scratch (its replication was changed).
+pub struct LabRebuilt;
+
+impl Drop for LabRebuilt {
+    fn drop(&mut self) {
+        // No assertion here: a panic while the test is failing would abort
+        // the whole test binary; a lab left broken fails the next tests.
+        for args in [["destroy"], ["up"]] {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/integration/lab.sh");
+            let _ = std::process::Command::new(script)
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
