@@ -4,7 +4,7 @@
 //! an EXPLAIN of a query, a SET (which variables?), or unsure (the parser tier decides).
 
 use super::info::{Flags, StatementKind as K};
-use super::lexer::{Tok, Token};
+use super::lexer::{Backslashes, Lexer, Tok, Token};
 use super::words::Kw;
 
 /// How many leading tokens are kept per statement.
@@ -331,9 +331,7 @@ fn shows_primary_variables(l: &Lead, sql: &str, i: usize) -> bool {
     if l.tok(i + 1) == Tok::End {
         return true;
     }
-    if l.is(i + 1, Kw::LIKE) && l.tok(i + 2) == Tok::Str {
-        let quoted = l.toks[i + 2].text(sql);
-        let pattern = quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or("");
+    if let Some(pattern) = like_pattern(l, sql, i + 1) {
         return names.iter().any(|name| like(pattern.as_bytes(), name.as_bytes()));
     }
     if l.is(i + 1, Kw::WHERE) {
@@ -343,6 +341,41 @@ fn shows_primary_variables(l: &Lead, sql: &str, i: usize) -> bool {
             .any(|name| rest.windows(name.len()).any(|w| w.eq_ignore_ascii_case(name.as_bytes())));
     }
     false
+}
+
+/// The pattern of `LIKE '<pattern>'` at token `i`, without its quotes.
+fn like_pattern<'a>(l: &Lead, sql: &'a str, i: usize) -> Option<&'a str> {
+    if !l.is(i, Kw::LIKE) || l.tok(i + 1) != Tok::Str {
+        return None;
+    }
+    let quoted = l.toks[i + 1].text(sql);
+    Some(quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or(""))
+}
+
+/// The pattern of `SHOW [SESSION | LOCAL] STATUS LIKE '<pattern>'` with
+/// nothing after it but a `;` (comments anywhere), as the classifier reads
+/// it; None for any other statement (GLOBAL, WHERE, a multi-statement).
+pub fn show_status_pattern(sql: &str, backslashes: Backslashes) -> Option<&str> {
+    let mut l = Lead::new();
+    let mut lx = Lexer::new(sql, backslashes);
+    loop {
+        let t = lx.next();
+        if t.tok == Tok::End {
+            break;
+        }
+        if l.len == LEAD_MAX {
+            return None;
+        }
+        l.push(&t);
+    }
+    if !l.is(0, Kw::SHOW) {
+        return None;
+    }
+    let i = if l.word_is(sql, 1, "SESSION") || l.word_is(sql, 1, "LOCAL") { 2 } else { 1 };
+    let pattern = l.word_is(sql, i, "STATUS").then(|| like_pattern(&l, sql, i + 1))??;
+    let rest = i + 3;
+    let ends = l.tok(rest) == Tok::End || (l.tok(rest) == Tok::Semi && l.tok(rest + 1) == Tok::End);
+    ends.then_some(pattern)
 }
 
 /// Whether `name` matches the SQL LIKE `pattern` (`%`, `_`, `\\` escapes;

@@ -6,6 +6,7 @@
 //! or a cipher for one that is not, when `[backend_tls]` is on.
 
 use super::{Next, Session, SessionError};
+use crate::classify::Backslashes;
 use crate::protocol::handshake::mariadb_caps;
 use crate::protocol::messages::build_eof;
 use crate::protocol::packet::{put_lenenc_str, put_packet};
@@ -74,31 +75,13 @@ const SSL_STATUS: [&str; 25] = [
 /// encrypted: a pattern that starts with "Ssl" and matches that one
 /// status variable alone (`'Ssl_version%'` too). Any other SHOW (GLOBAL,
 /// a pattern matching more, WHERE) goes to a server as usual.
-pub fn parse_show_tls_status(sql: &str) -> Option<TlsStatus> {
-    let mut words = sql.trim().trim_end_matches(';').split_ascii_whitespace();
-    if !words.next()?.eq_ignore_ascii_case("SHOW") {
-        return None;
-    }
-    let mut word = words.next()?;
-    if word.eq_ignore_ascii_case("SESSION") || word.eq_ignore_ascii_case("LOCAL") {
-        word = words.next()?;
-    }
-    if !word.eq_ignore_ascii_case("STATUS") || !words.next()?.eq_ignore_ascii_case("LIKE") {
-        return None;
-    }
-    let pattern = words.next()?;
-    if words.next().is_some() {
-        return None;
-    }
-    let inner = ['\'', '"'].into_iter().find_map(|q| {
-        let inner = pattern.strip_prefix(q)?.strip_suffix(q)?;
-        (!inner.contains(q) && !inner.contains("\\\\")).then_some(inner)
-    })?;
-    if !inner.get(..3)?.eq_ignore_ascii_case("ssl") {
+pub fn parse_show_tls_status(sql: &str, backslashes: Backslashes) -> Option<TlsStatus> {
+    let pattern = crate::classify::show_status_pattern(sql, backslashes)?;
+    if !pattern.get(..3)?.eq_ignore_ascii_case("ssl") {
         return None;
     }
     let mut matched =
-        SSL_STATUS.iter().filter(|name| crate::classify::like(inner.as_bytes(), name.as_bytes()));
+        SSL_STATUS.iter().filter(|name| crate::classify::like(pattern.as_bytes(), name.as_bytes()));
     let only = matched.next()?;
     if matched.next().is_some() {
         return None;
@@ -218,10 +201,12 @@ mod tests {
             ("SHOW STATUS WHERE Variable_name = 'Ssl_cipher'", None),
             ("SHOW STATUS", None),
             ("SHOW STATUS LIKE 'Ssl_cipher' OR 1", None),
+            ("SHOW /* mine */ STATUS LIKE 'Ssl_cipher' -- is it on?", Some(TlsStatus::Cipher)),
+            ("SHOW STATUS LIKE 'Ssl_cipher'; SELECT 1", None),
             ("SELECT 'Ssl_cipher'", None),
         ];
         for (sql, expected) in cases {
-            assert_eq!(parse_show_tls_status(sql), expected, "{sql}");
+            assert_eq!(parse_show_tls_status(sql, Backslashes::Escape), expected, "{sql}");
         }
     }
 

@@ -87,7 +87,7 @@ impl Session {
                 }
             }
             StatementKind::Show if sql.len() < 64 => {
-                if let Some(asked) = super::answer::parse_show_tls_status(sql) {
+                if let Some(asked) = super::answer::parse_show_tls_status(sql, self.backslashes()) {
                     return self.answer_tls_status(asked).await;
                 }
             }
