@@ -606,17 +606,14 @@ impl Session {
                 let kind = part.kind?;
                 // The server reported the database whatever else failed.
                 let followed = kind == StatementKind::Use && schema_reported;
-                let beside_global = kind == StatementKind::SetGlobal
-                    && part.flags.contains(crate::classify::Flags::SESSION_SET_BESIDE_GLOBAL);
-                (changes_session(kind) && !followed || kind == StatementKind::Ddl || beside_global)
+                (changes_session(kind, part.flags) && !followed || kind == StatementKind::Ddl)
                     .then_some((kind, part.flags, part.range))
             })
             .collect();
         if failed {
             // A temporary table it may have dropped is still taken for one:
             // its reads stay on the primary, which is right either way.
-            let changes = |kind| changes_session(kind) || kind == StatementKind::SetGlobal;
-            if parts.iter().any(|(kind, ..)| changes(*kind)) {
+            if parts.iter().any(|(kind, flags, _)| changes_session(*kind, *flags)) {
                 self.keep_reads_on(idx);
             }
             return;
@@ -1227,22 +1224,25 @@ fn state_followed_by_kind(kind: StatementKind) -> bool {
     )
 }
 
-/// Whether a statement of this kind changes the session in a way
-/// [`Session::follow_statement`] follows.
-fn changes_session(kind: StatementKind) -> bool {
-    matches!(
-        kind,
-        StatementKind::Begin { read_only: true }
-            | StatementKind::SetSession
-            | StatementKind::SetNames
-            | StatementKind::SetTransaction
-            | StatementKind::Use
-            | StatementKind::LockTables
-            | StatementKind::UnlockTables
-            | StatementKind::Prepare
-            | StatementKind::CreateTemporaryTable
-            | StatementKind::DropTemporaryTable
-    )
+/// Whether a statement of this kind (and these flags) changes the session
+/// in a way [`Session::follow_statement`] follows: a SET of session
+/// variables beside a global one too, which keeps reads on the primary.
+fn changes_session(kind: StatementKind, flags: crate::classify::Flags) -> bool {
+    kind == StatementKind::SetGlobal
+        && flags.contains(crate::classify::Flags::SESSION_SET_BESIDE_GLOBAL)
+        || matches!(
+            kind,
+            StatementKind::Begin { read_only: true }
+                | StatementKind::SetSession
+                | StatementKind::SetNames
+                | StatementKind::SetTransaction
+                | StatementKind::Use
+                | StatementKind::LockTables
+                | StatementKind::UnlockTables
+                | StatementKind::Prepare
+                | StatementKind::CreateTemporaryTable
+                | StatementKind::DropTemporaryTable
+        )
 }
 
 /// Whether, after a SET of session tracking, the client asked for its own
