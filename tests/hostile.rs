@@ -90,6 +90,23 @@ async fn wrong_sequence_id_after_login_gets_error_1156() {
     assert_still_serving(&proxy).await;
 }
 
+/// A COM_CHANGE_USER that cannot be read gets MariaDB's ERROR 1047, and
+/// the session goes on as it was: same user, database, user variables.
+#[tokio::test]
+async fn a_malformed_change_user_gets_error_1047_and_the_session_goes_on() {
+    let proxy = start_proxy(lab_config("")).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    c.exec("SET @kept = 'still here'").await;
+    // No user name terminator; a user and a truncated auth response length.
+    for bad in [&b"\x11\x00"[..], b"\x11app", b"\x11app\x00\xfc\x10"] {
+        let r = c.command(bad, rwsplit::relay::Expect::Result).await;
+        assert_eq!(err_code_of(&r[0].1), Some(1047), "{bad:?}");
+        assert_eq!(c.scalar("SELECT @kept").await.as_deref(), Some("still here"));
+        assert_eq!(c.scalar("SELECT DATABASE()").await.as_deref(), Some("app"));
+    }
+    assert_still_serving(&proxy).await;
+}
+
 #[tokio::test]
 async fn packet_length_lie_is_closed() {
     let proxy = start_proxy(lab_config("")).await;

@@ -181,13 +181,12 @@ impl Session {
     /// COM_CHANGE_USER: the proxy checks the new credentials itself (the
     /// response answers the greeting's scramble), then starts the session
     /// afresh: backend connections closed, statements forgotten. A refused
-    /// change leaves the session with its user, as MariaDB does.
+    /// change leaves the session with its user, as MariaDB does. One the
+    /// proxy cannot read gets MariaDB's answer to it (ERROR 1047 Unknown
+    /// command) and changes nothing: the session goes on as it was.
     async fn on_change_user(&mut self) -> Result<Next, SessionError> {
         let Some(change) = ChangeUser::parse(&self.cmd[1..], self.caps) else {
-            return self
-                .reply_err(1047, "08S01", "Malformed COM_CHANGE_USER")
-                .await
-                .map(|_| Next::Quit);
+            return self.reply_err(1047, "08S01", "Unknown command").await.map(|_| Next::Continue);
         };
         // A character set no client may use is refused before the
         // password is checked; the session starts afresh, its user kept.
