@@ -18,6 +18,7 @@ pub mod command {
     pub const FIELD_LIST: u8 = 0x04;
     pub const REFRESH: u8 = 0x07;
     pub const STATISTICS: u8 = 0x09;
+    pub const PROCESS_INFO: u8 = 0x0A;
     pub const PROCESS_KILL: u8 = 0x0C;
     pub const DEBUG: u8 = 0x0D;
     pub const PING: u8 = 0x0E;

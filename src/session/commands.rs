@@ -25,7 +25,9 @@ impl Session {
             cmd::FIELD_LIST => self.simple(Expect::FieldList).await,
             cmd::STATISTICS => self.simple(Expect::Single).await,
             // FLUSH and the debug dump: the primary's, answered OK or ERR.
-            cmd::REFRESH | cmd::DEBUG => self.simple(Expect::Result).await,
+            // The old processlist command (the C API's mysql_list_processes):
+            // the primary's, a result set.
+            cmd::REFRESH | cmd::DEBUG | cmd::PROCESS_INFO => self.simple(Expect::Result).await,
             cmd::PROCESS_KILL => self.on_process_kill().await,
             cmd::CHANGE_USER => self.on_change_user().await,
             cmd::RESET_CONNECTION => self.on_reset_connection().await,
