@@ -141,6 +141,11 @@ pub struct BackendConn {
     /// reset first.
     pub sets_hash: u64,
     pub database: Option<Vec<u8>>,
+    /// The server may hold a current database for the connection (it was
+    /// opened with one or selected one since), also while `database` is
+    /// unknown: a connection cannot leave its database, so one without
+    /// is only had new, or from a server that says it dropped it.
+    pub database_selected: bool,
     /// `Shared::database_changes` when `database` was selected.
     pub databases_seen: u64,
     /// The options of the connection's database may have changed since it
@@ -354,6 +359,7 @@ impl BackendConn {
             applied_sets: 0,
             sets_hash: 0,
             database: login.database.clone(),
+            database_selected: login.database.is_some(),
             tracks_gtids: false,
             autocommit: Some(autocommit),
             in_transaction: false,
@@ -662,6 +668,7 @@ impl BackendConn {
         }
         let mut payload = vec![crate::protocol::command::INIT_DB];
         payload.extend_from_slice(db);
+        self.database_selected = true;
         self.run_own(&payload).await?;
         self.database = Some(db.to_vec());
         Ok(())

@@ -522,7 +522,7 @@ async fn refresh_and_debug_are_answered_as_by_the_server() {
 async fn unknown_command_gets_error_1047() {
     let proxy = start_proxy(lab_config("")).await;
     let mut c = Raw::app(&proxy.addr.to_string(), true).await;
-    for command in [0x00u8, 0x05, 0x0A, 0x12, 0x1D, 0x40, 0xFB] {
+    for command in [0x00u8, 0x05, 0x08, 0x12, 0x1D, 0x40, 0xFB] {
         let r = c.command(&[command], Expect::Result).await;
         let err = rwsplit::protocol::messages::parse_err(&r[0].1).expect("an error");
         assert_eq!(err.code, 1047, "command {command:#x}");
@@ -990,4 +990,47 @@ async fn session_state_changes_report_the_servers_ok_packets() {
         assert_same(&proxy, deprecate_eof, &commands).await;
     }
     a.exec(&format!("DROP PROCEDURE app.{proc}")).await;
+}
+
+/// A session that drops its own database is in none, as on the server: its
+/// reads (still on the replicas) see no database, on connections without
+/// one, and a `USE` of the database created again works (it got ERROR 1046
+/// from a connection the proxy tried to select the dropped one's empty
+/// name on). With and without multiplexing.
+#[tokio::test]
+async fn a_session_that_drops_its_database_is_in_none() {
+    let db = unique("dropself");
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!("GRANT ALL ON {db}.* TO app")).await;
+    for multiplex in [false, true] {
+        let proxy = start_proxy(lab_config(&format!("[pool]\nmultiplex = {multiplex}\n"))).await;
+        let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+        for round in 0..2 {
+            let at = format!("multiplex {multiplex}, round {round}");
+            c.exec(&format!("CREATE DATABASE {db}")).await;
+            c.exec(&format!("USE {db}")).await;
+            c.exec("CREATE TABLE t (a INT)").await;
+            wait_replicas_caught_up().await;
+            for _ in 0..4 {
+                let here = c.scalar("SELECT CONCAT_WS(' ', DATABASE(), COUNT(*)) FROM t").await;
+                assert_eq!(here.as_deref(), Some(&*format!("{db} 0")), "{at}");
+            }
+            c.exec(&format!("DROP DATABASE {db}")).await;
+            wait_replicas_caught_up().await;
+            let mut servers = std::collections::HashSet::new();
+            for _ in 0..6 {
+                let r = c.query("SELECT @@server_id, DATABASE()").await;
+                // One row: the id (one digit), then NULL.
+                let row = &r[r.len() - 2].1;
+                let server = char::from(row[1]);
+                assert_eq!(row[2..], [0xFB], "{at}: no database, read on server {server}");
+                servers.insert(server);
+            }
+            assert!(!servers.contains(&'1'), "{at}: the reads stay on the replicas: {servers:?}");
+            let r = c.query("SHOW TABLES").await;
+            let err = rwsplit::protocol::messages::parse_err(&r[0].1).expect("an error");
+            assert_eq!(err.code, 1046, "{at}: SHOW TABLES without a database");
+        }
+    }
+    a.exec(&format!("DROP DATABASE IF EXISTS {db}")).await;
 }

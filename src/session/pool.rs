@@ -198,7 +198,7 @@ thread_local! {
 }
 
 fn fits(key: &Key, without_database: bool, other: &Key, conn: &BackendConn) -> bool {
-    other == key && (!without_database || conn.database.is_none())
+    other == key && (!without_database || !conn.database_selected)
 }
 
 fn stats(slot: &BackendSlot, backend: usize) -> Option<&crate::server::PoolBackend> {

@@ -402,6 +402,7 @@ impl Session {
             return true;
         };
         conn.database != self.login.database
+            || (conn.database_selected && self.login.database.is_none())
             || conn.databases_seen != self.shared.database_changes.load(Ordering::Relaxed)
             || conn.applied_sets < self.routing.sets.len()
             || (self.routing.reads_insert_id && self.routing.last_insert.is_some())
@@ -409,11 +410,19 @@ impl Session {
 
     async fn catch_up_unwatched(&mut self, idx: usize) -> Result<(), BackendError> {
         let sets_total = self.routing.sets.len();
+        // A session without a database (it dropped its own) gets a
+        // connection without one, unless state it needs lives on the one
+        // it has: a connection cannot leave its database.
+        if self.login.database.is_none()
+            && self.backends.get(idx).and_then(Option::as_ref).is_some_and(|c| c.database_selected)
+            && self.binding(idx).is_none()
+        {
+            self.drop_backend(idx);
+        }
         self.backend(idx).await?;
         let conn = self.backends[idx].as_mut().expect("just opened");
-        match &self.login.database {
-            Some(db) => conn.select_database(db).await?,
-            None => conn.database = None,
+        if let Some(db) = &self.login.database {
+            conn.select_database(db).await?;
         }
         if conn.applied_sets < sets_total {
             let start = conn.applied_sets;
@@ -636,12 +645,16 @@ impl Session {
         }
     }
 
-    /// The session is now in database `db`, as its connection `idx` is.
+    /// The session is now in database `db`, as its connection `idx` is;
+    /// in none when `db` is empty (the server reports its current database
+    /// dropped so).
     pub(super) fn in_database(&mut self, idx: usize, db: Vec<u8>) {
+        let db = Some(db).filter(|db| !db.is_empty());
         if let Some(conn) = self.backends.get_mut(idx).and_then(Option::as_mut) {
-            conn.database = Some(db.clone());
+            conn.database = db.clone();
+            conn.database_selected = db.is_some();
         }
-        self.login.database = Some(db);
+        self.login.database = db;
     }
 
     /// Records the current command (a SET that succeeded on `idx`), or
