@@ -1137,3 +1137,25 @@ async fn a_set_of_session_variables_beside_a_global_keeps_reads_on_the_primary()
         }
     }
 }
+
+/// The optimizer trace (and the profiles) of a session's last statement
+/// live on the connection that ran it: reading
+/// `information_schema.OPTIMIZER_TRACE` goes there, as SHOW WARNINGS does.
+/// Reads are spread over both replicas, so without that the trace read
+/// often lands where another statement (or none) was traced.
+#[tokio::test]
+async fn the_optimizer_trace_is_read_where_the_last_statement_ran() {
+    let table = lab_table("traced", "a INT PRIMARY KEY, b INT, KEY (b)").await;
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    c.exec("SET optimizer_trace = 'enabled=on'").await;
+    let mut servers = std::collections::HashSet::new();
+    for i in 0..12 {
+        let traced = format!("SELECT DISTINCT a, {i} FROM {table} WHERE a IN (1, 2)");
+        c.query(&traced).await;
+        let query = c.scalar("SELECT QUERY FROM information_schema.OPTIMIZER_TRACE").await;
+        assert_eq!(query.as_deref(), Some(&*traced), "read {i}: the trace of the last statement");
+        servers.insert(c.scalar("SELECT @@server_id").await);
+    }
+    assert!(servers.iter().all(|s| is_replica(s.clone())), "reads on replicas: {servers:?}");
+}

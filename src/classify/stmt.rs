@@ -198,6 +198,13 @@ impl StmtScan {
         func: Option<FuncClass>,
         set: SetEvent,
     ) {
+        let name = matches!(t.tok, Tok::Word | Tok::QuotedIdent);
+        if name
+            && self.prev.tok == Tok::Dot
+            && is_last_statement_table(t.text(sql).trim_matches('`'))
+        {
+            self.flags |= Flags::LAST_STATEMENT_FUNC;
+        }
         match t.tok {
             Tok::LParen => self.depth = self.depth.saturating_add(1),
             Tok::RParen => {
@@ -436,6 +443,12 @@ impl StmtScan {
 /// just as well.
 fn is_sequence_access(word: &str) -> bool {
     word.eq_ignore_ascii_case("NEXTVAL") || word.eq_ignore_ascii_case("CURRVAL")
+}
+
+/// `information_schema` tables about the connection's previous statements
+/// (its optimizer trace, its profiles): read where those ran.
+fn is_last_statement_table(word: &str) -> bool {
+    word.eq_ignore_ascii_case("OPTIMIZER_TRACE") || word.eq_ignore_ascii_case("PROFILING")
 }
 
 /// System variables only the primary answers for the proxy, which presents

@@ -95,6 +95,24 @@ fn last_insert_id_reads_last_statement() {
 }
 
 #[test]
+fn the_optimizer_trace_and_profiles_read_the_last_statement() {
+    for sql in [
+        "SELECT * FROM information_schema.optimizer_trace",
+        "SELECT trace FROM INFORMATION_SCHEMA.OPTIMIZER_TRACE",
+        "select CAST(json_value(json_extract(trace, '$**.chosen_access_method.cost'), '$[0]') \
+         as DOUBLE) < 1.0e100 as finite from information_schema.optimizer_trace",
+        "SELECT QUERY_ID, SUM(DURATION) FROM information_schema.PROFILING GROUP BY QUERY_ID",
+        "SELECT * FROM `information_schema`.`optimizer_trace`",
+    ] {
+        assert!(has(sql, F::LAST_STATEMENT_FUNC), "{sql}");
+        assert!(plain(sql), "{sql}");
+    }
+    // A column of that name, or the variable, is not the table.
+    assert!(!has("SELECT optimizer_trace FROM t", F::LAST_STATEMENT_FUNC));
+    assert!(!has("SELECT @@optimizer_trace", F::LAST_STATEMENT_FUNC));
+}
+
+#[test]
 fn last_statement_read_stays_a_plain_read() {
     assert!(plain("SELECT LAST_INSERT_ID()"));
     assert!(plain("SELECT last_insert_id ( )"));
