@@ -1140,22 +1140,43 @@ async fn a_set_of_session_variables_beside_a_global_keeps_reads_on_the_primary()
 
 /// The optimizer trace (and the profiles) of a session's last statement
 /// live on the connection that ran it: reading
-/// `information_schema.OPTIMIZER_TRACE` goes there, as SHOW WARNINGS does.
-/// Reads are spread over both replicas, so without that the trace read
-/// often lands where another statement (or none) was traced.
+/// `information_schema.OPTIMIZER_TRACE` goes there, as SHOW WARNINGS does,
+/// and with multiplexing a session that turned tracing on keeps that
+/// connection until its next command. Reads are spread over both
+/// replicas (and pooled connections), so without that the trace read often
+/// lands where another statement (or none) was traced.
 #[tokio::test]
 async fn the_optimizer_trace_is_read_where_the_last_statement_ran() {
     let table = lab_table("traced", "a INT PRIMARY KEY, b INT, KEY (b)").await;
-    let p = proxy().await;
-    let mut c = app(&p).await;
-    c.exec("SET optimizer_trace = 'enabled=on'").await;
-    let mut servers = std::collections::HashSet::new();
-    for i in 0..12 {
-        let traced = format!("SELECT DISTINCT a, {i} FROM {table} WHERE a IN (1, 2)");
-        c.query(&traced).await;
-        let query = c.scalar("SELECT QUERY FROM information_schema.OPTIMIZER_TRACE").await;
-        assert_eq!(query.as_deref(), Some(&*traced), "read {i}: the trace of the last statement");
-        servers.insert(c.scalar("SELECT @@server_id").await);
+    for multiplex in [false, true] {
+        // Multiplexed: one connection per replica and worker, all reads on
+        // replica1, so that other sessions' reads between the traced
+        // statement and the trace read take the connection unless it is kept.
+        // (Their reads wait for it briefly while it is kept.)
+        let pool = "max_connections_per_backend = 1\npool_timeout = \"50ms\"\n\
+                    [consistency]\nmode = \"eventual\"";
+        let mut config = lab_config(&format!("[pool]\nmultiplex = {multiplex}\n{pool}\n"));
+        config.backends[2].weight = u32::from(!multiplex);
+        let p = start_proxy(config).await;
+        let mut c = app(&p).await;
+        // Sessions on every worker the proxy runs.
+        let mut others = Vec::new();
+        for _ in 0..4 {
+            others.push(app(&p).await);
+        }
+        c.exec("SET optimizer_trace = 'enabled=on'").await;
+        let mut servers = std::collections::HashSet::new();
+        for i in 0..12 {
+            let traced = format!("SELECT DISTINCT a, {i} FROM {table} WHERE a IN (1, 2)");
+            c.query(&traced).await;
+            for other in &mut others {
+                other.query(&format!("SELECT {i} FROM {table}")).await;
+            }
+            let query = c.scalar("SELECT QUERY FROM information_schema.OPTIMIZER_TRACE").await;
+            let at = format!("multiplex {multiplex}, read {i}");
+            assert_eq!(query.as_deref(), Some(&*traced), "{at}: the trace of the last statement");
+            servers.insert(c.scalar("SELECT @@server_id").await);
+        }
+        assert!(servers.iter().all(|s| is_replica(s.clone())), "reads on replicas: {servers:?}");
     }
-    assert!(servers.iter().all(|s| is_replica(s.clone())), "reads on replicas: {servers:?}");
 }

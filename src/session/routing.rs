@@ -89,6 +89,9 @@ pub struct RoutingState {
     /// The replica the picker gave the session's last read: the next one
     /// stays there while it may (`routing.replica_affinity`).
     pub last_replica: Option<usize>,
+    /// The session set `optimizer_trace` or `profiling`: each statement
+    /// leaves a record on its connection that the next may read.
+    pub traces_statements: bool,
 }
 
 /// A SET that succeeded, kept to run again on the session's other
@@ -548,6 +551,7 @@ impl Session {
                 if mentions_session_tracking(sql) {
                     self.client_wants_gtids = wants_gtids(sql, self.client_wants_gtids);
                 }
+                self.routing.traces_statements |= mentions_tracing(sql);
             }
             // A server not tracking the schema: the statement's own text.
             StatementKind::Use if !schema_reported => {
@@ -785,7 +789,8 @@ impl Session {
         let leaves_results = outcome.warnings > 0
             || outcome.error.is_some()
             || info.flags.contains(Flags::SQL_CALC_FOUND_ROWS)
-            || info.kind == StatementKind::Call;
+            || info.kind == StatementKind::Call
+            || self.routing.traces_statements;
         self.routing.next_statement = leaves_results.then_some(idx);
         // The last insert id moves with the session instead (see
         // `carry_last_insert_id`): a write need not keep its connection.
@@ -1197,8 +1202,16 @@ pub(super) fn refused_as_write(error: Option<u16>) -> bool {
 }
 
 fn mentions_session_tracking(sql: &str) -> bool {
-    const NEEDLE: &[u8] = b"session_track_";
-    sql.as_bytes().windows(NEEDLE.len()).any(|w| w.eq_ignore_ascii_case(NEEDLE))
+    mentions(sql, b"session_track_")
+}
+
+/// Whether a SET's text names the optimizer trace or profiling.
+fn mentions_tracing(sql: &str) -> bool {
+    mentions(sql, b"optimizer_trace") || mentions(sql, b"profiling")
+}
+
+fn mentions(sql: &str, needle: &[u8]) -> bool {
+    sql.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// What `ROW_COUNT()` returns after a statement that ended so: the rows
