@@ -471,6 +471,37 @@ async fn change_user_with_wrong_password_is_refused() {
     assert_eq!(c.scalar("SELECT @before").await, None);
 }
 
+/// After three refused COM_CHANGE_USERs on one connection, MariaDB answers
+/// every further one with ERROR 1047 and changes nothing, the right
+/// password too (no password guessing on one connection, MDEV-3915, as
+/// mysql-test's change_user_notembedded checks); a success in between does
+/// not reset the count. The proxy, which checks the passwords itself,
+/// answers the same.
+#[tokio::test]
+async fn a_change_user_after_three_refused_gets_error_1047() {
+    let proxy = start_proxy(lab_config("")).await;
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let scramble = c.conn.greeting.scramble.clone();
+    let mut codes = Vec::new();
+    for password in ["wrong", "bad", "app", "nope", "app", "app"] {
+        let mut p = vec![0x11];
+        p.extend_from_slice(b"app\0");
+        let resp = mysql_common::scramble::scramble_native(&scramble, password.as_bytes()).unwrap();
+        p.push(resp.len() as u8);
+        p.extend_from_slice(&resp);
+        p.extend_from_slice(b"app\0");
+        p.extend_from_slice(&45u16.to_le_bytes());
+        p.extend_from_slice(b"mysql_native_password\0");
+        c.exec("SET @kept = 'here'").await;
+        let r = c.command(&p, Expect::Result).await;
+        codes.push(rwsplit::protocol::messages::parse_err(&r[0].1).map_or(0, |e| e.code));
+    }
+    assert_eq!(codes, [1045, 1045, 0, 1045, 1047, 1047]);
+    // The refused one left the session as it was.
+    assert_eq!(c.scalar("SELECT @kept").await.as_deref(), Some("here"));
+    assert_eq!(c.scalar("SELECT CURRENT_USER()").await.as_deref(), Some("app@%"));
+}
+
 #[tokio::test]
 async fn change_user_with_right_password_switches_identity() {
     let proxy = start_proxy(lab_config("")).await;

@@ -185,9 +185,13 @@ impl Session {
     /// afresh: backend connections closed, statements forgotten. A refused
     /// change leaves the session with its user, as MariaDB does. One the
     /// proxy cannot read gets MariaDB's answer to it (ERROR 1047 Unknown
-    /// command) and changes nothing: the session goes on as it was.
+    /// command) and changes nothing: the session goes on as it was; so
+    /// does every one after three were refused, as on MariaDB.
     async fn on_change_user(&mut self) -> Result<Next, SessionError> {
-        let Some(change) = ChangeUser::parse(&self.cmd[1..], self.caps) else {
+        const MAX_FAILED_CHANGE_USERS: u8 = 3;
+        let parsed = ChangeUser::parse(&self.cmd[1..], self.caps);
+        let Some(change) = parsed.filter(|_| self.failed_change_users < MAX_FAILED_CHANGE_USERS)
+        else {
             return self.reply_err(1047, "08S01", "Unknown command").await.map(|_| Next::Continue);
         };
         // A character set no client may use is refused before the
@@ -233,6 +237,7 @@ impl Session {
         let user = String::from_utf8_lossy(&change.user).into_owned();
         let Some(backend_secret) = verified else {
             tracing::warn!(peer = %self.peer, user = %user, "COM_CHANGE_USER refused");
+            self.failed_change_users = self.failed_change_users.saturating_add(1);
             if let Some(ip) = throttled {
                 self.shared.login_throttle.failed(ip, std::time::Instant::now());
             }

@@ -146,6 +146,7 @@ pub async fn serve(
         multibyte,
         stmts: StmtTable::default(),
         multi_statements_off: false,
+        failed_change_users: 0,
         routing: routing::RoutingState::default(),
         client_wants_gtids: false,
         client_wants_state_change: false,
@@ -284,6 +285,10 @@ pub(crate) struct Session {
     pub stmts: StmtTable,
     /// COM_SET_OPTION turned multi-statements off.
     pub multi_statements_off: bool,
+    /// COM_CHANGE_USERs refused so far; from the third on, MariaDB answers
+    /// every further one with ERROR 1047 (no password guessing on one
+    /// connection), and so does the proxy.
+    pub failed_change_users: u8,
     pub routing: routing::RoutingState,
     /// The client enabled GTID tracking itself, so it sees the GTIDs the
     /// proxy tracks; otherwise they are removed from OK packets.
