@@ -160,6 +160,9 @@ pub struct BackendConn {
     pub in_transaction: bool,
     /// When the connection was opened (for `[pool] max_lifetime`).
     pub opened: std::time::Instant,
+    /// When the session holding it last sent a statement to it (see
+    /// `Session::drop_if_closed_while_unused`).
+    pub last_used: std::time::Instant,
     /// The monitor's count of outages of this backend when the connection
     /// was opened (`Outages::count`): once it moves
     /// on, the server this connection talked to has been found down.
@@ -364,6 +367,7 @@ impl BackendConn {
             autocommit: Some(autocommit),
             in_transaction: false,
             opened: std::time::Instant::now(),
+            last_used: std::time::Instant::now(),
             outages_seen: 0,
             databases_seen: 0,
             database_stale: false,

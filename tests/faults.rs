@@ -1827,3 +1827,32 @@ async fn servers_whose_sessions_start_without_autocommit_are_served_as_they_serv
         assert!(on_replicas > 0, "reads with autocommit on reach the replicas ({extra:?})");
     }
 }
+
+/// A server's wait_timeout counts each connection's own idle time: the
+/// session's connection to the primary, unused while the session reads on
+/// a replica for longer than that, is closed by the primary. The next
+/// write runs on a new connection (the session's SETs carried to it)
+/// instead of failing with ERROR 1158, with and without multiplexing.
+#[tokio::test]
+async fn a_write_after_the_primary_timed_out_its_idle_connection_runs_on_a_new_one() {
+    let table = lab_table("idled", "n INT").await;
+    for multiplex in [false, true] {
+        let proxy = start_proxy(lab_config(&format!("[pool]\nmultiplex = {multiplex}\n"))).await;
+        let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+        // On every connection of the session: the primary's ends 1 s after
+        // its last statement.
+        c.exec("SET SESSION wait_timeout = 1, time_zone = '+04:00'").await;
+        c.exec(&format!("INSERT INTO {table} VALUES (1)")).await;
+        let read = format!("SELECT @@server_id + SLEEP(2) FROM {table} LIMIT 1");
+        let server = c.scalar(&read).await;
+        assert!(matches!(server.as_deref(), Some("2" | "3")), "read on a replica: {server:?}");
+        let r = c.query(&format!("INSERT INTO {table} VALUES (2)")).await;
+        assert_eq!(r[0].1[0], 0x00, "multiplex {multiplex}: {}", String::from_utf8_lossy(&r[0].1));
+        let check = format!(
+            "SELECT CONCAT_WS(' ', COUNT(*), @@time_zone, @@server_id) FROM {table} FOR UPDATE"
+        );
+        let on_primary = c.scalar(&check).await;
+        assert_eq!(on_primary.as_deref(), Some("2 +04:00 1"), "multiplex {multiplex}");
+        c.exec(&format!("DELETE FROM {table}")).await;
+    }
+}

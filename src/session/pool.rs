@@ -667,24 +667,44 @@ impl Session {
     /// that state is gone.
     pub(super) fn drop_connections_closed_while_idle(&mut self) {
         for idx in 0..self.backends.len() {
-            let closed = self.backends[idx]
-                .as_ref()
-                .is_some_and(|c| c.reader.buffered().is_empty() && c.stream.heard_from_peer());
-            if !closed {
-                continue;
-            }
-            let replaceable = matches!(
-                self.binding(idx),
-                None | Some(Binding::MultiStatementsOff | Binding::NextStatement)
+            self.drop_if_closed(idx);
+        }
+    }
+
+    /// `drop_connections_closed_while_idle` for the connection to `idx`
+    /// alone, when the session has not used it for a while (the session
+    /// itself busy elsewhere meanwhile: a server's wait_timeout counts
+    /// each connection's own idle time). Run before each statement on it.
+    pub(super) fn drop_if_closed_while_unused(&mut self, idx: usize) {
+        let now = std::time::Instant::now();
+        let Some(conn) = self.backends.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        let unused = now.saturating_duration_since(conn.last_used) >= super::IDLE_CHECK_AFTER;
+        conn.last_used = now;
+        if unused {
+            self.drop_if_closed(idx);
+        }
+    }
+
+    fn drop_if_closed(&mut self, idx: usize) {
+        let closed = self.backends[idx]
+            .as_ref()
+            .is_some_and(|c| c.reader.buffered().is_empty() && c.stream.heard_from_peer());
+        if !closed {
+            return;
+        }
+        let replaceable = matches!(
+            self.binding(idx),
+            None | Some(Binding::MultiStatementsOff | Binding::NextStatement)
+        );
+        if replaceable {
+            tracing::debug!(
+                id = self.id,
+                backend = idx,
+                "connection closed by its server while idle; replaced"
             );
-            if replaceable {
-                tracing::debug!(
-                    id = self.id,
-                    backend = idx,
-                    "connection closed by its server while idle; replaced"
-                );
-                self.drop_backend(idx);
-            }
+            self.drop_backend(idx);
         }
     }
 

@@ -379,6 +379,7 @@ impl Session {
     /// bounded by the monitor as a statement is: once it finds `idx` down,
     /// the work is given up and the connection dropped.
     pub(super) async fn catch_up(&mut self, idx: usize) -> Result<(), BackendError> {
+        self.drop_if_closed_while_unused(idx);
         if self.catch_up_due(idx) {
             let (shared, handle) = (self.shared.clone(), self.handle.clone());
             let gone = shared.outages.watch(idx, &handle.signal);
