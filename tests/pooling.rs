@@ -846,3 +846,49 @@ async fn a_pooled_connection_sees_a_database_altered_on_another() {
         a.exec(&format!("DROP DATABASE {db}")).await;
     }
 }
+
+/// A table read lock taken by FLUSH TABLES ... WITH READ LOCK (and a
+/// backup lock, BACKUP LOCK) stays with the connection that took it, as
+/// LOCK TABLES does: while it is held no other session gets that
+/// connection (there another session's write went through the lock, or
+/// failed with "conflicting read lock"), and the session's UNLOCK runs
+/// there and releases it (on another connection it released nothing and
+/// writes stayed blocked).
+#[tokio::test]
+async fn a_flush_with_read_lock_keeps_its_connection_until_unlocked() {
+    let _serial = SERIAL.lock().await;
+    let table = lab_table("flushlock", "n INT").await;
+    let config = lab_config("[pool]\nmultiplex = true\n");
+    let proxy = start_proxy(config).await;
+    let addr = proxy.addr.to_string();
+    let admin_session = || async {
+        let login = login("admin", "admin", Some("app"), client_caps(true));
+        Raw::connect(&addr, &login).await.expect("admin through the proxy")
+    };
+    // What each lock holds off: writes; DDL (a backup lock lets rows change).
+    let insert = format!("INSERT INTO {table} VALUES (1)");
+    let alter = format!("ALTER TABLE {table} COMMENT 'altered'");
+    for (lock, unlock, blocked) in [
+        (format!("FLUSH TABLES {table} WITH READ LOCK"), "UNLOCK TABLES", &insert),
+        (format!("BACKUP LOCK app.{table}"), "BACKUP UNLOCK", &alter),
+    ] {
+        let mut holder = admin_session().await;
+        holder.exec(&lock).await;
+        // Sessions on every worker: none may get the holder's connection.
+        let mut others = Vec::new();
+        for _ in 0..4 {
+            let mut other = admin_session().await;
+            other.exec("SET SESSION lock_wait_timeout = 1").await;
+            others.push(other);
+        }
+        for other in &mut others {
+            let r = other.query(blocked).await;
+            let err = rwsplit::protocol::messages::parse_err(&r[0].1).map(|e| e.code);
+            assert_eq!(err, Some(1205), "{lock}: {blocked} waits for the lock");
+        }
+        holder.exec(unlock).await;
+        for other in &mut others {
+            other.exec(blocked).await;
+        }
+    }
+}

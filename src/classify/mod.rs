@@ -45,7 +45,8 @@ pub use lexer::Backslashes;
 pub use scan::{Statement, statements};
 pub use set::user_variable_value;
 pub use tables::{
-    TempTableChange, sets_database_options, tables, temp_table_change, temp_table_name,
+    HeldLock, TempTableChange, held_lock_change, sets_database_options, tables, temp_table_change,
+    temp_table_name,
 };
 pub use tier2::{CacheStats, Tier2Cache};
 

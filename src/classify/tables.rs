@@ -112,6 +112,58 @@ pub fn sets_database_options(stmt: &str, backslashes: Backslashes) -> bool {
     matches!(t.kw, Some(Kw::DATABASE | Kw::SCHEMA))
 }
 
+/// A lock a statement takes or releases beyond LOCK TABLES, held by the
+/// connection that ran it until released there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldLock {
+    /// `FLUSH TABLES [t, ...] WITH READ LOCK`, `FLUSH TABLES t FOR EXPORT`:
+    /// held until UNLOCK TABLES, as LOCK TABLES is.
+    Tables,
+    /// MariaDB's `BACKUP STAGE START` and `BACKUP LOCK t`, MySQL's `LOCK
+    /// INSTANCE FOR BACKUP` (true); `BACKUP STAGE END`, `BACKUP UNLOCK`,
+    /// `UNLOCK INSTANCE` (false).
+    Backup(bool),
+}
+
+/// The lock `stmt` takes or releases that LOCK/UNLOCK TABLES do not say
+/// (see [`HeldLock`]); None for any other statement.
+pub fn held_lock_change(stmt: &str, backslashes: Backslashes) -> Option<HeldLock> {
+    let mut lx = Lexer::new(stmt, backslashes);
+    let mut words = std::iter::from_fn(|| Some(lx.next()).filter(|t| t.tok != Tok::End))
+        .filter(|t| t.tok != Tok::Semi);
+    let first = words.next()?;
+    let is = |t: &Token, word: &str| t.text(stmt).eq_ignore_ascii_case(word);
+    match first.kw {
+        Some(Kw::FLUSH) => {
+            // The last three words: `WITH READ LOCK`, or `FOR EXPORT`.
+            let mut last: [Option<Token>; 3] = [None, None, None];
+            for t in words {
+                last = [last[1], last[2], Some(t)];
+            }
+            let word = |i: usize, w: &str| last[i].as_ref().is_some_and(|t| is(t, w));
+            let read_lock = word(0, "WITH") && word(1, "READ") && word(2, "LOCK");
+            (read_lock || word(1, "FOR") && word(2, "EXPORT")).then_some(HeldLock::Tables)
+        }
+        Some(Kw::BACKUP) => {
+            let second = words.next()?;
+            if is(&second, "LOCK") {
+                return Some(HeldLock::Backup(true));
+            }
+            if is(&second, "UNLOCK") {
+                return Some(HeldLock::Backup(false));
+            }
+            let stage = words.next().filter(|_| is(&second, "STAGE"))?;
+            let taken = [("START", true), ("END", false)].into_iter().find(|(w, _)| is(&stage, w));
+            taken.map(|(_, held)| HeldLock::Backup(held))
+        }
+        Some(Kw::LOCK | Kw::UNLOCK) => {
+            let second = words.next()?;
+            is(&second, "INSTANCE").then_some(HeldLock::Backup(first.kw == Some(Kw::LOCK)))
+        }
+        _ => None,
+    }
+}
+
 /// The table a CREATE TEMPORARY TABLE or DROP TEMPORARY TABLE statement names (the first
 /// one, for a DROP of several).
 pub fn temp_table_name(sql: &str, backslashes: Backslashes) -> Option<String> {

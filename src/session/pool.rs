@@ -647,7 +647,7 @@ impl Session {
             transaction_here: true,
             read_only_transaction_here: r.read_only_transaction == Some(idx),
             is_primary: idx == primary,
-            locked_tables: r.locked_tables,
+            locked_tables: r.locked_tables || r.backup_locked,
             temporary_tables: !r.temp_tables.is_empty(),
             sql_prepared: r.sql_prepared,
             cursor_here: self.stmts.holds(idx) || (idx == primary && self.stmts.long_data()),

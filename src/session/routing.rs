@@ -89,6 +89,9 @@ pub struct RoutingState {
     /// The replica the picker gave the session's last read: the next one
     /// stays there while it may (`routing.replica_affinity`).
     pub last_replica: Option<usize>,
+    /// A backup lock (BACKUP STAGE, BACKUP LOCK, LOCK INSTANCE FOR
+    /// BACKUP) is held on the session's primary connection.
+    pub backup_locked: bool,
     /// The session set `optimizer_trace` or `profiling`: each statement
     /// leaves a record on its connection that the next may read.
     pub traces_statements: bool,
@@ -569,6 +572,15 @@ impl Session {
             }
             StatementKind::LockTables => self.routing.locked_tables = true,
             StatementKind::UnlockTables => self.routing.locked_tables = false,
+            // A FLUSH ... WITH READ LOCK holds its lock as LOCK TABLES does;
+            // backup locks have statements of their own to release them.
+            StatementKind::Flush | StatementKind::Other => {
+                match classify::held_lock_change(sql, self.backslashes()) {
+                    Some(classify::HeldLock::Tables) => self.routing.locked_tables = true,
+                    Some(classify::HeldLock::Backup(held)) => self.routing.backup_locked = held,
+                    None => {}
+                }
+            }
             StatementKind::Prepare => self.routing.sql_prepared = true,
             // Every connection that selected a database before this one
             // selects it again (see `Shared::database_changes`).
@@ -620,7 +632,10 @@ impl Session {
                 let kind = part.kind?;
                 // The server reported the database whatever else failed.
                 let followed = kind == StatementKind::Use && schema_reported;
-                (changes_session(kind, part.flags) && !followed || kind == StatementKind::Ddl)
+                let may_lock = matches!(kind, StatementKind::Flush | StatementKind::Other);
+                (changes_session(kind, part.flags) && !followed
+                    || kind == StatementKind::Ddl
+                    || may_lock)
                     .then_some((kind, part.flags, part.range))
             })
             .collect();

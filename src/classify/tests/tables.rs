@@ -209,3 +209,38 @@ fn double_quoted_names_are_names_where_a_name_is_expected() {
     assert_eq!(temp_table_name(r#"DROP TEMPORARY TABLE IF EXISTS "tmp""#).as_deref(), Some("tmp"));
     assert!(tables(r#"SELECT "tmp" FROM DUAL"#).is_empty());
 }
+
+#[test]
+fn locks_held_beyond_lock_tables() {
+    use super::super::{HeldLock, held_lock_change};
+    let change = |sql| held_lock_change(sql, Backslashes::Escape);
+    for sql in [
+        "FLUSH TABLES WITH READ LOCK",
+        "flush tables t1, `db`.t2 with read lock;",
+        "FLUSH /* c */ TABLE t1 WITH READ LOCK",
+        "FLUSH TABLES t1 FOR EXPORT",
+    ] {
+        assert_eq!(change(sql), Some(HeldLock::Tables), "{sql}");
+    }
+    for sql in ["BACKUP STAGE START", "backup lock db.t", "LOCK INSTANCE FOR BACKUP"] {
+        assert_eq!(change(sql), Some(HeldLock::Backup(true)), "{sql}");
+    }
+    for sql in ["BACKUP STAGE END", "BACKUP UNLOCK", "UNLOCK INSTANCE"] {
+        assert_eq!(change(sql), Some(HeldLock::Backup(false)), "{sql}");
+    }
+    for sql in [
+        "FLUSH TABLES",
+        "FLUSH TABLES t1",
+        "FLUSH LOGS",
+        "FLUSH PRIVILEGES",
+        "BACKUP STAGE FLUSH",
+        "BACKUP STAGE BLOCK_COMMIT",
+        "LOCK TABLES t1 READ",
+        "UNLOCK TABLES",
+        "SELECT 'WITH READ LOCK'",
+        "FLUSH",
+        "BACKUP",
+    ] {
+        assert_eq!(change(sql), None, "{sql}");
+    }
+}
