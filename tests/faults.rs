@@ -1835,6 +1835,8 @@ async fn servers_whose_sessions_start_without_autocommit_are_served_as_they_serv
 /// instead of failing with ERROR 1158, with and without multiplexing.
 #[tokio::test]
 async fn a_write_after_the_primary_timed_out_its_idle_connection_runs_on_a_new_one() {
+    // No replica paused by another test meanwhile: the read must run on one.
+    let _serial = SERIAL.lock().await;
     let table = lab_table("idled", "n INT").await;
     for multiplex in [false, true] {
         let proxy = start_proxy(lab_config(&format!("[pool]\nmultiplex = {multiplex}\n"))).await;
