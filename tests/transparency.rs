@@ -1065,3 +1065,21 @@ async fn a_session_that_drops_its_database_is_in_none() {
     }
     a.exec(&format!("DROP DATABASE IF EXISTS {db}")).await;
 }
+
+/// `ROW_COUNT()` read right after a write is that write's count, also when
+/// another session's ALTER DATABASE meanwhile made the proxy select the
+/// database again on the connection first (its COM_INIT_DB left
+/// ROW_COUNT() at 0 there), with and without multiplexing.
+#[tokio::test]
+async fn row_count_survives_the_proxys_own_commands_before_it() {
+    let table = lab_table("rowcount", "n INT").await;
+    for multiplex in [false, true] {
+        let proxy = start_proxy(lab_config(&format!("[pool]\nmultiplex = {multiplex}\n"))).await;
+        let mut a = Raw::app(&proxy.addr.to_string(), true).await;
+        let mut b = Raw::app(&proxy.addr.to_string(), true).await;
+        a.exec(&format!("INSERT INTO {table} VALUES (1), (2), (3)")).await;
+        b.exec("ALTER DATABASE app COMMENT 'altered by another session'").await;
+        let count = a.scalar("SELECT ROW_COUNT()").await;
+        assert_eq!(count.as_deref(), Some("3"), "multiplex {multiplex}");
+    }
+}

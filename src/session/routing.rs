@@ -383,7 +383,10 @@ impl Session {
     /// the work is given up and the connection dropped.
     pub(super) async fn catch_up(&mut self, idx: usize) -> Result<(), BackendError> {
         self.drop_if_closed_while_unused(idx);
-        if self.catch_up_due(idx) {
+        // The proxy's own commands on the connection (COM_INIT_DB, SETs)
+        // leave ROW_COUNT() at their own value.
+        let ran_own = self.catch_up_due(idx);
+        if ran_own {
             let (shared, handle) = (self.shared.clone(), self.handle.clone());
             let gone = shared.outages.watch(idx, &handle.signal);
             let done = tokio::select! {
@@ -399,7 +402,7 @@ impl Session {
                 }
             }
         }
-        self.carry_row_count(idx);
+        self.carry_row_count(idx, ran_own);
         Ok(())
     }
 
@@ -457,8 +460,10 @@ impl Session {
 
     /// A statement reading `ROW_COUNT()` about to run on another connection
     /// than the session's previous statement (given back to the pool in
-    /// between, or lost) gets the value that statement left written in.
-    fn carry_row_count(&mut self, idx: usize) {
+    /// between, or lost), or on the same one after the proxy ran commands
+    /// of its own there (`ran_own`), gets the value that statement left
+    /// written in.
+    fn carry_row_count(&mut self, idx: usize, ran_own: bool) {
         if !self.routing.reads_row_count || self.cmd.first() != Some(&command::QUERY) {
             return;
         }
@@ -468,7 +473,7 @@ impl Session {
         let Some(conn) = self.backends.get(idx).and_then(Option::as_ref) else {
             return;
         };
-        if backend == idx && conn.thread_id == thread {
+        if backend == idx && conn.thread_id == thread && !ran_own {
             return;
         }
         let backslashes = self.backslashes();
