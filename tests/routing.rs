@@ -135,6 +135,8 @@ async fn the_primarys_own_state_is_asked_on_the_primary() {
         "SELECT @@gtid_current_pos /*TAG*/",
         "SHOW GLOBAL VARIABLES LIKE '%read_only' /*TAG*/",
         "SHOW VARIABLES WHERE Variable_name = 'gtid_binlog_pos' /*TAG*/",
+        "SHOW FULL PROCESSLIST /*TAG*/",
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST /*TAG*/",
     ] {
         let tag = unique("ps");
         c.exec(&sql.replace("TAG", &tag)).await;
@@ -1179,4 +1181,35 @@ async fn the_optimizer_trace_is_read_where_the_last_statement_ran() {
         }
         assert!(servers.iter().all(|s| is_replica(s.clone())), "reads on replicas: {servers:?}");
     }
+}
+
+/// A statement waiting on the primary (for a user lock here; a metadata
+/// lock, a row lock) shows in the processlist read through the proxy, as
+/// tools and tests that wait for a state there expect: processlist reads
+/// go to the primary.
+#[tokio::test]
+async fn a_statement_waiting_on_the_primary_shows_in_the_processlist() {
+    let p = proxy().await;
+    let lock = unique("plock");
+    let mut holder = admin(PRIMARY).await;
+    holder.exec(&format!("DO GET_LOCK('{lock}', 30)")).await;
+    let mut waiter = app(&p).await;
+    let waited = format!("SELECT GET_LOCK('{lock}', 10)");
+    let waiting = tokio::spawn(async move { waiter.scalar(&waited).await });
+    let mut c = app(&p).await;
+    let lock_name = lock.clone();
+    let asked = format!(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+         WHERE STATE = 'User lock' AND INFO LIKE '%{lock_name}%'"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if c.scalar(&asked).await.as_deref() != Some("0") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the waiting GET_LOCK never showed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    holder.exec("DO RELEASE_ALL_LOCKS()").await;
+    assert_eq!(waiting.await.unwrap().as_deref(), Some("1"));
 }

@@ -139,7 +139,9 @@ impl Flags {
     /// itself as the primary: its binary log and GTID position (SHOW
     /// MASTER STATUS, SHOW BINARY LOGS, SHOW BINLOG EVENTS, SHOW SLAVE
     /// HOSTS, `@@gtid_binlog_pos`, `@@gtid_current_pos`), whether it
-    /// takes writes (`@@read_only`) or replicates (SHOW SLAVE STATUS).
+    /// takes writes (`@@read_only`) or replicates (SHOW SLAVE STATUS);
+    /// and its processlist (SHOW PROCESSLIST, `information_schema.PROCESSLIST`),
+    /// where the session's writes and the locks they wait for are.
     pub const PRIMARY_STATE: Flags = Flags(1 << 9);
     /// Reads the session's last insert id: `LAST_INSERT_ID()`,
     /// `@@identity`, `@@last_insert_id` (also LAST_STATEMENT_FUNC).

@@ -312,7 +312,9 @@ fn show_shape(l: &Lead, sql: &str, i: usize) -> (Shape, Flags) {
         _ => false,
     };
     let mut flags = if last_statement { Flags::LAST_STATEMENT_FUNC } else { Flags::EMPTY };
-    if shows_replication_state(l, sql, i) || shows_primary_variables(l, sql, i) {
+    let processlist =
+        l.is(i, Kw::PROCESSLIST) || l.word_is(sql, i, "FULL") && l.is(i + 1, Kw::PROCESSLIST);
+    if shows_replication_state(l, sql, i) || shows_primary_variables(l, sql, i) || processlist {
         flags |= Flags::PRIMARY_STATE;
     }
     (Shape::Fixed(K::Show), flags)

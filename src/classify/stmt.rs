@@ -198,12 +198,8 @@ impl StmtScan {
         func: Option<FuncClass>,
         set: SetEvent,
     ) {
-        let name = matches!(t.tok, Tok::Word | Tok::QuotedIdent);
-        if name
-            && self.prev.tok == Tok::Dot
-            && is_last_statement_table(t.text(sql).trim_matches('`'))
-        {
-            self.flags |= Flags::LAST_STATEMENT_FUNC;
+        if matches!(t.tok, Tok::Word | Tok::QuotedIdent) && self.prev.tok == Tok::Dot {
+            self.dotted_name(t.text(sql).trim_matches('`'));
         }
         match t.tok {
             Tok::LParen => self.depth = self.depth.saturating_add(1),
@@ -266,6 +262,17 @@ impl StmtScan {
                     self.flags |= Flags::SETS_LAST_INSERT_ID;
                 }
             }
+        }
+    }
+
+    /// `information_schema` tables a name after a dot may be: about the
+    /// connection's previous statements (its optimizer trace, its
+    /// profiles), read where those ran; the processlist, the primary's.
+    fn dotted_name(&mut self, name: &str) {
+        if name.eq_ignore_ascii_case("OPTIMIZER_TRACE") || name.eq_ignore_ascii_case("PROFILING") {
+            self.flags |= Flags::LAST_STATEMENT_FUNC;
+        } else if name.eq_ignore_ascii_case("PROCESSLIST") {
+            self.flags |= Flags::PRIMARY_STATE;
         }
     }
 
@@ -443,12 +450,6 @@ impl StmtScan {
 /// just as well.
 fn is_sequence_access(word: &str) -> bool {
     word.eq_ignore_ascii_case("NEXTVAL") || word.eq_ignore_ascii_case("CURRVAL")
-}
-
-/// `information_schema` tables about the connection's previous statements
-/// (its optimizer trace, its profiles): read where those ran.
-fn is_last_statement_table(word: &str) -> bool {
-    word.eq_ignore_ascii_case("OPTIMIZER_TRACE") || word.eq_ignore_ascii_case("PROFILING")
 }
 
 /// System variables only the primary answers for the proxy, which presents

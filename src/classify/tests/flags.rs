@@ -306,10 +306,21 @@ fn replication_state_shows_need_the_primary() {
         "SHOW REPLICA STATUS",
         "SHOW ALL SLAVES STATUS",
         "SHOW SLAVE 'conn1' STATUS",
+        // The processlist: where the session's writes and their locks are.
+        "SHOW PROCESSLIST",
+        "show full processlist",
+        "SELECT COUNT(*) = 1 FROM information_schema.processlist WHERE state = 'User lock'",
+        "SELECT ID FROM INFORMATION_SCHEMA.`PROCESSLIST` WHERE INFO LIKE 'DROP%'",
     ] {
         assert!(asks_the_primary_state(sql), "{sql}");
     }
-    for sql in ["SHOW TABLES", "SHOW STATUS", "SHOW PROCESSLIST", "SHOW RELAYLOG EVENTS"] {
+    for sql in [
+        "SHOW TABLES",
+        "SHOW STATUS",
+        "SHOW RELAYLOG EVENTS",
+        "SELECT processlist FROM t",
+        "SELECT * FROM processlist_copy",
+    ] {
         assert!(!has(sql, F::PRIMARY_STATE), "{sql}");
         assert!(plain(sql), "{sql}");
     }
