@@ -160,6 +160,9 @@ pub struct BackendConn {
     pub in_transaction: bool,
     /// When the connection was opened (for `[pool] max_lifetime`).
     pub opened: std::time::Instant,
+    /// Commands of the proxy's own run on it so far (`run_own`): each
+    /// leaves the server's ROW_COUNT() at its own value.
+    pub own_commands: u64,
     /// When the session holding it last sent a statement to it (see
     /// `Session::drop_if_closed_while_unused`).
     pub last_used: std::time::Instant,
@@ -368,6 +371,7 @@ impl BackendConn {
             in_transaction: false,
             opened: std::time::Instant::now(),
             last_used: std::time::Instant::now(),
+            own_commands: 0,
             outages_seen: 0,
             databases_seen: 0,
             database_stale: false,
@@ -490,6 +494,7 @@ impl BackendConn {
     /// consumes its whole response. Returns the outcome, or the server's
     /// error as `BackendError::Server`.
     pub async fn run_own(&mut self, payload: &[u8]) -> Result<Outcome, BackendError> {
+        self.own_commands = self.own_commands.wrapping_add(1);
         self.write_payload(0, payload).await?;
         self.read_own(Expect::Result).await.map(|(outcome, _)| outcome)
     }

@@ -383,10 +383,8 @@ impl Session {
     /// the work is given up and the connection dropped.
     pub(super) async fn catch_up(&mut self, idx: usize) -> Result<(), BackendError> {
         self.drop_if_closed_while_unused(idx);
-        // The proxy's own commands on the connection (COM_INIT_DB, SETs)
-        // leave ROW_COUNT() at their own value.
-        let ran_own = self.catch_up_due(idx);
-        if ran_own {
+        let own_before = self.own_commands_on(idx);
+        if self.catch_up_due(idx) {
             let (shared, handle) = (self.shared.clone(), self.handle.clone());
             let gone = shared.outages.watch(idx, &handle.signal);
             let done = tokio::select! {
@@ -402,8 +400,18 @@ impl Session {
                 }
             }
         }
+        // The proxy's own commands on the connection (COM_INIT_DB, SETs)
+        // leave ROW_COUNT() at their own value.
+        let ran_own = own_before != self.own_commands_on(idx);
         self.carry_row_count(idx, ran_own);
         Ok(())
+    }
+
+    /// The count of the proxy's own commands run on the session's
+    /// connection to `idx` (None without one).
+    fn own_commands_on(&self, idx: usize) -> Option<(u32, u64)> {
+        let conn = self.backends.get(idx).and_then(Option::as_ref)?;
+        Some((conn.thread_id, conn.own_commands))
     }
 
     /// Whether `catch_up` has anything to send to `idx`.
