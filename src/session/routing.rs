@@ -430,7 +430,9 @@ impl Session {
         let sets_total = self.routing.sets.len();
         // A session without a database (it dropped its own) gets a
         // connection without one, unless state it needs lives on the one
-        // it has: a connection cannot leave its database.
+        // it has: a connection cannot leave its database. (Stricter than
+        // `drop_if_closed`, which may also drop one kept for questions
+        // about the last statement: a closed one has lost its answers.)
         if self.login.database.is_none()
             && self.backends.get(idx).and_then(Option::as_ref).is_some_and(|c| c.database_selected)
             && self.binding(idx).is_none()
