@@ -50,7 +50,10 @@ impl Bench {
                 &mut b.creader,
                 &mut machine,
                 std::pin::pin!(std::future::pending()),
-                None::<fn(&rwsplit::relay::Outcome)>,
+                rwsplit::relay::Hooks {
+                    at_end: None::<fn(&rwsplit::relay::Outcome)>,
+                    client_gone: None::<fn() -> std::time::Duration>,
+                },
             ))
             .expect("relay");
         machine.outcome.rows

@@ -7,7 +7,8 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-/// The tests here pause lab servers: one at a time.
+/// The tests here pause lab servers and kill app's connections on them:
+/// one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The first error a query gets, as (code, message).
@@ -1035,6 +1036,99 @@ async fn max_query_time_kills_a_prepared_statement() {
     wait_not_running(&tag).await;
     let v: Option<i64> = c.exec_first("SELECT ? * 7", (6,)).await.unwrap();
     assert_eq!(v, Some(42));
+}
+
+/// Sends `sql` as a query through `c` without reading its reply.
+async fn send_query(c: &mut Raw, sql: &str) {
+    let mut payload = vec![0x03];
+    payload.extend_from_slice(sql.as_bytes());
+    c.send_only(&payload).await;
+}
+
+/// Waits (bounded) until a server runs a statement containing `needle`.
+async fn wait_running(needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running_anywhere(needle).await == 0 {
+        assert!(Instant::now() < deadline, "{needle} never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A client that closes its connection while its statement runs ends the
+/// statement, as the server ends a wait whose own client went: a long
+/// read on a replica, and a lock wait on the primary, which then no
+/// longer stands in line for the lock. With and without multiplexing.
+#[tokio::test]
+async fn a_client_that_leaves_mid_statement_ends_its_statement() {
+    let _serial = SERIAL.lock().await;
+    for multiplex in [false, true] {
+        let proxy = start_proxy(lab_config(&format!("[pool]\nmultiplex = {multiplex}\n"))).await;
+        let addr = proxy.addr.to_string();
+        let tag = unique("left");
+        let mut reader = Raw::app(&addr, true).await;
+        send_query(&mut reader, &format!("SELECT SLEEP(30) AS {tag}")).await;
+        wait_running(&tag).await;
+        drop(reader);
+        wait_not_running(&tag).await;
+
+        let lock = unique("leftlock");
+        let mut holder = admin(PRIMARY).await;
+        holder.exec(&format!("DO GET_LOCK('{lock}', 30)")).await;
+        let mut waiter = Raw::app(&addr, true).await;
+        send_query(&mut waiter, &format!("SELECT GET_LOCK('{lock}', 30)")).await;
+        wait_running(&lock).await;
+        // Half closed: the client sends no more, which is leaving too.
+        tokio::io::AsyncWriteExt::shutdown(&mut waiter.conn.stream).await.unwrap();
+        wait_not_running(&lock).await;
+        drop(waiter);
+        // Nobody else holds or waits for the lock once it is released.
+        holder.exec("DO RELEASE_ALL_LOCKS()").await;
+        let mut next = Raw::app(&addr, true).await;
+        assert_eq!(
+            next.scalar(&format!("SELECT GET_LOCK('{lock}', 0)")).await.as_deref(),
+            Some("1"),
+            "multiplex = {multiplex}"
+        );
+        assert_eq!(next.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
+    }
+}
+
+/// Commands a client sends ahead, while its statement runs, are each
+/// answered in order. A COM_QUIT sent ahead lets the running statement
+/// finish, as on the server, though the client closes without reading
+/// the reply: its write is there afterwards.
+#[tokio::test]
+async fn commands_sent_ahead_are_answered_and_a_quit_sent_ahead_lets_the_statement_finish() {
+    let _serial = SERIAL.lock().await;
+    let proxy = start_proxy(lab_config("")).await;
+    let addr = proxy.addr.to_string();
+    let mut c = Raw::app(&addr, true).await;
+    let mut wire = Vec::new();
+    let statements = ["SELECT SLEEP(0.3)", "SELECT 2, 2", "SELECT 3, 3, 3"];
+    for sql in statements {
+        rwsplit::protocol::packet::put_packet(&mut wire, 0, &[b"\x03", sql.as_bytes()].concat());
+    }
+    c.raw_write(&wire).await;
+    for columns in 1..=statements.len() {
+        let r = c.read_response(rwsplit::relay::Expect::Result).await;
+        assert_eq!(usize::from(r[0].1[0]), columns, "replies out of order: {r:?}");
+    }
+    assert_eq!(c.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
+
+    let table = lab_table("quitahead", "v INT").await;
+    let tag = unique("quitahead");
+    let mut wire = Vec::new();
+    let insert = format!("INSERT INTO app.{table} SELECT SLEEP(0.5) /* {tag} */");
+    rwsplit::protocol::packet::put_packet(&mut wire, 0, &[b"\x03", insert.as_bytes()].concat());
+    rwsplit::protocol::packet::put_packet(&mut wire, 0, &[0x01]);
+    let mut quitter = Raw::app(&addr, true).await;
+    quitter.raw_write(&wire).await;
+    wait_running(&tag).await;
+    drop(quitter);
+    wait_not_running(&tag).await;
+    let mut primary = admin(PRIMARY).await;
+    let rows = primary.scalar(&format!("SELECT COUNT(*) FROM app.{table}")).await;
+    assert_eq!(rows.as_deref(), Some("1"), "the write was killed");
 }
 
 /// Sets `@@global.read_only` on a lab server (as the lab's admin user).

@@ -68,7 +68,10 @@ fn relay_million_rows(deprecate_eof: bool) {
             &mut creader,
             &mut machine,
             std::pin::pin!(std::future::pending()),
-            None::<fn(&rwsplit::relay::Outcome)>,
+            rwsplit::relay::Hooks {
+                at_end: None::<fn(&rwsplit::relay::Outcome)>,
+                client_gone: None::<fn() -> std::time::Duration>,
+            },
         ))
         .expect("relay");
     let allocations = ALLOCATIONS.with(Cell::get) - allocations_before;
