@@ -137,6 +137,9 @@ async fn the_primarys_own_state_is_asked_on_the_primary() {
         "SHOW VARIABLES WHERE Variable_name = 'gtid_binlog_pos' /*TAG*/",
         "SHOW FULL PROCESSLIST /*TAG*/",
         "SELECT COUNT(*) FROM information_schema.PROCESSLIST /*TAG*/",
+        "SHOW ENGINE INNODB STATUS /*TAG*/",
+        "SELECT COUNT(*) FROM information_schema.INNODB_TRX /*TAG*/",
+        "SELECT COUNT(*) FROM information_schema.INNODB_LOCK_WAITS /*TAG*/",
     ] {
         let tag = unique("ps");
         c.exec(&sql.replace("TAG", &tag)).await;
@@ -157,6 +160,31 @@ async fn the_primarys_own_state_is_asked_on_the_primary() {
         let on = ran_on(&tag).await;
         assert!(on.len() == 1 && on[0].starts_with("replica"), "{sql}: ran on {on:?}");
     }
+}
+
+/// A row lock wait is seen through the proxy where it is, on the primary:
+/// monitoring that asks for waiting transactions finds them.
+#[tokio::test]
+async fn a_row_lock_wait_shows_in_innodb_trx() {
+    let p = proxy().await;
+    let table = lab_table("lockwait", "id INT PRIMARY KEY, v INT").await;
+    let mut holder = app(&p).await;
+    holder.exec(&format!("INSERT INTO {table} VALUES (1, 0)")).await;
+    holder.exec("BEGIN").await;
+    holder.exec(&format!("UPDATE {table} SET v = 1 WHERE id = 1")).await;
+    let mut waiter = app(&p).await;
+    let update = format!("UPDATE {table} SET v = 2 WHERE id = 1");
+    let waiting = tokio::spawn(async move { waiter.query(&update).await });
+    let mut c = app(&p).await;
+    let asked = "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while c.scalar(asked).await.as_deref() == Some("0") {
+        assert!(std::time::Instant::now() < deadline, "the lock wait never showed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    holder.exec("COMMIT").await;
+    let done = waiting.await.unwrap();
+    assert!(rwsplit::protocol::messages::parse_err(&done.last().unwrap().1).is_none());
 }
 
 #[tokio::test]

@@ -140,8 +140,11 @@ impl Flags {
     /// MASTER STATUS, SHOW BINARY LOGS, SHOW BINLOG EVENTS, SHOW SLAVE
     /// HOSTS, `@@gtid_binlog_pos`, `@@gtid_current_pos`), whether it
     /// takes writes (`@@read_only`) or replicates (SHOW SLAVE STATUS);
-    /// and its processlist (SHOW PROCESSLIST, `information_schema.PROCESSLIST`),
-    /// where the session's writes and the locks they wait for are.
+    /// and its processlist, transactions and locks (SHOW PROCESSLIST, SHOW
+    /// ENGINE INNODB STATUS, `information_schema.PROCESSLIST`,
+    /// `INNODB_TRX`, `INNODB_LOCK_WAITS`, `METADATA_LOCK_INFO`,
+    /// `performance_schema.data_locks`...), where the session's writes and
+    /// the locks they wait for are.
     pub const PRIMARY_STATE: Flags = Flags(1 << 9);
     /// Reads the session's last insert id: `LAST_INSERT_ID()`,
     /// `@@identity`, `@@last_insert_id` (also LAST_STATEMENT_FUNC).

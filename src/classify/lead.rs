@@ -314,7 +314,13 @@ fn show_shape(l: &Lead, sql: &str, i: usize) -> (Shape, Flags) {
     let mut flags = if last_statement { Flags::LAST_STATEMENT_FUNC } else { Flags::EMPTY };
     let processlist =
         l.is(i, Kw::PROCESSLIST) || l.word_is(sql, i, "FULL") && l.is(i + 1, Kw::PROCESSLIST);
-    if shows_replication_state(l, sql, i) || shows_primary_variables(l, sql, i) || processlist {
+    // SHOW ENGINE INNODB STATUS: its transactions, lock waits, deadlocks.
+    let engine_status = l.word_is(sql, i, "ENGINE") && l.word_is(sql, i + 2, "STATUS");
+    if shows_replication_state(l, sql, i)
+        || shows_primary_variables(l, sql, i)
+        || processlist
+        || engine_status
+    {
         flags |= Flags::PRIMARY_STATE;
     }
     (Shape::Fixed(K::Show), flags)

@@ -267,11 +267,12 @@ impl StmtScan {
 
     /// `information_schema` tables a name after a dot may be: about the
     /// connection's previous statements (its optimizer trace, its
-    /// profiles), read where those ran; the processlist, the primary's.
+    /// profiles), read where those ran; the processlist, transactions and
+    /// locks, the primary's.
     fn dotted_name(&mut self, name: &str) {
         if name.eq_ignore_ascii_case("OPTIMIZER_TRACE") || name.eq_ignore_ascii_case("PROFILING") {
             self.flags |= Flags::LAST_STATEMENT_FUNC;
-        } else if name.eq_ignore_ascii_case("PROCESSLIST") {
+        } else if PRIMARY_STATE_TABLES.iter().any(|t| name.eq_ignore_ascii_case(t)) {
             self.flags |= Flags::PRIMARY_STATE;
         }
     }
@@ -451,6 +452,20 @@ impl StmtScan {
 fn is_sequence_access(word: &str) -> bool {
     word.eq_ignore_ascii_case("NEXTVAL") || word.eq_ignore_ascii_case("CURRVAL")
 }
+
+/// `information_schema` and `performance_schema` tables of the sessions,
+/// transactions and locks on a server: the writes and the locks they wait
+/// for are on the primary, which the proxy presents itself as.
+const PRIMARY_STATE_TABLES: [&str; 8] = [
+    "PROCESSLIST",
+    "INNODB_TRX",
+    "INNODB_LOCKS",
+    "INNODB_LOCK_WAITS",
+    "METADATA_LOCK_INFO",
+    "DATA_LOCKS",
+    "DATA_LOCK_WAITS",
+    "METADATA_LOCKS",
+];
 
 /// System variables only the primary answers for the proxy, which presents
 /// itself as the primary (see `Flags::PRIMARY_STATE`).

@@ -311,6 +311,16 @@ fn replication_state_shows_need_the_primary() {
         "show full processlist",
         "SELECT COUNT(*) = 1 FROM information_schema.processlist WHERE state = 'User lock'",
         "SELECT ID FROM INFORMATION_SCHEMA.`PROCESSLIST` WHERE INFO LIKE 'DROP%'",
+        // Transactions and locks: the writes' own, on the primary.
+        "SHOW ENGINE INNODB STATUS",
+        "show engine innodb status",
+        "SELECT * FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'",
+        "SELECT * FROM information_schema.innodb_lock_waits",
+        "SELECT * FROM INFORMATION_SCHEMA.INNODB_LOCKS",
+        "SELECT * FROM information_schema.METADATA_LOCK_INFO",
+        "SELECT * FROM performance_schema.data_locks",
+        "SELECT * FROM performance_schema.data_lock_waits",
+        "SELECT * FROM performance_schema.metadata_locks",
     ] {
         assert!(asks_the_primary_state(sql), "{sql}");
     }
@@ -320,6 +330,9 @@ fn replication_state_shows_need_the_primary() {
         "SHOW RELAYLOG EVENTS",
         "SELECT processlist FROM t",
         "SELECT * FROM processlist_copy",
+        "SELECT * FROM innodb_trx_archive",
+        "SHOW ENGINES",
+        "SHOW ENGINE INNODB MUTEX",
     ] {
         assert!(!has(sql, F::PRIMARY_STATE), "{sql}");
         assert!(plain(sql), "{sql}");
