@@ -50,10 +50,7 @@ impl Bench {
                 &mut b.creader,
                 &mut machine,
                 std::pin::pin!(std::future::pending()),
-                rwsplit::relay::Hooks {
-                    at_end: None::<fn(&rwsplit::relay::Outcome)>,
-                    client_gone: None::<fn() -> std::time::Duration>,
-                },
+                None::<fn(&rwsplit::relay::Outcome)>,
             ))
             .expect("relay");
         machine.outcome.rows

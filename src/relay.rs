@@ -423,37 +423,10 @@ impl Machine {
     }
 }
 
-/// What a relay tells its caller as it goes (see [`relay`]).
-pub struct Hooks<E, K> {
-    /// Runs once the response's last packet is read, before any of it is
-    /// written to the client: what it records is in place by the time the
-    /// client can act on the reply.
-    pub at_end: Option<E>,
-    /// Runs once when the client closes its connection while the backend
-    /// has yet to answer; returns how much longer the reply is waited for.
-    pub client_gone: Option<K>,
-}
-
 /// How many bytes a client may send ahead (pipelined commands) that a
 /// relay still reads while it waits for the backend; past them it stops
 /// watching the client until the next command.
 const CLIENT_READ_AHEAD: usize = 16 << 10;
-
-/// Whether the client's bytes sent ahead hold a COM_QUIT: it asked to
-/// leave once its commands are done, and its statement is left to finish
-/// (as on the server) even if it closes before reading the reply.
-fn says_quit(mut ahead: &[u8]) -> bool {
-    while let Some(h) = parse_header(ahead) {
-        let Some(payload) = ahead.get(HEADER..HEADER + h.len) else {
-            return false;
-        };
-        if payload == [crate::protocol::command::QUIT] {
-            return true;
-        }
-        ahead = &ahead[HEADER + h.len..];
-    }
-    false
-}
 
 /// Why a relay stopped early. The side matters: a backend failure leaves
 /// the client session usable, a client failure ends it.
@@ -474,6 +447,10 @@ pub enum RelayError {
     Protocol(#[from] Unexpected),
     #[error("client connection failed: {0}")]
     Client(std::io::Error),
+    /// The client closed its connection (or its sending half) while the
+    /// backend was still to answer.
+    #[error("the client left while its statement ran")]
+    ClientLeft,
 }
 
 /// Streams one response from `backend` to `client` until `machine` says
@@ -484,32 +461,29 @@ pub enum RelayError {
 ///
 /// `gone` resolves when the backend is known to be gone (the monitor lost
 /// it): waiting for its bytes then ends as if its connection had failed.
-/// `hooks` are told of the response's end and of the client leaving.
+/// `at_end` runs once the response's last packet is read, before any of
+/// it is written to the client: what it records is in place by the time
+/// the client can act on the reply.
 ///
-/// While the backend is still to answer, the client's connection is
-/// read too (into `creader`, for the session's next command): a client
-/// that closed it is told to `hooks.client_gone` at once, as the server
-/// notices its own client going, and the reply is then waited for only
-/// as long as that hook says. A client that sent COM_QUIT ahead is not
-/// watched: it leaves once its commands are done.
-pub async fn relay<B, C, G, E, K>(
+/// While the backend is still to answer, the client's connection is read
+/// too (into `creader`, for the session's next command), so that a client
+/// that leaves is noticed at once: the relay ends with
+/// [`RelayError::ClientLeft`].
+pub async fn relay<B, C, G, E>(
     backend: &mut B,
     breader: &mut PacketReader,
     client: &mut C,
     creader: &mut PacketReader,
     machine: &mut Machine,
     mut gone: std::pin::Pin<&mut G>,
-    mut hooks: Hooks<E, K>,
+    mut at_end: Option<E>,
 ) -> Result<(), RelayError>
 where
     B: AsyncRead + AsyncWrite + Unpin,
     C: AsyncRead + AsyncWrite + Unpin,
     G: std::future::Future<Output = ()>,
     E: FnOnce(&Outcome),
-    K: FnOnce() -> std::time::Duration,
 {
-    // Once the client has gone: when waiting for the backend ends.
-    let mut give_up: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     // Payload bytes of a large packet still to pass through unread.
     let mut skip = 0usize;
     // Whether any byte of the reply reached the client.
@@ -555,7 +529,7 @@ where
                 last_seq = h.seq;
                 if step == Step::Done
                     && !machine.outcome.withheld
-                    && let Some(at_end) = hooks.at_end.take()
+                    && let Some(at_end) = at_end.take()
                 {
                     at_end(&machine.outcome);
                 }
@@ -578,7 +552,7 @@ where
                 last_seq = h.seq;
                 if step == Step::Done
                     && !machine.outcome.withheld
-                    && let Some(at_end) = hooks.at_end.take()
+                    && let Some(at_end) = at_end.take()
                 {
                     at_end(&machine.outcome);
                 }
@@ -619,16 +593,7 @@ where
                 };
                 tokio::pin!(read);
                 let filled = loop {
-                    let ahead = creader.buffered();
-                    let watch = hooks.client_gone.is_some()
-                        && ahead.len() < CLIENT_READ_AHEAD
-                        && (ahead.is_empty() || !says_quit(ahead));
-                    let given_up = async {
-                        match give_up.as_mut() {
-                            Some(deadline) => deadline.await,
-                            None => std::future::pending().await,
-                        }
-                    };
+                    let watch = creader.buffered().len() < CLIENT_READ_AHEAD;
                     tokio::select! {
                         biased;
                         r = &mut read => break r,
@@ -636,17 +601,11 @@ where
                             std::io::ErrorKind::TimedOut,
                             "the monitor found the backend down while waiting for its reply",
                         ))),
-                        () = given_up => break Err(FrameError::Io(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "the client left and the backend did not end its statement",
-                        ))),
+                        // Bytes the client sent ahead wait in `creader`; the
+                        // end of its stream means it left.
                         r = creader.fill(client), if watch => {
-                            // Bytes the client sent ahead wait in `creader`;
-                            // an end of its stream means it left.
-                            if r.is_err()
-                                && let Some(client_gone) = hooks.client_gone.take()
-                            {
-                                give_up = Some(Box::pin(tokio::time::sleep(client_gone())));
+                            if r.is_err() {
+                                return Err(RelayError::ClientLeft);
                             }
                         }
                     }
@@ -1037,22 +996,6 @@ mod tests {
         assert!(m.step(1, &[0x03]).is_err());
     }
 
-    #[test]
-    fn a_quit_sent_ahead_is_found_behind_other_commands() {
-        use crate::protocol::packet::put_packet;
-        let mut ahead = Vec::new();
-        put_packet(&mut ahead, 0, b"\x03SELECT 1");
-        assert!(!says_quit(&ahead));
-        let query_only = ahead.len();
-        put_packet(&mut ahead, 0, &[0x01]);
-        assert!(says_quit(&ahead));
-        // Only a whole COM_QUIT counts, not a cut one or a query's byte.
-        assert!(!says_quit(&ahead[..ahead.len() - 1]));
-        let mut not_quit = ahead[..query_only].to_vec();
-        put_packet(&mut not_quit, 0, &[0x01, 0x00]);
-        assert!(!says_quit(&not_quit));
-    }
-
     #[tokio::test]
     async fn relay_forwards_bytes_unchanged() {
         let c = caps(true);
@@ -1076,10 +1019,7 @@ mod tests {
             &mut PacketReader::new(),
             &mut m,
             std::pin::pin!(std::future::pending()),
-            Hooks {
-                at_end: None::<fn(&Outcome)>,
-                client_gone: None::<fn() -> std::time::Duration>,
-            },
+            None::<fn(&Outcome)>,
         )
         .await
         .unwrap();
@@ -1159,7 +1099,7 @@ mod tests {
             &mut PacketReader::new(),
             m,
             pending,
-            Hooks { at_end, client_gone: None::<fn() -> std::time::Duration> },
+            at_end,
         )
         .await
         .unwrap();

@@ -68,10 +68,7 @@ fn relay_million_rows(deprecate_eof: bool) {
             &mut creader,
             &mut machine,
             std::pin::pin!(std::future::pending()),
-            rwsplit::relay::Hooks {
-                at_end: None::<fn(&rwsplit::relay::Outcome)>,
-                client_gone: None::<fn() -> std::time::Duration>,
-            },
+            None::<fn(&rwsplit::relay::Outcome)>,
         ))
         .expect("relay");
     let allocations = ALLOCATIONS.with(Cell::get) - allocations_before;

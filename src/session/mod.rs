@@ -190,9 +190,8 @@ pub async fn serve(
     }
 }
 
-/// Kills a statement that ran out of time or whose client left, from a
-/// connection of its own (as the session's user, who may kill its own
-/// threads).
+/// Kills a statement that ran out of time, from a connection of its own
+/// (as the session's user, who may kill its own threads).
 async fn kill_query(
     address: String,
     login: Login,
@@ -206,13 +205,11 @@ async fn kill_query(
         conn.write_payload(0, &[crate::protocol::command::QUIT]).await?;
         Ok::<_, BackendError>(())
     };
-    match tokio::time::timeout(timeout, killed)
+    if let Err(e) = tokio::time::timeout(timeout, killed)
         .await
         .unwrap_or_else(|_| Err(BackendError::ConnectTimeout(address.clone())))
     {
-        // ER_NO_SUCH_THREAD: the statement ended, and its connection with it.
-        Ok(()) | Err(BackendError::Server { code: 1094, .. }) => {}
-        Err(e) => tracing::warn!(backend = %address, thread, error = %e, "KILL QUERY failed"),
+        tracing::warn!(backend = %address, thread, error = %e, "KILL QUERY failed");
     }
 }
 
@@ -863,31 +860,8 @@ impl Session {
         });
         let pass_on = self.early_pass_on(idx);
         let conn = self.backends[idx].as_mut().expect("backend open");
-        let thread = conn.thread_id;
-        let client_left = std::sync::atomic::AtomicBool::new(false);
         let result = {
             let gone = std::pin::pin!(self.shared.outages.watch(idx, &self.handle.signal));
-            // The client closed its connection mid-statement: its statement
-            // is killed, as the server ends a wait whose client went; its
-            // reply is waited for as long as the kill may take.
-            let (config, login, shared, id) =
-                (&self.view.config, &self.login, &self.shared, self.id);
-            let client_gone = || {
-                client_left.store(true, std::sync::atomic::Ordering::Relaxed);
-                let connect = config.timeouts.connect;
-                if let Some(backend) = config.backends.get(idx) {
-                    tracing::info!(
-                        id,
-                        backend = idx,
-                        thread,
-                        "client left mid-statement; killing it"
-                    );
-                    let login = Login { track_gtids: false, ..login.clone() };
-                    let tls = shared.backend_tls.load().as_ref().clone().ok().flatten();
-                    tokio::spawn(kill_query(backend.address.clone(), login, thread, connect, tls));
-                }
-                connect + std::time::Duration::from_secs(1)
-            };
             let relay = relay::relay(
                 &mut conn.stream,
                 &mut conn.reader,
@@ -895,10 +869,7 @@ impl Session {
                 &mut self.creader,
                 &mut machine,
                 gone,
-                relay::Hooks {
-                    at_end: pass_on.map(|p| move |outcome: &Outcome| p.record(outcome)),
-                    client_gone: Some(client_gone),
-                },
+                pass_on.map(|p| move |outcome: &Outcome| p.record(outcome)),
             );
             match (&timeout, killer) {
                 (Some(timeout), Some((address, login, thread, connect, tls))) => {
@@ -922,15 +893,6 @@ impl Session {
                 _ => Some(relay.await),
             }
         };
-        if client_left.load(std::sync::atomic::Ordering::Relaxed) {
-            // The session ends, none of its connections kept for others: the
-            // kill may land after the statement, on the one that ran it.
-            self.shared.count_statement(idx, true);
-            return Err(SessionError::Client(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "the client left while its statement ran",
-            )));
-        }
         let Some(result) = result else {
             // The backend did not answer the kill: drop its connection.
             self.drop_backend(idx);
@@ -958,6 +920,15 @@ impl Session {
                 Ok(Some(outcome))
             }
             Err(RelayError::Client(e)) => Err(SessionError::Client(e)),
+            Err(RelayError::ClientLeft) => {
+                // Its connection closes at once, as the client's own would
+                // have: the server ends the statement where it would for a
+                // client of its own (a wait, after its check) and rolls
+                // back an open transaction. The session ends.
+                self.backends[idx] = None;
+                self.shared.count_statement(idx, true);
+                Err(SessionError::Fatal("the client left while its statement ran".into()))
+            }
             Err(RelayError::BackendMidResult { next_seq, source }) => {
                 tracing::warn!(id = self.id, backend = idx, error = %source, "backend failed during a result");
                 self.drop_backend(idx);
