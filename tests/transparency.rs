@@ -523,6 +523,54 @@ async fn change_user_with_right_password_switches_identity() {
     assert_eq!(c.scalar("SELECT @carried").await, None);
 }
 
+/// How long until the peer of `c` closes the connection (bounded: 10 s).
+async fn closed_after(c: &mut Raw) -> std::time::Duration {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    loop {
+        let read = c.conn.stream.read(&mut buf);
+        match tokio::time::timeout(std::time::Duration::from_secs(10), read).await {
+            Err(_) => panic!("still connected after 10 s"),
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// A client that set its session's `wait_timeout` and idles past it is
+/// disconnected, as the server disconnects its own clients (drivers test
+/// their reconnecting so); one that keeps busy, or set it back to
+/// DEFAULT, stays. With and without multiplexing.
+#[tokio::test]
+async fn a_session_idle_past_its_own_wait_timeout_is_disconnected_as_by_the_server() {
+    for multiplex in [false, true] {
+        let proxy = start_proxy(lab_config(&format!("[pool]\nmultiplex = {multiplex}\n"))).await;
+        for addr in [PRIMARY.to_string(), proxy.addr.to_string()] {
+            let mut c = Raw::app(&addr, true).await;
+            c.exec("SET SESSION wait_timeout = 1").await;
+            let idle = closed_after(&mut c).await;
+            assert!(
+                idle >= std::time::Duration::from_millis(900)
+                    && idle < std::time::Duration::from_secs(3),
+                "{addr}: closed after {idle:?}"
+            );
+        }
+        let addr = proxy.addr.to_string();
+        let mut busy = Raw::app(&addr, true).await;
+        busy.exec("SET sql_mode = DEFAULT, wait_timeout = 1").await;
+        for _ in 0..6 {
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            assert_eq!(busy.scalar("SELECT 6 * 7").await.as_deref(), Some("42"));
+        }
+        let mut back = Raw::app(&addr, true).await;
+        back.exec("SET wait_timeout = 1").await;
+        back.exec("SET @@session.wait_timeout = DEFAULT").await;
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        assert_eq!(back.scalar("SELECT @@wait_timeout > 1").await.as_deref(), Some("1"));
+    }
+}
+
 #[tokio::test]
 async fn reset_connection_clears_user_variables() {
     let proxy = start_proxy(lab_config("")).await;

@@ -297,3 +297,101 @@ pub fn user_variable_value<'a>(
         }
     }
 }
+
+/// What a SET statement did to the session's `wait_timeout`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum WaitTimeout {
+    /// Set to this many seconds (clamped to the server's range, 1 second
+    /// to a year, as the server clamps it).
+    Seconds(u64),
+    /// Set to DEFAULT (the global value), or to something the proxy does
+    /// not evaluate (an expression, a variable): no longer known.
+    Unknown,
+}
+
+/// The session `wait_timeout` a SET statement leaves, from its last
+/// assignment to it (`SET wait_timeout = 5`, `SET SESSION wait_timeout =
+/// 5, ...`, `SET @@wait_timeout = 5`, `SET @@local.wait_timeout = 5`);
+/// `None` when it does not assign the session's (GLOBAL, `SET STATEMENT
+/// ... FOR`, another variable).
+pub fn wait_timeout_set(sql: &str, backslashes: Backslashes) -> Option<WaitTimeout> {
+    const MAX_SECONDS: u64 = 31_536_000;
+    let mut lx = Lexer::new(sql, backslashes);
+    if lx.next().kw != Some(Kw::SET) {
+        return None;
+    }
+    let mut found = None;
+    let mut global_scope = false;
+    let mut depth = 0u16;
+    // Starting an assignment: its variable, or a scope keyword.
+    let mut at_target = true;
+    loop {
+        let t = lx.next();
+        match t.tok {
+            Tok::End | Tok::Semi => return found,
+            Tok::LParen => depth += 1,
+            Tok::RParen => depth = depth.saturating_sub(1),
+            Tok::Comma if depth == 0 => {
+                at_target = true;
+                continue;
+            }
+            _ => {}
+        }
+        if !at_target {
+            continue;
+        }
+        at_target = false;
+        let ours = match (t.tok, t.kw) {
+            (_, Some(Kw::GLOBAL | Kw::PERSIST | Kw::PERSIST_ONLY)) => {
+                global_scope = true;
+                at_target = true;
+                continue;
+            }
+            (_, Some(Kw::SESSION | Kw::LOCAL)) => {
+                global_scope = false;
+                at_target = true;
+                continue;
+            }
+            (_, Some(Kw::STATEMENT)) => return None,
+            (Tok::SysVar, _) => {
+                let (scope, name) = t.sys_var(sql);
+                let global = ["global", "persist", "persist_only"]
+                    .iter()
+                    .any(|s| scope.eq_ignore_ascii_case(s));
+                !global && name.eq_ignore_ascii_case("wait_timeout")
+            }
+            (Tok::Word | Tok::QuotedIdent, _) => {
+                !global_scope && t.text(sql).trim_matches('`').eq_ignore_ascii_case("wait_timeout")
+            }
+            _ => false,
+        };
+        if !ours {
+            continue;
+        }
+        let assign = lx.next();
+        if !assign.is_op(sql, "=") && !assign.is_op(sql, ":=") {
+            return found;
+        }
+        let value = lx.next();
+        let after = lx.next();
+        for t in [&value, &after] {
+            match t.tok {
+                Tok::LParen => depth += 1,
+                Tok::RParen => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        let alone = matches!(after.tok, Tok::Comma | Tok::Semi | Tok::End);
+        found = Some(match value.text(sql).parse::<u64>() {
+            Ok(seconds) if value.tok == Tok::Num && alone => {
+                WaitTimeout::Seconds(seconds.clamp(1, MAX_SECONDS))
+            }
+            _ => WaitTimeout::Unknown,
+        });
+        match after.tok {
+            Tok::Comma => at_target = true,
+            Tok::Semi | Tok::End => return found,
+            _ => {}
+        }
+    }
+}

@@ -395,10 +395,22 @@ impl Session {
             let admit = |len| memory.admit(len, cap);
             // Killed by another session or the proxy stopping: end between
             // commands.
+            // The client's own wait_timeout, as the server keeps it.
+            let wait_timeout = self.routing.wait_timeout;
+            let waited_out = async move {
+                match wait_timeout {
+                    Some(limit) => tokio::time::sleep(limit).await,
+                    None => std::future::pending().await,
+                }
+            };
             let read = tokio::select! {
                 biased;
                 _ = handle.signal.stopped() => return,
                 r = self.creader.read_packet_admitted(&mut self.client, &mut self.cmd, limit, admit) => r,
+                () = waited_out => {
+                    tracing::debug!(id = self.id, ?wait_timeout, "client idle past its session's wait_timeout: disconnected");
+                    return;
+                }
             };
             match read {
                 Ok((0, _)) if !self.cmd.is_empty() => {}

@@ -95,6 +95,9 @@ pub struct RoutingState {
     /// The session set `optimizer_trace` or `profiling`: each statement
     /// leaves a record on its connection that the next may read.
     pub traces_statements: bool,
+    /// The `wait_timeout` the client set for its session: idle longer
+    /// between commands, it is disconnected, as by the server.
+    pub wait_timeout: Option<std::time::Duration>,
 }
 
 /// A SET that succeeded, kept to run again on the session's other
@@ -571,6 +574,16 @@ impl Session {
                     self.client_wants_gtids = wants_gtids(sql, self.client_wants_gtids);
                 }
                 self.routing.traces_statements |= mentions_tracing(sql);
+                if mentions(sql, b"wait_timeout")
+                    && let Some(set) = classify::wait_timeout_set(sql, self.backslashes())
+                {
+                    self.routing.wait_timeout = match set {
+                        classify::WaitTimeout::Seconds(s) => {
+                            Some(std::time::Duration::from_secs(s))
+                        }
+                        classify::WaitTimeout::Unknown => None,
+                    };
+                }
             }
             // A server not tracking the schema: the statement's own text.
             StatementKind::Use if !schema_reported => {

@@ -147,3 +147,34 @@ fn set_statement_for_takes_the_inner_kind() {
     assert!(!classify("SET sql_mode = ''").flags.contains(Flags::STATEMENT_SETS));
     assert!(!classify("SELECT 1").flags.contains(Flags::STATEMENT_SETS));
 }
+
+#[test]
+fn the_sessions_wait_timeout_is_read_from_its_set() {
+    use super::super::{Backslashes, WaitTimeout::*, wait_timeout_set};
+    let read = |sql| wait_timeout_set(sql, Backslashes::Escape);
+    assert_eq!(read("SET wait_timeout = 1"), Some(Seconds(1)));
+    assert_eq!(read("set session WAIT_TIMEOUT=60"), Some(Seconds(60)));
+    assert_eq!(read("SET @@wait_timeout := 5;"), Some(Seconds(5)));
+    assert_eq!(read("SET @@local.wait_timeout = 7 /* c */"), Some(Seconds(7)));
+    assert_eq!(read("SET `wait_timeout` = 2"), Some(Seconds(2)));
+    assert_eq!(read("SET sql_mode = '', wait_timeout = 3, time_zone = '+00:00'"), Some(Seconds(3)));
+    assert_eq!(read("SET wait_timeout = 3, @@session.wait_timeout = 4"), Some(Seconds(4)));
+    // The server's range: 0 becomes 1 second (with a warning).
+    assert_eq!(read("SET wait_timeout = 0"), Some(Seconds(1)));
+    assert_eq!(read("SET wait_timeout = 99999999999"), Some(Seconds(31_536_000)));
+    // Values the proxy does not evaluate.
+    assert_eq!(read("SET wait_timeout = DEFAULT"), Some(Unknown));
+    assert_eq!(read("SET wait_timeout = 60 * 60"), Some(Unknown));
+    assert_eq!(read("SET wait_timeout = @saved, net_read_timeout = 5"), Some(Unknown));
+    assert_eq!(read("SET wait_timeout = IF(@a, 1, 2), sql_mode = ''"), Some(Unknown));
+    // Not the session's.
+    assert_eq!(read("SET GLOBAL wait_timeout = 1"), None);
+    assert_eq!(read("SET @@global.wait_timeout = 1"), None);
+    assert_eq!(read("SET GLOBAL max_connections = 9, wait_timeout = 1"), None);
+    assert_eq!(read("SET GLOBAL max_connections = 9, SESSION wait_timeout = 1"), Some(Seconds(1)));
+    assert_eq!(read("SET STATEMENT wait_timeout = 1 FOR SELECT 1"), None);
+    assert_eq!(read("SET interactive_timeout = 1"), None);
+    assert_eq!(read("SET @wait_timeout = 1"), None);
+    assert_eq!(read("SET x = IF(@a, wait_timeout, 2)"), None);
+    assert_eq!(read("SELECT 1"), None);
+}
