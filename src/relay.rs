@@ -154,6 +154,10 @@ pub struct Machine {
     /// followed by its OK, so they are flagged MORE_RESULTS_EXISTS as well,
     /// whether or not the execute asked for a cursor).
     cursor: bool,
+    /// Processlist rows: their first column, a server thread id, is
+    /// rewritten to the proxy session id that thread serves (server
+    /// thread, proxy id). Rows are then looked at one by one.
+    thread_ids: Option<Vec<(u64, u64)>>,
     pub outcome: Outcome,
 }
 
@@ -193,8 +197,16 @@ impl Machine {
             first_packet: false,
             hold_first_error: false,
             cursor: false,
+            thread_ids: None,
             outcome: Outcome::default(),
         }
+    }
+
+    /// Rewrites the first column of text rows (a processlist's `Id`) from
+    /// server thread ids to the proxy session ids in `ids`.
+    pub fn rewriting_thread_ids(mut self, ids: Option<Vec<(u64, u64)>>) -> Self {
+        self.thread_ids = ids;
+        self
     }
 
     /// The response is to an execute that asked for a cursor.
@@ -291,6 +303,9 @@ impl Machine {
                 Some(0xFF) if len < MAX_PAYLOAD => Ok(self.on_err(payload)),
                 Some(_) => {
                     self.outcome.rows += 1;
+                    if let Some(ids) = &self.thread_ids {
+                        self.rewrite = with_thread_id_rewritten(payload, ids);
+                    }
                     Ok(Step::Continue)
                 }
                 None => Err(Unexpected("row")),
@@ -317,7 +332,7 @@ impl Machine {
     /// machine is not between rows. Returns the bytes passed and the
     /// sequence id of the last row, if any.
     pub fn step_rows(&mut self, frames: &[u8]) -> (usize, Option<u8>) {
-        if self.expect != Expect::Rows || self.continuation {
+        if self.expect != Expect::Rows || self.continuation || self.thread_ids.is_some() {
             return (0, None);
         }
         let mut pos = 0;
@@ -421,6 +436,19 @@ impl Machine {
         self.outcome.status &= !status::MORE_RESULTS_EXISTS;
         Step::Done
     }
+}
+
+/// A text row whose first column is a server thread id found in `ids`,
+/// with the proxy session id in its place; `None` to pass it unchanged.
+fn with_thread_id_rewritten(row: &[u8], ids: &[(u64, u64)]) -> Option<Vec<u8>> {
+    let (len, at) = crate::protocol::packet::read_lenenc(row)?;
+    let end = at.checked_add(usize::try_from(len).ok()?)?;
+    let thread: u64 = std::str::from_utf8(row.get(at..end)?).ok()?.parse().ok()?;
+    let (_, id) = ids.iter().find(|(t, _)| *t == thread)?;
+    let mut out = Vec::with_capacity(row.len() + 8);
+    crate::protocol::packet::put_lenenc_str(&mut out, id.to_string().as_bytes());
+    out.extend_from_slice(&row[end..]);
+    Some(out)
 }
 
 /// How many bytes a client may send ahead (pipelined commands) that a
@@ -994,6 +1022,32 @@ mod tests {
         // A prepare response with nothing left to count.
         let mut m = Machine::new(Expect::Prepare { left: 0 }, caps(false));
         assert!(m.step(1, &[0x03]).is_err());
+    }
+
+    #[test]
+    fn processlist_rows_show_proxy_ids_for_the_proxys_threads() {
+        use crate::protocol::packet::put_lenenc_str;
+        let row = |id: &str| {
+            let mut r = Vec::new();
+            for v in [id, "app", "127.0.0.1:5000"] {
+                put_lenenc_str(&mut r, v.as_bytes());
+            }
+            r.push(0xFB); // a NULL db
+            r
+        };
+        let ids = vec![(3548, 7), (12, 1234567)];
+        let mut m = Machine::new(Expect::Rows, caps(true)).rewriting_thread_ids(Some(ids));
+        assert_eq!(m.step_rows(&[]), (0, None), "rows are looked at one by one");
+        assert_eq!(m.step(row("3548").len(), &row("3548")), Ok(Step::Continue));
+        assert_eq!(m.take_rewrite(), Some(row("7")));
+        assert_eq!(m.step(row("12").len(), &row("12")), Ok(Step::Continue));
+        assert_eq!(m.take_rewrite(), Some(row("1234567")));
+        // Another connection's thread, and rows that are not ids.
+        for other in [row("99"), row("x"), vec![0xFB, 0x01]] {
+            assert_eq!(m.step(other.len(), &other), Ok(Step::Continue));
+            assert_eq!(m.take_rewrite(), None);
+        }
+        assert_eq!(m.outcome.rows, 5);
     }
 
     #[tokio::test]

@@ -162,6 +162,59 @@ async fn the_primarys_own_state_is_asked_on_the_primary() {
     }
 }
 
+/// The text rows of a result, each column a string (None for NULL).
+fn text_rows(r: &Packets, deprecate_eof: bool) -> Vec<Vec<Option<String>>> {
+    let columns = usize::from(r[0].1[0]);
+    let first_row = 1 + columns + usize::from(!deprecate_eof);
+    let mut rows = Vec::new();
+    for (_, row) in &r[first_row..r.len() - 1] {
+        let mut c = rwsplit::protocol::packet::Cursor::new(row);
+        let mut values = Vec::new();
+        for _ in 0..columns {
+            if c.remaining().first() == Some(&0xFB) {
+                c.u8();
+                values.push(None);
+            } else {
+                let v = c.lenenc_bytes().expect("a text value");
+                values.push(Some(String::from_utf8_lossy(v).into_owned()));
+            }
+        }
+        rows.push(values);
+    }
+    rows
+}
+
+/// SHOW PROCESSLIST through the proxy shows the sessions' connection ids,
+/// the ones their clients know and KILL takes, as on a server: a client
+/// finds its own row by its statement (PyMySQL's and aiomysql's own tests
+/// do), and another kills it by that id. With and without multiplexing.
+#[tokio::test]
+async fn the_processlist_shows_the_ids_clients_know_and_kill_takes() {
+    for multiplex in [false, true] {
+        let p = start_proxy(lab_config(&format!("[pool]\nmultiplex = {multiplex}\n"))).await;
+        let addr = p.addr.to_string();
+        let mut victim = Raw::app(&addr, true).await;
+        let own_id = victim.scalar("SELECT CONNECTION_ID()").await.unwrap();
+        let shown = victim.query("SHOW FULL PROCESSLIST").await;
+        let own_rows: Vec<_> = text_rows(&shown, true)
+            .into_iter()
+            .filter(|row| row[7].as_deref() == Some("SHOW FULL PROCESSLIST"))
+            .collect();
+        assert_eq!(own_rows.len(), 1, "multiplex = {multiplex}: {own_rows:?}");
+        assert_eq!(own_rows[0][0].as_deref(), Some(own_id.as_str()), "multiplex = {multiplex}");
+        let mut killer = Raw::app(&addr, true).await;
+        killer.exec(&format!("KILL {own_id}")).await;
+        // The killed session's connection closes.
+        let mut rest = Vec::new();
+        let read = tokio::io::AsyncReadExt::read_to_end(&mut victim.conn.stream, &mut rest);
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), read).await;
+        assert!(closed.is_ok(), "multiplex = {multiplex}: the killed session is still connected");
+        let listed = killer.query("SHOW PROCESSLIST").await;
+        let ids: Vec<_> = text_rows(&listed, true).into_iter().map(|row| row[0].clone()).collect();
+        assert!(!ids.contains(&Some(own_id.clone())), "multiplex = {multiplex}: {ids:?}");
+    }
+}
+
 /// A row lock wait is seen through the proxy where it is, on the primary:
 /// monitoring that asks for waiting transactions finds them.
 #[tokio::test]

@@ -386,6 +386,30 @@ pub fn show_status_pattern(sql: &str, backslashes: Backslashes) -> Option<&str> 
     ends.then_some(pattern)
 }
 
+/// Whether the statement is `SHOW [FULL] PROCESSLIST` alone (comments
+/// anywhere, a `;` after it).
+pub fn is_show_processlist(sql: &str, backslashes: Backslashes) -> bool {
+    let mut lx = Lexer::new(sql, backslashes);
+    let mut t = lx.next();
+    if t.kw != Some(Kw::SHOW) {
+        return false;
+    }
+    t = lx.next();
+    if t.tok == Tok::Word && t.text(sql).eq_ignore_ascii_case("FULL") {
+        t = lx.next();
+    }
+    if t.kw != Some(Kw::PROCESSLIST) {
+        return false;
+    }
+    loop {
+        match lx.next().tok {
+            Tok::Semi => {}
+            Tok::End => return !lx.broken,
+            _ => return false,
+        }
+    }
+}
+
 /// Whether `name` matches the SQL LIKE `pattern` (`%`, `_`, `\\` escapes;
 /// ASCII case folded, as for variable names). Linear backtracking to the
 /// last `%` only, so no pattern a client writes costs more than

@@ -40,7 +40,7 @@ mod tests;
 pub use answers::{answer_proxy_variables, answer_row_count};
 pub use charset::{Multibyte, not_a_client_charset, push_text};
 pub use info::{Consistency, Flags, Hint, StatementInfo, StatementKind, Tier};
-pub use lead::{like, show_status_pattern};
+pub use lead::{is_show_processlist, like, show_status_pattern};
 pub use lexer::Backslashes;
 pub use scan::{Statement, statements};
 pub use set::{WaitTimeout, user_variable_value, wait_timeout_set};

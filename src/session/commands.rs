@@ -27,7 +27,13 @@ impl Session {
             // FLUSH and the debug dump: the primary's, answered OK or ERR.
             // The old processlist command (the C API's mysql_list_processes):
             // the primary's, a result set.
-            cmd::REFRESH | cmd::DEBUG | cmd::PROCESS_INFO => self.simple(Expect::Result).await,
+            cmd::REFRESH | cmd::DEBUG => self.simple(Expect::Result).await,
+            cmd::PROCESS_INFO => {
+                self.reads_processlist = true;
+                let ran = self.simple(Expect::Result).await;
+                self.reads_processlist = false;
+                ran
+            }
             cmd::PROCESS_KILL => self.on_process_kill().await,
             cmd::CHANGE_USER => self.on_change_user().await,
             cmd::RESET_CONNECTION => self.on_reset_connection().await,
@@ -98,7 +104,12 @@ impl Session {
         if info.flags.contains(crate::classify::Flags::PROXY_VARIABLE) {
             self.answer_proxy_variables(info.kind);
         }
-        self.run_routed(info, sql).await?;
+        self.reads_processlist = info.kind == StatementKind::Show
+            && info.flags.contains(crate::classify::Flags::PRIMARY_STATE)
+            && crate::classify::is_show_processlist(sql, self.backslashes());
+        let ran = self.run_routed(info, sql).await;
+        self.reads_processlist = false;
+        ran?;
         Ok(Next::Continue)
     }
 

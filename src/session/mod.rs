@@ -131,6 +131,7 @@ pub async fn serve(
         last_threads: Vec::new(),
         pool_keys: Vec::new(),
         idle_since: std::time::Instant::now(),
+        reads_processlist: false,
         view: View {
             primary: shared.primary_index(&config),
             max_query_time: max_query_time(&config, &logged_in.login.user),
@@ -317,6 +318,11 @@ pub(crate) struct Session {
     pub pool_keys: Vec<Option<pool::Key>>,
     /// When the previous command ended.
     pub idle_since: std::time::Instant,
+    /// The command running is a processlist read (SHOW PROCESSLIST,
+    /// COM_PROCESS_INFO): its relay shows proxy session ids for the
+    /// threads of the proxy's sessions, the ids their clients know and
+    /// KILL takes.
+    pub reads_processlist: bool,
 }
 
 /// A session idle at least this long has its connections looked at for a
@@ -857,9 +863,11 @@ impl Session {
         let timeout = (!limit.is_zero())
             .then(|| Arc::new(relay::QueryTimeout { limit, fired: Default::default() }));
         let cursor = self.asks_for_cursor();
+        let thread_ids = self.reads_processlist.then(|| self.session_threads(idx));
         let conn = self.backends[idx].as_mut().expect("backend open");
         let mut machine = Machine::new(expect, conn.caps)
             .opening_cursor(cursor)
+            .rewriting_thread_ids(thread_ids)
             .rewriting_for(Some(view))
             .with_timeout(timeout.clone())
             .holding_first_error(hold_error);
@@ -971,6 +979,18 @@ impl Session {
                 Err(SessionError::Fatal(e.to_string()))
             }
         }
+    }
+
+    /// (server thread, proxy session id) of every session's connection to
+    /// backend `idx`.
+    fn session_threads(&self, idx: usize) -> Vec<(u64, u64)> {
+        let mut ids = Vec::new();
+        for (id, handle) in self.shared.registry.sessions() {
+            let threads = handle.threads.lock().expect("handle lock");
+            let on_idx = threads.iter().filter(|(backend, _)| *backend == idx);
+            ids.extend(on_idx.map(|(_, thread)| (u64::from(*thread), u64::from(id))));
+        }
+        ids
     }
 
     /// The error packet a held reply left in backend `idx`'s reader (see

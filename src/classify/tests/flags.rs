@@ -451,3 +451,16 @@ fn show_variables_that_may_list_writability_or_positions_need_the_primary() {
     let sql = format!("SHOW VARIABLES LIKE '{}x'", "%".repeat(5000));
     assert!(plain(&sql));
 }
+
+#[test]
+fn show_processlist_alone_is_recognised() {
+    use super::super::{Backslashes, is_show_processlist};
+    let is = |sql| is_show_processlist(sql, Backslashes::Escape);
+    assert!(is("SHOW PROCESSLIST"));
+    assert!(is("show full processlist;"));
+    assert!(is("/* c */ SHOW FULL PROCESSLIST /* d */ ;"));
+    assert!(!is("SHOW PROCESSLIST; SELECT 1"));
+    assert!(!is("SHOW ENGINE INNODB STATUS"));
+    assert!(!is("SELECT * FROM information_schema.PROCESSLIST"));
+    assert!(!is("SHOW FULL"));
+}
