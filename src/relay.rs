@@ -158,6 +158,9 @@ pub struct Machine {
     /// rewritten to the proxy session id that thread serves (server
     /// thread, proxy id). Rows are then looked at one by one.
     thread_ids: Option<Vec<(u64, u64)>>,
+    /// The relay reads the client while it waits for the backend (see
+    /// [`relay`]).
+    watch_client: bool,
     pub outcome: Outcome,
 }
 
@@ -198,8 +201,16 @@ impl Machine {
             hold_first_error: false,
             cursor: false,
             thread_ids: None,
+            watch_client: false,
             outcome: Outcome::default(),
         }
+    }
+
+    /// Has the relay read the client while it waits for the backend, to
+    /// notice a client that leaves (see [`relay`]).
+    pub fn watching_client(mut self, watch: bool) -> Self {
+        self.watch_client = watch;
+        self
     }
 
     /// Rewrites the first column of text rows (a processlist's `Id`) from
@@ -493,8 +504,9 @@ pub enum RelayError {
 /// it is written to the client: what it records is in place by the time
 /// the client can act on the reply.
 ///
-/// While the backend is still to answer, the client's connection is read
-/// too (into `creader`, for the session's next command), so that a client
+/// While the backend is still to answer, a machine
+/// [`Machine::watching_client`] has the client's connection read too
+/// (into `creader`, for the session's next command), so that a client
 /// that leaves is noticed at once: the relay ends with
 /// [`RelayError::ClientLeft`].
 pub async fn relay<B, C, G, E>(
@@ -621,7 +633,8 @@ where
                 };
                 tokio::pin!(read);
                 let filled = loop {
-                    let watch = creader.buffered().len() < CLIENT_READ_AHEAD;
+                    let watch =
+                        machine.watch_client && creader.buffered().len() < CLIENT_READ_AHEAD;
                     tokio::select! {
                         biased;
                         r = &mut read => break r,

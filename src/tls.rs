@@ -91,6 +91,13 @@ pub enum ClientStream {
 }
 
 impl ClientStream {
+    /// Whether the client may be read ahead while a reply is written: not
+    /// under the compressed protocol, whose replies continue the sequence
+    /// of the last frame the client sent (a frame read ahead would move it).
+    pub fn may_read_ahead(&self) -> bool {
+        !matches!(self, ClientStream::Compressed(_))
+    }
+
     pub fn is_tls(&self) -> bool {
         match self {
             ClientStream::Tls(_) => true,

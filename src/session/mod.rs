@@ -868,6 +868,7 @@ impl Session {
         let mut machine = Machine::new(expect, conn.caps)
             .opening_cursor(cursor)
             .rewriting_thread_ids(thread_ids)
+            .watching_client(self.client.may_read_ahead())
             .rewriting_for(Some(view))
             .with_timeout(timeout.clone())
             .holding_first_error(hold_error);
