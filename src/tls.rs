@@ -95,7 +95,12 @@ impl ClientStream {
     /// under the compressed protocol, whose replies continue the sequence
     /// of the last frame the client sent (a frame read ahead would move it).
     pub fn may_read_ahead(&self) -> bool {
-        !matches!(self, ClientStream::Compressed(_))
+        !self.is_compressed()
+    }
+
+    /// The client talks the compressed protocol.
+    pub fn is_compressed(&self) -> bool {
+        matches!(self, ClientStream::Compressed(_))
     }
 
     pub fn is_tls(&self) -> bool {

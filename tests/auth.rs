@@ -254,6 +254,15 @@ async fn a_compressing_client_gets_the_servers_packets_in_zlib_frames() {
     let (got, _) = compressed_packets(&mut s, 4).await;
     assert_eq!(got[2].1, b"\x017", "the row just written");
     direct.exec(&format!("DROP TABLE app.{table}")).await;
+    // The client's own connection is compressed, as the server would say
+    // of it (the proxy's connections to the servers are not).
+    let status = b"\x03SHOW SESSION STATUS LIKE 'Compression'";
+    s.write_all(&stored_command(status)).await.unwrap();
+    let (got, _) = compressed_packets(&mut s, 5).await;
+    assert_eq!(got[3].1, b"\x0bCompression\x02ON");
+    let mut plain = Raw::app(&proxy.addr.to_string(), true).await;
+    let plain = plain.query(std::str::from_utf8(&status[1..]).unwrap()).await;
+    assert_eq!(plain[3].1, b"\x0bCompression\x03OFF");
 }
 
 #[tokio::test]

@@ -215,6 +215,38 @@ async fn the_processlist_shows_the_ids_clients_know_and_kill_takes() {
     }
 }
 
+/// A session killed (KILL CONNECTION) while its result streams loses its
+/// connection in the middle of it, as from the server: no error of the
+/// proxy's own in place of the rest (which a driver would take for a
+/// failed statement on a live connection).
+#[tokio::test]
+async fn a_session_killed_mid_result_loses_its_connection_as_from_the_server() {
+    use tokio::io::AsyncReadExt;
+    let p = proxy().await;
+    let addr = p.addr.to_string();
+    let mut victim = Raw::app(&addr, true).await;
+    let id = victim.scalar("SELECT CONNECTION_ID()").await.unwrap();
+    let mut payload = vec![0x03];
+    payload.extend_from_slice(b"SELECT seq, REPEAT('a', 200) FROM seq_1_to_100000000");
+    victim.send_only(&payload).await;
+    let mut wire = vec![0u8; 1 << 16];
+    let n = victim.conn.stream.read(&mut wire).await.unwrap();
+    wire.truncate(n);
+    let mut killer = Raw::app(&addr, true).await;
+    killer.exec(&format!("KILL {id}")).await;
+    let read = victim.conn.stream.read_to_end(&mut wire);
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), read).await;
+    assert!(closed.is_ok(), "the killed session's connection stayed open");
+    let mut rest = &wire[..];
+    while let Some(h) = rwsplit::protocol::packet::parse_header(rest) {
+        let Some(packet) = rest.get(4..4 + h.len) else { break };
+        if let Some(e) = rwsplit::protocol::messages::parse_err(packet) {
+            assert_ne!(e.code, 1105, "{}", String::from_utf8_lossy(e.message));
+        }
+        rest = &rest[4 + h.len..];
+    }
+}
+
 /// A row lock wait is seen through the proxy where it is, on the primary:
 /// monitoring that asks for waiting transactions finds them.
 #[tokio::test]

@@ -1,9 +1,10 @@
 //! Results the proxy writes itself, for what only it can answer: the
 //! connection id the client sees (`SELECT CONNECTION_ID()`, see `kill`),
-//! and the TLS of the client's own connection (`SHOW STATUS LIKE
-//! 'Ssl_cipher'`, `'Ssl_version'`). A server would answer the latter for
-//! the proxy's connection to it: no cipher for a client that is encrypted,
-//! or a cipher for one that is not, when `[backend_tls]` is on.
+//! and the TLS and compression of the client's own connection (`SHOW
+//! STATUS LIKE 'Ssl_cipher'`, `'Ssl_version'`, `'Compression'`). A server
+//! would answer those for the proxy's connection to it: no cipher for a
+//! client that is encrypted, or a cipher for one that is not, when
+//! `[backend_tls]` is on; compression off for a client that compresses.
 
 use super::{Next, Session, SessionError};
 use crate::classify::Backslashes;
@@ -25,18 +26,21 @@ pub(super) struct Column<'a> {
     pub flags: u16,
 }
 
-/// Which TLS status variable a `SHOW STATUS` asks for.
+/// Which status variable of the client's own connection a `SHOW STATUS`
+/// asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsStatus {
+pub enum ConnectionStatus {
     Cipher,
     Version,
+    Compression,
 }
 
-impl TlsStatus {
+impl ConnectionStatus {
     fn name(self) -> &'static str {
         match self {
-            TlsStatus::Cipher => "Ssl_cipher",
-            TlsStatus::Version => "Ssl_version",
+            ConnectionStatus::Cipher => "Ssl_cipher",
+            ConnectionStatus::Version => "Ssl_version",
+            ConnectionStatus::Compression => "Compression",
         }
     }
 }
@@ -70,23 +74,37 @@ const SSL_STATUS: [&str; 25] = [
     "Ssl_version",
 ];
 
+/// Status variables whose names start with "Compression" (MySQL 8 has
+/// the last two).
+const COMPRESSION_STATUS: [&str; 3] = ["Compression", "Compression_algorithm", "Compression_level"];
+
 /// Recognises `SHOW [SESSION | LOCAL] STATUS LIKE 'Ssl_cipher'` (or
 /// `'Ssl_version'`), the documented way to ask whether a connection is
 /// encrypted: a pattern that starts with "Ssl" and matches that one
-/// status variable alone (`'Ssl_version%'` too). Any other SHOW (GLOBAL,
-/// a pattern matching more, WHERE) goes to a server as usual.
-pub fn parse_show_tls_status(sql: &str, backslashes: Backslashes) -> Option<TlsStatus> {
+/// status variable alone (`'Ssl_version%'` too); and `LIKE 'Compression'`,
+/// whether it is compressed. Any other SHOW (GLOBAL, a pattern matching
+/// more, WHERE) goes to a server as usual.
+pub fn parse_show_connection_status(
+    sql: &str,
+    backslashes: Backslashes,
+) -> Option<ConnectionStatus> {
     let pattern = crate::classify::show_status_pattern(sql, backslashes)?;
-    if !pattern.get(..3)?.eq_ignore_ascii_case("ssl") {
+    let names: &[&str] = if pattern.get(..3)?.eq_ignore_ascii_case("ssl") {
+        &SSL_STATUS
+    } else if pattern.get(..11).is_some_and(|p| p.eq_ignore_ascii_case("compression")) {
+        &COMPRESSION_STATUS
+    } else {
         return None;
-    }
+    };
     let mut matched =
-        SSL_STATUS.iter().filter(|name| crate::classify::like(pattern.as_bytes(), name.as_bytes()));
+        names.iter().filter(|name| crate::classify::like(pattern.as_bytes(), name.as_bytes()));
     let only = matched.next()?;
     if matched.next().is_some() {
         return None;
     }
-    [TlsStatus::Cipher, TlsStatus::Version].into_iter().find(|s| s.name() == *only)
+    [ConnectionStatus::Cipher, ConnectionStatus::Version, ConnectionStatus::Compression]
+        .into_iter()
+        .find(|s| s.name() == *only)
 }
 
 /// The most bytes one character takes in the character set of collation
@@ -150,13 +168,16 @@ impl Session {
     /// the client's connection to the proxy, in a result shaped like
     /// MariaDB's (two VARCHAR columns of `information_schema`'s
     /// SESSION_STATUS, in the login's collation); empty when it is plain.
-    pub(super) async fn answer_tls_status(
+    pub(super) async fn answer_connection_status(
         &mut self,
-        asked: TlsStatus,
+        asked: ConnectionStatus,
     ) -> Result<Next, SessionError> {
         let value = match (self.client.tls_names(), asked) {
-            (Some((version, _)), TlsStatus::Version) => version.into(),
-            (Some((_, cipher)), TlsStatus::Cipher) => cipher,
+            (_, ConnectionStatus::Compression) => {
+                if self.client.is_compressed() { "ON" } else { "OFF" }.into()
+            }
+            (Some((version, _)), ConnectionStatus::Version) => version.into(),
+            (Some((_, cipher)), ConnectionStatus::Cipher) => cipher,
             (None, _) => "".into(),
         };
         let per_char = max_bytes_per_char(self.login.collation);
@@ -182,15 +203,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn show_status_of_the_tls_variables_is_recognised() {
+    fn show_status_of_the_connections_own_variables_is_recognised() {
         let cases = [
-            ("SHOW STATUS LIKE 'Ssl_cipher'", Some(TlsStatus::Cipher)),
-            ("show session status like 'ssl_cipher';", Some(TlsStatus::Cipher)),
-            ("SHOW LOCAL STATUS LIKE \"Ssl_version\"", Some(TlsStatus::Version)),
-            ("  SHOW   STATUS\tLIKE 'SSL_VERSION'  ", Some(TlsStatus::Version)),
+            ("SHOW STATUS LIKE 'Ssl_cipher'", Some(ConnectionStatus::Cipher)),
+            ("show session status like 'ssl_cipher';", Some(ConnectionStatus::Cipher)),
+            ("SHOW LOCAL STATUS LIKE \"Ssl_version\"", Some(ConnectionStatus::Version)),
+            ("  SHOW   STATUS\tLIKE 'SSL_VERSION'  ", Some(ConnectionStatus::Version)),
             ("SHOW GLOBAL STATUS LIKE 'Ssl_cipher'", None),
-            ("SHOW STATUS LIKE 'Ssl_version%'", Some(TlsStatus::Version)),
-            ("SHOW STATUS LIKE 'ssl\\_cipher'", Some(TlsStatus::Cipher)),
+            ("SHOW STATUS LIKE 'Ssl_version%'", Some(ConnectionStatus::Version)),
+            ("SHOW STATUS LIKE 'ssl\\_cipher'", Some(ConnectionStatus::Cipher)),
             ("SHOW STATUS LIKE 'Ssl_cipher%'", None),
             ("SHOW STATUS LIKE '%cipher'", None),
             ("SHOW STATUS LIKE 'Ssl_v%'", None),
@@ -201,12 +222,21 @@ mod tests {
             ("SHOW STATUS WHERE Variable_name = 'Ssl_cipher'", None),
             ("SHOW STATUS", None),
             ("SHOW STATUS LIKE 'Ssl_cipher' OR 1", None),
-            ("SHOW /* mine */ STATUS LIKE 'Ssl_cipher' -- is it on?", Some(TlsStatus::Cipher)),
+            (
+                "SHOW /* mine */ STATUS LIKE 'Ssl_cipher' -- is it on?",
+                Some(ConnectionStatus::Cipher),
+            ),
             ("SHOW STATUS LIKE 'Ssl_cipher'; SELECT 1", None),
             ("SELECT 'Ssl_cipher'", None),
+            ("SHOW SESSION STATUS LIKE 'Compression'", Some(ConnectionStatus::Compression)),
+            ("show status like 'compression';", Some(ConnectionStatus::Compression)),
+            ("SHOW STATUS LIKE 'Compression%'", None),
+            ("SHOW STATUS LIKE 'Compression_level'", None),
+            ("SHOW GLOBAL STATUS LIKE 'Compression'", None),
+            ("SHOW STATUS LIKE 'Compress'", None),
         ];
         for (sql, expected) in cases {
-            assert_eq!(parse_show_tls_status(sql, Backslashes::Escape), expected, "{sql}");
+            assert_eq!(parse_show_connection_status(sql, Backslashes::Escape), expected, "{sql}");
         }
     }
 

@@ -95,8 +95,9 @@ impl Session {
                 }
             }
             StatementKind::Show if sql.len() < 64 => {
-                if let Some(asked) = super::answer::parse_show_tls_status(sql, self.backslashes()) {
-                    return self.answer_tls_status(asked).await;
+                let asked = super::answer::parse_show_connection_status(sql, self.backslashes());
+                if let Some(asked) = asked {
+                    return self.answer_connection_status(asked).await;
                 }
             }
             _ => {}

@@ -950,6 +950,13 @@ impl Session {
                 self.shared.count_statement(idx, true);
                 Err(SessionError::Fatal("the client left while its statement ran".into()))
             }
+            Err(RelayError::BackendMidResult { source, .. }) if self.handle.signal.stopping() => {
+                // Killed (KILL CONNECTION): its client loses the connection
+                // in the middle of the result, as from the server.
+                self.drop_backend(idx);
+                self.shared.count_statement(idx, true);
+                Err(SessionError::Fatal(format!("killed during a result ({source})")))
+            }
             Err(RelayError::BackendMidResult { next_seq, source }) => {
                 tracing::warn!(id = self.id, backend = idx, error = %source, "backend failed during a result");
                 self.drop_backend(idx);
