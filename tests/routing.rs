@@ -187,7 +187,8 @@ fn text_rows(r: &Packets, deprecate_eof: bool) -> Vec<Vec<Option<String>>> {
 /// SHOW PROCESSLIST through the proxy shows the sessions' connection ids,
 /// the ones their clients know and KILL takes, as on a server: a client
 /// finds its own row by its statement (PyMySQL's and aiomysql's own tests
-/// do), and another kills it by that id. With and without multiplexing.
+/// do), and a privileged user kills it by that id. With and without
+/// multiplexing.
 #[tokio::test]
 async fn the_processlist_shows_the_ids_clients_know_and_kill_takes() {
     for multiplex in [false, true] {
@@ -202,7 +203,15 @@ async fn the_processlist_shows_the_ids_clients_know_and_kill_takes() {
             .collect();
         assert_eq!(own_rows.len(), 1, "multiplex = {multiplex}: {own_rows:?}");
         assert_eq!(own_rows[0][0].as_deref(), Some(own_id.as_str()), "multiplex = {multiplex}");
-        let mut killer = Raw::app(&addr, true).await;
+        // As on the server: another user may not kill it, unless the
+        // primary grants it SUPER or CONNECTION ADMIN (admin has all).
+        let admin_login = login("admin", "admin", Some("app"), client_caps(true));
+        let mut killer = Raw::connect(&addr, &admin_login).await.unwrap();
+        let killer_id = killer.scalar("SELECT CONNECTION_ID()").await.unwrap();
+        let refused = victim.query(&format!("KILL {killer_id}")).await;
+        let refused =
+            rwsplit::protocol::messages::parse_err(&refused.last().unwrap().1).map(|e| e.code);
+        assert_eq!(refused, Some(1095), "multiplex = {multiplex}: app killed admin's session");
         killer.exec(&format!("KILL {own_id}")).await;
         // The killed session's connection closes.
         let mut rest = Vec::new();

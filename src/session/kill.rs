@@ -104,6 +104,18 @@ impl Session {
         self.answer_row(&[column], &[id.as_bytes()]).await
     }
 
+    /// Whether the primary grants this session's user a privilege to kill
+    /// other users' threads (SUPER, CONNECTION ADMIN).
+    async fn may_kill_others(&mut self) -> bool {
+        let primary = self.primary();
+        let Ok(conn) = self.backend(primary).await else {
+            return false;
+        };
+        let asked = "SELECT 1 FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE \
+                     IN ('SUPER', 'CONNECTION ADMIN', 'CONNECTION_ADMIN') LIMIT 1";
+        conn.query_own(asked).await.is_ok_and(|outcome| outcome.rows > 0)
+    }
+
     pub(super) async fn on_process_kill(&mut self) -> Result<Next, SessionError> {
         let Some(id) =
             self.cmd.get(1..5).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
@@ -114,14 +126,15 @@ impl Session {
     }
 
     /// Kills session `kill.id`'s backend work (and the session itself
-    /// unless only the query is killed). Only the same user may kill.
+    /// unless only the query is killed). The same user may kill, and, as
+    /// on the server, a user the primary grants SUPER or CONNECTION ADMIN.
     pub(super) async fn on_kill(&mut self, kill: Kill) -> Result<Next, SessionError> {
         let target = u32::try_from(kill.id).ok().and_then(|id| self.shared.registry.get(id));
         let Some(target) = target else {
             return self.reply_err(1094, "HY000", &format!("Unknown thread id: {}", kill.id)).await;
         };
         let owner = target.user.lock().expect("handle lock").clone();
-        if owner != self.login.user {
+        if owner != self.login.user && !self.may_kill_others().await {
             return self
                 .reply_err(1095, "HY000", &format!("You are not owner of thread {}", kill.id))
                 .await;
