@@ -91,13 +91,6 @@ pub enum ClientStream {
 }
 
 impl ClientStream {
-    /// Whether the client may be read ahead while a reply is written: not
-    /// under the compressed protocol, whose replies continue the sequence
-    /// of the last frame the client sent (a frame read ahead would move it).
-    pub fn may_read_ahead(&self) -> bool {
-        !self.is_compressed()
-    }
-
     /// The client talks the compressed protocol.
     pub fn is_compressed(&self) -> bool {
         matches!(self, ClientStream::Compressed(_))

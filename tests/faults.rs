@@ -1038,13 +1038,6 @@ async fn max_query_time_kills_a_prepared_statement() {
     assert_eq!(v, Some(42));
 }
 
-/// Sends `sql` as a query through `c` without reading its reply.
-async fn send_query(c: &mut Raw, sql: &str) {
-    let mut payload = vec![0x03];
-    payload.extend_from_slice(sql.as_bytes());
-    c.send_only(&payload).await;
-}
-
 /// Waits (bounded) until a server runs a statement containing `needle`.
 async fn wait_running(needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1067,7 +1060,7 @@ async fn a_client_that_leaves_mid_statement_ends_its_statement() {
         let addr = proxy.addr.to_string();
         let tag = unique("left");
         let mut reader = Raw::app(&addr, true).await;
-        send_query(&mut reader, &format!("SELECT SLEEP(30) AS {tag}")).await;
+        reader.send_query(&format!("SELECT SLEEP(30) AS {tag}")).await;
         wait_running(&tag).await;
         drop(reader);
         wait_not_running(&tag).await;
@@ -1076,7 +1069,7 @@ async fn a_client_that_leaves_mid_statement_ends_its_statement() {
         let mut holder = admin(PRIMARY).await;
         holder.exec(&format!("DO GET_LOCK('{lock}', 30)")).await;
         let mut waiter = Raw::app(&addr, true).await;
-        send_query(&mut waiter, &format!("SELECT GET_LOCK('{lock}', 30)")).await;
+        waiter.send_query(&format!("SELECT GET_LOCK('{lock}', 30)")).await;
         wait_running(&lock).await;
         // Half closed: the client sends no more, which is leaving too.
         tokio::io::AsyncWriteExt::shutdown(&mut waiter.conn.stream).await.unwrap();
@@ -1122,8 +1115,7 @@ async fn commands_sent_ahead_are_answered_and_a_write_whose_client_left_finishes
         let table = lab_table("leftwrite", "v INT").await;
         let tag = unique("leftwrite");
         let mut writer = Raw::app(target, true).await;
-        send_query(&mut writer, &format!("INSERT INTO app.{table} SELECT SLEEP(0.5) /* {tag} */"))
-            .await;
+        writer.send_query(&format!("INSERT INTO app.{table} SELECT SLEEP(0.5) /* {tag} */")).await;
         wait_running(&tag).await;
         drop(writer);
         wait_not_running(&tag).await;

@@ -10,23 +10,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Reads until the proxy closes the connection; returns what it sent.
-async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(
-    s: &mut S,
-    within: Duration,
-) -> Vec<u8> {
-    let mut all = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Err(_) => panic!("the proxy did not close the connection within {within:?}"),
-            Ok(Ok(0)) | Ok(Err(_)) => return all,
-            Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
 /// Reads the greeting packet.
 async fn read_greeting(s: &mut TcpStream) -> Vec<u8> {
     let mut header = [0u8; 4];

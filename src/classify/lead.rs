@@ -312,18 +312,22 @@ fn show_shape(l: &Lead, sql: &str, i: usize) -> (Shape, Flags) {
         _ => false,
     };
     let mut flags = if last_statement { Flags::LAST_STATEMENT_FUNC } else { Flags::EMPTY };
-    let processlist =
-        l.is(i, Kw::PROCESSLIST) || l.word_is(sql, i, "FULL") && l.is(i + 1, Kw::PROCESSLIST);
     // SHOW ENGINE INNODB STATUS: its transactions, lock waits, deadlocks.
     let engine_status = l.word_is(sql, i, "ENGINE") && l.word_is(sql, i + 2, "STATUS");
     if shows_replication_state(l, sql, i)
         || shows_primary_variables(l, sql, i)
-        || processlist
+        || after_processlist(l, sql, i).is_some()
         || engine_status
     {
         flags |= Flags::PRIMARY_STATE;
     }
     (Shape::Fixed(K::Show), flags)
+}
+
+/// `[FULL] PROCESSLIST` at token `i`: the token after it.
+fn after_processlist(l: &Lead, sql: &str, i: usize) -> Option<usize> {
+    let i = if l.word_is(sql, i, "FULL") { i + 1 } else { i };
+    l.is(i, Kw::PROCESSLIST).then_some(i + 1)
 }
 
 /// SHOW [GLOBAL | SESSION | LOCAL] VARIABLES that may list a variable only
@@ -360,54 +364,47 @@ fn like_pattern<'a>(l: &Lead, sql: &'a str, i: usize) -> Option<&'a str> {
     Some(quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or(""))
 }
 
-/// The pattern of `SHOW [SESSION | LOCAL] STATUS LIKE '<pattern>'` with
-/// nothing after it but a `;` (comments anywhere), as the classifier reads
-/// it; None for any other statement (GLOBAL, WHERE, a multi-statement).
-pub fn show_status_pattern(sql: &str, backslashes: Backslashes) -> Option<&str> {
+/// The leading tokens of a whole statement short enough to fit them
+/// (comments skipped); None for a longer one.
+fn whole_lead(sql: &str, backslashes: Backslashes) -> Option<Lead> {
     let mut l = Lead::new();
     let mut lx = Lexer::new(sql, backslashes);
     loop {
         let t = lx.next();
         if t.tok == Tok::End {
-            break;
+            return Some(l);
         }
         if l.len == LEAD_MAX {
             return None;
         }
         l.push(&t);
     }
+}
+
+/// Nothing but a `;` from token `i` on.
+fn ends_at(l: &Lead, i: usize) -> bool {
+    l.tok(i) == Tok::End || (l.tok(i) == Tok::Semi && l.tok(i + 1) == Tok::End)
+}
+
+/// The pattern of `SHOW [SESSION | LOCAL] STATUS LIKE '<pattern>'` with
+/// nothing after it but a `;` (comments anywhere), as the classifier reads
+/// it; None for any other statement (GLOBAL, WHERE, a multi-statement).
+pub fn show_status_pattern(sql: &str, backslashes: Backslashes) -> Option<&str> {
+    let l = whole_lead(sql, backslashes)?;
     if !l.is(0, Kw::SHOW) {
         return None;
     }
     let i = if l.word_is(sql, 1, "SESSION") || l.word_is(sql, 1, "LOCAL") { 2 } else { 1 };
     let pattern = l.word_is(sql, i, "STATUS").then(|| like_pattern(&l, sql, i + 1))??;
-    let rest = i + 3;
-    let ends = l.tok(rest) == Tok::End || (l.tok(rest) == Tok::Semi && l.tok(rest + 1) == Tok::End);
-    ends.then_some(pattern)
+    ends_at(&l, i + 3).then_some(pattern)
 }
 
 /// Whether the statement is `SHOW [FULL] PROCESSLIST` alone (comments
 /// anywhere, a `;` after it).
 pub fn is_show_processlist(sql: &str, backslashes: Backslashes) -> bool {
-    let mut lx = Lexer::new(sql, backslashes);
-    let mut t = lx.next();
-    if t.kw != Some(Kw::SHOW) {
-        return false;
-    }
-    t = lx.next();
-    if t.tok == Tok::Word && t.text(sql).eq_ignore_ascii_case("FULL") {
-        t = lx.next();
-    }
-    if t.kw != Some(Kw::PROCESSLIST) {
-        return false;
-    }
-    loop {
-        match lx.next().tok {
-            Tok::Semi => {}
-            Tok::End => return !lx.broken,
-            _ => return false,
-        }
-    }
+    whole_lead(sql, backslashes).is_some_and(|l| {
+        l.is(0, Kw::SHOW) && after_processlist(&l, sql, 1).is_some_and(|end| ends_at(&l, end))
+    })
 }
 
 /// Whether `name` matches the SQL LIKE `pattern` (`%`, `_`, `\\` escapes;

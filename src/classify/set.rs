@@ -74,6 +74,11 @@ fn is_one_shot(name: &str) -> bool {
     ONE_SHOT.iter().any(|v| name.eq_ignore_ascii_case(v))
 }
 
+/// A `@@scope.` prefix that assigns the global value.
+fn is_global_scope(scope: &str) -> bool {
+    ["global", "persist", "persist_only"].iter().any(|s| scope.eq_ignore_ascii_case(s))
+}
+
 impl SetScan {
     pub fn new() -> SetScan {
         SetScan {
@@ -151,8 +156,7 @@ impl SetScan {
 
     fn system_variable(&mut self, sql: &str, t: &Token) {
         let (scope, name) = t.sys_var(sql);
-        let global =
-            ["global", "persist", "persist_only"].iter().any(|s| scope.eq_ignore_ascii_case(s));
+        let global = is_global_scope(scope);
         self.one_shot |= !global && is_one_shot(name);
         self.variable(global, name.eq_ignore_ascii_case("autocommit"));
     }
@@ -325,17 +329,40 @@ pub fn wait_timeout_set(sql: &str, backslashes: Backslashes) -> Option<WaitTimeo
     let mut depth = 0u16;
     // Starting an assignment: its variable, or a scope keyword.
     let mut at_target = true;
+    // Inside the value assigned to wait_timeout: its first token, and
+    // whether more followed.
+    let mut value: Option<(Token, bool)> = None;
+    let mut assigned = false;
     loop {
         let t = lx.next();
+        let ends = matches!(t.tok, Tok::End | Tok::Semi) || (depth == 0 && t.tok == Tok::Comma);
+        if ends {
+            if assigned {
+                found = Some(match value {
+                    Some((v, false)) if v.tok == Tok::Num => match v.text(sql).parse::<u64>() {
+                        Ok(seconds) => WaitTimeout::Seconds(seconds.clamp(1, MAX_SECONDS)),
+                        Err(_) => WaitTimeout::Unknown,
+                    },
+                    _ => WaitTimeout::Unknown,
+                });
+            }
+            if t.tok != Tok::Comma {
+                return found;
+            }
+            (at_target, value, assigned) = (true, None, false);
+            continue;
+        }
         match t.tok {
-            Tok::End | Tok::Semi => return found,
             Tok::LParen => depth += 1,
             Tok::RParen => depth = depth.saturating_sub(1),
-            Tok::Comma if depth == 0 => {
-                at_target = true;
-                continue;
-            }
             _ => {}
+        }
+        if assigned {
+            match &mut value {
+                None => value = Some((t, false)),
+                Some((_, more)) => *more = true,
+            }
+            continue;
         }
         if !at_target {
             continue;
@@ -343,55 +370,29 @@ pub fn wait_timeout_set(sql: &str, backslashes: Backslashes) -> Option<WaitTimeo
         at_target = false;
         let ours = match (t.tok, t.kw) {
             (_, Some(Kw::GLOBAL | Kw::PERSIST | Kw::PERSIST_ONLY)) => {
-                global_scope = true;
-                at_target = true;
+                (global_scope, at_target) = (true, true);
                 continue;
             }
             (_, Some(Kw::SESSION | Kw::LOCAL)) => {
-                global_scope = false;
-                at_target = true;
+                (global_scope, at_target) = (false, true);
                 continue;
             }
             (_, Some(Kw::STATEMENT)) => return None,
             (Tok::SysVar, _) => {
                 let (scope, name) = t.sys_var(sql);
-                let global = ["global", "persist", "persist_only"]
-                    .iter()
-                    .any(|s| scope.eq_ignore_ascii_case(s));
-                !global && name.eq_ignore_ascii_case("wait_timeout")
+                !is_global_scope(scope) && name.eq_ignore_ascii_case("wait_timeout")
             }
             (Tok::Word | Tok::QuotedIdent, _) => {
                 !global_scope && t.text(sql).trim_matches('`').eq_ignore_ascii_case("wait_timeout")
             }
             _ => false,
         };
-        if !ours {
-            continue;
-        }
-        let assign = lx.next();
-        if !assign.is_op(sql, "=") && !assign.is_op(sql, ":=") {
-            return found;
-        }
-        let value = lx.next();
-        let after = lx.next();
-        for t in [&value, &after] {
-            match t.tok {
-                Tok::LParen => depth += 1,
-                Tok::RParen => depth = depth.saturating_sub(1),
-                _ => {}
+        if ours {
+            let assign = lx.next();
+            if !assign.is_op(sql, "=") && !assign.is_op(sql, ":=") {
+                return found;
             }
-        }
-        let alone = matches!(after.tok, Tok::Comma | Tok::Semi | Tok::End);
-        found = Some(match value.text(sql).parse::<u64>() {
-            Ok(seconds) if value.tok == Tok::Num && alone => {
-                WaitTimeout::Seconds(seconds.clamp(1, MAX_SECONDS))
-            }
-            _ => WaitTimeout::Unknown,
-        });
-        match after.tok {
-            Tok::Comma => at_target = true,
-            Tok::Semi | Tok::End => return found,
-            _ => {}
+            assigned = true;
         }
     }
 }

@@ -868,7 +868,10 @@ impl Session {
         let mut machine = Machine::new(expect, conn.caps)
             .opening_cursor(cursor)
             .rewriting_thread_ids(thread_ids)
-            .watching_client(self.client.may_read_ahead())
+            // Not under the compressed protocol: its replies continue the
+            // sequence of the client's last frame, which a frame read
+            // ahead would move.
+            .watching_client(!self.client.is_compressed())
             .rewriting_for(Some(view))
             .with_timeout(timeout.clone())
             .holding_first_error(hold_error);
@@ -945,7 +948,9 @@ impl Session {
                 // Its connection closes at once, as the client's own would
                 // have: the server ends the statement where it would for a
                 // client of its own (a wait, after its check) and rolls
-                // back an open transaction. The session ends.
+                // back an open transaction. The session ends, which does
+                // the rest of `drop_backend`'s bookkeeping (whose warning
+                // of a lost transaction is not this case's).
                 self.backends[idx] = None;
                 self.shared.count_statement(idx, true);
                 Err(SessionError::Fatal("the client left while its statement ran".into()))

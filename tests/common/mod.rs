@@ -180,6 +180,13 @@ impl Raw {
         self.conn.write_payload(0, payload).await.expect("send command");
     }
 
+    /// Sends `sql` as a query without reading its reply.
+    pub async fn send_query(&mut self, sql: &str) {
+        let mut payload = vec![0x03];
+        payload.extend_from_slice(sql.as_bytes());
+        self.send_only(&payload).await;
+    }
+
     pub async fn read_response(&mut self, expect: Expect) -> Packets {
         self.read_response_with(expect, true, false).await.0
     }
@@ -288,6 +295,23 @@ impl Raw {
 
     pub async fn raw_write(&mut self, bytes: &[u8]) {
         self.conn.stream.write_all(bytes).await.unwrap();
+    }
+}
+
+/// Reads until the proxy closes the connection; returns what it sent.
+pub async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    within: Duration,
+) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, tokio::io::AsyncReadExt::read(s, &mut buf)).await {
+            Err(_) => panic!("the proxy did not close the connection within {within:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return all,
+            Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
+        }
     }
 }
 
