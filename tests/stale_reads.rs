@@ -249,6 +249,52 @@ async fn gtid_mode_reads_back_a_write_made_on_an_earlier_connection() {
     a.exec(&format!("DROP TABLE app.{table}")).await;
 }
 
+/// A write that fails may have logged part of itself, and its error
+/// reports no GTID: a multi-row INSERT into a MyISAM table keeps the rows
+/// before the duplicate, and a procedure keeps what its statements
+/// committed before the one that failed. The read right after sees them,
+/// while the only replica taking reads lags by 2 s (`gtid` mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gtid_mode_reads_back_what_a_failed_write_kept() {
+    let _serial = SERIAL.lock().await;
+    let t = unique("failed");
+    on_primary_replicated(&[
+        &format!("CREATE TABLE app.{t}_m (k INT PRIMARY KEY) ENGINE=MyISAM"),
+        &format!("CREATE TABLE app.{t}_i (k INT PRIMARY KEY) ENGINE=InnoDB"),
+        &format!(
+            "CREATE PROCEDURE app.{t}_p(n INT) BEGIN INSERT INTO app.{t}_i VALUES (n); \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'after the insert'; END"
+        ),
+    ])
+    .await;
+    let proxy = start_proxy(lagging_replica_only("gtid")).await;
+    let _lag = Lag::start(2);
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let error = |r: &Packets| {
+        rwsplit::protocol::messages::parse_err(&r.last().expect("a reply").1).map(|e| e.code)
+    };
+    let mut stale = Vec::new();
+    for n in 1..=5 {
+        let (a, b) = (2 * n, 2 * n + 1);
+        let r = c.query(&format!("INSERT INTO app.{t}_m VALUES ({a}), ({b}), ({a})")).await;
+        assert_eq!(error(&r), Some(1062), "the duplicate fails the insert");
+        let kept = c.scalar(&format!("SELECT COUNT(*) FROM app.{t}_m WHERE k IN ({a}, {b})")).await;
+        if kept.as_deref() != Some("2") {
+            stale.push(format!("MyISAM rows {a}, {b}: {kept:?}"));
+        }
+        let r = c.query(&format!("CALL app.{t}_p({n})")).await;
+        assert_eq!(error(&r), Some(1644), "the procedure signals");
+        let kept = c.scalar(&format!("SELECT COUNT(*) FROM app.{t}_i WHERE k = {n}")).await;
+        if kept.as_deref() != Some("1") {
+            stale.push(format!("the procedure's row {n}: {kept:?}"));
+        }
+    }
+    assert!(stale.is_empty(), "reads missed what failed writes kept: {stale:?}");
+    let mut a = admin(PRIMARY).await;
+    a.exec(&format!("DROP TABLE app.{t}_m, app.{t}_i")).await;
+    a.exec(&format!("DROP PROCEDURE app.{t}_p")).await;
+}
+
 /// A MariaDB connector's batch (COM_STMT_BULK_EXECUTE) is a write like any
 /// other: the reads right after it see every row, while the only replica
 /// taking reads lags by 2 s, in `gtid` and `pin` modes; in `eventual` the same read

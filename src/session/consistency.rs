@@ -159,15 +159,18 @@ pub fn wait_statement(mariadb: bool, gtid: &str, timeout: Duration) -> String {
 
 /// What a reply from the primary adds to the session's writes (pure):
 /// its GTID, a write that went unreported (its reply ended in an EOF,
-/// which carries no session state), and a pin (`pin` mode, or a write on a
-/// connection that does not report GTIDs). None when the statement wrote
-/// nothing reads must follow: not a write (`write`) and no GTID reported
-/// (COMMIT and implicit commits report one).
+/// which carries no session state, or in an error), and a pin (`pin`
+/// mode, or a write on a connection that does not report GTIDs). None
+/// when the statement wrote nothing reads must follow: not a write
+/// (`write`) and no GTID reported (COMMIT and implicit commits report
+/// one). `status_before` is the session's status before the reply, which
+/// an ERR, carrying none, leaves as it was.
 pub fn reply_writes(
     mode: ConsistencyMode,
     write: bool,
     tracked: bool,
     outcome: &Outcome,
+    status_before: u16,
     now: Instant,
 ) -> Option<Carried> {
     let gtid = outcome.gtid();
@@ -175,13 +178,19 @@ pub fn reply_writes(
         return None;
     }
     // Inside a transaction the GTID comes with COMMIT.
-    let in_transaction = outcome.status & crate::protocol::status::IN_TRANS != 0;
+    let status = if outcome.has_status { outcome.status } else { status_before };
+    let in_transaction = status & crate::protocol::status::IN_TRANS != 0;
     // With tracking on, an autocommit write without a GTID logged nothing;
     // without tracking the write cannot be followed: pin.
     let untracked = gtid.is_none() && !tracked && !in_transaction;
+    // A write that failed may still have logged what it did before the
+    // error, which reports no GTID: the rows a multi-row INSERT into a
+    // non-transactional table (MyISAM, Aria) added before the failing one,
+    // the statements a procedure committed before the one that failed.
+    let failed = write && outcome.error.is_some();
     Some(Carried {
         gtid: gtid.map(str::to_string),
-        gtid_unreported: outcome.state_unreported && !in_transaction,
+        gtid_unreported: (outcome.state_unreported || failed) && !in_transaction,
         pinned_since: (mode == ConsistencyMode::Pin || untracked).then_some(now),
     })
 }
@@ -194,13 +203,15 @@ pub struct EarlyPassOn {
     write: bool,
     tracked: bool,
     unreported_before: bool,
+    status_before: u16,
 }
 
 impl EarlyPassOn {
     /// Records what the reply that just ended (`outcome`) wrote.
     pub fn record(self, outcome: &Outcome) {
+        let now = Instant::now();
         if let Some(mut added) =
-            reply_writes(self.mode, self.write, self.tracked, outcome, Instant::now())
+            reply_writes(self.mode, self.write, self.tracked, outcome, self.status_before, now)
         {
             added.gtid_unreported |= self.unreported_before;
             self.client.record(added);
@@ -284,7 +295,8 @@ impl Session {
         let write = self.routing.statement_writes;
         let tracked =
             self.backends.get(idx).and_then(Option::as_ref).is_some_and(|c| c.tracks_gtids);
-        let Some(added) = reply_writes(mode, write, tracked, outcome, Instant::now()) else {
+        let now = Instant::now();
+        let Some(added) = reply_writes(mode, write, tracked, outcome, self.status, now) else {
             return;
         };
         if added.pinned_since.is_some() {
@@ -319,6 +331,7 @@ impl Session {
                 .and_then(Option::as_ref)
                 .is_some_and(|c| c.tracks_gtids),
             unreported_before: self.writes.gtid_unreported,
+            status_before: self.status,
         })
     }
 
@@ -618,6 +631,7 @@ pub fn first_text_value(row: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::status;
 
     fn memory(gtid: Option<&str>, pinned: Option<Instant>) -> WriteMemory {
         WriteMemory {
@@ -673,24 +687,72 @@ mod tests {
     fn a_reply_from_the_primary_adds_its_gtid_an_unreported_write_or_a_pin() {
         use ConsistencyMode::{Gtid, Pin};
         let now = Instant::now();
-        let ok =
-            |gtid: &str, status: u16| Outcome { status, gtid: gtid.into(), ..Outcome::default() };
+        let ok = |gtid: &str, status: u16| Outcome {
+            status,
+            has_status: true,
+            gtid: gtid.into(),
+            ..Outcome::default()
+        };
+        let writes = |mode, write, tracked, outcome: &Outcome| {
+            reply_writes(mode, write, tracked, outcome, status::AUTOCOMMIT, now)
+        };
         let reported = ok("0-1-24", 2);
-        let added = reply_writes(Gtid, true, true, &reported, now).expect("a write");
+        let added = writes(Gtid, true, true, &reported).expect("a write");
         assert_eq!(added, Carried { gtid: Some("0-1-24".into()), ..Carried::default() });
         // COMMIT is no write, but its GTID is.
-        assert!(reply_writes(Gtid, false, true, &reported, now).is_some());
+        assert!(writes(Gtid, false, true, &reported).is_some());
         // A read adds nothing; nor does a write inside a transaction.
-        assert_eq!(reply_writes(Gtid, false, true, &ok("", 2), now), None);
-        assert_eq!(reply_writes(Gtid, true, true, &ok("", 3), now), Some(Carried::default()));
+        assert_eq!(writes(Gtid, false, true, &ok("", 2)), None);
+        assert_eq!(writes(Gtid, true, true, &ok("", 3)), Some(Carried::default()));
         // Untracked, the write is followed by pinning; in pin mode always.
-        let untracked = reply_writes(Gtid, true, false, &ok("", 2), now).expect("a write");
+        let untracked = writes(Gtid, true, false, &ok("", 2)).expect("a write");
         assert_eq!(untracked.pinned_since, Some(now));
-        let pinned = reply_writes(Pin, true, true, &reported, now).expect("a write");
+        let pinned = writes(Pin, true, true, &reported).expect("a write");
         assert_eq!(pinned.pinned_since, Some(now));
         // A write whose reply ended in an EOF: its GTID went unreported.
         let eof = Outcome { state_unreported: true, ..ok("", 2) };
-        assert!(reply_writes(Gtid, true, true, &eof, now).expect("a write").gtid_unreported);
+        assert!(writes(Gtid, true, true, &eof).expect("a write").gtid_unreported);
+    }
+
+    #[test]
+    fn a_failed_write_outside_a_transaction_may_have_logged_part_of_itself() {
+        let now = Instant::now();
+        let err = Outcome { error: Some(1062), ..Outcome::default() };
+        let failed = |status_before| {
+            reply_writes(ConsistencyMode::Gtid, true, true, &err, status_before, now)
+                .expect("a write")
+        };
+        assert!(failed(status::AUTOCOMMIT).gtid_unreported);
+        // Inside a transaction its COMMIT reports what it kept.
+        assert!(!failed(status::AUTOCOMMIT | status::IN_TRANS).gtid_unreported);
+        // A failed read is no write.
+        assert_eq!(
+            reply_writes(ConsistencyMode::Gtid, false, true, &err, status::AUTOCOMMIT, now),
+            None
+        );
+        // A multi-statement whose first write was reported and whose
+        // second failed: the failed one may have logged after that GTID.
+        let second_failed = Outcome { error: Some(1062), ..ok_gtid("0-1-7") };
+        let added = reply_writes(
+            ConsistencyMode::Gtid,
+            true,
+            true,
+            &second_failed,
+            status::AUTOCOMMIT,
+            now,
+        )
+        .expect("a write");
+        assert_eq!(added.gtid.as_deref(), Some("0-1-7"));
+        assert!(added.gtid_unreported);
+    }
+
+    fn ok_gtid(gtid: &str) -> Outcome {
+        Outcome {
+            status: status::AUTOCOMMIT,
+            has_status: true,
+            gtid: gtid.into(),
+            ..Outcome::default()
+        }
     }
 
     #[test]
