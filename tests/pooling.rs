@@ -567,6 +567,14 @@ async fn row_count_reads_the_sessions_previous_statement_on_a_shared_connection(
     let row: mysql_async::Row = a.query_first("SELECT ROW_COUNT()").await.unwrap().unwrap();
     assert_eq!(row.columns_ref()[0].name_str(), "ROW_COUNT()");
     assert_eq!(row.get::<i64, _>(0), Some(1));
+    // So does an expression that holds the call.
+    a.query_drop(format!("UPDATE {table} SET v = 5 WHERE id = 1")).await.unwrap();
+    let sql = "SELECT hex(concat(row_count( ))), 10 * ROW_COUNT() AS ten";
+    let row: mysql_async::Row = a.query_first(sql).await.unwrap().unwrap();
+    let names: Vec<_> = row.columns_ref().iter().map(|c| c.name_str().into_owned()).collect();
+    assert_eq!(names, ["hex(concat(row_count( )))", "ten"]);
+    assert_eq!(row.get::<String, _>(0).as_deref(), Some("31"));
+    assert_eq!(row.get::<i64, _>(1), Some(10));
     // Inside one multi-statement command the server answers.
     let mut results =
         a.query_iter(format!("UPDATE {table} SET v = 3; SELECT ROW_COUNT()")).await.unwrap();

@@ -94,7 +94,9 @@ pub fn answer_row_count(sql: &str, value: i64, backslashes: Backslashes) -> Opti
 /// `sql` with every read `span` finds replaced by `value`: given the
 /// tokens from one on (the last is the end), `span` says how many the
 /// read covers (0: none starts there). A read that is a whole item of a
-/// select list keeps its text as its column name.
+/// select list keeps its text as its column name; so does an item of the
+/// outermost select list that holds one (`HEX(ROW_COUNT())`), when it
+/// ends in `)` or a number and so has no alias of its own.
 fn answer_reads(
     sql: &str,
     backslashes: Backslashes,
@@ -114,13 +116,36 @@ fn answer_reads(
     let mut copied = 0;
     let mut depth = 0usize;
     let mut select_depth = None;
+    // The outermost select list's current item: its first token, and
+    // whether a read inside it changed its text.
+    let mut item: Option<(usize, bool)> = None;
     let mut i = 0;
-    while tokens[i].tok != Tok::End {
+    loop {
         let tok = tokens[i];
+        if depth == 0 && item_ends(&tok) {
+            if let Some((first, true)) = item.take() {
+                let last = tokens[i - 1];
+                if matches!(last.tok, Tok::RParen | Tok::Num) {
+                    out.push_str(&sql[copied..last.end]);
+                    push_alias(&mut out, &sql[tokens[first].start..last.end]);
+                    copied = last.end;
+                }
+            }
+            if tok.tok == Tok::Comma && select_depth == Some(0) {
+                item = Some((i + 1, false));
+            }
+        }
         match tok.tok {
+            Tok::End => break,
             Tok::LParen => depth += 1,
             Tok::RParen => depth = depth.saturating_sub(1),
-            Tok::Word if tok.kw == Some(Kw::SELECT) => select_depth = Some(depth),
+            Tok::Word if tok.kw == Some(Kw::SELECT) => {
+                select_depth = Some(depth);
+                item = (depth == 0).then_some((i + 1, false));
+            }
+            Tok::Word if depth == 0 && matches!(tok.kw, Some(Kw::DISTINCT | Kw::ALL)) => {
+                item = item.map(|(first, changed)| (first.max(i + 1), changed));
+            }
             _ => {}
         }
         let n = span(&tokens[i..]);
@@ -142,9 +167,9 @@ fn answer_reads(
         out.push_str(&sql[copied..tok.start]);
         out.push_str(value);
         if starts_item && ends_item {
-            out.push_str(" AS `");
-            out.push_str(&sql[tok.start..last.end].replace('`', "``"));
-            out.push('`');
+            push_alias(&mut out, &sql[tok.start..last.end]);
+        } else if let Some((_, changed)) = item.as_mut() {
+            *changed = true;
         }
         copied = last.end;
         i += n;
@@ -154,6 +179,23 @@ fn answer_reads(
     }
     out.push_str(&sql[copied..]);
     Some(out)
+}
+
+/// Whether `tok`, at the outermost level, ends an item of a select list.
+fn item_ends(tok: &Token) -> bool {
+    match tok.tok {
+        Tok::Comma | Tok::Semi | Tok::End => true,
+        Tok::Word => tok.kw.is_some_and(|k| ITEM_END.contains(&k)),
+        _ => false,
+    }
+}
+
+/// ` AS `name`` after a select-list item, so that its column keeps the
+/// name the client's text gave it.
+fn push_alias(out: &mut String, name: &str) {
+    out.push_str(" AS `");
+    out.push_str(&name.replace('`', "``"));
+    out.push('`');
 }
 
 #[cfg(test)]
@@ -180,14 +222,32 @@ mod tests {
             a("SELECT ROW_COUNT(), LAST_INSERT_ID()"),
             want("SELECT V AS `ROW_COUNT()`, LAST_INSERT_ID()")
         );
-        assert_eq!(a("SELECT ROW_COUNT() > 0"), want("SELECT V > 0"));
+        assert_eq!(a("SELECT ROW_COUNT() > 0"), want("SELECT V > 0 AS `ROW_COUNT() > 0`"));
+        // An item that holds a call keeps its name too, when it has no
+        // alias (it ends in a parenthesis or a number).
+        assert_eq!(
+            a("SELECT hex(concat(row_count())), 1 FROM t"),
+            want("SELECT hex(concat(V)) AS `hex(concat(row_count()))`, 1 FROM t")
+        );
+        assert_eq!(
+            a("SELECT DISTINCT IF(ROW_COUNT() > 0, 'y', 'n') FROM t UNION SELECT 1+ROW_COUNT()"),
+            want(
+                "SELECT DISTINCT IF(V > 0, 'y', 'n') AS `IF(ROW_COUNT() > 0, 'y', 'n')` \
+                 FROM t UNION SELECT 1+V AS `1+ROW_COUNT()`"
+            )
+        );
+        assert_eq!(a("SELECT ROW_COUNT() + 1 n"), want("SELECT V + 1 n"));
+        assert_eq!(a("SELECT ROW_COUNT() + 1 AS `n`"), want("SELECT V + 1 AS `n`"));
+        assert_eq!(a("SELECT ROW_COUNT() = @x"), want("SELECT V = @x"));
+        assert_eq!(a("SELECT (SELECT ROW_COUNT() + 1)"), want("SELECT (SELECT V + 1)"));
+        assert_eq!(a("SET @n = ROW_COUNT() + 1"), want("SET @n = V + 1"));
         assert_eq!(
             answer_row_count("SELECT ROW_COUNT()", -1).as_deref(),
             Some("SELECT IFNULL(-1, ROW_COUNT()) AS `ROW_COUNT()`")
         );
         assert_eq!(
             answer_row_count("SELECT 5-ROW_COUNT()", -1).as_deref(),
-            Some("SELECT 5-IFNULL(-1, ROW_COUNT())")
+            Some("SELECT 5-IFNULL(-1, ROW_COUNT()) AS `5-ROW_COUNT()`")
         );
         assert_eq!(a("UPDATE t SET a = 1; SELECT ROW_COUNT()"), None);
         // Not a call of the function: left alone.
@@ -215,10 +275,10 @@ mod tests {
     }
 
     #[test]
-    fn inside_an_expression_or_with_an_alias_only_the_value_changes() {
+    fn inside_an_expression_the_item_keeps_its_name_and_with_an_alias_only_the_value_changes() {
         assert_eq!(
             answer("SELECT CONCAT('x', @@socket)").as_deref(),
-            Some("SELECT CONCAT('x', '')")
+            Some("SELECT CONCAT('x', '') AS `CONCAT('x', @@socket)`")
         );
         assert_eq!(answer("SELECT @@socket AS s").as_deref(), Some("SELECT '' AS s"));
         assert_eq!(answer("SELECT @@socket s").as_deref(), Some("SELECT '' s"));
