@@ -1299,6 +1299,48 @@ async fn the_optimizer_trace_is_read_where_the_last_statement_ran() {
     }
 }
 
+/// A session's status counters describe the statements that ran on its
+/// connection: `SHOW STATUS LIKE 'Last_query_cost'` goes where the last
+/// statement ran and reports its cost, as straight to a server. (So do
+/// reads of `information_schema.SESSION_STATUS`.) Spread over the
+/// replicas, it read another connection's counter.
+#[tokio::test]
+async fn session_status_is_read_where_the_last_statement_ran() {
+    let table = lab_table("cost", "a INT PRIMARY KEY, b INT, KEY (b)").await;
+    on_primary_replicated(&[&format!(
+        "INSERT INTO app.{table} SELECT seq, seq % 7 FROM app.seq_1_to_200"
+    )])
+    .await;
+    let light = format!("SELECT COUNT(*) FROM app.{table} WHERE b = 3");
+    let heavy = format!("SELECT COUNT(*) FROM app.{table} x JOIN app.{table} y ON x.b < y.b");
+    let status = "SHOW STATUS LIKE 'Last_query_cost'";
+    // Straight to the primary: the light read's cost there.
+    let mut direct = admin(PRIMARY).await;
+    direct.query(&heavy).await;
+    direct.query(&light).await;
+    let want = last_query_cost(direct.query(status).await);
+    direct.query(&heavy).await;
+    assert_ne!(last_query_cost(direct.query(status).await), want, "the two reads' costs differ");
+    let p = proxy().await;
+    let mut c = app(&p).await;
+    for i in 0..6 {
+        // The heavy read on both replicas, the light one on the primary.
+        for _ in 0..4 {
+            c.query(&heavy).await;
+        }
+        c.query(&format!("/* rwsplit:primary */ {light}")).await;
+        let got = last_query_cost(c.query(status).await);
+        assert_eq!(got, want, "round {i}: the cost of the light read on the primary");
+    }
+}
+
+/// The value (the second column) of a one-row status result.
+fn last_query_cost(packets: Packets) -> String {
+    let rows = text_rows(&packets, true);
+    assert_eq!(rows.len(), 1, "one row: {rows:?}");
+    rows[0][1].clone().expect("a value")
+}
+
 /// A statement waiting on the primary (for a user lock here; a metadata
 /// lock, a row lock) shows in the processlist read through the proxy, as
 /// tools and tests that wait for a state there expect: processlist reads

@@ -120,7 +120,8 @@ impl Flags {
     /// A function that needs the primary (user locks, sequences, replication waits).
     pub const SIDE_EFFECT_FUNC: Flags = Flags(1 << 1);
     /// Reads the previous statement's results: LAST_INSERT_ID(), ROW_COUNT(), FOUND_ROWS(),
-    /// @@warning_count, @@error_count, @@identity, @@last_insert_id, SHOW WARNINGS/ERRORS.
+    /// @@warning_count, @@error_count, @@identity, @@last_insert_id, SHOW WARNINGS/ERRORS,
+    /// the optimizer trace, profiles and session status (`Last_query_cost`).
     pub const LAST_STATEMENT_FUNC: Flags = Flags(1 << 2);
     /// SELECT ... INTO @var / OUTFILE / DUMPFILE.
     pub const INTO: Flags = Flags(1 << 3);

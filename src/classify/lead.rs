@@ -309,7 +309,7 @@ fn show_shape(l: &Lead, sql: &str, i: usize) -> (Shape, Flags) {
     let last_statement = match l.kw(i) {
         Some(Kw::WARNINGS | Kw::ERRORS | Kw::PROFILE | Kw::PROFILES) => true,
         Some(Kw::COUNT) => matches!(l.kw(i + 4), Some(Kw::WARNINGS | Kw::ERRORS)),
-        _ => false,
+        _ => shows_session_status(l, sql, i),
     };
     let mut flags = if last_statement { Flags::LAST_STATEMENT_FUNC } else { Flags::EMPTY };
     // SHOW ENGINE INNODB STATUS: its transactions, lock waits, deadlocks.
@@ -322,6 +322,14 @@ fn show_shape(l: &Lead, sql: &str, i: usize) -> (Shape, Flags) {
         flags |= Flags::PRIMARY_STATE;
     }
     (Shape::Fixed(K::Show), flags)
+}
+
+/// SHOW [SESSION | LOCAL] STATUS at token `i`: the counters of one
+/// connection, such as `Last_query_cost` and `Handler_read_key`, which
+/// describe the statements that ran there.
+fn shows_session_status(l: &Lead, sql: &str, i: usize) -> bool {
+    let i = if l.word_is(sql, i, "SESSION") || l.word_is(sql, i, "LOCAL") { i + 1 } else { i };
+    l.word_is(sql, i, "STATUS")
 }
 
 /// `[FULL] PROCESSLIST` at token `i`: the token after it.

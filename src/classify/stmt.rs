@@ -270,7 +270,10 @@ impl StmtScan {
     /// profiles), read where those ran; the processlist, transactions and
     /// locks, the primary's.
     fn dotted_name(&mut self, name: &str) {
-        if name.eq_ignore_ascii_case("OPTIMIZER_TRACE") || name.eq_ignore_ascii_case("PROFILING") {
+        if ["OPTIMIZER_TRACE", "PROFILING", "SESSION_STATUS"]
+            .iter()
+            .any(|t| name.eq_ignore_ascii_case(t))
+        {
             self.flags |= Flags::LAST_STATEMENT_FUNC;
         } else if PRIMARY_STATE_TABLES.iter().any(|t| name.eq_ignore_ascii_case(t)) {
             self.flags |= Flags::PRIMARY_STATE;

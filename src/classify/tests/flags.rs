@@ -95,7 +95,7 @@ fn last_insert_id_reads_last_statement() {
 }
 
 #[test]
-fn the_optimizer_trace_and_profiles_read_the_last_statement() {
+fn the_optimizer_trace_profiles_and_session_status_read_the_last_statement() {
     for sql in [
         "SELECT * FROM information_schema.optimizer_trace",
         "SELECT trace FROM INFORMATION_SCHEMA.OPTIMIZER_TRACE",
@@ -103,6 +103,11 @@ fn the_optimizer_trace_and_profiles_read_the_last_statement() {
          as DOUBLE) < 1.0e100 as finite from information_schema.optimizer_trace",
         "SELECT QUERY_ID, SUM(DURATION) FROM information_schema.PROFILING GROUP BY QUERY_ID",
         "SELECT * FROM `information_schema`.`optimizer_trace`",
+        "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS \
+         WHERE VARIABLE_NAME = 'LAST_QUERY_COST'",
+        "SHOW STATUS LIKE 'Last_query_cost'",
+        "show session status like 'handler_read%'",
+        "SHOW LOCAL STATUS",
     ] {
         assert!(has(sql, F::LAST_STATEMENT_FUNC), "{sql}");
         assert!(plain(sql), "{sql}");
@@ -110,6 +115,9 @@ fn the_optimizer_trace_and_profiles_read_the_last_statement() {
     // A column of that name, or the variable, is not the table.
     assert!(!has("SELECT optimizer_trace FROM t", F::LAST_STATEMENT_FUNC));
     assert!(!has("SELECT @@optimizer_trace", F::LAST_STATEMENT_FUNC));
+    // The whole server's counters are any server's.
+    assert!(!has("SHOW GLOBAL STATUS LIKE 'Com_select'", F::LAST_STATEMENT_FUNC));
+    assert!(!has("SELECT * FROM information_schema.GLOBAL_STATUS", F::LAST_STATEMENT_FUNC));
 }
 
 #[test]
