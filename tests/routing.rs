@@ -1256,6 +1256,41 @@ async fn a_set_of_session_variables_beside_a_global_keeps_reads_on_the_primary()
     }
 }
 
+/// A SET whose value reads a user variable (`SET optimizer_switch =
+/// IFNULL(@saved, ...)`, the restore idiom `SET sql_mode = @old`) is not
+/// replayed as text on a replica, where the variable is NULL: the
+/// session's reads stay on the primary, where it ran, and see the value
+/// it set, with and without multiplexing. Before, replica reads saw the
+/// IFNULL default (mysql-test subselect_mat).
+#[tokio::test]
+async fn a_set_whose_value_reads_a_user_variable_keeps_reads_on_the_primary() {
+    let read = "SELECT CONCAT_WS(' ', LOCATE('semijoin=off', @@optimizer_switch) > 0, \
+                LOCATE('ANSI_QUOTES', @@sql_mode) > 0, @@server_id)";
+    for extra in ["", "[pool]\nmultiplex = true"] {
+        let p = start_proxy(lab_config(extra)).await;
+        for (sets, want) in [
+            (
+                [
+                    "SET @saved = 'semijoin=off'",
+                    "SET optimizer_switch = IFNULL(@saved, 'semijoin=on')",
+                ],
+                "1 0",
+            ),
+            (["SET @old_mode = 'ANSI_QUOTES'", "SET SESSION sql_mode = @old_mode"], "0 1"),
+        ] {
+            let mut a = app(&p).await;
+            assert!(is_replica(a.scalar("SELECT @@server_id").await), "reads start on replicas");
+            for set in sets {
+                a.exec(set).await;
+            }
+            for _ in 0..4 {
+                let got = a.scalar(read).await.expect("a value");
+                assert_eq!(got, format!("{want} {PRIMARY_ID}"), "after {sets:?} ({extra:?})");
+            }
+        }
+    }
+}
+
 /// The optimizer trace (and the profiles) of a session's last statement
 /// live on the connection that ran it: reading
 /// `information_schema.OPTIMIZER_TRACE` goes there, as SHOW WARNINGS does,

@@ -569,7 +569,15 @@ impl Session {
             StatementKind::SetTransaction
                 if flags.contains(crate::classify::Flags::ONE_SHOT_SET) => {}
             StatementKind::SetSession | StatementKind::SetNames | StatementKind::SetTransaction => {
-                self.record_set(idx, part);
+                // A value read from a user variable, which lives on this
+                // connection alone (`SET sql_mode = @saved`), would be
+                // another (NULL) where the text ran again: the session's
+                // reads stay here instead.
+                if flags.contains(crate::classify::Flags::USER_VAR_READ) {
+                    self.keep_reads_on(idx);
+                } else {
+                    self.record_set(idx, part);
+                }
                 if mentions_session_tracking(sql) {
                     self.client_wants_gtids = wants_gtids(sql, self.client_wants_gtids);
                 }
