@@ -435,6 +435,12 @@ async fn user_variables_are_seen_where_they_were_set() {
     assert_eq!(c.scalar("SELECT @answer").await.as_deref(), Some("42"));
     assert_eq!(c.scalar("SELECT @n := 7").await.as_deref(), Some("7"));
     assert_eq!(c.scalar("SELECT @n + 1").await.as_deref(), Some("8"));
+    // An XPath reads one as `$@name` inside a string.
+    c.exec("SET @i = 2").await;
+    let xpath = "SELECT ExtractValue('<a><b>b1</b><b>b2</b></a>', '/a/b[$@i]')";
+    for _ in 0..4 {
+        assert_eq!(c.scalar(xpath).await.as_deref(), Some("b2"));
+    }
 }
 
 #[tokio::test]

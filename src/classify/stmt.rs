@@ -324,6 +324,9 @@ impl StmtScan {
         }
         let func = if t.tok == Tok::QuotedIdent || t.after_dot { None } else { func };
         match func {
+            Some(FuncClass::Pure) if reads_xpath_user_var(sql, t) => {
+                self.flags |= Flags::USER_VAR_READ;
+            }
             Some(FuncClass::Pure | FuncClass::NotCall) => {}
             Some(FuncClass::SideEffect) => self.flags |= Flags::SIDE_EFFECT_FUNC,
             Some(FuncClass::LastStatement) => self.flags |= Flags::LAST_STATEMENT_FUNC,
@@ -454,6 +457,15 @@ impl StmtScan {
 /// just as well.
 fn is_sequence_access(word: &str) -> bool {
     word.eq_ignore_ascii_case("NEXTVAL") || word.eq_ignore_ascii_case("CURRVAL")
+}
+
+/// Whether `t`, a call of a pure function, is an XML function whose XPath
+/// may read a user variable (`ExtractValue(doc, '/a/b[$@i]')`), which
+/// lives where the session set it: a `$@` anywhere in the statement.
+fn reads_xpath_user_var(sql: &str, t: &Token) -> bool {
+    let name = t.text(sql);
+    (name.eq_ignore_ascii_case("EXTRACTVALUE") || name.eq_ignore_ascii_case("UPDATEXML"))
+        && sql.contains("$@")
 }
 
 /// `information_schema` and `performance_schema` tables of the sessions,

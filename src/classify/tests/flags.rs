@@ -472,3 +472,13 @@ fn show_processlist_alone_is_recognised() {
     assert!(!is("SELECT * FROM information_schema.PROCESSLIST"));
     assert!(!is("SHOW FULL"));
 }
+
+#[test]
+fn an_xpath_that_reads_a_user_variable_reads_it() {
+    let sql = "select ExtractValue('<a><b>b1</b><b>b2</b></a>','/a/b[$@i]')";
+    assert!(has(sql, F::USER_VAR_READ));
+    assert!(has("SELECT UpdateXML(doc, '/a[$@x]', '<c/>') FROM t", F::USER_VAR_READ));
+    // Without one it is a pure function.
+    assert!(plain("SELECT ExtractValue(doc, '/a/b[1]') FROM t"));
+    assert!(plain("SELECT ExtractValue(doc, '/a/b[$i]') FROM t"));
+}
