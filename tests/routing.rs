@@ -1297,6 +1297,29 @@ async fn a_set_whose_value_reads_a_user_variable_keeps_reads_on_the_primary() {
     }
 }
 
+/// With `sql_auto_is_null` on (ODBC programs), `WHERE id IS NULL` right
+/// after an INSERT finds the row the connection inserted: the session's
+/// reads stay on the primary connection that inserted it, with and
+/// without multiplexing. Setting it off leaves reads on the replicas.
+#[tokio::test]
+async fn sql_auto_is_null_finds_the_row_just_inserted() {
+    let table = lab_table("autonull", "id INT AUTO_INCREMENT PRIMARY KEY, b INT").await;
+    for extra in ["", "[pool]\nmultiplex = true"] {
+        let p = start_proxy(lab_config(extra)).await;
+        let mut off = app(&p).await;
+        off.exec("SET SQL_AUTO_IS_NULL = 0").await;
+        assert!(is_replica(off.scalar("SELECT @@server_id").await), "off: reads on replicas");
+        let mut a = app(&p).await;
+        a.exec("SET @@session.sql_auto_is_null = 1").await;
+        for b in 1..=3 {
+            a.exec(&format!("INSERT INTO {table} (b) VALUES ({b})")).await;
+            let sql = format!("SELECT b FROM {table} WHERE id IS NULL");
+            let got = a.scalar(&sql).await;
+            assert_eq!(got, Some(b.to_string()), "the row just inserted ({extra:?})");
+        }
+    }
+}
+
 /// The optimizer trace (and the profiles) of a session's last statement
 /// live on the connection that ran it: reading
 /// `information_schema.OPTIMIZER_TRACE` goes there, as SHOW WARNINGS does,

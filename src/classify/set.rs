@@ -320,6 +320,37 @@ pub enum WaitTimeout {
 /// ... FOR`, another variable).
 pub fn wait_timeout_set(sql: &str, backslashes: Backslashes) -> Option<WaitTimeout> {
     const MAX_SECONDS: u64 = 31_536_000;
+    Some(match session_value_set(sql, backslashes, "wait_timeout")? {
+        Some(v) => match v.parse::<u64>() {
+            Ok(seconds) => WaitTimeout::Seconds(seconds.clamp(1, MAX_SECONDS)),
+            Err(_) => WaitTimeout::Unknown,
+        },
+        None => WaitTimeout::Unknown,
+    })
+}
+
+/// Whether a SET statement turns the session's `sql_auto_is_null` on
+/// (`1`, `ON`, `TRUE`, or a value the proxy does not evaluate): then `WHERE
+/// id IS NULL` finds the row the connection last inserted. `None` when it
+/// does not assign it.
+pub fn sql_auto_is_null_set(sql: &str, backslashes: Backslashes) -> Option<bool> {
+    let value = session_value_set(sql, backslashes, "sql_auto_is_null")?;
+    let off = value.map(|v| v.trim_matches(|c| c == '\'' || c == '"')).is_some_and(|v| {
+        ["0", "OFF", "FALSE", "DEFAULT"].iter().any(|off| v.eq_ignore_ascii_case(off))
+    });
+    Some(!off)
+}
+
+/// The value a SET statement's last assignment to session variable `name`
+/// gives it: `Some(Some(text))` for a single token (a number, a word, a
+/// quoted string with its quotes), `Some(None)` for anything longer (an
+/// expression, a variable); `None` when it does not assign the session's
+/// (GLOBAL, `SET STATEMENT ... FOR`, another variable).
+fn session_value_set<'a>(
+    sql: &'a str,
+    backslashes: Backslashes,
+    name: &str,
+) -> Option<Option<&'a str>> {
     let mut lx = Lexer::new(sql, backslashes);
     if lx.next().kw != Some(Kw::SET) {
         return None;
@@ -339,11 +370,10 @@ pub fn wait_timeout_set(sql: &str, backslashes: Backslashes) -> Option<WaitTimeo
         if ends {
             if assigned {
                 found = Some(match value {
-                    Some((v, false)) if v.tok == Tok::Num => match v.text(sql).parse::<u64>() {
-                        Ok(seconds) => WaitTimeout::Seconds(seconds.clamp(1, MAX_SECONDS)),
-                        Err(_) => WaitTimeout::Unknown,
-                    },
-                    _ => WaitTimeout::Unknown,
+                    Some((v, false)) if matches!(v.tok, Tok::Num | Tok::Word | Tok::Str) => {
+                        Some(v.text(sql))
+                    }
+                    _ => None,
                 });
             }
             if t.tok != Tok::Comma {
@@ -379,11 +409,11 @@ pub fn wait_timeout_set(sql: &str, backslashes: Backslashes) -> Option<WaitTimeo
             }
             (_, Some(Kw::STATEMENT)) => return None,
             (Tok::SysVar, _) => {
-                let (scope, name) = t.sys_var(sql);
-                !is_global_scope(scope) && name.eq_ignore_ascii_case("wait_timeout")
+                let (scope, var) = t.sys_var(sql);
+                !is_global_scope(scope) && var.eq_ignore_ascii_case(name)
             }
             (Tok::Word | Tok::QuotedIdent, _) => {
-                !global_scope && t.text(sql).trim_matches('`').eq_ignore_ascii_case("wait_timeout")
+                !global_scope && t.text(sql).trim_matches('`').eq_ignore_ascii_case(name)
             }
             _ => false,
         };

@@ -582,6 +582,13 @@ impl Session {
                     self.client_wants_gtids = wants_gtids(sql, self.client_wants_gtids);
                 }
                 self.routing.traces_statements |= mentions_tracing(sql);
+                // `WHERE id IS NULL` then finds the row this connection
+                // inserted last: the session's reads stay here.
+                if mentions(sql, b"sql_auto_is_null")
+                    && classify::sql_auto_is_null_set(sql, self.backslashes()) == Some(true)
+                {
+                    self.keep_reads_on(idx);
+                }
                 if mentions(sql, b"wait_timeout")
                     && let Some(set) = classify::wait_timeout_set(sql, self.backslashes())
                 {

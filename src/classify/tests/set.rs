@@ -178,3 +178,30 @@ fn the_sessions_wait_timeout_is_read_from_its_set() {
     assert_eq!(read("SET x = IF(@a, wait_timeout, 2)"), None);
     assert_eq!(read("SELECT 1"), None);
 }
+
+#[test]
+fn sql_auto_is_null_is_read_from_its_set() {
+    use super::super::{Backslashes, sql_auto_is_null_set};
+    let read = |sql| sql_auto_is_null_set(sql, Backslashes::Escape);
+    for on in [
+        "SET sql_auto_is_null = 1",
+        "set @@session.SQL_AUTO_IS_NULL=ON",
+        "SET SQL_AUTO_IS_NULL = 'on', sql_mode = ''",
+        "SET sql_auto_is_null = true",
+        "SET sql_auto_is_null = @saved",
+    ] {
+        assert_eq!(read(on), Some(true), "{on}");
+    }
+    for off in [
+        "SET SQL_AUTO_IS_NULL = 0",
+        "SET sql_auto_is_null = OFF",
+        "SET sql_auto_is_null = 'OFF'",
+        "SET sql_auto_is_null = false",
+        "SET sql_auto_is_null = DEFAULT",
+        "SET sql_auto_is_null = 1, sql_auto_is_null = 0",
+    ] {
+        assert_eq!(read(off), Some(false), "{off}");
+    }
+    assert_eq!(read("SET GLOBAL sql_auto_is_null = 1"), None);
+    assert_eq!(read("SET sql_mode = ''"), None);
+}
