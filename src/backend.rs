@@ -153,6 +153,9 @@ pub struct BackendConn {
     database_stale: bool,
     /// GTID tracking is on: an OK without a GTID means nothing was logged.
     pub tracks_gtids: bool,
+    /// The proxy made the connection's transactions read-only (see
+    /// `set_transactions_read_only`).
+    pub transactions_read_only: bool,
     /// The connection's autocommit, from the last status flags it sent
     /// (None after a reset, until it says).
     pub autocommit: Option<bool>,
@@ -367,6 +370,7 @@ impl BackendConn {
             database: login.database.clone(),
             database_selected: login.database.is_some(),
             tracks_gtids: false,
+            transactions_read_only: false,
             autocommit: Some(autocommit),
             in_transaction: false,
             opened: std::time::Instant::now(),
@@ -690,6 +694,7 @@ impl BackendConn {
         self.run_own(&[crate::protocol::command::RESET_CONNECTION]).await?;
         self.applied_sets = 0;
         self.sets_hash = 0;
+        self.transactions_read_only = false;
         self.autocommit = None;
         // Whether the current database survives differs between servers:
         // treat it as unknown (a session that has one selects it again).
@@ -724,6 +729,26 @@ impl BackendConn {
         };
         self.query_own(sql).await?;
         self.tracks_gtids = true;
+        Ok(())
+    }
+
+    /// Makes every transaction of the connection, autocommit statements
+    /// included, read-only (or read-write again): a replica's connection
+    /// then refuses a write the proxy took for a read (a view taking a
+    /// sequence's NEXTVAL) with ERROR 1792 even for a user whom
+    /// `read_only` lets write (SUPER, READ ONLY ADMIN), and the proxy runs
+    /// it on the primary instead.
+    pub async fn set_transactions_read_only(
+        &mut self,
+        read_only: bool,
+    ) -> Result<(), BackendError> {
+        let sql = if read_only {
+            "SET SESSION TRANSACTION READ ONLY"
+        } else {
+            "SET SESSION TRANSACTION READ WRITE"
+        };
+        self.query_own(sql).await?;
+        self.transactions_read_only = read_only;
         Ok(())
     }
 

@@ -1175,7 +1175,11 @@ async fn a_set_run_by_sql_execute_or_a_procedure_keeps_the_sessions_reads_where_
 /// sequence's next value): a replica refuses it as a write (read-only;
 /// nothing ran there), and the primary answers instead, the client never
 /// knowing, as text and as a prepared statement. Before, the client got
-/// the replica's ERROR 1290.
+/// the replica's ERROR 1290. A user whom `read_only` lets write (SUPER,
+/// here admin) gets the same: the proxy's replica connections take no
+/// writes (ERROR 1792). Before, the view took the replica's own sequence
+/// value, and the replica's local write stopped its replication at the
+/// primary's next one.
 #[tokio::test]
 async fn a_read_a_replica_refuses_as_a_write_runs_on_the_primary() {
     let sequence = unique("seq");
@@ -1185,9 +1189,12 @@ async fn a_read_a_replica_refuses_as_a_write_runs_on_the_primary() {
         &format!("CREATE VIEW app.{view} AS SELECT NEXTVAL(app.{sequence}) AS n"),
     ])
     .await;
-    for extra in ["", "[pool]\nmultiplex = true"] {
+    let configs = ["", "[pool]\nmultiplex = true"];
+    for (extra, user) in configs.iter().flat_map(|c| [(*c, "app"), (*c, "admin")]) {
         let p = start_proxy(lab_config(extra)).await;
-        let mut c = Raw::app(&p.addr.to_string(), true).await;
+        let caps = client_caps(true);
+        let mut c =
+            Raw::connect(&p.addr.to_string(), &login(user, user, Some("app"), caps)).await.unwrap();
         let mut last = 0u64;
         for _ in 0..4 {
             let answer =

@@ -484,10 +484,14 @@ const PRIMARY_STATE_TABLES: [&str; 8] = [
 
 /// System variables only the primary answers for the proxy, which presents
 /// itself as the primary (see `Flags::PRIMARY_STATE`).
-pub(super) const PRIMARY_STATE_VARIABLES: [&str; 7] = [
+pub(super) const PRIMARY_STATE_VARIABLES: [&str; 9] = [
     "read_only",
     "super_read_only",
     "innodb_read_only",
+    // A replica's connections are made read-only (see
+    // `BackendConn::set_transactions_read_only`).
+    "tx_read_only",
+    "transaction_read_only",
     "gtid_binlog_pos",
     "gtid_binlog_state",
     "gtid_current_pos",

@@ -447,12 +447,18 @@ impl Session {
         if let Some(db) = &self.login.database {
             conn.select_database(db).await?;
         }
+        // A replayed SET of the transaction access mode may have undone
+        // the replica connection's.
+        let mut access_mode_replayed = false;
         if conn.applied_sets < sets_total {
             let start = conn.applied_sets;
             let mut retrack = false;
             for i in start..sets_total {
                 let set = &self.routing.sets[i];
-                retrack |= mentions_session_tracking(&String::from_utf8_lossy(set.text()));
+                let text = String::from_utf8_lossy(set.text());
+                retrack |= mentions_session_tracking(&text);
+                access_mode_replayed |=
+                    mentions(&text, b"transaction") || mentions(&text, b"read_only");
                 let hash = self.routing.hash_of_first(i + 1);
                 let conn = self.backends[idx].as_mut().expect("open");
                 match set {
@@ -467,6 +473,14 @@ impl Session {
             if retrack {
                 self.backends[idx].as_mut().expect("open").enable_gtid_tracking().await?;
             }
+        }
+        // A replica's connection takes no writes, whatever the user's
+        // privileges; a connection that served a replica serves the
+        // primary (after a failover) read-write again.
+        let read_only = idx != self.primary();
+        let conn = self.backends[idx].as_mut().expect("open");
+        if conn.transactions_read_only != read_only || (read_only && access_mode_replayed) {
+            conn.set_transactions_read_only(read_only).await?;
         }
         self.carry_last_insert_id(idx).await
     }

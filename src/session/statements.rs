@@ -165,13 +165,24 @@ impl Session {
             let cmd = &self.cmd;
             let conn = self.backends[target].as_mut().expect("backend open");
             first.clear();
+            // A replica standing in for the primary prepares a write too
+            // (it runs on the primary once that is back); its read-only
+            // transactions would refuse it (ERROR 1792). Its next statement
+            // makes them read-only again (`catch_up`).
+            let read_write = target != self.view.primary && conn.transactions_read_only;
             let exchange = async {
-                conn.write_payload(0, cmd).await?;
-                conn.reader.read_packet(&mut conn.stream, first, CONTROL_LIMIT).await
+                if read_write {
+                    conn.set_transactions_read_only(false).await?;
+                }
+                conn.write_payload(0, cmd).await.map_err(|e| BackendError::Frame(e.into()))?;
+                conn.reader
+                    .read_packet(&mut conn.stream, first, CONTROL_LIMIT)
+                    .await
+                    .map_err(BackendError::Frame)
             };
             let read = tokio::select! {
                 biased;
-                r = exchange => r.map_err(BackendError::Frame),
+                r = exchange => r,
                 () = gone => Err(super::backend_gone()),
             };
             match read {
