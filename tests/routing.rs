@@ -1195,6 +1195,18 @@ async fn a_read_a_replica_refuses_as_a_write_runs_on_the_primary() {
         let caps = client_caps(true);
         let mut c =
             Raw::connect(&p.addr.to_string(), &login(user, user, Some("app"), caps)).await.unwrap();
+        if user == "admin" {
+            // The session's own access mode, replayed on the replicas'
+            // connections (open already), does not make them take writes.
+            let mut replicas = std::collections::HashSet::new();
+            while replicas.len() < 2 {
+                let server = c.scalar("SELECT @@server_id").await;
+                assert!(is_replica(server.clone()));
+                replicas.insert(server);
+            }
+            c.exec("SET SESSION TRANSACTION READ WRITE").await;
+            assert_eq!(c.scalar("SELECT @@tx_read_only").await.as_deref(), Some("0"));
+        }
         let mut last = 0u64;
         for _ in 0..4 {
             let answer =
