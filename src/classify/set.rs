@@ -320,13 +320,9 @@ pub enum WaitTimeout {
 /// ... FOR`, another variable).
 pub fn wait_timeout_set(sql: &str, backslashes: Backslashes) -> Option<WaitTimeout> {
     const MAX_SECONDS: u64 = 31_536_000;
-    Some(match session_value_set(sql, backslashes, "wait_timeout")? {
-        Some(v) => match v.parse::<u64>() {
-            Ok(seconds) => WaitTimeout::Seconds(seconds.clamp(1, MAX_SECONDS)),
-            Err(_) => WaitTimeout::Unknown,
-        },
-        None => WaitTimeout::Unknown,
-    })
+    let value = session_value_set(sql, backslashes, "wait_timeout")?;
+    let seconds = value.filter(|v| v.tok == Tok::Num).and_then(|v| v.text(sql).parse::<u64>().ok());
+    Some(seconds.map_or(WaitTimeout::Unknown, |s| WaitTimeout::Seconds(s.clamp(1, MAX_SECONDS))))
 }
 
 /// Whether a SET statement turns the session's `sql_auto_is_null` on
@@ -335,22 +331,17 @@ pub fn wait_timeout_set(sql: &str, backslashes: Backslashes) -> Option<WaitTimeo
 /// does not assign it.
 pub fn sql_auto_is_null_set(sql: &str, backslashes: Backslashes) -> Option<bool> {
     let value = session_value_set(sql, backslashes, "sql_auto_is_null")?;
-    let off = value.map(|v| v.trim_matches(|c| c == '\'' || c == '"')).is_some_and(|v| {
-        ["0", "OFF", "FALSE", "DEFAULT"].iter().any(|off| v.eq_ignore_ascii_case(off))
-    });
+    let off =
+        value.is_some_and(|v| v.kw == Some(Kw::DEFAULT) || literal_bool(sql, &v) == Some(false));
     Some(!off)
 }
 
 /// The value a SET statement's last assignment to session variable `name`
-/// gives it: `Some(Some(text))` for a single token (a number, a word, a
-/// quoted string with its quotes), `Some(None)` for anything longer (an
-/// expression, a variable); `None` when it does not assign the session's
-/// (GLOBAL, `SET STATEMENT ... FOR`, another variable).
-fn session_value_set<'a>(
-    sql: &'a str,
-    backslashes: Backslashes,
-    name: &str,
-) -> Option<Option<&'a str>> {
+/// gives it: `Some(Some(token))` when it is one token (a number, a word, a
+/// string), `Some(None)` for anything longer (an expression, a variable);
+/// `None` when it does not assign the session's (GLOBAL, `SET STATEMENT
+/// ... FOR`, another variable).
+fn session_value_set(sql: &str, backslashes: Backslashes, name: &str) -> Option<Option<Token>> {
     let mut lx = Lexer::new(sql, backslashes);
     if lx.next().kw != Some(Kw::SET) {
         return None;
@@ -360,8 +351,8 @@ fn session_value_set<'a>(
     let mut depth = 0u16;
     // Starting an assignment: its variable, or a scope keyword.
     let mut at_target = true;
-    // Inside the value assigned to wait_timeout: its first token, and
-    // whether more followed.
+    // Inside the value assigned to `name`: its first token, and whether
+    // more followed.
     let mut value: Option<(Token, bool)> = None;
     let mut assigned = false;
     loop {
@@ -370,9 +361,7 @@ fn session_value_set<'a>(
         if ends {
             if assigned {
                 found = Some(match value {
-                    Some((v, false)) if matches!(v.tok, Tok::Num | Tok::Word | Tok::Str) => {
-                        Some(v.text(sql))
-                    }
+                    Some((v, false)) if matches!(v.tok, Tok::Num | Tok::Word | Tok::Str) => Some(v),
                     _ => None,
                 });
             }
