@@ -178,6 +178,9 @@ struct BackendView<'a> {
     effective_weight: f64,
     eligible: bool,
     excluded_because: Option<&'static str>,
+    /// Sessions avoid it after it refused or broke a connection, until
+    /// the monitor finds it up again or `timeouts.backend_retry` passes.
+    avoided: bool,
     in_flight: u64,
     queries_total: u64,
     errors_total: u64,
@@ -217,6 +220,7 @@ fn backends_json(shared: &Shared) -> String {
                 effective_weight: b.effective_weight,
                 eligible: b.eligible,
                 excluded_because: b.exclusion.map(|e| e.as_str()),
+                avoided: shared.backoff.is_down(i),
                 in_flight: shared.picker.in_flight(&b.name),
                 queries_total: queries,
                 errors_total: errors,

@@ -7,7 +7,8 @@
 //! LOCK TABLES pins the session; transaction control and anything that is
 //! not a plain read go to the primary; reads that ask about the previous
 //! statement go where it ran; reads of user variables, of temporary tables,
-//! and reads after the session wrote go to the primary; everything else is
+//! of global settings after the session set one, and reads after the
+//! session wrote go to the primary; everything else is
 //! a replica read, or the primary when no replica is eligible.
 
 use crate::classify::{Flags, Hint, StatementInfo, StatementKind};
@@ -43,6 +44,8 @@ pub enum Reason {
     Unknown,
     LastStatement,
     UserVariables,
+    /// A read of a global setting after the session's `SET GLOBAL`.
+    GlobalVariables,
     TemporaryTable,
     AfterWrite,
     SqlPrepared,
@@ -76,6 +79,7 @@ impl Reason {
             Reason::Unknown => "unknown",
             Reason::LastStatement => "last_statement",
             Reason::UserVariables => "user_variables",
+            Reason::GlobalVariables => "global_variables",
             Reason::TemporaryTable => "temporary_table",
             Reason::AfterWrite => "after_write",
             Reason::SqlPrepared => "sql_prepared",
@@ -120,6 +124,9 @@ pub struct SessionView {
     pub wrote: bool,
     /// The session has SQL-level prepared statements (PREPARE ... FROM).
     pub sql_prepared: bool,
+    /// The session ran `SET GLOBAL` (on the primary only): its reads of
+    /// global settings go there.
+    pub set_global: bool,
     /// The target of the first configured rule the statement matched;
     /// it acts like a hint written in the statement (a hint wins).
     pub rule: Option<Hint>,
@@ -194,6 +201,9 @@ pub fn route(info: &StatementInfo, session: &SessionView, replica_available: boo
     }
     if info.flags.contains(Flags::USER_VAR_READ) {
         return Route::new(T::Primary, R::UserVariables);
+    }
+    if session.set_global && info.flags.contains(Flags::GLOBAL_READ) {
+        return Route::new(T::Primary, R::GlobalVariables);
     }
     if session.touches_temporary_table {
         return Route::new(T::Primary, R::TemporaryTable);
@@ -410,6 +420,24 @@ mod tests {
                 Route::new(Target::Backend(2), Reason::LastStatement),
                 "{sql}"
             );
+        }
+    }
+
+    #[test]
+    fn global_settings_are_read_on_the_primary_after_the_session_set_one() {
+        let after = SessionView { set_global: true, ..SessionView::default() };
+        for sql in [
+            "SELECT @@global.max_connections",
+            "SELECT @@max_connections",
+            "SHOW GLOBAL VARIABLES LIKE 'max_connections'",
+            "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES",
+        ] {
+            assert_eq!(r(sql), Route::new(Target::AnyReplica, Reason::Read), "{sql}");
+            let want = Route::new(Target::Primary, Reason::GlobalVariables);
+            assert_eq!(r_in(sql, after), want, "{sql}");
+        }
+        for sql in ["SELECT @@session.sql_mode", "SELECT @@local.time_zone", "SELECT 1"] {
+            assert_eq!(r_in(sql, after), Route::new(Target::AnyReplica, Reason::Read), "{sql}");
         }
     }
 

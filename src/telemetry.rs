@@ -134,7 +134,7 @@ fn describe() {
 }
 
 /// Every reason a route can have, for building handles up front.
-pub const REASONS: [Reason; 23] = [
+pub const REASONS: [Reason; 24] = [
     Reason::HintPrimary,
     Reason::HintReplica,
     Reason::RulePrimary,
@@ -150,6 +150,7 @@ pub const REASONS: [Reason; 23] = [
     Reason::Unknown,
     Reason::LastStatement,
     Reason::UserVariables,
+    Reason::GlobalVariables,
     Reason::TemporaryTable,
     Reason::AfterWrite,
     Reason::SqlPrepared,

@@ -1636,7 +1636,7 @@ async fn a_replica_full_of_connections_is_avoided_by_every_session() {
     for multiplex in [false, true] {
         let config = lab_config(&format!(
             "[consistency]\nmode = \"eventual\"\n[timeouts]\nbackend_retry = \"1h\"\n\
-             [pool]\nmultiplex = {multiplex}\n"
+             [pool]\nmultiplex = {multiplex}\n[admin]\naddress = \"127.0.0.1:0\"\n"
         ));
         let proxy = start_proxy(config).await;
         let addr = proxy.addr.to_string();
@@ -1655,6 +1655,11 @@ async fn a_replica_full_of_connections_is_avoided_by_every_session() {
             }
         }
         let refused = full.refused_logins().await - refused_before;
+        // The admin port says which replica the sessions avoid.
+        let (_, body) = http_get(proxy.admin.expect("admin port"), "/backends", None).await;
+        let backends: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let avoided: Vec<_> = (0..3).map(|i| backends[i]["avoided"].clone()).collect();
+        assert_eq!(avoided, [false, true, false], "{backends}");
         full.restore().await;
         drop(filler);
         println!(

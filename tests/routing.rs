@@ -1316,6 +1316,40 @@ async fn a_set_whose_value_reads_a_user_variable_keeps_reads_on_the_primary() {
     }
 }
 
+/// `SET GLOBAL` runs on the primary only and is not replicated: the
+/// session that ran it reads its global values back there (by
+/// `@@global.x`, `@@x` and the GLOBAL_VARIABLES table), while reads of
+/// them start on a replica. With and without multiplexing.
+#[tokio::test]
+async fn a_session_reads_back_the_global_value_it_set() {
+    let original = admin(PRIMARY).await.scalar("SELECT @@global.delayed_insert_limit").await;
+    let original = original.expect("a value");
+    let set = original.parse::<u64>().expect("a number") + 4321;
+    for extra in ["", "[pool]\nmultiplex = true"] {
+        let p = start_proxy(lab_config(extra)).await;
+        let caps = client_caps(true);
+        let mut a = Raw::connect(&p.addr.to_string(), &login("admin", "admin", Some("app"), caps))
+            .await
+            .unwrap();
+        let read = "SELECT CONCAT_WS(' ', @@global.delayed_insert_limit, @@server_id)";
+        let first = a.scalar(read).await.expect("a value");
+        assert_eq!(first.split_once(' ').map(|(v, _)| v), Some(original.as_str()));
+        assert!(is_replica(first.split_once(' ').map(|(_, id)| id.to_string())), "{first}");
+        a.exec(&format!("SET GLOBAL delayed_insert_limit = {set}")).await;
+        for _ in 0..4 {
+            for sql in [
+                "SELECT @@global.delayed_insert_limit",
+                "SELECT @@delayed_insert_limit",
+                "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES \
+                 WHERE VARIABLE_NAME = 'DELAYED_INSERT_LIMIT'",
+            ] {
+                assert_eq!(a.scalar(sql).await, Some(set.to_string()), "{sql} ({extra:?})");
+            }
+        }
+        admin(PRIMARY).await.exec(&format!("SET GLOBAL delayed_insert_limit = {original}")).await;
+    }
+}
+
 /// With `sql_auto_is_null` on (ODBC programs), `WHERE id IS NULL` right
 /// after an INSERT finds the row the connection inserted: the session's
 /// reads stay on the primary connection that inserted it, with and

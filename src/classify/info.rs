@@ -168,8 +168,15 @@ impl Flags {
     /// @@global.y = 2`, a `SetGlobal`): its session part is not replayed
     /// on other connections.
     pub const SESSION_SET_BESIDE_GLOBAL: Flags = Flags(1 << 15);
+    /// May read a server's global setting or counter: `@@global.x`, a
+    /// variable named without a scope (`@@max_connections` is global
+    /// only), SHOW [GLOBAL | SESSION] VARIABLES (which list the global-only
+    /// ones too), SHOW GLOBAL STATUS, and the tables of the same. A replica
+    /// answers with its own value; a session that ran `SET GLOBAL` (on the
+    /// primary, not replicated) reads these on the primary.
+    pub const GLOBAL_READ: Flags = Flags(1 << 16);
 
-    const NAMES: [(Flags, &'static str); 16] = [
+    const NAMES: [(Flags, &'static str); 17] = [
         (Flags::LOCKING_READ, "LOCKING_READ"),
         (Flags::SIDE_EFFECT_FUNC, "SIDE_EFFECT_FUNC"),
         (Flags::LAST_STATEMENT_FUNC, "LAST_STATEMENT_FUNC"),
@@ -186,6 +193,7 @@ impl Flags {
         (Flags::STATEMENT_SETS, "STATEMENT_SETS"),
         (Flags::AUTOCOMMIT_OFF, "AUTOCOMMIT_OFF"),
         (Flags::SESSION_SET_BESIDE_GLOBAL, "SESSION_SET_BESIDE_GLOBAL"),
+        (Flags::GLOBAL_READ, "GLOBAL_READ"),
     ];
 
     /// The raw bits.

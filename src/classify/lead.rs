@@ -312,6 +312,9 @@ fn show_shape(l: &Lead, sql: &str, i: usize) -> (Shape, Flags) {
         _ => shows_session_status(l, sql, i),
     };
     let mut flags = if last_statement { Flags::LAST_STATEMENT_FUNC } else { Flags::EMPTY };
+    if shows_global(l, sql, i) {
+        flags |= Flags::GLOBAL_READ;
+    }
     // SHOW ENGINE INNODB STATUS: its transactions, lock waits, deadlocks.
     let engine_status = l.word_is(sql, i, "ENGINE") && l.word_is(sql, i + 2, "STATUS");
     if shows_replication_state(l, sql, i)
@@ -322,6 +325,16 @@ fn show_shape(l: &Lead, sql: &str, i: usize) -> (Shape, Flags) {
         flags |= Flags::PRIMARY_STATE;
     }
     (Shape::Fixed(K::Show), flags)
+}
+
+/// SHOW [GLOBAL | SESSION | LOCAL] VARIABLES (the session's list holds
+/// the global-only variables too) and SHOW GLOBAL STATUS at token `i`: the
+/// server's settings and counters.
+fn shows_global(l: &Lead, sql: &str, i: usize) -> bool {
+    let global = l.word_is(sql, i, "GLOBAL");
+    let scoped = global || l.word_is(sql, i, "SESSION") || l.word_is(sql, i, "LOCAL");
+    let i = if scoped { i + 1 } else { i };
+    l.word_is(sql, i, "VARIABLES") || global && l.word_is(sql, i, "STATUS")
 }
 
 /// SHOW [SESSION | LOCAL] STATUS at token `i`: the counters of one

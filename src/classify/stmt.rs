@@ -268,7 +268,8 @@ impl StmtScan {
     /// `information_schema` tables a name after a dot may be: about the
     /// connection's previous statements (its optimizer trace, its
     /// profiles), read where those ran; the processlist, transactions and
-    /// locks, the primary's.
+    /// locks, the primary's; the global settings and counters, which a
+    /// session that set one reads on the primary.
     fn dotted_name(&mut self, name: &str) {
         if ["OPTIMIZER_TRACE", "PROFILING", "SESSION_STATUS"]
             .iter()
@@ -277,6 +278,11 @@ impl StmtScan {
             self.flags |= Flags::LAST_STATEMENT_FUNC;
         } else if PRIMARY_STATE_TABLES.iter().any(|t| name.eq_ignore_ascii_case(t)) {
             self.flags |= Flags::PRIMARY_STATE;
+        } else if ["GLOBAL_VARIABLES", "SESSION_VARIABLES", "GLOBAL_STATUS"]
+            .iter()
+            .any(|t| name.eq_ignore_ascii_case(t))
+        {
+            self.flags |= Flags::GLOBAL_READ;
         }
     }
 
@@ -395,6 +401,8 @@ impl StmtScan {
         }
         if super::answers::is_proxy_variable(scope, name) {
             self.flags |= Flags::PROXY_VARIABLE;
+        } else if !scope.eq_ignore_ascii_case("session") && !scope.eq_ignore_ascii_case("local") {
+            self.flags |= Flags::GLOBAL_READ;
         }
     }
 

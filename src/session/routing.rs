@@ -43,6 +43,8 @@ pub struct RoutingState {
     /// The session's reads must stay on the primary (bounded SET memory).
     pub wrote: bool,
     pub sql_prepared: bool,
+    /// The session ran `SET GLOBAL` (see `SessionView::set_global`).
+    pub set_global: bool,
     /// The replica running a START TRANSACTION READ ONLY.
     pub read_only_transaction: Option<usize>,
     /// The backend an open transaction runs on.
@@ -175,6 +177,7 @@ impl Session {
             last_backend: r.last_backend,
             wrote: r.wrote,
             sql_prepared: r.sql_prepared,
+            set_global: r.set_global,
             rule: self.matching_rule(sql),
         }
     }
@@ -625,8 +628,10 @@ impl Session {
             StatementKind::SetGlobal
                 if flags.contains(crate::classify::Flags::SESSION_SET_BESIDE_GLOBAL) =>
             {
+                self.routing.set_global = true;
                 self.keep_reads_on(idx);
             }
+            StatementKind::SetGlobal => self.routing.set_global = true,
             StatementKind::LockTables => self.routing.locked_tables = true,
             StatementKind::UnlockTables => self.routing.locked_tables = false,
             // A FLUSH ... WITH READ LOCK holds its lock as LOCK TABLES does;
@@ -691,17 +696,20 @@ impl Session {
                 let followed = kind == StatementKind::Use && schema_reported;
                 let may_lock = matches!(kind, StatementKind::Flush | StatementKind::Other);
                 (changes_session(kind, part.flags) && !followed
-                    || kind == StatementKind::Ddl
+                    || matches!(kind, StatementKind::Ddl | StatementKind::SetGlobal)
                     || may_lock)
                     .then_some((kind, part.flags, part.range))
             })
             .collect();
         if failed {
             // A temporary table it may have dropped is still taken for one:
-            // its reads stay on the primary, which is right either way.
+            // its reads stay on the primary, which is right either way. So
+            // are its reads of global settings after a SET GLOBAL.
             if parts.iter().any(|(kind, flags, _)| changes_session(*kind, *flags)) {
                 self.keep_reads_on(idx);
             }
+            self.routing.set_global |=
+                parts.iter().any(|(kind, ..)| *kind == StatementKind::SetGlobal);
             return;
         }
         let is_set = |kind: &StatementKind| {

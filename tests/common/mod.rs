@@ -417,6 +417,7 @@ pub async fn all_healthy(proxy: &TestProxy) -> serde_json::Value {
         (0..3).all(|i| {
             let b = &j[i];
             b["healthy"] == true
+                && b["avoided"] == false
                 && (b["role"] == "primary"
                     || b["eligible"] == true
                     || b["excluded_because"] == "zero_weight")

@@ -150,7 +150,8 @@ fn last_statement_system_variables_are_found() {
 
 #[test]
 fn other_system_variable_is_not_last_statement() {
-    assert!(flags("SELECT @@version, @@session.transaction_isolation").is_empty());
+    assert_eq!(flags("SELECT @@version, @@session.transaction_isolation"), F::GLOBAL_READ);
+    assert!(flags("SELECT @@session.version, @@session.transaction_isolation").is_empty());
 }
 
 #[test]
@@ -433,6 +434,44 @@ fn a_function_called_by_its_double_quoted_name_is_unknown() {
     assert!(has(r#"SELECT "my_func"(1)"#, F::UNKNOWN_FUNC));
     assert!(has(r#"SELECT "app"."my_func"(1) FROM t"#, F::UNKNOWN_FUNC));
     assert!(plain(r#"SELECT "my_func", 'x' FROM t"#));
+}
+
+/// Reads that may show a server's own global values, which a replica
+/// answers with its own (a session that set one reads them on the
+/// primary); still plain reads.
+#[test]
+fn global_settings_and_counters_are_flagged() {
+    for sql in [
+        "SELECT @@global.max_connections",
+        "SELECT @@GLOBAL.sql_mode, @@SESSION.sql_mode",
+        "SELECT 1 FROM t WHERE @@global.event_scheduler = 'ON'",
+        "SHOW GLOBAL VARIABLES WHERE Variable_name = 'version'",
+        "show global variables like 'max_conn%'",
+        "SHOW GLOBAL STATUS LIKE 'Threads_connected'",
+        "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES WHERE VARIABLE_NAME = 'X'",
+        "SELECT * FROM performance_schema.global_status",
+        "SELECT @@max_connections",
+        "SELECT @@server_id, @@hostname",
+        "SHOW VARIABLES LIKE 'max_connections'",
+        "SHOW SESSION VARIABLES LIKE 'max%'",
+        "SELECT * FROM information_schema.SESSION_VARIABLES",
+    ] {
+        assert!(has(sql, F::GLOBAL_READ), "{sql}");
+        assert!(plain(sql), "{sql}");
+    }
+    // Session values named as such, the session's counters, the proxy's
+    // own answer.
+    for sql in [
+        "SELECT @@session.sql_mode, @@local.time_zone",
+        "SHOW SESSION STATUS LIKE 'Bytes%'",
+        "SHOW STATUS",
+        "SELECT * FROM information_schema.SESSION_STATUS",
+        "SELECT global_variables FROM t",
+        "SELECT * FROM global_status_archive",
+        "SELECT @@GLOBAL.socket",
+    ] {
+        assert!(!has(sql, F::GLOBAL_READ), "{sql}");
+    }
 }
 
 #[test]
