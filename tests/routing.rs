@@ -1350,6 +1350,35 @@ async fn a_session_reads_back_the_global_value_it_set() {
     }
 }
 
+/// Under READ UNCOMMITTED a session sees rows another session has not
+/// committed yet (watching a long load's progress), which only the
+/// primary has: a session that sets it reads there, in both ways of
+/// setting it, with and without multiplexing.
+#[tokio::test]
+async fn read_uncommitted_sees_another_session_s_uncommitted_rows() {
+    let table = lab_table("dirty", "id INT PRIMARY KEY").await;
+    for extra in ["", "[pool]\nmultiplex = true"] {
+        let p = start_proxy(lab_config(extra)).await;
+        let mut writer = app(&p).await;
+        writer.exec("BEGIN").await;
+        writer.exec(&format!("INSERT INTO {table} VALUES (1), (2), (3)")).await;
+        for set in [
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED",
+            "SET tx_isolation = 'READ-UNCOMMITTED'",
+        ] {
+            let mut watcher = app(&p).await;
+            let count = format!("SELECT COUNT(*) FROM {table}");
+            assert_eq!(watcher.scalar(&count).await.as_deref(), Some("0"), "committed: none");
+            watcher.exec(set).await;
+            for _ in 0..4 {
+                let got = watcher.scalar(&count).await;
+                assert_eq!(got.as_deref(), Some("3"), "after {set} ({extra:?})");
+            }
+        }
+        writer.exec("ROLLBACK").await;
+    }
+}
+
 /// With `sql_auto_is_null` on (ODBC programs), `WHERE id IS NULL` right
 /// after an INSERT finds the row the connection inserted: the session's
 /// reads stay on the primary connection that inserted it, with and

@@ -43,7 +43,9 @@ pub use info::{Consistency, Flags, Hint, StatementInfo, StatementKind, Tier};
 pub use lead::{is_show_processlist, like, show_status_pattern};
 pub use lexer::Backslashes;
 pub use scan::{Statement, statements};
-pub use set::{WaitTimeout, sql_auto_is_null_set, user_variable_value, wait_timeout_set};
+pub use set::{
+    WaitTimeout, read_uncommitted_set, sql_auto_is_null_set, user_variable_value, wait_timeout_set,
+};
 pub use tables::{
     HeldLock, TempTableChange, held_lock_change, sets_database_options, tables, temp_table_change,
     temp_table_name,

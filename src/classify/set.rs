@@ -336,6 +336,39 @@ pub fn sql_auto_is_null_set(sql: &str, backslashes: Backslashes) -> Option<bool>
     Some(!off)
 }
 
+/// Whether a SET statement may leave the session's isolation level at
+/// READ UNCOMMITTED, under which a read on the primary sees other
+/// sessions' uncommitted rows (a replica holds only what they committed):
+/// `SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED`, or
+/// `tx_isolation` or `transaction_isolation` set to 'READ-UNCOMMITTED',
+/// 0, or a value the proxy does not evaluate. Its caller rules out the
+/// one-shot `SET TRANSACTION`, which only the next transaction takes.
+pub fn read_uncommitted_set(sql: &str, backslashes: Backslashes) -> bool {
+    let mut lx = Lexer::new(sql, backslashes);
+    if lx.next().kw != Some(Kw::SET) {
+        return false;
+    }
+    loop {
+        let t = lx.next();
+        match t.tok {
+            Tok::End => break,
+            Tok::Word if t.text(sql).eq_ignore_ascii_case("UNCOMMITTED") => return true,
+            _ => {}
+        }
+    }
+    ["tx_isolation", "transaction_isolation"].iter().any(|name| {
+        session_value_set(sql, backslashes, name).is_some_and(|value| {
+            value.is_none_or(|v| {
+                let text = match v.tok {
+                    Tok::Str => v.text(sql).get(1..v.text(sql).len().saturating_sub(1)),
+                    _ => Some(v.text(sql)),
+                };
+                text.is_some_and(|t| t.eq_ignore_ascii_case("READ-UNCOMMITTED") || t == "0")
+            })
+        })
+    })
+}
+
 /// The value a SET statement's last assignment to session variable `name`
 /// gives it: `Some(Some(token))` when it is one token (a number, a word, a
 /// string), `Some(None)` for anything longer (an expression, a variable);

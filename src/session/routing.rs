@@ -606,6 +606,13 @@ impl Session {
                 {
                     self.keep_reads_on(idx);
                 }
+                // Under READ UNCOMMITTED its reads see other sessions'
+                // uncommitted rows, which only the primary has.
+                if mentions(sql, b"isolation")
+                    && classify::read_uncommitted_set(sql, self.backslashes())
+                {
+                    self.keep_reads_on(idx);
+                }
                 if mentions(sql, b"wait_timeout")
                     && let Some(set) = classify::wait_timeout_set(sql, self.backslashes())
                 {

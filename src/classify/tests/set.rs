@@ -205,3 +205,30 @@ fn sql_auto_is_null_is_read_from_its_set() {
     assert_eq!(read("SET GLOBAL sql_auto_is_null = 1"), None);
     assert_eq!(read("SET sql_mode = ''"), None);
 }
+
+#[test]
+fn read_uncommitted_is_found_in_its_set() {
+    use super::super::{Backslashes, read_uncommitted_set};
+    let read = |sql| read_uncommitted_set(sql, Backslashes::Escape);
+    for dirty in [
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED",
+        "set session transaction read write, isolation level read uncommitted",
+        "SET tx_isolation = 'READ-UNCOMMITTED'",
+        "SET @@session.transaction_isolation = \"read-uncommitted\", sql_mode = ''",
+        "SET transaction_isolation = 0",
+        "SET tx_isolation = CONCAT('READ-', 'UNCOMMITTED')",
+    ] {
+        assert!(read(dirty), "{dirty}");
+    }
+    for clean in [
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        "SET tx_isolation = 'REPEATABLE-READ'",
+        "SET transaction_isolation = DEFAULT",
+        "SET tx_isolation = 'READ-UNCOMMITTED', tx_isolation = 'SERIALIZABLE'",
+        "SET GLOBAL tx_isolation = 'READ-UNCOMMITTED'",
+        "SET @level = 'READ-UNCOMMITTED'",
+        "SELECT 'UNCOMMITTED'",
+    ] {
+        assert!(!read(clean), "{clean}");
+    }
+}
