@@ -127,6 +127,10 @@ pub struct SessionView {
     /// The session ran `SET GLOBAL` (on the primary only): its reads of
     /// global settings go there.
     pub set_global: bool,
+    /// A one-shot `SET TRANSACTION` (isolation level, access mode) ran on
+    /// the primary and no transaction has taken it yet: the next one,
+    /// which may be a single read of a table, runs there.
+    pub next_transaction_set: bool,
     /// The target of the first configured rule the statement matched;
     /// it acts like a hint written in the statement (a hint wins).
     pub rule: Option<Hint>,
@@ -182,6 +186,9 @@ pub fn route(info: &StatementInfo, session: &SessionView, replica_available: boo
     if session.locked_tables {
         return Route::new(T::Primary, R::LockedTables);
     }
+    if session.next_transaction_set && matches!(info.kind, StatementKind::Begin { .. }) {
+        return Route::new(T::Primary, R::TransactionControl);
+    }
     if let Some(route) = route_by_kind(info, replica_available) {
         return route;
     }
@@ -204,6 +211,9 @@ pub fn route(info: &StatementInfo, session: &SessionView, replica_available: boo
     }
     if session.set_global && info.flags.contains(Flags::GLOBAL_READ) {
         return Route::new(T::Primary, R::GlobalVariables);
+    }
+    if session.next_transaction_set {
+        return Route::new(T::Primary, R::Transaction);
     }
     if session.touches_temporary_table {
         return Route::new(T::Primary, R::TemporaryTable);
@@ -439,6 +449,15 @@ mod tests {
         for sql in ["SELECT @@session.sql_mode", "SELECT @@local.time_zone", "SELECT 1"] {
             assert_eq!(r_in(sql, after), Route::new(Target::AnyReplica, Reason::Read), "{sql}");
         }
+    }
+
+    #[test]
+    fn a_pending_one_shot_set_transaction_takes_the_next_transaction_to_the_primary() {
+        let s = SessionView { next_transaction_set: true, ..SessionView::default() };
+        assert_eq!(r_in("SELECT * FROM t", s), Route::new(Target::Primary, Reason::Transaction));
+        let begin = r_in("START TRANSACTION READ ONLY", s);
+        assert_eq!(begin, Route::new(Target::Primary, Reason::TransactionControl));
+        assert_eq!(r("START TRANSACTION READ ONLY").target, Target::AnyReplica);
     }
 
     #[test]

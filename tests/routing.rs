@@ -1379,6 +1379,61 @@ async fn read_uncommitted_sees_another_session_s_uncommitted_rows() {
     }
 }
 
+/// A one-shot `SET TRANSACTION` (no SESSION) applies to the session's next
+/// transaction, which may be a single read of a table: that read runs on
+/// the primary connection where the SET waits, and uses it up there, as on
+/// the server. Before, the read ran on a replica and the primary's next
+/// transaction (an INSERT) took `READ ONLY` and failed. Each sequence is
+/// checked against the same one run straight on the primary.
+#[tokio::test]
+async fn a_one_shot_set_transaction_is_taken_by_the_next_transaction() {
+    let table = lab_table("oneshot", "id INT").await;
+    let sequences = [
+        vec![
+            "SET TRANSACTION READ ONLY".to_string(),
+            format!("SELECT COUNT(*) FROM {table} WHERE id < 0"),
+            format!("INSERT INTO {table} VALUES (1)"),
+        ],
+        // A read of no table starts no transaction: the INSERT takes it.
+        vec![
+            "SET TRANSACTION READ ONLY".to_string(),
+            "SELECT 1".to_string(),
+            format!("INSERT INTO {table} VALUES (2)"),
+        ],
+    ];
+    async fn outcomes(c: &mut Raw, sequence: &[String]) -> Vec<Option<u16>> {
+        let mut out = Vec::new();
+        for sql in sequence {
+            let r = c.query(sql).await;
+            out.push(rwsplit::protocol::messages::parse_err(&r.last().unwrap().1).map(|e| e.code));
+        }
+        out
+    }
+    for extra in ["", "[pool]\nmultiplex = true"] {
+        let p = start_proxy(lab_config(extra)).await;
+        for sequence in &sequences {
+            let mut direct =
+                Raw::connect(PRIMARY, &login("app", "app", Some("app"), client_caps(true)))
+                    .await
+                    .unwrap();
+            let want = outcomes(&mut direct, sequence).await;
+            let mut a = app(&p).await;
+            assert!(is_replica(a.scalar("SELECT @@server_id").await), "reads start on replicas");
+            let got = outcomes(&mut a, sequence).await;
+            assert_eq!(got, want, "{sequence:?} ({extra:?})");
+        }
+        // The one-shot isolation level is the next read's.
+        let mut writer = app(&p).await;
+        writer.exec("BEGIN").await;
+        writer.exec(&format!("INSERT INTO {table} VALUES (-1)")).await;
+        let mut reader = app(&p).await;
+        reader.exec("SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED").await;
+        let dirty = reader.scalar(&format!("SELECT COUNT(*) FROM {table} WHERE id < 0")).await;
+        assert_eq!(dirty.as_deref(), Some("1"), "the uncommitted row ({extra:?})");
+        writer.exec("ROLLBACK").await;
+    }
+}
+
 /// With `sql_auto_is_null` on (ODBC programs), `WHERE id IS NULL` right
 /// after an INSERT finds the row the connection inserted: the session's
 /// reads stay on the primary connection that inserted it, with and

@@ -45,6 +45,9 @@ pub struct RoutingState {
     pub sql_prepared: bool,
     /// The session ran `SET GLOBAL` (see `SessionView::set_global`).
     pub set_global: bool,
+    /// A one-shot `SET TRANSACTION` waits on the primary's connection for
+    /// the next transaction (see `SessionView::next_transaction_set`).
+    pub next_transaction_set: bool,
     /// The replica running a START TRANSACTION READ ONLY.
     pub read_only_transaction: Option<usize>,
     /// The backend an open transaction runs on.
@@ -178,6 +181,7 @@ impl Session {
             wrote: r.wrote,
             sql_prepared: r.sql_prepared,
             set_global: r.set_global,
+            next_transaction_set: r.next_transaction_set,
             rule: self.matching_rule(sql),
         }
     }
@@ -533,6 +537,12 @@ impl Session {
         {
             self.routing.read_only_transaction = None;
         }
+        if self.routing.next_transaction_set
+            && idx == primary
+            && takes_next_transaction(info, sql, self.backslashes())
+        {
+            self.routing.next_transaction_set = false;
+        }
         // Any statement on the primary may end a write: COMMIT carries the
         // transaction's GTID, and so does an implicit commit (SET
         // autocommit = 1, DDL).
@@ -582,9 +592,13 @@ impl Session {
                 self.routing.read_only_transaction = Some(idx);
             }
             // The next transaction's characteristics live on the (pinned)
-            // connection that transaction will run on, and nowhere else.
+            // connection that transaction will run on, and nowhere else:
+            // the session's next transaction runs there, even a single read.
             StatementKind::SetTransaction
-                if flags.contains(crate::classify::Flags::ONE_SHOT_SET) => {}
+                if flags.contains(crate::classify::Flags::ONE_SHOT_SET) =>
+            {
+                self.routing.next_transaction_set = true;
+            }
             StatementKind::SetSession | StatementKind::SetNames | StatementKind::SetTransaction => {
                 // A value read from a user variable, which lives on this
                 // connection alone (`SET sql_mode = @saved`), would be
@@ -1296,6 +1310,29 @@ fn mentions_session_tracking(sql: &str) -> bool {
 /// Whether a SET's text names the optimizer trace or profiling.
 fn mentions_tracing(sql: &str) -> bool {
     mentions(sql, b"optimizer_trace") || mentions(sql, b"profiling")
+}
+
+/// Whether a statement takes the characteristics a one-shot `SET
+/// TRANSACTION` left for the next transaction: one that starts or ends a
+/// transaction, or touches a table (a read of no table, such as `SELECT
+/// @@server_id`, starts none and leaves them for the next one).
+fn takes_next_transaction(
+    info: &StatementInfo,
+    sql: &str,
+    backslashes: classify::Backslashes,
+) -> bool {
+    use StatementKind as K;
+    match info.kind {
+        K::SetSession
+        | K::SetNames
+        | K::SetTransaction
+        | K::SetUserVar
+        | K::SetGlobal
+        | K::Use
+        | K::Kill => false,
+        kind if kind.is_read() => !classify::tables(sql, backslashes).is_empty(),
+        _ => true,
+    }
 }
 
 fn mentions(sql: &str, needle: &[u8]) -> bool {
