@@ -820,6 +820,45 @@ async fn kill_query_uses_proxy_connection_ids() {
     assert_eq!(killer.scalar("SELECT 'alive'").await.as_deref(), Some("alive"));
 }
 
+/// `KILL @id` (an expression, as a client that kept `CONNECTION_ID()` in
+/// a user variable writes it) takes the proxy's ids too. Before, it went
+/// to the primary as it was, where the id named another server thread or
+/// none. With and without multiplexing.
+#[tokio::test]
+async fn kill_of_an_expression_uses_proxy_connection_ids() {
+    for extra in ["", "[pool]\nmultiplex = true"] {
+        let proxy = start_proxy(lab_config(extra)).await;
+        let addr = proxy.addr.to_string();
+        let mut victim = Raw::app(&addr, true).await;
+        let victim_id = victim.scalar("SELECT CONNECTION_ID()").await.expect("an id");
+        let sleeper = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            victim.query("SELECT SLEEP(20) AS by_expression").await;
+            started.elapsed()
+        });
+        let mut killer = Raw::app(&addr, true).await;
+        killer.exec(&format!("SET @victim = {victim_id}")).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while running_anywhere("by_expression").await == 0 {
+            assert!(std::time::Instant::now() < deadline, "sleep never started");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let r = killer.query("KILL QUERY @victim").await;
+        assert!(rwsplit::protocol::messages::parse_err(&r[0].1).is_none(), "KILL QUERY failed");
+        let elapsed = sleeper.await.unwrap();
+        assert!(elapsed < std::time::Duration::from_secs(15), "the sleep was not interrupted");
+        for (sql, id) in [("KILL @unset", "0"), ("KILL (@victim + 4000000000)", "")] {
+            let r = killer.query(sql).await;
+            let err = rwsplit::protocol::messages::parse_err(&r[0].1).expect("an error");
+            assert_eq!(err.code, 1094, "{sql}");
+            let message = String::from_utf8_lossy(err.message).into_owned();
+            assert!(message.starts_with("Unknown thread id: "), "{sql}: {message}");
+            assert!(id.is_empty() || message.ends_with(id), "{sql}: {message}");
+        }
+        assert_eq!(killer.scalar("SELECT 'alive'").await.as_deref(), Some("alive"));
+    }
+}
+
 #[tokio::test]
 async fn select_connection_id_is_shaped_like_the_servers() {
     let proxy = start_proxy(lab_config("")).await;

@@ -85,6 +85,12 @@ impl Session {
                 if let Some(kill) = super::kill::parse_kill(sql.as_bytes()) {
                     return self.on_kill(kill).await;
                 }
+                if let Some((query_only, expression)) =
+                    super::kill::parse_kill_expression(sql.as_bytes())
+                    && let Some(id) = self.kill_expression_value(expression).await
+                {
+                    return self.on_kill(super::kill::Kill { query_only, id }).await;
+                }
             }
             StatementKind::SetUserVar if self.intercept_consistency_set(sql).await? => {
                 return Ok(Next::Continue);

@@ -15,35 +15,42 @@ pub struct Kill {
 }
 
 /// Recognises `KILL [HARD|SOFT] [CONNECTION|QUERY] <id>` (MySQL and
-/// MariaDB forms). `KILL QUERY ID`, `KILL USER` and anything else are not
-/// connection ids and return `None` (they go to the server as they are).
+/// MariaDB forms) with a number for the id. `KILL QUERY ID`, `KILL USER`,
+/// an expression (see [`parse_kill_expression`]) and anything else return
+/// `None`.
 pub fn parse_kill(sql: &[u8]) -> Option<Kill> {
+    let (query_only, operand) = kill_operand(sql)?;
+    operand.parse().ok().map(|id| Kill { query_only, id })
+}
+
+/// `KILL [HARD|SOFT] [CONNECTION|QUERY] <expr>` whose id is an expression
+/// (`KILL @id`, which a client set from `CONNECTION_ID()`): whether only the
+/// query is killed, and the expression as written. The server takes the
+/// expression's integer value for a connection id, which through the proxy
+/// is the proxy's, as in `KILL <number>`. `None` for a number, `KILL
+/// USER` and `KILL QUERY ID`, which are no connection ids.
+pub fn parse_kill_expression(sql: &[u8]) -> Option<(bool, &str)> {
+    let (query_only, operand) = kill_operand(sql)?;
+    let not_an_id = operand.parse::<u64>().is_ok()
+        || strip_word(operand, "USER").is_some()
+        || strip_word(operand, "ID").is_some();
+    (!not_an_id).then_some((query_only, operand))
+}
+
+/// `KILL [HARD|SOFT] [CONNECTION|QUERY] <operand>`: whether only the query
+/// is killed, and the operand as written (without a trailing `;`).
+fn kill_operand(sql: &[u8]) -> Option<(bool, &str)> {
     let text = std::str::from_utf8(sql).ok()?;
-    let mut words = text
-        .trim()
-        .trim_end_matches(';')
-        .split_ascii_whitespace()
-        .map(|w| w.to_ascii_uppercase())
-        .peekable();
-    if words.next()? != "KILL" {
-        return None;
-    }
-    if matches!(words.peek().map(String::as_str), Some("HARD" | "SOFT")) {
-        words.next();
-    }
-    let mut query_only = false;
-    match words.peek().map(String::as_str) {
-        Some("CONNECTION") => {
-            words.next();
-        }
-        Some("QUERY") => {
-            query_only = true;
-            words.next();
-        }
-        _ => {}
-    }
-    let id = words.next()?.parse().ok()?;
-    words.next().is_none().then_some(Kill { query_only, id })
+    let rest = strip_word(text.trim_start(), "KILL")?.trim_start();
+    let rest = strip_word(rest, "HARD").or_else(|| strip_word(rest, "SOFT")).unwrap_or(rest);
+    let rest = rest.trim_start();
+    let (query_only, rest) = match (strip_word(rest, "CONNECTION"), strip_word(rest, "QUERY")) {
+        (Some(rest), _) => (false, rest),
+        (None, Some(rest)) => (true, rest),
+        (None, None) => (false, rest),
+    };
+    let operand = rest.trim().trim_end_matches(';').trim_end();
+    (!operand.is_empty()).then_some((query_only, operand))
 }
 
 /// Recognises `SELECT CONNECTION_ID()`, with an optional alias (`AS x`,
@@ -123,6 +130,25 @@ impl Session {
             return self.reply_err(1047, "08S01", "Malformed COM_PROCESS_KILL").await;
         };
         self.on_kill(Kill { query_only: false, id: id as u64 }).await
+    }
+
+    /// The connection id a KILL's expression gives (`@id`), evaluated on
+    /// the session's primary connection, where its user variables are, as
+    /// the server takes it: an integer, 0 for NULL or a string that is no
+    /// number. `None` when the expression cannot be evaluated there (the
+    /// KILL then goes to the primary as it is, for the server's error).
+    pub(super) async fn kill_expression_value(&mut self, expression: &str) -> Option<u64> {
+        let primary = self.primary();
+        let conn = self.backend(primary).await.ok()?;
+        let mut payload = vec![crate::protocol::command::QUERY];
+        payload.extend_from_slice(format!("SELECT CAST(({expression}) AS UNSIGNED)").as_bytes());
+        conn.write_payload(0, &payload).await.ok()?;
+        let (outcome, row) = conn.read_own(crate::relay::Expect::Result).await.ok()?;
+        if outcome.error.is_some() {
+            return None;
+        }
+        let value = super::consistency::first_text_value(&row?);
+        Some(value.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 
     /// Kills session `kill.id`'s backend work (and the session itself
@@ -206,6 +232,20 @@ mod tests {
         assert_eq!(name("SELECTCONNECTION_ID()"), None);
         assert_eq!(name("SELECT 1"), None);
         assert_eq!(name("SELECT CONNECTION_ID() FROM t"), None);
+    }
+
+    #[test]
+    fn a_kill_of_an_expression_is_told_apart() {
+        assert_eq!(parse_kill_expression(b"KILL @id"), Some((false, "@id")));
+        assert_eq!(parse_kill_expression(b"kill query @id ;"), Some((true, "@id")));
+        assert_eq!(
+            parse_kill_expression(b"KILL SOFT CONNECTION (@a + 1)"),
+            Some((false, "(@a + 1)"))
+        );
+        assert_eq!(parse_kill(b"KILL @id"), None);
+        for sql in [&b"KILL 5"[..], b"KILL QUERY ID 7", b"KILL USER app", b"KILL", b"SELECT @id"] {
+            assert_eq!(parse_kill_expression(sql), None, "{}", String::from_utf8_lossy(sql));
+        }
     }
 
     #[test]
