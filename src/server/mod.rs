@@ -108,6 +108,14 @@ impl Backoff {
     }
 }
 
+/// The first connection id the proxy gives its clients. Its ids lie above
+/// the servers' thread ids (which count from 1 with every connection a
+/// server takes), so that `KILL n` tells them apart: a proxy session's id
+/// is the proxy's to kill, and a smaller id, taken from
+/// `information_schema.PROCESSLIST`, goes to the primary as the server's.
+/// Below `i32::MAX`, for clients that keep the id in a signed int.
+pub const FIRST_CONNECTION_ID: u32 = 1_000_000_000;
+
 /// State shared by every session of one proxy instance.
 pub struct Shared {
     pub config: ArcSwap<Config>,
@@ -251,7 +259,7 @@ impl Shared {
             listeners: Listeners::default(),
             log_reload: std::sync::OnceLock::new(),
             session_workers: std::sync::OnceLock::new(),
-            next_id: AtomicU32::new(1),
+            next_id: AtomicU32::new(FIRST_CONNECTION_ID),
             files_loaded: AtomicU64::new(files_loaded),
             reloads: std::sync::Mutex::new(ReloadStatus {
                 in_force_since: Instant::now(),
@@ -260,7 +268,8 @@ impl Shared {
         })
     }
 
-    /// A fresh client-visible connection id (never 0).
+    /// A fresh client-visible connection id (never 0; from
+    /// [`FIRST_CONNECTION_ID`] on, wrapping around past `u32::MAX`).
     pub fn next_connection_id(&self) -> u32 {
         loop {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);

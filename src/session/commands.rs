@@ -82,14 +82,20 @@ impl Session {
         }
         match info.kind {
             StatementKind::Kill => {
-                if let Some(kill) = super::kill::parse_kill(sql.as_bytes()) {
+                let kill = match super::kill::parse_kill(sql.as_bytes()) {
+                    Some(kill) => Some(kill),
+                    None => match super::kill::parse_kill_expression(sql.as_bytes()) {
+                        Some((query_only, expression)) => self
+                            .kill_expression_value(expression)
+                            .await
+                            .map(|id| super::kill::Kill { query_only, id }),
+                        None => None,
+                    },
+                };
+                // Another id is a server thread's (from
+                // information_schema.PROCESSLIST): the primary kills it.
+                if let Some(kill) = kill.filter(|kill| self.is_proxy_connection_id(kill.id)) {
                     return self.on_kill(kill).await;
-                }
-                if let Some((query_only, expression)) =
-                    super::kill::parse_kill_expression(sql.as_bytes())
-                    && let Some(id) = self.kill_expression_value(expression).await
-                {
-                    return self.on_kill(super::kill::Kill { query_only, id }).await;
                 }
             }
             StatementKind::SetUserVar if self.intercept_consistency_set(sql).await? => {

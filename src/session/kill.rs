@@ -132,6 +132,14 @@ impl Session {
         self.on_kill(Kill { query_only: false, id: id as u64 }).await
     }
 
+    /// Whether `id` names one of the proxy's sessions, or lies where the
+    /// proxy gives its ids (see `FIRST_CONNECTION_ID`): a KILL of it is
+    /// the proxy's to answer, and of any other id the primary's.
+    pub(super) fn is_proxy_connection_id(&self, id: u64) -> bool {
+        id >= u64::from(crate::server::FIRST_CONNECTION_ID)
+            || u32::try_from(id).is_ok_and(|id| self.shared.registry.get(id).is_some())
+    }
+
     /// The connection id a KILL's expression gives (`@id`), evaluated on
     /// the session's primary connection, where its user variables are, as
     /// the server takes it: an integer, 0 for NULL or a string that is no
