@@ -56,6 +56,8 @@ tests=(
     suite/sql_sequence/view
     # Dirty reads under READ UNCOMMITTED, which only the primary has.
     suite/innodb/t/innodb-isolation
+    # KILL QUERY @id of an id read from CONNECTION_ID(); KILL's forms.
+    suite/innodb_fts/t/fts_kill_query kill
 )
 
 work=$(mktemp -d)
