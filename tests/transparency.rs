@@ -862,7 +862,8 @@ async fn kill_of_an_expression_uses_proxy_connection_ids() {
 /// The proxy's connection ids lie above the servers' thread ids, so a
 /// `KILL` of an id read from `information_schema.PROCESSLIST` (a server
 /// thread's, here a client connected straight to the primary) is the
-/// primary's to carry out, by number or by a user variable holding it.
+/// primary's to carry out, by number, by a user variable holding it, or
+/// by COM_PROCESS_KILL (which ends the connection).
 #[tokio::test]
 async fn kill_of_a_server_thread_id_goes_to_the_primary() {
     let proxy = start_proxy(lab_config("")).await;
@@ -870,14 +871,16 @@ async fn kill_of_a_server_thread_id_goes_to_the_primary() {
     let mut killer = Raw::app(&addr, true).await;
     let own: u64 = killer.scalar("SELECT CONNECTION_ID()").await.unwrap().parse().unwrap();
     assert!(own >= 1_000_000_000, "the proxy's ids lie above the servers': {own}");
-    for (marker, kill) in
-        [("by_number", "KILL QUERY {id}"), ("by_variable", "KILL QUERY @server_thread")]
-    {
+    for (marker, kill) in [
+        ("by_number", "KILL QUERY {id}"),
+        ("by_variable", "KILL QUERY @server_thread"),
+        ("by_command", ""),
+    ] {
         let mut victim = Raw::app(PRIMARY, true).await;
+        let started = std::time::Instant::now();
+        // A killed connection ends the victim's read with a panic there.
         let sleeper = tokio::spawn(async move {
-            let started = std::time::Instant::now();
             victim.query(&format!("SELECT SLEEP(20) AS {marker}")).await;
-            started.elapsed()
         });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while running_anywhere(marker).await == 0 {
@@ -888,10 +891,17 @@ async fn kill_of_a_server_thread_id_goes_to_the_primary() {
             format!("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '%AS {marker}'");
         let id = killer.scalar(&find).await.expect("the server thread");
         killer.exec(&format!("SET @server_thread = {id}")).await;
-        let r = killer.query(&kill.replace("{id}", &id)).await;
-        assert!(rwsplit::protocol::messages::parse_err(&r[0].1).is_none(), "{kill} failed");
-        let elapsed = sleeper.await.unwrap();
-        assert!(elapsed < std::time::Duration::from_secs(15), "{kill}: the sleep went on");
+        let r = if kill.is_empty() {
+            // COM_PROCESS_KILL, as mysql_kill() sends it.
+            let mut payload = vec![0x0c];
+            payload.extend_from_slice(&id.parse::<u32>().unwrap().to_le_bytes());
+            killer.command(&payload, Expect::Result).await
+        } else {
+            killer.query(&kill.replace("{id}", &id)).await
+        };
+        assert!(rwsplit::protocol::messages::parse_err(&r[0].1).is_none(), "{marker} failed");
+        let _ = sleeper.await;
+        assert!(started.elapsed() < std::time::Duration::from_secs(15), "{marker}: it went on");
     }
 }
 

@@ -70,7 +70,7 @@ impl Session {
         result
     }
 
-    async fn run_query(&mut self, sql: &str) -> Result<Next, SessionError> {
+    pub(super) async fn run_query(&mut self, sql: &str) -> Result<Next, SessionError> {
         use crate::classify::StatementKind;
         if let Some(message) = self.refusing_rule(sql) {
             return self.refuse_by_rule(&message).await;

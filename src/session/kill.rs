@@ -129,6 +129,14 @@ impl Session {
         else {
             return self.reply_err(1047, "08S01", "Malformed COM_PROCESS_KILL").await;
         };
+        if !self.is_proxy_connection_id(id.into()) {
+            // A server thread's id: the primary kills it, as `KILL n`.
+            let sql = format!("KILL {id}");
+            self.cmd.clear();
+            self.cmd.push(crate::protocol::command::QUERY);
+            self.cmd.extend_from_slice(sql.as_bytes());
+            return self.run_query(&sql).await;
+        }
         self.on_kill(Kill { query_only: false, id: id as u64 }).await
     }
 
