@@ -117,6 +117,10 @@ pub struct SessionView {
     pub locked_tables: bool,
     /// The statement touches a temporary table of the session.
     pub touches_temporary_table: bool,
+    /// The statement names a table another session holds a `LOCK TABLES
+    /// ... WRITE` on: on the primary it waits for the lock, as on a server,
+    /// where a replica would show the locking session's work half done.
+    pub touches_write_locked_table: bool,
     /// The backend that ran the previous statement.
     pub last_backend: Option<usize>,
     /// The session has written: reads stay on the primary (the simple
@@ -217,6 +221,9 @@ pub fn route(info: &StatementInfo, session: &SessionView, replica_available: boo
     }
     if session.touches_temporary_table {
         return Route::new(T::Primary, R::TemporaryTable);
+    }
+    if session.touches_write_locked_table {
+        return Route::new(T::Primary, R::LockedTables);
     }
     if session.sql_prepared && info.kind == StatementKind::Unknown {
         return Route::new(T::Primary, R::SqlPrepared);
@@ -458,6 +465,12 @@ mod tests {
         let begin = r_in("START TRANSACTION READ ONLY", s);
         assert_eq!(begin, Route::new(Target::Primary, Reason::TransactionControl));
         assert_eq!(r("START TRANSACTION READ ONLY").target, Target::AnyReplica);
+    }
+
+    #[test]
+    fn a_read_of_a_table_another_session_write_locked_waits_on_the_primary() {
+        let s = SessionView { touches_write_locked_table: true, ..SessionView::default() };
+        assert_eq!(r_in("SELECT * FROM t", s), Route::new(Target::Primary, Reason::LockedTables));
     }
 
     #[test]

@@ -1434,6 +1434,45 @@ async fn a_one_shot_set_transaction_is_taken_by_the_next_transaction() {
     }
 }
 
+/// While a session holds `LOCK TABLES t WRITE`, another session's read of
+/// `t` waits on the primary, as on a server (here it times out, with the
+/// server's ERROR 1205), instead of reading a replica that shows the
+/// locking session's work half done. A READ lock, UNLOCK TABLES and the
+/// locking session's end leave reads on the replicas. With and without
+/// multiplexing.
+#[tokio::test]
+async fn a_read_of_a_write_locked_table_waits_for_the_lock() {
+    let table = lab_table("locked", "id INT").await;
+    let other = lab_table("unlocked", "id INT").await;
+    for extra in ["", "[pool]\nmultiplex = true"] {
+        let p = start_proxy(lab_config(extra)).await;
+        let mut reader = app(&p).await;
+        reader.exec("SET SESSION lock_wait_timeout = 1").await;
+        let on_replica =
+            |sql: String| format!("SELECT @@server_id FROM (SELECT COUNT(*) FROM {sql}) AS c");
+        let read = on_replica(table.clone());
+        let mut locker = app(&p).await;
+        locker.exec(&format!("LOCK TABLES {table} READ")).await;
+        assert!(is_replica(reader.scalar(&read).await), "a READ lock blocks no read");
+        locker.exec(&format!("LOCK TABLES {table} WRITE, {other} READ")).await;
+        locker.exec(&format!("INSERT INTO {table} VALUES (1)")).await;
+        let r = reader.query(&read).await;
+        let error = rwsplit::protocol::messages::parse_err(&r.last().unwrap().1).map(|e| e.code);
+        assert_eq!(error, Some(1205), "the read waits for the lock ({extra:?})");
+        assert!(is_replica(reader.scalar(&on_replica(other.clone())).await), "not locked WRITE");
+        locker.exec("UNLOCK TABLES").await;
+        assert!(is_replica(reader.scalar(&read).await), "after UNLOCK TABLES ({extra:?})");
+        locker.exec(&format!("LOCK TABLES {table} WRITE")).await;
+        drop(locker);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while p.shared.write_locks.any() {
+            assert!(std::time::Instant::now() < deadline, "the lock outlived its session");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(is_replica(reader.scalar(&read).await), "after the session ended ({extra:?})");
+    }
+}
+
 /// With `sql_auto_is_null` on (ODBC programs), `WHERE id IS NULL` right
 /// after an INSERT finds the row the connection inserted: the session's
 /// reads stay on the primary connection that inserted it, with and

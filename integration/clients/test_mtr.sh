@@ -58,6 +58,8 @@ tests=(
     suite/innodb/t/innodb-isolation
     # KILL QUERY @id of an id read from CONNECTION_ID(); KILL's forms.
     suite/innodb_fts/t/fts_kill_query kill
+    # Reads of a table another session holds LOCK TABLES ... WRITE on.
+    suite/parts/t/partition_special_innodb suite/maria/maria-mvcc
 )
 
 work=$(mktemp -d)

@@ -48,7 +48,7 @@ pub use set::{
 };
 pub use tables::{
     HeldLock, TempTableChange, held_lock_change, sets_database_options, tables, temp_table_change,
-    temp_table_name,
+    temp_table_name, write_locked_tables,
 };
 pub use tier2::{CacheStats, Tier2Cache};
 

@@ -164,6 +164,48 @@ pub fn held_lock_change(stmt: &str, backslashes: Backslashes) -> Option<HeldLock
     }
 }
 
+/// The tables a `LOCK TABLE[S]` statement locks for writing (`WRITE`, `LOW_PRIORITY
+/// WRITE`, `WRITE CONCURRENT`), unqualified, as written (backticks removed); empty for a
+/// statement that locks none (READ locks only, or no LOCK TABLES at all).
+pub fn write_locked_tables(sql: &str, backslashes: Backslashes) -> Vec<String> {
+    let mut lx = Lexer::new(sql, backslashes);
+    let mut tokens = std::iter::from_fn(|| Some(lx.next()).filter(|t| t.tok != Tok::End))
+        .take_while(|t| t.tok != Tok::Semi);
+    let starts = tokens.next().is_some_and(|t| t.kw == Some(Kw::LOCK))
+        && tokens.next().is_some_and(|t| matches!(t.kw, Some(Kw::TABLE | Kw::TABLES)));
+    let mut locked = Vec::new();
+    if !starts {
+        return locked;
+    }
+    // Each item: `name[.name] [[AS] alias] lock_type`, items split by commas.
+    let (mut name, mut after_dot, mut first, mut write) = (None, false, true, false);
+    let mut end_item = |name: &mut Option<String>, write: &mut bool| {
+        if let Some(name) = name.take().filter(|_| *write) {
+            locked.push(name);
+        }
+        *write = false;
+    };
+    for t in tokens {
+        if t.tok == Tok::Comma {
+            end_item(&mut name, &mut write);
+            first = true;
+            continue;
+        }
+        if t.tok == Tok::Dot {
+            after_dot = true;
+            continue;
+        }
+        if first || after_dot {
+            name = unquote(sql, &t);
+            (first, after_dot) = (false, false);
+        } else if t.kw == Some(Kw::WRITE) {
+            write = true;
+        }
+    }
+    end_item(&mut name, &mut write);
+    locked
+}
+
 /// The table a CREATE TEMPORARY TABLE or DROP TEMPORARY TABLE statement names (the first
 /// one, for a DROP of several).
 pub fn temp_table_name(sql: &str, backslashes: Backslashes) -> Option<String> {

@@ -10,6 +10,7 @@ mod limits;
 mod listeners;
 mod outages;
 mod registry;
+mod table_locks;
 mod watch;
 
 pub use limits::{
@@ -18,6 +19,7 @@ pub use limits::{
 };
 pub use listeners::{ListenerCtx, Listeners, SessionWorkers};
 pub use registry::{RUNNING, Registry, SessionHandle, Signal};
+pub use table_locks::{HeldWriteLocks, WriteLocks};
 pub use watch::{fingerprint, watch_files};
 
 use crate::backend;
@@ -159,6 +161,8 @@ pub struct Shared {
     /// proxy's own scramble and connection id) to clients.
     pub primary_greeting: ArcSwap<Option<Greeting>>,
     pub registry: Arc<Registry>,
+    /// Tables sessions hold a `LOCK TABLES ... WRITE` on.
+    pub write_locks: Arc<WriteLocks>,
     pub user_sessions: Arc<UserSessions>,
     pub login_throttle: LoginThrottle,
     pub usable_databases: UsableDatabases,
@@ -252,6 +256,7 @@ impl Shared {
             config: ArcSwap::from_pointee(config),
             primary_greeting: ArcSwap::from_pointee(None),
             registry,
+            write_locks: Arc::new(WriteLocks::default()),
             user_sessions: Arc::default(),
             login_throttle: LoginThrottle::default(),
             usable_databases: UsableDatabases::default(),

@@ -37,6 +37,9 @@ pub(super) fn cannot_reach(e: &BackendError) -> bool {
 #[derive(Debug, Default)]
 pub struct RoutingState {
     pub locked_tables: bool,
+    /// The tables this session's `LOCK TABLES` locked for writing,
+    /// registered for the other sessions while held.
+    pub write_locked: Option<crate::server::HeldWriteLocks>,
     /// Temporary tables by name (without database), which live on the primary.
     pub temp_tables: HashSet<String>,
     pub last_backend: Option<usize>,
@@ -167,16 +170,21 @@ impl Session {
     /// The router's view of this session for a statement.
     pub(super) fn view(&self, sql: &str) -> SessionView {
         let r = &self.routing;
-        let touches_temporary_table = !r.temp_tables.is_empty()
-            && classify::tables(sql, self.backslashes())
-                .iter()
-                .any(|t| r.temp_tables.contains(unqualified(t)));
+        let locks = &self.shared.write_locks;
+        let (mut touches_temporary_table, mut touches_write_locked_table) = (false, false);
+        if !r.temp_tables.is_empty() || locks.any() {
+            for t in classify::tables(sql, self.backslashes()) {
+                touches_temporary_table |= r.temp_tables.contains(unqualified(&t));
+                touches_write_locked_table |= locks.any() && locks.holds(unqualified(&t));
+            }
+        }
         SessionView {
             in_transaction: self.status & status::IN_TRANS != 0
                 || self.status & status::AUTOCOMMIT == 0,
             read_only_transaction: r.read_only_transaction,
             locked_tables: r.locked_tables,
             touches_temporary_table,
+            touches_write_locked_table,
             last_backend: r.last_backend,
             wrote: r.wrote,
             sql_prepared: r.sql_prepared,
@@ -653,8 +661,19 @@ impl Session {
                 self.keep_reads_on(idx);
             }
             StatementKind::SetGlobal => self.routing.set_global = true,
-            StatementKind::LockTables => self.routing.locked_tables = true,
-            StatementKind::UnlockTables => self.routing.locked_tables = false,
+            StatementKind::LockTables => {
+                self.routing.locked_tables = true;
+                // Another LOCK TABLES releases the locks held before it.
+                self.routing.write_locked = None;
+                let names = classify::write_locked_tables(sql, self.backslashes());
+                if !names.is_empty() {
+                    self.routing.write_locked = Some(self.shared.write_locks.hold(names));
+                }
+            }
+            StatementKind::UnlockTables => {
+                self.routing.locked_tables = false;
+                self.routing.write_locked = None;
+            }
             // A FLUSH ... WITH READ LOCK holds its lock as LOCK TABLES does;
             // backup locks have statements of their own to release them.
             StatementKind::Flush | StatementKind::Other => {

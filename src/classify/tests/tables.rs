@@ -244,3 +244,21 @@ fn locks_held_beyond_lock_tables() {
         assert_eq!(change(sql), None, "{sql}");
     }
 }
+
+#[test]
+fn write_locked_tables_are_read_from_lock_tables() {
+    use super::super::{Backslashes, write_locked_tables};
+    let locked = |sql| write_locked_tables(sql, Backslashes::Escape);
+    assert_eq!(locked("LOCK TABLES t WRITE"), ["t"]);
+    assert_eq!(
+        locked(
+            "lock table app.t1 AS a write, `t 2` READ, t3 LOW_PRIORITY WRITE, t4 WRITE CONCURRENT;"
+        ),
+        ["t1", "t3", "t4"]
+    );
+    assert_eq!(locked("LOCK TABLES t1 READ, t2 READ LOCAL"), Vec::<String>::new());
+    assert_eq!(locked("LOCK TABLES `w`.`x` t WRITE"), ["x"]);
+    assert_eq!(locked("UNLOCK TABLES"), Vec::<String>::new());
+    assert_eq!(locked("SELECT * FROM t FOR UPDATE"), Vec::<String>::new());
+    assert_eq!(locked("LOCK INSTANCE FOR BACKUP"), Vec::<String>::new());
+}
