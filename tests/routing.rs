@@ -1462,6 +1462,11 @@ async fn a_read_of_a_write_locked_table_waits_for_the_lock() {
         assert!(is_replica(reader.scalar(&on_replica(other.clone())).await), "not locked WRITE");
         locker.exec("UNLOCK TABLES").await;
         assert!(is_replica(reader.scalar(&read).await), "after UNLOCK TABLES ({extra:?})");
+        // START TRANSACTION releases the table locks too, as on a server.
+        locker.exec(&format!("LOCK TABLES {table} WRITE")).await;
+        locker.exec("START TRANSACTION").await;
+        assert!(is_replica(reader.scalar(&read).await), "after START TRANSACTION ({extra:?})");
+        locker.exec("COMMIT").await;
         locker.exec(&format!("LOCK TABLES {table} WRITE")).await;
         drop(locker);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -599,6 +599,11 @@ impl Session {
             StatementKind::Begin { read_only: true } if idx != self.primary() => {
                 self.routing.read_only_transaction = Some(idx);
             }
+            // Starting a transaction releases the session's table locks.
+            StatementKind::Begin { .. } => {
+                self.routing.locked_tables = false;
+                self.routing.write_locked = None;
+            }
             // The next transaction's characteristics live on the (pinned)
             // connection that transaction will run on, and nowhere else:
             // the session's next transaction runs there, even a single read.
