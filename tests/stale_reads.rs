@@ -295,6 +295,33 @@ async fn gtid_mode_reads_back_what_a_failed_write_kept() {
     a.exec(&format!("DROP PROCEDURE app.{t}_p")).await;
 }
 
+/// Under a `character_set_database` of wide characters (utf16, utf32,
+/// ucs2) MariaDB pads the length of an OK's session-state block with zero
+/// bytes, so the write's GTID read as missing and the next read went to
+/// the lagging replica without waiting. Writes are read back there
+/// (`gtid` mode, the only replica taking reads 2 s behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gtid_mode_reads_back_writes_under_a_wide_database_charset() {
+    let _serial = SERIAL.lock().await;
+    let table = setup_table().await;
+    let proxy = start_proxy(lagging_replica_only("gtid")).await;
+    let _lag = Lag::start(2);
+    let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+    let mut stale = Vec::new();
+    for (i, charset) in ["utf16", "utf32", "ucs2"].into_iter().enumerate() {
+        c.exec(&format!("SET character_set_database = {charset}")).await;
+        for n in 1..=3 {
+            let k = 1000 + 10 * i + n;
+            c.exec(&format!("INSERT INTO app.{table} (k, v) VALUES ({k}, {n})")).await;
+            let read = c.scalar(&format!("SELECT COUNT(*) FROM app.{table} WHERE k = {k}")).await;
+            if read.as_deref() != Some("1") {
+                stale.push(format!("{charset} {k}: {read:?}"));
+            }
+        }
+    }
+    assert!(stale.is_empty(), "reads missed the session's writes: {stale:?}");
+}
+
 /// A MariaDB connector's batch (COM_STMT_BULK_EXECUTE) is a write like any
 /// other: the reads right after it see every row, while the only replica
 /// taking reads lags by 2 s, in `gtid` and `pin` modes; in `eventual` the same read

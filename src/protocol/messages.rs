@@ -45,6 +45,9 @@ pub fn parse_ok(payload: &[u8], caps: CapabilityFlags) -> Option<Ok<'_>> {
         }
         if ok.status & StatusFlags::SERVER_SESSION_STATE_CHANGED.bits() != 0 && !c.is_empty() {
             ok.session_state = c.lenenc_bytes()?;
+            if ok.session_state.is_empty() && !c.is_empty() {
+                ok.session_state = padded_session_state(c.rest()).unwrap_or_default();
+            }
         }
     } else {
         // Servers write a non-empty info length-encoded; a bare tail (as
@@ -57,6 +60,24 @@ pub fn parse_ok(payload: &[u8], caps: CapabilityFlags) -> Option<Ok<'_>> {
         };
     }
     Some(ok)
+}
+
+/// The session-state block of an OK that MariaDB wrote under a
+/// `character_set_database` of two or four bytes per character (ucs2,
+/// utf16, utf32): its length comes padded to a character's width with
+/// zero bytes in front (`0 22 <22 bytes>` for utf16), which reads as an
+/// empty block followed by the real one. `rest`: what follows the first
+/// zero; the block when the rest, past at most three more zeros, is
+/// exactly one length-encoded block.
+fn padded_session_state(rest: &[u8]) -> Option<&[u8]> {
+    (0..=3).find_map(|zeros| {
+        let tail = rest.get(zeros..)?;
+        if rest[..zeros].iter().any(|&b| b != 0) {
+            return None;
+        }
+        let mut block = Cursor::new(tail);
+        block.lenenc_bytes().filter(|b| !b.is_empty() && block.is_empty())
+    })
 }
 
 /// Status flags and warnings of an EOF packet (first byte 0xFE, short).
@@ -154,6 +175,29 @@ mod tests {
         assert_eq!(ok.last_insert_id, 15);
         assert_eq!(ok.status, 0x4002);
         assert!(ok.session_state.ends_with(b"0-1-24"));
+    }
+
+    /// Under `character_set_database = utf16` (utf32) MariaDB pads the
+    /// block's length with one (three) zero bytes: bytes seen on the lab.
+    #[test]
+    fn a_session_state_length_padded_to_a_wide_character_is_read() {
+        let caps = CapabilityFlags::CLIENT_SESSION_TRACK | CapabilityFlags::CLIENT_PROTOCOL_41;
+        let mut block = vec![0x00, 0x14, 0x09];
+        block.extend_from_slice(b"last_gtid");
+        block.push(0x09);
+        block.extend_from_slice(b"0-1-54186");
+        for padding in [0, 1, 3] {
+            let mut p = vec![0x00, 0x00, 0x00, 0x02, 0x40, 0x00, 0x00, 0x00];
+            p.extend(std::iter::repeat_n(0x00, padding));
+            p.push(block.len() as u8);
+            p.extend_from_slice(&block);
+            let ok = parse_ok(&p, caps).unwrap();
+            assert_eq!(ok.session_state, &block[..], "{padding} zeros");
+            assert_eq!(crate::protocol::session_state::gtid(ok.session_state), Some("0-1-54186"));
+        }
+        // Not a padded block: a zero-length block and a stray byte.
+        let p = [0x00, 0x00, 0x00, 0x02, 0x40, 0x00, 0x00, 0x00, 0x00, 0x07];
+        assert_eq!(parse_ok(&p, caps).unwrap().session_state, b"");
     }
 
     #[test]
