@@ -73,8 +73,9 @@ pub struct Outcome {
     /// (`USE` anywhere in a multi-statement).
     pub schema: Option<Vec<u8>>,
     /// The response ended in an EOF packet (a result set for a client
-    /// without DEPRECATE_EOF), which carries no session state: what the
-    /// statement changed there, a write's GTID included, went unreported.
+    /// without DEPRECATE_EOF), which carries no session state, or in an OK
+    /// whose state block could not be read whole: what the statement
+    /// changed there, a write's GTID included, went unreported.
     pub state_unreported: bool,
     /// Rows sent in result sets.
     pub rows: u64,
@@ -416,7 +417,9 @@ impl Machine {
             if ok.last_insert_id != 0 {
                 o.last_insert_id = ok.last_insert_id;
             }
-            o.state_unreported = false;
+            // State the OK's block does not account for (a GTID among
+            // it) counts as unreported.
+            o.state_unreported = ok.unread_state;
             if !ok.session_state.is_empty() {
                 o.note_session_state(ok.session_state);
             }

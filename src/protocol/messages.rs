@@ -25,6 +25,9 @@ pub struct Ok<'a> {
     pub info: &'a [u8],
     /// Raw session-state-change data, when the status says it changed.
     pub session_state: &'a [u8],
+    /// Bytes were left after the session-state block: it was not read as
+    /// the server meant it, and what it reported (a GTID) is unknown.
+    pub unread_state: bool,
 }
 
 /// Decodes an OK packet (first byte 0x00 or 0xFE); `caps` are the
@@ -46,7 +49,12 @@ pub fn parse_ok(payload: &[u8], caps: CapabilityFlags) -> Option<Ok<'_>> {
         if ok.status & StatusFlags::SERVER_SESSION_STATE_CHANGED.bits() != 0 && !c.is_empty() {
             ok.session_state = c.lenenc_bytes()?;
             if ok.session_state.is_empty() && !c.is_empty() {
-                ok.session_state = padded_session_state(c.rest()).unwrap_or_default();
+                match padded_session_state(c.rest()) {
+                    Some(state) => ok.session_state = state,
+                    None => ok.unread_state = true,
+                }
+            } else {
+                ok.unread_state = !c.is_empty();
             }
         }
     } else {
@@ -195,9 +203,16 @@ mod tests {
             assert_eq!(ok.session_state, &block[..], "{padding} zeros");
             assert_eq!(crate::protocol::session_state::gtid(ok.session_state), Some("0-1-54186"));
         }
-        // Not a padded block: a zero-length block and a stray byte.
+        // Not a padded block: a zero-length block and a stray byte, which
+        // leave the state unknown.
         let p = [0x00, 0x00, 0x00, 0x02, 0x40, 0x00, 0x00, 0x00, 0x00, 0x07];
-        assert_eq!(parse_ok(&p, caps).unwrap().session_state, b"");
+        let ok = parse_ok(&p, caps).unwrap();
+        assert!(ok.session_state.is_empty() && ok.unread_state);
+        let mut p = vec![0x00, 0x00, 0x00, 0x02, 0x40, 0x00, 0x00, 0x00, block.len() as u8];
+        p.extend_from_slice(&block);
+        assert!(!parse_ok(&p, caps).unwrap().unread_state);
+        p.push(0x01);
+        assert!(parse_ok(&p, caps).unwrap().unread_state);
     }
 
     #[test]
