@@ -60,6 +60,9 @@ tests=(
     suite/innodb_fts/t/fts_kill_query kill
     # Reads of a table another session holds LOCK TABLES ... WRITE on.
     suite/parts/t/partition_special_innodb suite/maria/maria-mvcc
+    # character_set_database = ucs2: MariaDB pads the OK's session-state
+    # block (its GTID was lost, and reads after DDL were stale).
+    suite/jp/t/jp_alter_ucs2 suite/jp/t/jp_like_ucs2
 )
 
 work=$(mktemp -d)
