@@ -322,6 +322,42 @@ async fn gtid_mode_reads_back_writes_under_a_wide_database_charset() {
     assert!(stale.is_empty(), "reads missed the session's writes: {stale:?}");
 }
 
+/// The proxy's own queries on a session's connections (the primary's
+/// position, a GTID wait) read their answers whatever character set the
+/// session asked results in: under `character_set_results = utf16` the
+/// writes are read back, twice each, in `gtid` and `gtid_global`. Before,
+/// a GTID wait's answer (a zero byte and `0`) read as a timeout, the
+/// primary's position as no position at all, and the session forgot its
+/// write: its second read came from the replica 2 s behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_follow_writes_when_results_come_in_utf16() {
+    let _serial = SERIAL.lock().await;
+    let t = unique("utf16res");
+    on_primary_replicated(&[&format!("CREATE TABLE app.{t} (k INT PRIMARY KEY)")]).await;
+    let mut stale = Vec::new();
+    for mode in ["gtid", "gtid_global"] {
+        let proxy = start_proxy(lagging_replica_only(mode)).await;
+        let _lag = Lag::start(2);
+        let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+        c.exec("SET character_set_results = utf16").await;
+        for n in 1..=3 {
+            let (a, b) = (100 * n, 100 * n + 1);
+            c.exec(&format!("INSERT INTO app.{t} VALUES ({a}), ({b})")).await;
+            for read in 1..=2 {
+                let sql = format!("SELECT COUNT(*) FROM app.{t} WHERE k IN ({a}, {b})");
+                // utf16: each digit comes as a zero byte and the digit.
+                let kept = c.scalar(&sql).await.map(|v| v.replace('\0', ""));
+                if kept.as_deref() != Some("2") {
+                    stale.push(format!("{mode} {a}, read {read}: {kept:?}"));
+                }
+            }
+            c.exec(&format!("DELETE FROM app.{t} WHERE k IN ({a}, {b})")).await;
+        }
+    }
+    assert!(stale.is_empty(), "reads missed the session's writes: {stale:?}");
+    admin(PRIMARY).await.exec(&format!("DROP TABLE app.{t}")).await;
+}
+
 /// A MariaDB connector's batch (COM_STMT_BULK_EXECUTE) is a write like any
 /// other: the reads right after it see every row, while the only replica
 /// taking reads lags by 2 s, in `gtid` and `pin` modes; in `eventual` the same read

@@ -620,18 +620,38 @@ fn least_lag_ms(b: &crate::monitor::BackendState) -> Option<u64> {
     })
 }
 
+/// The first column of a text row of the proxy's own query (a number, a
+/// GTID position), as ASCII text; None for NULL. The server writes it in
+/// the session's `character_set_results`, which under ucs2, utf16 or
+/// utf32 pads each character with zero bytes: those are left out.
 pub fn first_text_value(row: &[u8]) -> Option<String> {
     if row.first() == Some(&0xFB) {
         return None;
     }
     let mut c = crate::protocol::packet::Cursor::new(row);
-    c.lenenc_bytes().map(|v| String::from_utf8_lossy(v).into_owned())
+    let value = c.lenenc_bytes()?;
+    let ascii: Vec<u8> = value.iter().copied().filter(|&b| b != 0).collect();
+    Some(String::from_utf8_lossy(&ascii).into_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::status;
+
+    #[test]
+    fn own_query_values_are_read_in_any_result_character_set() {
+        let row = |value: &[u8]| {
+            let mut row = vec![value.len() as u8];
+            row.extend_from_slice(value);
+            row
+        };
+        assert_eq!(first_text_value(&row(b"0-1-7")).as_deref(), Some("0-1-7"));
+        assert_eq!(first_text_value(&row(b"\0-\01")).as_deref(), Some("-1"), "utf16");
+        assert_eq!(first_text_value(&row(b"\0\0\00")).as_deref(), Some("0"), "utf32");
+        assert_eq!(first_text_value(&row(b"0\0")).as_deref(), Some("0"), "utf16le");
+        assert_eq!(first_text_value(&[0xFB]), None);
+    }
 
     fn memory(gtid: Option<&str>, pinned: Option<Instant>) -> WriteMemory {
         WriteMemory {

@@ -973,10 +973,7 @@ impl Session {
         payload.extend_from_slice(b"SELECT LAST_INSERT_ID()");
         conn.write_payload(0, &payload).await.ok()?;
         let (_, row) = conn.read_own(crate::relay::Expect::Result).await.ok()?;
-        // A text row of one column: its value, length-encoded.
-        let row = row?;
-        let value = crate::protocol::packet::Cursor::new(&row).lenenc_bytes()?;
-        std::str::from_utf8(value).ok()?.parse().ok()
+        super::consistency::first_text_value(&row?)?.parse().ok()
     }
 
     /// Runs a classified COM_QUERY where the router says.
