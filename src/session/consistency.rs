@@ -647,9 +647,9 @@ mod tests {
             row
         };
         assert_eq!(first_text_value(&row(b"0-1-7")).as_deref(), Some("0-1-7"));
-        assert_eq!(first_text_value(&row(b"\0-\01")).as_deref(), Some("-1"), "utf16");
-        assert_eq!(first_text_value(&row(b"\0\0\00")).as_deref(), Some("0"), "utf32");
-        assert_eq!(first_text_value(&row(b"0\0")).as_deref(), Some("0"), "utf16le");
+        assert_eq!(first_text_value(&row(b"\x00-\x001")).as_deref(), Some("-1"), "utf16");
+        assert_eq!(first_text_value(&row(b"\x00\x00\x000")).as_deref(), Some("0"), "utf32");
+        assert_eq!(first_text_value(&row(b"0\x00")).as_deref(), Some("0"), "utf16le");
         assert_eq!(first_text_value(&[0xFB]), None);
     }
 
