@@ -171,11 +171,13 @@ impl Session {
     pub(super) fn view(&self, sql: &str) -> SessionView {
         let r = &self.routing;
         let locks = &self.shared.write_locks;
+        let write_locks = locks.any();
         let (mut touches_temporary_table, mut touches_write_locked_table) = (false, false);
-        if !r.temp_tables.is_empty() || locks.any() {
+        if !r.temp_tables.is_empty() || write_locks {
             for t in classify::tables(sql, self.backslashes()) {
-                touches_temporary_table |= r.temp_tables.contains(unqualified(&t));
-                touches_write_locked_table |= locks.any() && locks.holds(unqualified(&t));
+                let name = unqualified(&t);
+                touches_temporary_table |= r.temp_tables.contains(name);
+                touches_write_locked_table |= write_locks && locks.holds(name);
             }
         }
         SessionView {
@@ -1349,6 +1351,7 @@ fn takes_next_transaction(
         | K::SetTransaction
         | K::SetUserVar
         | K::SetGlobal
+        | K::SetAutocommit(_)
         | K::Use
         | K::Kill => false,
         kind if kind.is_read() => !classify::tables(sql, backslashes).is_empty(),
