@@ -265,10 +265,12 @@ async fn a_row_lock_wait_shows_in_innodb_trx() {
     let waiting = tokio::spawn(async move { waiter.query(&update).await });
     let mut c = app(&p).await;
     let asked = "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'";
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while c.scalar(asked).await.as_deref() == Some("0") {
         assert!(std::time::Instant::now() < deadline, "the lock wait never showed");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // InnoDB refreshes its INNODB_TRX snapshot only after 100 ms
+        // without a read of it: polling faster would keep the first one.
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     }
     holder.exec("COMMIT").await;
     let done = waiting.await.unwrap();
