@@ -752,6 +752,18 @@ impl BackendConn {
         Ok(())
     }
 
+    /// Runs a text query of the proxy's own that answers one value: the
+    /// first column of its first row (see [`first_text_value`]), None for
+    /// NULL or no row. A server error is `Err`, as from [`Self::read_own`].
+    pub async fn query_value(&mut self, sql: &str) -> Result<Option<String>, BackendError> {
+        let mut payload = Vec::with_capacity(sql.len() + 1);
+        payload.push(crate::protocol::command::QUERY);
+        payload.extend_from_slice(sql.as_bytes());
+        self.write_payload(0, &payload).await?;
+        let (_, row) = self.read_own(Expect::Result).await?;
+        Ok(row.as_deref().and_then(first_text_value))
+    }
+
     /// Runs a text query of the proxy's own.
     pub async fn query_own(&mut self, sql: &str) -> Result<Outcome, BackendError> {
         let mut payload = Vec::with_capacity(sql.len() + 1);
@@ -759,6 +771,20 @@ impl BackendConn {
         payload.extend_from_slice(sql.as_bytes());
         self.run_own(&payload).await
     }
+}
+
+/// The first column of a text row of the proxy's own query (a number, a
+/// GTID position), as ASCII text; None for NULL. The server writes it in
+/// the session's `character_set_results`, which under ucs2, utf16 or
+/// utf32 pads each character with zero bytes: those are left out.
+pub fn first_text_value(row: &[u8]) -> Option<String> {
+    if row.first() == Some(&0xFB) {
+        return None;
+    }
+    let mut c = crate::protocol::packet::Cursor::new(row);
+    let value = c.lenenc_bytes()?;
+    let ascii: Vec<u8> = value.iter().copied().filter(|&b| b != 0).collect();
+    Some(String::from_utf8_lossy(&ascii).into_owned())
 }
 
 /// Encrypts the NUL-terminated password, XORed with the scramble, with

@@ -387,11 +387,7 @@ impl Session {
         } else {
             "SELECT @@global.gtid_executed"
         };
-        let mut payload = vec![command::QUERY];
-        payload.extend_from_slice(sql.as_bytes());
-        conn.write_payload(0, &payload).await.ok()?;
-        let (_, row) = conn.read_own(Expect::Result).await.ok()?;
-        let pos = first_text_value(&row?)?;
+        let pos = conn.query_value(sql).await.ok()??;
         *cache = Some((started, pos.clone()));
         Some(pos)
     }
@@ -620,19 +616,7 @@ fn least_lag_ms(b: &crate::monitor::BackendState) -> Option<u64> {
     })
 }
 
-/// The first column of a text row of the proxy's own query (a number, a
-/// GTID position), as ASCII text; None for NULL. The server writes it in
-/// the session's `character_set_results`, which under ucs2, utf16 or
-/// utf32 pads each character with zero bytes: those are left out.
-pub fn first_text_value(row: &[u8]) -> Option<String> {
-    if row.first() == Some(&0xFB) {
-        return None;
-    }
-    let mut c = crate::protocol::packet::Cursor::new(row);
-    let value = c.lenenc_bytes()?;
-    let ascii: Vec<u8> = value.iter().copied().filter(|&b| b != 0).collect();
-    Some(String::from_utf8_lossy(&ascii).into_owned())
-}
+pub use crate::backend::first_text_value;
 
 #[cfg(test)]
 mod tests {

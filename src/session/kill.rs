@@ -156,14 +156,8 @@ impl Session {
     pub(super) async fn kill_expression_value(&mut self, expression: &str) -> Option<u64> {
         let primary = self.primary();
         let conn = self.backend(primary).await.ok()?;
-        let mut payload = vec![crate::protocol::command::QUERY];
-        payload.extend_from_slice(format!("SELECT CAST(({expression}) AS UNSIGNED)").as_bytes());
-        conn.write_payload(0, &payload).await.ok()?;
-        let (outcome, row) = conn.read_own(crate::relay::Expect::Result).await.ok()?;
-        if outcome.error.is_some() {
-            return None;
-        }
-        let value = super::consistency::first_text_value(&row?);
+        let sql = format!("SELECT CAST(({expression}) AS UNSIGNED)");
+        let value = conn.query_value(&sql).await.ok()?;
         Some(value.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 

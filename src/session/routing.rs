@@ -971,11 +971,7 @@ impl Session {
     /// that is still the connection with server thread `thread`.
     async fn last_insert_id_of(&mut self, backend: usize, thread: u32) -> Option<u64> {
         let conn = self.backends.get_mut(backend)?.as_mut().filter(|c| c.thread_id == thread)?;
-        let mut payload = vec![command::QUERY];
-        payload.extend_from_slice(b"SELECT LAST_INSERT_ID()");
-        conn.write_payload(0, &payload).await.ok()?;
-        let (_, row) = conn.read_own(crate::relay::Expect::Result).await.ok()?;
-        super::consistency::first_text_value(&row?)?.parse().ok()
+        conn.query_value("SELECT LAST_INSERT_ID()").await.ok()??.parse().ok()
     }
 
     /// Runs a classified COM_QUERY where the router says.
