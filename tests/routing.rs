@@ -443,6 +443,14 @@ async fn user_variables_are_seen_where_they_were_set() {
     for _ in 0..4 {
         assert_eq!(c.scalar(xpath).await.as_deref(), Some("b2"));
     }
+    // The user_variables plugin lists the session's variables.
+    let listed = "SELECT VARIABLE_VALUE FROM information_schema.USER_VARIABLES \
+                  WHERE VARIABLE_NAME = 'greeting'";
+    assert_eq!(c.scalar(listed).await.as_deref(), Some("hello"));
+    let shown = "SELECT COUNT(*) FROM information_schema.USER_VARIABLES";
+    assert_eq!(c.scalar(shown).await.as_deref(), Some("4"));
+    // SHOW USER_VARIABLES has no LIKE: its first row is a variable's name.
+    assert!(c.scalar("SHOW USER_VARIABLES").await.is_some());
 }
 
 #[tokio::test]

@@ -315,6 +315,10 @@ fn show_shape(l: &Lead, sql: &str, i: usize) -> (Shape, Flags) {
     if shows_global(l, sql, i) {
         flags |= Flags::GLOBAL_READ;
     }
+    // SHOW USER_VARIABLES (the user_variables plugin): the session's own.
+    if l.word_is(sql, i, "USER_VARIABLES") {
+        flags |= Flags::USER_VAR_READ;
+    }
     // SHOW ENGINE INNODB STATUS: its transactions, lock waits, deadlocks.
     let engine_status = l.word_is(sql, i, "ENGINE") && l.word_is(sql, i + 2, "STATUS");
     if shows_replication_state(l, sql, i)

@@ -269,7 +269,8 @@ impl StmtScan {
     /// connection's previous statements (its optimizer trace, its
     /// profiles), read where those ran; the processlist, transactions and
     /// locks, the primary's; the global settings and counters, which a
-    /// session that set one reads on the primary.
+    /// session that set one reads on the primary; the session's user
+    /// variables, which live where it set them.
     fn dotted_name(&mut self, name: &str) {
         if ["OPTIMIZER_TRACE", "PROFILING", "SESSION_STATUS"]
             .iter()
@@ -283,6 +284,8 @@ impl StmtScan {
             .any(|t| name.eq_ignore_ascii_case(t))
         {
             self.flags |= Flags::GLOBAL_READ;
+        } else if name.eq_ignore_ascii_case("USER_VARIABLES") {
+            self.flags |= Flags::USER_VAR_READ;
         }
     }
 

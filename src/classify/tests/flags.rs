@@ -474,6 +474,24 @@ fn global_settings_and_counters_are_flagged() {
     }
 }
 
+/// The user_variables plugin's table and SHOW list the session's user
+/// variables, which live on the connection that set them.
+#[test]
+fn listing_user_variables_reads_them() {
+    for sql in [
+        "SELECT * FROM information_schema.USER_VARIABLES ORDER BY VARIABLE_NAME",
+        "select count(*) from INFORMATION_SCHEMA.user_variables",
+        "SELECT * FROM `information_schema`.`USER_VARIABLES`",
+        "SHOW USER_VARIABLES",
+        "show user_variables like 'a%'",
+    ] {
+        assert!(has(sql, F::USER_VAR_READ), "{sql}");
+    }
+    for sql in ["SELECT user_variables FROM t", "SHOW VARIABLES"] {
+        assert!(!has(sql, F::USER_VAR_READ), "{sql}");
+    }
+}
+
 #[test]
 fn show_variables_that_may_list_writability_or_positions_need_the_primary() {
     for sql in [
