@@ -558,6 +558,50 @@ async fn a_session_idle_past_its_own_wait_timeout_is_disconnected_as_by_the_serv
     }
 }
 
+/// `COMMIT RELEASE`, `ROLLBACK RELEASE`, and either under `completion_type
+/// = RELEASE`, end the session after their reply, as the server ends its
+/// connection; `NO RELEASE` keeps it. The committed rows stay committed.
+/// With and without multiplexing.
+#[tokio::test]
+async fn commit_release_ends_the_session_as_on_the_server() {
+    let table = lab_table("release", "n INT").await;
+    for multiplex in [false, true] {
+        let proxy = start_proxy(lab_config(&format!("[pool]\nmultiplex = {multiplex}\n"))).await;
+        for addr in [PRIMARY.to_string(), proxy.addr.to_string()] {
+            let ends = [
+                "COMMIT RELEASE",
+                "commit work and no chain release",
+                "ROLLBACK RELEASE",
+                "SET completion_type = 'RELEASE'; COMMIT",
+                "SET @@session.completion_type = 2; ROLLBACK",
+            ];
+            for end in ends {
+                let mut c = Raw::app(&addr, true).await;
+                let (set, end) = end.rsplit_once("; ").unwrap_or(("", end));
+                if !set.is_empty() {
+                    c.exec(set).await;
+                }
+                c.exec("BEGIN").await;
+                c.exec(&format!("INSERT INTO {table} VALUES (1)")).await;
+                c.exec(end).await;
+                let closed =
+                    read_until_closed(&mut c.conn.stream, std::time::Duration::from_secs(5));
+                assert!(closed.await.is_empty(), "{addr}: {end}");
+            }
+            let mut kept = Raw::app(&addr, true).await;
+            kept.exec("SET completion_type = 2").await;
+            kept.exec("COMMIT NO RELEASE").await;
+            kept.exec("SET completion_type = 0").await;
+            kept.exec("ROLLBACK").await;
+            assert_eq!(kept.scalar("SELECT 1").await.as_deref(), Some("1"), "{addr}");
+        }
+        // Three commits on each side, seen by the client's next session.
+        let mut c = Raw::app(&proxy.addr.to_string(), true).await;
+        let count = c.scalar(&format!("SELECT COUNT(*) FROM {table}")).await;
+        assert_eq!(count, Some((6 * (1 + u8::from(multiplex))).to_string()));
+    }
+}
+
 #[tokio::test]
 async fn reset_connection_clears_user_variables() {
     let proxy = start_proxy(lab_config("")).await;

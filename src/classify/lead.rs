@@ -424,6 +424,25 @@ pub fn show_status_pattern(sql: &str, backslashes: Backslashes) -> Option<&str> 
     ends_at(&l, i + 3).then_some(pattern)
 }
 
+/// The `RELEASE` clause of a COMMIT or ROLLBACK: `Some(true)` for
+/// RELEASE (the server ends the connection after its reply), `Some(false)`
+/// for NO RELEASE, `None` without one (the session's `completion_type`
+/// decides).
+pub fn release_clause(sql: &str, backslashes: Backslashes) -> Option<bool> {
+    let mut lx = Lexer::new(sql, backslashes);
+    let mut after_no = false;
+    loop {
+        let t = lx.next();
+        if matches!(t.tok, Tok::End | Tok::Semi) {
+            return None;
+        }
+        if t.kw == Some(Kw::RELEASE) {
+            return Some(!after_no);
+        }
+        after_no = t.tok == Tok::Word && t.text(sql).eq_ignore_ascii_case("NO");
+    }
+}
+
 /// Whether the statement is `SHOW [FULL] PROCESSLIST` alone (comments
 /// anywhere, a `;` after it).
 pub fn is_show_processlist(sql: &str, backslashes: Backslashes) -> bool {

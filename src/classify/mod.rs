@@ -40,11 +40,12 @@ mod tests;
 pub use answers::{answer_proxy_variables, answer_row_count};
 pub use charset::{Multibyte, not_a_client_charset, push_text};
 pub use info::{Consistency, Flags, Hint, StatementInfo, StatementKind, Tier};
-pub use lead::{is_show_processlist, like, show_status_pattern};
+pub use lead::{is_show_processlist, like, release_clause, show_status_pattern};
 pub use lexer::Backslashes;
 pub use scan::{Statement, statements};
 pub use set::{
-    WaitTimeout, read_uncommitted_set, sql_auto_is_null_set, user_variable_value, wait_timeout_set,
+    WaitTimeout, completion_release_set, read_uncommitted_set, sql_auto_is_null_set,
+    user_variable_value, wait_timeout_set,
 };
 pub use tables::{
     HeldLock, TempTableChange, held_lock_change, sets_database_options, tables, temp_table_change,

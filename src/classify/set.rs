@@ -359,14 +359,31 @@ pub fn read_uncommitted_set(sql: &str, backslashes: Backslashes) -> bool {
     ["tx_isolation", "transaction_isolation"].iter().any(|name| {
         session_value_set(sql, backslashes, name).is_some_and(|value| {
             value.is_none_or(|v| {
-                let text = match v.tok {
-                    Tok::Str => v.text(sql).get(1..v.text(sql).len().saturating_sub(1)),
-                    _ => Some(v.text(sql)),
-                };
-                text.is_some_and(|t| t.eq_ignore_ascii_case("READ-UNCOMMITTED") || t == "0")
+                value_text(sql, &v)
+                    .is_some_and(|t| t.eq_ignore_ascii_case("READ-UNCOMMITTED") || t == "0")
             })
         })
     })
+}
+
+/// Whether a SET statement leaves the session's `completion_type` at
+/// RELEASE (`2`, `'RELEASE'`), under which the server ends the connection
+/// after each COMMIT and ROLLBACK. `None` when it does not assign the
+/// session's; a value the proxy does not evaluate (an expression,
+/// DEFAULT) counts as another.
+pub fn completion_release_set(sql: &str, backslashes: Backslashes) -> Option<bool> {
+    let value = session_value_set(sql, backslashes, "completion_type")?;
+    Some(value.is_some_and(|v| {
+        value_text(sql, &v).is_some_and(|t| t == "2" || t.eq_ignore_ascii_case("RELEASE"))
+    }))
+}
+
+/// A one-token value's text, a string's without its quotes.
+fn value_text<'a>(sql: &'a str, v: &Token) -> Option<&'a str> {
+    match v.tok {
+        Tok::Str => v.text(sql).get(1..v.text(sql).len().saturating_sub(1)),
+        _ => Some(v.text(sql)),
+    }
 }
 
 /// The value a SET statement's last assignment to session variable `name`

@@ -106,6 +106,13 @@ pub struct RoutingState {
     /// The `wait_timeout` the client set for its session: idle longer
     /// between commands, it is disconnected, as by the server.
     pub wait_timeout: Option<std::time::Duration>,
+    /// The session's `completion_type` is RELEASE: the server ends the
+    /// connection after each COMMIT and ROLLBACK.
+    pub completion_release: bool,
+    /// The statement that just ran ended its connection on the server (a
+    /// COMMIT or ROLLBACK with RELEASE): the session ends after its reply,
+    /// as the server's would.
+    pub released: Option<usize>,
 }
 
 /// A SET that succeeded, kept to run again on the session's other
@@ -642,6 +649,11 @@ impl Session {
                 {
                     self.keep_reads_on(idx);
                 }
+                if mentions(sql, b"completion_type")
+                    && let Some(release) = classify::completion_release_set(sql, self.backslashes())
+                {
+                    self.routing.completion_release = release;
+                }
                 if mentions(sql, b"wait_timeout")
                     && let Some(set) = classify::wait_timeout_set(sql, self.backslashes())
                 {
@@ -691,6 +703,12 @@ impl Session {
                 }
             }
             StatementKind::Prepare => self.routing.sql_prepared = true,
+            StatementKind::Commit | StatementKind::Rollback => {
+                let release = classify::release_clause(sql, self.backslashes());
+                if release.unwrap_or(self.routing.completion_release) {
+                    self.routing.released = Some(idx);
+                }
+            }
             // Every connection that selected a database before this one
             // selects it again (see `Shared::database_changes`).
             StatementKind::Ddl if classify::sets_database_options(sql, self.backslashes()) => {

@@ -232,3 +232,43 @@ fn read_uncommitted_is_found_in_its_set() {
         assert!(!read(clean), "{clean}");
     }
 }
+
+#[test]
+fn completion_type_release_is_read_from_its_set() {
+    use super::super::{Backslashes, completion_release_set};
+    let read = |sql| completion_release_set(sql, Backslashes::Escape);
+    for release in [
+        "SET completion_type = 2",
+        "SET @@session.completion_type = 'RELEASE'",
+        "set SESSION completion_type = \"release\", autocommit = 1",
+        "SET completion_type = 0, completion_type = 2",
+    ] {
+        assert_eq!(read(release), Some(true), "{release}");
+    }
+    for other in [
+        "SET completion_type = 0",
+        "SET completion_type = 'CHAIN'",
+        "SET @@completion_type = 1",
+        "SET completion_type = DEFAULT",
+        "SET completion_type = 2, completion_type = 'NO_CHAIN'",
+    ] {
+        assert_eq!(read(other), Some(false), "{other}");
+    }
+    assert_eq!(read("SET GLOBAL completion_type = 2"), None);
+    assert_eq!(read("SET STATEMENT completion_type = 2 FOR COMMIT"), None);
+    assert_eq!(read("SET autocommit = 1"), None);
+}
+
+#[test]
+fn a_transaction_end_s_release_clause_is_read() {
+    use super::super::{Backslashes, release_clause};
+    let read = |sql| release_clause(sql, Backslashes::Escape);
+    assert_eq!(read("COMMIT RELEASE"), Some(true));
+    assert_eq!(read("commit work and no chain release"), Some(true));
+    assert_eq!(read("ROLLBACK /* x */ RELEASE;"), Some(true));
+    assert_eq!(read("COMMIT NO RELEASE"), Some(false));
+    assert_eq!(read("ROLLBACK WORK AND CHAIN NO RELEASE"), Some(false));
+    assert_eq!(read("COMMIT"), None);
+    assert_eq!(read("ROLLBACK AND CHAIN"), None);
+    assert_eq!(read("COMMIT -- RELEASE"), None);
+}
