@@ -400,6 +400,13 @@ async fn last_insert_id_and_warnings_follow_the_previous_statement() {
         assert_eq!(c.scalar("SELECT LAST_INSERT_ID()").await.as_deref(), Some("3"));
         assert!(is_replica(c.scalar("SELECT @@server_id").await));
     }
+    // An insert that gives the id itself: its OK reports 100, and
+    // LAST_INSERT_ID() stays at the last generated one, as on the server.
+    c.exec(&format!("INSERT INTO {t} VALUES (100)")).await;
+    for _ in 0..4 {
+        assert!(is_replica(c.scalar("SELECT @@server_id").await));
+        assert_eq!(c.scalar("SELECT LAST_INSERT_ID()").await.as_deref(), Some("3"));
+    }
     c.exec(&format!("DROP TABLE {t}")).await;
 }
 

@@ -971,13 +971,14 @@ impl Session {
         if (backend == idx && conn.thread_id == thread) || !self.routing.reads_insert_id {
             return Ok(());
         }
-        let id = match id {
+        // The connection that has it answers, while the session still
+        // holds it: an INSERT that gave the AUTO_INCREMENT column its value
+        // reports that value in its OK, yet leaves LAST_INSERT_ID() at the
+        // last generated one. Given back to the pool, the OK's is all there
+        // is (or, after `SELECT LAST_INSERT_ID(expr)`, nothing).
+        let id = match self.last_insert_id_of(backend, thread).await.or(id) {
             Some(id) => id,
-            None => match self.last_insert_id_of(backend, thread).await {
-                Some(id) => id,
-                // That connection is gone: the value is lost with it.
-                None => return Ok(()),
-            },
+            None => return Ok(()),
         };
         let conn = self.backends[idx].as_mut().expect("checked above");
         conn.query_own(&format!("SELECT LAST_INSERT_ID({id})")).await?;
