@@ -1367,6 +1367,34 @@ async fn a_session_reads_back_the_global_value_it_set() {
     }
 }
 
+/// A session that turns its binary logging off (`sql_log_bin = 0`, for the
+/// session or `SET STATEMENT ... FOR` one write) writes rows no replica
+/// will ever have: its reads after that run on the primary and see them.
+/// With and without multiplexing.
+#[tokio::test]
+async fn writes_kept_out_of_the_binary_log_are_read_back() {
+    let table = lab_table("nolog", "n INT").await;
+    for extra in ["", "[pool]\nmultiplex = true"] {
+        let p = start_proxy(lab_config(extra)).await;
+        let caps = client_caps(true);
+        for turn_off in ["SET sql_log_bin = 0; ", "SET STATEMENT sql_log_bin = 0 FOR "] {
+            let mut a =
+                Raw::connect(&p.addr.to_string(), &login("admin", "admin", Some("app"), caps))
+                    .await
+                    .unwrap();
+            let count = format!("SELECT COUNT(*) FROM app.{table}");
+            let before = admin(PRIMARY).await.scalar(&count).await;
+            let before: u64 = before.expect("a count").parse().expect("a number");
+            a.exec(&format!("{turn_off}INSERT INTO {table} VALUES (1)")).await;
+            for _ in 0..4 {
+                let count = a.scalar(&format!("SELECT COUNT(*) FROM {table}")).await;
+                assert_eq!(count, Some((before + 1).to_string()), "{turn_off} ({extra:?})");
+            }
+        }
+    }
+    on_primary_replicated(&[&format!("DROP TABLE app.{table}")]).await;
+}
+
 /// Under READ UNCOMMITTED a session sees rows another session has not
 /// committed yet (watching a long load's progress), which only the
 /// primary has: a session that sets it reads there, in both ways of

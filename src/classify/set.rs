@@ -336,6 +336,17 @@ pub fn sql_auto_is_null_set(sql: &str, backslashes: Backslashes) -> Option<bool>
     Some(!off)
 }
 
+/// Whether a SET statement may turn the session's binary logging off
+/// (`sql_log_bin` to 0, OFF, FALSE, or a value the proxy does not
+/// evaluate): the session's writes after it reach no replica. `None` when
+/// it does not assign it.
+pub fn sql_log_bin_off_set(sql: &str, backslashes: Backslashes) -> Option<bool> {
+    let value = session_value_set(sql, backslashes, "sql_log_bin")?;
+    let on =
+        value.is_some_and(|v| v.kw == Some(Kw::DEFAULT) || literal_bool(sql, &v) == Some(true));
+    Some(!on)
+}
+
 /// Whether a SET statement may leave the session's isolation level at
 /// READ UNCOMMITTED, under which a read on the primary sees other
 /// sessions' uncommitted rows (a replica holds only what they committed):

@@ -584,6 +584,15 @@ impl Session {
         if runs_unread_text && outcome.state_changed && outcome.error.is_none() && idx == primary {
             self.keep_reads_on(idx);
         }
+        // A write under `SET STATEMENT sql_log_bin = 0 FOR` reaches no
+        // replica either.
+        if idx == primary
+            && router::is_write(info)
+            && info.flags.contains(crate::classify::Flags::STATEMENT_SETS)
+            && mentions(sql, b"sql_log_bin")
+        {
+            self.keep_reads_on(idx);
+        }
         let schema_reported = outcome.schema.is_some();
         if info.statements > 1 {
             self.follow_multi_statement(idx, sql, schema_reported, outcome.error.is_some());
@@ -639,6 +648,13 @@ impl Session {
                 // inserted last: the session's reads stay here.
                 if mentions(sql, b"sql_auto_is_null")
                     && classify::sql_auto_is_null_set(sql, self.backslashes()) == Some(true)
+                {
+                    self.keep_reads_on(idx);
+                }
+                // Its writes from now on reach no replica: only the
+                // primary has them to read.
+                if mentions(sql, b"sql_log_bin")
+                    && classify::sql_log_bin_off_set(sql, self.backslashes()) == Some(true)
                 {
                     self.keep_reads_on(idx);
                 }

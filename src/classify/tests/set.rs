@@ -272,3 +272,22 @@ fn a_transaction_end_s_release_clause_is_read() {
     assert_eq!(read("ROLLBACK AND CHAIN"), None);
     assert_eq!(read("COMMIT -- RELEASE"), None);
 }
+
+#[test]
+fn binary_logging_turned_off_is_read_from_its_set() {
+    use super::super::{Backslashes, sql_log_bin_off_set};
+    let read = |sql| sql_log_bin_off_set(sql, Backslashes::Escape);
+    for off in [
+        "SET sql_log_bin = 0",
+        "SET SESSION sql_log_bin = OFF",
+        "set @@session.SQL_LOG_BIN = 'off', sql_mode = ''",
+        "SET sql_log_bin = @saved",
+    ] {
+        assert_eq!(read(off), Some(true), "{off}");
+    }
+    for on in ["SET sql_log_bin = 1", "SET @@sql_log_bin = ON", "SET sql_log_bin = DEFAULT"] {
+        assert_eq!(read(on), Some(false), "{on}");
+    }
+    assert_eq!(read("SET sql_mode = ''"), None);
+    assert_eq!(read("SET STATEMENT sql_log_bin = 0 FOR INSERT INTO t VALUES (1)"), None);
+}
