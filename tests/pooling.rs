@@ -336,6 +336,10 @@ async fn a_set_insert_id_applies_once_when_other_sessions_take_the_connections()
             .unwrap_or_else(|e| panic!("insert {i} after SET insert_id: {e}"));
         assert_eq!(a.last_insert_id(), Some(5000 + i));
     }
+    // Used up, as the primary says (a replica, where the SET was
+    // replayed, still held 5000).
+    let left: Option<u64> = a.query_first("SELECT @@session.insert_id").await.unwrap();
+    assert_eq!(left, Some(0));
     for o in others {
         o.disconnect().await.unwrap();
     }

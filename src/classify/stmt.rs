@@ -495,7 +495,11 @@ const PRIMARY_STATE_TABLES: [&str; 8] = [
 
 /// System variables only the primary answers for the proxy, which presents
 /// itself as the primary (see `Flags::PRIMARY_STATE`).
-pub(super) const PRIMARY_STATE_VARIABLES: [&str; 9] = [
+pub(super) const PRIMARY_STATE_VARIABLES: [&str; 11] = [
+    // One-shot values the session's next write takes on the primary: a
+    // replica, where the SET is replayed, keeps them.
+    "insert_id",
+    "gtid_seq_no",
     "read_only",
     "super_read_only",
     "innodb_read_only",
