@@ -173,6 +173,8 @@ pub struct BackendConn {
     /// was opened (`Outages::count`): once it moves
     /// on, the server this connection talked to has been found down.
     pub outages_seen: u64,
+    /// `Shared::global_changes` when the connection was opened.
+    pub globals_seen: u64,
     /// Statements prepared on this connection by text, kept for every
     /// session that uses it (multiplexing); statements not cached are the
     /// session's own.
@@ -377,6 +379,7 @@ impl BackendConn {
             last_used: std::time::Instant::now(),
             own_commands: 0,
             outages_seen: 0,
+            globals_seen: 0,
             databases_seen: 0,
             database_stale: false,
             prepared: None,

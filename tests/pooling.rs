@@ -345,6 +345,36 @@ async fn a_set_insert_id_applies_once_when_other_sessions_take_the_connections()
     }
 }
 
+/// A `SET GLOBAL` through the proxy reaches the sessions that start after
+/// it, as on the server: a pooled connection to the primary opened before
+/// it holds the old value as its session's, and is not handed out again.
+/// With multiplexing and with reuse.
+#[tokio::test]
+async fn a_set_global_reaches_the_sessions_that_start_after_it() {
+    let _serial = SERIAL.lock().await;
+    let global = "SELECT @@global.default_week_format";
+    let original = admin(PRIMARY).await.scalar(global).await.expect("a value");
+    let changed = (original.parse::<u8>().expect("a number") + 1) % 8;
+    let on_primary = "SELECT /* rwsplit:primary */ @@session.default_week_format";
+    for config in [pooled(4, "2s"), lab_config("[pool]\nreuse = true\n")] {
+        let proxy = start_proxy(config).await;
+        let mut before = client(&proxy).await;
+        let value: Option<String> = before.query_first(on_primary).await.unwrap();
+        assert_eq!(value.as_deref(), Some(original.as_str()));
+        before.disconnect().await.unwrap();
+        let caps = client_caps(true);
+        let mut a = Raw::connect(&proxy.addr.to_string(), &login("admin", "admin", None, caps))
+            .await
+            .unwrap();
+        a.exec(&format!("SET GLOBAL default_week_format = {changed}")).await;
+        let mut after = client(&proxy).await;
+        let value: Option<String> = after.query_first(on_primary).await.unwrap();
+        admin(PRIMARY).await.exec(&format!("SET GLOBAL default_week_format = {original}")).await;
+        assert_eq!(value, Some(changed.to_string()));
+        after.disconnect().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_full_pool_makes_a_statement_wait_then_error_1040() {
     let _serial = SERIAL.lock().await;

@@ -152,6 +152,13 @@ pub struct Shared {
     /// before the last such statement selects it again before it is used
     /// (`BackendConn::note_database_changes`), as a new connection would.
     pub database_changes: AtomicU64,
+    /// `SET GLOBAL` statements run through the proxy (on the primary). A
+    /// server connection takes its session variables from the globals
+    /// when it opens: a pooled connection to the primary opened before
+    /// the last one is closed instead of handed to a session
+    /// (`BackendConn::globals_seen`), so that new sessions see the new
+    /// values, as on the server.
+    pub global_changes: AtomicU64,
     /// Idle, waiting and timed-out counts of the connection pool.
     pub pool: PoolStats,
     /// Parser-tier verdicts by statement digest.
@@ -252,6 +259,7 @@ impl Shared {
             tier2: Tier2Cache::new(TIER2_CACHE_ENTRIES),
             backoff,
             database_changes: AtomicU64::new(0),
+            global_changes: AtomicU64::new(0),
             backend_tls: ArcSwap::from_pointee(config.backend_tls.connector(&config.base_dir)),
             config: ArcSwap::from_pointee(config),
             primary_greeting: ArcSwap::from_pointee(None),

@@ -727,6 +727,7 @@ impl Session {
         let mut conn = Box::new(BackendConn::connect_with(addr, &self.login, timeout, tls).await?);
         conn.outages_seen = outages;
         conn.databases_seen = database_changes;
+        conn.globals_seen = self.shared.global_changes.load(std::sync::atomic::Ordering::Relaxed);
         if idx == self.primary() {
             self.shared.note_primary_greeting(&conn.greeting);
         }

@@ -496,8 +496,12 @@ impl Session {
                 // A server that closed an idle connection (restarted,
                 // wait_timeout), or one the monitor found down since the
                 // connection was opened, would fail the statement sent on it.
+                // One to the primary opened before a SET GLOBAL has the old
+                // values.
+                let globals = self.shared.global_changes.load(Ordering::Relaxed);
                 if conn.opened.elapsed() < config.pool.max_lifetime
                     && conn.outages_seen == self.shared.outages.count(idx)
+                    && (idx != self.primary() || conn.globals_seen == globals)
                     && conn.reader.buffered().is_empty()
                     && !conn.stream.heard_from_peer()
                 {

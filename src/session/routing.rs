@@ -692,10 +692,10 @@ impl Session {
             StatementKind::SetGlobal
                 if flags.contains(crate::classify::Flags::SESSION_SET_BESIDE_GLOBAL) =>
             {
-                self.routing.set_global = true;
+                self.note_set_global();
                 self.keep_reads_on(idx);
             }
-            StatementKind::SetGlobal => self.routing.set_global = true,
+            StatementKind::SetGlobal => self.note_set_global(),
             StatementKind::LockTables => {
                 self.routing.locked_tables = true;
                 // Another LOCK TABLES releases the locks held before it.
@@ -789,8 +789,9 @@ impl Session {
             if parts.iter().any(|(kind, flags, _)| changes_session(*kind, *flags)) {
                 self.keep_reads_on(idx);
             }
-            self.routing.set_global |=
-                parts.iter().any(|(kind, ..)| *kind == StatementKind::SetGlobal);
+            if parts.iter().any(|(kind, ..)| *kind == StatementKind::SetGlobal) {
+                self.note_set_global();
+            }
             return;
         }
         let is_set = |kind: &StatementKind| {
@@ -875,6 +876,14 @@ impl Session {
 
     /// Forgets routing memory that a COM_RESET_CONNECTION or
     /// COM_CHANGE_USER ends.
+    /// The session ran `SET GLOBAL`: it reads global values on the
+    /// primary from now on, and new sessions get connections opened after
+    /// it (see `Shared::global_changes`).
+    fn note_set_global(&mut self) {
+        self.routing.set_global = true;
+        self.shared.global_changes.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(super) fn reset_routing(&mut self) {
         self.routing = RoutingState::default();
         // The server's tracking is back to its defaults: the client's own
