@@ -1364,6 +1364,16 @@ async fn a_session_reads_back_the_global_value_it_set() {
             }
         }
         admin(PRIMARY).await.exec(&format!("SET GLOBAL delayed_insert_limit = {original}")).await;
+        // A session variable set to DEFAULT takes the new global, which
+        // only the primary has.
+        let week = admin(PRIMARY).await.scalar("SELECT @@global.default_week_format").await;
+        let week = week.expect("a value");
+        let changed = (week.parse::<u8>().expect("a number") + 1) % 8;
+        a.exec(&format!("SET GLOBAL default_week_format = {changed}")).await;
+        a.exec("SET SESSION default_week_format = DEFAULT").await;
+        let session = a.scalar("SELECT @@session.default_week_format").await;
+        admin(PRIMARY).await.exec(&format!("SET GLOBAL default_week_format = {week}")).await;
+        assert_eq!(session, Some(changed.to_string()), "{extra:?}");
     }
 }
 

@@ -635,7 +635,10 @@ impl Session {
                 // connection alone (`SET sql_mode = @saved`), would be
                 // another (NULL) where the text ran again: the session's
                 // reads stay here instead.
-                if flags.contains(crate::classify::Flags::USER_VAR_READ) {
+                // So would DEFAULT after the session's SET GLOBAL: the
+                // primary's new global, a replica's old one.
+                let default_changed = self.routing.set_global && mentions(sql, b"default");
+                if flags.contains(crate::classify::Flags::USER_VAR_READ) || default_changed {
                     self.keep_reads_on(idx);
                 } else {
                     self.record_set(idx, part);
