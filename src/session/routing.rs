@@ -586,9 +586,9 @@ impl Session {
         }
         // A write under `SET STATEMENT sql_log_bin = 0 FOR` reaches no
         // replica either.
-        if idx == primary
+        if info.flags.contains(crate::classify::Flags::STATEMENT_SETS)
+            && idx == primary
             && router::is_write(info)
-            && info.flags.contains(crate::classify::Flags::STATEMENT_SETS)
             && mentions(sql, b"sql_log_bin")
         {
             self.keep_reads_on(idx);
