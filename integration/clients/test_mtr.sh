@@ -77,7 +77,7 @@ work=$(mktemp -d)
 proxy_pid=
 cleanup() {
     [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null && wait "$proxy_pid" 2>/dev/null
-    lab_sql 3306 "DROP USER IF EXISTS root@'127.0.0.1'" || true
+    lab_sql 3306 "DROP USER IF EXISTS root@'127.0.0.1'; SET GLOBAL sql_mode = DEFAULT" || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -152,9 +152,11 @@ mask_estimates() {
         { width = 0; print }'
 }
 
-# Each run starts with an empty test database (on every server).
+# Each run starts with an empty test database (on every server), and the
+# primary's default sql_mode (main.kill sets it to '' and stops before it
+# sets it back).
 fresh() {
-    lab_sql 3306 "DROP DATABASE IF EXISTS test; CREATE DATABASE test;
+    lab_sql 3306 "SET GLOBAL sql_mode = DEFAULT; DROP DATABASE IF EXISTS test; CREATE DATABASE test;
         DROP DATABASE IF EXISTS mysqltest; DROP DATABASE IF EXISTS mysqltest1;" \
         || die "cannot reset the test database"
 }
