@@ -864,6 +864,44 @@ async fn kill_query_uses_proxy_connection_ids() {
     assert_eq!(killer.scalar("SELECT 'alive'").await.as_deref(), Some("alive"));
 }
 
+/// `SHOW EXPLAIN FOR n` and `EXPLAIN FOR CONNECTION n` take the ids the
+/// processlist shows: a proxy session's is its connection to the primary,
+/// where the plan of its running statement is. Before, the statement went
+/// to a replica with the proxy's id (ERROR 1094 Unknown thread id).
+#[tokio::test]
+async fn explain_for_connection_uses_proxy_connection_ids() {
+    let table = lab_table("plan", "n INT").await;
+    on_primary_replicated(&[&format!("INSERT INTO app.{table} VALUES (1)")]).await;
+    let proxy = start_proxy(lab_config("")).await;
+    let addr = proxy.addr.to_string();
+    let mut asker = Raw::app(&addr, true).await;
+    for ask in ["SHOW EXPLAIN FOR", "EXPLAIN FORMAT=JSON FOR CONNECTION"] {
+        let mut runner = Raw::app(&addr, true).await;
+        let runner_id = runner.scalar("SELECT CONNECTION_ID()").await.expect("an id");
+        let long = format!("SELECT /* rwsplit:primary */ SLEEP(2), '{ask}' FROM {table}");
+        let running = tokio::spawn(async move { runner.query(&long).await });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while running_anywhere(ask).await == 0 {
+            assert!(std::time::Instant::now() < deadline, "the statement never started");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // The server answers once the statement looks at the ask (here
+        // when its SLEEP ends).
+        let sql = format!("{ask} {runner_id}");
+        let r = asker.query(&sql).await;
+        let err = rwsplit::protocol::messages::parse_err(&r[0].1);
+        let err = err.map(|e| (e.code, String::from_utf8_lossy(e.message).into_owned()));
+        assert!(err.is_none(), "{sql}: {err:?}");
+        let bytes: Vec<u8> = r.iter().flat_map(|p| p.1.clone()).collect();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains(&table), "{sql}: the plan names the table: {text}");
+        running.await.unwrap();
+    }
+    let r = asker.query("SHOW EXPLAIN FOR 1999999999").await;
+    let err = rwsplit::protocol::messages::parse_err(&r[0].1).expect("an error");
+    assert_eq!(err.code, 1094);
+}
+
 /// `KILL @id` (an expression, as a client that kept `CONNECTION_ID()` in
 /// a user variable writes it) takes the proxy's ids too. Before, it went
 /// to the primary as it was, where the id named another server thread or

@@ -321,10 +321,14 @@ fn show_shape(l: &Lead, sql: &str, i: usize) -> (Shape, Flags) {
     }
     // SHOW ENGINE INNODB STATUS: its transactions, lock waits, deadlocks.
     let engine_status = l.word_is(sql, i, "ENGINE") && l.word_is(sql, i + 2, "STATUS");
+    // SHOW EXPLAIN|ANALYZE FOR n: the plan of a statement running on a
+    // connection from the processlist, the primary's.
+    let running_plan = l.word_is(sql, i, "EXPLAIN") || l.is(i, Kw::ANALYZE);
     if shows_replication_state(l, sql, i)
         || shows_primary_variables(l, sql, i)
         || after_processlist(l, sql, i).is_some()
         || engine_status
+        || running_plan
     {
         flags |= Flags::PRIMARY_STATE;
     }

@@ -111,6 +111,14 @@ impl Session {
                 if let Some(asked) = asked {
                     return self.answer_connection_status(asked).await;
                 }
+                if let Some((head, id)) = super::kill::parse_explain_for(sql) {
+                    return self.explain_connection(head, id).await;
+                }
+            }
+            StatementKind::Other if sql.len() < 96 => {
+                if let Some((head, id)) = super::kill::parse_explain_for(sql) {
+                    return self.explain_connection(head, id).await;
+                }
             }
             _ => {}
         }

@@ -37,6 +37,24 @@ pub fn parse_kill_expression(sql: &[u8]) -> Option<(bool, &str)> {
     (!not_an_id).then_some((query_only, operand))
 }
 
+/// `SHOW EXPLAIN|ANALYZE [FORMAT=f] FOR <n>` and `EXPLAIN [FORMAT=f] FOR
+/// CONNECTION <n>` with a number for the connection id: the text before
+/// the id, and the id (the proxy's, when the client read it from the
+/// processlist or `CONNECTION_ID()`).
+pub fn parse_explain_for(sql: &str) -> Option<(&str, u64)> {
+    let text = sql.trim().trim_end_matches(';').trim_end();
+    let digits = text.len() - text.bytes().rev().take_while(u8::is_ascii_digit).count();
+    let (head, id) = text.split_at(digits);
+    let id = id.parse().ok()?;
+    let words: Vec<&str> = head.split_ascii_whitespace().collect();
+    let is = |at: usize, word: &str| words.get(at).is_some_and(|w| w.eq_ignore_ascii_case(word));
+    let last = words.len().checked_sub(1)?;
+    let shown = is(0, "SHOW") && (is(1, "EXPLAIN") || is(1, "ANALYZE")) && is(last, "FOR");
+    let explained = is(0, "EXPLAIN") && is(last.checked_sub(1)?, "FOR") && is(last, "CONNECTION");
+    let spaced = head.ends_with(|c: char| c.is_ascii_whitespace());
+    ((shown || explained) && spaced).then_some((head, id))
+}
+
 /// `KILL [HARD|SOFT] [CONNECTION|QUERY] <operand>`: whether only the query
 /// is killed, and the operand as written (without a trailing `;`).
 fn kill_operand(sql: &[u8]) -> Option<(bool, &str)> {
@@ -109,6 +127,39 @@ impl Session {
         };
         let id = self.id.to_string();
         self.answer_row(&[column], &[id.as_bytes()]).await
+    }
+
+    /// `SHOW EXPLAIN FOR n` and its kin (`head` the text before the id):
+    /// the primary answers for the connection the processlist shows under
+    /// that id, a proxy session's connection to it, or a server thread of
+    /// another client.
+    pub(super) async fn explain_connection(
+        &mut self,
+        head: &str,
+        id: u64,
+    ) -> Result<Next, SessionError> {
+        let thread = if self.is_proxy_connection_id(id) {
+            let primary = self.primary();
+            let target = u32::try_from(id).ok().and_then(|id| self.shared.registry.get(id));
+            let threads = target.map(|t| t.threads.lock().expect("handle lock").clone());
+            match threads.and_then(|t| t.into_iter().find(|(b, _)| *b == primary)) {
+                Some((_, thread)) => u64::from(thread),
+                None => {
+                    let message = format!("Unknown thread id: {id}");
+                    return self.reply_err(1094, "HY000", &message).await;
+                }
+            }
+        } else {
+            id
+        };
+        let sql = format!("{head}{thread}");
+        self.cmd.clear();
+        self.cmd.push(crate::protocol::command::QUERY);
+        self.cmd.extend_from_slice(sql.as_bytes());
+        let info =
+            crate::classify::classify_with_cache(&sql, self.backslashes(), &self.shared.tier2);
+        self.run_routed(info, &sql).await?;
+        Ok(Next::Continue)
     }
 
     /// Whether the primary grants this session's user a privilege to kill
@@ -242,6 +293,27 @@ mod tests {
         assert_eq!(name("SELECTCONNECTION_ID()"), None);
         assert_eq!(name("SELECT 1"), None);
         assert_eq!(name("SELECT CONNECTION_ID() FROM t"), None);
+    }
+
+    #[test]
+    fn a_plan_of_another_connection_is_recognised() {
+        let read = parse_explain_for;
+        assert_eq!(read("SHOW EXPLAIN FOR 1000000001"), Some(("SHOW EXPLAIN FOR ", 1000000001)));
+        assert_eq!(
+            read("show analyze format=json for 7;"),
+            Some(("show analyze format=json for ", 7))
+        );
+        assert_eq!(
+            read(" EXPLAIN FORMAT = JSON FOR CONNECTION 12 "),
+            Some(("EXPLAIN FORMAT = JSON FOR CONNECTION ", 12))
+        );
+        assert_eq!(read("EXPLAIN FOR CONNECTION 3"), Some(("EXPLAIN FOR CONNECTION ", 3)));
+        assert_eq!(read("SHOW EXPLAIN FOR @id"), None);
+        assert_eq!(read("SHOW EXPLAIN FOR1"), None);
+        assert_eq!(read("EXPLAIN SELECT 1"), None);
+        assert_eq!(read("SHOW TABLES FOR 1"), None);
+        assert_eq!(read("EXPLAIN FOR 1"), None);
+        assert_eq!(read("1"), None);
     }
 
     #[test]

@@ -330,6 +330,9 @@ fn replication_state_shows_need_the_primary() {
         "SELECT * FROM performance_schema.data_locks",
         "SELECT * FROM performance_schema.data_lock_waits",
         "SELECT * FROM performance_schema.metadata_locks",
+        // The plan of a statement running on a processlist connection.
+        "SHOW EXPLAIN FOR 1000000001",
+        "show analyze format=json for 12",
         // One-shot values the next write takes on the primary.
         "SELECT @@session.insert_id",
         "SELECT @@gtid_seq_no",
