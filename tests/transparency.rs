@@ -560,8 +560,8 @@ async fn a_session_idle_past_its_own_wait_timeout_is_disconnected_as_by_the_serv
 
 /// `COMMIT RELEASE`, `ROLLBACK RELEASE`, and either under `completion_type
 /// = RELEASE`, end the session after their reply, as the server ends its
-/// connection; `NO RELEASE` keeps it. The committed rows stay committed.
-/// With and without multiplexing.
+/// connection, also prepared; `NO RELEASE` keeps it. The committed rows
+/// stay committed. With and without multiplexing.
 #[tokio::test]
 async fn commit_release_ends_the_session_as_on_the_server() {
     let table = lab_table("release", "n INT").await;
@@ -588,6 +588,16 @@ async fn commit_release_ends_the_session_as_on_the_server() {
                     read_until_closed(&mut c.conn.stream, std::time::Duration::from_secs(5));
                 assert!(closed.await.is_empty(), "{addr}: {end}");
             }
+            // Prepared (COM_STMT_PREPARE, COM_STMT_EXECUTE).
+            let mut c = Raw::app(&addr, true).await;
+            let prepared = c.prepare(&prepare("COMMIT RELEASE")).await;
+            let id = stmt_id(&prepared[0].1);
+            c.exec("BEGIN").await;
+            c.exec(&format!("INSERT INTO {table} VALUES (1)")).await;
+            let r = c.command(&execute(id, 0, &[], true), Expect::Result).await;
+            assert_eq!(r[0].1[0], 0x00, "{addr}: the execute's OK");
+            let closed = read_until_closed(&mut c.conn.stream, std::time::Duration::from_secs(5));
+            assert!(closed.await.is_empty(), "{addr}: prepared COMMIT RELEASE");
             let mut kept = Raw::app(&addr, true).await;
             kept.exec("SET completion_type = 2").await;
             kept.exec("COMMIT NO RELEASE").await;
@@ -595,10 +605,10 @@ async fn commit_release_ends_the_session_as_on_the_server() {
             kept.exec("ROLLBACK").await;
             assert_eq!(kept.scalar("SELECT 1").await.as_deref(), Some("1"), "{addr}");
         }
-        // Three commits on each side, seen by the client's next session.
+        // Four commits on each side, seen by the client's next session.
         let mut c = Raw::app(&proxy.addr.to_string(), true).await;
         let count = c.scalar(&format!("SELECT COUNT(*) FROM {table}")).await;
-        assert_eq!(count, Some((6 * (1 + u8::from(multiplex))).to_string()));
+        assert_eq!(count, Some((8 * (1 + u8::from(multiplex))).to_string()));
     }
 }
 

@@ -131,11 +131,6 @@ impl Session {
         let ran = self.run_routed(info, sql).await;
         self.reads_processlist = false;
         ran?;
-        // COMMIT RELEASE: the server closed that connection after its reply.
-        if let Some(idx) = self.routing.released {
-            self.drop_backend(idx);
-            return Ok(Next::Quit);
-        }
         Ok(Next::Continue)
     }
 

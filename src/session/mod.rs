@@ -464,6 +464,12 @@ impl Session {
             }
             self.between_commands = false;
             let done = self.dispatch().await;
+            // COMMIT RELEASE, as text or prepared: the server closed that
+            // connection after its reply, and the session ends as well.
+            if let (Ok(_), Some(idx)) = (&done, self.routing.released) {
+                self.drop_backend(idx);
+                return;
+            }
             // Only a command that ran to its end leaves the backend
             // connections with nothing in flight.
             self.between_commands = done.is_ok();
