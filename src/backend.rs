@@ -759,21 +759,24 @@ impl BackendConn {
     /// first column of its first row (see [`first_text_value`]), None for
     /// NULL or no row. A server error is `Err`, as from [`Self::read_own`].
     pub async fn query_value(&mut self, sql: &str) -> Result<Option<String>, BackendError> {
-        let mut payload = Vec::with_capacity(sql.len() + 1);
-        payload.push(crate::protocol::command::QUERY);
-        payload.extend_from_slice(sql.as_bytes());
-        self.write_payload(0, &payload).await?;
+        self.own_commands = self.own_commands.wrapping_add(1);
+        self.write_payload(0, &query_payload(sql)).await?;
         let (_, row) = self.read_own(Expect::Result).await?;
         Ok(row.as_deref().and_then(first_text_value))
     }
 
     /// Runs a text query of the proxy's own.
     pub async fn query_own(&mut self, sql: &str) -> Result<Outcome, BackendError> {
-        let mut payload = Vec::with_capacity(sql.len() + 1);
-        payload.push(crate::protocol::command::QUERY);
-        payload.extend_from_slice(sql.as_bytes());
-        self.run_own(&payload).await
+        self.run_own(&query_payload(sql)).await
     }
+}
+
+/// The COM_QUERY payload of `sql`.
+fn query_payload(sql: &str) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(sql.len() + 1);
+    payload.push(crate::protocol::command::QUERY);
+    payload.extend_from_slice(sql.as_bytes());
+    payload
 }
 
 /// The first column of a text row of the proxy's own query (a number, a

@@ -44,8 +44,8 @@ pub use lead::{is_show_processlist, like, release_clause, show_status_pattern};
 pub use lexer::Backslashes;
 pub use scan::{Statement, statements};
 pub use set::{
-    WaitTimeout, completion_release_set, read_uncommitted_set, sql_auto_is_null_set,
-    sql_log_bin_off_set, user_variable_value, wait_timeout_set,
+    WaitTimeout, completion_release_set, set_keeps_reads_here, user_variable_value,
+    wait_timeout_set,
 };
 pub use tables::{
     HeldLock, TempTableChange, held_lock_change, sets_database_options, tables, temp_table_change,

@@ -325,11 +325,25 @@ pub fn wait_timeout_set(sql: &str, backslashes: Backslashes) -> Option<WaitTimeo
     Some(seconds.map_or(WaitTimeout::Unknown, |s| WaitTimeout::Seconds(s.clamp(1, MAX_SECONDS))))
 }
 
+/// Whether a SET statement leaves the session in a state whose reads only
+/// the connection it ran on answers right: `sql_auto_is_null` on (`WHERE
+/// id IS NULL` finds the row that connection inserted last), binary
+/// logging off (its writes reach no replica), or READ UNCOMMITTED (its
+/// reads see other sessions' uncommitted rows, only on the primary). Each
+/// variable's value is read only when the text names it.
+pub fn set_keeps_reads_here(sql: &str, backslashes: Backslashes) -> bool {
+    let names =
+        |name: &[u8]| sql.as_bytes().windows(name.len()).any(|w| w.eq_ignore_ascii_case(name));
+    (names(b"sql_auto_is_null") && sql_auto_is_null_set(sql, backslashes) == Some(true))
+        || (names(b"sql_log_bin") && sql_log_bin_off_set(sql, backslashes) == Some(true))
+        || (names(b"isolation") && read_uncommitted_set(sql, backslashes))
+}
+
 /// Whether a SET statement turns the session's `sql_auto_is_null` on
 /// (`1`, `ON`, `TRUE`, or a value the proxy does not evaluate): then `WHERE
 /// id IS NULL` finds the row the connection last inserted. `None` when it
 /// does not assign it.
-pub fn sql_auto_is_null_set(sql: &str, backslashes: Backslashes) -> Option<bool> {
+pub(super) fn sql_auto_is_null_set(sql: &str, backslashes: Backslashes) -> Option<bool> {
     let value = session_value_set(sql, backslashes, "sql_auto_is_null")?;
     let off =
         value.is_some_and(|v| v.kw == Some(Kw::DEFAULT) || literal_bool(sql, &v) == Some(false));
@@ -340,7 +354,7 @@ pub fn sql_auto_is_null_set(sql: &str, backslashes: Backslashes) -> Option<bool>
 /// (`sql_log_bin` to 0, OFF, FALSE, or a value the proxy does not
 /// evaluate): the session's writes after it reach no replica. `None` when
 /// it does not assign it.
-pub fn sql_log_bin_off_set(sql: &str, backslashes: Backslashes) -> Option<bool> {
+pub(super) fn sql_log_bin_off_set(sql: &str, backslashes: Backslashes) -> Option<bool> {
     let value = session_value_set(sql, backslashes, "sql_log_bin")?;
     let on =
         value.is_some_and(|v| v.kw == Some(Kw::DEFAULT) || literal_bool(sql, &v) == Some(true));
@@ -354,7 +368,7 @@ pub fn sql_log_bin_off_set(sql: &str, backslashes: Backslashes) -> Option<bool> 
 /// `tx_isolation` or `transaction_isolation` set to 'READ-UNCOMMITTED',
 /// 0, or a value the proxy does not evaluate. Its caller rules out the
 /// one-shot `SET TRANSACTION`, which only the next transaction takes.
-pub fn read_uncommitted_set(sql: &str, backslashes: Backslashes) -> bool {
+pub(super) fn read_uncommitted_set(sql: &str, backslashes: Backslashes) -> bool {
     let mut lx = Lexer::new(sql, backslashes);
     if lx.next().kw != Some(Kw::SET) {
         return false;

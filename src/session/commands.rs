@@ -111,16 +111,14 @@ impl Session {
                 if let Some(asked) = asked {
                     return self.answer_connection_status(asked).await;
                 }
-                if let Some((head, id)) = super::kill::parse_explain_for(sql) {
-                    return self.explain_connection(head, id).await;
-                }
-            }
-            StatementKind::Other if sql.len() < 96 => {
-                if let Some((head, id)) = super::kill::parse_explain_for(sql) {
-                    return self.explain_connection(head, id).await;
-                }
             }
             _ => {}
+        }
+        // SHOW EXPLAIN FOR n (Show), EXPLAIN FOR CONNECTION n (Other).
+        if matches!(info.kind, StatementKind::Show | StatementKind::Other)
+            && let Some((head, id)) = super::kill::parse_explain_for(sql)
+        {
+            return self.explain_connection(head, id).await;
         }
         if info.flags.contains(crate::classify::Flags::PROXY_VARIABLE) {
             self.answer_proxy_variables(info.kind);

@@ -46,11 +46,14 @@ pub fn parse_explain_for(sql: &str) -> Option<(&str, u64)> {
     let digits = text.len() - text.bytes().rev().take_while(u8::is_ascii_digit).count();
     let (head, id) = text.split_at(digits);
     let id = id.parse().ok()?;
-    let words: Vec<&str> = head.split_ascii_whitespace().collect();
-    let is = |at: usize, word: &str| words.get(at).is_some_and(|w| w.eq_ignore_ascii_case(word));
-    let last = words.len().checked_sub(1)?;
-    let shown = is(0, "SHOW") && (is(1, "EXPLAIN") || is(1, "ANALYZE")) && is(last, "FOR");
-    let explained = is(0, "EXPLAIN") && is(last.checked_sub(1)?, "FOR") && is(last, "CONNECTION");
+    let is = |word: Option<&str>, like: &str| word.is_some_and(|w| w.eq_ignore_ascii_case(like));
+    let mut from_start = head.split_ascii_whitespace();
+    let (first, second) = (from_start.next(), from_start.next());
+    let mut from_end = head.split_ascii_whitespace().rev();
+    let (last, before_last) = (from_end.next(), from_end.next());
+    let shown = is(first, "SHOW") && (is(second, "EXPLAIN") || is(second, "ANALYZE"));
+    let explained = is(first, "EXPLAIN") && is(before_last, "FOR") && is(last, "CONNECTION");
+    let shown = shown && is(last, "FOR");
     let spaced = head.ends_with(|c: char| c.is_ascii_whitespace());
     ((shown || explained) && spaced).then_some((head, id))
 }
@@ -129,6 +132,14 @@ impl Session {
         self.answer_row(&[column], &[id.as_bytes()]).await
     }
 
+    /// The client's command becomes COM_QUERY `sql`: a statement the proxy
+    /// wrote in its place, which the relay sends as the client's.
+    fn rewrite_query(&mut self, sql: &str) {
+        self.cmd.clear();
+        self.cmd.push(crate::protocol::command::QUERY);
+        self.cmd.extend_from_slice(sql.as_bytes());
+    }
+
     /// `SHOW EXPLAIN FOR n` and its kin (`head` the text before the id):
     /// the primary answers for the connection the processlist shows under
     /// that id, a proxy session's connection to it, or a server thread of
@@ -153,9 +164,7 @@ impl Session {
             id
         };
         let sql = format!("{head}{thread}");
-        self.cmd.clear();
-        self.cmd.push(crate::protocol::command::QUERY);
-        self.cmd.extend_from_slice(sql.as_bytes());
+        self.rewrite_query(&sql);
         let info =
             crate::classify::classify_with_cache(&sql, self.backslashes(), &self.shared.tier2);
         self.run_routed(info, &sql).await?;
@@ -183,9 +192,7 @@ impl Session {
         if !self.is_proxy_connection_id(id.into()) {
             // A server thread's id: the primary kills it, as `KILL n`.
             let sql = format!("KILL {id}");
-            self.cmd.clear();
-            self.cmd.push(crate::protocol::command::QUERY);
-            self.cmd.extend_from_slice(sql.as_bytes());
+            self.rewrite_query(&sql);
             return self.run_query(&sql).await;
         }
         self.on_kill(Kill { query_only: false, id: id as u64 }).await

@@ -647,25 +647,9 @@ impl Session {
                     self.client_wants_gtids = wants_gtids(sql, self.client_wants_gtids);
                 }
                 self.routing.traces_statements |= mentions_tracing(sql);
-                // `WHERE id IS NULL` then finds the row this connection
-                // inserted last: the session's reads stay here.
-                if mentions(sql, b"sql_auto_is_null")
-                    && classify::sql_auto_is_null_set(sql, self.backslashes()) == Some(true)
-                {
-                    self.keep_reads_on(idx);
-                }
-                // Its writes from now on reach no replica: only the
-                // primary has them to read.
-                if mentions(sql, b"sql_log_bin")
-                    && classify::sql_log_bin_off_set(sql, self.backslashes()) == Some(true)
-                {
-                    self.keep_reads_on(idx);
-                }
-                // Under READ UNCOMMITTED its reads see other sessions'
-                // uncommitted rows, which only the primary has.
-                if mentions(sql, b"isolation")
-                    && classify::read_uncommitted_set(sql, self.backslashes())
-                {
+                // A state whose reads only this connection answers
+                // (`sql_auto_is_null`, binary logging off, READ UNCOMMITTED).
+                if classify::set_keeps_reads_here(sql, self.backslashes()) {
                     self.keep_reads_on(idx);
                 }
                 if mentions(sql, b"completion_type")
@@ -877,8 +861,6 @@ impl Session {
         self.pin(idx);
     }
 
-    /// Forgets routing memory that a COM_RESET_CONNECTION or
-    /// COM_CHANGE_USER ends.
     /// The session ran `SET GLOBAL`: it reads global values on the
     /// primary from now on, and new sessions get connections opened after
     /// it (see `Shared::global_changes`).
@@ -887,6 +869,8 @@ impl Session {
         self.shared.global_changes.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Forgets routing memory that a COM_RESET_CONNECTION or
+    /// COM_CHANGE_USER ends.
     pub(super) fn reset_routing(&mut self) {
         self.routing = RoutingState::default();
         // The server's tracking is back to its defaults: the client's own

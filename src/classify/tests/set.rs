@@ -181,7 +181,7 @@ fn the_sessions_wait_timeout_is_read_from_its_set() {
 
 #[test]
 fn sql_auto_is_null_is_read_from_its_set() {
-    use super::super::{Backslashes, sql_auto_is_null_set};
+    use super::super::{Backslashes, set::sql_auto_is_null_set};
     let read = |sql| sql_auto_is_null_set(sql, Backslashes::Escape);
     for on in [
         "SET sql_auto_is_null = 1",
@@ -208,7 +208,7 @@ fn sql_auto_is_null_is_read_from_its_set() {
 
 #[test]
 fn read_uncommitted_is_found_in_its_set() {
-    use super::super::{Backslashes, read_uncommitted_set};
+    use super::super::{Backslashes, set::read_uncommitted_set};
     let read = |sql| read_uncommitted_set(sql, Backslashes::Escape);
     for dirty in [
         "SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED",
@@ -275,7 +275,7 @@ fn a_transaction_end_s_release_clause_is_read() {
 
 #[test]
 fn binary_logging_turned_off_is_read_from_its_set() {
-    use super::super::{Backslashes, sql_log_bin_off_set};
+    use super::super::{Backslashes, set::sql_log_bin_off_set};
     let read = |sql| sql_log_bin_off_set(sql, Backslashes::Escape);
     for off in [
         "SET sql_log_bin = 0",
@@ -290,4 +290,27 @@ fn binary_logging_turned_off_is_read_from_its_set() {
     }
     assert_eq!(read("SET sql_mode = ''"), None);
     assert_eq!(read("SET STATEMENT sql_log_bin = 0 FOR INSERT INTO t VALUES (1)"), None);
+}
+
+#[test]
+fn sets_that_keep_reads_on_their_connection_are_told() {
+    use super::super::{Backslashes, set_keeps_reads_here};
+    let keeps = |sql| set_keeps_reads_here(sql, Backslashes::Escape);
+    for sql in [
+        "SET sql_auto_is_null = 1",
+        "SET sql_mode = '', sql_log_bin = 0",
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED",
+        "SET @@session.tx_isolation = 'READ-UNCOMMITTED'",
+    ] {
+        assert!(keeps(sql), "{sql}");
+    }
+    for sql in [
+        "SET sql_auto_is_null = 0",
+        "SET sql_log_bin = 1",
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        "SET GLOBAL sql_log_bin = 0",
+        "SET NAMES utf8mb4",
+    ] {
+        assert!(!keeps(sql), "{sql}");
+    }
 }
